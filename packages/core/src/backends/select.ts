@@ -1,0 +1,180 @@
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+// Gradients are registered separately from the ops; training needs every one of them.
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { registerBackendWorkarounds, registeredWorkarounds } from './workarounds.js';
+
+/** Backends in the order `auto` prefers them (fastest first). */
+export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
+export type BackendRequest = BackendName | 'auto';
+
+/** What ferry found out about one backend. */
+export interface BackendProbe {
+  readonly name: BackendName;
+  readonly available: boolean;
+  /** Why it is unavailable, or null when it initialised. */
+  readonly reason: string | null;
+  /** Adapter or device description when known (webgpu adapter, CUDA device). */
+  readonly device?: string;
+}
+
+export interface BackendSelection {
+  /** The backend ferry now runs on. */
+  readonly name: BackendName;
+  /** TensorFlow.js's own name for it (`tensorflow` for both tfjs-node flavours). */
+  readonly tfName: string;
+  readonly device: string;
+  /** Every backend considered, with the reason each one that is not used was not. */
+  readonly probes: readonly BackendProbe[];
+  /** Kernels ferry registered for this backend (composites for missing or slow ones). */
+  readonly workarounds: readonly string[];
+}
+
+const require = createRequire(import.meta.url);
+
+function tfNameOf(name: BackendName): string {
+  return name === 'tensorflow-gpu' ? 'tensorflow' : name;
+}
+
+function message(e: unknown): string {
+  if (e instanceof Error) {
+    const first = e.message.split('\n')[0] ?? e.message;
+    return first.length > 200 ? `${first.slice(0, 200)}...` : first;
+  }
+  return String(e);
+}
+
+/** Loads and registers a backend's module; returns the device name, or throws with a reason. */
+async function load(name: BackendName): Promise<string> {
+  switch (name) {
+    case 'cpu':
+      return 'cpu (pure JavaScript)';
+    case 'wasm': {
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      const dir = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+      // The multi-threaded build cannot start its worker from a blob: URL in Node; the SIMD
+      // single-threaded build is the one that works.
+      wasm.setWasmPaths(`${dir}${path.sep}`);
+      return 'cpu (WebAssembly SIMD)';
+    }
+    case 'webgpu': {
+      const gpu = await getWebGpu();
+      const adapter = await gpu.requestAdapter();
+      if (adapter === null) throw new Error('no WebGPU adapter found (no GPU, or no Vulkan/Metal/D3D12 driver)');
+      await import('@tensorflow/tfjs-backend-webgpu');
+      const info = (adapter as { info?: { vendor?: string; architecture?: string; device?: string; description?: string } }).info;
+      const desc = [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s).join(' ');
+      return desc.length > 0 ? desc : 'webgpu adapter';
+    }
+    case 'tensorflow-gpu':
+      await import(/* optional */ '@tensorflow/tfjs-node-gpu' as string);
+      return 'CUDA (libtensorflow)';
+    case 'tensorflow':
+      await import(/* optional */ '@tensorflow/tfjs-node' as string);
+      return 'cpu (libtensorflow)';
+  }
+}
+
+interface GpuLike {
+  requestAdapter(): Promise<unknown>;
+}
+
+let webgpuInstance: GpuLike | undefined;
+
+async function getWebGpu(): Promise<GpuLike> {
+  if (webgpuInstance) return webgpuInstance;
+  const g = globalThis as { navigator?: { gpu?: GpuLike } };
+  if (g.navigator?.gpu) {
+    webgpuInstance = g.navigator.gpu;
+    return webgpuInstance;
+  }
+  const mod = (await import(/* optional */ 'webgpu' as string)) as {
+    create: (flags: string[]) => GpuLike;
+    globals: Record<string, unknown>;
+  };
+  Object.assign(globalThis, mod.globals);
+  const flags = process.env['FERRY_WEBGPU_PROFILE'] === '1' ? ['enable-dawn-features=allow_unsafe_apis'] : [];
+  const gpu = mod.create(flags);
+  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  else Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
+  webgpuInstance = gpu;
+  return gpu;
+}
+
+const probeCache = new Map<BackendName, BackendProbe>();
+
+/** Tries to start one backend (without switching to it). Cached per process. */
+export async function probeBackend(name: BackendName): Promise<BackendProbe> {
+  const cached = probeCache.get(name);
+  if (cached) return cached;
+  let probe: BackendProbe;
+  try {
+    const device = await load(name);
+    const before = tf.getBackend();
+    const ok = await tf.setBackend(tfNameOf(name));
+    if (!ok) throw new Error('TensorFlow.js could not initialise it');
+    if (name === 'tensorflow-gpu' && !isCudaBuild()) throw new Error('libtensorflow was built without CUDA');
+    if (before && before !== tfNameOf(name)) await tf.setBackend(before);
+    probe = { name, available: true, reason: null, device };
+  } catch (e) {
+    probe = { name, available: false, reason: message(e) };
+  }
+  probeCache.set(name, probe);
+  return probe;
+}
+
+function isCudaBuild(): boolean {
+  const b = tf.backend() as unknown as { binding?: { isUsingGpuDevice?: () => boolean } };
+  return b.binding?.isUsingGpuDevice?.() ?? false;
+}
+
+/** Probes every backend; used by `ferry info`. */
+export async function probeAllBackends(): Promise<BackendProbe[]> {
+  const out: BackendProbe[] = [];
+  for (const name of BACKEND_NAMES) out.push(await probeBackend(name));
+  return out;
+}
+
+/**
+ * The one selection point. `auto` takes the first backend in BACKEND_NAMES order that initialises;
+ * an explicit name either starts or fails with FERRY_ERR_BACKEND_UNAVAILABLE and the reason.
+ */
+export async function selectBackend(request: BackendRequest): Promise<BackendSelection> {
+  if (request !== 'auto' && !(BACKEND_NAMES as readonly string[]).includes(request)) {
+    throw new InvalidArgumentError(`unknown backend "${String(request)}"; use auto or one of ${BACKEND_NAMES.join(', ')}`);
+  }
+  const candidates: readonly BackendName[] = request === 'auto' ? BACKEND_NAMES : [request];
+  const probes: BackendProbe[] = [];
+  let chosen: BackendProbe | undefined;
+  for (const name of candidates) {
+    if (chosen) {
+      probes.push({ name, available: false, reason: `not tried: ${chosen.name} comes first` });
+      continue;
+    }
+    const probe = await probeBackend(name);
+    probes.push(probe);
+    if (probe.available) chosen = probe;
+  }
+  if (!chosen) {
+    const last = probes[probes.length - 1];
+    throw new BackendUnavailableError(request, last?.reason ?? 'nothing initialised');
+  }
+  await tf.setBackend(tfNameOf(chosen.name));
+  await tf.ready();
+  const workarounds = registerBackendWorkarounds(tfNameOf(chosen.name));
+  return {
+    name: chosen.name,
+    tfName: tfNameOf(chosen.name),
+    device: chosen.device ?? chosen.name,
+    probes,
+    workarounds: workarounds.length > 0 ? workarounds : registeredWorkarounds(tfNameOf(chosen.name)),
+  };
+}
+
+export function isBackendName(s: string): s is BackendName {
+  return (BACKEND_NAMES as readonly string[]).includes(s);
+}

@@ -1,0 +1,41 @@
+/** @ferry/core: the training engine. No network code; the worker and CLI call into it. */
+export * from './errors.js';
+export { Rng, type RngState } from './util/rng.js';
+export { readNpy, writeNpy, nchwToNhwc } from './util/npy.js';
+export {
+  BACKEND_NAMES,
+  isBackendName,
+  probeAllBackends,
+  probeBackend,
+  selectBackend,
+  type BackendName,
+  type BackendProbe,
+  type BackendRequest,
+  type BackendSelection,
+} from './backends/select.js';
+export { WORKAROUNDS, registerBackendWorkarounds } from './backends/workarounds.js';
+export {
+  conv2dBackpropFilterComposite,
+  conv2dBackpropInputComposite,
+  depthwiseBackpropFilterComposite,
+  depthwiseBackpropInputComposite,
+} from './backends/composite-kernels.js';
+export { listNvidiaGpus, type GpuDevice } from './backends/devices.js';
+export type { ParamSpec, ParamKind, ForwardContext, BnBatchStats } from './models/layers.js';
+export { countParams, paramsOfStage, stageOfParam, type ModelDef, type Stage } from './models/model.js';
+export { buildModel, getZooEntry, listModels, modelNames, type WeightSource, type ZooEntry } from './models/zoo.js';
+export { makeDivisible } from './models/mobilenet-v2.js';
+export type { HostTensor, StateDict } from './weights/host-tensor.js';
+export { readPth } from './weights/pth.js';
+export { readSafetensors, writeSafetensors } from './weights/safetensors.js';
+export { parseWeights, readWeightsFile, resolveWeights, type ResolvedWeights } from './weights/load.js';
+export { torchToTf, tfToTorch } from './weights/layout.js';
+export { download, type DownloadOptions, type DownloadResult } from './weights/download.js';
+export { Network, firstTrainableStage, parseStrategy, strategyName, type Strategy } from './train/network.js';
+export { Sgd, type SgdOptions } from './train/sgd.js';
+export { ArrayBatchSource, streamSeed, type Batch, type BatchSource } from './train/data.js';
+export { DEFAULT_TRAIN_CONFIG, Trainer, configHash, crossEntropy, type TrainConfig, type TrainerOptions } from './train/trainer.js';
+export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta } from './train/checkpoint.js';
+export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
+export * as metrics from './train/metrics.js';
+export { tfjsVersion } from './version.js';

@@ -1,0 +1,45 @@
+/** Metrics of one epoch, as the study's script records them. */
+export interface EpochMetrics {
+  /** 0-based epoch. */
+  readonly epoch: number;
+  readonly lr: number;
+  readonly trainLoss: number;
+  readonly trainAccuracy: number;
+  readonly valLoss: number;
+  readonly valAccuracy: number;
+  /** Row = true class, column = predicted. */
+  readonly confusion: readonly (readonly number[])[];
+  readonly perClassAccuracy: readonly number[];
+  readonly trainMs: number;
+  readonly valMs: number;
+  /** Time the trainer waited for the data pipeline during this epoch. */
+  readonly dataWaitMs: number;
+  readonly imagesPerSec: number;
+}
+
+export interface TrainResult {
+  readonly epochs: readonly EpochMetrics[];
+  readonly bestValAccuracy: number;
+  /** 0-based epoch whose weights are kept. */
+  readonly bestEpoch: number;
+  readonly bestConfusion: readonly (readonly number[])[];
+  readonly bestPerClassAccuracy: readonly number[];
+  readonly wallMs: number;
+  /** Training images per second over all epochs (this process). */
+  readonly imagesPerSec: number;
+  readonly resumedFromEpoch: number;
+}
+
+/** Progress the trainer reports; the worker publishes these as events. */
+export type TrainProgress =
+  | {
+      readonly type: 'step';
+      readonly epoch: number;
+      readonly step: number;
+      readonly stepsPerEpoch: number;
+      readonly loss: number;
+      readonly imagesPerSec: number;
+      readonly etaMs: number;
+    }
+  | { readonly type: 'epoch'; readonly metrics: EpochMetrics; readonly best: boolean }
+  | { readonly type: 'checkpoint'; readonly epoch: number; readonly file: string };

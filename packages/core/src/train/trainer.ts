@@ -1,0 +1,296 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
+import type { BnBatchStats } from '../models/layers.js';
+import { Rng } from '../util/rng.js';
+import type { StateDict } from '../weights/host-tensor.js';
+import { readWeightsFile, resolveWeights } from '../weights/load.js';
+import { CHECKPOINT_FORMAT, momentumTensors, readCheckpoint, saveCheckpoint, saveWeights, type CheckpointMeta } from './checkpoint.js';
+import { STREAM_DROPOUT, streamSeed, type Batch, type BatchSource } from './data.js';
+import { accuracyOf, addConfusion, argmaxRows, confusionMatrix, perClassAccuracy, stepLr } from './metrics.js';
+import { firstTrainableStage, strategyName, type Network, type Strategy } from './network.js';
+import type { EpochMetrics, TrainProgress, TrainResult } from './result.js';
+import { Sgd } from './sgd.js';
+
+/** Hyper-parameters of one training run, with the study's defaults. */
+export interface TrainConfig {
+  readonly epochs: number;
+  readonly lr: number;
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly nesterov: boolean;
+  /** StepLR period in epochs (0 = constant learning rate). */
+  readonly lrStepEpochs: number;
+  readonly lrGamma: number;
+  readonly strategy: Strategy;
+  readonly seed: number;
+}
+
+export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
+  epochs: 15,
+  lr: 0.001,
+  momentum: 0.9,
+  weightDecay: 0,
+  nesterov: false,
+  lrStepEpochs: 7,
+  lrGamma: 0.1,
+  strategy: { kind: 'finetune' },
+  seed: 0,
+};
+
+export interface TrainerOptions {
+  readonly network: Network;
+  readonly config: TrainConfig;
+  readonly train: BatchSource;
+  readonly val: BatchSource;
+  /** Where `last.safetensors` (every epoch) and `best.safetensors` go; resumes from `last` if present. */
+  readonly checkpointDir?: string;
+  readonly onProgress?: (p: TrainProgress) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
+export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
+  return tf.tidy(() => {
+    const oneHot = tf.cast(tf.oneHot(labels, numClasses), 'float32');
+    return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+  });
+}
+
+function validate(config: TrainConfig): void {
+  const bad = (name: string, why: string): never => {
+    throw new InvalidArgumentError(`train config: ${name} ${why}`);
+  };
+  if (!Number.isInteger(config.epochs) || config.epochs < 1) bad('epochs', `must be a positive integer (got ${config.epochs})`);
+  if (!(config.lr > 0) || !Number.isFinite(config.lr)) bad('lr', `must be a positive number (got ${config.lr})`);
+  if (config.momentum < 0 || config.momentum >= 1) bad('momentum', `must be in [0, 1) (got ${config.momentum})`);
+  if (config.weightDecay < 0) bad('weightDecay', 'must not be negative');
+  if (config.lrStepEpochs < 0) bad('lrStepEpochs', 'must not be negative');
+  if (config.nesterov && config.momentum === 0) bad('nesterov', 'needs a momentum above 0');
+}
+
+export function configHash(arch: string, numClasses: number, config: TrainConfig): string {
+  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy) });
+  return createHash('sha256').update(canon).digest('hex').slice(0, 16);
+}
+
+/**
+ * One training run with the study's semantics: per epoch a pass over `train` (StepLR learning rate,
+ * SGD with torch momentum), a pass over `val`, best-val weights kept, a checkpoint written.
+ */
+export class Trainer {
+  private readonly first: number;
+  private readonly trainable: Map<string, tf.Variable>;
+  private readonly byTfName: Map<string, string>;
+  private readonly sgd: Sgd;
+
+  constructor(private readonly options: TrainerOptions) {
+    validate(options.config);
+    const { network, train, val } = options;
+    if (train.numClasses !== network.model.numClasses || val.numClasses !== network.model.numClasses) {
+      throw new InvalidArgumentError(
+        `the model has ${network.model.numClasses} classes but the data has ${train.numClasses} (train) / ${val.numClasses} (val)`,
+      );
+    }
+    this.first = firstTrainableStage(network.model, options.config.strategy);
+    this.trainable = network.trainableVariables(this.first);
+    this.byTfName = new Map([...this.trainable].map(([k, v]) => [v.name, k]));
+    this.sgd = new Sgd(options.config);
+  }
+
+  /** One SGD step on a batch; returns the summed loss and the number of correct predictions. */
+  trainStep(batch: Batch, lr: number, rng?: Rng): { lossSum: number; correct: number } {
+    const { network } = this.options;
+    const model = network.model;
+    const n = batch.labels.length;
+    const bnStats: BnBatchStats[] = [];
+    let logitsKept: tf.Tensor2D | undefined;
+    const lossValue = tf.tidy(() => {
+      const x = tf.tensor4d(batch.x, [...batch.shape]);
+      const labels = tf.tensor1d(batch.labels, 'int32');
+      // Frozen stages run in inference mode (running statistics) and outside the gradient tape.
+      const features = this.first > 0 ? network.runStages(x, 0, this.first, { training: false }) : x;
+      const f = (): tf.Scalar => {
+        const logits = network.runStages(features, this.first, model.stages.length, {
+          training: true,
+          bnStats,
+          ...(rng ? { rng } : {}),
+        }) as tf.Tensor2D;
+        logitsKept = tf.keep(logits);
+        return crossEntropy(logits, labels, model.numClasses);
+      };
+      const { value, grads } = tf.variableGrads(f, [...this.trainable.values()]);
+      const named = new Map<string, tf.Tensor>();
+      for (const [tfName, g] of Object.entries(grads)) named.set(this.byTfName.get(tfName)!, g);
+      this.sgd.step(this.trainable, named, lr);
+      return value;
+    });
+    network.updateBatchNormStats(bnStats);
+    for (const s of bnStats) {
+      s.mean.dispose();
+      s.variance.dispose();
+    }
+    const loss = lossValue.dataSync()[0]!;
+    lossValue.dispose();
+    const logits = logitsKept!;
+    const preds = argmaxRows(logits.dataSync(), n, model.numClasses);
+    logits.dispose();
+    let correct = 0;
+    for (let i = 0; i < n; i++) if (preds[i] === batch.labels[i]) correct++;
+    return { lossSum: loss * n, correct };
+  }
+
+  /** Loss and confusion matrix over a source, in inference mode. */
+  async evaluate(source: BatchSource): Promise<{ loss: number; confusion: number[][] }> {
+    const k = this.options.network.model.numClasses;
+    const confusion = confusionMatrix([], [], k);
+    let lossSum = 0;
+    let count = 0;
+    for await (const batch of source.batches(0, this.options.config.seed)) {
+      const n = batch.labels.length;
+      const [loss, logits] = tf.tidy(() => {
+        const logits = this.options.network.predict(tf.tensor4d(batch.x, [...batch.shape]));
+        const loss = crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k);
+        return [loss.dataSync()[0]!, logits.dataSync()] as const;
+      });
+      lossSum += loss * n;
+      count += n;
+      addConfusion(confusion, confusionMatrix(batch.labels, argmaxRows(logits, n, k), k));
+    }
+    return { loss: count === 0 ? 0 : lossSum / count, confusion };
+  }
+
+  async run(): Promise<TrainResult> {
+    const { network, config, checkpointDir, onProgress, signal } = this.options;
+    const model = network.model;
+    const hash = configHash(model.arch, model.numClasses, config);
+    const history: EpochMetrics[] = [];
+    let bestAcc = -1;
+    let bestEpoch = -1;
+    let bestState: StateDict | undefined;
+    let start = 0;
+    const lastFile = checkpointDir ? path.join(checkpointDir, 'last.safetensors') : undefined;
+    const bestFile = checkpointDir ? path.join(checkpointDir, 'best.safetensors') : undefined;
+
+    if (lastFile && existsSync(lastFile)) {
+      const ck = await readCheckpoint(lastFile);
+      if (ck.meta.configHash !== hash) {
+        throw new CheckpointError(`${lastFile} belongs to another configuration (${ck.meta.configHash}, this run is ${hash}); use another --out directory`);
+      }
+      network.assign(resolveWeights(model, ck.model, lastFile).values);
+      const mom = momentumTensors(model, ck.momentum);
+      this.sgd.load(mom);
+      for (const t of mom.values()) t.dispose();
+      history.push(...ck.meta.history);
+      start = ck.meta.epochsDone;
+      bestAcc = ck.meta.bestValAccuracy;
+      bestEpoch = ck.meta.bestEpoch;
+      if (bestFile && existsSync(bestFile)) bestState = (await readWeightsFile(bestFile)).tensors;
+    }
+    const resumedFrom = start;
+
+    const wallStart = performance.now();
+    let trainImages = 0;
+    let trainMsTotal = 0;
+    const stepsPerEpoch = Math.ceil(this.options.train.size / this.options.train.batchSize);
+    for (let epoch = start; epoch < config.epochs; epoch++) {
+      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      const lr = stepLr(config.lr, epoch, config.lrStepEpochs, config.lrGamma);
+      const rng = Rng.fromSeed(streamSeed(config.seed, epoch, STREAM_DROPOUT));
+      let lossSum = 0;
+      let correct = 0;
+      let seen = 0;
+      let step = 0;
+      let dataWaitMs = 0;
+      const t0 = performance.now();
+      const it = this.options.train.batches(epoch, config.seed)[Symbol.asyncIterator]();
+      for (;;) {
+        const w0 = performance.now();
+        const next = await it.next();
+        dataWaitMs += performance.now() - w0;
+        if (next.done) break;
+        if (signal?.aborted) {
+          await it.return?.();
+          throw signal.reason ?? new Error('aborted');
+        }
+        const r = this.trainStep(next.value, lr, rng);
+        const n = next.value.labels.length;
+        if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, step, r.lossSum / n);
+        lossSum += r.lossSum;
+        correct += r.correct;
+        seen += n;
+        step++;
+        const elapsed = performance.now() - t0;
+        const ips = (seen / elapsed) * 1000;
+        const remainingImages = (config.epochs - epoch) * this.options.train.size - seen;
+        onProgress?.({ type: 'step', epoch, step, stepsPerEpoch, loss: r.lossSum / n, imagesPerSec: ips, etaMs: (remainingImages / ips) * 1000 });
+      }
+      const trainMs = performance.now() - t0;
+      const v0 = performance.now();
+      const val = await this.evaluate(this.options.val);
+      const valMs = performance.now() - v0;
+      const valAccuracy = accuracyOf(val.confusion);
+      const metrics: EpochMetrics = {
+        epoch,
+        lr,
+        trainLoss: seen === 0 ? 0 : lossSum / seen,
+        trainAccuracy: seen === 0 ? 0 : correct / seen,
+        valLoss: val.loss,
+        valAccuracy,
+        confusion: val.confusion,
+        perClassAccuracy: perClassAccuracy(val.confusion),
+        trainMs,
+        valMs,
+        dataWaitMs,
+        imagesPerSec: (seen / trainMs) * 1000,
+      };
+      history.push(metrics);
+      trainImages += seen;
+      trainMsTotal += trainMs;
+      // torch's script keeps the first epoch reaching the best accuracy (strictly greater).
+      const improved = valAccuracy > bestAcc;
+      if (improved) {
+        bestAcc = valAccuracy;
+        bestEpoch = epoch;
+        bestState = await network.exportState();
+        if (bestFile) await saveWeights(bestFile, bestState, { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
+      }
+      onProgress?.({ type: 'epoch', metrics, best: improved });
+      if (lastFile) {
+        const meta: CheckpointMeta = {
+          format: CHECKPOINT_FORMAT,
+          arch: model.arch,
+          numClasses: model.numClasses,
+          strategy: strategyName(config.strategy),
+          epochsDone: epoch + 1,
+          seed: config.seed,
+          history,
+          bestValAccuracy: bestAcc,
+          bestEpoch,
+          configHash: hash,
+        };
+        await saveCheckpoint(lastFile, network, this.sgd, meta);
+        onProgress?.({ type: 'checkpoint', epoch, file: lastFile });
+      }
+    }
+    // As the study does: the model ends with its best-val weights.
+    if (bestState) network.assign(resolveWeights(model, bestState, 'best weights').values);
+    const best = history.find((h) => h.epoch === bestEpoch);
+    return {
+      epochs: history,
+      bestValAccuracy: bestAcc,
+      bestEpoch,
+      bestConfusion: best?.confusion ?? [],
+      bestPerClassAccuracy: best?.perClassAccuracy ?? [],
+      wallMs: performance.now() - wallStart,
+      imagesPerSec: trainMsTotal > 0 ? (trainImages / trainMsTotal) * 1000 : 0,
+      resumedFromEpoch: resumedFrom,
+    };
+  }
+
+  dispose(): void {
+    this.sgd.dispose();
+  }
+}
