@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   FERRY_ERR_DOWNLOAD: 'a download failed or its checksum did not match',
   FERRY_ERR_NON_FINITE_LOSS: 'training produced a NaN or infinite loss',
   FERRY_ERR_CHECKPOINT: 'a checkpoint cannot be used to resume this run',
+  FERRY_ERR_IMAGE_UNREADABLE: 'an image file cannot be decoded',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -89,6 +90,12 @@ export class NonFiniteLossError extends FerryError {
 export class CheckpointError extends FerryError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('FERRY_ERR_CHECKPOINT', message, options);
+  }
+}
+
+export class ImageUnreadableError extends FerryError {
+  constructor(readonly file: string, reason: string, options?: { cause?: unknown }) {
+    super('FERRY_ERR_IMAGE_UNREADABLE', `${file}: cannot decode image: ${reason}`, options);
   }
 }
 

@@ -39,3 +39,4 @@ export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta 
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';
 export { tfjsVersion } from './version.js';
+export { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, valTransform, type ColorMode, type RgbImage } from './data/image.js';

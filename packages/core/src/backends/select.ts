@@ -2,8 +2,9 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-// Gradients are registered separately from the ops; training needs every one of them.
-import '@tensorflow/tfjs-core/dist/register_all_gradients';
+// Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
+// the union package's Node build registers them (kernel registries are process-global).
+import '@tensorflow/tfjs';
 import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
 import { registerBackendWorkarounds, registeredWorkarounds } from './workarounds.js';
 
@@ -36,11 +37,20 @@ export interface BackendSelection {
 
 const require = createRequire(import.meta.url);
 
+// Production mode: no debug checks, and no console advice to install tfjs-node (ferry reports
+// backends itself, in `ferry info`).
+tf.env().set('PROD', true);
+
 function tfNameOf(name: BackendName): string {
   return name === 'tensorflow-gpu' ? 'tensorflow' : name;
 }
 
 function message(e: unknown): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') {
+    const pkg = /(?:package|module) '([^']+)'/.exec((e as Error).message)?.[1] ?? 'its package';
+    return `${pkg} is not installed (an optional dependency; it downloads libtensorflow at install time)`;
+  }
   if (e instanceof Error) {
     const first = e.message.split('\n')[0] ?? e.message;
     return first.length > 200 ? `${first.slice(0, 200)}...` : first;

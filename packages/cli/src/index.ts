@@ -1,0 +1,3 @@
+/** @ferry/cli: the `ferry` command (wiring and argument parsing only). */
+export { main } from './main.js';
+export type { CliIo } from './io.js';

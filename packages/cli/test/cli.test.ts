@@ -1,0 +1,169 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { download, readNpy } from '@ferry/core';
+import { ferry, ferryBin } from '../../../test/helpers/cli.js';
+import { torchRefDir } from '../../../test/helpers/torch-ref.js';
+
+const ref = (f: string): string => path.join(torchRefDir(), f);
+
+describe('ferry models / info', () => {
+  test('models lists the zoo with torchvision parameter counts', async () => {
+    const r = await ferry(['models', '--json']);
+    expect(r.code).toBe(0);
+    const rows = JSON.parse(r.stdout) as { name: string; parameters: number; weights: string | null }[];
+    expect(rows.find((m) => m.name === 'resnet18')).toMatchObject({ parameters: 11_689_512 });
+    expect(rows.find((m) => m.name === 'mobilenet_v2')?.weights).toContain('mobilenet_v2-b0353104.pth');
+  });
+
+  test('info reports the chosen backend and a reason for every unavailable one', async () => {
+    const r = await ferry(['info', '--json', '--backend', 'wasm']);
+    expect(r.code).toBe(0);
+    const info = JSON.parse(r.stdout) as {
+      backend: { name: string; registeredKernels: string[] };
+      backends: { name: string; available: boolean; reason: string | null }[];
+      tfjs: string;
+    };
+    expect(info.backend.name).toBe('wasm');
+    expect(info.backend.registeredKernels.join('\n')).toContain('Conv2DBackpropFilter');
+    expect(info.backends.map((b) => b.name)).toEqual(['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
+    for (const b of info.backends) if (!b.available) expect(b.reason, b.name).toMatch(/\w+/);
+    expect(info.backends.find((b) => b.name === 'cpu')?.available).toBe(true);
+    expect(info.tfjs).toBe('4.22.0');
+  });
+
+  test('bad input exits 2 with a message naming the problem', async () => {
+    const unknown = await ferry(['predict', '--model', 'resnet19', '--weights', 'x', '--input', 'y']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('FERRY_ERR_UNKNOWN_MODEL');
+    const flag = await ferry(['models', '--frobnicate']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain('usage: ferry models');
+    expect((await ferry(['nope'])).code).toBe(2);
+  });
+});
+
+describe('ferry predict', () => {
+  test('the built binary prints resnet18 logits equal to torchvision\'s within 1e-4', async () => {
+    const r = await ferryBin(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--input', ref('resnet18_input.npy'), '--backend', 'wasm', '--json']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const got = (JSON.parse(r.stdout) as { logits: number[][] }).logits.flat();
+    const want = readNpy(readFileSync(ref('resnet18_logits.npy'))).data;
+    expect(got).toHaveLength(want.length);
+    expect(Math.max(...got.map((v, i) => Math.abs(v - want[i]!)))).toBeLessThan(1e-4);
+  });
+
+  test('--image applies the val transform and prints the top-k classes', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-img-'));
+    const file = path.join(dir, 'photo.jpg');
+    const raw = Buffer.alloc(300 * 200 * 3).map((_, i) => (i * 37) % 251);
+    await sharp(raw, { raw: { width: 300, height: 200, channels: 3 } }).jpeg().toFile(file);
+    const r = await ferry(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--image', file, '--top', '3', '--backend', 'wasm', '--json']);
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout) as { top: { index: number; probability: number }[] };
+    expect(out.top).toHaveLength(3);
+    expect(out.top[0]!.probability).toBeGreaterThanOrEqual(out.top[1]!.probability);
+    expect(out.top.every((t) => t.index >= 0 && t.index < 1000)).toBe(true);
+    const broken = path.join(dir, 'broken.jpg');
+    writeFileSync(broken, 'not an image');
+    const bad = await ferry(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--image', broken, '--backend', 'wasm']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('FERRY_ERR_IMAGE_UNREADABLE');
+    expect(bad.stderr).toContain('broken.jpg');
+  });
+});
+
+describe('ferry weights pull (against a local HTTP server)', () => {
+  let server: Server;
+  let base = '';
+  let body: Buffer;
+  let sha = '';
+  /** When set, the next full response stops after this many bytes (a dropped connection). */
+  let cutAfter: number | undefined;
+  const requests: { range: string | undefined }[] = [];
+
+  beforeAll(async () => {
+    body = readFileSync(ref('mobilenet_v2.pth'));
+    sha = createHash('sha256').update(body).digest('hex');
+    server = createServer((req, res) => {
+      requests.push({ range: req.headers.range });
+      const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+      const start = m ? Number(m[1]) : 0;
+      const slice = body.subarray(start);
+      res.writeHead(m ? 206 : 200, {
+        'content-length': String(slice.length),
+        ...(m ? { 'content-range': `bytes ${start}-${body.length - 1}/${body.length}` } : {}),
+      });
+      if (cutAfter !== undefined) {
+        const n = cutAfter;
+        cutAfter = undefined;
+        res.write(slice.subarray(0, n), () => res.destroy());
+        return;
+      }
+      res.end(slice);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const addr = server.address();
+    base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
+  });
+
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  test('an interrupted download resumes with a Range request, is verified, then comes from the cache', async () => {
+    const cache = mkdtempSync(path.join(tmpdir(), 'ferry-cache-'));
+    const args = ['weights', 'pull', 'mobilenet_v2', '--cache', cache, '--url', `${base}/mobilenet_v2.pth`, '--sha256', sha];
+    cutAfter = 5_000_000;
+    const first = await ferry(args);
+    expect(first.code).toBe(2);
+    expect(first.stderr).toContain('run again to resume');
+    const part = path.join(cache, 'weights', 'mobilenet_v2.pth.part');
+    const partial = statSync(part).size;
+    expect(partial).toBeGreaterThan(0);
+    expect(partial).toBeLessThan(body.length);
+
+    const second = await ferry(args);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toContain('resumed');
+    expect(requests.at(-1)?.range).toBe(`bytes=${partial}-`);
+    const file = second.stdout.trim();
+    expect(createHash('sha256').update(readFileSync(file)).digest('hex')).toBe(sha);
+    expect(existsSync(part)).toBe(false);
+
+    const n = requests.length;
+    const third = await ferry(args);
+    expect(third.code).toBe(0);
+    expect(third.stderr).toContain('cached');
+    expect(requests.length).toBe(n);
+  });
+
+  test('a checksum mismatch fails and leaves no file behind', async () => {
+    const cache = mkdtempSync(path.join(tmpdir(), 'ferry-cache-'));
+    const r = await ferry(['weights', 'pull', 'mobilenet_v2', '--cache', cache, '--url', `${base}/m.pth`, '--sha256', '0'.repeat(64)]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('checksum mismatch');
+    expect(r.stderr).toContain('FERRY_ERR_DOWNLOAD');
+    expect(existsSync(path.join(cache, 'weights', 'm.pth'))).toBe(false);
+    expect(existsSync(path.join(cache, 'weights', 'm.pth.part'))).toBe(false);
+  });
+
+  test('a hash prefix (torch hub\'s file-name rule, used for official sources) is enforced', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-dl-'));
+    const ok = await download({ url: `${base}/a.pth`, dest: path.join(dir, 'a.pth'), sha256Prefix: sha.slice(0, 8) });
+    expect(ok.how).toBe('downloaded');
+    const wrong = sha.startsWith('0') ? 'f' : '0';
+    await expect(download({ url: `${base}/b.pth`, dest: path.join(dir, 'b.pth'), sha256Prefix: `${wrong}${sha.slice(1, 8)}` })).rejects.toThrow(
+      /checksum mismatch/,
+    );
+  });
+
+  test('a model without official weights needs --url and --sha256', async () => {
+    const r = await ferry(['weights', 'pull', 'resnet_tiny']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('has no official weights');
+  });
+});
