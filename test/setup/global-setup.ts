@@ -7,7 +7,7 @@ import { TORCH_REFERENCE_SCRIPT, torchRefDir } from '../helpers/torch-ref.js';
  * Generates the torchvision reference values once (Debian's python3-torch, see scripts/test.sh).
  * A missing torch is an error, not a skip: parity is part of what the suite proves.
  */
-export default function setup(): void {
+export function setup(): void {
   const dir = torchRefDir();
   if (existsSync(path.join(dir, 'DONE'))) return;
   rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ export {
   probeBackend,
   selectBackend,
   type BackendName,
+  type BackendOptions,
   type BackendProbe,
   type BackendRequest,
   type BackendSelection,

@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import * as tf from '@tensorflow/tfjs-core';
 import {
   InvalidArgumentError,
   Network,
@@ -63,24 +62,20 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
   }
   const net = Network.create(model, { seed: 0, weights: resolved });
   try {
-    let x: tf.Tensor4D;
+    let logits: number[][];
     if (values.input !== undefined) {
       const arr = readNpy(await readFile(values.input), values.input);
       if (arr.shape.length !== 4 || arr.shape[1] !== 3) {
         throw new InvalidArgumentError(`${values.input}: expected float32 NCHW [N, 3, H, W], got [${arr.shape.join(', ')}]`);
       }
       const nhwc = nchwToNhwc(arr.data, arr.shape);
-      x = tf.tensor4d(nhwc.data, nhwc.shape);
+      logits = await net.predictArray(nhwc.data, nhwc.shape);
     } else {
       const crop = args.int('size', 224, 8);
       const resize = Math.round((crop * 256) / 224);
       const pixels = await valTransform(values.image!, { resize, crop, color: values.gray ? 'gray' : 'rgb' });
-      x = tf.tensor4d(pixels, [1, crop, crop, 3]);
+      logits = await net.predictArray(pixels, [1, crop, crop, 3]);
     }
-    const logitsT = net.predict(x);
-    const logits = (await logitsT.array()) as number[][];
-    logitsT.dispose();
-    x.dispose();
     if (values.input !== undefined) {
       if (values.json) out(io, JSON.stringify({ model: values.model, backend: backend.name, shape: [logits.length, classes], logits }));
       else for (const row of logits) out(io, row.map((v) => v.toPrecision(7)).join(' '));

@@ -8,6 +8,9 @@ import { InvalidArgumentError } from '../errors.js';
  * TensorFlow.js ops: they run, and are tested, on any backend.
  */
 
+/** Backends whose tensors live in host memory, where reading a filter back costs a copy only. */
+const HOST_MEMORY_BACKENDS = new Set(['cpu', 'wasm']);
+
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 type Pair = [number, number];
 
@@ -36,6 +39,29 @@ function zeroDilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
   ]);
   const flat = tf.reshape(padded, [n, oh * sh, ow * sw, c]) as tf.Tensor4D;
   return tf.slice(flat, [0, 0, 0, 0], [n, (oh - 1) * sh + 1, (ow - 1) * sw + 1, c]);
+}
+
+/**
+ * Flips a filter's spatial axes. A row gather on the [kh*kw, rest] view: wasm's Reverse kernel is
+ * a generic strided loop that costs more than the convolution it feeds.
+ */
+function flipSpatial(filter: tf.Tensor4D): tf.Tensor4D {
+  const [kh, kw, a, b] = filter.shape;
+  if (kh === 1 && kw === 1) return filter;
+  if (HOST_MEMORY_BACKENDS.has(tf.getBackend())) {
+    // Data already lives in host memory: kh*kw block copies are memcpy speed.
+    const src = filter.dataSync() as Float32Array;
+    const out = new Float32Array(src.length);
+    const block = a * b;
+    for (let i = 0; i < kh * kw; i++) out.set(src.subarray(i * block, (i + 1) * block), (kh * kw - 1 - i) * block);
+    return tf.tensor4d(out, [kh, kw, a, b]);
+  }
+  const rows = tf.reshape(filter, [kh * kw, a * b]);
+  const order = tf.tensor1d(
+    Array.from({ length: kh * kw }, (_, i) => kh * kw - 1 - i),
+    'int32',
+  );
+  return tf.reshape(tf.gather(rows, order), [kh, kw, a, b]) as tf.Tensor4D;
 }
 
 /**
@@ -96,7 +122,7 @@ export function conv2dBackpropInputComposite(
     const left = kw - 1 - info.padInfo.left;
     const bottom = h + kh - 1 - dyD.shape[1] - top;
     const right = w + kw - 1 - dyD.shape[2] - left;
-    const wT = tf.transpose(tf.reverse(filter, [0, 1]), [0, 1, 3, 2]) as tf.Tensor4D;
+    const wT = tf.transpose(flipSpatial(filter), [0, 1, 3, 2]) as tf.Tensor4D;
     const input =
       top < 0 || left < 0
         ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1])
@@ -172,7 +198,7 @@ export function depthwiseBackpropInputComposite(
     const left = kw - 1 - info.padInfo.left;
     const bottom = h + kh - 1 - dyD.shape[1] - top;
     const right = w + kw - 1 - dyD.shape[2] - left;
-    const flipped = tf.reverse(filter, [0, 1]) as tf.Tensor4D;
+    const flipped = flipSpatial(filter);
     const input =
       top < 0 || left < 0
         ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1])

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
@@ -6,6 +7,7 @@ import '@tensorflow/tfjs-backend-cpu';
 // the union package's Node build registers them (kernel registries are process-global).
 import '@tensorflow/tfjs';
 import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { startThreadedWasm } from './wasm-threads.js';
 import { registerBackendWorkarounds, registeredWorkarounds } from './workarounds.js';
 
 /** Backends in the order `auto` prefers them (fastest first). */
@@ -58,6 +60,17 @@ function message(e: unknown): string {
   return String(e);
 }
 
+/** Start-up choices for backends; resolved once by the caller (the CLI reads the environment). */
+export interface BackendOptions {
+  /** wasm thread-pool size; 1 = the single-threaded build. Default: all logical cores. */
+  readonly wasmThreads?: number;
+  /** Create the WebGPU device with timestamp queries (Dawn's allow_unsafe_apis) for profiling. */
+  readonly webgpuProfiling?: boolean;
+}
+
+let options: BackendOptions = {};
+let wasmThreadsObtained = 1;
+
 /** Loads and registers a backend's module; returns the device name, or throws with a reason. */
 async function load(name: BackendName): Promise<string> {
   switch (name) {
@@ -69,7 +82,17 @@ async function load(name: BackendName): Promise<string> {
       // The multi-threaded build cannot start its worker from a blob: URL in Node; the SIMD
       // single-threaded build is the one that works.
       wasm.setWasmPaths(`${dir}${path.sep}`);
-      return 'cpu (WebAssembly SIMD)';
+      const wanted = options.wasmThreads ?? os.availableParallelism();
+      if (wanted > 1 && tf.findBackend('wasm') === null) {
+        try {
+          wasmThreadsObtained = await startThreadedWasm(wasm, wanted);
+        } catch {
+          // Fall back to the single-threaded SIMD build below.
+          tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+          wasmThreadsObtained = 1;
+        }
+      }
+      return `cpu (WebAssembly SIMD, ${wasmThreadsObtained} thread${wasmThreadsObtained > 1 ? 's' : ''})`;
     }
     case 'webgpu': {
       const gpu = await getWebGpu();
@@ -107,7 +130,7 @@ async function getWebGpu(): Promise<GpuLike> {
     globals: Record<string, unknown>;
   };
   Object.assign(globalThis, mod.globals);
-  const flags = process.env['FERRY_WEBGPU_PROFILE'] === '1' ? ['enable-dawn-features=allow_unsafe_apis'] : [];
+  const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
   const gpu = mod.create(flags);
   if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   else Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
@@ -153,7 +176,8 @@ export async function probeAllBackends(): Promise<BackendProbe[]> {
  * The one selection point. `auto` takes the first backend in BACKEND_NAMES order that initialises;
  * an explicit name either starts or fails with FERRY_ERR_BACKEND_UNAVAILABLE and the reason.
  */
-export async function selectBackend(request: BackendRequest): Promise<BackendSelection> {
+export async function selectBackend(request: BackendRequest, opts?: BackendOptions): Promise<BackendSelection> {
+  if (opts) options = opts;
   if (request !== 'auto' && !(BACKEND_NAMES as readonly string[]).includes(request)) {
     throw new InvalidArgumentError(`unknown backend "${String(request)}"; use auto or one of ${BACKEND_NAMES.join(', ')}`);
   }

@@ -104,17 +104,11 @@ export class SpecBuilder {
       if (!ctx.training) {
         return tf.batchNorm(x, get(ctx, names.mean) as tf.Tensor1D, get(ctx, names.var) as tf.Tensor1D, beta, gamma, BN_EPS);
       }
-      const { mean, variance } = tf.moments(x, [0, 1, 2]);
-      if (ctx.bnStats) {
+      return batchNormTrain(x, gamma, beta, (mean, variance) => {
+        if (!ctx.bnStats) return;
         const [n, h, w] = x.shape;
-        ctx.bnStats.push({
-          name,
-          mean: tf.keep(mean) as tf.Tensor1D,
-          variance: tf.keep(variance) as tf.Tensor1D,
-          count: n * h * w,
-        });
-      }
-      return tf.batchNorm(x, mean as tf.Tensor1D, variance as tf.Tensor1D, beta, gamma, BN_EPS);
+        ctx.bnStats.push({ name, mean: tf.keep(mean), variance: tf.keep(variance), count: n * h * w });
+      });
     };
   }
 
@@ -141,6 +135,41 @@ export class SpecBuilder {
     const b = `${name}.bias`;
     return (ctx, x) => tf.add(tf.matMul(x, get(ctx, w) as tf.Tensor2D), get(ctx, b)) as tf.Tensor2D;
   }
+}
+
+/**
+ * BatchNorm with batch statistics and a hand-written gradient (one node on the tape instead of
+ * the moments + normalisation graph, and no Tile): with xhat = (x - mean) / sqrt(var + eps),
+ *   dbeta = sum(dy), dgamma = sum(dy * xhat),
+ *   dx = gamma / sqrt(var + eps) * (dy - dbeta / n - xhat * dgamma / n).
+ */
+function batchNormTrain(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
+): tf.Tensor4D {
+  const [n, h, w] = x.shape;
+  const count = n * h * w;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const { mean, variance } = tf.moments(xs, [0, 1, 2]);
+    onStats(mean as tf.Tensor1D, variance as tf.Tensor1D);
+    const invStd = tf.rsqrt(tf.add(variance, BN_EPS));
+    const xhat = tf.mul(tf.sub(xs, mean), invStd);
+    save([xhat, invStd, g]);
+    return {
+      value: tf.add(tf.mul(xhat, g), b),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sxhat, sinv, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const dbeta = tf.sum(dy, [0, 1, 2]);
+        const dgamma = tf.sum(tf.mul(dy, sxhat), [0, 1, 2]);
+        const centred = tf.sub(tf.sub(dy, tf.div(dbeta, count)), tf.mul(sxhat, tf.div(dgamma, count)));
+        return [tf.mul(centred, tf.mul(sg, sinv)), dgamma, dbeta];
+      },
+    };
+  });
+  return f(x, gamma, beta) as tf.Tensor4D;
 }
 
 /** Inverted dropout with a seeded mask; identity outside training. */

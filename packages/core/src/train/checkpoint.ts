@@ -1,7 +1,7 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { CheckpointError, FerryError } from '../errors.js';
+import { CheckpointError, type FerryError } from '../errors.js';
 import type { ModelDef } from '../models/model.js';
 import type { StateDict } from '../weights/host-tensor.js';
 import { tfToTorch, torchToTf } from '../weights/layout.js';

@@ -106,6 +106,18 @@ export class Network {
     return tf.tidy(() => this.runStages(x, 0, this.model.stages.length, { training: false }) as tf.Tensor2D);
   }
 
+  /** Logits for NHWC float data, as plain arrays (for callers that hold no tensors). */
+  async predictArray(data: Float32Array, shape: readonly [number, number, number, number]): Promise<number[][]> {
+    const x = tf.tensor4d(data, [...shape]);
+    const logits = this.predict(x);
+    try {
+      return (await logits.array()) as number[][];
+    } finally {
+      logits.dispose();
+      x.dispose();
+    }
+  }
+
   /** The variables a strategy trains: learnable tensors of stages from `first` on. */
   trainableVariables(first: number): Map<string, tf.Variable> {
     const out = new Map<string, tf.Variable>();

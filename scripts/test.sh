@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The README's test command (npm test): installs what the tests need on a fresh Debian machine,
+# builds, checks and runs the whole suite. Idempotent: steps already satisfied are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+/usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null || need_apt+=(python3-torch python3-torchvision python3-numpy)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing Debian packages: ${need_apt[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "test.sh: npm ci"
+  npm ci --no-audit --no-fund
+fi
+
+echo "test.sh: build + typecheck"
+npm run --silent typecheck
+echo "test.sh: lint + dependency direction"
+npm run --silent lint
+echo "test.sh: vitest"
+npx vitest run "$@"
