@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   FERRY_ERR_NON_FINITE_LOSS: 'training produced a NaN or infinite loss',
   FERRY_ERR_CHECKPOINT: 'a checkpoint cannot be used to resume this run',
   FERRY_ERR_IMAGE_UNREADABLE: 'an image file cannot be decoded',
+  FERRY_ERR_DATASET: 'a dataset folder cannot be trained on as it is (layout, classes, no images)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -96,6 +97,12 @@ export class CheckpointError extends FerryError {
 export class ImageUnreadableError extends FerryError {
   constructor(readonly file: string, reason: string, options?: { cause?: unknown }) {
     super('FERRY_ERR_IMAGE_UNREADABLE', `${file}: cannot decode image: ${reason}`, options);
+  }
+}
+
+export class DatasetError extends FerryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FERRY_ERR_DATASET', message, options);
   }
 }
 

@@ -40,4 +40,17 @@ export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta 
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';
 export { tfjsVersion } from './version.js';
-export { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, valTransform, type ColorMode, type RgbImage } from './data/image.js';
+export { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, type ColorMode, type RgbImage } from './data/image.js';
+export { transformImage, normalise } from './data/pipeline.js';
+export {
+  centerCropBox,
+  pyRound,
+  randomResizedCropBox,
+  studyTransforms,
+  trainViewParams,
+  type CropBox,
+  type TransformSpec,
+} from './data/transforms.js';
+export { IMAGE_EXTENSIONS, isImageFile, openImageFolder, stratifiedSplit, type ImageFolder, type Sample } from './data/folder.js';
+export { DecodePool, type DecodeResult } from './data/decode-pool.js';
+export { ImageFolderSource, type SkippedFile, type ImageFolderSourceOptions } from './data/folder-source.js';

@@ -9,7 +9,8 @@ import {
   readWeightsFile,
   resolveWeights,
   selectBackend,
-  valTransform,
+  studyTransforms,
+  transformImage,
   type BackendRequest,
 } from '@ferry/core';
 import { Args } from '../args.js';
@@ -72,8 +73,7 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
       logits = await net.predictArray(nhwc.data, nhwc.shape);
     } else {
       const crop = args.int('size', 224, 8);
-      const resize = Math.round((crop * 256) / 224);
-      const pixels = await valTransform(values.image!, { resize, crop, color: values.gray ? 'gray' : 'rgb' });
+      const pixels = await transformImage(values.image!, studyTransforms(crop, values.gray ? 'gray' : 'rgb').val, 0);
       logits = await net.predictArray(pixels, [1, crop, crop, 3]);
     }
     if (values.input !== undefined) {

@@ -18,10 +18,11 @@ export async function decodeRgb(input: string | Buffer): Promise<RgbImage> {
   const name = typeof input === 'string' ? input : '(buffer)';
   let decoded;
   try {
+    // failOn 'error': a truncated or corrupt file is an error, not a half-grey image.
     decoded = await sharp(input, { failOn: 'error', limitInputPixels: 268_402_689 })
       .toColourspace('srgb')
       .removeAlpha()
-      .raw()
+      .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw new ImageUnreadableError(name, (e as Error).message, { cause: e });
@@ -48,47 +49,4 @@ export function toGray3(img: RgbImage): RgbImage {
 export function resizedSize(width: number, height: number, size: number): { width: number; height: number } {
   if (width <= height) return { width: size, height: Math.trunc((size * height) / width) };
   return { width: Math.trunc((size * width) / height), height: size };
-}
-
-/** The val transform: Resize(resize) -> CenterCrop(crop) -> ToTensor -> Normalize, as NHWC floats. */
-export async function valTransform(
-  input: string | Buffer,
-  options: { resize: number; crop: number; color: ColorMode },
-): Promise<Float32Array> {
-  let img = await decodeRgb(input);
-  if (options.color === 'gray') img = toGray3(img);
-  const target = resizedSize(img.width, img.height, options.resize);
-  const resized = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
-    raw: { width: img.width, height: img.height, channels: 3 },
-  })
-    .resize(target.width, target.height, { kernel: 'linear', fit: 'fill' })
-    .raw()
-    .toBuffer();
-  // torchvision center_crop: top = round((h - crop) / 2), left likewise.
-  const top = Math.round((target.height - options.crop) / 2);
-  const left = Math.round((target.width - options.crop) / 2);
-  return normalizeCrop(resized, target.width, target.height, top, left, options.crop);
-}
-
-function normalizeCrop(
-  pixels: Uint8Array,
-  width: number,
-  height: number,
-  top: number,
-  left: number,
-  crop: number,
-): Float32Array {
-  const out = new Float32Array(crop * crop * 3);
-  for (let y = 0; y < crop; y++) {
-    const sy = y + top;
-    for (let x = 0; x < crop; x++) {
-      const sx = x + left;
-      for (let c = 0; c < 3; c++) {
-        const inside = sy >= 0 && sy < height && sx >= 0 && sx < width;
-        const v = inside ? pixels[(sy * width + sx) * 3 + c]! / 255 : 0;
-        out[(y * crop + x) * 3 + c] = (v - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]!;
-      }
-    }
-  }
-  return out;
 }

@@ -1,0 +1,219 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import {
+  DecodePool,
+  FerryError,
+  ImageFolderSource,
+  Rng,
+  centerCropBox,
+  openImageFolder,
+  pyRound,
+  randomResizedCropBox,
+  readNpy,
+  stratifiedSplit,
+  studyTransforms,
+  toGray3,
+  transformImage,
+  type SkippedFile,
+} from '@ferry/core';
+import { writeAwkwardFiles, writeJpeg } from '../../../test/helpers/images.js';
+import { REPO_ROOT } from '../../../test/helpers/torch-ref.js';
+
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-data-'));
+let pool: DecodePool;
+beforeAll(() => {
+  pool = new DecodePool(2);
+});
+afterAll(async () => {
+  await pool.close();
+});
+
+describe('transform geometry (pure, hand-checked)', () => {
+  test('Python rounding is half to even', () => {
+    expect([0.5, 1.5, 2.5, -0.5, 2.4, 2.6].map(pyRound)).toEqual([0, 2, 2, -0, 2, 3]);
+  });
+
+  test('CenterCrop offsets follow torchvision', () => {
+    expect(centerCropBox(341, 256, 224)).toEqual({ top: 16, left: 58, height: 224, width: 224 });
+    expect(centerCropBox(256, 256, 224)).toEqual({ top: 16, left: 16, height: 224, width: 224 });
+  });
+
+  test('RandomResizedCrop stays inside the image and within the scale and ratio ranges', () => {
+    const rng = Rng.fromSeed(3);
+    for (let i = 0; i < 500; i++) {
+      const b = randomResizedCropBox(300, 200, rng, [0.08, 1], [3 / 4, 4 / 3]);
+      expect(b.top).toBeGreaterThanOrEqual(0);
+      expect(b.left).toBeGreaterThanOrEqual(0);
+      expect(b.top + b.height).toBeLessThanOrEqual(200);
+      expect(b.left + b.width).toBeLessThanOrEqual(300);
+      expect(b.width * b.height).toBeGreaterThanOrEqual(0.08 * 300 * 200 * 0.9);
+    }
+  });
+
+  test('RandomResizedCrop falls back to a ratio-clamped central crop when nothing fits', () => {
+    // A 1000x10 strip: no crop of scale >= 0.9 with ratio <= 4/3 fits, so the fallback applies.
+    const b = randomResizedCropBox(1000, 10, Rng.fromSeed(1), [0.9, 1], [3 / 4, 4 / 3]);
+    expect(b).toEqual({ top: 0, left: 493, height: 10, width: 13 });
+  });
+
+  test('grayscale is PIL\'s L: (R*299 + G*587 + B*114) / 1000, rounded, in 3 channels', () => {
+    const g = toGray3({ width: 3, height: 1, data: Uint8Array.from([255, 0, 0, 0, 255, 0, 10, 20, 30]) });
+    expect([...g.data]).toEqual([76, 76, 76, 150, 150, 150, 18, 18, 18]);
+  });
+
+  test('a stratified split is deterministic and takes about the fraction from every class', () => {
+    const a = stratifiedSplit([10, 50, 3, 1], 0.2, 7);
+    expect(a).toEqual(stratifiedSplit([10, 50, 3, 1], 0.2, 7));
+    expect(a.map((v) => v.length)).toEqual([2, 10, 1, 0]);
+    expect(stratifiedSplit([10, 50, 3, 1], 0.2, 8)).not.toEqual(a);
+  });
+});
+
+describe('val transform parity with torchvision + PIL', () => {
+  test.each(['rgb', 'gray'] as const)('%s: Resize(256)+CenterCrop(224) of real JPEGs matches within the stated tolerance', async (color) => {
+    const dir = tmp();
+    const files = [path.join(dir, 'a.jpg'), path.join(dir, 'b.jpg'), path.join(dir, 'c.jpg')];
+    await writeJpeg(files[0]!, 500, 375, 1);
+    await writeJpeg(files[1]!, 333, 500, 2);
+    await writeJpeg(files[2]!, 640, 427, 3);
+    const out = path.join(dir, 'ref.npy');
+    execFileSync('/usr/bin/python3', [path.join(REPO_ROOT, 'test/fixtures/pil_transform.py'), out, '256', '224', color, ...files]);
+    const want = readNpy(readFileSync(out));
+    expect(want.shape).toEqual([3, 224, 224, 3]);
+    const spec = studyTransforms(224, color).val;
+    let maxDiff = 0;
+    let sumDiff = 0;
+    for (let i = 0; i < files.length; i++) {
+      const got = await transformImage(files[i]!, spec, 0);
+      const per = 224 * 224 * 3;
+      for (let k = 0; k < per; k++) {
+        const d = Math.abs(got[k]! - want.data[i * per + k]!);
+        maxDiff = Math.max(maxDiff, d);
+        sumDiff += d;
+      }
+    }
+    const meanDiff = sumDiff / want.data.length;
+    // Stated tolerance, in normalised units (one 8-bit level is 1/255/std = 0.017 to 0.0175):
+    // mean |diff| under 0.01 (measured 0.004, a quarter level), max |diff| under 0.06
+    // (measured 0.035, two levels: JPEG IDCT rounding and libvips vs PIL bilinear kernels).
+    expect(meanDiff).toBeLessThan(0.01);
+    expect(maxDiff).toBeLessThan(0.06);
+    console.log(JSON.stringify({ test: 'val-transform-parity', color, meanAbsDiff: +meanDiff.toFixed(5), maxAbsDiff: +maxDiff.toFixed(4) }));
+  });
+});
+
+describe('bad input never kills a run', () => {
+  test('awkward files are decoded correctly or skipped with the file and the reason', async () => {
+    const files = await writeAwkwardFiles(tmp());
+    const spec = studyTransforms(64).val;
+    for (const [what, { file, readable }] of Object.entries(files)) {
+      const r = await pool.run(file, spec, 0);
+      expect(r.ok, `${what}: ${r.ok ? '' : r.reason}`).toBe(readable);
+      if (r.ok) {
+        expect(r.data.length).toBe(64 * 64 * 3);
+        expect(r.data.every(Number.isFinite)).toBe(true);
+      } else expect(r.reason.length).toBeGreaterThan(3);
+    }
+    // A 16-bit PNG decodes to the same picture as its 8-bit self, not to garbage.
+    const png16 = await pool.run(files['png16']!.file, spec, 0);
+    expect(png16.ok && Math.max(...png16.data) < 2.7 && Math.min(...png16.data) > -2.2).toBe(true);
+  });
+
+  test('a split with unreadable files trains on the rest and reports each skipped file once', async () => {
+    const root = tmp();
+    for (const split of ['train', 'val'])
+      for (const c of ['ants', 'bees']) for (let i = 0; i < 3; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 50, 40, i);
+    writeFileSync(path.join(root, 'train', 'ants', 'broken.jpg'), 'nope');
+    writeFileSync(path.join(root, 'train', 'bees', 'empty.png'), '');
+    writeFileSync(path.join(root, 'train', 'bees', 'notes.txt'), 'ignored: not an image extension');
+    const folder = await openImageFolder(root);
+    expect(folder.classes).toEqual(['ants', 'bees']);
+    expect(folder.train).toHaveLength(8);
+    const warnings: SkippedFile[] = [];
+    const source = new ImageFolderSource({
+      samples: folder.train,
+      classNames: folder.classes,
+      spec: studyTransforms(32).train,
+      batchSize: 3,
+      shuffle: true,
+      pool,
+      onSkip: (s) => warnings.push(s),
+    });
+    for (let epoch = 0; epoch < 2; epoch++) {
+      let n = 0;
+      for await (const b of source.batches(epoch, 1)) n += b.labels.length;
+      expect(n).toBe(6);
+    }
+    expect(warnings.map((w) => path.basename(w.file)).sort()).toEqual(['broken.jpg', 'empty.png']);
+    expect(source.skipped).toHaveLength(2);
+    expect(source.size).toBe(6);
+  });
+
+  test('same seed, same batches; another epoch, other augmentations', async () => {
+    const root = tmp();
+    for (const split of ['train', 'val']) for (const c of ['a', 'b']) for (let i = 0; i < 4; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 60, 45, i + 10);
+    const folder = await openImageFolder(root);
+    const mk = (threads: DecodePool) =>
+      new ImageFolderSource({ samples: folder.train, classNames: folder.classes, spec: studyTransforms(32).train, batchSize: 4, shuffle: true, pool: threads });
+    const collect = async (s: ImageFolderSource, epoch: number) => {
+      const out: number[] = [];
+      for await (const b of s.batches(epoch, 5)) out.push(...b.labels, ...b.x.subarray(0, 50));
+      return out;
+    };
+    const onePool = new DecodePool(1);
+    const a = await collect(mk(pool), 0);
+    expect(await collect(mk(onePool), 0)).toEqual(a);
+    expect(await collect(mk(pool), 1)).not.toEqual(a);
+    await onePool.close();
+  });
+});
+
+describe('dataset structure errors fail before training, saying what to fix', () => {
+  const err = async (p: Promise<unknown>): Promise<FerryError> => {
+    try {
+      await p;
+    } catch (e) {
+      return e as FerryError;
+    }
+    throw new Error('expected an error');
+  };
+
+  test('missing val/, empty class folder, differing classes, no images, missing folder', async () => {
+    const root = tmp();
+    await writeJpeg(path.join(root, 'train', 'a', '1.jpg'), 20, 20, 1);
+    let e = await err(openImageFolder(root));
+    expect(e.code).toBe('FERRY_ERR_DATASET');
+    expect(e.message).toContain('no val/');
+
+    await writeJpeg(path.join(root, 'val', 'b', '1.jpg'), 20, 20, 1);
+    e = await err(openImageFolder(root));
+    expect(e.message).toMatch(/only in train: a; only in val: b/);
+
+    mkdirSync(path.join(root, 'train', 'b'));
+    mkdirSync(path.join(root, 'val', 'a'));
+    e = await err(openImageFolder(root));
+    expect(e.message).toMatch(/"b" .* holds no images/);
+
+    const flat = tmp();
+    mkdirSync(path.join(flat, 'x'));
+    e = await err(openImageFolder(flat, { valFraction: 0.2 }));
+    expect(e.message).toContain('holds no images');
+
+    e = await err(openImageFolder(path.join(flat, 'nope')));
+    expect(e.message).toContain('does not exist');
+    rmSync(root, { recursive: true });
+  });
+
+  test('a flat folder is split on the fly, stratified and seeded', async () => {
+    const root = tmp();
+    for (const c of ['cat', 'dog']) for (let i = 0; i < 10; i++) await writeJpeg(path.join(root, c, `${i}.JPEG`), 16, 16, i);
+    const a = await openImageFolder(root, { valFraction: 0.2, seed: 3 });
+    expect(a.val.filter((s) => s.label === 0)).toHaveLength(2);
+    expect(a.val.filter((s) => s.label === 1)).toHaveLength(2);
+    expect(a.train).toHaveLength(16);
+    expect((await openImageFolder(root, { valFraction: 0.2, seed: 3 })).val).toEqual(a.val);
+  });
+});
