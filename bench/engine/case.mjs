@@ -26,7 +26,7 @@ const rng = Rng.fromSeed(1);
 const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng.normal());
 const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
 const shape = [batch, size, size, 3];
-const source = new ArrayBatchSource(x, labels, size, size, classes, { batchSize: batch, shuffle: false });
+const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
 const strategy = values.mode === 'freeze' ? { kind: 'freeze' } : { kind: 'finetune' };
 const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy }, train: source, val: source });
 const step = values.mode === 'inference' ? () => net.predictArray(x, shape) : async () => trainer.trainStep({ x, shape, labels }, 0.001);

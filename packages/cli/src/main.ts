@@ -1,7 +1,9 @@
 import { isFerryError } from '@ferry/core';
+import { dataCommand } from './commands/data.js';
 import { infoCommand } from './commands/info.js';
 import { modelsCommand } from './commands/models.js';
 import { predictCommand } from './commands/predict.js';
+import { trainCommand } from './commands/train.js';
 import { weightsCommand } from './commands/weights.js';
 import { err, out, type CliIo } from './io.js';
 import { FERRY_VERSION } from './version.js';
@@ -15,6 +17,8 @@ commands:
   models               the model zoo: parameter counts, stages, default weights
   weights pull MODEL   download official torchvision weights (SHA-256 checked, resumable)
   predict              logits of an NCHW .npy (--input) or top-k classes of an image (--image)
+  train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
+  data                 dataset tools: demo (the offline demo dataset)
 
 Run "ferry <command> --help" for a command's options. Docs: docs/ in the repository.`;
 
@@ -25,6 +29,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   models: modelsCommand,
   weights: weightsCommand,
   predict: predictCommand,
+  train: trainCommand,
+  data: dataCommand,
 };
 
 /** The `ferry` entry point; returns the process exit code (2 for a usage or input error). */

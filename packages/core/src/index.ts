@@ -54,3 +54,6 @@ export {
 export { IMAGE_EXTENSIONS, isImageFile, openImageFolder, stratifiedSplit, type ImageFolder, type Sample } from './data/folder.js';
 export { DecodePool, type DecodeResult } from './data/decode-pool.js';
 export { ImageFolderSource, type SkippedFile, type ImageFolderSourceOptions } from './data/folder-source.js';
+export { FeatureCache, computeFeatures, contentHash, featureKeyHash, sha256File, type FeatureKey, type FeatureView } from './data/feature-cache.js';
+export { DEFAULT_CELL, runCell, validateCell, type CellConfig, type CellResult, type CellRunOptions } from './cell.js';
+export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from './data/demo.js';

@@ -69,7 +69,7 @@ test('resnet18: two SGD-momentum steps in train mode give torch\'s weights and r
   const input = npy('train_input.npy');
   const nhwc = nchwToNhwc(input.data, input.shape);
   const labels = Int32Array.from(npy('train_labels.npy').data);
-  const source = new ArrayBatchSource(nhwc.data, labels, nhwc.shape[1], nhwc.shape[2], 10, { batchSize: 4, shuffle: false });
+  const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, { batchSize: 4, shuffle: false });
   const trainer = new Trainer({
     network: net,
     config: { ...DEFAULT_TRAIN_CONFIG, epochs: 1, lr: 0.01, momentum: 0.9, weightDecay: 1e-4 },

@@ -36,6 +36,8 @@ export class DecodePool {
       const slot = { worker, inFlight: new Set<number>() };
       worker.on('message', (msg: { id: number } & DecodeResult) => {
         slot.inFlight.delete(msg.id);
+        // Idle workers must not keep the process alive; busy ones must (someone awaits them).
+        if (slot.inFlight.size === 0) worker.unref();
         const p = this.pending.get(msg.id);
         this.pending.delete(msg.id);
         p?.resolve(msg.ok ? { ok: true, data: msg.data } : { ok: false, reason: msg.reason });
@@ -58,6 +60,7 @@ export class DecodePool {
     const slot = this.workers.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a));
     const id = this.nextId++;
     slot.inFlight.add(id);
+    slot.worker.ref();
     return new Promise((resolve) => {
       this.pending.set(id, { resolve });
       slot.worker.postMessage({ id, file, spec, seed });

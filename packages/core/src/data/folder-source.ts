@@ -31,10 +31,12 @@ export class ImageFolderSource implements BatchSource {
   readonly batchSize: number;
   readonly numClasses: number;
   readonly classNames: readonly string[];
+  readonly spec: TransformSpec;
   private readonly bad = new Map<string, string>();
 
   constructor(private readonly options: ImageFolderSourceOptions) {
     this.batchSize = options.batchSize;
+    this.spec = options.spec;
     this.classNames = options.classNames;
     this.numClasses = options.classNames.length;
   }

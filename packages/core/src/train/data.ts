@@ -1,10 +1,10 @@
 import { InvalidArgumentError } from '../errors.js';
 import { Rng } from '../util/rng.js';
 
-/** One batch, NHWC float32, already normalised. */
+/** One batch: NHWC float32 images, already normalised (or, for cached features, [N, D]). */
 export interface Batch {
   readonly x: Float32Array;
-  readonly shape: readonly [number, number, number, number];
+  readonly shape: readonly number[];
   readonly labels: Int32Array;
 }
 
@@ -31,25 +31,32 @@ export const STREAM_SHUFFLE = 1;
 export const STREAM_DROPOUT = 2;
 export const STREAM_AUGMENT = 3;
 
-/** In-memory images (tests, synthetic benchmarks): shuffled each epoch when `shuffle` is set. */
+/**
+ * In-memory items (tests, synthetic benchmarks, cached features), shuffled each epoch when
+ * `shuffle` is set. With several `views` (e.g. K augmented feature views), epoch e reads view e % K.
+ */
 export class ArrayBatchSource implements BatchSource {
   readonly size: number;
   readonly batchSize: number;
   readonly classNames: readonly string[];
-  private readonly imageSize: number;
+  private readonly itemSize: number;
+  private readonly views: readonly Float32Array[];
 
   constructor(
-    private readonly images: Float32Array,
+    values: Float32Array | readonly Float32Array[],
     private readonly labels: Int32Array,
-    private readonly height: number,
-    private readonly width: number,
+    private readonly itemShape: readonly number[],
     readonly numClasses: number,
     private readonly options: { batchSize: number; shuffle: boolean; classNames?: readonly string[] },
   ) {
-    this.imageSize = height * width * 3;
-    if (images.length !== labels.length * this.imageSize) {
-      throw new InvalidArgumentError(`ArrayBatchSource: ${images.length} values for ${labels.length} images of ${height}x${width}x3`);
+    this.views = values instanceof Float32Array ? [values] : values;
+    this.itemSize = itemShape.reduce((a, b) => a * b, 1);
+    for (const v of this.views) {
+      if (v.length !== labels.length * this.itemSize) {
+        throw new InvalidArgumentError(`ArrayBatchSource: ${v.length} values for ${labels.length} items of shape [${itemShape.join(', ')}]`);
+      }
     }
+    if (this.views.length === 0) throw new InvalidArgumentError('ArrayBatchSource needs at least one view');
     if (options.batchSize < 1) throw new InvalidArgumentError('batchSize must be at least 1');
     this.size = labels.length;
     this.batchSize = options.batchSize;
@@ -57,18 +64,19 @@ export class ArrayBatchSource implements BatchSource {
   }
 
   async *batches(epoch: number, seed: number): AsyncIterable<Batch> {
+    const values = this.views[epoch % this.views.length]!;
     const order = this.options.shuffle
       ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(this.size)
       : Array.from({ length: this.size }, (_, i) => i);
     for (let start = 0; start < this.size; start += this.options.batchSize) {
       const idx = order.slice(start, start + this.options.batchSize);
-      const x = new Float32Array(idx.length * this.imageSize);
+      const x = new Float32Array(idx.length * this.itemSize);
       const labels = new Int32Array(idx.length);
       idx.forEach((src, j) => {
-        x.set(this.images.subarray(src * this.imageSize, (src + 1) * this.imageSize), j * this.imageSize);
+        x.set(values.subarray(src * this.itemSize, (src + 1) * this.itemSize), j * this.itemSize);
         labels[j] = this.labels[src]!;
       });
-      yield { x, shape: [idx.length, this.height, this.width, 3], labels };
+      yield { x, shape: [idx.length, ...this.itemShape], labels };
     }
   }
 }

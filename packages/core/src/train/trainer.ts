@@ -49,6 +49,11 @@ export interface TrainerOptions {
   readonly checkpointDir?: string;
   readonly onProgress?: (p: TrainProgress) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Stage the batches enter at (default 0: images). Cached backbone features of a frozen network
+   * enter at the head stage, so the backbone is not recomputed every epoch.
+   */
+  readonly inputStage?: number;
 }
 
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
@@ -82,6 +87,7 @@ export function configHash(arch: string, numClasses: number, config: TrainConfig
  */
 export class Trainer {
   private readonly first: number;
+  private readonly inputStage: number;
   private readonly trainable: Map<string, tf.Variable>;
   private readonly byTfName: Map<string, string>;
   private readonly sgd: Sgd;
@@ -95,6 +101,12 @@ export class Trainer {
       );
     }
     this.first = firstTrainableStage(network.model, options.config.strategy);
+    this.inputStage = options.inputStage ?? 0;
+    if (this.inputStage > this.first) {
+      throw new InvalidArgumentError(
+        `batches enter at stage ${network.model.stages[this.inputStage]?.name ?? this.inputStage}, after the first trained stage ${network.model.stages[this.first]?.name}`,
+      );
+    }
     this.trainable = network.trainableVariables(this.first);
     this.byTfName = new Map([...this.trainable].map(([k, v]) => [v.name, k]));
     this.sgd = new Sgd(options.config);
@@ -108,10 +120,10 @@ export class Trainer {
     const bnStats: BnBatchStats[] = [];
     let logitsKept: tf.Tensor2D | undefined;
     const lossValue = tf.tidy(() => {
-      const x = tf.tensor4d(batch.x, [...batch.shape]);
+      const x = tf.tensor(batch.x, [...batch.shape]);
       const labels = tf.tensor1d(batch.labels, 'int32');
       // Frozen stages run in inference mode (running statistics) and outside the gradient tape.
-      const features = this.first > 0 ? network.runStages(x, 0, this.first, { training: false }) : x;
+      const features = this.first > this.inputStage ? network.runStages(x, this.inputStage, this.first, { training: false }) : x;
       const f = (): tf.Scalar => {
         const logits = network.runStages(features, this.first, model.stages.length, {
           training: true,
@@ -151,7 +163,10 @@ export class Trainer {
     for await (const batch of source.batches(0, this.options.config.seed)) {
       const n = batch.labels.length;
       const [loss, logits] = tf.tidy(() => {
-        const logits = this.options.network.predict(tf.tensor4d(batch.x, [...batch.shape]));
+        const net = this.options.network;
+        const logits = net.runStages(tf.tensor(batch.x, [...batch.shape]), this.inputStage, net.model.stages.length, {
+          training: false,
+        }) as tf.Tensor2D;
         const loss = crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k);
         return [loss.dataSync()[0]!, logits.dataSync()] as const;
       });

@@ -1,0 +1,243 @@
+import os from 'node:os';
+import path from 'node:path';
+import { InvalidArgumentError } from './errors.js';
+import { DecodePool } from './data/decode-pool.js';
+import { FeatureCache, contentHash, sha256File, type FeatureKey } from './data/feature-cache.js';
+import { openImageFolder } from './data/folder.js';
+import { ImageFolderSource, type SkippedFile } from './data/folder-source.js';
+import type { ColorMode } from './data/image.js';
+import { studyTransforms } from './data/transforms.js';
+import { buildModel, getZooEntry } from './models/zoo.js';
+import { ArrayBatchSource, type BatchSource } from './train/data.js';
+import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
+import type { EpochMetrics, TrainProgress } from './train/result.js';
+import { Trainer, type TrainConfig } from './train/trainer.js';
+import { readWeightsFile, resolveWeights } from './weights/load.js';
+
+/** Everything that defines one training run (a sweep cell, or `ferry train`). Serialisable. */
+export interface CellConfig {
+  /** ImageFolder root (train/ and val/ class folders, or class folders with `valFraction`). */
+  readonly dataset: string;
+  readonly valFraction?: number;
+  readonly model: string;
+  /** A .pth / .safetensors / ferry checkpoint, or null for torchvision's random initialisation. */
+  readonly weights: string | null;
+  readonly color: ColorMode;
+  /** `finetune`, `freeze` or `freezeUntil:<stage>`. */
+  readonly strategy: string;
+  readonly epochs: number;
+  readonly batchSize: number;
+  readonly lr: number;
+  readonly momentum: number;
+  readonly weightDecay: number;
+  readonly lrStepEpochs: number;
+  readonly lrGamma: number;
+  readonly seed: number;
+  /** Crop size fed to the network (224 in the study); Resize is 256/224 of it. */
+  readonly imageSize: number;
+  /** Frozen backbone: compute its features once and train the head on them. */
+  readonly featureCache: boolean;
+  /** Augmented views cached per training image (0: the val view only, no augmentation). */
+  readonly augmentViews: number;
+}
+
+export const DEFAULT_CELL: Omit<CellConfig, 'dataset' | 'model' | 'weights'> = {
+  color: 'rgb',
+  strategy: 'finetune',
+  epochs: 15,
+  batchSize: 32,
+  lr: 0.001,
+  momentum: 0.9,
+  weightDecay: 0,
+  lrStepEpochs: 7,
+  lrGamma: 0.1,
+  seed: 0,
+  imageSize: 224,
+  featureCache: true,
+  augmentViews: 1,
+};
+
+export interface CellRunOptions {
+  /** Checkpoints (last/best) go here; an existing `last.safetensors` is resumed. */
+  readonly outDir?: string;
+  /** Feature cache root (default: `<outDir>/features`, or none). */
+  readonly cacheDir?: string;
+  readonly decodeThreads?: number;
+  readonly backend: { readonly name: string; readonly device: string };
+  readonly onProgress?: (p: TrainProgress | { readonly type: 'features'; readonly split: string; readonly done: number; readonly total: number }) => void;
+  readonly onWarning?: (message: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+/** What a run produces: the study's numbers plus how they were obtained. */
+export interface CellResult {
+  readonly config: CellConfig;
+  readonly classes: readonly string[];
+  readonly trainImages: number;
+  readonly valImages: number;
+  readonly epochs: readonly EpochMetrics[];
+  readonly bestValAccuracy: number;
+  readonly bestEpoch: number;
+  readonly confusion: readonly (readonly number[])[];
+  readonly perClassAccuracy: readonly number[];
+  readonly skipped: readonly SkippedFile[];
+  readonly wallMs: number;
+  readonly imagesPerSec: number;
+  readonly featureCache: { readonly used: boolean; readonly hits: number; readonly misses: number; readonly ms: number };
+  readonly backend: string;
+  readonly device: string;
+  readonly resumedFromEpoch: number;
+  readonly finishedAt: string;
+}
+
+export function validateCell(c: CellConfig): void {
+  const bad = (field: string, why: string): never => {
+    throw new InvalidArgumentError(`${field}: ${why}`);
+  };
+  if (!c.dataset) bad('dataset', 'is required');
+  getZooEntry(c.model);
+  if (c.color !== 'rgb' && c.color !== 'gray') bad('color', `must be rgb or gray (got ${String(c.color)})`);
+  parseStrategy(c.strategy);
+  if (!Number.isInteger(c.batchSize) || c.batchSize < 1) bad('batchSize', `must be a positive integer (got ${c.batchSize})`);
+  if (!Number.isInteger(c.imageSize) || c.imageSize < 16) bad('imageSize', `must be an integer >= 16 (got ${c.imageSize})`);
+  if (!Number.isInteger(c.augmentViews) || c.augmentViews < 0) bad('augmentViews', 'must be an integer >= 0');
+  if (c.valFraction !== undefined && !(c.valFraction > 0 && c.valFraction < 1)) bad('valFraction', 'must be between 0 and 1');
+}
+
+/**
+ * Runs one cell end to end: dataset checks, weights, the study's training loop, best-val result.
+ * The worker and `ferry train` both call this; it holds no network code.
+ */
+export async function runCell(config: CellConfig, options: CellRunOptions): Promise<CellResult> {
+  validateCell(config);
+  const started = performance.now();
+  const folder = await openImageFolder(config.dataset, {
+    ...(config.valFraction !== undefined ? { valFraction: config.valFraction } : {}),
+    seed: config.seed,
+  });
+  const model = buildModel(config.model, folder.classes.length);
+  let resolved;
+  if (config.weights) {
+    const { tensors } = await readWeightsFile(config.weights);
+    resolved = resolveWeights(model, tensors, config.weights);
+    if (resolved.headReplaced) options.onWarning?.(`${path.basename(config.weights)}: ${resolved.fileClasses}-way classifier replaced by a new ${folder.classes.length}-way head`);
+  }
+  const network = Network.create(model, { seed: config.seed, ...(resolved ? { weights: resolved } : {}) });
+  const pool = new DecodePool(options.decodeThreads ?? Math.max(1, os.availableParallelism()));
+  const trainConfig: TrainConfig = {
+    epochs: config.epochs,
+    lr: config.lr,
+    momentum: config.momentum,
+    weightDecay: config.weightDecay,
+    nesterov: false,
+    lrStepEpochs: config.lrStepEpochs,
+    lrGamma: config.lrGamma,
+    strategy: parseStrategy(config.strategy),
+    seed: config.seed,
+  };
+  const first = firstTrainableStage(model, trainConfig.strategy);
+  const headIndex = model.stages.findIndex((s) => s.name === model.headStage);
+  const specs = studyTransforms(config.imageSize, config.color);
+  const skippedWarn = (s: SkippedFile): void => options.onWarning?.(`skipped ${s.file}: ${s.reason}`);
+  const trainImages = new ImageFolderSource({
+    samples: folder.train,
+    classNames: folder.classes,
+    spec: config.featureCache && config.augmentViews === 0 ? specs.val : specs.train,
+    batchSize: config.batchSize,
+    shuffle: !(config.featureCache && first === headIndex),
+    pool,
+    onSkip: skippedWarn,
+  });
+  const valImages = new ImageFolderSource({
+    samples: folder.val,
+    classNames: folder.classes,
+    spec: specs.val,
+    batchSize: config.batchSize,
+    shuffle: false,
+    pool,
+    onSkip: skippedWarn,
+  });
+  const cacheStats = { used: false, hits: 0, misses: 0, ms: 0 };
+  let train: BatchSource = trainImages;
+  let val: BatchSource = valImages;
+  let inputStage = 0;
+  try {
+    if (config.featureCache && first === headIndex) {
+      const t0 = performance.now();
+      const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
+      if (!cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
+      const cache = new FeatureCache(cacheDir);
+      const weightsId = config.weights ? await sha256File(config.weights) : `random:${config.seed}`;
+      const base = { arch: model.arch, weights: weightsId, stage: first, seed: config.seed };
+      const viewsOf = async (source: ImageFolderSource, split: 'train' | 'val', count: number) => {
+        const images = await contentHash(split === 'train' ? folder.train : folder.val);
+        const out = [];
+        for (let v = 0; v < count; v++) {
+          const key: FeatureKey = { ...base, spec: split === 'train' ? trainImages.spec : valImages.spec, view: v, images };
+          const r = await cache.getOrCompute(key, network, source, (done) =>
+            options.onProgress?.({ type: 'features', split: `${split} view ${v + 1}/${count}`, done, total: source.size }),
+          );
+          if (r.cached) cacheStats.hits++;
+          else cacheStats.misses++;
+          out.push(r);
+        }
+        return out;
+      };
+      const trainViews = await viewsOf(trainImages, 'train', Math.max(1, config.augmentViews));
+      const [valView] = await viewsOf(valImages, 'val', 1);
+      const tv = trainViews[0]!;
+      train = new ArrayBatchSource(
+        trainViews.map((v) => v.features),
+        tv.labels,
+        [tv.dim],
+        folder.classes.length,
+        { batchSize: config.batchSize, shuffle: true, classNames: folder.classes },
+      );
+      val = new ArrayBatchSource(valView!.features, valView!.labels, [valView!.dim], folder.classes.length, {
+        batchSize: config.batchSize,
+        shuffle: false,
+        classNames: folder.classes,
+      });
+      inputStage = first;
+      cacheStats.used = true;
+      cacheStats.ms = performance.now() - t0;
+    }
+    const trainer = new Trainer({
+      network,
+      config: trainConfig,
+      train,
+      val,
+      inputStage,
+      ...(options.outDir ? { checkpointDir: options.outDir } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    try {
+      const r = await trainer.run();
+      return {
+        config,
+        classes: folder.classes,
+        trainImages: trainImages.size,
+        valImages: valImages.size,
+        epochs: r.epochs,
+        bestValAccuracy: r.bestValAccuracy,
+        bestEpoch: r.bestEpoch,
+        confusion: r.bestConfusion,
+        perClassAccuracy: r.bestPerClassAccuracy,
+        skipped: [...trainImages.skipped, ...valImages.skipped],
+        wallMs: performance.now() - started,
+        imagesPerSec: r.imagesPerSec,
+        featureCache: cacheStats,
+        backend: options.backend.name,
+        device: options.backend.device,
+        resumedFromEpoch: r.resumedFromEpoch,
+        finishedAt: new Date().toISOString(),
+      };
+    } finally {
+      trainer.dispose();
+    }
+  } finally {
+    network.dispose();
+    await pool.close();
+  }
+}
