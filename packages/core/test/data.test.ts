@@ -3,9 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import type {
+  FerryError} from '@ferry/core';
 import {
   DecodePool,
-  FerryError,
   ImageFolderSource,
   Rng,
   centerCropBox,
