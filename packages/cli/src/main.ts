@@ -18,7 +18,7 @@ commands:
   weights pull MODEL   download official torchvision weights (SHA-256 checked, resumable)
   predict              logits of an NCHW .npy (--input) or top-k classes of an image (--image)
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
-  data                 dataset tools: demo (the offline demo dataset)
+  data                 dataset tools: split, stats, import, pull, gray, demo
 
 Run "ferry <command> --help" for a command's options. Docs: docs/ in the repository.`;
 

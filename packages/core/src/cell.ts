@@ -37,7 +37,11 @@ export interface CellConfig {
   readonly imageSize: number;
   /** Frozen backbone: compute its features once and train the head on them. */
   readonly featureCache: boolean;
-  /** Augmented views cached per training image (0: the val view only, no augmentation). */
+  /**
+   * 0: no augmentation (training images get the val transform). K >= 1: random augmentation; with
+   * the feature cache, K augmented views of every training image are cached and epoch e uses view
+   * e mod K (more views: closer to fresh augmentation each epoch, K times the cache cost).
+   */
   readonly augmentViews: number;
 }
 
@@ -142,7 +146,7 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
   const trainImages = new ImageFolderSource({
     samples: folder.train,
     classNames: folder.classes,
-    spec: config.featureCache && config.augmentViews === 0 ? specs.val : specs.train,
+    spec: config.augmentViews === 0 ? specs.val : specs.train,
     batchSize: config.batchSize,
     shuffle: !(config.featureCache && first === headIndex),
     pool,

@@ -15,6 +15,8 @@ export interface DownloadOptions {
   readonly onProgress?: (receivedBytes: number, totalBytes: number | undefined) => void;
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
+  /** Accept a download without a known checksum (the caller records the digest it returns). */
+  readonly unpinned?: boolean;
 }
 
 export interface DownloadResult {
@@ -53,7 +55,7 @@ function verify(opts: DownloadOptions, digest: string): boolean {
  * SHA-256 before the file takes its final name. A file already at `dest` is verified and reused.
  */
 export async function download(opts: DownloadOptions): Promise<DownloadResult> {
-  if (!opts.sha256 && !opts.sha256Prefix) {
+  if (!opts.sha256 && !opts.sha256Prefix && !opts.unpinned) {
     throw new InvalidArgumentError(`refusing to download ${opts.url} without a checksum (pass sha256)`);
   }
   await mkdir(path.dirname(opts.dest), { recursive: true });

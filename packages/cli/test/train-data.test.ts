@@ -1,0 +1,173 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { DEFAULT_CELL, runCell, selectBackend, writeDemoDataset, type CellResult } from '@ferry/core';
+import { ferry } from '../../../test/helpers/cli.js';
+import { writeJpeg } from '../../../test/helpers/images.js';
+
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-cli-'));
+const count = (dir: string): number => (existsSync(dir) ? readdirSync(dir).length : 0);
+
+let demo = '';
+beforeAll(async () => {
+  demo = path.join(tmp(), 'demo');
+  await writeDemoDataset(demo, { trainPerClass: 24, valPerClass: 8, size: 32, seed: 1 });
+});
+
+describe('ferry train', () => {
+  test('trains one cell with the study\'s flags, prints the epoch table, writes result.json and curves; a rerun resumes', async () => {
+    const out = path.join(tmp(), 'run');
+    const cache = tmp();
+    const args = ['train', '-d', demo, '-m', 'resnet_tiny', '--size', '32', '-b', '16', '-e', '3', '-lr', '0.02', '-lre', '2', '-lrs', '0.5', '-f', '1', '--backend', 'wasm', '--out', out];
+    const r = await ferry(args, { FERRY_CACHE: cache });
+    expect(r.stderr).not.toContain('unexpected');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/EPOCH\s+LR\s+TRAIN LOSS/);
+    expect(r.stdout).toMatch(/best val accuracy \d+\.\d% at epoch \d/);
+    const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')) as CellResult;
+    expect(result.epochs.map((e) => e.lr)).toEqual([0.02, 0.02, 0.01]);
+    expect(result.config).toMatchObject({ model: 'resnet_tiny', strategy: 'finetune', epochs: 3, batchSize: 16, lrGamma: 0.5, lrStepEpochs: 2 });
+    expect(result.classes).toEqual(['green_circle', 'green_square', 'red_circle', 'red_square']);
+    expect(result.confusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
+    expect(result.backend).toBe('wasm');
+    expect(readFileSync(path.join(out, 'curves.svg'), 'utf8')).toMatch(/^<svg[^>]*>.*polyline/s);
+    expect(existsSync(path.join(out, 'best.safetensors'))).toBe(true);
+
+    const again = await ferry(args, { FERRY_CACHE: cache });
+    expect(again.code).toBe(0);
+    const second = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')) as CellResult;
+    expect(second.resumedFromEpoch).toBe(3);
+    expect(second.bestValAccuracy).toBe(result.bestValAccuracy);
+  });
+
+  test('bad flags are refused with the reason', async () => {
+    expect((await ferry(['train', '-d', demo, '-f', '2'])).stderr).toContain('-f must be 1 (finetune) or 0 (freeze)');
+    expect((await ferry(['train', '-d', demo, '-m', 'resnet18', '--weights', 'pretrained'], { FERRY_CACHE: tmp() })).stderr).toContain('ferry weights pull resnet18');
+    const missing = await ferry(['train', '-d', path.join(demo, 'nope'), '-m', 'resnet_tiny', '--backend', 'cpu']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('FERRY_ERR_DATASET');
+  });
+});
+
+describe('feature cache for freeze', () => {
+  test('cached features give the same val accuracy as recomputing the backbone, and the second run hits the cache', async () => {
+    const backend = await selectBackend('wasm');
+    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, strategy: 'freeze', imageSize: 32, epochs: 3, batchSize: 16, lr: 0.05, augmentViews: 0, seed: 4 };
+    const cacheDir = tmp();
+    const cached = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
+    const plain = await runCell({ ...base, featureCache: false }, { backend });
+    expect(cached.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
+    expect(plain.featureCache.used).toBe(false);
+    expect(cached.bestValAccuracy).toBe(plain.bestValAccuracy);
+    cached.epochs.forEach((e, i) => expect(e.trainLoss).toBeCloseTo(plain.epochs[i]!.trainLoss, 4));
+    const again = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
+    expect(again.featureCache).toMatchObject({ hits: 2, misses: 0 });
+    expect(again.bestValAccuracy).toBe(cached.bestValAccuracy);
+  });
+});
+
+describe('ferry data', () => {
+  test('split is stratified and deterministic, and refuses a non-empty destination', async () => {
+    const src = tmp();
+    for (const c of ['a', 'b']) for (let i = 0; i < 10; i++) await writeJpeg(path.join(src, c, `${i}.jpg`), 16, 16, i);
+    const d1 = path.join(tmp(), 'x');
+    const d2 = path.join(tmp(), 'y');
+    expect((await ferry(['data', 'split', src, d1, '--val', '0.3', '--seed', '2'])).stdout).toContain('2 classes, 14 train / 6 val');
+    await ferry(['data', 'split', src, d2, '--val', '0.3', '--seed', '2']);
+    expect(readdirSync(path.join(d1, 'val', 'a'))).toEqual(readdirSync(path.join(d2, 'val', 'a')));
+    expect(count(path.join(d1, 'val', 'b'))).toBe(3);
+    const again = await ferry(['data', 'split', src, d1]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('not empty');
+  });
+
+  test('import reads the study\'s raw layouts', async () => {
+    const raw = tmp();
+    // Dogs vs Cats: flat train/cat.N.jpg, dog.N.jpg
+    for (let i = 0; i < 5; i++) {
+      await writeJpeg(path.join(raw, 'dvc', 'train', `cat.${i}.jpg`), 12, 12, i);
+      await writeJpeg(path.join(raw, 'dvc', 'train', `dog.${i}.jpg`), 12, 12, i + 9);
+    }
+    const dvc = await ferry(['data', 'import', 'dogs-vs-cats', path.join(raw, 'dvc'), path.join(raw, 'out-dvc')]);
+    expect(dvc.stdout).toContain('2 classes, 8 train / 2 val');
+    // Simpsons: the 20 characters with the most images, out of 22.
+    for (let c = 0; c < 22; c++) for (let i = 0; i < 2 + (c % 3 === 0 ? 3 : 0) + (c < 20 ? 1 : 0); i++) await writeJpeg(path.join(raw, 's', 'simpsons_dataset', `char${String(c).padStart(2, '0')}`, `pic_${i}.jpg`), 8, 8, i);
+    const simp = await ferry(['data', 'import', 'simpsons', path.join(raw, 's'), path.join(raw, 'out-s')]);
+    expect(simp.stdout).toContain('20 classes');
+    expect(readdirSync(path.join(raw, 'out-s', 'train'))).not.toContain('char20');
+    // Caltech 256: 256_ObjectCategories/001.ak47/001_0001.jpg
+    for (const c of ['001.ak47', '257.clutter']) for (let i = 1; i <= 5; i++) await writeJpeg(path.join(raw, 'c', '256_ObjectCategories', c, `${c.slice(0, 3)}_000${i}.jpg`), 8, 8, i);
+    const cal = await ferry(['data', 'import', 'caltech256', path.join(raw, 'c'), path.join(raw, 'out-c')]);
+    expect(cal.stdout).toContain('2 classes, 8 train / 2 val');
+    const bad = await ferry(['data', 'import', 'mnist', raw, path.join(raw, 'z')]);
+    expect(bad.stderr).toContain('unknown dataset kind');
+  });
+
+  test('stats lists classes, counts, sizes and unreadable files; gray makes PIL L copies', async () => {
+    const root = tmp();
+    await writeJpeg(path.join(root, 'train', 'a', '1.jpg'), 40, 30, 1);
+    await writeJpeg(path.join(root, 'train', 'b', '1.jpg'), 300, 200, 2);
+    await writeJpeg(path.join(root, 'val', 'a', '1.jpg'), 20, 20, 3);
+    mkdirSync(path.join(root, 'val', 'b'), { recursive: true });
+    writeFileSync(path.join(root, 'val', 'b', 'bad.jpg'), 'junk');
+    const s = JSON.parse((await ferry(['data', 'stats', root, '--json'])).stdout) as {
+      classes: string[];
+      counts: Record<string, Record<string, number>>;
+      sizes: { maxWidth: number; minHeight: number };
+      unreadable: { file: string }[];
+    };
+    expect(s.classes).toEqual(['a', 'b']);
+    expect(s.counts['val']).toEqual({ a: 1, b: 1 });
+    expect(s.sizes.maxWidth).toBe(300);
+    expect(s.sizes.minHeight).toBe(20);
+    expect(s.unreadable.map((u) => path.basename(u.file))).toEqual(['bad.jpg']);
+
+    const gray = path.join(tmp(), 'g');
+    const g = await ferry(['data', 'gray', root, gray]);
+    expect(g.stdout).toContain('3 grayscale images, 1 skipped');
+    const meta = await sharp(path.join(gray, 'train', 'b', '1.jpg')).metadata();
+    expect(meta.channels).toBe(1);
+  });
+
+  describe('pull (against a local HTTP server)', () => {
+    let server: Server;
+    let url = '';
+    let zip: Buffer;
+    beforeAll(async () => {
+      const dir = tmp();
+      for (const split of ['train', 'val']) for (const c of ['ants', 'bees']) for (let i = 0; i < 2; i++) await writeJpeg(path.join(dir, 'hymenoptera_data', split, c, `${i}.jpg`), 10, 10, i);
+      execFileSync('/usr/bin/python3', ['-c', 'import shutil,sys; shutil.make_archive(sys.argv[1], "zip", sys.argv[2], "hymenoptera_data")', path.join(dir, 'h'), dir]);
+      zip = readFileSync(path.join(dir, 'h.zip'));
+      server = createServer((_req, res) => {
+        res.writeHead(200, { 'content-length': String(zip.length) });
+        res.end(zip);
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const a = server.address();
+      url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}/hymenoptera_data.zip`;
+    });
+    afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+    test('downloads, records the digest, extracts and imports; later pulls are checked against it', async () => {
+      const cache = tmp();
+      const dest = path.join(tmp(), 'hym');
+      const r = await ferry(['data', 'pull', 'hymenoptera', dest, '--url', url, '--cache', cache]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toContain('no pinned SHA-256');
+      expect(r.stdout).toContain('2 classes, 4 train / 4 val');
+      const digest = createHash('sha256').update(zip).digest('hex');
+      expect(readFileSync(path.join(cache, 'datasets', 'hymenoptera_data.zip.sha256'), 'utf8').trim()).toBe(digest);
+      const again = await ferry(['data', 'pull', 'hymenoptera', path.join(tmp(), 'h2'), '--url', url, '--cache', cache]);
+      expect(again.stderr).toContain('cached');
+      expect(again.stderr).not.toContain('no pinned');
+      const wrong = await ferry(['data', 'pull', 'hymenoptera', path.join(tmp(), 'h3'), '--url', url, '--cache', tmp(), '--sha256', 'ab'.repeat(32)]);
+      expect(wrong.code).toBe(2);
+      expect(wrong.stderr).toContain('checksum mismatch');
+    });
+  });
+});
