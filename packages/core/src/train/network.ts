@@ -128,6 +128,21 @@ export class Network {
     return out;
   }
 
+  /** Device-side copies of every tensor of stages from `first` on (what training can change). */
+  snapshot(first: number): Map<string, tf.Tensor> {
+    const out = new Map<string, tf.Tensor>();
+    this.model.stages.forEach((stage, i) => {
+      if (i < first) return;
+      for (const spec of paramsOfStage(this.model, stage)) out.set(spec.name, tf.clone(this.variables.get(spec.name)!));
+    });
+    return out;
+  }
+
+  /** Puts back tensors taken by snapshot(). */
+  restore(snapshot: ReadonlyMap<string, tf.Tensor>): void {
+    for (const [name, t] of snapshot) this.variables.get(name)!.assign(t);
+  }
+
   /** torch's running-stat update from the batch statistics a training forward pass collected. */
   updateBatchNormStats(stats: readonly BnBatchStats[], momentum = BN_MOMENTUM): void {
     tf.tidy(() => {

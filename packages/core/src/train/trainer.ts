@@ -184,7 +184,9 @@ export class Trainer {
     const history: EpochMetrics[] = [];
     let bestAcc = -1;
     let bestEpoch = -1;
-    let bestState: StateDict | undefined;
+    // Best-val weights: a device-side copy of what training can change (cheap), plus the file.
+    let bestSnapshot: Map<string, tf.Tensor> | undefined;
+    let bestFromFile: StateDict | undefined;
     let start = 0;
     const lastFile = checkpointDir ? path.join(checkpointDir, 'last.safetensors') : undefined;
     const bestFile = checkpointDir ? path.join(checkpointDir, 'best.safetensors') : undefined;
@@ -202,7 +204,7 @@ export class Trainer {
       start = ck.meta.epochsDone;
       bestAcc = ck.meta.bestValAccuracy;
       bestEpoch = ck.meta.bestEpoch;
-      if (bestFile && existsSync(bestFile)) bestState = (await readWeightsFile(bestFile)).tensors;
+      if (bestFile && existsSync(bestFile)) bestFromFile = (await readWeightsFile(bestFile)).tensors;
     }
     const resumedFrom = start;
 
@@ -269,8 +271,10 @@ export class Trainer {
       if (improved) {
         bestAcc = valAccuracy;
         bestEpoch = epoch;
-        bestState = await network.exportState();
-        if (bestFile) await saveWeights(bestFile, bestState, { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
+        for (const t of bestSnapshot?.values() ?? []) t.dispose();
+        bestSnapshot = network.snapshot(this.first);
+        bestFromFile = undefined;
+        if (bestFile) await saveWeights(bestFile, await network.exportState(), { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
       }
       onProgress?.({ type: 'epoch', metrics, best: improved });
       if (lastFile) {
@@ -291,7 +295,10 @@ export class Trainer {
       }
     }
     // As the study does: the model ends with its best-val weights.
-    if (bestState) network.assign(resolveWeights(model, bestState, 'best weights').values);
+    if (bestSnapshot) {
+      network.restore(bestSnapshot);
+      for (const t of bestSnapshot.values()) t.dispose();
+    } else if (bestFromFile) network.assign(resolveWeights(model, bestFromFile, 'best weights').values);
     const best = history.find((h) => h.epoch === bestEpoch);
     return {
       epochs: history,
