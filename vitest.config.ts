@@ -8,6 +8,7 @@ export default defineConfig({
     alias: {
       '@ferry/core': src('core'),
       '@ferry/cli': src('cli'),
+      '@ferry/coordinator': src('coordinator'),
     },
   },
   test: {

@@ -10,7 +10,7 @@ const ALLOWED = {
   coordinator: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^webgpu$/] },
   worker: { ferry: ['protocol', 'core'], forbid: [] },
   dashboard: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^webgpu$/] },
-  cli: { ferry: ['protocol', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [] },
+  cli: { ferry: ['protocol', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
 };
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -39,7 +39,7 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
   edges.set(pkg, new Set());
   for (const file of walk(src)) {
     const text = readFileSync(file, 'utf8');
-    for (const m of text.matchAll(/(?:from|import)\s*\(?\s*'([^']+)'/g)) {
+    for (const m of text.matchAll(/(?:^|[\s;])(?:from\s+|import\s+|import\s*\(\s*)'([^']+)'/gm)) {
       const spec = m[1];
       const rel = path.relative(root, file);
       if (spec.startsWith('.') || spec.startsWith('node:')) {

@@ -1,8 +1,10 @@
+import { SweepError } from '@ferry/coordinator';
 import { isFerryError } from '@ferry/core';
 import { dataCommand } from './commands/data.js';
 import { infoCommand } from './commands/info.js';
 import { modelsCommand } from './commands/models.js';
 import { predictCommand } from './commands/predict.js';
+import { runCommand } from './commands/run.js';
 import { trainCommand } from './commands/train.js';
 import { weightsCommand } from './commands/weights.js';
 import { err, out, type CliIo } from './io.js';
@@ -17,6 +19,7 @@ commands:
   models               the model zoo: parameter counts, stages, default weights
   weights pull MODEL   download official torchvision weights (SHA-256 checked, resumable)
   predict              logits of an NCHW .npy (--input) or top-k classes of an image (--image)
+  run SWEEP.yaml       every cell of a sweep on this machine, resumable, ends with the results table
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
   data                 dataset tools: split, stats, import, pull, gray, demo
 
@@ -30,6 +33,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   weights: weightsCommand,
   predict: predictCommand,
   train: trainCommand,
+  run: runCommand,
   data: dataCommand,
 };
 
@@ -56,7 +60,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   try {
     return await command(rest, io);
   } catch (e) {
-    if (isFerryError(e)) {
+    if (isFerryError(e) || e instanceof SweepError) {
       err(io, `ferry ${name}: ${e.message} [${e.code}]`);
       return 2;
     }

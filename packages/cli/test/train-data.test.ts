@@ -171,3 +171,42 @@ describe('ferry data', () => {
     });
   });
 });
+
+describe('ferry run (in-process embedded default)', () => {
+  test('runs every cell, prints the comparison table, and a rerun re-runs nothing', async () => {
+    const root = path.dirname(demo);
+    const sweep = path.join(tmp(), 'tiny.yaml');
+    writeFileSync(
+      sweep,
+      `name: tiny
+datasets: [{ name: demo, path: ${path.basename(demo)} }]
+colors: [rgb]
+strategies: [finetune, freeze]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
+`,
+    );
+    const out = path.join(tmp(), 'runs');
+    const args = ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm'];
+    const first = await ferry(args, { FERRY_CACHE: tmp() });
+    expect(first.code).toBe(0);
+    expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| winner \|/);
+    expect(first.stdout).toMatch(/\| demo \| rgb \| \**\d+\.\d%\** \| \**\d+\.\d%\** \| [\w -]+ \|/);
+    const cells = readdirSync(path.join(out, 'cells'));
+    expect(cells).toHaveLength(2);
+    const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as { cells: { bestValAccuracy: number }[] };
+    expect(json.cells).toHaveLength(2);
+    const second = await ferry(args, { FERRY_CACHE: tmp() });
+    expect(second.code).toBe(0);
+    expect(second.stderr.match(/done earlier/g)).toHaveLength(2);
+    expect(second.stdout).toBe(first.stdout);
+  });
+
+  test('an invalid sweep file is reported with line and path, nothing runs', async () => {
+    const sweep = path.join(tmp(), 'bad.yaml');
+    writeFileSync(sweep, 'name: bad\ndatasets: [{ name: d, path: d }]\nmodels: [resnet_tiny]\nhyper: { lr: -1 }\n');
+    const r = await ferry(['run', sweep]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('line 4:10 hyper.lr: out of range (got -1)');
+  });
+});

@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { STUDY_DEFAULTS, SweepError, cellId, parseSweep, resultsTable, tableCsv, tableMarkdown, type CellOutcome, type CellSpec } from '@ferry/coordinator';
+
+const base = `
+name: t
+datasets:
+  - name: ants
+    path: hymenoptera
+  - name: simpsons
+    path: simpsons
+    hyper: { epochs: 20 }
+colors: [rgb, gray]
+strategies: [finetune, freeze]
+models: [resnet18]
+seeds: [0, 1]
+hyper:
+  lr: 0.01
+overrides:
+  - match: { strategy: freeze }
+    set: { lr: 0.1 }
+`;
+
+function problems(text: string): string[] {
+  try {
+    parseSweep(text, 'bad.yaml');
+  } catch (e) {
+    expect(e).toBeInstanceOf(SweepError);
+    return [...(e as SweepError).problems];
+  }
+  throw new Error('expected a SweepError');
+}
+
+describe('sweep files', () => {
+  test('expand datasets x colors x strategies x models x seeds with layered hyper-parameters', () => {
+    const s = parseSweep(base);
+    expect(s.cells).toHaveLength(2 * 2 * 2 * 1 * 2);
+    const find = (d: string, st: string) => s.cells.find((c) => c.spec.dataset === d && c.spec.strategy === st && c.spec.color === 'gray' && c.spec.seed === 1)!.spec;
+    expect(find('ants', 'finetune')).toMatchObject({ lr: 0.01, epochs: STUDY_DEFAULTS.epochs, path: 'hymenoptera' });
+    expect(find('ants', 'freeze').lr).toBe(0.1);
+    expect(find('simpsons', 'freeze')).toMatchObject({ lr: 0.1, epochs: 20 });
+  });
+
+  test('a cell id is a hash of its resolved configuration: stable, and different when anything differs', () => {
+    const a = parseSweep(base);
+    const b = parseSweep(base.replace('name: t', 'name: renamed'));
+    expect(b.cells.map((c) => c.id)).toEqual(a.cells.map((c) => c.id));
+    expect(new Set(a.cells.map((c) => c.id)).size).toBe(a.cells.length);
+    const spec = a.cells[0]!.spec;
+    expect(cellId({ ...spec, lr: spec.lr * 2 })).not.toBe(a.cells[0]!.id);
+    expect(cellId({ ...spec })).toBe(a.cells[0]!.id);
+  });
+
+  test('exclude removes cells and include adds fully named ones', () => {
+    const s = parseSweep(`${base}
+exclude:
+  - { color: gray, strategy: freeze }
+include:
+  - { dataset: ants, color: gray, strategy: "freezeUntil:layer4", model: resnet18, seed: 0 }
+`);
+    expect(s.expanded).toBe(16);
+    expect(s.cells).toHaveLength(16 - 4 + 1);
+    expect(s.cells.some((c) => c.spec.color === 'gray' && c.spec.strategy === 'freeze')).toBe(false);
+    expect(s.cells.filter((c) => c.spec.strategy === 'freezeUntil:layer4')).toHaveLength(1);
+  });
+
+  test('errors give the line, the path in the file and what is allowed', () => {
+    const p = problems(`name: t
+datasets:
+  - name: ants
+    pth: x
+colors: [rgb, purple]
+strategies: [finetune]
+models: [resnet18]
+hyper:
+  lr: fast
+  epocs: 3
+`);
+    expect(p).toContain('line 4:5 datasets[0].pth: unknown key; allowed: name, path, valFraction, hyper');
+    expect(p).toContain("line 3:5 datasets[0].path: required: the folder relative to each worker's --data-root");
+    expect(p).toContain('line 5:15 colors[1]: "purple" is not allowed; use rgb, gray');
+    expect(p).toContain('line 9:3 hyper.lr: must be a number (got "fast")');
+    expect(p.some((x) => x.startsWith('line 10:3 hyper.epocs: unknown setting; allowed: weights, epochs'))).toBe(true);
+  });
+
+  test('includes must name every axis and an existing dataset; paths stay under the data root', () => {
+    const p = problems(`${base}
+include:
+  - { dataset: mnist, color: rgb, strategy: finetune, model: resnet18 }
+`.replace('path: simpsons', 'path: ../simpsons'));
+    expect(p.some((x) => x.includes('missing seed'))).toBe(true);
+    expect(p.some((x) => x.includes('no dataset named mnist'))).toBe(true);
+    expect(p.some((x) => x.includes('must be relative to --data-root'))).toBe(true);
+  });
+
+  test('the shipped examples parse: the full study has 16 cells', () => {
+    const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
+    expect(study.cells).toHaveLength(16);
+    expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
+    expect(parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells).toHaveLength(4);
+  });
+});
+
+describe('results table', () => {
+  const spec = (dataset: string, color: 'rgb' | 'gray', strategy: string, seed: number): CellSpec => ({
+    ...STUDY_DEFAULTS,
+    dataset,
+    path: dataset,
+    valFraction: null,
+    color,
+    strategy,
+    model: 'resnet18',
+    seed,
+  });
+  const o = (dataset: string, color: 'rgb' | 'gray', strategy: string, seed: number, acc: number): CellOutcome => ({
+    spec: spec(dataset, color, strategy, seed),
+    bestValAccuracy: acc,
+    bestEpoch: 3,
+    wallMs: 1000,
+    imagesPerSec: 10,
+  });
+
+  test('mean and sample std over seeds, winner marked, a gap within seed noise marked as such', () => {
+    const t = resultsTable([
+      o('ants', 'rgb', 'finetune', 0, 0.9),
+      o('ants', 'rgb', 'finetune', 1, 0.94),
+      o('ants', 'rgb', 'freeze', 0, 0.8),
+      o('ants', 'rgb', 'freeze', 1, 0.82),
+      o('ants', 'gray', 'finetune', 0, 0.9),
+      o('ants', 'gray', 'finetune', 1, 0.8),
+      o('ants', 'gray', 'freeze', 0, 0.86),
+      o('ants', 'gray', 'freeze', 1, 0.86),
+    ]);
+    const rgb = t.rows.find((r) => r.color === 'rgb')!;
+    expect(rgb.byStrategy['finetune']!.mean).toBeCloseTo(0.92, 10);
+    expect(rgb.byStrategy['finetune']!.std).toBeCloseTo(Math.sqrt(0.0008), 10); // (0.02^2 * 2) / 1
+    expect(rgb.winner).toBe('finetune');
+    const gray = t.rows.find((r) => r.color === 'gray')!;
+    expect(gray.withinNoise).toBe(true);
+    expect(gray.winner).toBeNull();
+    const md = tableMarkdown(t);
+    expect(md).toContain('| ants | rgb | **92.0% +/- 2.8** | 81.0% +/- 1.4 | finetune |');
+    expect(md).toContain('within seed noise');
+    expect(tableCsv(t).split('\n')[0]).toContain('finetune_mean,finetune_std,finetune_n');
+  });
+});
