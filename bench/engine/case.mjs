@@ -2,7 +2,7 @@
 // One engine benchmark case in its own process (so peak RSS is this case's alone); prints one JSON line.
 // usage: node bench/engine/case.mjs --backend wasm --model resnet18 --size 224 --batch 16 --mode train|inference|freeze [--steps N] [--min-seconds S]
 import { parseArgs } from 'node:util';
-import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, buildModel, selectBackend } from '@ferry/core';
+import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, autoMicroBatch, buildModel, selectBackend } from '@ferry/core';
 
 const { values } = parseArgs({
   options: {
@@ -14,6 +14,7 @@ const { values } = parseArgs({
     steps: { type: 'string', default: '3' },
     'min-seconds': { type: 'string', default: '0' },
     classes: { type: 'string', default: '20' },
+    micro: { type: 'string' },
   },
 });
 const size = Number(values.size);
@@ -28,7 +29,8 @@ const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
 const shape = [batch, size, size, 3];
 const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
 const strategy = values.mode === 'freeze' ? { kind: 'freeze' } : { kind: 'finetune' };
-const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy }, train: source, val: source });
+const microBatch = values.micro ? Number(values.micro) : autoMicroBatch(backend.name, values.model, size, batch);
+const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy }, train: source, val: source, microBatch });
 const step = values.mode === 'inference' ? () => net.predictArray(x, shape) : async () => trainer.trainStep({ x, shape, labels }, 0.001);
 
 await step(); // warm-up: kernel set-up, momentum buffers
@@ -48,6 +50,7 @@ console.log(
     size,
     batch,
     mode: values.mode,
+    micro_batch: values.mode === 'train' ? microBatch : null,
     steps,
     ms_per_step: +(ms / steps).toFixed(1),
     images_per_sec: +((batch * steps * 1000) / ms).toFixed(3),

@@ -28,6 +28,8 @@ export interface CellSpec {
   readonly imageSize: number;
   readonly featureCache: boolean;
   readonly augmentViews: number;
+  /** Images per forward/backward chunk (0: automatic for the worker's backend). */
+  readonly microBatch: number;
   /** Data-parallel group size (1: one worker). */
   readonly workers: number;
 }
@@ -46,7 +48,19 @@ export interface Sweep {
 
 type Hyper = Pick<
   CellSpec,
-  'weights' | 'epochs' | 'batchSize' | 'lr' | 'momentum' | 'weightDecay' | 'lrStepEpochs' | 'lrGamma' | 'imageSize' | 'featureCache' | 'augmentViews' | 'workers'
+  | 'weights'
+  | 'epochs'
+  | 'batchSize'
+  | 'lr'
+  | 'momentum'
+  | 'weightDecay'
+  | 'lrStepEpochs'
+  | 'lrGamma'
+  | 'imageSize'
+  | 'featureCache'
+  | 'augmentViews'
+  | 'microBatch'
+  | 'workers'
 >;
 
 /** The study's hyper-parameters (REFERENCE.md); a sweep file overrides any of them. */
@@ -62,6 +76,7 @@ export const STUDY_DEFAULTS: Hyper = {
   imageSize: 224,
   featureCache: true,
   augmentViews: 1,
+  microBatch: 0,
   workers: 1,
 };
 
@@ -141,7 +156,7 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
     }
     const d = STUDY_DEFAULTS[k as keyof Hyper];
     if (typeof d === 'number') {
-      const intOnly = ['epochs', 'batchSize', 'lrStepEpochs', 'imageSize', 'augmentViews', 'workers'].includes(k);
+      const intOnly = ['epochs', 'batchSize', 'lrStepEpochs', 'imageSize', 'augmentViews', 'microBatch', 'workers'].includes(k);
       if (typeof val !== 'number' || !Number.isFinite(val) || (intOnly && !Number.isInteger(val))) {
         c.fail(p, `must be ${intOnly ? 'an integer' : 'a number'} (got ${JSON.stringify(val)})`);
         continue;

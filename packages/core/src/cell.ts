@@ -43,6 +43,27 @@ export interface CellConfig {
    * e mod K (more views: closer to fresh augmentation each epoch, K times the cache cost).
    */
   readonly augmentViews: number;
+  /** Images per forward/backward chunk (gradients averaged over the batch); 0: automatic. */
+  readonly microBatch: number;
+}
+
+/**
+ * Training activations per image at 224 px relative to resnet18 (about 128 MB on TF.js), for the
+ * automatic micro-batch: wasm is a 32-bit address space (4 GB), and resnet18 at batch 32 / 224 px
+ * does not fit in it.
+ */
+const ACTIVATION_FACTOR: Readonly<Record<string, number>> = {
+  resnet18: 1,
+  resnet34: 1.5,
+  resnet50: 3.2,
+  mobilenet_v2: 2.2,
+};
+
+/** Largest chunk that fits the backend's memory for training; the batch itself where it all fits. */
+export function autoMicroBatch(backend: string, model: string, imageSize: number, batchSize: number): number {
+  if (backend !== 'wasm') return batchSize;
+  const perImageMb = 128 * (ACTIVATION_FACTOR[model] ?? 0.1) * (imageSize / 224) ** 2;
+  return Math.max(1, Math.min(batchSize, Math.floor(2048 / perImageMb)));
 }
 
 export const DEFAULT_CELL: Omit<CellConfig, 'dataset' | 'model' | 'weights'> = {
@@ -59,6 +80,7 @@ export const DEFAULT_CELL: Omit<CellConfig, 'dataset' | 'model' | 'weights'> = {
   imageSize: 224,
   featureCache: true,
   augmentViews: 1,
+  microBatch: 0,
 };
 
 export interface CellRunOptions {
@@ -105,6 +127,7 @@ export function validateCell(c: CellConfig): void {
   if (!Number.isInteger(c.batchSize) || c.batchSize < 1) bad('batchSize', `must be a positive integer (got ${c.batchSize})`);
   if (!Number.isInteger(c.imageSize) || c.imageSize < 16) bad('imageSize', `must be an integer >= 16 (got ${c.imageSize})`);
   if (!Number.isInteger(c.augmentViews) || c.augmentViews < 0) bad('augmentViews', 'must be an integer >= 0');
+  if (!Number.isInteger(c.microBatch) || c.microBatch < 0) bad('microBatch', 'must be an integer >= 0 (0: automatic)');
   if (c.valFraction !== undefined && !(c.valFraction > 0 && c.valFraction < 1)) bad('valFraction', 'must be between 0 and 1');
 }
 
@@ -212,6 +235,7 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
       train,
       val,
       inputStage,
+      microBatch: config.microBatch > 0 ? config.microBatch : autoMicroBatch(options.backend.name, config.model, config.imageSize, config.batchSize),
       ...(options.outDir ? { checkpointDir: options.outDir } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.signal ? { signal: options.signal } : {}),

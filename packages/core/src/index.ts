@@ -55,7 +55,7 @@ export { IMAGE_EXTENSIONS, isImageFile, openImageFolder, stratifiedSplit, type I
 export { DecodePool, type DecodeResult } from './data/decode-pool.js';
 export { ImageFolderSource, type SkippedFile, type ImageFolderSourceOptions } from './data/folder-source.js';
 export { FeatureCache, computeFeatures, contentHash, featureKeyHash, sha256File, type FeatureKey, type FeatureView } from './data/feature-cache.js';
-export { DEFAULT_CELL, runCell, validateCell, type CellConfig, type CellResult, type CellRunOptions } from './cell.js';
+export { DEFAULT_CELL, autoMicroBatch, runCell, validateCell, type CellConfig, type CellResult, type CellRunOptions } from './cell.js';
 export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from './data/demo.js';
 export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';

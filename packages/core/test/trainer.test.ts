@@ -188,6 +188,38 @@ describe('trainer', () => {
     await selectBackend('wasm');
   });
 
+  test('micro-batches average to the full-batch gradient (frozen BatchNorm: exact up to float rounding)', async () => {
+    const model = buildModel('resnet_tiny', 4);
+    const { train } = data();
+    const batch = (await train.batches(0, 1)[Symbol.asyncIterator]().next()).value as Batch;
+    const states = [];
+    for (const microBatch of [0, 5]) {
+      const net = Network.create(model, { seed: 9 });
+      const t = new Trainer({ network: net, config: config({ strategy: { kind: 'freeze' } }), train, val: train, microBatch });
+      const r1 = t.trainStep(batch, 0.1);
+      const r2 = t.trainStep(batch, 0.1);
+      states.push({ state: await net.exportState(), loss: r1.lossSum + r2.lossSum, correct: r1.correct });
+      t.dispose();
+      net.dispose();
+    }
+    const [full, micro] = states as [{ state: StateDict; loss: number; correct: number }, { state: StateDict; loss: number; correct: number }];
+    expect(micro.loss).toBeCloseTo(full.loss, 4);
+    expect(micro.correct).toBe(full.correct);
+    const a = full.state.get('fc.weight')!.data;
+    const b = micro.state.get('fc.weight')!.data;
+    const before = Network.create(model, { seed: 9 });
+    const w0 = (await before.exportState()).get('fc.weight')!.data;
+    before.dispose();
+    let maxDiff = 0;
+    let maxStep = 0;
+    for (let i = 0; i < a.length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+      maxStep = Math.max(maxStep, Math.abs(a[i]! - w0[i]!));
+    }
+    expect(maxStep).toBeGreaterThan(1e-3);
+    expect(maxDiff / maxStep).toBeLessThan(1e-4);
+  });
+
   test('bad hyper-parameters and mismatched class counts are refused before training', () => {
     const { train, val } = data();
     const net = Network.create(buildModel('resnet_tiny', 3), { seed: 1 });

@@ -38,6 +38,7 @@ export function cellConfig(cell: Cell, dataRoot: string, cacheDir: string): Cell
     imageSize: s.imageSize,
     featureCache: s.featureCache,
     augmentViews: s.augmentViews,
+    microBatch: s.microBatch,
   };
 }
 

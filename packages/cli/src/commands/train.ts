@@ -18,7 +18,7 @@ import { defaultCacheDir } from './weights.js';
 
 const USAGE = `ferry train -d DATASET [-m MODEL] [-b BATCH] [-e EPOCHS] [-lr LR] [-lrs GAMMA] [-lre STEP] [-mm MOMENTUM]
                    [-f 1|0 | --strategy finetune|freeze|freezeUntil:STAGE] [--color rgb|gray] [--weights FILE|pretrained|none]
-                   [--size 224] [--val-fraction F] [--wd WD] [--seed S] [--views K] [--no-cache] [--backend B] [--threads N] [--out DIR] [--json]`;
+                   [--size 224] [--val-fraction F] [--wd WD] [--seed S] [--views K] [--micro-batch N] [--no-cache] [--backend B] [--threads N] [--out DIR] [--json]`;
 
 /** The study script's short flags, mapped to ferry's long ones (node's parser takes 1-letter shorts only). */
 const STUDY_FLAGS: Readonly<Record<string, string>> = {
@@ -77,6 +77,7 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
       wd: { type: 'string' },
       seed: { type: 'string' },
       views: { type: 'string' },
+      'micro-batch': { type: 'string' },
       'no-cache': { type: 'boolean' },
       backend: { type: 'string' },
       threads: { type: 'string' },
@@ -113,6 +114,7 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
     imageSize: args.int('size', DEFAULT_CELL.imageSize, 16),
     featureCache: !args.flag('no-cache'),
     augmentViews: args.int('views', DEFAULT_CELL.augmentViews, 0),
+    microBatch: args.int('micro-batch', DEFAULT_CELL.microBatch, 0),
   };
   const outDir =
     args.string('out') ?? path.join('runs', `${path.basename(path.resolve(dataset))}-${model}-${color}-${strategy.replace(':', '-')}-s${config.seed}`);

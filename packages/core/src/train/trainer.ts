@@ -54,6 +54,8 @@ export interface TrainerOptions {
    * enter at the head stage, so the backbone is not recomputed every epoch.
    */
   readonly inputStage?: number;
+  /** Process each batch in chunks of this many images, averaging gradients (0: whole batch). */
+  readonly microBatch?: number;
 }
 
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
@@ -112,13 +114,56 @@ export class Trainer {
     this.sgd = new Sgd(options.config);
   }
 
-  /** One SGD step on a batch; returns the summed loss and the number of correct predictions. */
+  /**
+   * One SGD step on a batch; returns the summed loss and the number of correct predictions. With
+   * `microBatch` set below the batch size, the batch is processed in chunks whose gradients are
+   * averaged (weighted by chunk size) before the single update: the memory of a chunk, the update of
+   * the batch. BatchNorm then normalises per chunk, as nn.DataParallel does per GPU in the study.
+   */
   trainStep(batch: Batch, lr: number, rng?: Rng): { lossSum: number; correct: number } {
+    const n = batch.labels.length;
+    const micro = this.options.microBatch && this.options.microBatch < n ? this.options.microBatch : n;
+    if (micro === n) {
+      const r = this.forwardBackward(batch, rng);
+      this.sgd.step(this.trainable, r.grads, lr);
+      for (const g of r.grads.values()) g.dispose();
+      return { lossSum: r.lossSum, correct: r.correct };
+    }
+    const per = batch.x.length / n;
+    const itemShape = batch.shape.slice(1);
+    let accum: Map<string, tf.Tensor> | undefined;
+    let lossSum = 0;
+    let correct = 0;
+    for (let s = 0; s < n; s += micro) {
+      const m = Math.min(micro, n - s);
+      const r = this.forwardBackward(
+        { x: batch.x.subarray(s * per, (s + m) * per), shape: [m, ...itemShape], labels: batch.labels.subarray(s, s + m) },
+        rng,
+      );
+      lossSum += r.lossSum;
+      correct += r.correct;
+      const next = new Map<string, tf.Tensor>();
+      for (const [name, g] of r.grads) {
+        const prev = accum?.get(name);
+        next.set(name, tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, m / n)) : tf.mul(g, m / n))));
+        g.dispose();
+        prev?.dispose();
+      }
+      accum = next;
+    }
+    this.sgd.step(this.trainable, accum!, lr);
+    for (const g of accum!.values()) g.dispose();
+    return { lossSum, correct };
+  }
+
+  /** Forward and backward on one (micro-)batch; updates BatchNorm running statistics. */
+  private forwardBackward(batch: Batch, rng?: Rng): { lossSum: number; correct: number; grads: Map<string, tf.Tensor> } {
     const { network } = this.options;
     const model = network.model;
     const n = batch.labels.length;
     const bnStats: BnBatchStats[] = [];
     let logitsKept: tf.Tensor2D | undefined;
+    const named = new Map<string, tf.Tensor>();
     const lossValue = tf.tidy(() => {
       const x = tf.tensor(batch.x, [...batch.shape]);
       const labels = tf.tensor1d(batch.labels, 'int32');
@@ -134,9 +179,7 @@ export class Trainer {
         return crossEntropy(logits, labels, model.numClasses);
       };
       const { value, grads } = tf.variableGrads(f, [...this.trainable.values()]);
-      const named = new Map<string, tf.Tensor>();
-      for (const [tfName, g] of Object.entries(grads)) named.set(this.byTfName.get(tfName)!, g);
-      this.sgd.step(this.trainable, named, lr);
+      for (const [tfName, g] of Object.entries(grads)) named.set(this.byTfName.get(tfName)!, tf.keep(g));
       return value;
     });
     network.updateBatchNormStats(bnStats);
@@ -151,7 +194,7 @@ export class Trainer {
     logits.dispose();
     let correct = 0;
     for (let i = 0; i < n; i++) if (preds[i] === batch.labels[i]) correct++;
-    return { lossSum: loss * n, correct };
+    return { lossSum: loss * n, correct, grads: named };
   }
 
   /** Loss and confusion matrix over a source, in inference mode. */
