@@ -26,7 +26,8 @@ export function isImageFile(name: string): boolean {
   return IMAGE_EXTENSIONS.includes(path.extname(name).toLowerCase());
 }
 
-async function listDirs(dir: string): Promise<string[]> {
+/** Sub-folders of `dir` (not hidden), sorted like torchvision sorts classes. */
+export async function listDirs(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   return entries
     .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
@@ -49,7 +50,8 @@ async function listImages(dir: string): Promise<{ file: string; bytes: number }[
   return out;
 }
 
-async function exists(p: string): Promise<boolean> {
+/** True when `p` is an existing directory. */
+export async function isDir(p: string): Promise<boolean> {
   try {
     return (await stat(p)).isDirectory();
   } catch {
@@ -81,9 +83,9 @@ async function readClasses(dir: string, what: string): Promise<Map<string, { fil
  * problems fail here, before any training, with what to fix.
  */
 export async function openImageFolder(root: string, options: { valFraction?: number; seed?: number } = {}): Promise<ImageFolder> {
-  if (!(await exists(root))) throw new DatasetError(`dataset folder ${root} does not exist`);
-  const hasTrain = await exists(path.join(root, 'train'));
-  const hasVal = await exists(path.join(root, 'val'));
+  if (!(await isDir(root))) throw new DatasetError(`dataset folder ${root} does not exist`);
+  const hasTrain = await isDir(path.join(root, 'train'));
+  const hasVal = await isDir(path.join(root, 'val'));
   if (hasTrain && hasVal) {
     const train = await readClasses(path.join(root, 'train'), 'train split');
     const val = await readClasses(path.join(root, 'val'), 'val split');

@@ -4,7 +4,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { DatasetError } from '../errors.js';
 import { ZipReader } from '../weights/zip.js';
-import { isImageFile, openImageFolder, stratifiedSplit } from './folder.js';
+import { isDir, isImageFile, listDirs, openImageFolder, stratifiedSplit } from './folder.js';
 import { decodeRgb, toGray3 } from './image.js';
 
 /** Runs `fn` over `items` with at most `limit` in flight (sharp works on libuv's thread pool). */
@@ -22,26 +22,12 @@ async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, 
   return out;
 }
 
-async function listDirs(dir: string): Promise<string[]> {
-  return (await readdir(dir, { withFileTypes: true }))
-    .filter((e) => e.isDirectory() && !e.name.startsWith('.'))
-    .map((e) => e.name)
-    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
+/** Image files directly in `dir` (the raw layouts are flat), sorted. */
 async function listImages(dir: string): Promise<string[]> {
   return (await readdir(dir, { withFileTypes: true }))
     .filter((e) => e.isFile() && isImageFile(e.name))
     .map((e) => e.name)
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-}
-
-async function isDir(p: string): Promise<boolean> {
-  try {
-    return (await stat(p)).isDirectory();
-  } catch {
-    return false;
-  }
 }
 
 export interface SplitReport {
