@@ -9,6 +9,8 @@ export default defineConfig({
       '@ferry/core': src('core'),
       '@ferry/cli': src('cli'),
       '@ferry/coordinator': src('coordinator'),
+      '@ferry/worker': src('worker'),
+      '@ferry/protocol': src('protocol'),
     },
   },
   test: {

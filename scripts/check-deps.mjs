@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 const ALLOWED = {
-  protocol: { ferry: [], forbid: [/^@tensorflow\//] },
+  protocol: { ferry: [], forbid: [/^@tensorflow\//], skip: /\/gen\// },
   core: { ferry: ['protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
   coordinator: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^webgpu$/] },
   worker: { ferry: ['protocol', 'core'], forbid: [] },
@@ -37,7 +37,7 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
   const manifest = JSON.parse(readFileSync(path.join(root, 'packages', pkg, 'package.json'), 'utf8'));
   const declared = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.optionalDependencies ?? {})]);
   edges.set(pkg, new Set());
-  for (const file of walk(src)) {
+  for (const file of walk(src).filter((f) => !(rule.skip && rule.skip.test(f)))) {
     const text = readFileSync(file, 'utf8');
     for (const m of text.matchAll(/(?:^|[\s;])(?:from\s+|import\s+|import\s*\(\s*)'([^']+)'/gm)) {
       const spec = m[1];

@@ -1,5 +1,6 @@
 import { SweepError } from '@ferry/coordinator';
 import { isFerryError } from '@ferry/core';
+import { coordinatorCommand, sweepCommand, workerCommand } from './commands/cluster.js';
 import { dataCommand } from './commands/data.js';
 import { infoCommand } from './commands/info.js';
 import { modelsCommand } from './commands/models.js';
@@ -19,7 +20,10 @@ commands:
   models               the model zoo: parameter counts, stages, default weights
   weights pull MODEL   download official torchvision weights (SHA-256 checked, resumable)
   predict              logits of an NCHW .npy (--input) or top-k classes of an image (--image)
-  run SWEEP.yaml       every cell of a sweep on this machine, resumable, ends with the results table
+  run SWEEP.yaml       the embedded default: coordinator + N local workers, the sweep, the results table
+  coordinator          the cluster's coordinator (gRPC, SQLite state)
+  worker               a worker (one per GPU; --gpus all starts one per GPU)
+  sweep                submit | status | results | retry | cancel | list, against a coordinator
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
   data                 dataset tools: split, stats, import, pull, gray, demo
 
@@ -34,6 +38,9 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   predict: predictCommand,
   train: trainCommand,
   run: runCommand,
+  coordinator: coordinatorCommand,
+  worker: workerCommand,
+  sweep: sweepCommand,
   data: dataCommand,
 };
 

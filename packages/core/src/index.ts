@@ -59,3 +59,4 @@ export { DEFAULT_CELL, autoMicroBatch, runCell, validateCell, type CellConfig, t
 export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from './data/demo.js';
 export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';
+export { datasetFingerprint } from './data/fingerprint.js';

@@ -1,0 +1,239 @@
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { Coordinator, parseSweep, resultsTable, tableCsv, tableMarkdown, type CellOutcome, type CoordinatorOptions } from '@ferry/coordinator';
+import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus, type BackendRequest } from '@ferry/core';
+import type { SweepStatus } from '@ferry/protocol';
+import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
+import { Args } from '../args.js';
+import { err, out, table, type CliIo } from '../io.js';
+import { defaultCacheDir } from './weights.js';
+
+const CONNECTION_FLAGS = {
+  coordinator: { type: 'string' },
+  token: { type: 'string' },
+  'tls-ca': { type: 'string' },
+  'tls-cert': { type: 'string' },
+  'tls-key': { type: 'string' },
+  'tls-server-name': { type: 'string' },
+} as const;
+
+/** Connection flags (and FERRY_TOKEN / FERRY_COORDINATOR from the environment). */
+export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
+  const address = args.string('coordinator') ?? io.env['FERRY_COORDINATOR'] ?? '127.0.0.1:7070';
+  const token = args.string('token') ?? io.env['FERRY_TOKEN'];
+  const ca = args.string('tls-ca');
+  const cert = args.string('tls-cert');
+  const key = args.string('tls-key');
+  const serverName = args.string('tls-server-name');
+  const tls = ca || cert || key ? { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(serverName ? { serverName } : {}) } : undefined;
+  return { address, ...(token ? { token } : {}), ...(tls ? { tls } : {}) };
+}
+
+const COORD_USAGE =
+  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N]';
+
+/** `ferry coordinator`: runs until SIGINT/SIGTERM; prints `listening on HOST:PORT` once bound. */
+export async function coordinatorCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const args = Args.parse(
+    argv,
+    {
+      listen: { type: 'string' },
+      state: { type: 'string' },
+      token: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      insecure: { type: 'boolean' },
+      'lease-ms': { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      'max-attempts': { type: 'string' },
+    },
+    COORD_USAGE,
+  );
+  const cert = args.string('tls-cert');
+  const key = args.string('tls-key');
+  if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  const token = args.string('token') ?? io.env['FERRY_TOKEN'];
+  const ca = args.string('tls-ca');
+  const opts: CoordinatorOptions = {
+    listen: args.string('listen') ?? '127.0.0.1:7070',
+    stateDir: args.string('state') ?? path.join('.ferry', 'coordinator'),
+    ...(token ? { token } : {}),
+    ...(cert && key ? { tls: { cert, key, ...(ca ? { ca } : {}) } } : {}),
+    insecure: args.flag('insecure'),
+    ...(args.string('lease-ms') ? { leaseMs: args.int('lease-ms', 30_000, 100) } : {}),
+    ...(args.string('heartbeat-ms') ? { heartbeatIntervalMs: args.int('heartbeat-ms', 2_000, 10) } : {}),
+    ...(args.string('max-attempts') ? { maxAttempts: args.int('max-attempts', 3, 1) } : {}),
+  };
+  let coordinator: Coordinator;
+  try {
+    coordinator = await Coordinator.create(opts);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+  const address = await coordinator.run();
+  out(io, `listening on ${address}`);
+  err(io, `ferry coordinator: state in ${opts.stateDir}${token ? ', token required' : ''}${cert ? ', TLS' : ''}`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  await coordinator.shutdown();
+  return 0;
+}
+
+const WORKER_USAGE =
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]]';
+
+/** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
+export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const args = Args.parse(
+    argv,
+    {
+      ...CONNECTION_FLAGS,
+      'data-root': { type: 'string' },
+      'work-dir': { type: 'string' },
+      backend: { type: 'string' },
+      gpus: { type: 'string' },
+      name: { type: 'string' },
+      threads: { type: 'string' },
+      'poll-ms': { type: 'string' },
+    },
+    WORKER_USAGE,
+  );
+  const workDir = args.string('work-dir') ?? path.join('.ferry', 'worker');
+  if (args.string('gpus') !== undefined) {
+    if (args.string('gpus') !== 'all') throw new InvalidArgumentError('--gpus takes "all"');
+    const { gpus, reason } = await listNvidiaGpus();
+    if (gpus.length === 0) throw new InvalidArgumentError(`--gpus all: no GPU found (${reason ?? 'nvidia-smi lists none'})`);
+    const rest = argv.filter((a, i) => a !== '--gpus' && argv[i - 1] !== '--gpus' && a !== '--work-dir' && argv[i - 1] !== '--work-dir');
+    const children = gpus.map((g) =>
+      spawn(process.execPath, [process.argv[1]!, 'worker', ...rest, '--work-dir', path.join(workDir, `gpu${g.index}`), '--name', `${os.hostname()}-gpu${g.index}`], {
+        env: { ...process.env, CUDA_VISIBLE_DEVICES: String(g.index) },
+        stdio: 'inherit',
+      }),
+    );
+    const forward = (sig: NodeJS.Signals): void => children.forEach((c) => c.kill(sig));
+    process.on('SIGINT', () => forward('SIGTERM'));
+    process.on('SIGTERM', () => forward('SIGTERM'));
+    const codes = await Promise.all(children.map((c) => new Promise<number>((r) => c.on('exit', (code) => r(code ?? 1)))));
+    return codes.every((c) => c === 0) ? 0 : 1;
+  }
+  const worker = await FerryWorker.create({
+    connection: connectionFrom(args, io),
+    dataRoot: args.string('data-root') ?? 'data',
+    workDir,
+    cacheDir: defaultCacheDir(io),
+    backend: (args.string('backend') ?? 'auto') as BackendRequest,
+    ...(io.env['FERRY_WASM_THREADS'] ? { backendOptions: { wasmThreads: Number(io.env['FERRY_WASM_THREADS']) } } : {}),
+    ...(args.string('name') ? { name: args.string('name')! } : {}),
+    ...(args.string('threads') ? { decodeThreads: args.int('threads', 1, 1) } : {}),
+    ...(args.string('poll-ms') ? { pollWaitMs: args.int('poll-ms', 10_000, 100) } : {}),
+    ...(io.env['CUDA_VISIBLE_DEVICES'] ? { gpuIndex: Number(io.env['CUDA_VISIBLE_DEVICES']) } : {}),
+    log: (line) => err(io, line),
+  });
+  const stop = (): void => void worker.shutdown();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  await worker.run();
+  return 0;
+}
+
+const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
+
+export function outcomes(s: SweepStatus): CellOutcome[] {
+  return s.cells
+    .filter((c) => c.state === 'done' && c.resultJson)
+    .map((c) => {
+      const r = JSON.parse(c.resultJson) as { bestValAccuracy: number; bestEpoch: number; wallMs: number; imagesPerSec: number };
+      const { valFraction, ...spec } = c.spec!;
+      return { spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' }, bestValAccuracy: r.bestValAccuracy, bestEpoch: r.bestEpoch, wallMs: r.wallMs, imagesPerSec: r.imagesPerSec };
+    });
+}
+
+/** `ferry sweep ...`: administration against a coordinator. */
+export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  const args = Args.parse(rest, { ...CONNECTION_FLAGS, 'data-root': { type: 'string' }, format: { type: 'string' }, 'max-attempts': { type: 'string' } }, SWEEP_USAGE);
+  const conn = connectionFrom(args, io);
+  const admin = adminClient(conn);
+  try {
+    const ref = (): string => {
+      const id = args.positionals[0];
+      if (!id) throw new InvalidArgumentError(`which sweep? usage: ${SWEEP_USAGE}`);
+      return id;
+    };
+    switch (sub) {
+      case 'submit': {
+        const file = ref();
+        const yaml = await readFile(file, 'utf8');
+        const sweep = parseSweep(yaml, file);
+        const fingerprints: Record<string, string> = {};
+        const root = args.string('data-root');
+        if (root) for (const c of sweep.cells) fingerprints[c.spec.dataset] ??= (await datasetFingerprint(path.resolve(root, c.spec.path))).fingerprint;
+        const r = await unary(admin.submitSweep, admin, { yaml, fileName: path.basename(file), datasetFingerprints: fingerprints, maxAttempts: args.int('max-attempts', 0, 0) }, conn, 30_000);
+        out(io, `sweep ${r.sweepId}: ${r.cells} cells (${r.newCells} new)`);
+        return 0;
+      }
+      case 'status': {
+        const s = await unary(admin.getSweep, admin, { sweepId: ref() }, conn, 10_000);
+        out(io, `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`);
+        out(
+          io,
+          table([
+            ['CELL', 'DATASET', 'COLOR', 'STRATEGY', 'MODEL', 'SEED', 'STATE', 'EPOCH', 'ATTEMPTS', 'WORKER', 'BEST VAL', 'ERROR'],
+            ...s.cells.map((c) => [
+              c.cellId.slice(0, 10),
+              c.spec!.dataset,
+              c.spec!.color,
+              c.spec!.strategy,
+              c.spec!.model,
+              String(c.spec!.seed),
+              c.state,
+              `${c.epoch}/${c.spec!.epochs}`,
+              String(c.attempts),
+              c.worker,
+              c.state === 'done' ? `${(c.bestValAccuracy * 100).toFixed(1)}%` : '',
+              c.error.slice(0, 80),
+            ]),
+          ]),
+        );
+        return 0;
+      }
+      case 'results': {
+        const s = await unary(admin.getSweep, admin, { sweepId: ref() }, conn, 10_000);
+        const t = resultsTable(outcomes(s));
+        const format = args.string('format') ?? 'md';
+        if (format === 'csv') out(io, tableCsv(t));
+        else if (format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
+        else if (format === 'md') out(io, tableMarkdown(t));
+        else throw new InvalidArgumentError(`--format must be md, csv or json (got ${format})`);
+        if (s.done < s.cells.length) err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
+        return 0;
+      }
+      case 'retry':
+      case 'cancel': {
+        const fn = sub === 'retry' ? admin.retryFailed : admin.cancelSweep;
+        const r = await unary(fn, admin, { sweepId: ref() }, conn, 10_000);
+        out(io, `${sub === 'retry' ? 'requeued' : 'cancelled'} ${r.count} cell(s)`);
+        return 0;
+      }
+      case 'list': {
+        const r = await unary(admin.listSweeps, admin, {}, conn, 10_000);
+        out(io, table([['SWEEP', 'NAME', 'DONE', 'RUNNING', 'PENDING', 'FAILED', 'CREATED'], ...r.sweeps.map((s) => [s.sweepId, s.name, String(s.done), String(s.running), String(s.pending), String(s.failed), s.createdAt])]));
+        return 0;
+      }
+      default:
+        throw new InvalidArgumentError(`unknown sweep command "${sub ?? ''}"\nusage: ${SWEEP_USAGE}`);
+    }
+  } catch (e) {
+    const se = e as { code?: number; details?: string };
+    if (typeof se.code === 'number' && se.details !== undefined) throw new InvalidArgumentError(`coordinator at ${conn.address}: ${se.details}`);
+    throw e;
+  } finally {
+    admin.close();
+  }
+}

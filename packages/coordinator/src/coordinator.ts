@@ -1,0 +1,508 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import {
+  AdminService,
+  CoordinatorService,
+  type Ack,
+  type Assignment,
+  type CellSpec as ProtoCellSpec,
+  type CellStatus,
+  type CheckpointChunk,
+  type SweepStatus,
+} from '@ferry/protocol';
+import { SweepError } from './errors.js';
+import { isLoopback, splitHostPort } from './net.js';
+import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
+import { Store } from './store.js';
+import { parseSweep, type CellSpec } from './sweep.js';
+
+/** Options of a coordinator; see resolveCoordinatorOptions for defaults and checks. */
+export interface CoordinatorOptions {
+  /** host:port to bind (default 127.0.0.1:7070; port 0 picks a free one). */
+  readonly listen?: string;
+  /** Folder for the SQLite state and the checkpoints. */
+  readonly stateDir: string;
+  readonly leaseMs?: number;
+  readonly heartbeatIntervalMs?: number;
+  readonly maxAttempts?: number;
+  readonly tickMs?: number;
+  /** Bearer token every call must carry (required off loopback unless insecure). */
+  readonly token?: string;
+  /** PEM files: server certificate and key; `ca` also requires client certificates (mutual TLS). */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
+  /** Allow a non-loopback bind without TLS and token. */
+  readonly insecure?: boolean;
+}
+
+export interface ResolvedCoordinatorOptions {
+  readonly listen: string;
+  readonly stateDir: string;
+  readonly leaseMs: number;
+  readonly heartbeatIntervalMs: number;
+  readonly maxAttempts: number;
+  readonly tickMs: number;
+  readonly token: string | null;
+  readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | null } | null;
+  readonly insecure: boolean;
+}
+
+export class CoordinatorConfigError extends Error {
+  readonly code = 'FERRY_ERR_INVALID_ARGUMENT' as const;
+}
+
+export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordinatorOptions {
+  const listen = o.listen ?? '127.0.0.1:7070';
+  const { host } = splitHostPort(listen);
+  const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 2_000;
+  const leaseMs = o.leaseMs ?? 30_000;
+  if (leaseMs < 3 * heartbeatIntervalMs) throw new CoordinatorConfigError(`leaseMs (${leaseMs}) must be at least 3 x heartbeatIntervalMs (${heartbeatIntervalMs})`);
+  if (!isLoopback(host) && !o.insecure && (!o.tls || !o.token)) {
+    throw new CoordinatorConfigError(`binding ${listen} (not loopback) needs --tls-cert/--tls-key and --token, or an explicit --insecure`);
+  }
+  return Object.freeze({
+    listen,
+    stateDir: o.stateDir,
+    leaseMs,
+    heartbeatIntervalMs,
+    maxAttempts: o.maxAttempts ?? 3,
+    tickMs: o.tickMs ?? 500,
+    token: o.token ?? null,
+    tls: o.tls ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null } : null,
+    insecure: o.insecure ?? false,
+  });
+}
+
+export type CoordinatorLifecycle = 'created' | 'running' | 'stopping' | 'stopped';
+
+const CHUNK_BYTES = 1 << 20;
+
+export function toProtoSpec(s: CellSpec): ProtoCellSpec {
+  const { valFraction, ...rest } = s;
+  return { ...rest, ...(valFraction !== null ? { valFraction } : {}) };
+}
+
+export function fromProtoSpec(s: ProtoCellSpec): CellSpec {
+  const { valFraction, ...rest } = s;
+  return { ...rest, valFraction: valFraction ?? null } as CellSpec;
+}
+
+type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
+
+function status(code: grpc.status, details: string): grpc.ServiceError {
+  return Object.assign(new Error(details), { code, details, metadata: new grpc.Metadata() });
+}
+
+/**
+ * The coordinator: SQLite state, the scheduler's step function, and thin gRPC adapters for the
+ * worker-facing `Coordinator` service and the CLI-facing `Admin` service.
+ */
+export class Coordinator {
+  private lifecycle: CoordinatorLifecycle = 'created';
+  private state: SchedulerState;
+  private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 8 << 20 });
+  private tickTimer: NodeJS.Timeout | undefined;
+  private readonly stops = new Map<string, Set<string>>();
+  private readonly reregister = new Set<string>();
+  private readonly pollers = new Map<string, { sessionId: string; done: (a: Assignment) => void; timer: NodeJS.Timeout }>();
+  private boundPort = 0;
+
+  private constructor(
+    readonly options: ResolvedCoordinatorOptions,
+    private readonly store: Store,
+  ) {
+    this.state = initialState(
+      { leaseMs: options.leaseMs, heartbeatIntervalMs: options.heartbeatIntervalMs, defaultMaxAttempts: options.maxAttempts },
+      // Running cells get a fresh lease: their workers have that long to reconnect and claim them.
+      store.cells().map((c) => (c.state === 'running' ? { ...c, leaseUntil: Date.now() + options.leaseMs } : c)),
+      store.workers(),
+    );
+  }
+
+  static async create(options: CoordinatorOptions): Promise<Coordinator> {
+    const resolved = resolveCoordinatorOptions(options);
+    mkdirSync(path.join(resolved.stateDir, 'checkpoints'), { recursive: true });
+    return new Coordinator(resolved, new Store(path.join(resolved.stateDir, 'ferry.sqlite')));
+  }
+
+  get status(): CoordinatorLifecycle {
+    return this.lifecycle;
+  }
+
+  /** host:port actually bound. */
+  get address(): string {
+    return `${splitHostPort(this.options.listen).host}:${this.boundPort}`;
+  }
+
+  async run(): Promise<string> {
+    if (this.lifecycle !== 'created') throw new Error(`coordinator is ${this.lifecycle}`);
+    this.server.addService(CoordinatorService, this.wrap(this.workerHandlers()));
+    this.server.addService(AdminService, this.wrap(this.adminHandlers()));
+    const creds = this.options.tls
+      ? grpc.ServerCredentials.createSsl(this.options.tls.ca, [{ private_key: this.options.tls.key, cert_chain: this.options.tls.cert }], this.options.tls.ca !== null)
+      : grpc.ServerCredentials.createInsecure();
+    this.boundPort = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync(this.options.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    this.tickTimer = setInterval(() => this.apply({ type: 'tick', now: Date.now() }), this.options.tickMs);
+    this.lifecycle = 'running';
+    return this.address;
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.lifecycle === 'stopped' || this.lifecycle === 'stopping') return;
+    this.lifecycle = 'stopping';
+    clearInterval(this.tickTimer);
+    for (const p of this.pollers.values()) {
+      clearTimeout(p.timer);
+      p.done({ hasAssignment: false } as Assignment);
+    }
+    this.pollers.clear();
+    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    this.store.close();
+    this.lifecycle = 'stopped';
+  }
+
+  /** Applies one scheduler event: persist everything it decided, then carry out the rest. */
+  private apply(event: SchedulerEvent): readonly SchedulerAction[] {
+    const r = step(this.state, event);
+    this.store.transaction(() => {
+      for (const a of r.actions) {
+        if (a.type === 'saveCell') this.store.saveCell(a.cell);
+        else if (a.type === 'saveWorker') this.store.saveWorker(a.worker);
+        else if (a.type === 'attemptStarted') this.store.attemptStarted(a.attemptId, a.cellId, a.workerId, a.at);
+        else if (a.type === 'attemptEnded') this.store.attemptEnded(a.attemptId, a.outcome, a.error, a.at);
+      }
+    });
+    this.state = r.state;
+    for (const a of r.actions) {
+      if (a.type === 'stopAttempt') this.stops.set(a.workerId, new Set([...(this.stops.get(a.workerId) ?? []), a.attemptId]));
+      if (a.type === 'reregister') this.reregister.add(a.workerId);
+    }
+    if (event.type !== 'poll' && r.actions.some((a) => a.type === 'saveCell')) this.wakePollers();
+    return r.actions;
+  }
+
+  /** Offers work to every waiting long-poll (after anything that may have freed or added cells). */
+  private wakePollers(): void {
+    for (const [workerId, p] of [...this.pollers]) {
+      const a = this.tryAssign(workerId, p.sessionId);
+      if (a) {
+        this.pollers.delete(workerId);
+        clearTimeout(p.timer);
+        p.done(a);
+      }
+    }
+  }
+
+  private tryAssign(workerId: string, sessionId: string): Assignment | undefined {
+    const actions = this.apply({ type: 'poll', now: Date.now(), workerId, sessionId, newAttemptId: randomUUID() });
+    const assign = actions.find((a) => a.type === 'assign');
+    if (!assign) return undefined;
+    const cell = this.state.cells.get(assign.cellId)!;
+    return {
+      hasAssignment: true,
+      sweepId: cell.sweepIds[0] ?? '',
+      cellId: cell.id,
+      attemptId: assign.attemptId,
+      spec: toProtoSpec(cell.spec),
+      checkpointEpochs: this.checkpointFile(cell.id) ? cell.checkpointEpochs : 0,
+      leaseMs: this.options.leaseMs,
+    };
+  }
+
+  private checkpointFile(cellId: string): string | undefined {
+    const f = path.join(this.options.stateDir, 'checkpoints', cellId, 'last.safetensors');
+    return existsSync(f) ? f : undefined;
+  }
+
+  private cellByAttempt(attemptId: string): CellEntry | undefined {
+    for (const c of this.state.cells.values()) if (c.attemptId === attemptId && c.state === 'running') return c;
+    return undefined;
+  }
+
+  /** Bearer-token check on every call, and errors mapped to gRPC statuses. */
+  private wrap<T extends Record<string, unknown>>(handlers: T): T {
+    const token = this.options.token;
+    const out: Record<string, unknown> = {};
+    for (const [name, h] of Object.entries(handlers)) {
+      out[name] = (call: { metadata: grpc.Metadata; destroy?: (e: Error) => void; emit?: unknown }, cb?: (e: grpc.ServiceError | null, r?: unknown) => void) => {
+        if (token) {
+          const got = String(call.metadata.get('authorization')[0] ?? '');
+          const want = `Bearer ${token}`;
+          const ok = got.length === want.length && timingSafeEqual(Buffer.from(got), Buffer.from(want));
+          if (!ok) {
+            const e = status(grpc.status.UNAUTHENTICATED, 'missing or wrong bearer token');
+            if (cb) cb(e);
+            else call.destroy?.(e);
+            return;
+          }
+        }
+        try {
+          (h as (c: unknown, cb?: unknown) => void)(call, cb);
+        } catch (e) {
+          const err = e instanceof SweepError || e instanceof CoordinatorConfigError ? status(grpc.status.INVALID_ARGUMENT, (e as Error).message) : status(grpc.status.INTERNAL, (e as Error).message);
+          if (cb) cb(err);
+          else call.destroy?.(err);
+        }
+      };
+    }
+    return out as T;
+  }
+
+  private workerHandlers() {
+    const ack = (ok: boolean, message = ''): Ack => ({ ok, message });
+    const register: Handler<import('@ferry/protocol').RegisterRequest, import('@ferry/protocol').RegisterResponse> = (call, cb) => {
+      const r = call.request;
+      const sessionId = randomUUID();
+      this.reregister.delete(r.workerId);
+      const actions = this.apply({
+        type: 'register',
+        now: Date.now(),
+        workerId: r.workerId,
+        name: r.name,
+        sessionId,
+        backend: r.capabilities?.backend ?? '',
+        device: r.capabilities?.device ?? '',
+        running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })),
+      });
+      cb(null, {
+        sessionId,
+        heartbeatIntervalMs: this.options.heartbeatIntervalMs,
+        leaseMs: this.options.leaseMs,
+        abandonAttempts: actions.filter((a) => a.type === 'stopAttempt').map((a) => (a as { attemptId: string }).attemptId),
+      });
+    };
+    const heartbeat: Handler<import('@ferry/protocol').HeartbeatRequest, import('@ferry/protocol').HeartbeatResponse> = (call, cb) => {
+      const r = call.request;
+      this.apply({ type: 'heartbeat', now: Date.now(), workerId: r.workerId, sessionId: r.sessionId, running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })) });
+      const stops = [...(this.stops.get(r.workerId) ?? [])];
+      this.stops.delete(r.workerId);
+      const rereg = this.reregister.has(r.workerId);
+      cb(null, { reregister: rereg, cancelAttempts: stops });
+    };
+    const poll: Handler<import('@ferry/protocol').PollRequest, Assignment> = (call, cb) => {
+      const r = call.request;
+      const a = this.tryAssign(r.workerId, r.sessionId);
+      if (a) return cb(null, a);
+      if (this.reregister.has(r.workerId)) return cb(status(grpc.status.FAILED_PRECONDITION, 'unknown session: register again'));
+      const previous = this.pollers.get(r.workerId);
+      if (previous) {
+        clearTimeout(previous.timer);
+        previous.done({ hasAssignment: false } as Assignment);
+      }
+      const timer = setTimeout(() => {
+        this.pollers.delete(r.workerId);
+        cb(null, { hasAssignment: false } as Assignment);
+      }, Math.min(r.waitMs || 10_000, 30_000));
+      this.pollers.set(r.workerId, { sessionId: r.sessionId, done: (x) => cb(null, x), timer });
+      call.on('cancelled', () => {
+        clearTimeout(timer);
+        if (this.pollers.get(r.workerId)?.timer === timer) this.pollers.delete(r.workerId);
+      });
+    };
+    const start: Handler<import('@ferry/protocol').StartRequest, import('@ferry/protocol').StartResponse> = (call, cb) => {
+      const c = this.cellByAttempt(call.request.attemptId);
+      if (!c) return cb(null, { ok: false, message: 'attempt is not leased' });
+      const pinned = this.store.pinFingerprint(c.spec.dataset, c.spec.path, call.request.datasetFingerprint);
+      if (pinned !== call.request.datasetFingerprint) {
+        return cb(null, {
+          ok: false,
+          message: `dataset ${c.spec.dataset} (${c.spec.path}) on this worker differs from the sweep's copy (fingerprint ${call.request.datasetFingerprint.slice(0, 12)} vs ${pinned.slice(0, 12)}: file list or sizes)`,
+        });
+      }
+      this.apply({ type: 'epoch', now: Date.now(), attemptId: c.attemptId!, epoch: c.epoch });
+      cb(null, { ok: true, message: '' });
+    };
+    const reportEpoch: Handler<import('@ferry/protocol').EpochReport, Ack> = (call, cb) => {
+      const c = this.cellByAttempt(call.request.attemptId);
+      if (!c) return cb(null, ack(false, 'attempt is not leased'));
+      this.store.saveEpoch(c.id, call.request.attemptId, call.request.epoch, call.request.metricsJson);
+      this.apply({ type: 'epoch', now: Date.now(), attemptId: call.request.attemptId, epoch: call.request.epoch + 1 });
+      cb(null, ack(true));
+    };
+    const complete: Handler<import('@ferry/protocol').CompleteRequest, Ack> = (call, cb) => {
+      const c = this.cellByAttempt(call.request.attemptId);
+      if (!c) return cb(null, ack(false, 'attempt is not leased; result not recorded'));
+      this.store.setResult(c.id, call.request.resultJson);
+      this.apply({ type: 'complete', now: Date.now(), attemptId: call.request.attemptId });
+      cb(null, ack(true));
+    };
+    const fail: Handler<import('@ferry/protocol').FailRequest, Ack> = (call, cb) => {
+      const r = call.request;
+      this.apply({
+        type: 'fail',
+        now: Date.now(),
+        attemptId: r.attemptId,
+        message: `${r.code}: ${r.message}`,
+        retryable: r.retryable,
+        excludeWorker: r.code === 'FERRY_ERR_DATASET_MISMATCH',
+      });
+      cb(null, ack(true));
+    };
+    const release: Handler<import('@ferry/protocol').ReleaseRequest, Ack> = (call, cb) => {
+      this.apply({ type: 'release', now: Date.now(), attemptId: call.request.attemptId, reason: call.request.reason });
+      cb(null, ack(true));
+    };
+    const uploadCheckpoint = (call: grpc.ServerReadableStream<CheckpointChunk, Ack>, cb: grpc.sendUnaryData<Ack>): void => {
+      let fh: Awaited<ReturnType<typeof open>> | undefined;
+      let tmp = '';
+      let meta: CheckpointChunk | undefined;
+      const hash = createHash('sha256');
+      let failed = false;
+      const chain: Promise<void>[] = [];
+      call.on('data', (chunk: CheckpointChunk) => {
+        chain.push(
+          (async () => {
+            if (failed) return;
+            if (!meta) {
+              meta = chunk;
+              const c = this.cellByAttempt(chunk.attemptId);
+              if (!c || c.id !== chunk.cellId) {
+                failed = true;
+                return;
+              }
+              const dir = path.join(this.options.stateDir, 'checkpoints', c.id);
+              mkdirSync(dir, { recursive: true });
+              tmp = path.join(dir, `upload-${chunk.attemptId}.tmp`);
+              fh = await open(tmp, 'w');
+            }
+            hash.update(chunk.data);
+            await fh!.write(chunk.data, 0, chunk.data.length, chunk.offset);
+            if (chunk.last) meta = { ...meta, sha256: chunk.sha256, epochsDone: chunk.epochsDone };
+          })(),
+        );
+      });
+      call.on('end', () => {
+        void Promise.all(chain).then(async () => {
+          await fh?.close();
+          if (failed || !meta) {
+            if (tmp) rmSync(tmp, { force: true });
+            return cb(null, { ok: false, message: 'attempt is not leased; checkpoint discarded' });
+          }
+          const digest = hash.digest('hex');
+          if (digest !== meta.sha256) {
+            rmSync(tmp, { force: true });
+            return cb(null, { ok: false, message: `checkpoint checksum mismatch (${digest} != ${meta.sha256})` });
+          }
+          // Chained sequentially per call; a later epoch's upload replaces an earlier one atomically.
+          renameSync(tmp, path.join(path.dirname(tmp), 'last.safetensors'));
+          this.apply({ type: 'checkpoint', now: Date.now(), attemptId: meta.attemptId, epochsDone: meta.epochsDone });
+          cb(null, { ok: true, message: '' });
+        }, (e: Error) => cb(status(grpc.status.INTERNAL, e.message)));
+      });
+    };
+    const downloadCheckpoint = (call: grpc.ServerWritableStream<import('@ferry/protocol').CheckpointRequest, CheckpointChunk>): void => {
+      const c = this.cellByAttempt(call.request.attemptId);
+      const file = c && c.id === call.request.cellId ? this.checkpointFile(c.id) : undefined;
+      if (!c || !file) {
+        call.destroy(status(grpc.status.NOT_FOUND, 'no checkpoint for this attempt'));
+        return;
+      }
+      const total = statSync(file).size;
+      const hash = createHash('sha256');
+      let offset = 0;
+      const stream = createReadStream(file, { highWaterMark: CHUNK_BYTES });
+      stream.on('data', (buf) => {
+        const data = buf as Buffer;
+        hash.update(data);
+        const last = offset + data.length >= total;
+        call.write({ attemptId: c.attemptId!, cellId: c.id, epochsDone: c.checkpointEpochs, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total });
+        offset += data.length;
+      });
+      stream.on('end', () => call.end());
+      stream.on('error', (e) => call.destroy(status(grpc.status.INTERNAL, e.message)));
+    };
+    return { register, heartbeat, poll, start, reportEpoch, complete, fail, release, uploadCheckpoint, downloadCheckpoint };
+  }
+
+  private sweepStatus(sweepId: string, withCells: boolean): SweepStatus | undefined {
+    const row = this.store.sweep(sweepId);
+    if (!row) return undefined;
+    const cells = [...this.state.cells.values()].filter((c) => c.sweepIds.includes(sweepId)).sort((a, b) => a.seq - b.seq);
+    const count = (s: string): number => cells.filter((c) => c.state === s).length;
+    const workers = this.state.workers;
+    return {
+      sweepId,
+      name: row.name,
+      pending: count('pending'),
+      running: count('running'),
+      done: count('done'),
+      failed: count('failed'),
+      cancelled: count('cancelled'),
+      createdAt: row.createdAt,
+      cells: withCells
+        ? cells.map((c): CellStatus => {
+            const result = c.state === 'done' ? (this.store.result(c.id) ?? '') : '';
+            const best = result ? (JSON.parse(result) as { bestValAccuracy?: number }).bestValAccuracy ?? 0 : 0;
+            return {
+              cellId: c.id,
+              spec: toProtoSpec(c.spec),
+              state: c.state,
+              attempts: c.attempts,
+              worker: c.workerId ? (workers.get(c.workerId)?.name ?? c.workerId) : '',
+              epoch: c.epoch,
+              bestValAccuracy: best,
+              error: c.error ?? '',
+              resultJson: result,
+            };
+          })
+        : [],
+    };
+  }
+
+  private adminHandlers() {
+    const submitSweep: Handler<import('@ferry/protocol').SubmitSweepRequest, import('@ferry/protocol').SubmitSweepResponse> = (call, cb) => {
+      const r = call.request;
+      const sweep = parseSweep(r.yaml, r.fileName || 'sweep.yaml');
+      const ids = sweep.cells.map((c) => c.id).sort();
+      const sweepId = `${sweep.name}-${createHash('sha256').update(ids.join(',')).digest('hex').slice(0, 8)}`;
+      const before = new Set(this.state.cells.keys());
+      if (!this.store.sweep(sweepId)) this.store.addSweep({ id: sweepId, name: sweep.name, yaml: r.yaml, createdAt: new Date().toISOString() });
+      for (const [name, fp] of Object.entries(r.datasetFingerprints)) {
+        const ds = sweep.cells.find((c) => c.spec.dataset === name);
+        if (ds) this.store.pinFingerprint(name, ds.spec.path, fp);
+      }
+      this.apply({ type: 'submit', now: Date.now(), sweepId, cells: sweep.cells, ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}) });
+      cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
+    };
+    const getSweep: Handler<import('@ferry/protocol').SweepRef, SweepStatus> = (call, cb) => {
+      const s = this.sweepStatus(call.request.sweepId, true) ?? this.sweepStatus(this.latestSweepNamed(call.request.sweepId) ?? '', true);
+      if (!s) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
+      cb(null, s);
+    };
+    const listSweeps: Handler<import('@ferry/protocol').ListSweepsRequest, import('@ferry/protocol').ListSweepsResponse> = (_call, cb) => {
+      cb(null, { sweeps: this.store.sweeps().map((s) => this.sweepStatus(s.id, false)!) });
+    };
+    const byRef = (type: 'cancel' | 'retry'): Handler<import('@ferry/protocol').SweepRef, import('@ferry/protocol').CountResponse> => (call, cb) => {
+      const id = this.store.sweep(call.request.sweepId) ? call.request.sweepId : this.latestSweepNamed(call.request.sweepId);
+      if (!id) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
+      const actions = this.apply({ type, now: Date.now(), sweepId: id });
+      cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
+    };
+    const listWorkers: Handler<import('@ferry/protocol').ListWorkersRequest, import('@ferry/protocol').ListWorkersResponse> = (_call, cb) => {
+      const running = (id: string): string[] => [...this.state.cells.values()].filter((c) => c.state === 'running' && c.workerId === id).map((c) => c.id);
+      cb(null, {
+        workers: [...this.state.workers.values()].map((w) => ({
+          workerId: w.id,
+          name: w.name,
+          capabilities: { backend: w.backend, device: w.device, memoryBytes: 0, ferryVersion: '', host: '', gpuIndex: -1 },
+          state: w.state,
+          lastSeen: new Date(w.lastSeen).toISOString(),
+          runningCells: running(w.id),
+        })),
+      });
+    };
+    return { submitSweep, getSweep, listSweeps, cancelSweep: byRef('cancel'), retryFailed: byRef('retry'), listWorkers };
+  }
+
+  /** A sweep may be named by its id or by its name (the most recent with that name). */
+  private latestSweepNamed(name: string): string | undefined {
+    return this.store
+      .sweeps()
+      .filter((s) => s.name === name)
+      .at(-1)?.id;
+  }
+}

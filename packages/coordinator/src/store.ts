@@ -1,0 +1,163 @@
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import type { CellEntry, WorkerEntry } from './scheduler.js';
+import type { CellSpec } from './sweep.js';
+
+export interface SweepRow {
+  readonly id: string;
+  readonly name: string;
+  readonly yaml: string;
+  readonly createdAt: string;
+}
+
+/**
+ * The coordinator's state in SQLite (WAL): sweeps, cells, attempts, epoch metrics, results,
+ * workers, dataset fingerprints. Everything the scheduler decides is written here before it is
+ * acted on, so a restarted coordinator resumes from this file alone.
+ */
+export class Store {
+  private readonly db: Database.Database;
+
+  constructor(file: string) {
+    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, name TEXT NOT NULL, yaml TEXT NOT NULL, created_at TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS cells (
+        id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, sweep_ids TEXT NOT NULL, state TEXT NOT NULL,
+        attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, attempt_id TEXT, worker_id TEXT,
+        lease_until INTEGER NOT NULL, checkpoint_epochs INTEGER NOT NULL, epoch INTEGER NOT NULL,
+        error TEXT, seq INTEGER NOT NULL, excluded_workers TEXT NOT NULL, result_json TEXT, updated_at TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS attempts (
+        id TEXT PRIMARY KEY, cell_id TEXT NOT NULL, worker_id TEXT NOT NULL, started_at INTEGER NOT NULL,
+        ended_at INTEGER, outcome TEXT, error TEXT);
+      CREATE TABLE IF NOT EXISTS epochs (cell_id TEXT NOT NULL, attempt_id TEXT NOT NULL, epoch INTEGER NOT NULL, metrics_json TEXT NOT NULL,
+        PRIMARY KEY (cell_id, epoch));
+      CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
+        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
+      CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
+    `);
+  }
+
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  addSweep(s: SweepRow): void {
+    this.db.prepare('INSERT OR REPLACE INTO sweeps (id, name, yaml, created_at) VALUES (?, ?, ?, ?)').run(s.id, s.name, s.yaml, s.createdAt);
+  }
+
+  sweeps(): SweepRow[] {
+    return (this.db.prepare('SELECT id, name, yaml, created_at AS createdAt FROM sweeps ORDER BY created_at').all() as SweepRow[]);
+  }
+
+  sweep(id: string): SweepRow | undefined {
+    return this.db.prepare('SELECT id, name, yaml, created_at AS createdAt FROM sweeps WHERE id = ?').get(id) as SweepRow | undefined;
+  }
+
+  saveCell(c: CellEntry): void {
+    this.db
+      .prepare(
+        `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at)
+         VALUES (@id, @spec, @sweeps, @state, @attempts, @maxAttempts, @attemptId, @workerId, @leaseUntil, @checkpointEpochs, @epoch, @error, @seq, @excluded, @now)
+         ON CONFLICT(id) DO UPDATE SET sweep_ids=@sweeps, state=@state, attempts=@attempts, max_attempts=@maxAttempts, attempt_id=@attemptId,
+           worker_id=@workerId, lease_until=@leaseUntil, checkpoint_epochs=@checkpointEpochs, epoch=@epoch, error=@error, excluded_workers=@excluded, updated_at=@now`,
+      )
+      .run({
+        id: c.id,
+        spec: JSON.stringify(c.spec),
+        sweeps: JSON.stringify(c.sweepIds),
+        state: c.state,
+        attempts: c.attempts,
+        maxAttempts: c.maxAttempts,
+        attemptId: c.attemptId,
+        workerId: c.workerId,
+        leaseUntil: c.leaseUntil,
+        checkpointEpochs: c.checkpointEpochs,
+        epoch: c.epoch,
+        error: c.error,
+        seq: c.seq,
+        excluded: JSON.stringify(c.excludedWorkers),
+        now: new Date().toISOString(),
+      });
+  }
+
+  cells(): CellEntry[] {
+    const rows = this.db.prepare('SELECT * FROM cells ORDER BY seq').all() as Record<string, unknown>[];
+    return rows.map((r) => ({
+      id: String(r['id']),
+      spec: JSON.parse(String(r['spec_json'])) as CellSpec,
+      sweepIds: JSON.parse(String(r['sweep_ids'])) as string[],
+      state: r['state'] as CellEntry['state'],
+      attempts: Number(r['attempts']),
+      maxAttempts: Number(r['max_attempts']),
+      attemptId: (r['attempt_id'] as string | null) ?? null,
+      workerId: (r['worker_id'] as string | null) ?? null,
+      leaseUntil: Number(r['lease_until']),
+      checkpointEpochs: Number(r['checkpoint_epochs']),
+      epoch: Number(r['epoch']),
+      error: (r['error'] as string | null) ?? null,
+      seq: Number(r['seq']),
+      excludedWorkers: JSON.parse(String(r['excluded_workers'])) as string[],
+    }));
+  }
+
+  setResult(cellId: string, resultJson: string): void {
+    this.db.prepare('UPDATE cells SET result_json = ? WHERE id = ?').run(resultJson, cellId);
+  }
+
+  result(cellId: string): string | undefined {
+    const r = this.db.prepare('SELECT result_json FROM cells WHERE id = ?').get(cellId) as { result_json: string | null } | undefined;
+    return r?.result_json ?? undefined;
+  }
+
+  saveWorker(w: WorkerEntry): void {
+    this.db
+      .prepare(
+        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state)
+         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state`,
+      )
+      .run(w);
+  }
+
+  workers(): WorkerEntry[] {
+    return this.db.prepare('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as WorkerEntry[];
+  }
+
+  attemptStarted(id: string, cellId: string, workerId: string, at: number): void {
+    this.db.prepare('INSERT OR REPLACE INTO attempts (id, cell_id, worker_id, started_at) VALUES (?, ?, ?, ?)').run(id, cellId, workerId, at);
+  }
+
+  attemptEnded(id: string, outcome: string, error: string | null, at: number): void {
+    this.db.prepare('UPDATE attempts SET ended_at = ?, outcome = ?, error = ? WHERE id = ?').run(at, outcome, error, id);
+  }
+
+  attempts(cellId: string): { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[] {
+    return this.db
+      .prepare('SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at')
+      .all(cellId) as { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[];
+  }
+
+  saveEpoch(cellId: string, attemptId: string, epoch: number, metricsJson: string): void {
+    this.db.prepare('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(cellId, attemptId, epoch, metricsJson);
+  }
+
+  epochs(cellId: string): { epoch: number; metricsJson: string }[] {
+    return this.db.prepare('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(cellId) as { epoch: number; metricsJson: string }[];
+  }
+
+  /** The dataset's recorded fingerprint, or records `fingerprint` as it when there is none yet. */
+  pinFingerprint(name: string, datasetPath: string, fingerprint: string): string {
+    this.db.prepare('INSERT OR IGNORE INTO datasets (name, path, fingerprint) VALUES (?, ?, ?)').run(name, datasetPath, fingerprint);
+    return (this.db.prepare('SELECT fingerprint FROM datasets WHERE name = ? AND path = ?').get(name, datasetPath) as { fingerprint: string }).fingerprint;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}

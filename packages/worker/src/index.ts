@@ -1,0 +1,4 @@
+/** @ferry/worker: the per-GPU worker process's logic (engine calls + thin gRPC client). */
+export { FerryWorker, type WorkerLifecycle, type WorkerOptions } from './worker.js';
+export { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
+export { cellConfigFromSpec } from './spec.js';

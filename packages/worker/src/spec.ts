@@ -1,0 +1,36 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { DEFAULT_CELL, InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
+import type { CellSpec } from '@ferry/protocol';
+
+/** A cell as the coordinator sends it -> the engine's configuration, paths under this worker's data root. */
+export function cellConfigFromSpec(spec: CellSpec, dataRoot: string, cacheDir: string): CellConfig {
+  let weights: string | null = null;
+  if (spec.weights === 'pretrained') {
+    const src = getZooEntry(spec.model).weights;
+    if (!src) throw new InvalidArgumentError(`${spec.model} has no pretrained weights; set weights: none`);
+    weights = path.join(cacheDir, 'weights', src.fileName);
+    if (!existsSync(weights)) throw new InvalidArgumentError(`pretrained ${spec.model} weights are not on this worker (${weights}); run \`ferry weights pull ${spec.model}\``);
+  } else if (spec.weights !== 'none') weights = path.resolve(dataRoot, spec.weights);
+  return {
+    ...DEFAULT_CELL,
+    dataset: path.resolve(dataRoot, spec.path),
+    ...(spec.valFraction !== undefined ? { valFraction: spec.valFraction } : {}),
+    model: spec.model,
+    weights,
+    color: spec.color as 'rgb' | 'gray',
+    strategy: spec.strategy,
+    epochs: spec.epochs,
+    batchSize: spec.batchSize,
+    lr: spec.lr,
+    momentum: spec.momentum,
+    weightDecay: spec.weightDecay,
+    lrStepEpochs: spec.lrStepEpochs,
+    lrGamma: spec.lrGamma,
+    seed: spec.seed,
+    imageSize: spec.imageSize,
+    featureCache: spec.featureCache,
+    augmentViews: spec.augmentViews,
+    microBatch: spec.microBatch,
+  };
+}

@@ -1,0 +1,305 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type * as grpc from '@grpc/grpc-js';
+import { datasetFingerprint, isFerryError, runCell, selectBackend, type BackendOptions, type BackendRequest, type BackendSelection } from '@ferry/core';
+import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
+import { coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
+import { cellConfigFromSpec } from './spec.js';
+
+export interface WorkerOptions {
+  readonly connection: ConnectionOptions;
+  /** Where this worker finds datasets (a sweep's dataset paths are relative to it). */
+  readonly dataRoot: string;
+  /** Local scratch: per-cell checkpoints, the worker id. */
+  readonly workDir: string;
+  /** Weights and feature cache. */
+  readonly cacheDir: string;
+  readonly backend?: BackendRequest;
+  readonly backendOptions?: BackendOptions;
+  readonly name?: string;
+  readonly pollWaitMs?: number;
+  readonly decodeThreads?: number;
+  readonly gpuIndex?: number;
+  readonly log?: (line: string) => void;
+  /** Reconnect backoff bounds. */
+  readonly reconnectMinMs?: number;
+  readonly reconnectMaxMs?: number;
+}
+
+export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
+
+/** Errors that another attempt cannot fix. */
+const PERMANENT = new Set(['FERRY_ERR_INVALID_ARGUMENT', 'FERRY_ERR_UNKNOWN_MODEL', 'FERRY_ERR_WEIGHTS_MISMATCH', 'FERRY_ERR_UNSUPPORTED_FORMAT']);
+
+const CHUNK_BYTES = 1 << 20;
+
+/**
+ * One worker process (one GPU): registers, heartbeats, long-polls for cells, runs each with the
+ * engine, reports epochs, uploads a checkpoint every epoch, and resumes from the coordinator's
+ * checkpoint when a cell had started elsewhere.
+ */
+export class FerryWorker {
+  private lifecycle: WorkerLifecycle = 'created';
+  private readonly client: CoordinatorClient;
+  private session: { id: string; heartbeatMs: number } | null = null;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private current: { cellId: string; attemptId: string; epoch: number; abort: AbortController; why: 'shutdown' | 'cancelled' | null } | null = null;
+  private stopping = false;
+  private wake: (() => void) | null = null;
+  readonly workerId: string;
+  readonly name: string;
+
+  private constructor(
+    readonly options: WorkerOptions,
+    readonly backend: BackendSelection,
+  ) {
+    this.client = coordinatorClient(options.connection);
+    mkdirSync(options.workDir, { recursive: true });
+    const idFile = path.join(options.workDir, 'worker-id');
+    this.workerId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : randomUUID();
+    writeFileSync(idFile, `${this.workerId}\n`);
+    this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
+  }
+
+  static async create(options: WorkerOptions): Promise<FerryWorker> {
+    const backend = await selectBackend(options.backend ?? 'auto', options.backendOptions);
+    return new FerryWorker(options, backend);
+  }
+
+  get status(): WorkerLifecycle {
+    return this.lifecycle;
+  }
+
+  private log(line: string): void {
+    this.options.log?.(`[worker ${this.name}] ${line}`);
+  }
+
+  private conn(): ConnectionOptions {
+    return this.options.connection;
+  }
+
+  private running(): RunningCell[] {
+    return this.current ? [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }] : [];
+  }
+
+  private async register(): Promise<void> {
+    this.lifecycle = 'connecting';
+    let delay = this.options.reconnectMinMs ?? 250;
+    for (;;) {
+      if (this.stopping) return;
+      try {
+        const r = await unary(this.client.register, this.client, {
+          workerId: this.workerId,
+          name: this.name,
+          capabilities: {
+            backend: this.backend.name,
+            device: this.backend.device,
+            memoryBytes: os.totalmem(),
+            ferryVersion: '0.1.0',
+            host: os.hostname(),
+            gpuIndex: this.options.gpuIndex ?? -1,
+          },
+          running: this.running(),
+        }, this.conn(), 10_000);
+        this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
+        if (this.current && r.abandonAttempts.includes(this.current.attemptId)) this.abortCurrent('cancelled');
+        clearInterval(this.heartbeatTimer);
+        this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
+        this.lifecycle = this.current ? 'running' : 'idle';
+        this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
+        return;
+      } catch (e) {
+        this.log(`cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
+      }
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!this.session) return;
+    try {
+      const r = await unary(this.client.heartbeat, this.client, { workerId: this.workerId, sessionId: this.session.id, running: this.running(), imagesPerSec: 0 }, this.conn(), 5_000);
+      if (this.current && r.cancelAttempts.includes(this.current.attemptId)) {
+        this.log(`coordinator cancelled attempt ${this.current.attemptId}`);
+        this.abortCurrent('cancelled');
+      }
+      if (r.reregister) this.session = null;
+    } catch {
+      // The coordinator may be restarting: the poll loop re-registers with backoff.
+      this.session = null;
+    }
+    if (!this.session) this.wake?.();
+  }
+
+  private abortCurrent(why: 'shutdown' | 'cancelled'): void {
+    if (!this.current) return;
+    this.current.why = why;
+    this.current.abort.abort(new Error(why));
+  }
+
+  /** Runs until shutdown(): register, poll, train, repeat. */
+  async run(): Promise<void> {
+    while (!this.stopping) {
+      if (!this.session) await this.register();
+      if (this.stopping || !this.session) break;
+      let a: Assignment;
+      try {
+        a = await new Promise<Assignment>((resolve, reject) => {
+          const call = this.client.poll(
+            { workerId: this.workerId, sessionId: this.session!.id, waitMs: this.options.pollWaitMs ?? 10_000 },
+            metadataFor(this.conn()),
+            { deadline: Date.now() + (this.options.pollWaitMs ?? 10_000) + 5_000 },
+            (e, r) => (e ? reject(e) : resolve(r)),
+          );
+          this.wake = () => call.cancel();
+        });
+      } catch {
+        this.session = null;
+        continue;
+      } finally {
+        this.wake = null;
+      }
+      if (a.hasAssignment) await this.runAssignment(a);
+    }
+    clearInterval(this.heartbeatTimer);
+    this.client.close();
+    this.lifecycle = 'stopped';
+  }
+
+  /** SIGTERM: stop the running cell (its last epoch checkpoint is on the coordinator), release its lease. */
+  async shutdown(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.lifecycle = 'stopping';
+    this.abortCurrent('shutdown');
+    this.wake?.();
+  }
+
+  private async runAssignment(a: Assignment): Promise<void> {
+    const spec = a.spec!;
+    const dir = path.join(this.options.workDir, 'cells', a.cellId);
+    const abort = new AbortController();
+    this.current = { cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs, abort, why: null };
+    this.lifecycle = 'running';
+    const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
+    this.log(`cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`);
+    let uploads: Promise<void> = Promise.resolve();
+    try {
+      // The coordinator's checkpoint is the truth: drop local leftovers of earlier attempts.
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      if (a.checkpointEpochs > 0) await this.download(a, path.join(dir, 'last.safetensors'));
+      const datasetDir = path.resolve(this.options.dataRoot, spec.path);
+      if (!existsSync(datasetDir)) {
+        await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', `dataset ${spec.dataset} is not on this worker (${datasetDir})`, true);
+        return;
+      }
+      const fp = await datasetFingerprint(datasetDir);
+      const started = await unary(this.client.start, this.client, { attemptId: a.attemptId, datasetFingerprint: fp.fingerprint, fileCount: fp.files }, this.conn(), 10_000);
+      if (!started.ok) {
+        await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', started.message, true);
+        return;
+      }
+      const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
+      const result = await runCell(config, {
+        outDir: dir,
+        cacheDir: path.join(this.options.cacheDir, 'features'),
+        backend: this.backend,
+        signal: abort.signal,
+        ...(this.options.decodeThreads ? { decodeThreads: this.options.decodeThreads } : {}),
+        onWarning: (m) => this.log(`warning: ${m}`),
+        onProgress: (p) => {
+          if (p.type === 'epoch') {
+            this.current!.epoch = p.metrics.epoch + 1;
+            void unary(this.client.reportEpoch, this.client, { attemptId: a.attemptId, epoch: p.metrics.epoch, metricsJson: JSON.stringify(p.metrics) }, this.conn(), 10_000).catch(() => undefined);
+          } else if (p.type === 'checkpoint') {
+            const epochsDone = p.epoch + 1;
+            uploads = uploads.then(() => this.upload(a, p.file, epochsDone)).catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`));
+          }
+        },
+      });
+      await uploads;
+      const ack = await unary(this.client.complete, this.client, { attemptId: a.attemptId, resultJson: JSON.stringify(result) }, this.conn(), 30_000);
+      this.log(`cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`);
+    } catch (e) {
+      await uploads;
+      const why = this.current?.why;
+      if (why === 'shutdown') {
+        await unary(this.client.release, this.client, { attemptId: a.attemptId, reason: 'worker shutting down' }, this.conn(), 5_000).catch(() => undefined);
+        this.log(`cell ${a.cellId}: released (shutdown)`);
+      } else if (why === 'cancelled') {
+        this.log(`cell ${a.cellId}: stopped (cancelled by the coordinator)`);
+      } else {
+        const code = isFerryError(e) ? e.code : 'FERRY_ERR_INTERNAL';
+        const message = e instanceof Error ? e.message : String(e);
+        this.log(`cell ${a.cellId} failed: ${code}: ${message}`);
+        await this.fail(a.attemptId, code, message, !PERMANENT.has(code));
+      }
+    } finally {
+      this.current = null;
+      if (!this.stopping) this.lifecycle = 'idle';
+    }
+  }
+
+  private async fail(attemptId: string, code: string, message: string, retryable: boolean): Promise<void> {
+    await unary(this.client.fail, this.client, { attemptId, code, message, retryable }, this.conn(), 10_000).catch(() => undefined);
+  }
+
+  private upload(a: Assignment, file: string, epochsDone: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const call = this.client.uploadCheckpoint(metadataFor(this.conn()), (e, r) => {
+        if (e) reject(e);
+        else if (!r.ok) reject(new Error(r.message));
+        else resolve();
+      });
+      const total = statSync(file).size;
+      const hash = createHash('sha256');
+      let offset = 0;
+      const stream = createReadStream(file, { highWaterMark: CHUNK_BYTES });
+      stream.on('data', (buf) => {
+        const data = buf as Buffer;
+        hash.update(data);
+        const last = offset + data.length >= total;
+        const chunk: CheckpointChunk = { attemptId: a.attemptId, cellId: a.cellId, epochsDone, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total };
+        offset += data.length;
+        if (!call.write(chunk)) {
+          stream.pause();
+          call.once('drain', () => stream.resume());
+        }
+      });
+      stream.on('end', () => call.end());
+      stream.on('error', (e) => {
+        call.cancel();
+        reject(e);
+      });
+    });
+  }
+
+  private async download(a: Assignment, dest: string): Promise<void> {
+    const fh = await open(`${dest}.tmp`, 'w');
+    const hash = createHash('sha256');
+    let expected = '';
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const call = this.client.downloadCheckpoint({ attemptId: a.attemptId, cellId: a.cellId }, metadataFor(this.conn()));
+        const writes: Promise<unknown>[] = [];
+        call.on('data', (c: CheckpointChunk) => {
+          hash.update(c.data);
+          if (c.last) expected = c.sha256;
+          writes.push(fh.write(c.data, 0, c.data.length, c.offset));
+        });
+        call.on('end', () => void Promise.all(writes).then(() => resolve(), reject));
+        call.on('error', reject);
+      });
+    } finally {
+      await fh.close();
+    }
+    const digest = hash.digest('hex');
+    if (digest !== expected) throw new Error(`downloaded checkpoint checksum mismatch (${digest} != ${expected})`);
+    await rename(`${dest}.tmp`, dest);
+  }
+}
