@@ -12,6 +12,26 @@ import {
   type CellStatus,
   type CheckpointChunk,
   type SweepStatus,
+  type CheckpointRequest,
+  type CompleteRequest,
+  type CountResponse,
+  type EpochReport,
+  type FailRequest,
+  type HeartbeatRequest,
+  type HeartbeatResponse,
+  type ListSweepsRequest,
+  type ListSweepsResponse,
+  type ListWorkersRequest,
+  type ListWorkersResponse,
+  type PollRequest,
+  type RegisterRequest,
+  type RegisterResponse,
+  type ReleaseRequest,
+  type StartRequest,
+  type StartResponse,
+  type SubmitSweepRequest,
+  type SubmitSweepResponse,
+  type SweepRef,
 } from '@ferry/protocol';
 import { SweepError } from './errors.js';
 import { isLoopback, splitHostPort } from './net.js';
@@ -254,7 +274,7 @@ export class Coordinator {
 
   private workerHandlers() {
     const ack = (ok: boolean, message = ''): Ack => ({ ok, message });
-    const register: Handler<import('@ferry/protocol').RegisterRequest, import('@ferry/protocol').RegisterResponse> = (call, cb) => {
+    const register: Handler<RegisterRequest, RegisterResponse> = (call, cb) => {
       const r = call.request;
       const sessionId = randomUUID();
       this.reregister.delete(r.workerId);
@@ -275,7 +295,7 @@ export class Coordinator {
         abandonAttempts: actions.filter((a) => a.type === 'stopAttempt').map((a) => (a as { attemptId: string }).attemptId),
       });
     };
-    const heartbeat: Handler<import('@ferry/protocol').HeartbeatRequest, import('@ferry/protocol').HeartbeatResponse> = (call, cb) => {
+    const heartbeat: Handler<HeartbeatRequest, HeartbeatResponse> = (call, cb) => {
       const r = call.request;
       this.apply({ type: 'heartbeat', now: Date.now(), workerId: r.workerId, sessionId: r.sessionId, running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })) });
       const stops = [...(this.stops.get(r.workerId) ?? [])];
@@ -283,7 +303,7 @@ export class Coordinator {
       const rereg = this.reregister.has(r.workerId);
       cb(null, { reregister: rereg, cancelAttempts: stops });
     };
-    const poll: Handler<import('@ferry/protocol').PollRequest, Assignment> = (call, cb) => {
+    const poll: Handler<PollRequest, Assignment> = (call, cb) => {
       const r = call.request;
       const a = this.tryAssign(r.workerId, r.sessionId);
       if (a) return cb(null, a);
@@ -303,7 +323,7 @@ export class Coordinator {
         if (this.pollers.get(r.workerId)?.timer === timer) this.pollers.delete(r.workerId);
       });
     };
-    const start: Handler<import('@ferry/protocol').StartRequest, import('@ferry/protocol').StartResponse> = (call, cb) => {
+    const start: Handler<StartRequest, StartResponse> = (call, cb) => {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, { ok: false, message: 'attempt is not leased' });
       const pinned = this.store.pinFingerprint(c.spec.dataset, c.spec.path, call.request.datasetFingerprint);
@@ -316,21 +336,21 @@ export class Coordinator {
       this.apply({ type: 'epoch', now: Date.now(), attemptId: c.attemptId!, epoch: c.epoch });
       cb(null, { ok: true, message: '' });
     };
-    const reportEpoch: Handler<import('@ferry/protocol').EpochReport, Ack> = (call, cb) => {
+    const reportEpoch: Handler<EpochReport, Ack> = (call, cb) => {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, ack(false, 'attempt is not leased'));
       this.store.saveEpoch(c.id, call.request.attemptId, call.request.epoch, call.request.metricsJson);
       this.apply({ type: 'epoch', now: Date.now(), attemptId: call.request.attemptId, epoch: call.request.epoch + 1 });
       cb(null, ack(true));
     };
-    const complete: Handler<import('@ferry/protocol').CompleteRequest, Ack> = (call, cb) => {
+    const complete: Handler<CompleteRequest, Ack> = (call, cb) => {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, ack(false, 'attempt is not leased; result not recorded'));
       this.store.setResult(c.id, call.request.resultJson);
       this.apply({ type: 'complete', now: Date.now(), attemptId: call.request.attemptId });
       cb(null, ack(true));
     };
-    const fail: Handler<import('@ferry/protocol').FailRequest, Ack> = (call, cb) => {
+    const fail: Handler<FailRequest, Ack> = (call, cb) => {
       const r = call.request;
       this.apply({
         type: 'fail',
@@ -342,7 +362,7 @@ export class Coordinator {
       });
       cb(null, ack(true));
     };
-    const release: Handler<import('@ferry/protocol').ReleaseRequest, Ack> = (call, cb) => {
+    const release: Handler<ReleaseRequest, Ack> = (call, cb) => {
       this.apply({ type: 'release', now: Date.now(), attemptId: call.request.attemptId, reason: call.request.reason });
       cb(null, ack(true));
     };
@@ -394,7 +414,7 @@ export class Coordinator {
         }, (e: Error) => cb(status(grpc.status.INTERNAL, e.message)));
       });
     };
-    const downloadCheckpoint = (call: grpc.ServerWritableStream<import('@ferry/protocol').CheckpointRequest, CheckpointChunk>): void => {
+    const downloadCheckpoint = (call: grpc.ServerWritableStream<CheckpointRequest, CheckpointChunk>): void => {
       const c = this.cellByAttempt(call.request.attemptId);
       const file = c && c.id === call.request.cellId ? this.checkpointFile(c.id) : undefined;
       if (!c || !file) {
@@ -454,7 +474,7 @@ export class Coordinator {
   }
 
   private adminHandlers() {
-    const submitSweep: Handler<import('@ferry/protocol').SubmitSweepRequest, import('@ferry/protocol').SubmitSweepResponse> = (call, cb) => {
+    const submitSweep: Handler<SubmitSweepRequest, SubmitSweepResponse> = (call, cb) => {
       const r = call.request;
       const sweep = parseSweep(r.yaml, r.fileName || 'sweep.yaml');
       const ids = sweep.cells.map((c) => c.id).sort();
@@ -468,21 +488,21 @@ export class Coordinator {
       this.apply({ type: 'submit', now: Date.now(), sweepId, cells: sweep.cells, ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}) });
       cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
     };
-    const getSweep: Handler<import('@ferry/protocol').SweepRef, SweepStatus> = (call, cb) => {
+    const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {
       const s = this.sweepStatus(call.request.sweepId, true) ?? this.sweepStatus(this.latestSweepNamed(call.request.sweepId) ?? '', true);
       if (!s) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
       cb(null, s);
     };
-    const listSweeps: Handler<import('@ferry/protocol').ListSweepsRequest, import('@ferry/protocol').ListSweepsResponse> = (_call, cb) => {
+    const listSweeps: Handler<ListSweepsRequest, ListSweepsResponse> = (_call, cb) => {
       cb(null, { sweeps: this.store.sweeps().map((s) => this.sweepStatus(s.id, false)!) });
     };
-    const byRef = (type: 'cancel' | 'retry'): Handler<import('@ferry/protocol').SweepRef, import('@ferry/protocol').CountResponse> => (call, cb) => {
+    const byRef = (type: 'cancel' | 'retry'): Handler<SweepRef, CountResponse> => (call, cb) => {
       const id = this.store.sweep(call.request.sweepId) ? call.request.sweepId : this.latestSweepNamed(call.request.sweepId);
       if (!id) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
       const actions = this.apply({ type, now: Date.now(), sweepId: id });
       cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
     };
-    const listWorkers: Handler<import('@ferry/protocol').ListWorkersRequest, import('@ferry/protocol').ListWorkersResponse> = (_call, cb) => {
+    const listWorkers: Handler<ListWorkersRequest, ListWorkersResponse> = (_call, cb) => {
       const running = (id: string): string[] => [...this.state.cells.values()].filter((c) => c.state === 'running' && c.workerId === id).map((c) => c.id);
       cb(null, {
         workers: [...this.state.workers.values()].map((w) => ({
