@@ -236,9 +236,11 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       b.setWorker({ ...w, lastSeen: event.now });
       const busy = [...b.cells.values()].some((c) => c.state === 'running' && c.workerId === w.id);
       if (busy) break;
+      // First in, first out; a worker whose copy of a cell's dataset did not match takes that cell
+      // only when nothing else is pending (it still counts attempts, so it cannot loop forever).
       const next = [...b.cells.values()]
-        .filter((c) => c.state === 'pending' && !c.excludedWorkers.includes(w.id))
-        .sort((x, y) => x.seq - y.seq)[0];
+        .filter((c) => c.state === 'pending')
+        .sort((x, y) => Number(x.excludedWorkers.includes(w.id)) - Number(y.excludedWorkers.includes(w.id)) || x.seq - y.seq)[0];
       if (!next) break;
       b.setCell({ ...next, state: 'running', attempts: next.attempts + 1, attemptId: event.newAttemptId, workerId: w.id, leaseUntil: event.now + leaseMs, error: null });
       b.actions.push({ type: 'attemptStarted', attemptId: event.newAttemptId, cellId: next.id, workerId: w.id, at: event.now });

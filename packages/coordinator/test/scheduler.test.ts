@@ -1,0 +1,107 @@
+import { describe, expect, test } from 'vitest';
+import { STUDY_DEFAULTS, initialState, step, type CellSpec, type SchedulerAction, type SchedulerEvent, type SchedulerState } from '@ferry/coordinator';
+
+const CONFIG = { leaseMs: 1000, heartbeatIntervalMs: 100, defaultMaxAttempts: 2 };
+const spec = (seed: number): CellSpec => ({ ...STUDY_DEFAULTS, dataset: 'd', path: 'd', valFraction: null, color: 'rgb', strategy: 'finetune', model: 'resnet_tiny', seed });
+
+/** Drives the pure scheduler with a list of events; returns the final state and every action. */
+function run(events: SchedulerEvent[], state: SchedulerState = initialState(CONFIG)): { state: SchedulerState; actions: SchedulerAction[] } {
+  const actions: SchedulerAction[] = [];
+  for (const e of events) {
+    const r = step(state, e);
+    state = r.state;
+    actions.push(...r.actions);
+  }
+  return { state, actions };
+}
+
+const submit = (now: number, ...seeds: number[]): SchedulerEvent => ({ type: 'submit', now, sweepId: 's', cells: seeds.map((s) => ({ id: `c${s}`, spec: spec(s) })) });
+const reg = (now: number, w: string, running: { cellId: string; attemptId: string; epoch: number }[] = []): SchedulerEvent => ({
+  type: 'register',
+  now,
+  workerId: w,
+  name: w,
+  sessionId: `sess-${w}`,
+  backend: 'wasm',
+  device: 'cpu',
+  running,
+});
+const poll = (now: number, w: string, attempt: string): SchedulerEvent => ({ type: 'poll', now, workerId: w, sessionId: `sess-${w}`, newAttemptId: attempt });
+const assigned = (actions: SchedulerAction[]) => actions.filter((a) => a.type === 'assign').map((a) => `${(a as { workerId: string }).workerId}:${(a as { cellId: string }).cellId}`);
+
+describe('scheduler (pure step function)', () => {
+  test('assigns pending cells first in, first out, one cell per worker', () => {
+    const r = run([submit(0, 1, 2, 3), reg(0, 'w1'), reg(0, 'w2'), poll(1, 'w1', 'a1'), poll(1, 'w2', 'a2'), poll(2, 'w1', 'a3')]);
+    expect(assigned(r.actions)).toEqual(['w1:c1', 'w2:c2']);
+    expect(r.state.cells.get('c3')!.state).toBe('pending');
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1, attemptId: 'a1', workerId: 'w1', leaseUntil: 1001 });
+  });
+
+  test('heartbeats renew the lease; a worker that stops heartbeating loses its cell to another', () => {
+    const r = run([submit(0, 1), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'),
+      { type: 'heartbeat', now: 800, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'c1', attemptId: 'a1', epoch: 2 }] },
+      { type: 'heartbeat', now: 1500, workerId: 'w2', sessionId: 'sess-w2', running: [] },
+      { type: 'tick', now: 1700 }]);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', leaseUntil: 1800, epoch: 2 });
+    const later = run([{ type: 'tick', now: 1900 }, poll(1900, 'w2', 'a2')], r.state);
+    expect(later.state.workers.get('w1')!.state).toBe('lost');
+    expect(later.actions).toContainEqual({ type: 'attemptEnded', attemptId: 'a1', outcome: 'lost', error: 'lease expired (worker w1 stopped heartbeating)', at: 1900 });
+    expect(assigned(later.actions)).toEqual(['w2:c1']);
+    expect(later.state.cells.get('c1')).toMatchObject({ attempts: 2, attemptId: 'a2' });
+    // The lost worker comes back: told to re-register; its stale completion is not recorded.
+    const stale = run([{ type: 'heartbeat', now: 2000, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }] }, { type: 'complete', now: 2000, attemptId: 'a1' }], later.state);
+    expect(stale.actions).toContainEqual({ type: 'reregister', workerId: 'w1' });
+    expect(stale.actions.find((a) => a.type === 'rejected')).toBeDefined();
+    expect(stale.state.cells.get('c1')!.state).toBe('running');
+  });
+
+  test('a failing cell is retried up to maxAttempts, then failed with its error; others are unaffected', () => {
+    const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'),
+      { type: 'fail', now: 1, attemptId: 'a1', message: 'boom', retryable: true },
+      poll(2, 'w1', 'a2'), // c1 again: it is still first in line
+      { type: 'fail', now: 3, attemptId: 'a2', message: 'boom again', retryable: true },
+      poll(4, 'w1', 'a3'),
+      { type: 'complete', now: 5, attemptId: 'a3' }]);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'failed', attempts: 2, error: 'boom again' });
+    expect(r.state.cells.get('c2')!.state).toBe('done');
+    expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c1', 'w1:c2']);
+  });
+
+  test('a non-retryable failure fails at once; a release (SIGTERM) does not count as an attempt', () => {
+    const r = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2'),
+      { type: 'fail', now: 1, attemptId: 'a1', message: 'bad model', retryable: false },
+      { type: 'release', now: 1, attemptId: 'a2', reason: 'SIGTERM' }]);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'failed', attempts: 1 });
+    expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 0 });
+  });
+
+  test('resubmitting never duplicates a cell and never re-runs a finished one', () => {
+    const first = run([submit(0, 1), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'complete', now: 1, attemptId: 'a1' }]);
+    const again = run([submit(2, 1, 2), poll(3, 'w1', 'a2')], first.state);
+    expect(again.state.cells.size).toBe(2);
+    expect(again.state.cells.get('c1')!.state).toBe('done');
+    expect(assigned(again.actions)).toEqual(['w1:c2']);
+  });
+
+  test('after a coordinator restart a reconnecting worker keeps its running cell; an unclaimed one is lost', () => {
+    const before = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2')]);
+    // Restart: state reloaded from the store.
+    const restored = initialState(CONFIG, [...before.state.cells.values()], [...before.state.workers.values()]);
+    const r = run([{ ...reg(5, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 4 }]), sessionId: 'new-1' } as SchedulerEvent, { ...reg(5, 'w2', []), sessionId: 'new-2' } as SchedulerEvent], restored);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attemptId: 'a1', epoch: 4, leaseUntil: 1005 });
+    expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
+  });
+
+  test('cancel stops running attempts and retry requeues failed and cancelled cells', () => {
+    const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'cancel', now: 1, sweepId: 's' }]);
+    expect([...r.state.cells.values()].map((c) => c.state)).toEqual(['cancelled', 'cancelled']);
+    expect(r.actions).toContainEqual({ type: 'stopAttempt', workerId: 'w1', attemptId: 'a1' });
+    const again = run([{ type: 'retry', now: 2, sweepId: 's' }, poll(3, 'w1', 'a2')], r.state);
+    expect(again.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1 });
+  });
+
+  test('a worker whose dataset copy differs is offered the cell only when nothing else is pending', () => {
+    const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2')]);
+    expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2']);
+  });
+});
