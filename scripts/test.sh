@@ -21,7 +21,8 @@ fi
 
 echo "test.sh: build + typecheck"
 npm run --silent typecheck
-echo "test.sh: lint + dependency direction"
+echo "test.sh: lint + dependency direction + generated protocol code up to date"
 npm run --silent lint
+npm run --silent proto:check
 echo "test.sh: vitest"
 npx vitest run "$@"

@@ -172,7 +172,7 @@ describe('ferry data', () => {
   });
 });
 
-describe('ferry run (in-process embedded default)', () => {
+describe('ferry run (the embedded default: coordinator and workers as child processes)', () => {
   test('runs every cell, prints the comparison table, and a rerun re-runs nothing', async () => {
     const root = path.dirname(demo);
     const sweep = path.join(tmp(), 'tiny.yaml');
@@ -187,19 +187,23 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
     );
     const out = path.join(tmp(), 'runs');
-    const args = ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm'];
+    const args = ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--workers', '2'];
     const first = await ferry(args, { FERRY_CACHE: tmp() });
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| winner \|/);
     expect(first.stdout).toMatch(/\| demo \| rgb \| \**\d+\.\d%\** \| \**\d+\.\d%\** \| [\w -]+ \|/);
-    const cells = readdirSync(path.join(out, 'cells'));
-    expect(cells).toHaveLength(2);
-    const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as { cells: { bestValAccuracy: number }[] };
-    expect(json.cells).toHaveLength(2);
+    type Cells = { cells: { state: string; attempts: number; result: { bestValAccuracy: number } | null }[] };
+    const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
+    expect(json.cells.map((c) => [c.state, c.attempts])).toEqual([
+      ['done', 1],
+      ['done', 1],
+    ]);
+    expect(count(path.join(out, 'workers'))).toBeGreaterThanOrEqual(2);
     const second = await ferry(args, { FERRY_CACHE: tmp() });
     expect(second.code).toBe(0);
-    expect(second.stderr.match(/done earlier/g)).toHaveLength(2);
     expect(second.stdout).toBe(first.stdout);
+    const again = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
+    expect(again.cells.map((c) => c.attempts)).toEqual([1, 1]);
   });
 
   test('an invalid sweep file is reported with line and path, nothing runs', async () => {

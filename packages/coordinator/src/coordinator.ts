@@ -467,6 +467,7 @@ export class Coordinator {
               bestValAccuracy: best,
               error: c.error ?? '',
               resultJson: result,
+              checkpointEpochs: c.checkpointEpochs,
             };
           })
         : [],

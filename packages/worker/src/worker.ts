@@ -223,7 +223,7 @@ export class FerryWorker {
         },
       });
       await uploads;
-      const ack = await unary(this.client.complete, this.client, { attemptId: a.attemptId, resultJson: JSON.stringify(result) }, this.conn(), 30_000);
+      const ack = await this.retrying(() => unary(this.client.complete, this.client, { attemptId: a.attemptId, resultJson: JSON.stringify(result) }, this.conn(), 30_000));
       this.log(`cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`);
     } catch (e) {
       await uploads;
@@ -246,7 +246,27 @@ export class FerryWorker {
   }
 
   private async fail(attemptId: string, code: string, message: string, retryable: boolean): Promise<void> {
-    await unary(this.client.fail, this.client, { attemptId, code, message, retryable }, this.conn(), 10_000).catch(() => undefined);
+    await this.retrying(() => unary(this.client.fail, this.client, { attemptId, code, message, retryable }, this.conn(), 10_000)).catch(() => undefined);
+  }
+
+  /**
+   * Retries a call while the coordinator is unreachable (it may be restarting), for up to a lease:
+   * a finished cell's result must not be lost to a coordinator that is down for a few seconds.
+   */
+  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+    const until = Date.now() + 120_000;
+    let delay = this.options.reconnectMinMs ?? 250;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (e) {
+        const code = (e as grpc.ServiceError).code;
+        // 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED: the coordinator is away; anything else is an answer.
+        if ((code !== 14 && code !== 4) || Date.now() > until || this.stopping) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
+      }
+    }
   }
 
   private upload(a: Assignment, file: string, epochsDone: number): Promise<void> {

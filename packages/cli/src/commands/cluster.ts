@@ -8,6 +8,7 @@ import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { err, out, table, type CliIo } from '../io.js';
+import { ferryBin } from './run.js';
 import { defaultCacheDir } from './weights.js';
 
 const CONNECTION_FLAGS = {
@@ -111,7 +112,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     if (gpus.length === 0) throw new InvalidArgumentError(`--gpus all: no GPU found (${reason ?? 'nvidia-smi lists none'})`);
     const rest = argv.filter((a, i) => a !== '--gpus' && argv[i - 1] !== '--gpus' && a !== '--work-dir' && argv[i - 1] !== '--work-dir');
     const children = gpus.map((g) =>
-      spawn(process.execPath, [process.argv[1]!, 'worker', ...rest, '--work-dir', path.join(workDir, `gpu${g.index}`), '--name', `${os.hostname()}-gpu${g.index}`], {
+      spawn(ferryBin()[0], [ferryBin()[1], 'worker', ...rest, '--work-dir', path.join(workDir, `gpu${g.index}`), '--name', `${os.hostname()}-gpu${g.index}`], {
         env: { ...process.env, CUDA_VISIBLE_DEVICES: String(g.index) },
         stdio: 'inherit',
       }),

@@ -3,6 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { parseSweep, resultsTable, tableCsv, tableMarkdown } from '@ferry/coordinator';
 import { InvalidArgumentError } from '@ferry/core';
 import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
@@ -12,14 +13,15 @@ import { outcomes } from './cluster.js';
 
 const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B]';
 
-function ferryBin(): string[] {
-  return [process.execPath, process.argv[1]!];
+/** The `ferry` entry script (from src/ under a TS runner, or dist/ when built: both two levels down). */
+export function ferryBin(): [string, string] {
+  return [process.execPath, fileURLToPath(new URL('../../bin/ferry.js', import.meta.url))];
 }
 
 /** Spawns `ferry coordinator` on a free loopback port and resolves with its address. */
 function startCoordinator(stateDir: string, io: CliIo, children: ChildProcess[]): Promise<string> {
   const [node, bin] = ferryBin();
-  const child = spawn(node!, [bin!, 'coordinator', '--listen', '127.0.0.1:0', '--state', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(node, [bin, 'coordinator', '--listen', '127.0.0.1:0', '--state', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   child.stderr.on('data', (d: Buffer) => io.stderr.write(d));
   return new Promise((resolve, reject) => {
@@ -71,8 +73,8 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     const [node, bin] = ferryBin();
     for (let i = 0; i < workers; i++) {
       const child = spawn(
-        node!,
-        [bin!, 'worker', '--coordinator', address, '--data-root', dataRoot, '--work-dir', path.join(outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', args.string('backend') ?? 'auto', '--threads', String(threads), '--poll-ms', '1000'],
+        node,
+        [bin, 'worker', '--coordinator', address, '--data-root', dataRoot, '--work-dir', path.join(outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', args.string('backend') ?? 'auto', '--threads', String(threads), '--poll-ms', '1000'],
         { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, FERRY_WASM_THREADS: String(threads) } },
       );
       const log = path.join(outRoot, 'workers', `w${i}.log`);

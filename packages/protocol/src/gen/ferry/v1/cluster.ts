@@ -221,6 +221,8 @@ export interface CellStatus {
   bestValAccuracy: number;
   error: string;
   resultJson: string;
+  /** Epochs in the checkpoint the coordinator holds (where a new attempt resumes). */
+  checkpointEpochs: number;
 }
 
 export interface SweepStatus {
@@ -3208,6 +3210,7 @@ function createBaseCellStatus(): CellStatus {
     bestValAccuracy: 0,
     error: "",
     resultJson: "",
+    checkpointEpochs: 0,
   };
 }
 
@@ -3239,6 +3242,9 @@ export const CellStatus: MessageFns<CellStatus> = {
     }
     if (message.resultJson !== "") {
       writer.uint32(74).string(message.resultJson);
+    }
+    if (message.checkpointEpochs !== 0) {
+      writer.uint32(80).uint32(message.checkpointEpochs);
     }
     return writer;
   },
@@ -3328,6 +3334,14 @@ export const CellStatus: MessageFns<CellStatus> = {
             message.resultJson = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.checkpointEpochs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3363,6 +3377,11 @@ export const CellStatus: MessageFns<CellStatus> = {
         : isSet(object.result_json)
         ? globalThis.String(object.result_json)
         : "",
+      checkpointEpochs: isSet(object.checkpointEpochs)
+        ? globalThis.Number(object.checkpointEpochs)
+        : isSet(object.checkpoint_epochs)
+        ? globalThis.Number(object.checkpoint_epochs)
+        : 0,
     };
   },
 
@@ -3395,6 +3414,9 @@ export const CellStatus: MessageFns<CellStatus> = {
     if (message.resultJson !== "") {
       obj.resultJson = message.resultJson;
     }
+    if (message.checkpointEpochs !== 0) {
+      obj.checkpointEpochs = Math.round(message.checkpointEpochs);
+    }
     return obj;
   },
 
@@ -3412,6 +3434,7 @@ export const CellStatus: MessageFns<CellStatus> = {
     message.bestValAccuracy = object.bestValAccuracy ?? 0;
     message.error = object.error ?? "";
     message.resultJson = object.resultJson ?? "";
+    message.checkpointEpochs = object.checkpointEpochs ?? 0;
     return message;
   },
 };

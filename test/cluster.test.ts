@@ -1,0 +1,204 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { writeDemoDataset } from '@ferry/core';
+import { adminClient, unary } from '@ferry/worker';
+import { ferry } from './helpers/cli.js';
+import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
+
+/**
+ * The cluster with real processes and real gRPC: `ferry coordinator` and `ferry worker` children,
+ * killed with SIGKILL / stopped with SIGSTOP mid-sweep.
+ */
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-cluster-'));
+let dataRoot = '';
+const procs: Proc[] = [];
+const FAST = ['--lease-ms', '2000', '--heartbeat-ms', '200'];
+
+const sweepYaml = (name: string, epochs: number, colors = '[rgb, gray]', extra = ''): string => `name: ${name}
+datasets: [{ name: demo, path: demo }${extra}]
+colors: ${colors}
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 32 }
+`;
+
+beforeAll(async () => {
+  dataRoot = tmp();
+  await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 2 });
+});
+
+afterEach(async () => {
+  for (const p of procs.splice(0)) {
+    if (p.child.signalCode === null && p.child.exitCode === null) p.child.kill('SIGCONT');
+    await kill(p);
+  }
+});
+
+function worker(address: string, name: string): Proc {
+  const p = startWorker(address, { name, dataRoot, workDir: path.join(tmp(), name), cacheDir: tmp() });
+  procs.push(p);
+  return p;
+}
+
+type Result = { resumedFromEpoch: number; bestValAccuracy: number; epochs: unknown[] };
+
+describe('cluster faults (real processes, real gRPC)', () => {
+  test('kill -9 of a worker mid-epoch: its cell resumes from the last checkpoint on another worker; every cell exactly once', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const workers = [worker(coord.address, 'wa'), worker(coord.address, 'wb')];
+    const sweepId = await submit(conn, sweepYaml('killworker', 12));
+    const victim = await waitFor('a cell with a checkpoint of 2 epochs', 60_000, async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2);
+    });
+    const victimProc = victim.worker === 'wa' ? workers[0]! : workers[1]!;
+    await kill(victimProc, 'SIGKILL');
+    const done = await waitFor('the sweep to finish', 120_000, async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.done === 2 ? s : undefined;
+    }, 250);
+    expect(done.cells.map((c) => c.state)).toEqual(['done', 'done']);
+    const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
+    expect(moved.attempts).toBe(2);
+    expect(moved.worker).toBe('');
+    const result = JSON.parse(moved.resultJson) as Result;
+    expect(result.resumedFromEpoch).toBeGreaterThanOrEqual(victim.checkpointEpochs);
+    expect(result.epochs).toHaveLength(12);
+  });
+
+  test('kill -9 of the coordinator mid-sweep, then a restart: the sweep completes, nothing lost or duplicated', async () => {
+    const state = tmp();
+    const port = await freePort();
+    const listen = ['--listen', `127.0.0.1:${port}`, '--state', state, ...FAST];
+    let coord = await startCoordinator(listen);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    worker(coord.address, 'wc');
+    const sweepId = await submit(conn, sweepYaml('killcoord', 8));
+    await waitFor('a cell past its second epoch', 60_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 2));
+    await kill(coord, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 700));
+    coord = await startCoordinator(listen);
+    procs.push(coord);
+    const done = await waitFor('the sweep to finish after the restart', 120_000, async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.done === 2 ? s : undefined;
+    }, 250);
+    expect(done.cells).toHaveLength(2);
+    for (const c of done.cells) {
+      expect(c.state).toBe('done');
+      // The worker kept its lease across the restart: no second attempt, no duplicate.
+      expect(c.attempts).toBe(1);
+      expect((JSON.parse(c.resultJson) as Result).epochs).toHaveLength(8);
+    }
+  });
+
+  test('a cell that fails every time ends failed after the configured attempts, with its error; the other cell completes', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST, '--max-attempts', '2']);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    worker(coord.address, 'wd');
+    const yaml = `name: failing
+datasets: [{ name: demo, path: demo }, { name: ghost, path: not-there }]
+colors: [rgb]
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
+`;
+    const sweepId = await submit(conn, yaml);
+    const s = await waitFor('both cells to end', 90_000, async () => {
+      const x = await getSweep(conn, sweepId);
+      return x.done + x.failed === 2 ? x : undefined;
+    }, 250);
+    const ghost = s.cells.find((c) => c.spec!.dataset === 'ghost')!;
+    expect(ghost).toMatchObject({ state: 'failed', attempts: 2 });
+    expect(ghost.error).toContain('FERRY_ERR_DATASET_MISMATCH');
+    expect(ghost.error).toContain('not-there');
+    expect(s.cells.find((c) => c.spec!.dataset === 'demo')!.state).toBe('done');
+  });
+
+  test('a worker that stops heartbeating without dying (SIGSTOP) loses its lease and the cell moves', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const a = worker(coord.address, 'we');
+    const sweepId = await submit(conn, sweepYaml('hung', 10, '[rgb]'));
+    const cell = await waitFor('the cell to start', 60_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 1));
+    expect(cell.worker).toBe('we');
+    a.child.kill('SIGSTOP');
+    worker(coord.address, 'wf');
+    const done = await waitFor('the cell to finish elsewhere', 120_000, async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.done === 1 ? s : undefined;
+    }, 250);
+    expect(done.cells[0]!.attempts).toBe(2);
+    // The stopped worker wakes up: its stale attempt is not recorded a second time.
+    a.child.kill('SIGCONT');
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await getSweep(conn, sweepId);
+    expect(after.cells[0]!.resultJson).toBe(done.cells[0]!.resultJson);
+    expect(after.cells[0]!.attempts).toBe(2);
+  });
+});
+
+describe('cluster security', () => {
+  test('a token-protected coordinator rejects unauthenticated calls', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--token', 's3cret']);
+    procs.push(coord);
+    const anon = { address: coord.address };
+    await expect(getSweep(anon, 'x')).rejects.toMatchObject({ code: 16 }); // UNAUTHENTICATED
+    await expect(getSweep({ address: coord.address, token: 'wrong' }, 'x')).rejects.toMatchObject({ code: 16 });
+    await expect(getSweep({ address: coord.address, token: 's3cret' }, 'x')).rejects.toMatchObject({ code: 5 }); // NOT_FOUND: authenticated
+  });
+
+  test('a non-loopback bind needs TLS and a token, or --insecure; with TLS and token calls succeed', async () => {
+    await expect(startCoordinator(['--listen', '0.0.0.0:0', '--state', tmp()])).rejects.toThrow(/needs --tls-cert\/--tls-key and --token, or an explicit --insecure/);
+    const dir = tmp();
+    const key = path.join(dir, 'key.pem');
+    const cert = path.join(dir, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+    const coord = await startCoordinator(['--listen', '0.0.0.0:0', '--state', tmp(), '--tls-cert', cert, '--tls-key', key, '--token', 'tok']);
+    procs.push(coord);
+    const port = coord.address.split(':').at(-1);
+    const tls = { address: `localhost:${port}`, tls: { ca: cert }, token: 'tok' };
+    const admin = adminClient(tls);
+    const list = await unary(admin.listSweeps, admin, {}, tls, 5_000);
+    admin.close();
+    expect(list.sweeps).toEqual([]);
+    await expect(getSweep({ address: `localhost:${port}`, tls: { ca: cert } }, 'x')).rejects.toMatchObject({ code: 16 });
+    // Plain text to a TLS port fails.
+    await expect(getSweep({ address: `127.0.0.1:${port}`, token: 'tok' }, 'x')).rejects.toMatchObject({ code: 14 });
+  });
+});
+
+describe('ferry sweep (CLI against a real coordinator)', () => {
+  test('submit, status, cancel, retry, results', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const c = ['--coordinator', coord.address];
+    const file = path.join(tmp(), 's.yaml');
+    writeFileSync(file, sweepYaml('cli', 2));
+    const sub = await ferry(['sweep', 'submit', file, '--data-root', dataRoot, ...c]);
+    expect(sub.code).toBe(0);
+    expect(sub.stdout).toMatch(/^sweep cli-[0-9a-f]{8}: 2 cells \(2 new\)/);
+    const again = await ferry(['sweep', 'submit', file, ...c]);
+    expect(again.stdout).toMatch(/2 cells \(0 new\)/);
+    const status = await ferry(['sweep', 'status', 'cli', ...c]);
+    expect(status.stdout).toMatch(/0 done, 0 running, 2 pending/);
+    expect((await ferry(['sweep', 'cancel', 'cli', ...c])).stdout).toContain('cancelled 2 cell(s)');
+    expect((await ferry(['sweep', 'retry', 'cli', ...c])).stdout).toContain('requeued 2 cell(s)');
+    worker(coord.address, 'wg');
+    await waitFor('the sweep', 90_000, async () => ((await ferry(['sweep', 'status', 'cli', ...c])).stdout.includes('2 done') ? true : undefined), 300);
+    const csv = await ferry(['sweep', 'results', 'cli', '--format', 'csv', ...c]);
+    expect(csv.stdout.split('\n')[0]).toContain('finetune_mean');
+    expect(csv.stdout.split('\n').filter((l) => l.startsWith('demo,'))).toHaveLength(2);
+    const missing = await ferry(['sweep', 'status', 'nope', ...c]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no sweep nope');
+  });
+});

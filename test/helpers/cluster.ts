@@ -1,0 +1,97 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import type { SweepStatus } from '@ferry/protocol';
+import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
+import { REPO_ROOT } from './torch-ref.js';
+
+const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+export interface Proc {
+  readonly child: ChildProcess;
+  readonly log: () => string;
+  readonly exited: Promise<number | null>;
+}
+
+function track(child: ChildProcess): Proc {
+  let text = '';
+  child.stdout?.on('data', (d: Buffer) => (text += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (text += d.toString()));
+  return { child, log: () => text, exited: new Promise((r) => child.on('exit', (code) => r(code))) };
+}
+
+/** A real `ferry coordinator` process; resolves once it listens. */
+export async function startCoordinator(args: string[], env: Record<string, string> = {}): Promise<Proc & { address: string }> {
+  const child = spawn(process.execPath, [BIN, 'coordinator', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = track(child);
+  const address = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (l) => {
+      const m = /^listening on (\S+)$/.exec(l);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`coordinator exited with ${code}: ${p.log()}`)));
+  });
+  return { ...p, address };
+}
+
+/** A real `ferry worker` process (single-threaded wasm, short polls). */
+export function startWorker(address: string, opts: { name: string; dataRoot: string; workDir: string; cacheDir: string; extra?: string[] }): Proc {
+  const child = spawn(
+    process.execPath,
+    [BIN, 'worker', '--coordinator', address, '--name', opts.name, '--data-root', opts.dataRoot, '--work-dir', opts.workDir, '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', ...(opts.extra ?? [])],
+    { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: opts.cacheDir }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  return track(child);
+}
+
+export async function getSweep(conn: ConnectionOptions, sweepId: string): Promise<SweepStatus> {
+  const admin = adminClient(conn);
+  try {
+    return await unary(admin.getSweep, admin, { sweepId }, conn, 5_000);
+  } finally {
+    admin.close();
+  }
+}
+
+export async function submit(conn: ConnectionOptions, yaml: string, maxAttempts = 0): Promise<string> {
+  const admin = adminClient(conn);
+  try {
+    return (await unary(admin.submitSweep, admin, { yaml, fileName: 'test.yaml', datasetFingerprints: {}, maxAttempts }, conn, 10_000)).sweepId;
+  } finally {
+    admin.close();
+  }
+}
+
+/** Polls `check` until it returns a value (not undefined), or fails after `timeoutMs`. */
+export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export function kill(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
+  return p.exited;
+}
