@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
-import { adminClient, unary } from '@ferry/worker';
+import { adminClient, coordinatorClient, unary } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
 import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 
@@ -200,5 +200,22 @@ describe('ferry sweep (CLI against a real coordinator)', () => {
     const missing = await ferry(['sweep', 'status', 'nope', ...c]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('no sweep nope');
+  });
+});
+
+describe('coordinator protocol edges', () => {
+  test('a long poll with no work answers "no assignment" after its wait, not an error', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp()]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const client = coordinatorClient(conn);
+    const reg = await unary(client.register, client, { workerId: 'w-edge', name: 'edge', running: [] }, conn, 5_000);
+    const t0 = Date.now();
+    const a = await unary(client.poll, client, { workerId: 'w-edge', sessionId: reg.sessionId, waitMs: 300 }, conn, 5_000);
+    expect(a.hasAssignment).toBe(false);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    const stale = await unary(client.complete, client, { attemptId: 'nope', resultJson: '{}' }, conn, 5_000);
+    expect(stale).toEqual({ ok: false, message: 'attempt is not leased; result not recorded' });
+    client.close();
   });
 });

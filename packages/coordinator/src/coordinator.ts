@@ -5,9 +5,9 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
   AdminService,
+  Assignment,
   CoordinatorService,
   type Ack,
-  type Assignment,
   type CellSpec as ProtoCellSpec,
   type CellStatus,
   type CheckpointChunk,
@@ -100,8 +100,8 @@ export type CoordinatorLifecycle = 'created' | 'running' | 'stopping' | 'stopped
 const CHUNK_BYTES = 1 << 20;
 
 export function toProtoSpec(s: CellSpec): ProtoCellSpec {
-  const { valFraction, ...rest } = s;
-  return { ...rest, ...(valFraction !== null ? { valFraction } : {}) };
+  const { valFraction, backends, ...rest } = s;
+  return { ...rest, backends: [...backends], ...(valFraction !== null ? { valFraction } : {}) };
 }
 
 export function fromProtoSpec(s: ProtoCellSpec): CellSpec {
@@ -177,7 +177,7 @@ export class Coordinator {
     clearInterval(this.tickTimer);
     for (const p of this.pollers.values()) {
       clearTimeout(p.timer);
-      p.done({ hasAssignment: false } as Assignment);
+      p.done(Assignment.fromPartial({ hasAssignment: false }));
     }
     this.pollers.clear();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
@@ -239,8 +239,9 @@ export class Coordinator {
   }
 
   private cellByAttempt(attemptId: string): CellEntry | undefined {
-    for (const c of this.state.cells.values()) if (c.attemptId === attemptId && c.state === 'running') return c;
-    return undefined;
+    const id = this.state.byAttempt.get(attemptId);
+    const c = id === undefined ? undefined : this.state.cells.get(id);
+    return c?.state === 'running' && c.attemptId === attemptId ? c : undefined;
   }
 
   /** Bearer-token check on every call, and errors mapped to gRPC statuses. */
@@ -311,11 +312,11 @@ export class Coordinator {
       const previous = this.pollers.get(r.workerId);
       if (previous) {
         clearTimeout(previous.timer);
-        previous.done({ hasAssignment: false } as Assignment);
+        previous.done(Assignment.fromPartial({ hasAssignment: false }));
       }
       const timer = setTimeout(() => {
         this.pollers.delete(r.workerId);
-        cb(null, { hasAssignment: false } as Assignment);
+        cb(null, Assignment.fromPartial({ hasAssignment: false }));
       }, Math.min(r.waitMs || 10_000, 30_000));
       this.pollers.set(r.workerId, { sessionId: r.sessionId, done: (x) => cb(null, x), timer });
       call.on('cancelled', () => {
@@ -504,7 +505,10 @@ export class Coordinator {
       cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
     };
     const listWorkers: Handler<ListWorkersRequest, ListWorkersResponse> = (_call, cb) => {
-      const running = (id: string): string[] => [...this.state.cells.values()].filter((c) => c.state === 'running' && c.workerId === id).map((c) => c.id);
+      const running = (id: string): string[] => {
+        const cell = this.state.byWorker.get(id);
+        return cell ? [cell] : [];
+      };
       cb(null, {
         workers: [...this.state.workers.values()].map((w) => ({
           workerId: w.id,

@@ -44,25 +44,37 @@ export class Store {
     `);
   }
 
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** Prepared once per SQL text: the hot paths (one write per scheduler decision) reuse them. */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn)();
   }
 
   addSweep(s: SweepRow): void {
-    this.db.prepare('INSERT OR REPLACE INTO sweeps (id, name, yaml, created_at) VALUES (?, ?, ?, ?)').run(s.id, s.name, s.yaml, s.createdAt);
+    this.stmt('INSERT OR REPLACE INTO sweeps (id, name, yaml, created_at) VALUES (?, ?, ?, ?)').run(s.id, s.name, s.yaml, s.createdAt);
   }
 
   sweeps(): SweepRow[] {
-    return (this.db.prepare('SELECT id, name, yaml, created_at AS createdAt FROM sweeps ORDER BY created_at').all() as SweepRow[]);
+    return (this.stmt('SELECT id, name, yaml, created_at AS createdAt FROM sweeps ORDER BY created_at').all() as SweepRow[]);
   }
 
   sweep(id: string): SweepRow | undefined {
-    return this.db.prepare('SELECT id, name, yaml, created_at AS createdAt FROM sweeps WHERE id = ?').get(id) as SweepRow | undefined;
+    return this.stmt('SELECT id, name, yaml, created_at AS createdAt FROM sweeps WHERE id = ?').get(id) as SweepRow | undefined;
   }
 
   saveCell(c: CellEntry): void {
-    this.db
-      .prepare(
+    this
+      .stmt(
         `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at)
          VALUES (@id, @spec, @sweeps, @state, @attempts, @maxAttempts, @attemptId, @workerId, @leaseUntil, @checkpointEpochs, @epoch, @error, @seq, @excluded, @now)
          ON CONFLICT(id) DO UPDATE SET sweep_ids=@sweeps, state=@state, attempts=@attempts, max_attempts=@maxAttempts, attempt_id=@attemptId,
@@ -88,7 +100,7 @@ export class Store {
   }
 
   cells(): CellEntry[] {
-    const rows = this.db.prepare('SELECT * FROM cells ORDER BY seq').all() as Record<string, unknown>[];
+    const rows = this.stmt('SELECT * FROM cells ORDER BY seq').all() as Record<string, unknown>[];
     return rows.map((r) => ({
       id: String(r['id']),
       spec: JSON.parse(String(r['spec_json'])) as CellSpec,
@@ -108,17 +120,17 @@ export class Store {
   }
 
   setResult(cellId: string, resultJson: string): void {
-    this.db.prepare('UPDATE cells SET result_json = ? WHERE id = ?').run(resultJson, cellId);
+    this.stmt('UPDATE cells SET result_json = ? WHERE id = ?').run(resultJson, cellId);
   }
 
   result(cellId: string): string | undefined {
-    const r = this.db.prepare('SELECT result_json FROM cells WHERE id = ?').get(cellId) as { result_json: string | null } | undefined;
+    const r = this.stmt('SELECT result_json FROM cells WHERE id = ?').get(cellId) as { result_json: string | null } | undefined;
     return r?.result_json ?? undefined;
   }
 
   saveWorker(w: WorkerEntry): void {
-    this.db
-      .prepare(
+    this
+      .stmt(
         `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state)
          ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state`,
       )
@@ -126,35 +138,35 @@ export class Store {
   }
 
   workers(): WorkerEntry[] {
-    return this.db.prepare('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as WorkerEntry[];
+    return this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as WorkerEntry[];
   }
 
   attemptStarted(id: string, cellId: string, workerId: string, at: number): void {
-    this.db.prepare('INSERT OR REPLACE INTO attempts (id, cell_id, worker_id, started_at) VALUES (?, ?, ?, ?)').run(id, cellId, workerId, at);
+    this.stmt('INSERT OR REPLACE INTO attempts (id, cell_id, worker_id, started_at) VALUES (?, ?, ?, ?)').run(id, cellId, workerId, at);
   }
 
   attemptEnded(id: string, outcome: string, error: string | null, at: number): void {
-    this.db.prepare('UPDATE attempts SET ended_at = ?, outcome = ?, error = ? WHERE id = ?').run(at, outcome, error, id);
+    this.stmt('UPDATE attempts SET ended_at = ?, outcome = ?, error = ? WHERE id = ?').run(at, outcome, error, id);
   }
 
   attempts(cellId: string): { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[] {
-    return this.db
-      .prepare('SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at')
+    return this
+      .stmt('SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at')
       .all(cellId) as { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[];
   }
 
   saveEpoch(cellId: string, attemptId: string, epoch: number, metricsJson: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(cellId, attemptId, epoch, metricsJson);
+    this.stmt('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(cellId, attemptId, epoch, metricsJson);
   }
 
   epochs(cellId: string): { epoch: number; metricsJson: string }[] {
-    return this.db.prepare('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(cellId) as { epoch: number; metricsJson: string }[];
+    return this.stmt('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(cellId) as { epoch: number; metricsJson: string }[];
   }
 
   /** The dataset's recorded fingerprint, or records `fingerprint` as it when there is none yet. */
   pinFingerprint(name: string, datasetPath: string, fingerprint: string): string {
-    this.db.prepare('INSERT OR IGNORE INTO datasets (name, path, fingerprint) VALUES (?, ?, ?)').run(name, datasetPath, fingerprint);
-    return (this.db.prepare('SELECT fingerprint FROM datasets WHERE name = ? AND path = ?').get(name, datasetPath) as { fingerprint: string }).fingerprint;
+    this.stmt('INSERT OR IGNORE INTO datasets (name, path, fingerprint) VALUES (?, ?, ?)').run(name, datasetPath, fingerprint);
+    return (this.stmt('SELECT fingerprint FROM datasets WHERE name = ? AND path = ?').get(name, datasetPath) as { fingerprint: string }).fingerprint;
   }
 
   close(): void {

@@ -32,6 +32,8 @@ export interface CellSpec {
   readonly microBatch: number;
   /** Data-parallel group size (1: one worker). */
   readonly workers: number;
+  /** Backends allowed to run the cell (assignment by capability); empty: any. */
+  readonly backends: readonly string[];
 }
 
 export interface Cell {
@@ -61,6 +63,7 @@ type Hyper = Pick<
   | 'augmentViews'
   | 'microBatch'
   | 'workers'
+  | 'backends'
 >;
 
 /** The study's hyper-parameters (REFERENCE.md); a sweep file overrides any of them. */
@@ -78,7 +81,10 @@ export const STUDY_DEFAULTS: Hyper = {
   augmentViews: 1,
   microBatch: 0,
   workers: 1,
+  backends: [],
 };
+
+const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
 const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
@@ -155,7 +161,12 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
       continue;
     }
     const d = STUDY_DEFAULTS[k as keyof Hyper];
-    if (typeof d === 'number') {
+    if (Array.isArray(d)) {
+      if (!Array.isArray(val) || val.some((x) => typeof x !== 'string' || !BACKENDS.includes(x))) {
+        c.fail(p, `must be a list of ${BACKENDS.join(', ')} (got ${JSON.stringify(val)})`);
+        continue;
+      }
+    } else if (typeof d === 'number') {
       const intOnly = ['epochs', 'batchSize', 'lrStepEpochs', 'imageSize', 'augmentViews', 'microBatch', 'workers'].includes(k);
       if (typeof val !== 'number' || !Number.isFinite(val) || (intOnly && !Number.isInteger(val))) {
         c.fail(p, `must be ${intOnly ? 'an integer' : 'a number'} (got ${JSON.stringify(val)})`);

@@ -100,6 +100,13 @@ describe('scheduler (pure step function)', () => {
     expect(again.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1 });
   });
 
+  test('a cell that names backends goes only to a worker with one of them', () => {
+    const gpuOnly = { id: 'g', spec: { ...spec(9), backends: ['tensorflow-gpu', 'webgpu'] } };
+    const r = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gpuOnly, { id: 'c1', spec: spec(1) }] }, reg(0, 'cpu1'), poll(0, 'cpu1', 'a1'),
+      { ...reg(0, 'gpu1'), backend: 'webgpu' } as SchedulerEvent, poll(0, 'gpu1', 'a2')]);
+    expect(assigned(r.actions)).toEqual(['cpu1:c1', 'gpu1:g']);
+  });
+
   test('a worker whose dataset copy differs is offered the cell only when nothing else is pending', () => {
     const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2')]);
     expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2']);

@@ -81,6 +81,9 @@ hyper:
     expect(p).toContain('line 5:15 colors[1]: "purple" is not allowed; use rgb, gray');
     expect(p).toContain('line 9:3 hyper.lr: must be a number (got "fast")');
     expect(p.some((x) => x.startsWith('line 10:3 hyper.epocs: unknown setting; allowed: weights, epochs'))).toBe(true);
+    expect(problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18]\nhyper: { backends: [cuda] }\n')[0]).toContain(
+      'hyper.backends: must be a list of tensorflow-gpu, tensorflow, webgpu, wasm, cpu',
+    );
   });
 
   test('includes must name every axis and an existing dataset; paths stay under the data root', () => {

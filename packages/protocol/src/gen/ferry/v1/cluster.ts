@@ -50,6 +50,8 @@ export interface CellSpec {
   augmentViews: number;
   microBatch: number;
   workers: number;
+  /** Backends allowed to run this cell (empty: any worker). */
+  backends: string[];
 }
 
 export interface Capabilities {
@@ -289,6 +291,7 @@ function createBaseCellSpec(): CellSpec {
     augmentViews: 0,
     microBatch: 0,
     workers: 0,
+    backends: [],
   };
 }
 
@@ -353,6 +356,9 @@ export const CellSpec: MessageFns<CellSpec> = {
     }
     if (message.workers !== 0) {
       writer.uint32(160).uint32(message.workers);
+    }
+    for (const v of message.backends) {
+      writer.uint32(170).string(v!);
     }
     return writer;
   },
@@ -530,6 +536,14 @@ export const CellSpec: MessageFns<CellSpec> = {
             message.workers = reader.uint32();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.backends.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -600,6 +614,9 @@ export const CellSpec: MessageFns<CellSpec> = {
         ? globalThis.Number(object.micro_batch)
         : 0,
       workers: isSet(object.workers) ? globalThis.Number(object.workers) : 0,
+      backends: globalThis.Array.isArray(object?.backends)
+        ? object.backends.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -665,6 +682,9 @@ export const CellSpec: MessageFns<CellSpec> = {
     if (message.workers !== 0) {
       obj.workers = Math.round(message.workers);
     }
+    if (message.backends?.length) {
+      obj.backends = message.backends;
+    }
     return obj;
   },
 
@@ -693,6 +713,7 @@ export const CellSpec: MessageFns<CellSpec> = {
     message.augmentViews = object.augmentViews ?? 0;
     message.microBatch = object.microBatch ?? 0;
     message.workers = object.workers ?? 0;
+    message.backends = object.backends?.map((e) => e) || [];
     return message;
   },
 };
