@@ -49,6 +49,8 @@ export interface CoordinatorOptions {
   readonly heartbeatIntervalMs?: number;
   readonly maxAttempts?: number;
   readonly tickMs?: number;
+  /** How long a gang cell lets single cells backfill before holding idle workers (default 30 s). */
+  readonly gangTimeoutMs?: number;
   /** Bearer token every call must carry (required off loopback unless insecure). */
   readonly token?: string;
   /** PEM files: server certificate and key; `ca` also requires client certificates (mutual TLS). */
@@ -64,6 +66,7 @@ export interface ResolvedCoordinatorOptions {
   readonly heartbeatIntervalMs: number;
   readonly maxAttempts: number;
   readonly tickMs: number;
+  readonly gangTimeoutMs: number;
   readonly token: string | null;
   readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | null } | null;
   readonly insecure: boolean;
@@ -89,6 +92,7 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     heartbeatIntervalMs,
     maxAttempts: o.maxAttempts ?? 3,
     tickMs: o.tickMs ?? 500,
+    gangTimeoutMs: o.gangTimeoutMs ?? 30_000,
     token: o.token ?? null,
     tls: o.tls ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null } : null,
     insecure: o.insecure ?? false,
@@ -134,7 +138,7 @@ export class Coordinator {
     private readonly store: Store,
   ) {
     this.state = initialState(
-      { leaseMs: options.leaseMs, heartbeatIntervalMs: options.heartbeatIntervalMs, defaultMaxAttempts: options.maxAttempts },
+      { leaseMs: options.leaseMs, heartbeatIntervalMs: options.heartbeatIntervalMs, defaultMaxAttempts: options.maxAttempts, gangTimeoutMs: options.gangTimeoutMs },
       // Running cells get a fresh lease: their workers have that long to reconnect and claim them.
       store.cells().map((c) => (c.state === 'running' ? { ...c, leaseUntil: Date.now() + options.leaseMs } : c)),
       store.workers(),
@@ -219,8 +223,10 @@ export class Coordinator {
 
   private tryAssign(workerId: string, sessionId: string): Assignment | undefined {
     const actions = this.apply({ type: 'poll', now: Date.now(), workerId, sessionId, newAttemptId: randomUUID() });
-    const assign = actions.find((a) => a.type === 'assign');
-    if (!assign) return undefined;
+    // Gang members waiting in their own long polls get their assignment when woken.
+    if (actions.some((a) => a.type === 'assign' && a.workerId !== workerId)) setImmediate(() => this.wakePollers());
+    const assign = actions.find((a) => a.type === 'assign' && a.workerId === workerId);
+    if (!assign || assign.type !== 'assign') return undefined;
     const cell = this.state.cells.get(assign.cellId)!;
     return {
       hasAssignment: true,
@@ -230,6 +236,10 @@ export class Coordinator {
       spec: toProtoSpec(cell.spec),
       checkpointEpochs: this.checkpointFile(cell.id) ? cell.checkpointEpochs : 0,
       leaseMs: this.options.leaseMs,
+      rank: assign.rank,
+      worldSize: assign.members.length,
+      members: [...assign.members],
+      generation: assign.generation,
     };
   }
 

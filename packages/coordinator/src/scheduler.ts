@@ -19,7 +19,14 @@ export interface CellEntry {
   readonly attempts: number;
   readonly maxAttempts: number;
   readonly attemptId: string | null;
+  /** Rank 0 of the running attempt (the worker that reports the result). */
   readonly workerId: string | null;
+  /** Every worker of the running attempt, by rank (one for a single-worker cell). */
+  readonly members: readonly string[];
+  /** Increments each time a (gang) attempt starts: a re-formed group is a new generation. */
+  readonly generation: number;
+  /** When a gang cell first waited for enough idle workers (null: not waiting). */
+  readonly waitingSince: number | null;
   readonly leaseUntil: number;
   /** Epochs in the checkpoint the coordinator holds. */
   readonly checkpointEpochs: number;
@@ -39,12 +46,19 @@ export interface WorkerEntry {
   readonly device: string;
   readonly lastSeen: number;
   readonly state: 'alive' | 'lost';
+  /** Since when the worker has been polling with nothing to run (null: busy or not polling). */
+  readonly idleSince: number | null;
 }
 
 export interface SchedulerConfig {
   readonly leaseMs: number;
   readonly heartbeatIntervalMs: number;
   readonly defaultMaxAttempts: number;
+  /**
+   * How long a gang cell (`workers: k`) lets single-worker cells take idle workers before it holds
+   * them back for itself; after twice this, with fewer than k capable workers alive, it fails.
+   */
+  readonly gangTimeoutMs: number;
 }
 
 export interface SchedulerState {
@@ -89,7 +103,15 @@ export type SchedulerEvent =
   | { readonly type: 'retry'; readonly now: number; readonly sweepId: string };
 
 export type SchedulerAction =
-  | { readonly type: 'assign'; readonly workerId: string; readonly cellId: string; readonly attemptId: string }
+  | {
+      readonly type: 'assign';
+      readonly workerId: string;
+      readonly cellId: string;
+      readonly attemptId: string;
+      readonly rank: number;
+      readonly members: readonly string[];
+      readonly generation: number;
+    }
   /** Persist the cell's row. */
   | { readonly type: 'saveCell'; readonly cell: CellEntry }
   | { readonly type: 'saveWorker'; readonly worker: WorkerEntry }
@@ -115,7 +137,7 @@ export function initialState(config: SchedulerConfig, cells: readonly CellEntry[
     cells: new Map(sorted.map((c) => [c.id, c])),
     workers: new Map(workers.map((w) => [w.id, w])),
     byAttempt: new Map(running.map((c) => [c.attemptId!, c.id])),
-    byWorker: new Map(running.filter((c) => c.workerId).map((c) => [c.workerId!, c.id])),
+    byWorker: new Map(running.flatMap((c) => c.members.map((m) => [m, c.id] as [string, string]))),
     nextSeq: cells.reduce((m, c) => Math.max(m, c.seq + 1), 0),
   };
 }
@@ -144,13 +166,13 @@ class Builder {
 
   setCell(c: CellEntry): void {
     const old = this.cells.get(c.id);
-    if (old?.attemptId && (old.attemptId !== c.attemptId || c.state !== 'running')) {
+    if (old?.attemptId) {
       this.byAttempt.delete(old.attemptId);
-      if (old.workerId && this.byWorker.get(old.workerId) === c.id) this.byWorker.delete(old.workerId);
+      for (const m of old.members) if (this.byWorker.get(m) === c.id) this.byWorker.delete(m);
     }
     if (c.state === 'running' && c.attemptId) {
       this.byAttempt.set(c.attemptId, c.id);
-      if (c.workerId) this.byWorker.set(c.workerId, c.id);
+      for (const m of c.members) this.byWorker.set(m, c.id);
     }
     this.cells.set(c.id, c);
     this.actions.push({ type: 'saveCell', cell: c });
@@ -164,6 +186,8 @@ class Builder {
   /** Ends the running attempt of `c`: back to pending, or failed when attempts are used up. */
   endAttempt(c: CellEntry, outcome: 'failed' | 'lost' | 'released', error: string | null, now: number, opts: { countsAsFailure: boolean; retryable: boolean; excludeWorker?: boolean }): void {
     this.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome, error, at: now });
+    // A gang attempt ends for all its ranks (the generation is over).
+    for (const m of c.members.slice(1)) this.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
     const attempts = opts.countsAsFailure ? c.attempts : Math.max(0, c.attempts - 1);
     const exhausted = !opts.retryable || attempts >= c.maxAttempts;
     this.setCell({
@@ -172,6 +196,7 @@ class Builder {
       attempts,
       attemptId: null,
       workerId: null,
+      members: [],
       leaseUntil: 0,
       error: error ?? c.error,
       excludedWorkers: opts.excludeWorker && c.workerId ? [...c.excludedWorkers, c.workerId] : c.excludedWorkers,
@@ -207,6 +232,9 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
           maxAttempts: event.maxAttempts ?? state.config.defaultMaxAttempts,
           attemptId: null,
           workerId: null,
+          members: [],
+          generation: 0,
+          waitingSince: null,
           leaseUntil: 0,
           checkpointEpochs: 0,
           epoch: 0,
@@ -218,13 +246,22 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       break;
     }
     case 'register': {
-      b.setWorker({ id: event.workerId, name: event.name, sessionId: event.sessionId, backend: event.backend, device: event.device, lastSeen: event.now, state: 'alive' });
+      b.setWorker({
+        id: event.workerId,
+        name: event.name,
+        sessionId: event.sessionId,
+        backend: event.backend,
+        device: event.device,
+        lastSeen: event.now,
+        state: 'alive',
+        idleSince: null,
+      });
       const claimed = new Set(event.running.map((r) => r.attemptId));
       for (const r of event.running) {
         const c = b.cells.get(r.cellId);
-        if (c && c.state === 'running' && c.attemptId === r.attemptId) {
+        if (c && c.state === 'running' && c.attemptId === r.attemptId && c.members.includes(event.workerId)) {
           // A reconnecting worker (or a restarted coordinator) keeps the cell it is running.
-          b.setCell({ ...c, workerId: event.workerId, leaseUntil: event.now + leaseMs, epoch: Math.max(c.epoch, r.epoch) });
+          b.setCell({ ...c, leaseUntil: event.now + leaseMs, epoch: Math.max(c.epoch, r.epoch) });
         } else {
           b.actions.push({ type: 'stopAttempt', workerId: event.workerId, attemptId: r.attemptId });
         }
@@ -232,7 +269,7 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       // Attempts the coordinator thinks this worker runs, which it no longer claims, are lost.
       const held = b.byWorker.get(event.workerId);
       const c = held === undefined ? undefined : b.cells.get(held);
-      if (c && c.state === 'running' && c.workerId === event.workerId && !claimed.has(c.attemptId!)) {
+      if (c && c.state === 'running' && c.members.includes(event.workerId) && !claimed.has(c.attemptId!)) {
         b.endAttempt(c, 'lost', 'the worker restarted without it', event.now, { countsAsFailure: true, retryable: true });
       }
       break;
@@ -246,7 +283,7 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       b.setWorker({ ...w, lastSeen: event.now });
       for (const r of event.running) {
         const c = b.cells.get(r.cellId);
-        if (c && c.state === 'running' && c.attemptId === r.attemptId && c.workerId === w.id) {
+        if (c && c.state === 'running' && c.attemptId === r.attemptId && c.members.includes(w.id)) {
           b.setCell({ ...c, leaseUntil: event.now + leaseMs, epoch: Math.max(c.epoch, r.epoch) });
         } else {
           b.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: r.attemptId });
@@ -260,27 +297,69 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         b.actions.push({ type: 'reregister', workerId: event.workerId });
         break;
       }
-      b.setWorker({ ...w, lastSeen: event.now });
-      if (b.byWorker.has(w.id)) break;
-      // First in, first out; a worker whose copy of a cell's dataset did not match takes that cell
-      // only when nothing else is pending (it still counts attempts, so it cannot loop forever).
-      let next: CellEntry | undefined;
+      const heldId = b.byWorker.get(w.id);
+      if (heldId !== undefined) {
+        // The worker asks for work while it holds a cell: its assignment was not delivered
+        // (a gang member woken later, or a lost response). Deliver it (again).
+        const held = b.cells.get(heldId)!;
+        b.setWorker({ ...w, lastSeen: event.now, idleSince: null });
+        b.actions.push({ type: 'assign', workerId: w.id, cellId: held.id, attemptId: held.attemptId!, rank: held.members.indexOf(w.id), members: held.members, generation: held.generation });
+        break;
+      }
+      const me: WorkerEntry = { ...w, lastSeen: event.now, idleSince: w.idleSince ?? event.now };
+      b.setWorker(me);
+      const capable = (c: CellEntry, x: WorkerEntry): boolean => c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
+      const start = (c: CellEntry, members: string[]): void => {
+        const generation = c.generation + 1;
+        b.setCell({
+          ...c,
+          state: 'running',
+          attempts: c.attempts + 1,
+          attemptId: event.newAttemptId,
+          workerId: members[0]!,
+          members,
+          generation,
+          waitingSince: null,
+          leaseUntil: event.now + leaseMs,
+          error: null,
+        });
+        b.actions.push({ type: 'attemptStarted', attemptId: event.newAttemptId, cellId: c.id, workerId: members.join(','), at: event.now });
+        members.forEach((m, rank) => {
+          b.setWorker({ ...b.workers.get(m)!, idleSince: null });
+          b.actions.push({ type: 'assign', workerId: m, cellId: c.id, attemptId: event.newAttemptId, rank, members, generation });
+        });
+      };
+      // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
+      // once (all or nothing); until then later single-worker cells may use idle workers, for up
+      // to gangTimeoutMs, after which the gang holds idle workers back for itself. A worker whose
+      // copy of a cell's dataset did not match takes that cell only when nothing else is pending.
       let fallback: CellEntry | undefined;
+      let chosen: CellEntry | undefined;
       for (const c of b.cells.values()) {
-        if (c.state !== 'pending') continue;
-        // Assignment by capability: a cell may name the backends allowed to run it.
-        if (c.spec.backends.length > 0 && !c.spec.backends.includes(w.backend)) continue;
-        if (!c.excludedWorkers.includes(w.id)) {
-          next = c;
+        if (c.state !== 'pending' || !capable(c, me)) continue;
+        const k = Math.max(1, c.spec.workers);
+        if (k > 1) {
+          const waitingSince = c.waitingSince ?? event.now;
+          if (c.waitingSince === null) b.setCell({ ...c, waitingSince });
+          const idle = [...b.workers.values()]
+            .filter((x) => x.state === 'alive' && x.idleSince !== null && x.id !== me.id && !b.byWorker.has(x.id) && capable(c, x))
+            .sort((x, y) => x.idleSince! - y.idleSince!);
+          if (idle.length + 1 >= k) {
+            start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, k - 1).map((x) => x.id)]);
+            chosen = c;
+            break;
+          }
+          if (event.now - waitingSince >= state.config.gangTimeoutMs) break; // hold this worker for the gang
+          continue;
+        }
+        if (!c.excludedWorkers.includes(me.id)) {
+          chosen = c;
+          start(c, [me.id]);
           break;
         }
         fallback ??= c;
       }
-      next ??= fallback;
-      if (!next) break;
-      b.setCell({ ...next, state: 'running', attempts: next.attempts + 1, attemptId: event.newAttemptId, workerId: w.id, leaseUntil: event.now + leaseMs, error: null });
-      b.actions.push({ type: 'attemptStarted', attemptId: event.newAttemptId, cellId: next.id, workerId: w.id, at: event.now });
-      b.actions.push({ type: 'assign', workerId: w.id, cellId: next.id, attemptId: event.newAttemptId });
+      if (!chosen && fallback) start(fallback, [me.id]);
       break;
     }
     case 'epoch':
@@ -304,7 +383,8 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         break;
       }
       b.actions.push({ type: 'attemptEnded', attemptId: event.attemptId, outcome: 'done', error: null, at: event.now });
-      b.setCell({ ...c, state: 'done', attemptId: null, workerId: null, leaseUntil: 0, error: null });
+      for (const m of c.members.slice(1)) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: event.attemptId });
+      b.setCell({ ...c, state: 'done', attemptId: null, workerId: null, members: [], leaseUntil: 0, error: null });
       break;
     }
     case 'fail': {
@@ -324,15 +404,29 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
     }
     case 'tick': {
       for (const w of [...b.workers.values()]) {
-        if (w.state === 'alive' && w.lastSeen + leaseMs < event.now) b.setWorker({ ...w, state: 'lost' });
+        if (w.state === 'alive' && w.lastSeen + leaseMs < event.now) b.setWorker({ ...w, state: 'lost', idleSince: null });
       }
       for (const id of [...b.byAttempt.values()]) {
         const c = b.cells.get(id)!;
+        const lostRank = c.members.findIndex((m) => b.workers.get(m)?.state === 'lost');
+        if (c.state === 'running' && c.members.length > 1 && lostRank >= 0) {
+          // One lost rank ends the generation; the group re-forms from the last checkpoint.
+          for (const m of c.members.slice(0, 1)) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
+          b.endAttempt(c, 'lost', `rank ${lostRank} (worker ${b.workers.get(c.members[lostRank]!)?.name ?? '?'}) was lost`, event.now, { countsAsFailure: true, retryable: true });
+          continue;
+        }
         if (c.state === 'running' && c.leaseUntil < event.now) {
           const w = c.workerId ? b.workers.get(c.workerId) : undefined;
-          b.endAttempt(c, 'lost', `lease expired (worker ${w?.name ?? c.workerId ?? '?'} stopped heartbeating)`, event.now, { countsAsFailure: true, retryable: true });
           if (w) b.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: c.attemptId! });
+          b.endAttempt(c, 'lost', `lease expired (worker ${w?.name ?? c.workerId ?? '?'} stopped heartbeating)`, event.now, { countsAsFailure: true, retryable: true });
         }
+      }
+      // A gang that cannot form: fewer capable workers alive than it needs, for twice the gang timeout.
+      for (const c of b.cells.values()) {
+        if (c.state !== 'pending' || c.waitingSince === null || event.now - c.waitingSince < 2 * state.config.gangTimeoutMs) continue;
+        const k = Math.max(1, c.spec.workers);
+        const alive = [...b.workers.values()].filter((x) => x.state === 'alive' && (c.spec.backends.length === 0 || c.spec.backends.includes(x.backend))).length;
+        if (alive < k) b.setCell({ ...c, state: 'failed', waitingSince: null, error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive` });
       }
       break;
     }
@@ -341,16 +435,16 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         if (!c.sweepIds.includes(event.sweepId) || (c.state !== 'pending' && c.state !== 'running')) continue;
         if (c.state === 'running') {
           b.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome: 'cancelled', error: null, at: event.now });
-          b.actions.push({ type: 'stopAttempt', workerId: c.workerId!, attemptId: c.attemptId! });
+          for (const m of c.members) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
         }
-        b.setCell({ ...c, state: 'cancelled', attemptId: null, workerId: null, leaseUntil: 0 });
+        b.setCell({ ...c, state: 'cancelled', attemptId: null, workerId: null, members: [], leaseUntil: 0, waitingSince: null });
       }
       break;
     }
     case 'retry': {
       for (const c of [...b.cells.values()]) {
         if (c.sweepIds.includes(event.sweepId) && (c.state === 'failed' || c.state === 'cancelled')) {
-          b.setCell({ ...c, state: 'pending', attempts: 0, error: null, excludedWorkers: [] });
+          b.setCell({ ...c, state: 'pending', attempts: 0, error: null, excludedWorkers: [], waitingSince: null });
         }
       }
       break;

@@ -31,14 +31,15 @@ export class Store {
         id TEXT PRIMARY KEY, spec_json TEXT NOT NULL, sweep_ids TEXT NOT NULL, state TEXT NOT NULL,
         attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, attempt_id TEXT, worker_id TEXT,
         lease_until INTEGER NOT NULL, checkpoint_epochs INTEGER NOT NULL, epoch INTEGER NOT NULL,
-        error TEXT, seq INTEGER NOT NULL, excluded_workers TEXT NOT NULL, result_json TEXT, updated_at TEXT NOT NULL);
+        error TEXT, seq INTEGER NOT NULL, excluded_workers TEXT NOT NULL, result_json TEXT, updated_at TEXT NOT NULL,
+        members TEXT NOT NULL DEFAULT '[]', generation INTEGER NOT NULL DEFAULT 0, waiting_since INTEGER);
       CREATE TABLE IF NOT EXISTS attempts (
         id TEXT PRIMARY KEY, cell_id TEXT NOT NULL, worker_id TEXT NOT NULL, started_at INTEGER NOT NULL,
         ended_at INTEGER, outcome TEXT, error TEXT);
       CREATE TABLE IF NOT EXISTS epochs (cell_id TEXT NOT NULL, attempt_id TEXT NOT NULL, epoch INTEGER NOT NULL, metrics_json TEXT NOT NULL,
         PRIMARY KEY (cell_id, epoch));
       CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
-        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL);
+        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER);
       CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
       CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
     `);
@@ -75,10 +76,11 @@ export class Store {
   saveCell(c: CellEntry): void {
     this
       .stmt(
-        `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at)
-         VALUES (@id, @spec, @sweeps, @state, @attempts, @maxAttempts, @attemptId, @workerId, @leaseUntil, @checkpointEpochs, @epoch, @error, @seq, @excluded, @now)
+        `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at, members, generation, waiting_since)
+         VALUES (@id, @spec, @sweeps, @state, @attempts, @maxAttempts, @attemptId, @workerId, @leaseUntil, @checkpointEpochs, @epoch, @error, @seq, @excluded, @now, @members, @generation, @waitingSince)
          ON CONFLICT(id) DO UPDATE SET sweep_ids=@sweeps, state=@state, attempts=@attempts, max_attempts=@maxAttempts, attempt_id=@attemptId,
-           worker_id=@workerId, lease_until=@leaseUntil, checkpoint_epochs=@checkpointEpochs, epoch=@epoch, error=@error, excluded_workers=@excluded, updated_at=@now`,
+           worker_id=@workerId, lease_until=@leaseUntil, checkpoint_epochs=@checkpointEpochs, epoch=@epoch, error=@error, excluded_workers=@excluded, updated_at=@now,
+           members=@members, generation=@generation, waiting_since=@waitingSince`,
       )
       .run({
         id: c.id,
@@ -96,6 +98,9 @@ export class Store {
         seq: c.seq,
         excluded: JSON.stringify(c.excludedWorkers),
         now: new Date().toISOString(),
+        members: JSON.stringify(c.members),
+        generation: c.generation,
+        waitingSince: c.waitingSince,
       });
   }
 
@@ -116,6 +121,9 @@ export class Store {
       error: (r['error'] as string | null) ?? null,
       seq: Number(r['seq']),
       excludedWorkers: JSON.parse(String(r['excluded_workers'])) as string[],
+      members: JSON.parse(String(r['members'])) as string[],
+      generation: Number(r['generation']),
+      waitingSince: r['waiting_since'] === null ? null : Number(r['waiting_since']),
     }));
   }
 
@@ -131,14 +139,17 @@ export class Store {
   saveWorker(w: WorkerEntry): void {
     this
       .stmt(
-        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state)
-         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state`,
+        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince)
+         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince`,
       )
       .run(w);
   }
 
   workers(): WorkerEntry[] {
-    return this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as WorkerEntry[];
+    // Idle-since does not survive a restart: a worker is idle again once it polls.
+    return (this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as Omit<WorkerEntry, 'idleSince'>[]).map(
+      (w) => ({ ...w, idleSince: null }),
+    );
   }
 
   attemptStarted(id: string, cellId: string, workerId: string, at: number): void {

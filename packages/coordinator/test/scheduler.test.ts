@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { STUDY_DEFAULTS, initialState, step, type CellSpec, type SchedulerAction, type SchedulerEvent, type SchedulerState } from '@ferry/coordinator';
 
-const CONFIG = { leaseMs: 1000, heartbeatIntervalMs: 100, defaultMaxAttempts: 2 };
+const CONFIG = { leaseMs: 1000, heartbeatIntervalMs: 100, defaultMaxAttempts: 2, gangTimeoutMs: 500 };
 const spec = (seed: number): CellSpec => ({ ...STUDY_DEFAULTS, dataset: 'd', path: 'd', valFraction: null, color: 'rgb', strategy: 'finetune', model: 'resnet_tiny', seed });
 
 /** Drives the pure scheduler with a list of events; returns the final state and every action. */
@@ -27,12 +27,18 @@ const reg = (now: number, w: string, running: { cellId: string; attemptId: strin
   running,
 });
 const poll = (now: number, w: string, attempt: string): SchedulerEvent => ({ type: 'poll', now, workerId: w, sessionId: `sess-${w}`, newAttemptId: attempt });
+const gang = (id: string, k: number, extra: Partial<CellSpec> = {}) => ({ id, spec: { ...spec(100 + k), workers: k, ...extra } });
+const assignedRanks = (actions: SchedulerAction[]) =>
+  actions.filter((a) => a.type === 'assign').map((a) => {
+    const x = a as { workerId: string; cellId: string; rank: number; generation: number };
+    return `${x.workerId}:${x.cellId}#${x.rank}g${x.generation}`;
+  });
 const assigned = (actions: SchedulerAction[]) => actions.filter((a) => a.type === 'assign').map((a) => `${(a as { workerId: string }).workerId}:${(a as { cellId: string }).cellId}`);
 
 describe('scheduler (pure step function)', () => {
-  test('assigns pending cells first in, first out, one cell per worker', () => {
+  test('assigns pending cells first in, first out, one cell per worker (a holder polling again gets its cell again)', () => {
     const r = run([submit(0, 1, 2, 3), reg(0, 'w1'), reg(0, 'w2'), poll(1, 'w1', 'a1'), poll(1, 'w2', 'a2'), poll(2, 'w1', 'a3')]);
-    expect(assigned(r.actions)).toEqual(['w1:c1', 'w2:c2']);
+    expect(assigned(r.actions)).toEqual(['w1:c1', 'w2:c2', 'w1:c1']);
     expect(r.state.cells.get('c3')!.state).toBe('pending');
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1, attemptId: 'a1', workerId: 'w1', leaseUntil: 1001 });
   });
@@ -110,5 +116,55 @@ describe('scheduler (pure step function)', () => {
   test('a worker whose dataset copy differs is offered the cell only when nothing else is pending', () => {
     const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2')]);
     expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2']);
+  });
+
+  describe('gang assignment (workers: k)', () => {
+    test('all or nothing: a gang starts when k workers are idle at once; meanwhile singles backfill', () => {
+      const r = run([
+        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2), { id: 'c1', spec: spec(1) }] },
+        reg(0, 'w1'),
+        reg(0, 'w2'),
+        poll(0, 'w1', 'a1'), // one idle worker: the gang waits, the single cell backfills
+        poll(1, 'w2', 'a2'), // w2 waits: the gang needs two idle workers
+        { type: 'complete', now: 2, attemptId: 'a1' },
+        poll(3, 'w1', 'a3'), // w1 idle again: the gang forms with w2
+        poll(4, 'w2', 'a4'), // w2 (woken) receives its part
+      ]);
+      expect(assignedRanks(r.actions)).toEqual(['w1:c1#0g1', 'w1:g#0g1', 'w2:g#1g1', 'w2:g#1g1']);
+      expect(r.state.cells.get('g')).toMatchObject({ state: 'running', members: ['w1', 'w2'], attemptId: 'a3', attempts: 1 });
+    });
+
+    test('after the gang timeout idle workers are held for the gang instead of backfilling', () => {
+      const r = run([
+        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2), { id: 'c1', spec: spec(1) }, { id: 'c2', spec: spec(2) }] },
+        reg(0, 'w1'),
+        reg(0, 'w2'),
+        poll(0, 'w1', 'a1'), // backfill c1
+        poll(600, 'w2', 'a2'), // gang waited 600 ms > 500 ms: w2 is held, c2 is not started
+        { type: 'complete', now: 700, attemptId: 'a1' },
+        poll(700, 'w1', 'a3'),
+      ]);
+      expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:g', 'w2:g']);
+      expect(r.state.cells.get('c2')!.state).toBe('pending');
+    });
+
+    test('a gang that can never form fails with the reason; a lost rank ends the generation and the group re-forms', () => {
+      const alone = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 3)] }, reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'heartbeat', now: 900, workerId: 'w1', sessionId: 'sess-w1', running: [] }, { type: 'tick', now: 1001 }]);
+      expect(alone.state.cells.get('g')).toMatchObject({ state: 'failed', error: 'needs 3 workers at once (workers: 3); only 1 capable worker(s) alive' });
+
+      const formed = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2)] }, reg(0, 'w1'), reg(0, 'w2'), reg(0, 'w3'), poll(0, 'w2', 'x'), poll(0, 'w1', 'a1')]);
+      expect(formed.state.cells.get('g')!.members).toEqual(['w1', 'w2']);
+      // w2 goes silent; w1 keeps heartbeating (so the lease alone would not expire).
+      const lost = run([
+        { type: 'heartbeat', now: 800, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }] },
+        { type: 'heartbeat', now: 800, workerId: 'w3', sessionId: 'sess-w3', running: [] },
+        { type: 'tick', now: 1100 },
+      ], formed.state);
+      expect(lost.state.workers.get('w2')!.state).toBe('lost');
+      expect(lost.state.cells.get('g')).toMatchObject({ state: 'pending', members: [], error: 'rank 1 (worker w2) was lost' });
+      expect(lost.actions).toContainEqual({ type: 'stopAttempt', workerId: 'w1', attemptId: 'a1' });
+      const reformed = run([poll(1200, 'w3', 'y'), poll(1200, 'w1', 'a2')], lost.state);
+      expect(assignedRanks(reformed.actions)).toEqual(['w1:g#0g2', 'w3:g#1g2']);
+    });
   });
 });

@@ -189,6 +189,11 @@ export class FerryWorker {
     this.log(`cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`);
     let uploads: Promise<void> = Promise.resolve();
     try {
+      if (a.worldSize > 1) {
+        // Gang-assigned by the coordinator; the peer all-reduce is the data-parallel issue's work.
+        await this.fail(a.attemptId, 'FERRY_ERR_INVALID_ARGUMENT', `data-parallel training (workers: ${a.worldSize}) is not available in this worker yet; use workers: 1`, false);
+        return;
+      }
       // The coordinator's checkpoint is the truth: drop local leftovers of earlier attempts.
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });

@@ -121,6 +121,14 @@ export interface Assignment {
   /** Epochs already completed in a checkpoint held by the coordinator (0: start fresh). */
   checkpointEpochs: number;
   leaseMs: number;
+  /**
+   * Data-parallel group (workers: k): this worker's rank, the group size, every member's worker id
+   * by rank, and the group generation (a re-formed group is a new generation).
+   */
+  rank: number;
+  worldSize: number;
+  members: string[];
+  generation: number;
 }
 
 export interface StartRequest {
@@ -1584,6 +1592,10 @@ function createBaseAssignment(): Assignment {
     spec: undefined,
     checkpointEpochs: 0,
     leaseMs: 0,
+    rank: 0,
+    worldSize: 0,
+    members: [],
+    generation: 0,
   };
 }
 
@@ -1609,6 +1621,18 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.leaseMs !== 0) {
       writer.uint32(56).uint32(message.leaseMs);
+    }
+    if (message.rank !== 0) {
+      writer.uint32(64).uint32(message.rank);
+    }
+    if (message.worldSize !== 0) {
+      writer.uint32(72).uint32(message.worldSize);
+    }
+    for (const v of message.members) {
+      writer.uint32(82).string(v!);
+    }
+    if (message.generation !== 0) {
+      writer.uint32(88).uint32(message.generation);
     }
     return writer;
   },
@@ -1682,6 +1706,38 @@ export const Assignment: MessageFns<Assignment> = {
             message.leaseMs = reader.uint32();
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.rank = reader.uint32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.worldSize = reader.uint32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.members.push(reader.string());
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.generation = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1727,6 +1783,16 @@ export const Assignment: MessageFns<Assignment> = {
         : isSet(object.lease_ms)
         ? globalThis.Number(object.lease_ms)
         : 0,
+      rank: isSet(object.rank) ? globalThis.Number(object.rank) : 0,
+      worldSize: isSet(object.worldSize)
+        ? globalThis.Number(object.worldSize)
+        : isSet(object.world_size)
+        ? globalThis.Number(object.world_size)
+        : 0,
+      members: globalThis.Array.isArray(object?.members)
+        ? object.members.map((e: any) => globalThis.String(e))
+        : [],
+      generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
     };
   },
 
@@ -1753,6 +1819,18 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.leaseMs !== 0) {
       obj.leaseMs = Math.round(message.leaseMs);
     }
+    if (message.rank !== 0) {
+      obj.rank = Math.round(message.rank);
+    }
+    if (message.worldSize !== 0) {
+      obj.worldSize = Math.round(message.worldSize);
+    }
+    if (message.members?.length) {
+      obj.members = message.members;
+    }
+    if (message.generation !== 0) {
+      obj.generation = Math.round(message.generation);
+    }
     return obj;
   },
 
@@ -1768,6 +1846,10 @@ export const Assignment: MessageFns<Assignment> = {
     message.spec = (object.spec !== undefined && object.spec !== null) ? CellSpec.fromPartial(object.spec) : undefined;
     message.checkpointEpochs = object.checkpointEpochs ?? 0;
     message.leaseMs = object.leaseMs ?? 0;
+    message.rank = object.rank ?? 0;
+    message.worldSize = object.worldSize ?? 0;
+    message.members = object.members?.map((e) => e) || [];
+    message.generation = object.generation ?? 0;
     return message;
   },
 };
