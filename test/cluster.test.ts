@@ -1,11 +1,12 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { writeDemoDataset } from '@ferry/core';
+import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, unary } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
+import { REPO_ROOT } from './helpers/torch-ref.js';
 import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 
 /**
@@ -103,8 +104,10 @@ describe('cluster faults (real processes, real gRPC)', () => {
     procs.push(coord);
     const conn = { address: coord.address };
     worker(coord.address, 'wd');
+    // A dataset whose train/ has no val/ next to it: fails the same way on every worker.
+    execFileSync('mkdir', ['-p', path.join(dataRoot, 'broken', 'train', 'a')]);
     const yaml = `name: failing
-datasets: [{ name: demo, path: demo }, { name: ghost, path: not-there }]
+datasets: [{ name: demo, path: demo }, { name: ghost, path: broken }]
 colors: [rgb]
 strategies: [finetune]
 models: [resnet_tiny]
@@ -117,8 +120,8 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     }, 250);
     const ghost = s.cells.find((c) => c.spec!.dataset === 'ghost')!;
     expect(ghost).toMatchObject({ state: 'failed', attempts: 2 });
-    expect(ghost.error).toContain('FERRY_ERR_DATASET_MISMATCH');
-    expect(ghost.error).toContain('not-there');
+    expect(ghost.error).toContain('FERRY_ERR_DATASET');
+    expect(ghost.error).toContain('has train/ but no val/');
     expect(s.cells.find((c) => c.spec!.dataset === 'demo')!.state).toBe('done');
   });
 
@@ -217,5 +220,66 @@ describe('coordinator protocol edges', () => {
     const stale = await unary(client.complete, client, { attemptId: 'nope', resultJson: '{}' }, conn, 5_000);
     expect(stale).toEqual({ ok: false, message: 'attempt is not leased; result not recorded' });
     client.close();
+  });
+});
+
+describe('datasets and the embedded default', () => {
+  test('a worker whose copy of the dataset differs reports it and the cell runs on a worker with the sweep\'s copy', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const yaml = sweepYaml('fingerprint', 2, '[rgb]');
+    // The submitter pins the fingerprint of the real copy.
+    const admin = adminClient(conn);
+    const sub = await unary(admin.submitSweep, admin, { yaml, fileName: 'f.yaml', datasetFingerprints: { demo: (await datasetFingerprint(path.join(dataRoot, 'demo'))).fingerprint }, maxAttempts: 3 }, conn, 5_000);
+    admin.close();
+    // A worker with a different copy (one image fewer) starts first.
+    const otherRoot = tmp();
+    execFileSync('cp', ['-r', path.join(dataRoot, 'demo'), path.join(otherRoot, 'demo')]);
+    execFileSync('sh', ['-c', `rm "$(ls -d ${path.join(otherRoot, 'demo', 'train', 'red_circle')}/* | head -1)"`]);
+    const stale = startWorker(coord.address, { name: 'stale', dataRoot: otherRoot, workDir: tmp(), cacheDir: tmp() });
+    procs.push(stale);
+    const s1 = await waitFor('the mismatch to be reported', 60_000, async () => {
+      const s = await getSweep(conn, sub.sweepId);
+      return s.cells[0]!.error.includes('FERRY_ERR_DATASET_MISMATCH') ? s : undefined;
+    });
+    expect(s1.cells[0]!.error).toMatch(/differs from the sweep's copy/);
+    await kill(stale);
+    worker(coord.address, 'good');
+    const done = await waitFor('the cell on the good worker', 60_000, async () => {
+      const s = await getSweep(conn, sub.sweepId);
+      return s.done === 1 ? s : undefined;
+    }, 250);
+    // The mismatch did not use up an attempt.
+    expect(done.cells[0]!.attempts).toBe(1);
+  });
+
+  test('Ctrl-C stops ferry run and all its children; running it again resumes and finishes', async () => {
+    const out = tmp();
+    const sweepFile = path.join(tmp(), 'ctrlc.yaml');
+    writeFileSync(sweepFile, sweepYaml('ctrlc', 6, '[rgb, gray]'));
+    const bin = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+    const args = [bin, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', '1'];
+    const first = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_CACHE: tmp() } });
+    let err = '';
+    first.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    await waitFor('a cell to be running', 60_000, async () => (/1 running/.test(err) ? true : undefined), 200);
+    first.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => first.on('exit', (c) => r(c)));
+    expect(code).toBe(130);
+    const leftovers = (() => {
+      try {
+        return execFileSync('pgrep', ['-f', out], { encoding: 'utf8' }).trim();
+      } catch {
+        return '';
+      }
+    })();
+    expect(leftovers).toBe('');
+    const second = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_CACHE: tmp() } });
+    let stdout = '';
+    second.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    expect(await new Promise<number | null>((r) => second.on('exit', (c) => r(c)))).toBe(0);
+    expect(stdout).toMatch(/\| demo \| rgb \|/);
+    expect(stdout).toMatch(/\| demo \| gray \|/);
   });
 });

@@ -332,11 +332,9 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
       // once (all or nothing); until then later single-worker cells may use idle workers, for up
       // to gangTimeoutMs, after which the gang holds idle workers back for itself. A worker whose
-      // copy of a cell's dataset did not match takes that cell only when nothing else is pending.
-      let fallback: CellEntry | undefined;
-      let chosen: CellEntry | undefined;
+      // copy of a cell's dataset did not match is not offered that cell again.
       for (const c of b.cells.values()) {
-        if (c.state !== 'pending' || !capable(c, me)) continue;
+        if (c.state !== 'pending' || !capable(c, me) || c.excludedWorkers.includes(me.id)) continue;
         const k = Math.max(1, c.spec.workers);
         if (k > 1) {
           const waitingSince = c.waitingSince ?? event.now;
@@ -346,20 +344,14 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
             .sort((x, y) => x.idleSince! - y.idleSince!);
           if (idle.length + 1 >= k) {
             start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, k - 1).map((x) => x.id)]);
-            chosen = c;
             break;
           }
           if (event.now - waitingSince >= state.config.gangTimeoutMs) break; // hold this worker for the gang
           continue;
         }
-        if (!c.excludedWorkers.includes(me.id)) {
-          chosen = c;
-          start(c, [me.id]);
-          break;
-        }
-        fallback ??= c;
+        start(c, [me.id]);
+        break;
       }
-      if (!chosen && fallback) start(fallback, [me.id]);
       break;
     }
     case 'epoch':
@@ -393,7 +385,13 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         b.actions.push({ type: 'rejected', attemptId: event.attemptId, reason: 'attempt is not leased' });
         break;
       }
-      b.endAttempt(c, 'failed', event.message, event.now, { countsAsFailure: true, retryable: event.retryable, ...(event.excludeWorker ? { excludeWorker: true } : {}) });
+      // A dataset mismatch is the worker's problem, not the cell's: it does not use up an attempt,
+      // and that worker is not offered the cell again (the error stays visible in the status).
+      b.endAttempt(c, 'failed', event.message, event.now, {
+        countsAsFailure: !event.excludeWorker,
+        retryable: event.retryable,
+        ...(event.excludeWorker ? { excludeWorker: true } : {}),
+      });
       break;
     }
     case 'release': {

@@ -113,9 +113,12 @@ describe('scheduler (pure step function)', () => {
     expect(assigned(r.actions)).toEqual(['cpu1:c1', 'gpu1:g']);
   });
 
-  test('a worker whose dataset copy differs is offered the cell only when nothing else is pending', () => {
-    const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2')]);
-    expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2']);
+  test('a worker whose dataset copy differs is not offered the cell again, and it costs no attempt', () => {
+    const r = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2'), { type: 'complete', now: 3, attemptId: 'a2' }, poll(4, 'w1', 'a3'), poll(5, 'w2', 'a4')]);
+    expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2', 'w2:c1']);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', workerId: 'w2', attempts: 1, excludedWorkers: ['w1'] });
+    const failed = r.actions.find((a) => a.type === 'saveCell' && a.cell.id === 'c1' && a.cell.error === 'mismatch');
+    expect(failed).toMatchObject({ cell: { error: 'mismatch', attempts: 0 } });
   });
 
   describe('gang assignment (workers: k)', () => {

@@ -85,6 +85,15 @@ export class FerryWorker {
     return this.current ? [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }] : [];
   }
 
+  private registering: Promise<void> | null = null;
+
+  /** One registration at a time, whoever notices the session is gone (poll loop or heartbeat). */
+  private ensureSession(): Promise<void> {
+    if (this.session) return Promise.resolve();
+    this.registering ??= this.register().finally(() => (this.registering = null));
+    return this.registering;
+  }
+
   private async register(): Promise<void> {
     this.lifecycle = 'connecting';
     let delay = this.options.reconnectMinMs ?? 250;
@@ -129,10 +138,14 @@ export class FerryWorker {
       }
       if (r.reregister) this.session = null;
     } catch {
-      // The coordinator may be restarting: the poll loop re-registers with backoff.
+      // The coordinator may be restarting: register again (with backoff) right away, even while
+      // training, so that a restarted coordinator sees this worker claim its cell within a lease.
       this.session = null;
     }
-    if (!this.session) this.wake?.();
+    if (!this.session) {
+      this.wake?.();
+      void this.ensureSession();
+    }
   }
 
   private abortCurrent(why: 'shutdown' | 'cancelled'): void {
@@ -144,7 +157,7 @@ export class FerryWorker {
   /** Runs until shutdown(): register, poll, train, repeat. */
   async run(): Promise<void> {
     while (!this.stopping) {
-      if (!this.session) await this.register();
+      if (!this.session) await this.ensureSession();
       if (this.stopping || !this.session) break;
       let a: Assignment;
       try {
