@@ -11,6 +11,8 @@ export default defineConfig({
       '@ferry/coordinator': src('coordinator'),
       '@ferry/worker': src('worker'),
       '@ferry/protocol': src('protocol'),
+      '@ferry/events': src('events'),
+      '@ferry/dashboard': src('dashboard'),
     },
   },
   test: {

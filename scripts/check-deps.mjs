@@ -6,11 +6,12 @@ import path from 'node:path';
 
 const ALLOWED = {
   protocol: { ferry: [], forbid: [/^@tensorflow\//], skip: /\/gen\// },
+  events: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^@grpc\//] },
   core: { ferry: ['protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
-  coordinator: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^webgpu$/] },
-  worker: { ferry: ['protocol', 'core'], forbid: [] },
-  dashboard: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^webgpu$/] },
-  cli: { ferry: ['protocol', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
+  coordinator: { ferry: ['protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
+  worker: { ferry: ['protocol', 'events', 'core'], forbid: [/^@nats-io\//] },
+  dashboard: { ferry: ['protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
+  cli: { ferry: ['protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
 };
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -94,4 +95,18 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => P
 export function kill(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<number | null> {
   if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill(signal);
   return p.exited;
+}
+
+/** A real nats-server with JetStream on a free port (Debian's, /usr/sbin). */
+export async function startNats(storeDir: string, port?: number): Promise<Proc & { url: string; port: number }> {
+  const p = port ?? (await freePort());
+  const bin = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((f) => existsSync(f)) ?? 'nats-server';
+  const child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(p)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = track(child);
+  await waitFor('nats-server to listen', 10_000, async () => {
+    if (/Server is ready/.test(proc.log())) return true;
+    if (child.exitCode !== null) throw new Error(`nats-server exited: ${proc.log()}`);
+    return undefined;
+  }, 50);
+  return { ...proc, url: `nats://127.0.0.1:${p}`, port: p };
 }

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 import { main } from '../dist/main.js';
 
-process.exitCode = await main(process.argv.slice(2), {
+const code = await main(process.argv.slice(2), {
   env: process.env,
   stdout: process.stdout,
   stderr: process.stderr,
 });
+process.exitCode = code;
+// Background reconnect timers (NATS unreachable at exit, for instance) must not keep a finished
+// command alive; normal exits happen before this fires.
+setTimeout(() => process.exit(code), 2_000).unref();

@@ -1,6 +1,7 @@
 import { SweepError } from '@ferry/coordinator';
 import { isFerryError } from '@ferry/core';
 import { coordinatorCommand, sweepCommand, workerCommand } from './commands/cluster.js';
+import { dashboardCommand } from './commands/dashboard.js';
 import { dataCommand } from './commands/data.js';
 import { infoCommand } from './commands/info.js';
 import { modelsCommand } from './commands/models.js';
@@ -24,6 +25,7 @@ commands:
   coordinator          the cluster's coordinator (gRPC, SQLite state)
   worker               a worker (one per GPU; --gpus all starts one per GPU)
   sweep                submit | status | results | retry | cancel | list, against a coordinator
+  dashboard            live progress and the comparison table in a browser (from NATS JetStream)
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
   data                 dataset tools: split, stats, import, pull, gray, demo
 
@@ -41,6 +43,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   coordinator: coordinatorCommand,
   worker: workerCommand,
   sweep: sweepCommand,
+  dashboard: dashboardCommand,
   data: dataCommand,
 };
 

@@ -33,6 +33,8 @@ import {
   type SubmitSweepResponse,
   type SweepRef,
 } from '@ferry/protocol';
+import { EventPublisher, type NatsTarget } from '@ferry/events';
+import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { SweepError } from './errors.js';
 import { isLoopback, splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
@@ -57,6 +59,8 @@ export interface CoordinatorOptions {
   readonly tls?: { readonly cert: string; readonly key: string; readonly ca?: string };
   /** Allow a non-loopback bind without TLS and token. */
   readonly insecure?: boolean;
+  /** Publish sweep, cell and worker events to NATS (JetStream stream FERRY). */
+  readonly nats?: NatsTarget;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -70,6 +74,7 @@ export interface ResolvedCoordinatorOptions {
   readonly token: string | null;
   readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | null } | null;
   readonly insecure: boolean;
+  readonly nats: NatsTarget | null;
 }
 
 export class CoordinatorConfigError extends Error {
@@ -96,6 +101,7 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     token: o.token ?? null,
     tls: o.tls ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null } : null,
     insecure: o.insecure ?? false,
+    nats: o.nats ?? null,
   });
 }
 
@@ -132,6 +138,7 @@ export class Coordinator {
   private readonly reregister = new Set<string>();
   private readonly pollers = new Map<string, { sessionId: string; done: (a: Assignment) => void; timer: NodeJS.Timeout }>();
   private boundPort = 0;
+  private readonly events: EventPublisher | null;
 
   private constructor(
     readonly options: ResolvedCoordinatorOptions,
@@ -143,6 +150,7 @@ export class Coordinator {
       store.cells().map((c) => (c.state === 'running' ? { ...c, leaseUntil: Date.now() + options.leaseMs } : c)),
       store.workers(),
     );
+    this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? 'ferry-coordinator' } }) : null;
   }
 
   static async create(options: CoordinatorOptions): Promise<Coordinator> {
@@ -185,6 +193,7 @@ export class Coordinator {
     }
     this.pollers.clear();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    await this.events?.close();
     this.store.close();
     this.lifecycle = 'stopped';
   }
@@ -201,12 +210,55 @@ export class Coordinator {
       }
     });
     this.state = r.state;
+    if (this.events) this.publish(r.actions);
     for (const a of r.actions) {
       if (a.type === 'stopAttempt') this.stops.set(a.workerId, new Set([...(this.stops.get(a.workerId) ?? []), a.attemptId]));
       if (a.type === 'reregister') this.reregister.add(a.workerId);
     }
     if (event.type !== 'poll' && r.actions.some((a) => a.type === 'saveCell')) this.wakePollers();
     return r.actions;
+  }
+
+  /** Cell and worker state changes as events, on every sweep the cell belongs to. */
+  private publish(actions: readonly SchedulerAction[]): void {
+    const time = new Date().toISOString();
+    for (const a of actions) {
+      if (a.type === 'saveCell') {
+        const c = a.cell;
+        const result = c.state === 'done' ? this.store.result(c.id) : undefined;
+        const r = result
+          ? (JSON.parse(result) as { bestValAccuracy: number; bestEpoch: number; wallMs: number; imagesPerSec: number; classes: string[]; confusion: number[][]; perClassAccuracy: number[] })
+          : undefined;
+        const cell = CellEvent.fromPartial({
+          cellId: c.id,
+          spec: toProtoSpec(c.spec),
+          state: c.state,
+          attempts: c.attempts,
+          worker: c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '',
+          error: c.error ?? '',
+          ...(r
+            ? {
+                bestValAccuracy: r.bestValAccuracy,
+                bestEpoch: r.bestEpoch,
+                wallMs: r.wallMs,
+                imagesPerSec: r.imagesPerSec,
+                classes: r.classes,
+                confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: row })),
+                perClassAccuracy: r.perClassAccuracy.map((v) => (Number.isFinite(v) ? v : 0)),
+              }
+            : {}),
+        });
+        for (const sweepId of c.sweepIds) this.events!.publish(SUBJECTS.cell(sweepId, c.id), FerryEvent.fromPartial({ sweepId, time, cell }));
+      } else if (a.type === 'saveWorker') {
+        const w = a.worker;
+        const cellId = this.state.byWorker.get(w.id);
+        const sweepId = cellId ? (this.state.cells.get(cellId)?.sweepIds[0] ?? SUBJECTS.CLUSTER) : SUBJECTS.CLUSTER;
+        this.events!.publish(
+          SUBJECTS.worker(sweepId, w.id),
+          FerryEvent.fromPartial({ sweepId, time, worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state, cellId: cellId ?? '' } }),
+        );
+      }
+    }
   }
 
   /** Offers work to every waiting long-poll (after anything that may have freed or added cells). */
@@ -497,7 +549,11 @@ export class Coordinator {
         const ds = sweep.cells.find((c) => c.spec.dataset === name);
         if (ds) this.store.pinFingerprint(name, ds.spec.path, fp);
       }
+      const created = this.store.sweep(sweepId)!.createdAt;
+      this.events?.publish(SUBJECTS.sweep(sweepId), FerryEvent.fromPartial({ sweepId, time: new Date().toISOString(), sweep: { name: sweep.name, cells: sweep.cells.length, createdAt: created } }));
       this.apply({ type: 'submit', now: Date.now(), sweepId, cells: sweep.cells, ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}) });
+      // A resubmission adds no cell events for existing cells: republish their state for this sweep.
+      if (this.events) for (const c of sweep.cells) if (before.has(c.id)) this.publish([{ type: 'saveCell', cell: this.state.cells.get(c.id)! }]);
       cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
     };
     const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {

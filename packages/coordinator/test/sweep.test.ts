@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
-import { STUDY_DEFAULTS, SweepError, cellId, parseSweep, resultsTable, tableCsv, tableMarkdown, type CellOutcome, type CellSpec } from '@ferry/coordinator';
+import { STUDY_DEFAULTS, SweepError, cellId, parseSweep, type CellSpec } from '@ferry/coordinator';
+import { resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/events';
 
 const base = `
 name: t

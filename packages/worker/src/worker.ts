@@ -6,6 +6,8 @@ import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { datasetFingerprint, isFerryError, runCell, selectBackend, type BackendOptions, type BackendRequest, type BackendSelection } from '@ferry/core';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
+import { EventPublisher, type NatsTarget } from '@ferry/events';
+import { ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
 import { cellConfigFromSpec } from './spec.js';
 
@@ -27,6 +29,10 @@ export interface WorkerOptions {
   /** Reconnect backoff bounds. */
   readonly reconnectMinMs?: number;
   readonly reconnectMaxMs?: number;
+  /** Publish step, epoch and heartbeat events to NATS. Training never waits on it. */
+  readonly nats?: NatsTarget;
+  /** Least time between two step events of a cell. */
+  readonly stepEventMs?: number;
 }
 
 export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
@@ -46,7 +52,16 @@ export class FerryWorker {
   private readonly client: CoordinatorClient;
   private session: { id: string; heartbeatMs: number } | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  private current: { cellId: string; attemptId: string; epoch: number; abort: AbortController; why: 'shutdown' | 'cancelled' | null } | null = null;
+  private current: {
+    cellId: string;
+    sweepId: string;
+    attemptId: string;
+    epoch: number;
+    abort: AbortController;
+    why: 'shutdown' | 'cancelled' | null;
+    imagesPerSec: number;
+  } | null = null;
+  private readonly events: EventPublisher | null;
   private stopping = false;
   private wake: (() => void) | null = null;
   readonly workerId: string;
@@ -62,6 +77,14 @@ export class FerryWorker {
     this.workerId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : randomUUID();
     writeFileSync(idFile, `${this.workerId}\n`);
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
+    this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` }, log: (l) => this.log(l) }) : null;
+  }
+
+  private emit(kind: 'step' | 'epoch' | 'worker', event: FerryEvent): void {
+    if (!this.events) return;
+    const cell = event.step?.cellId ?? event.epoch?.cellId ?? '';
+    const subject = kind === 'step' ? SUBJECTS.step(event.sweepId, cell) : kind === 'epoch' ? SUBJECTS.epoch(event.sweepId, cell) : SUBJECTS.worker(event.sweepId, this.workerId);
+    this.events.publish(subject, event);
   }
 
   static async create(options: WorkerOptions): Promise<FerryWorker> {
@@ -129,9 +152,18 @@ export class FerryWorker {
   }
 
   private async heartbeat(): Promise<void> {
+    const cur = this.current;
+    this.emit(
+      'worker',
+      FerryEvent.fromPartial({
+        sweepId: cur?.sweepId ?? SUBJECTS.CLUSTER,
+        time: new Date().toISOString(),
+        worker: { workerId: this.workerId, name: this.name, backend: this.backend.name, device: this.backend.device, state: 'alive', imagesPerSec: cur?.imagesPerSec ?? 0, cellId: cur?.cellId ?? '' },
+      }),
+    );
     if (!this.session) return;
     try {
-      const r = await unary(this.client.heartbeat, this.client, { workerId: this.workerId, sessionId: this.session.id, running: this.running(), imagesPerSec: 0 }, this.conn(), 5_000);
+      const r = await unary(this.client.heartbeat, this.client, { workerId: this.workerId, sessionId: this.session.id, running: this.running(), imagesPerSec: cur?.imagesPerSec ?? 0 }, this.conn(), 5_000);
       if (this.current && r.cancelAttempts.includes(this.current.attemptId)) {
         this.log(`coordinator cancelled attempt ${this.current.attemptId}`);
         this.abortCurrent('cancelled');
@@ -180,6 +212,8 @@ export class FerryWorker {
     }
     clearInterval(this.heartbeatTimer);
     this.client.close();
+    this.emit('worker', FerryEvent.fromPartial({ sweepId: SUBJECTS.CLUSTER, time: new Date().toISOString(), worker: { workerId: this.workerId, name: this.name, backend: this.backend.name, device: this.backend.device, state: 'stopped' } }));
+    await this.events?.close();
     this.lifecycle = 'stopped';
   }
 
@@ -196,7 +230,8 @@ export class FerryWorker {
     const spec = a.spec!;
     const dir = path.join(this.options.workDir, 'cells', a.cellId);
     const abort = new AbortController();
-    this.current = { cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs, abort, why: null };
+    this.current = { cellId: a.cellId, sweepId: a.sweepId, attemptId: a.attemptId, epoch: a.checkpointEpochs, abort, why: null, imagesPerSec: 0 };
+    let lastStepEvent = 0;
     this.lifecycle = 'running';
     const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
     this.log(`cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`);
@@ -231,6 +266,41 @@ export class FerryWorker {
         ...(this.options.decodeThreads ? { decodeThreads: this.options.decodeThreads } : {}),
         onWarning: (m) => this.log(`warning: ${m}`),
         onProgress: (p) => {
+          const time = new Date().toISOString();
+          if (p.type === 'step') {
+            this.current!.imagesPerSec = p.imagesPerSec;
+            const now = Date.now();
+            if (now - lastStepEvent >= (this.options.stepEventMs ?? 500) || p.step === p.stepsPerEpoch) {
+              lastStepEvent = now;
+              this.emit('step', FerryEvent.fromPartial({ sweepId: a.sweepId, time, step: { cellId: a.cellId, worker: this.name, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, loss: p.loss, imagesPerSec: p.imagesPerSec, etaMs: p.etaMs, epochs: spec.epochs } }));
+            }
+          } else if (p.type === 'epoch') {
+            const m = p.metrics;
+            this.emit(
+              'epoch',
+              FerryEvent.fromPartial({
+                sweepId: a.sweepId,
+                time,
+                epoch: {
+                  cellId: a.cellId,
+                  worker: this.name,
+                  epoch: m.epoch,
+                  lr: m.lr,
+                  trainLoss: m.trainLoss,
+                  trainAccuracy: m.trainAccuracy,
+                  valLoss: m.valLoss,
+                  valAccuracy: m.valAccuracy,
+                  confusion: m.confusion.map((row) => ConfusionRow.fromPartial({ counts: [...row] })),
+                  perClassAccuracy: m.perClassAccuracy.map((v) => (Number.isFinite(v) ? v : 0)),
+                  trainMs: m.trainMs,
+                  valMs: m.valMs,
+                  dataWaitMs: m.dataWaitMs,
+                  imagesPerSec: m.imagesPerSec,
+                  best: p.best,
+                },
+              }),
+            );
+          }
           if (p.type === 'epoch') {
             this.current!.epoch = p.metrics.epoch + 1;
             void unary(this.client.reportEpoch, this.client, { attemptId: a.attemptId, epoch: p.metrics.epoch, metricsJson: JSON.stringify(p.metrics) }, this.conn(), 10_000).catch(() => undefined);

@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { Coordinator, parseSweep, resultsTable, tableCsv, tableMarkdown, type CellOutcome, type CoordinatorOptions } from '@ferry/coordinator';
+import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
+import { resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/events';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus, type BackendRequest } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
@@ -33,7 +34,7 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
 }
 
 const COORD_USAGE =
-  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N]';
+  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--nats URL]';
 
 /** `ferry coordinator`: runs until SIGINT/SIGTERM; prints `listening on HOST:PORT` once bound. */
 export async function coordinatorCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -50,9 +51,11 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
       'lease-ms': { type: 'string' },
       'heartbeat-ms': { type: 'string' },
       'max-attempts': { type: 'string' },
+      nats: { type: 'string' },
     },
     COORD_USAGE,
   );
+  const nats = args.string('nats') ?? io.env['FERRY_NATS'];
   const cert = args.string('tls-cert');
   const key = args.string('tls-key');
   if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
@@ -67,6 +70,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
     ...(args.string('lease-ms') ? { leaseMs: args.int('lease-ms', 30_000, 100) } : {}),
     ...(args.string('heartbeat-ms') ? { heartbeatIntervalMs: args.int('heartbeat-ms', 2_000, 10) } : {}),
     ...(args.string('max-attempts') ? { maxAttempts: args.int('max-attempts', 3, 1) } : {}),
+    ...(nats ? { nats: { url: nats } } : {}),
   };
   let coordinator: Coordinator;
   try {
@@ -87,7 +91,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
 }
 
 const WORKER_USAGE =
-  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]]';
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
 export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -102,9 +106,11 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
       name: { type: 'string' },
       threads: { type: 'string' },
       'poll-ms': { type: 'string' },
+      nats: { type: 'string' },
     },
     WORKER_USAGE,
   );
+  const nats = args.string('nats') ?? io.env['FERRY_NATS'];
   const workDir = args.string('work-dir') ?? path.join('.ferry', 'worker');
   if (args.string('gpus') !== undefined) {
     if (args.string('gpus') !== 'all') throw new InvalidArgumentError('--gpus takes "all"');
@@ -135,6 +141,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     ...(args.string('poll-ms') ? { pollWaitMs: args.int('poll-ms', 10_000, 100) } : {}),
     ...(io.env['CUDA_VISIBLE_DEVICES'] ? { gpuIndex: Number(io.env['CUDA_VISIBLE_DEVICES']) } : {}),
     log: (line) => err(io, line),
+    ...(nats ? { nats: { url: nats } } : {}),
   });
   const stop = (): void => void worker.shutdown();
   process.once('SIGINT', stop);

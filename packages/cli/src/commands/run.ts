@@ -2,37 +2,91 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { constants, accessSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseSweep, resultsTable, tableCsv, tableMarkdown } from '@ferry/coordinator';
+import { parseSweep } from '@ferry/coordinator';
+import { resultsTable, tableCsv, tableMarkdown } from '@ferry/events';
 import { InvalidArgumentError } from '@ferry/core';
 import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { ProgressLine, err, out, type CliIo } from '../io.js';
 import { outcomes } from './cluster.js';
 
-const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B]';
+const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080]';
+
+/** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
+export function findExecutable(name: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const dirs = [...(env['PATH'] ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/usr/local/bin'];
+  for (const d of dirs) {
+    if (!d) continue;
+    const f = path.join(d, name);
+    try {
+      accessSync(f, constants.X_OK);
+      return f;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+    s.on('error', reject);
+  });
+}
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = connect(port, '127.0.0.1', () => {
+        sock.end();
+        resolve(true);
+      });
+      sock.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new InvalidArgumentError(`nats-server did not open port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Spawns a ferry subcommand and resolves with the first stdout line matching `pattern`. */
+function startChild(args: string[], pattern: RegExp, io: CliIo, env: NodeJS.ProcessEnv = process.env): { child: ChildProcess; ready: Promise<string> } {
+  const [node, bin] = ferryBin();
+  const child = spawn(node, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  child.stderr!.on('data', (d: Buffer) => io.stderr.write(d));
+  const ready = new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      const m = pattern.exec(line);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (code) => reject(new InvalidArgumentError(`ferry ${args[0]} exited (code ${code}) before it was ready`)));
+  });
+  return { child, ready };
+}
 
 /** The `ferry` entry script (from src/ under a TS runner, or dist/ when built: both two levels down). */
 export function ferryBin(): [string, string] {
   return [process.execPath, fileURLToPath(new URL('../../bin/ferry.js', import.meta.url))];
 }
 
-/** Spawns `ferry coordinator` on a free loopback port and resolves with its address. */
-function startCoordinator(stateDir: string, io: CliIo, children: ChildProcess[]): Promise<string> {
-  const [node, bin] = ferryBin();
-  const child = spawn(node, [bin, 'coordinator', '--listen', '127.0.0.1:0', '--state', stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  child.stderr.on('data', (d: Buffer) => io.stderr.write(d));
-  return new Promise((resolve, reject) => {
-    const rl = createInterface({ input: child.stdout });
-    rl.on('line', (line) => {
-      const m = /^listening on (\S+)$/.exec(line);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new InvalidArgumentError(`the coordinator exited (code ${code}) before listening`)));
-  });
-}
 
 /**
  * `ferry run`: the embedded default. Starts a coordinator and N workers as child processes on this
@@ -41,7 +95,19 @@ function startCoordinator(stateDir: string, io: CliIo, children: ChildProcess[])
  * coordinator's state and checkpoints live under --out).
  */
 export async function runCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const args = Args.parse(argv, { workers: { type: 'string' }, 'data-root': { type: 'string' }, out: { type: 'string' }, backend: { type: 'string' } }, USAGE);
+  const args = Args.parse(
+    argv,
+    {
+      workers: { type: 'string' },
+      'data-root': { type: 'string' },
+      out: { type: 'string' },
+      backend: { type: 'string' },
+      nats: { type: 'string' },
+      'no-nats': { type: 'boolean' },
+      'dashboard-port': { type: 'string' },
+    },
+    USAGE,
+  );
   const file = args.positionals[0];
   if (!file) throw new InvalidArgumentError(`which sweep file? usage: ${USAGE}`);
   const yaml = await readFile(file, 'utf8').catch((e: Error) => {
@@ -52,15 +118,15 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   const dataRoot = path.resolve(args.string('data-root') ?? 'data');
   const outRoot = path.resolve(args.string('out') ?? path.join('runs', sweep.name));
   await mkdir(outRoot, { recursive: true });
-  const children: ChildProcess[] = [];
+  // Stopped in this order: workers (they release their leases), coordinator, dashboard, nats-server.
+  const groups: { workers: ChildProcess[]; coordinator: ChildProcess[]; dashboard: ChildProcess[]; nats: ChildProcess[] } = { workers: [], coordinator: [], dashboard: [], nats: [] };
   let interrupted = false;
   const stopAll = async (): Promise<void> => {
-    const alive = children.filter((c) => c.exitCode === null && c.signalCode === null);
-    // Workers first (they release their leases), then the coordinator.
-    for (const c of alive.slice(1)) c.kill('SIGTERM');
-    await Promise.all(alive.slice(1).map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
-    alive[0]?.kill('SIGTERM');
-    await new Promise((r) => (!alive[0] || alive[0].exitCode !== null ? r(null) : alive[0].once('exit', r)));
+    for (const g of [groups.workers, groups.coordinator, groups.dashboard, groups.nats]) {
+      const alive = g.filter((c) => c.exitCode === null && c.signalCode === null);
+      for (const c of alive) c.kill('SIGTERM');
+      await Promise.all(alive.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))));
+    }
   };
   const onSigint = (): void => {
     interrupted = true;
@@ -68,13 +134,38 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    const address = await startCoordinator(path.join(outRoot, 'state'), io, children);
+    // Events: the given NATS, or a nats-server of our own (JetStream, state under --out) when on PATH.
+    let natsUrl = args.flag('no-nats') ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']);
+    if (!natsUrl && !args.flag('no-nats')) {
+      const natsBin = findExecutable('nats-server', io.env);
+      if (natsBin) {
+        const port = await freePort();
+        const child = spawn(natsBin, ['-js', '-sd', path.join(outRoot, 'nats'), '-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+        groups.nats.push(child);
+        await waitForPort(port, 10_000);
+        natsUrl = `nats://127.0.0.1:${port}`;
+      } else {
+        err(io, 'ferry run: nats-server is not on PATH: no live events and no dashboard (apt-get install nats-server)');
+      }
+    }
+    const natsArgs = natsUrl ? ['--nats', natsUrl] : [];
+    const coord = startChild(['coordinator', '--listen', '127.0.0.1:0', '--state', path.join(outRoot, 'state'), ...natsArgs], /^listening on (\S+)$/, io);
+    groups.coordinator.push(coord.child);
+    const address = await coord.ready;
+    let dashboardUrl: string | undefined;
+    if (natsUrl) {
+      const wanted = args.int('dashboard-port', 8080, 0);
+      const port = wanted !== 0 && (await portFree(wanted)) ? wanted : await freePort();
+      const dash = startChild(['dashboard', '--nats', natsUrl, '--listen', `127.0.0.1:${port}`], /^dashboard on (\S+)$/, io);
+      groups.dashboard.push(dash.child);
+      dashboardUrl = await dash.ready;
+    }
     const threads = Math.max(1, Math.floor(os.availableParallelism() / workers));
     const [node, bin] = ferryBin();
     for (let i = 0; i < workers; i++) {
       const child = spawn(
         node,
-        [bin, 'worker', '--coordinator', address, '--data-root', dataRoot, '--work-dir', path.join(outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', args.string('backend') ?? 'auto', '--threads', String(threads), '--poll-ms', '1000'],
+        [bin, 'worker', '--coordinator', address, '--data-root', dataRoot, '--work-dir', path.join(outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', args.string('backend') ?? 'auto', '--threads', String(threads), '--poll-ms', '1000', ...natsArgs],
         { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, FERRY_WASM_THREADS: String(threads) } },
       );
       const log = path.join(outRoot, 'workers', `w${i}.log`);
@@ -82,9 +173,10 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
       const chunks: Buffer[] = [];
       child.stderr!.on('data', (d: Buffer) => chunks.push(d));
       child.on('exit', () => void writeFile(log, Buffer.concat(chunks)));
-      children.push(child);
+      groups.workers.push(child);
     }
     err(io, `ferry run: sweep "${sweep.name}" (${sweep.cells.length} cells) on ${workers} local worker(s); coordinator ${address}; output ${outRoot}`);
+    if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
     const conn: ConnectionOptions = { address };
     const admin = adminClient(conn);
     try {

@@ -94,7 +94,7 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     const out = createWriteStream(part, { flags: offset > 0 ? 'a' : 'w' });
     try {
       if (!res.body) throw new DownloadError(`GET ${opts.url} returned no body`);
-      for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         hash.update(chunk);
         received += chunk.length;
         if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));

@@ -1,8 +1,11 @@
-import type { CellSpec } from './sweep.js';
+/**
+ * The study's comparison table, shared by `ferry sweep results` and the dashboard so that both
+ * show the same numbers.
+ */
 
 /** What the results table needs of a finished cell. */
 export interface CellOutcome {
-  readonly spec: CellSpec;
+  readonly spec: { readonly dataset: string; readonly color: string; readonly strategy: string; readonly model: string };
   readonly bestValAccuracy: number;
   readonly bestEpoch: number;
   readonly wallMs: number;

@@ -1,0 +1,211 @@
+import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/events';
+import type { CellSpec, FerryEvent } from '@ferry/protocol';
+
+/** One epoch of a cell as the dashboard keeps it. */
+export interface EpochPoint {
+  readonly epoch: number;
+  readonly trainLoss: number;
+  readonly trainAccuracy: number;
+  readonly valLoss: number;
+  readonly valAccuracy: number;
+  readonly imagesPerSec: number;
+}
+
+export interface CellView {
+  cellId: string;
+  sweepId: string;
+  spec: CellSpec | null;
+  state: string;
+  attempts: number;
+  worker: string;
+  error: string;
+  epochs: EpochPoint[];
+  progress: { epoch: number; step: number; stepsPerEpoch: number; epochs: number; loss: number; imagesPerSec: number; etaMs: number; time: string } | null;
+  bestValAccuracy: number;
+  bestEpoch: number;
+  wallMs: number;
+  imagesPerSec: number;
+  classes: string[];
+  confusion: number[][];
+  perClassAccuracy: number[];
+  updated: string;
+}
+
+export interface SweepView {
+  sweepId: string;
+  name: string;
+  createdAt: string;
+  declaredCells: number;
+  cells: Map<string, CellView>;
+}
+
+export interface WorkerView {
+  workerId: string;
+  name: string;
+  backend: string;
+  device: string;
+  state: string;
+  imagesPerSec: number;
+  cellId: string;
+  sweepId: string;
+  lastSeen: string;
+}
+
+/** Everything the dashboard shows, rebuilt from the event history (replay) and kept live. */
+export class DashboardState {
+  readonly sweeps = new Map<string, SweepView>();
+  readonly workers = new Map<string, WorkerView>();
+  events = 0;
+
+  private sweep(id: string): SweepView {
+    let s = this.sweeps.get(id);
+    if (!s) {
+      s = { sweepId: id, name: id, createdAt: '', declaredCells: 0, cells: new Map() };
+      this.sweeps.set(id, s);
+    }
+    return s;
+  }
+
+  private cell(sweepId: string, cellId: string): CellView {
+    const s = this.sweep(sweepId);
+    let c = s.cells.get(cellId);
+    if (!c) {
+      c = {
+        cellId,
+        sweepId,
+        spec: null,
+        state: 'pending',
+        attempts: 0,
+        worker: '',
+        error: '',
+        epochs: [],
+        progress: null,
+        bestValAccuracy: 0,
+        bestEpoch: -1,
+        wallMs: 0,
+        imagesPerSec: 0,
+        classes: [],
+        confusion: [],
+        perClassAccuracy: [],
+        updated: '',
+      };
+      s.cells.set(cellId, c);
+    }
+    return c;
+  }
+
+  /** Applies one event; returns what changed (for live pushes), or null for an ignored event. */
+  apply(e: FerryEvent): { sweepId: string; cellId?: string; workerId?: string } | null {
+    this.events++;
+    const sweepId = e.sweepId;
+    if (e.sweep) {
+      const s = this.sweep(sweepId);
+      s.name = e.sweep.name;
+      s.createdAt = e.sweep.createdAt;
+      s.declaredCells = e.sweep.cells;
+      return { sweepId };
+    }
+    if (e.cell) {
+      const c = this.cell(sweepId, e.cell.cellId);
+      const x = e.cell;
+      c.spec = x.spec ?? c.spec;
+      c.state = x.state;
+      c.attempts = x.attempts;
+      c.worker = x.worker;
+      c.error = x.error;
+      c.updated = e.time;
+      if (x.state === 'done') {
+        c.bestValAccuracy = x.bestValAccuracy;
+        c.bestEpoch = x.bestEpoch;
+        c.wallMs = x.wallMs;
+        c.imagesPerSec = x.imagesPerSec;
+        c.classes = x.classes;
+        c.confusion = x.confusion.map((r) => r.counts);
+        c.perClassAccuracy = x.perClassAccuracy;
+        c.progress = null;
+      }
+      // A new attempt resumes from a checkpoint: its epochs replace the old attempt's from there.
+      return { sweepId, cellId: c.cellId };
+    }
+    if (e.step) {
+      const c = this.cell(sweepId, e.step.cellId);
+      const s = e.step;
+      c.progress = { epoch: s.epoch, step: s.step, stepsPerEpoch: s.stepsPerEpoch, epochs: s.epochs, loss: s.loss, imagesPerSec: s.imagesPerSec, etaMs: s.etaMs, time: e.time };
+      c.worker = s.worker;
+      if (c.state === 'pending') c.state = 'running';
+      return { sweepId, cellId: c.cellId };
+    }
+    if (e.epoch) {
+      const c = this.cell(sweepId, e.epoch.cellId);
+      const m = e.epoch;
+      c.epochs = c.epochs.filter((p) => p.epoch < m.epoch);
+      c.epochs.push({ epoch: m.epoch, trainLoss: m.trainLoss, trainAccuracy: m.trainAccuracy, valLoss: m.valLoss, valAccuracy: m.valAccuracy, imagesPerSec: m.imagesPerSec });
+      if (c.state !== 'done') {
+        c.confusion = m.confusion.map((r) => r.counts);
+        c.perClassAccuracy = m.perClassAccuracy;
+      }
+      return { sweepId, cellId: c.cellId };
+    }
+    if (e.worker) {
+      const w = e.worker;
+      const prev = this.workers.get(w.workerId);
+      this.workers.set(w.workerId, {
+        workerId: w.workerId,
+        name: w.name || prev?.name || w.workerId,
+        backend: w.backend || prev?.backend || '',
+        device: w.device || prev?.device || '',
+        state: w.state,
+        imagesPerSec: w.imagesPerSec || (w.state === 'alive' ? (prev?.imagesPerSec ?? 0) : 0),
+        cellId: w.cellId,
+        sweepId,
+        lastSeen: e.time,
+      });
+      return { sweepId, workerId: w.workerId };
+    }
+    return null;
+  }
+
+  /** The comparison table of a sweep, from its done cells (same function as `ferry sweep results`). */
+  table(sweepId: string): ResultsTable {
+    const s = this.sweeps.get(sweepId);
+    const outcomes: CellOutcome[] = [];
+    for (const c of s?.cells.values() ?? []) {
+      if (c.state !== 'done' || !c.spec) continue;
+      outcomes.push({ spec: c.spec, bestValAccuracy: c.bestValAccuracy, bestEpoch: c.bestEpoch, wallMs: c.wallMs, imagesPerSec: c.imagesPerSec });
+    }
+    return resultsTable(outcomes);
+  }
+}
+
+/** At most `max` points, evenly spaced, always keeping the last (curves of long runs stay light). */
+export function downsample<T>(points: readonly T[], max: number): T[] {
+  if (points.length <= max) return [...points];
+  const out: T[] = [];
+  const step = (points.length - 1) / (max - 1);
+  for (let i = 0; i < max; i++) out.push(points[Math.round(i * step)]!);
+  return out;
+}
+
+export function cellSummary(c: CellView) {
+  const p = c.progress;
+  const total = p ? p.epochs * p.stepsPerEpoch : 0;
+  const done = c.state === 'done' ? 1 : p && total > 0 ? (p.epoch * p.stepsPerEpoch + p.step) / total : 0;
+  return {
+    cellId: c.cellId,
+    dataset: c.spec?.dataset ?? '',
+    color: c.spec?.color ?? '',
+    strategy: c.spec?.strategy ?? '',
+    model: c.spec?.model ?? '',
+    seed: c.spec?.seed ?? 0,
+    state: c.state,
+    attempts: c.attempts,
+    worker: c.worker,
+    error: c.error,
+    progress: Math.max(0, Math.min(1, done)),
+    epoch: p ? p.epoch + 1 : c.epochs.length,
+    epochs: c.spec?.epochs ?? p?.epochs ?? 0,
+    etaMs: c.state === 'running' && p ? p.etaMs : 0,
+    imagesPerSec: c.state === 'done' ? c.imagesPerSec : (p?.imagesPerSec ?? 0),
+    bestValAccuracy: c.state === 'done' ? c.bestValAccuracy : Math.max(0, ...c.epochs.map((x) => x.valAccuracy)),
+  };
+}

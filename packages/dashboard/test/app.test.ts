@@ -1,0 +1,131 @@
+import { describe, expect, test } from 'vitest';
+import { buildApp, DashboardState } from '@ferry/dashboard';
+import { resultsTable, tableCsv } from '@ferry/events';
+import { CellSpec, FerryEvent, type DeepPartial } from '@ferry/protocol';
+
+const spec = (color: string, strategy: string, seed: number): CellSpec =>
+  CellSpec.fromPartial({ dataset: 'ants', path: 'ants', color, strategy, model: 'resnet18', seed, epochs: 4, batchSize: 8, lr: 0.01, imageSize: 224, workers: 1 });
+
+function feed(state: DashboardState, events: DeepPartial<FerryEvent>[]): void {
+  for (const e of events) state.apply(FerryEvent.fromPartial({ sweepId: 's1', time: '2026-11-27T00:00:00Z', ...e }));
+}
+
+function sampleState(): DashboardState {
+  const state = new DashboardState();
+  feed(state, [{ sweep: { name: 'study', cells: 4, createdAt: '2026-11-27T00:00:00Z' } }]);
+  const cells: [string, string, string, number, number][] = [
+    ['c1', 'rgb', 'finetune', 0, 0.9],
+    ['c2', 'rgb', 'finetune', 1, 0.94],
+    ['c3', 'rgb', 'freeze', 0, 0.8],
+    ['c4', 'rgb', 'freeze', 1, 0.82],
+  ];
+  for (const [id, color, strategy, seed, acc] of cells) {
+    feed(state, [
+      { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'running', attempts: 1, worker: 'w1' } },
+      ...[0, 1, 2].map((e) => ({ epoch: { cellId: id, worker: 'w1', epoch: e, trainLoss: 1 - e * 0.2, valLoss: 1.1 - e * 0.2, trainAccuracy: 0.5 + e * 0.1, valAccuracy: acc - (2 - e) * 0.05, confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6] } })),
+      { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'done', attempts: 1, bestValAccuracy: acc, bestEpoch: 2, wallMs: 1000, imagesPerSec: 50, classes: ['ants', 'bees'], confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6] } },
+    ]);
+  }
+  feed(state, [{ worker: { workerId: 'w1', name: 'gpu0', backend: 'webgpu', device: 'H100', state: 'alive', imagesPerSec: 123, cellId: '' } }]);
+  return state;
+}
+
+describe('dashboard routes (fastify inject)', () => {
+  test('sweep list, sweep page with cells, workers and the comparison table', async () => {
+    const { app } = buildApp({ state: sampleState() });
+    const list = await app.inject('/api/sweeps');
+    expect(list.json()).toEqual([{ sweepId: 's1', name: 'study', createdAt: '2026-11-27T00:00:00Z', cells: 4, done: 4, running: 0, failed: 0 }]);
+    const page = (await app.inject('/api/sweeps/s1')).json() as {
+      cells: { cellId: string; state: string; progress: number; bestValAccuracy: number }[];
+      workers: { name: string; imagesPerSec: number; backend: string }[];
+      table: ReturnType<typeof resultsTable>;
+    };
+    expect(page.cells.map((c) => [c.cellId, c.state, c.progress])).toEqual([
+      ['c1', 'done', 1],
+      ['c2', 'done', 1],
+      ['c3', 'done', 1],
+      ['c4', 'done', 1],
+    ]);
+    expect(page.workers).toMatchObject([{ name: 'gpu0', backend: 'webgpu', imagesPerSec: 123 }]);
+    const row = page.table.rows[0]!;
+    expect(row.byStrategy['finetune']!.mean).toBeCloseTo(0.92, 10);
+    expect(row.winner).toBe('finetune');
+    await app.close();
+  });
+
+  test('the table export is exactly what `ferry sweep results` prints, in CSV, Markdown and JSON', async () => {
+    const state = sampleState();
+    const { app } = buildApp({ state });
+    const expected = resultsTable([...state.sweeps.get('s1')!.cells.values()].map((c) => ({ spec: c.spec!, bestValAccuracy: c.bestValAccuracy, bestEpoch: c.bestEpoch, wallMs: c.wallMs, imagesPerSec: c.imagesPerSec })));
+    const csv = await app.inject('/api/sweeps/s1/table?format=csv');
+    expect(csv.headers['content-type']).toContain('text/csv');
+    expect(csv.body).toBe(`${tableCsv(expected)}\n`);
+    expect((await app.inject('/api/sweeps/s1/table?format=md')).body).toContain('| ants | rgb | **92.0% +/- 2.8** | 81.0% +/- 1.4 | finetune |');
+    expect((await app.inject('/api/sweeps/s1/table')).json()).toEqual(JSON.parse(JSON.stringify(expected)));
+    expect((await app.inject('/api/sweeps/s1/table?format=xml')).statusCode).toBe(400);
+    expect((await app.inject('/api/sweeps/nope/table')).statusCode).toBe(404);
+    await app.close();
+  });
+
+  test('a cell page has its curves, confusion matrix and per-class accuracy; a resumed attempt replaces epochs from its start', async () => {
+    const state = sampleState();
+    // c1 is re-run from epoch 1 (resume): epochs 1.. are replaced, epoch 0 stays.
+    feed(state, [{ epoch: { cellId: 'c1', worker: 'w2', epoch: 1, trainLoss: 0.42, valLoss: 0.5, trainAccuracy: 0.7, valAccuracy: 0.8, confusion: [], perClassAccuracy: [] } }]);
+    const { app } = buildApp({ state });
+    const c = (await app.inject('/api/cells/c1')).json() as { curves: { epoch: number; trainLoss: number }[]; confusion: number[][]; perClassAccuracy: number[]; classes: string[] };
+    expect(c.curves.map((p) => [p.epoch, p.trainLoss])).toEqual([
+      [0, 1],
+      [1, 0.42],
+    ]);
+    expect(c.confusion).toEqual([
+      [5, 1],
+      [2, 4],
+    ]);
+    expect(c.classes).toEqual(['ants', 'bees']);
+    expect((await app.inject('/api/cells/nope')).statusCode).toBe(404);
+    await app.close();
+  });
+
+  test('1,000 cells with long curves: the sweep page stays small and fast; curves are downsampled', async () => {
+    const state = new DashboardState();
+    feed(state, [{ sweep: { name: 'big', cells: 1000, createdAt: '' } }]);
+    for (let i = 0; i < 1000; i++) {
+      feed(state, [{ cell: { cellId: `c${i}`, spec: spec(i % 2 ? 'gray' : 'rgb', i % 4 < 2 ? 'finetune' : 'freeze', i), state: 'running', attempts: 1, worker: 'w' } }]);
+      feed(state, [{ step: { cellId: `c${i}`, worker: 'w', epoch: 1, step: 5, stepsPerEpoch: 10, loss: 0.5, imagesPerSec: 10, etaMs: 1000, epochs: 4 } }]);
+    }
+    for (let e = 0; e < 1000; e++) feed(state, [{ epoch: { cellId: 'c0', worker: 'w', epoch: e, trainLoss: 1 / (e + 1), valLoss: 1, trainAccuracy: 0.5, valAccuracy: 0.5, confusion: [], perClassAccuracy: [] } }]);
+    const { app } = buildApp({ state });
+    const t0 = performance.now();
+    const r = await app.inject('/api/sweeps/s1');
+    expect(performance.now() - t0).toBeLessThan(500);
+    expect((r.json() as { cells: unknown[] }).cells).toHaveLength(1000);
+    expect(r.body.length).toBeLessThan(400_000);
+    const c = (await app.inject('/api/cells/c0')).json() as { curves: { epoch: number }[] };
+    expect(c.curves).toHaveLength(200);
+    expect(c.curves.at(-1)!.epoch).toBe(999);
+    await app.close();
+  });
+
+  test('with a token, every route but /healthz needs it (header, query, or the cookie the query sets)', async () => {
+    const { app } = buildApp({ state: sampleState(), token: 't0k' });
+    expect((await app.inject('/api/sweeps')).statusCode).toBe(401);
+    expect((await app.inject('/')).statusCode).toBe(401);
+    expect((await app.inject('/healthz')).statusCode).toBe(200);
+    expect((await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer t0k' } })).statusCode).toBe(200);
+    expect((await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer nope' } })).statusCode).toBe(401);
+    const viaQuery = await app.inject('/?token=t0k');
+    expect(viaQuery.statusCode).toBe(200);
+    const cookie = String(viaQuery.headers['set-cookie']).split(';')[0]!;
+    expect((await app.inject({ url: '/api/sweeps', headers: { cookie } })).statusCode).toBe(200);
+    await app.close();
+  });
+
+  test('serves the UI', async () => {
+    const { app } = buildApp({ state: new DashboardState() });
+    const html = await app.inject('/');
+    expect(html.headers['content-type']).toContain('text/html');
+    expect(html.body).toContain('<script src="/app.js">');
+    expect((await app.inject('/app.js')).body).toContain("new EventSource('/api/events')");
+    await app.close();
+  });
+});

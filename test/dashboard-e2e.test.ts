@@ -1,0 +1,78 @@
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { writeDemoDataset } from '@ferry/core';
+import { kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
+import { REPO_ROOT } from './helpers/torch-ref.js';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+
+/**
+ * End to end in a real browser: nats-server, coordinator, a worker and the dashboard as processes;
+ * headless Chromium (Debian's) watches a tiny sweep: a curve updates live, the table fills in.
+ */
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-e2e-'));
+const procs: Proc[] = [];
+let browser: Browser | undefined;
+
+beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  for (const p of procs.splice(0).reverse()) await kill(p, 'SIGTERM');
+});
+
+test('the dashboard shows a sweep live: cells progress, a curve updates, the comparison table fills in', async () => {
+  const dataRoot = tmp();
+  await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 5 });
+  const nats = await startNats(tmp());
+  procs.push(nats);
+  const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--nats', nats.url]);
+  procs.push(coord);
+  const dash = spawn(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  procs.push({ child: dash, log: () => '', exited: new Promise((r) => dash.on('exit', r)) });
+  const url = await new Promise<string>((resolve) => createInterface({ input: dash.stdout }).on('line', (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!)));
+  const sweepId = await submit(
+    { address: coord.address },
+    `name: e2e
+datasets: [{ name: demo, path: demo }]
+colors: [rgb]
+strategies: [finetune, freeze]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
+`,
+  );
+  procs.push(startWorker(coord.address, { name: 'e2e-worker', dataRoot, workDir: tmp(), cacheDir: tmp(), extra: ['--nats', nats.url] }));
+
+  const page = await browser!.newPage({ viewport: { width: 1300, height: 1000 } });
+  await page.goto(`${url}#/sweep/${sweepId}`);
+  await page.waitForSelector('#cells tr.cell >> nth=1', { timeout: 60_000 });
+  await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('live'), undefined, { timeout: 10_000 });
+  // Follow the running cell's curve: it gains points as epochs finish.
+  await page.waitForSelector('#cells tr.cell td.state-running', { timeout: 60_000 });
+  await page.click('#cells tr.cell:has(td.state-running)');
+  const points = async (): Promise<number> => Number((await page.getAttribute('#curves svg.curve >> nth=0', 'data-points')) ?? 0);
+  await page.waitForSelector('#curves svg.curve', { timeout: 30_000 });
+  const first = await waitFor('a first epoch on the curve', 60_000, async () => ((await points()) >= 1 ? points() : undefined), 200);
+  await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
+  // Both cells finish; the comparison table fills in with the winner marked.
+  await page.waitForSelector('#table td.winner', { timeout: 120_000 });
+  const row = await page.textContent('#table tr:nth-child(2)');
+  expect(row).toContain('demo');
+  expect(row).toMatch(/finetune|freeze/);
+  expect(await page.textContent('#summary')).toBe('2/2 cells done');
+  const artifacts = path.join(REPO_ROOT, 'test-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });
+  // The CSV export is the same table.
+  const csv = await (await fetch(`${url}api/sweeps/${sweepId}/table?format=csv`)).text();
+  expect(csv.split('\n')[1]).toMatch(/^demo,rgb,resnet_tiny,/);
+  await page.close();
+});
