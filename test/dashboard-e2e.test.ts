@@ -76,3 +76,43 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   expect(csv.split('\n')[1]).toMatch(/^demo,rgb,resnet_tiny,/);
   await page.close();
 });
+
+test('1,000 cells with live updates render and keep updating without freezing the page', async () => {
+  const { buildApp, DashboardState } = await import('@ferry/dashboard');
+  const { CellSpec, FerryEvent } = await import('@ferry/protocol');
+  const state = new DashboardState();
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => {
+    const c = state.apply(FerryEvent.fromPartial({ sweepId: 'big', time: new Date().toISOString(), ...e }));
+    if (c) feed.changed(c);
+  };
+  const { app, feed } = buildApp({ state });
+  apply({ sweep: { name: 'big', cells: 1000, createdAt: '' } });
+  for (let i = 0; i < 1000; i++) {
+    apply({ cell: { cellId: `c${i}`, spec: CellSpec.fromPartial({ dataset: `d${i % 10}`, color: i % 2 ? 'gray' : 'rgb', strategy: i % 4 < 2 ? 'finetune' : 'freeze', model: 'resnet18', seed: Math.floor(i / 40), epochs: 15 }), state: 'running', attempts: 1, worker: `w${i % 8}` } });
+  }
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address() as { port: number };
+  const page = await browser!.newPage();
+  const t0 = Date.now();
+  await page.goto(`http://127.0.0.1:${addr.port}/#/sweep/big`);
+  await page.waitForSelector('#cells tr.cell >> nth=999', { timeout: 20_000 });
+  const firstRender = Date.now() - t0;
+  // 20 updates a second for 3 seconds; the page must keep answering quickly.
+  let tick = 0;
+  const timer = setInterval(() => {
+    tick++;
+    for (let k = 0; k < 50; k++) apply({ step: { cellId: `c${(tick * 50 + k) % 1000}`, worker: 'w', epoch: tick % 15, step: 1, stepsPerEpoch: 10, loss: 0.5, imagesPerSec: 10, etaMs: 1000, epochs: 15 } });
+  }, 50);
+  const lags: number[] = [];
+  for (let i = 0; i < 15; i++) {
+    const s = Date.now();
+    await page.evaluate(() => document.querySelectorAll('#cells tr.cell').length);
+    lags.push(Date.now() - s);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  clearInterval(timer);
+  expect(firstRender).toBeLessThan(10_000);
+  expect(Math.max(...lags)).toBeLessThan(1_000);
+  await page.close();
+  await app.close();
+});

@@ -2,6 +2,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
+import { connect } from '@nats-io/transport-node';
 import { EventPublisher, EventSubscriber, natsOptions } from '@ferry/events';
 import { startDashboard } from '@ferry/dashboard';
 import { FerryEvent, SUBJECTS } from '@ferry/protocol';
@@ -23,6 +24,23 @@ describe('NATS events', () => {
   test('credentials are taken from the URL', () => {
     expect(natsOptions({ url: 'nats://alice:s%40cret@host:4333' })).toMatchObject({ servers: ['host:4333'], user: 'alice', pass: 's@cret' });
     expect(natsOptions({ url: 'nats://tok123@host' })).toMatchObject({ servers: ['host:4222'], token: 'tok123' });
+  });
+
+  test('NATS credentials in the URL authenticate publisher and subscriber; wrong ones are refused', async () => {
+    const nats = await startNats(tmp(), undefined, ['--user', 'ferry', '--pass', 's3cret']);
+    procs.push(nats);
+    const authed = nats.url.replace('nats://', 'nats://ferry:s3cret@');
+    const pub = new EventPublisher({ target: { url: authed } });
+    pub.publish(SUBJECTS.step('sw', 'c1'), stepEvent(7));
+    await pub.close();
+    const got: number[] = [];
+    const sub = new EventSubscriber({ url: authed }, (_s, e) => got.push(e.step!.step));
+    await sub.start();
+    closers.push(() => sub.stop());
+    await waitFor('the authenticated replay', 10_000, async () => (got.length === 1 ? true : undefined));
+    expect(got).toEqual([7]);
+    await expect(connect({ ...natsOptions({ url: nats.url.replace('nats://', 'nats://ferry:wrong@') }), maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
+    await expect(connect({ ...natsOptions({ url: nats.url }), maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
   });
 
   test('published events are kept by JetStream: a subscriber started later replays them all, in order, as JSON any client can read', async () => {

@@ -98,10 +98,10 @@ export function kill(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<numbe
 }
 
 /** A real nats-server with JetStream on a free port (Debian's, /usr/sbin). */
-export async function startNats(storeDir: string, port?: number): Promise<Proc & { url: string; port: number }> {
+export async function startNats(storeDir: string, port?: number, extra: string[] = []): Promise<Proc & { url: string; port: number }> {
   const p = port ?? (await freePort());
   const bin = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((f) => existsSync(f)) ?? 'nats-server';
-  const child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(p)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(p), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = track(child);
   await waitFor('nats-server to listen', 10_000, async () => {
     if (/Server is ready/.test(proc.log())) return true;
