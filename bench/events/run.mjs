@@ -30,7 +30,7 @@ const dash = await startDashboard({ listen: '127.0.0.1:0', nats: { url } });
 const step = (sweep, cell, i) => FerryEvent.fromPartial({ sweepId: sweep, time: new Date().toISOString(), step: { cellId: cell, worker: 'w', epoch: 0, step: i, stepsPerEpoch: N, loss: 1, imagesPerSec: 100, etaMs: 0, epochs: 1 } });
 
 // Throughput: W publishers, N events each, as fast as they go.
-const pubs = Array.from({ length: W }, (_, w) => new EventPublisher({ target: { url }, bufferLimit: N * 2 }));
+const pubs = Array.from({ length: W }, () => new EventPublisher({ target: { url }, bufferLimit: N * 2 }));
 await new Promise((r) => setTimeout(r, 500));
 const before = dash.state.events;
 const t0 = performance.now();
