@@ -70,6 +70,7 @@ describe('NATS events', () => {
       return pub.pending === 0 ? true : undefined;
     });
     await kill(nats);
+    await waitFor('the publisher to notice', 10_000, async () => (pub.isConnected ? undefined : true), 20);
     // NATS is gone: publish() returns at once, every time.
     const t0 = performance.now();
     for (let i = 1; i <= 100; i++) pub.publish(SUBJECTS.step('sw', 'c1'), stepEvent(i));

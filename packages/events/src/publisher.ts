@@ -61,6 +61,11 @@ export class EventPublisher {
     }
   }
 
+  /** Whether events currently go straight to NATS (false while connecting or disconnected). */
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
   get pending(): number {
     return this.buffer.length;
   }
