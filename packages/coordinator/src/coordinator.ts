@@ -492,8 +492,12 @@ export class Coordinator {
         const data = buf as Buffer;
         hash.update(data);
         const last = offset + data.length >= total;
-        call.write({ attemptId: c.attemptId!, cellId: c.id, epochsDone: c.checkpointEpochs, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total });
+        const more = call.write({ attemptId: c.attemptId!, cellId: c.id, epochsDone: c.checkpointEpochs, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total });
         offset += data.length;
+        if (!more) {
+          stream.pause();
+          call.once('drain', () => stream.resume());
+        }
       });
       stream.on('end', () => call.end());
       stream.on('error', (e) => call.destroy(status(grpc.status.INTERNAL, e.message)));
