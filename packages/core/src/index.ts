@@ -23,6 +23,7 @@ export {
 } from './backends/composite-kernels.js';
 export { listNvidiaGpus, type GpuDevice } from './backends/devices.js';
 export type { ParamSpec, ParamKind, ForwardContext, BnBatchStats } from './models/layers.js';
+export { SpecBuilder, globalAvgPool, relu } from './models/layers.js';
 export { countParams, paramsOfStage, stageOfParam, type ModelDef, type Stage } from './models/model.js';
 export { buildModel, getZooEntry, listModels, modelNames, type WeightSource, type ZooEntry } from './models/zoo.js';
 export { makeDivisible } from './models/mobilenet-v2.js';
@@ -34,7 +35,7 @@ export { torchToTf, tfToTorch } from './weights/layout.js';
 export { download, type DownloadOptions, type DownloadResult } from './weights/download.js';
 export { Network, firstTrainableStage, parseStrategy, strategyName, type Strategy } from './train/network.js';
 export { Sgd, type SgdOptions } from './train/sgd.js';
-export { ArrayBatchSource, streamSeed, type Batch, type BatchSource } from './train/data.js';
+export { ArrayBatchSource, applyShard, shardSize, streamSeed, type Batch, type BatchSource, type ShardSpec } from './train/data.js';
 export { DEFAULT_TRAIN_CONFIG, Trainer, configHash, crossEntropy, type TrainConfig, type TrainerOptions } from './train/trainer.js';
 export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta } from './train/checkpoint.js';
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
@@ -60,3 +61,4 @@ export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from 
 export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';
 export { datasetFingerprint } from './data/fingerprint.js';
+export { CHUNK_ELEMENTS, CollectiveError, broadcastFromRank0, distributedShard, memoryRing, ringAllReduceMean, ringAllReduceSum, segments, type RingTransport } from './train/collective.js';

@@ -1,5 +1,5 @@
 import { Rng } from '../util/rng.js';
-import { STREAM_AUGMENT, STREAM_SHUFFLE, streamSeed, type Batch, type BatchSource } from '../train/data.js';
+import { STREAM_AUGMENT, STREAM_SHUFFLE, applyShard, shardSize, streamSeed, type Batch, type BatchSource, type ShardSpec } from '../train/data.js';
 import type { DecodePool, DecodeResult } from './decode-pool.js';
 import type { Sample } from './folder.js';
 import type { TransformSpec } from './transforms.js';
@@ -20,6 +20,8 @@ export interface ImageFolderSourceOptions {
   readonly prefetchBatches?: number;
   /** Called once per file that cannot be decoded; the file is left out from then on. */
   readonly onSkip?: (skipped: SkippedFile) => void;
+  /** Data-parallel: this rank's shard of every epoch. */
+  readonly shard?: ShardSpec;
 }
 
 /**
@@ -42,7 +44,7 @@ export class ImageFolderSource implements BatchSource {
   }
 
   get size(): number {
-    return this.options.samples.length - this.bad.size;
+    return shardSize(this.options.samples.length - this.bad.size, this.options.shard);
   }
 
   get skipped(): SkippedFile[] {
@@ -51,9 +53,12 @@ export class ImageFolderSource implements BatchSource {
 
   async *batches(epoch: number, seed: number): AsyncIterable<Batch> {
     const { samples, spec, pool, batchSize } = this.options;
-    const order = (
-      this.options.shuffle ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(samples.length) : samples.map((_, i) => i)
-    ).filter((i) => !this.bad.has(samples[i]!.file));
+    const order = applyShard(
+      (this.options.shuffle ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(samples.length) : samples.map((_, i) => i)).filter(
+        (i) => !this.bad.has(samples[i]!.file),
+      ),
+      this.options.shard,
+    );
     const augmentSeed = streamSeed(seed, epoch, STREAM_AUGMENT);
     const starts: number[] = [];
     for (let s = 0; s < order.length; s += batchSize) starts.push(s);

@@ -1,5 +1,23 @@
 import { InvalidArgumentError } from '../errors.js';
 import { Rng } from '../util/rng.js';
+import { distributedShard } from './collective.js';
+
+/** This rank's part of every epoch (torch DistributedSampler; `pad` repeats samples to equal shards). */
+export interface ShardSpec {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly pad: boolean;
+}
+
+/** The shard of an epoch's order (the whole order without a shard). */
+export function applyShard(order: readonly number[], shard: ShardSpec | undefined): number[] {
+  return shard ? distributedShard(order, shard.rank, shard.worldSize, shard.pad) : [...order];
+}
+
+export function shardSize(n: number, shard: ShardSpec | undefined): number {
+  if (!shard) return n;
+  return shard.pad ? Math.ceil(n / shard.worldSize) : Math.floor(n / shard.worldSize) + (shard.rank < n % shard.worldSize ? 1 : 0);
+}
 
 /** One batch: NHWC float32 images, already normalised (or, for cached features, [N, D]). */
 export interface Batch {
@@ -47,7 +65,7 @@ export class ArrayBatchSource implements BatchSource {
     private readonly labels: Int32Array,
     private readonly itemShape: readonly number[],
     readonly numClasses: number,
-    private readonly options: { batchSize: number; shuffle: boolean; classNames?: readonly string[] },
+    private readonly options: { batchSize: number; shuffle: boolean; classNames?: readonly string[]; shard?: ShardSpec },
   ) {
     this.views = values instanceof Float32Array ? [values] : values;
     this.itemSize = itemShape.reduce((a, b) => a * b, 1);
@@ -58,17 +76,19 @@ export class ArrayBatchSource implements BatchSource {
     }
     if (this.views.length === 0) throw new InvalidArgumentError('ArrayBatchSource needs at least one view');
     if (options.batchSize < 1) throw new InvalidArgumentError('batchSize must be at least 1');
-    this.size = labels.length;
+    this.size = shardSize(labels.length, options.shard);
     this.batchSize = options.batchSize;
     this.classNames = options.classNames ?? Array.from({ length: numClasses }, (_, i) => `class${i}`);
   }
 
   async *batches(epoch: number, seed: number): AsyncIterable<Batch> {
     const values = this.views[epoch % this.views.length]!;
-    const order = this.options.shuffle
-      ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(this.size)
-      : Array.from({ length: this.size }, (_, i) => i);
-    for (let start = 0; start < this.size; start += this.options.batchSize) {
+    const n = this.labels.length;
+    const order = applyShard(
+      this.options.shuffle ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(n) : Array.from({ length: n }, (_, i) => i),
+      this.options.shard,
+    );
+    for (let start = 0; start < order.length; start += this.options.batchSize) {
       const idx = order.slice(start, start + this.options.batchSize);
       const x = new Float32Array(idx.length * this.itemSize);
       const labels = new Int32Array(idx.length);

@@ -9,6 +9,7 @@ import type { StateDict } from '../weights/host-tensor.js';
 import { readWeightsFile, resolveWeights } from '../weights/load.js';
 import { CHECKPOINT_FORMAT, momentumTensors, readCheckpoint, saveCheckpoint, saveWeights, type CheckpointMeta } from './checkpoint.js';
 import { STREAM_DROPOUT, streamSeed, type Batch, type BatchSource } from './data.js';
+import { broadcastFromRank0, ringAllReduceSum, type RingTransport } from './collective.js';
 import { accuracyOf, addConfusion, argmaxRows, confusionMatrix, perClassAccuracy, stepLr } from './metrics.js';
 import { firstTrainableStage, strategyName, type Network, type Strategy } from './network.js';
 import type { EpochMetrics, TrainProgress, TrainResult } from './result.js';
@@ -56,6 +57,12 @@ export interface TrainerOptions {
   readonly inputStage?: number;
   /** Process each batch in chunks of this many images, averaging gradients (0: whole batch). */
   readonly microBatch?: number;
+  /**
+   * Data-parallel training: this rank's `train`/`val` sources yield its shard; gradients are
+   * averaged over the ring every step, BatchNorm statistics at every epoch end, validation
+   * confusion matrices summed; rank 0 starts everyone from its weights and alone writes files.
+   */
+  readonly distributed?: { readonly transport: RingTransport; readonly deadlineMs: number };
 }
 
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
@@ -156,6 +163,80 @@ export class Trainer {
     return { lossSum, correct };
   }
 
+  /** One data-parallel step: local gradients, averaged over the ring (with loss and accuracy), one update. */
+  private async trainStepDistributed(batch: Batch, lr: number, step: string, rng?: Rng): Promise<{ lossSum: number; correct: number; n: number }> {
+    const d = this.options.distributed!;
+    const r = this.forwardBackward(batch, rng);
+    const names = [...this.trainable.keys()];
+    const sizes = names.map((n) => this.trainable.get(n)!.size);
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const flat = new Float32Array(total + 3);
+    let o = 0;
+    names.forEach((name, i) => {
+      const g = r.grads.get(name);
+      if (g) flat.set(g.dataSync() as Float32Array, o);
+      o += sizes[i]!;
+    });
+    for (const g of r.grads.values()) g.dispose();
+    flat[total] = r.lossSum;
+    flat[total + 1] = r.correct;
+    flat[total + 2] = batch.labels.length;
+    await ringAllReduceSum(d.transport, flat, `grad/${step}`, d.deadlineMs);
+    const k = d.transport.worldSize;
+    const grads = new Map<string, tf.Tensor>();
+    o = 0;
+    names.forEach((name, i) => {
+      const v = this.trainable.get(name)!;
+      const part = flat.subarray(o, o + sizes[i]!);
+      for (let j = 0; j < part.length; j++) part[j]! /= k;
+      grads.set(name, tf.tensor(part, v.shape));
+      o += sizes[i]!;
+    });
+    this.sgd.step(this.trainable, grads, lr);
+    for (const g of grads.values()) g.dispose();
+    return { lossSum: flat[total]!, correct: flat[total + 1]!, n: flat[total + 2]! };
+  }
+
+  /** Averages BatchNorm running statistics over the ring (they drift apart on different shards). */
+  private async syncBatchNorm(epoch: number): Promise<void> {
+    const d = this.options.distributed!;
+    const names = [...this.options.network.variables.keys()].filter((n) => n.endsWith('.running_mean') || n.endsWith('.running_var'));
+    if (names.length === 0) return;
+    const vars = names.map((n) => this.options.network.variables.get(n)!);
+    const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
+    let o = 0;
+    for (const v of vars) {
+      flat.set(v.dataSync() as Float32Array, o);
+      o += v.size;
+    }
+    await ringAllReduceSum(d.transport, flat, `bn/${epoch}`, d.deadlineMs);
+    o = 0;
+    for (const v of vars) {
+      const part = flat.slice(o, o + v.size).map((x) => x / d.transport.worldSize);
+      tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
+      o += v.size;
+    }
+  }
+
+  /** Every rank starts from rank 0's weights and momentum (after any resume). */
+  private async broadcastState(): Promise<void> {
+    const d = this.options.distributed!;
+    const vars = [...this.options.network.variables.values()];
+    const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
+    let o = 0;
+    for (const v of vars) {
+      flat.set(v.dataSync() as Float32Array, o);
+      o += v.size;
+    }
+    await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
+    o = 0;
+    for (const v of vars) {
+      const part = flat.slice(o, o + v.size);
+      tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
+      o += v.size;
+    }
+  }
+
   /** Forward and backward on one (micro-)batch; updates BatchNorm running statistics. */
   private forwardBackward(batch: Batch, rng?: Rng): { lossSum: number; correct: number; grads: Map<string, tf.Tensor> } {
     const { network } = this.options;
@@ -198,7 +279,7 @@ export class Trainer {
   }
 
   /** Loss and confusion matrix over a source, in inference mode. */
-  async evaluate(source: BatchSource): Promise<{ loss: number; confusion: number[][] }> {
+  async evaluate(source: BatchSource, opTag = 'eval'): Promise<{ loss: number; confusion: number[][] }> {
     const k = this.options.network.model.numClasses;
     const confusion = confusionMatrix([], [], k);
     let lossSum = 0;
@@ -216,6 +297,15 @@ export class Trainer {
       lossSum += loss * n;
       count += n;
       addConfusion(confusion, confusionMatrix(batch.labels, argmaxRows(logits, n, k), k));
+    }
+    const d = this.options.distributed;
+    if (d) {
+      // Each rank evaluated its shard of the val set: sum the confusion matrices and losses.
+      const flat = Float32Array.from([...confusion.flat(), lossSum, count]);
+      await ringAllReduceSum(d.transport, flat, `val/${opTag}`, d.deadlineMs);
+      confusion.forEach((row, i) => row.forEach((_, j) => (row[j] = flat[i * k + j]!)));
+      lossSum = flat[k * k]!;
+      count = flat[k * k + 1]!;
     }
     return { loss: count === 0 ? 0 : lossSum / count, confusion };
   }
@@ -250,6 +340,9 @@ export class Trainer {
       if (bestFile && existsSync(bestFile)) bestFromFile = (await readWeightsFile(bestFile)).tensors;
     }
     const resumedFrom = start;
+    const dist = this.options.distributed;
+    const writer = !dist || dist.transport.rank === 0;
+    if (dist) await this.broadcastState();
 
     const wallStart = performance.now();
     let trainImages = 0;
@@ -275,8 +368,13 @@ export class Trainer {
           await it.return?.();
           throw signal.reason ?? new Error('aborted');
         }
-        const r = this.trainStep(next.value, lr, rng);
-        const n = next.value.labels.length;
+        let r: { lossSum: number; correct: number };
+        let n = next.value.labels.length;
+        if (dist) {
+          const g = await this.trainStepDistributed(next.value, lr, `${epoch}/${step}`, rng);
+          r = g;
+          n = g.n;
+        } else r = this.trainStep(next.value, lr, rng);
         if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, step, r.lossSum / n);
         lossSum += r.lossSum;
         correct += r.correct;
@@ -288,8 +386,9 @@ export class Trainer {
         onProgress?.({ type: 'step', epoch, step, stepsPerEpoch, loss: r.lossSum / n, imagesPerSec: ips, etaMs: (remainingImages / ips) * 1000 });
       }
       const trainMs = performance.now() - t0;
+      if (dist) await this.syncBatchNorm(epoch);
       const v0 = performance.now();
-      const val = await this.evaluate(this.options.val);
+      const val = await this.evaluate(this.options.val, `epoch${epoch}`);
       const valMs = performance.now() - v0;
       const valAccuracy = accuracyOf(val.confusion);
       const metrics: EpochMetrics = {
@@ -317,10 +416,10 @@ export class Trainer {
         for (const t of bestSnapshot?.values() ?? []) t.dispose();
         bestSnapshot = network.snapshot(this.first);
         bestFromFile = undefined;
-        if (bestFile) await saveWeights(bestFile, await network.exportState(), { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
+        if (bestFile && writer) await saveWeights(bestFile, await network.exportState(), { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
       }
       onProgress?.({ type: 'epoch', metrics, best: improved });
-      if (lastFile) {
+      if (lastFile && writer) {
         const meta: CheckpointMeta = {
           format: CHECKPOINT_FORMAT,
           arch: model.arch,

@@ -1,0 +1,151 @@
+/**
+ * Collectives for data-parallel training: a ring all-reduce (reduce-scatter, then all-gather) over
+ * an abstract transport, so the arithmetic is a pure function of Float32Arrays, tested without
+ * TensorFlow.js or sockets. Every message names its generation and operation; a receive that does
+ * not complete within the deadline aborts the generation.
+ */
+
+/** How a rank exchanges chunks with its ring neighbours (in-memory in tests, gRPC in workers). */
+export interface RingTransport {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** Sends a chunk to rank (rank + 1) % worldSize. */
+  send(key: string, data: Float32Array): Promise<void>;
+  /** Receives the chunk with this key from rank (rank - 1 + worldSize) % worldSize. */
+  recv(key: string, deadlineMs: number): Promise<Float32Array>;
+}
+
+export class CollectiveError extends Error {
+  readonly code = 'FERRY_ERR_COLLECTIVE' as const;
+}
+
+/** Elements per message (~1 MB of float32). */
+export const CHUNK_ELEMENTS = 1 << 18;
+
+/** The k segments a buffer of n elements is cut into for the ring (as equal as possible). */
+export function segments(n: number, k: number): [number, number][] {
+  const out: [number, number][] = [];
+  const base = Math.floor(n / k);
+  const extra = n % k;
+  let start = 0;
+  for (let i = 0; i < k; i++) {
+    const len = base + (i < extra ? 1 : 0);
+    out.push([start, start + len]);
+    start += len;
+  }
+  return out;
+}
+
+function* chunksOf(from: number, to: number): Generator<[number, number]> {
+  for (let s = from; s < to; s += CHUNK_ELEMENTS) yield [s, Math.min(to, s + CHUNK_ELEMENTS)];
+  if (from === to) yield [from, to];
+}
+
+/**
+ * In-place ring all-reduce (sum) of `buf` across the ring: after it, every rank holds the
+ * element-wise sum of every rank's buffer. 2(k-1) steps; each moves 1/k of the buffer in chunks.
+ * Summation order is the same on every rank for each element (it follows the ring), so all ranks
+ * end with bitwise-identical buffers.
+ */
+export async function ringAllReduceSum(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+  const k = t.worldSize;
+  if (k === 1) return buf;
+  const segs = segments(buf.length, k);
+  const r = t.rank;
+  const mod = (x: number): number => ((x % k) + k) % k;
+  // Reduce-scatter: at step s, send segment (r - s) and add the received segment (r - s - 1).
+  for (let s = 0; s < k - 1; s++) {
+    const sendSeg = segs[mod(r - s)]!;
+    const recvSeg = segs[mod(r - s - 1)]!;
+    const sends: Promise<void>[] = [];
+    let c = 0;
+    for (const [a, b] of chunksOf(sendSeg[0], sendSeg[1])) sends.push(t.send(`${op}/rs/${s}/${c++}`, buf.slice(a, b)));
+    c = 0;
+    for (const [a, b] of chunksOf(recvSeg[0], recvSeg[1])) {
+      const got = await t.recv(`${op}/rs/${s}/${c++}`, deadlineMs);
+      if (got.length !== b - a) throw new CollectiveError(`${op}: chunk of ${got.length} values, expected ${b - a}`);
+      for (let i = 0; i < got.length; i++) buf[a + i]! += got[i]!;
+    }
+    await Promise.all(sends);
+  }
+  // All-gather: rank r owns the complete segment (r + 1); pass complete segments around.
+  for (let s = 0; s < k - 1; s++) {
+    const sendSeg = segs[mod(r + 1 - s)]!;
+    const recvSeg = segs[mod(r - s)]!;
+    const sends: Promise<void>[] = [];
+    let c = 0;
+    for (const [a, b] of chunksOf(sendSeg[0], sendSeg[1])) sends.push(t.send(`${op}/ag/${s}/${c++}`, buf.slice(a, b)));
+    c = 0;
+    for (const [a, b] of chunksOf(recvSeg[0], recvSeg[1])) {
+      const got = await t.recv(`${op}/ag/${s}/${c++}`, deadlineMs);
+      if (got.length !== b - a) throw new CollectiveError(`${op}: chunk of ${got.length} values, expected ${b - a}`);
+      buf.set(got, a);
+    }
+    await Promise.all(sends);
+  }
+  return buf;
+}
+
+/** Mean across ranks (sum, then divide by the world size). */
+export async function ringAllReduceMean(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+  await ringAllReduceSum(t, buf, op, deadlineMs);
+  if (t.worldSize > 1) for (let i = 0; i < buf.length; i++) buf[i]! /= t.worldSize;
+  return buf;
+}
+
+/** Rank 0's buffer on every rank (a sum in which the other ranks contribute zeros: exact). */
+export async function broadcastFromRank0(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+  if (t.rank !== 0) buf.fill(0);
+  return ringAllReduceSum(t, buf, op, deadlineMs);
+}
+
+/** An in-memory ring for tests and single-process use: one mailbox per rank. */
+export function memoryRing(worldSize: number, latencyMs = 0): RingTransport[] {
+  const boxes = Array.from({ length: worldSize }, () => new Map<string, { value?: Float32Array; waiter?: (v: Float32Array) => void }>());
+  return Array.from({ length: worldSize }, (_, rank) => ({
+    rank,
+    worldSize,
+    async send(key: string, data: Float32Array): Promise<void> {
+      if (latencyMs) await new Promise((r) => setTimeout(r, latencyMs));
+      const box = boxes[(rank + 1) % worldSize]!;
+      const slot = box.get(key);
+      if (slot?.waiter) {
+        box.delete(key);
+        slot.waiter(data);
+      } else box.set(key, { value: data });
+    },
+    recv(key: string, deadlineMs: number): Promise<Float32Array> {
+      const box = boxes[rank]!;
+      const slot = box.get(key);
+      if (slot?.value) {
+        box.delete(key);
+        return Promise.resolve(slot.value);
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          box.delete(key);
+          reject(new CollectiveError(`rank ${rank}: no ${key} from rank ${(rank - 1 + worldSize) % worldSize} within ${deadlineMs} ms`));
+        }, deadlineMs);
+        box.set(key, {
+          waiter: (v) => {
+            clearTimeout(timer);
+            resolve(v);
+          },
+        });
+      });
+    },
+  }));
+}
+
+/**
+ * torch DistributedSampler: the epoch's permutation padded (by wrapping) to a multiple of the world
+ * size, then every world-size-th index starting at the rank. Every rank gets the same count.
+ */
+export function distributedShard(order: readonly number[], rank: number, worldSize: number, pad = true): number[] {
+  const n = order.length;
+  const total = pad ? Math.ceil(n / worldSize) * worldSize : n;
+  const padded = pad ? [...order, ...order.slice(0, total - n)] : [...order];
+  const out: number[] = [];
+  for (let i = rank; i < padded.length; i += worldSize) out.push(padded[i]!);
+  return out;
+}
