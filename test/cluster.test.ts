@@ -283,3 +283,57 @@ describe('datasets and the embedded default', () => {
     expect(stdout).toMatch(/\| demo \| gray \|/);
   });
 });
+
+describe('data-parallel cells over real processes', () => {
+  const dpYaml = (name: string, epochs: number): string => `name: ${name}
+datasets: [{ name: demo, path: demo }]
+colors: [rgb]
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 32, workers: 2 }
+`;
+  const dpWorker = (address: string, name: string): Proc => {
+    const p = startWorker(address, { name, dataRoot, workDir: tmp(), cacheDir: tmp(), extra: ['--collective-deadline-ms', '3000'] });
+    procs.push(p);
+    return p;
+  };
+
+  test('a workers: 2 cell trains on two workers (ranks 0 and 1) and reports once', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const a = dpWorker(coord.address, 'dpa');
+    const b = dpWorker(coord.address, 'dpb');
+    const sweepId = await submit(conn, dpYaml('dp', 3));
+    const s = await waitFor('the data-parallel cell', 90_000, async () => {
+      const x = await getSweep(conn, sweepId);
+      return x.done === 1 ? x : undefined;
+    }, 250);
+    expect(s.cells[0]!.attempts).toBe(1);
+    expect((JSON.parse(s.cells[0]!.resultJson) as Result).epochs).toHaveLength(3);
+    const logs = a.log() + b.log();
+    expect(logs).toContain('rank 0 of 2 (generation 1)');
+    expect(logs).toContain('rank 1 of 2 (generation 1)');
+  });
+
+  test('kill -9 of one rank: the generation aborts within the deadline, the group re-forms with a spare worker and resumes', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const workers = [dpWorker(coord.address, 'dp1'), dpWorker(coord.address, 'dp2')];
+    const sweepId = await submit(conn, dpYaml('dpkill', 10));
+    const running = await waitFor('a checkpoint of the group', 90_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2));
+    // Kill the rank that is not rank 0 (rank 0 is the one the coordinator lists).
+    const victim = running.worker === 'dp1' ? workers[1]! : workers[0]!;
+    await kill(victim, 'SIGKILL');
+    dpWorker(coord.address, 'dp3');
+    const done = await waitFor('the re-formed group to finish', 120_000, async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.done === 1 ? s : undefined;
+    }, 250);
+    const r = JSON.parse(done.cells[0]!.resultJson) as Result;
+    expect(done.cells[0]!.attempts).toBe(2);
+    expect(r.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    expect(r.epochs).toHaveLength(10);
+  });
+});

@@ -292,6 +292,7 @@ export class Coordinator {
       worldSize: assign.members.length,
       members: [...assign.members],
       generation: assign.generation,
+      peerAddresses: assign.members.map((m) => this.state.workers.get(m)?.peerAddress ?? ''),
     };
   }
 
@@ -350,6 +351,7 @@ export class Coordinator {
         backend: r.capabilities?.backend ?? '',
         device: r.capabilities?.device ?? '',
         running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })),
+        peerAddress: r.capabilities?.peerAddress ?? '',
       });
       cb(null, {
         sessionId,
@@ -583,7 +585,7 @@ export class Coordinator {
         workers: [...this.state.workers.values()].map((w) => ({
           workerId: w.id,
           name: w.name,
-          capabilities: { backend: w.backend, device: w.device, memoryBytes: 0, ferryVersion: '', host: '', gpuIndex: -1 },
+          capabilities: { backend: w.backend, device: w.device, memoryBytes: 0, ferryVersion: '', host: '', gpuIndex: -1, peerAddress: w.peerAddress },
           state: w.state,
           lastSeen: new Date(w.lastSeen).toISOString(),
           runningCells: running(w.id),

@@ -48,6 +48,8 @@ export interface WorkerEntry {
   readonly state: 'alive' | 'lost';
   /** Since when the worker has been polling with nothing to run (null: busy or not polling). */
   readonly idleSince: number | null;
+  /** host:port of the worker's Peer service (data-parallel groups); empty when it has none. */
+  readonly peerAddress: string;
 }
 
 export interface SchedulerConfig {
@@ -90,6 +92,7 @@ export type SchedulerEvent =
       readonly backend: string;
       readonly device: string;
       readonly running: readonly RunningClaim[];
+      readonly peerAddress?: string;
     }
   | { readonly type: 'heartbeat'; readonly now: number; readonly workerId: string; readonly sessionId: string; readonly running: readonly RunningClaim[] }
   | { readonly type: 'poll'; readonly now: number; readonly workerId: string; readonly sessionId: string; readonly newAttemptId: string }
@@ -255,6 +258,7 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         lastSeen: event.now,
         state: 'alive',
         idleSince: null,
+        peerAddress: event.peerAddress ?? '',
       });
       const claimed = new Set(event.running.map((r) => r.attemptId));
       for (const r of event.running) {

@@ -39,7 +39,7 @@ export class Store {
       CREATE TABLE IF NOT EXISTS epochs (cell_id TEXT NOT NULL, attempt_id TEXT NOT NULL, epoch INTEGER NOT NULL, metrics_json TEXT NOT NULL,
         PRIMARY KEY (cell_id, epoch));
       CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
-        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER);
+        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '');
       CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
       CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
     `);
@@ -139,15 +139,15 @@ export class Store {
   saveWorker(w: WorkerEntry): void {
     this
       .stmt(
-        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince)
-         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince`,
+        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress)
+         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress`,
       )
       .run(w);
   }
 
   workers(): WorkerEntry[] {
     // Idle-since does not survive a restart: a worker is idle again once it polls.
-    return (this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state FROM workers').all() as Omit<WorkerEntry, 'idleSince'>[]).map(
+    return (this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress FROM workers').all() as Omit<WorkerEntry, 'idleSince'>[]).map(
       (w) => ({ ...w, idleSince: null }),
     );
   }

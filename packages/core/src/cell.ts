@@ -12,6 +12,7 @@ import { ArrayBatchSource, type BatchSource } from './train/data.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 import type { EpochMetrics, TrainProgress } from './train/result.js';
 import { Trainer, type TrainConfig } from './train/trainer.js';
+import type { RingTransport } from './train/collective.js';
 import { readWeightsFile, resolveWeights } from './weights/load.js';
 
 /** Everything that defines one training run (a sweep cell, or `ferry train`). Serialisable. */
@@ -93,6 +94,11 @@ export interface CellRunOptions {
   readonly onProgress?: (p: TrainProgress | { readonly type: 'features'; readonly split: string; readonly done: number; readonly total: number }) => void;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Data-parallel: this process is one rank of a group. Each rank reads its shard of every epoch
+   * with batchSize / worldSize images per step; the feature cache is not used.
+   */
+  readonly distributed?: { readonly transport: RingTransport; readonly deadlineMs: number };
 }
 
 /** What a run produces: the study's numbers plus how they were obtained. */
@@ -163,6 +169,12 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     seed: config.seed,
   };
   const first = firstTrainableStage(model, trainConfig.strategy);
+  const dist = options.distributed;
+  const k = dist?.transport.worldSize ?? 1;
+  if (config.batchSize % k !== 0) throw new InvalidArgumentError(`batchSize ${config.batchSize} must be divisible by the ${k} workers of a data-parallel cell`);
+  const rankBatch = config.batchSize / k;
+  const shard = (pad: boolean) => (dist ? { shard: { rank: dist.transport.rank, worldSize: k, pad } } : {});
+  const useCache = config.featureCache && !dist;
   const headIndex = model.stages.findIndex((s) => s.name === model.headStage);
   const specs = studyTransforms(config.imageSize, config.color);
   const skippedWarn = (s: SkippedFile): void => options.onWarning?.(`skipped ${s.file}: ${s.reason}`);
@@ -170,26 +182,28 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     samples: folder.train,
     classNames: folder.classes,
     spec: config.augmentViews === 0 ? specs.val : specs.train,
-    batchSize: config.batchSize,
-    shuffle: !(config.featureCache && first === headIndex),
+    batchSize: rankBatch,
+    shuffle: !(useCache && first === headIndex),
     pool,
     onSkip: skippedWarn,
+    ...shard(true),
   });
   const valImages = new ImageFolderSource({
     samples: folder.val,
     classNames: folder.classes,
     spec: specs.val,
-    batchSize: config.batchSize,
+    batchSize: rankBatch,
     shuffle: false,
     pool,
     onSkip: skippedWarn,
+    ...shard(false),
   });
   const cacheStats = { used: false, hits: 0, misses: 0, ms: 0 };
   let train: BatchSource = trainImages;
   let val: BatchSource = valImages;
   let inputStage = 0;
   try {
-    if (config.featureCache && first === headIndex) {
+    if (useCache && first === headIndex) {
       const t0 = performance.now();
       const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
       if (!cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
@@ -235,7 +249,8 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
       train,
       val,
       inputStage,
-      microBatch: config.microBatch > 0 ? config.microBatch : autoMicroBatch(options.backend.name, config.model, config.imageSize, config.batchSize),
+      microBatch: config.microBatch > 0 ? config.microBatch : autoMicroBatch(options.backend.name, config.model, config.imageSize, rankBatch),
+      ...(dist ? { distributed: dist } : {}),
       ...(options.outDir ? { checkpointDir: options.outDir } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.signal ? { signal: options.signal } : {}),

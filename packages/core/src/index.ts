@@ -61,4 +61,4 @@ export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from 
 export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';
 export { datasetFingerprint } from './data/fingerprint.js';
-export { CHUNK_ELEMENTS, CollectiveError, broadcastFromRank0, distributedShard, memoryRing, ringAllReduceMean, ringAllReduceSum, segments, type RingTransport } from './train/collective.js';
+export { CHUNK_ELEMENTS, CollectiveError, Mailbox, broadcastFromRank0, distributedShard, memoryRing, ringAllReduceMean, ringAllReduceSum, segments, type RingTransport } from './train/collective.js';

@@ -4,4 +4,5 @@
  */
 export * from './gen/ferry/v1/cluster.js';
 export { ConfusionRow, CellEvent, EpochEvent, FerryEvent, StepEvent, SweepEvent, WorkerEvent } from './gen/ferry/v1/events.js';
+export { PeerClient, PeerService, RingAck, RingChunk, type PeerServer } from './gen/ferry/v1/peer.js';
 export { SUBJECTS, STREAM_NAME, STREAM_SUBJECTS } from './subjects.js';

@@ -9,6 +9,7 @@ import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
+import { GrpcRing, PeerServer } from './peer.js';
 import { cellConfigFromSpec } from './spec.js';
 
 export interface WorkerOptions {
@@ -33,6 +34,10 @@ export interface WorkerOptions {
   readonly nats?: NatsTarget;
   /** Least time between two step events of a cell. */
   readonly stepEventMs?: number;
+  /** Host the Peer service (data-parallel groups) binds on; its port is picked free. Default 127.0.0.1. */
+  readonly peerHost?: string;
+  /** Deadline of each collective (a lost rank aborts the group within it). Default 60 s. */
+  readonly collectiveDeadlineMs?: number;
 }
 
 export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
@@ -62,6 +67,10 @@ export class FerryWorker {
     imagesPerSec: number;
   } | null = null;
   private readonly events: EventPublisher | null;
+  private readonly peer: PeerServer;
+  private peerAddress = '';
+  /** Attempts already run here: a re-delivered assignment of one of them is not run twice. */
+  private readonly ranAttempts = new Set<string>();
   private stopping = false;
   private wake: (() => void) | null = null;
   readonly workerId: string;
@@ -77,6 +86,7 @@ export class FerryWorker {
     this.workerId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : randomUUID();
     writeFileSync(idFile, `${this.workerId}\n`);
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
+    this.peer = new PeerServer(options.peerHost ?? '127.0.0.1', options.connection.token);
     this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` }, log: (l) => this.log(l) }) : null;
   }
 
@@ -133,6 +143,7 @@ export class FerryWorker {
             ferryVersion: '0.1.0',
             host: os.hostname(),
             gpuIndex: this.options.gpuIndex ?? -1,
+            peerAddress: this.peerAddress,
           },
           running: this.running(),
         }, this.conn(), 10_000);
@@ -188,6 +199,7 @@ export class FerryWorker {
 
   /** Runs until shutdown(): register, poll, train, repeat. */
   async run(): Promise<void> {
+    this.peerAddress = await this.peer.start();
     while (!this.stopping) {
       if (!this.session) await this.ensureSession();
       if (this.stopping || !this.session) break;
@@ -208,10 +220,19 @@ export class FerryWorker {
       } finally {
         this.wake = null;
       }
-      if (a.hasAssignment) await this.runAssignment(a);
+      if (a.hasAssignment && this.ranAttempts.has(a.attemptId)) {
+        // A group member that finished before rank 0 reported: wait for the attempt to close.
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      if (a.hasAssignment) {
+        this.ranAttempts.add(a.attemptId);
+        await this.runAssignment(a);
+      }
     }
     clearInterval(this.heartbeatTimer);
     this.client.close();
+    await this.peer.stop();
     this.emit('worker', FerryEvent.fromPartial({ sweepId: SUBJECTS.CLUSTER, time: new Date().toISOString(), worker: { workerId: this.workerId, name: this.name, backend: this.backend.name, device: this.backend.device, state: 'stopped' } }));
     await this.events?.close();
     this.lifecycle = 'stopped';
@@ -236,12 +257,8 @@ export class FerryWorker {
     const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
     this.log(`cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`);
     let uploads: Promise<void> = Promise.resolve();
+    let ring: GrpcRing | undefined;
     try {
-      if (a.worldSize > 1) {
-        // Gang-assigned by the coordinator; the peer all-reduce is the data-parallel issue's work.
-        await this.fail(a.attemptId, 'FERRY_ERR_INVALID_ARGUMENT', `data-parallel training (workers: ${a.worldSize}) is not available in this worker yet; use workers: 1`, false);
-        return;
-      }
       // The coordinator's checkpoint is the truth: drop local leftovers of earlier attempts.
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
@@ -258,7 +275,15 @@ export class FerryWorker {
         return;
       }
       const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
+      const leader = a.rank === 0;
+      if (a.worldSize > 1) {
+        const right = a.peerAddresses[(a.rank + 1) % a.worldSize];
+        if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${(a.rank + 1) % a.worldSize}`);
+        ring = new GrpcRing(a.rank, a.worldSize, `${a.cellId}/${a.generation}`, right, this.peer, this.options.connection.token);
+        this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
+      }
       const result = await runCell(config, {
+        ...(ring ? { distributed: { transport: ring, deadlineMs: this.options.collectiveDeadlineMs ?? 60_000 } } : {}),
         outDir: dir,
         cacheDir: path.join(this.options.cacheDir, 'features'),
         backend: this.backend,
@@ -267,6 +292,10 @@ export class FerryWorker {
         onWarning: (m) => this.log(`warning: ${m}`),
         onProgress: (p) => {
           const time = new Date().toISOString();
+          if (!leader) {
+            if (p.type === 'epoch') this.current!.epoch = p.metrics.epoch + 1;
+            return;
+          }
           if (p.type === 'step') {
             this.current!.imagesPerSec = p.imagesPerSec;
             const now = Date.now();
@@ -311,6 +340,10 @@ export class FerryWorker {
         },
       });
       await uploads;
+      if (!leader) {
+        this.log(`cell ${a.cellId}: rank ${a.rank} done`);
+        return;
+      }
       const ack = await this.retrying(() => unary(this.client.complete, this.client, { attemptId: a.attemptId, resultJson: JSON.stringify(result) }, this.conn(), 30_000));
       this.log(`cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`);
     } catch (e) {
@@ -328,6 +361,7 @@ export class FerryWorker {
         await this.fail(a.attemptId, code, message, !PERMANENT.has(code));
       }
     } finally {
+      ring?.close();
       this.current = null;
       if (!this.stopping) this.lifecycle = 'idle';
     }

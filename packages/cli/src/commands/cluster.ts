@@ -91,7 +91,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
 }
 
 const WORKER_USAGE =
-  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL]';
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST] [--collective-deadline-ms N]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
 export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -107,6 +107,8 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
       threads: { type: 'string' },
       'poll-ms': { type: 'string' },
       nats: { type: 'string' },
+      'peer-host': { type: 'string' },
+      'collective-deadline-ms': { type: 'string' },
     },
     WORKER_USAGE,
   );
@@ -142,6 +144,8 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     ...(io.env['CUDA_VISIBLE_DEVICES'] ? { gpuIndex: Number(io.env['CUDA_VISIBLE_DEVICES']) } : {}),
     log: (line) => err(io, line),
     ...(nats ? { nats: { url: nats } } : {}),
+    ...(args.string('peer-host') ? { peerHost: args.string('peer-host')! } : {}),
+    ...(args.string('collective-deadline-ms') ? { collectiveDeadlineMs: args.int('collective-deadline-ms', 60_000, 100) } : {}),
   });
   const stop = (): void => void worker.shutdown();
   process.once('SIGINT', stop);

@@ -99,40 +99,63 @@ export async function broadcastFromRank0(t: RingTransport, buf: Float32Array, op
   return ringAllReduceSum(t, buf, op, deadlineMs);
 }
 
+/** Chunks that arrived before anyone asked for them, and receivers waiting for chunks (keyed). */
+export class Mailbox {
+  private readonly slots = new Map<string, { value?: Float32Array; waiter?: (v: Float32Array) => void; fail?: (e: Error) => void }>();
+
+  put(key: string, data: Float32Array): void {
+    const slot = this.slots.get(key);
+    if (slot?.waiter) {
+      this.slots.delete(key);
+      slot.waiter(data);
+    } else this.slots.set(key, { value: data });
+  }
+
+  take(key: string, deadlineMs: number, what: string): Promise<Float32Array> {
+    const slot = this.slots.get(key);
+    if (slot?.value) {
+      this.slots.delete(key);
+      return Promise.resolve(slot.value);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.slots.delete(key);
+        reject(new CollectiveError(`no ${key} from ${what} within ${deadlineMs} ms`));
+      }, deadlineMs);
+      this.slots.set(key, {
+        waiter: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        fail: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+  }
+
+  /** Fails every waiting receiver (the group was aborted). */
+  abort(reason: Error): void {
+    for (const [k, s] of this.slots) {
+      s.fail?.(reason);
+      this.slots.delete(k);
+    }
+  }
+}
+
 /** An in-memory ring for tests and single-process use: one mailbox per rank. */
 export function memoryRing(worldSize: number, latencyMs = 0): RingTransport[] {
-  const boxes = Array.from({ length: worldSize }, () => new Map<string, { value?: Float32Array; waiter?: (v: Float32Array) => void }>());
+  const boxes = Array.from({ length: worldSize }, () => new Mailbox());
   return Array.from({ length: worldSize }, (_, rank) => ({
     rank,
     worldSize,
     async send(key: string, data: Float32Array): Promise<void> {
       if (latencyMs) await new Promise((r) => setTimeout(r, latencyMs));
-      const box = boxes[(rank + 1) % worldSize]!;
-      const slot = box.get(key);
-      if (slot?.waiter) {
-        box.delete(key);
-        slot.waiter(data);
-      } else box.set(key, { value: data });
+      boxes[(rank + 1) % worldSize]!.put(key, data);
     },
     recv(key: string, deadlineMs: number): Promise<Float32Array> {
-      const box = boxes[rank]!;
-      const slot = box.get(key);
-      if (slot?.value) {
-        box.delete(key);
-        return Promise.resolve(slot.value);
-      }
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          box.delete(key);
-          reject(new CollectiveError(`rank ${rank}: no ${key} from rank ${(rank - 1 + worldSize) % worldSize} within ${deadlineMs} ms`));
-        }, deadlineMs);
-        box.set(key, {
-          waiter: (v) => {
-            clearTimeout(timer);
-            resolve(v);
-          },
-        });
-      });
+      return boxes[rank]!.take(key, deadlineMs, `rank ${(rank - 1 + worldSize) % worldSize}`);
     },
   }));
 }

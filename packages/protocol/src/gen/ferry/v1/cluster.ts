@@ -62,6 +62,8 @@ export interface Capabilities {
   host: string;
   /** GPU index this worker is pinned to (CUDA_VISIBLE_DEVICES), -1 for none. */
   gpuIndex: number;
+  /** host:port of this worker's Peer service (data-parallel groups). */
+  peerAddress: string;
 }
 
 export interface RegisterRequest {
@@ -129,6 +131,8 @@ export interface Assignment {
   worldSize: number;
   members: string[];
   generation: number;
+  /** Peer service address of each member, by rank. */
+  peerAddresses: string[];
 }
 
 export interface StartRequest {
@@ -727,7 +731,7 @@ export const CellSpec: MessageFns<CellSpec> = {
 };
 
 function createBaseCapabilities(): Capabilities {
-  return { backend: "", device: "", memoryBytes: 0, ferryVersion: "", host: "", gpuIndex: 0 };
+  return { backend: "", device: "", memoryBytes: 0, ferryVersion: "", host: "", gpuIndex: 0, peerAddress: "" };
 }
 
 export const Capabilities: MessageFns<Capabilities> = {
@@ -749,6 +753,9 @@ export const Capabilities: MessageFns<Capabilities> = {
     }
     if (message.gpuIndex !== 0) {
       writer.uint32(48).int32(message.gpuIndex);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(58).string(message.peerAddress);
     }
     return writer;
   },
@@ -814,6 +821,14 @@ export const Capabilities: MessageFns<Capabilities> = {
             message.gpuIndex = reader.int32();
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -846,6 +861,11 @@ export const Capabilities: MessageFns<Capabilities> = {
         : isSet(object.gpu_index)
         ? globalThis.Number(object.gpu_index)
         : 0,
+      peerAddress: isSet(object.peerAddress)
+        ? globalThis.String(object.peerAddress)
+        : isSet(object.peer_address)
+        ? globalThis.String(object.peer_address)
+        : "",
     };
   },
 
@@ -869,6 +889,9 @@ export const Capabilities: MessageFns<Capabilities> = {
     if (message.gpuIndex !== 0) {
       obj.gpuIndex = Math.round(message.gpuIndex);
     }
+    if (message.peerAddress !== "") {
+      obj.peerAddress = message.peerAddress;
+    }
     return obj;
   },
 
@@ -883,6 +906,7 @@ export const Capabilities: MessageFns<Capabilities> = {
     message.ferryVersion = object.ferryVersion ?? "";
     message.host = object.host ?? "";
     message.gpuIndex = object.gpuIndex ?? 0;
+    message.peerAddress = object.peerAddress ?? "";
     return message;
   },
 };
@@ -1596,6 +1620,7 @@ function createBaseAssignment(): Assignment {
     worldSize: 0,
     members: [],
     generation: 0,
+    peerAddresses: [],
   };
 }
 
@@ -1633,6 +1658,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.generation !== 0) {
       writer.uint32(88).uint32(message.generation);
+    }
+    for (const v of message.peerAddresses) {
+      writer.uint32(98).string(v!);
     }
     return writer;
   },
@@ -1738,6 +1766,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.generation = reader.uint32();
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.peerAddresses.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1793,6 +1829,11 @@ export const Assignment: MessageFns<Assignment> = {
         ? object.members.map((e: any) => globalThis.String(e))
         : [],
       generation: isSet(object.generation) ? globalThis.Number(object.generation) : 0,
+      peerAddresses: globalThis.Array.isArray(object?.peerAddresses)
+        ? object.peerAddresses.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.peer_addresses)
+        ? object.peer_addresses.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1831,6 +1872,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.generation !== 0) {
       obj.generation = Math.round(message.generation);
     }
+    if (message.peerAddresses?.length) {
+      obj.peerAddresses = message.peerAddresses;
+    }
     return obj;
   },
 
@@ -1850,6 +1894,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.worldSize = object.worldSize ?? 0;
     message.members = object.members?.map((e) => e) || [];
     message.generation = object.generation ?? 0;
+    message.peerAddresses = object.peerAddresses?.map((e) => e) || [];
     return message;
   },
 };
