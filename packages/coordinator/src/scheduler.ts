@@ -213,6 +213,11 @@ class Builder {
   }
 }
 
+function largestDivisorAtMost(n: number, max: number): number {
+  for (let d = Math.min(n, max); d >= 1; d--) if (n % d === 0) return d;
+  return 0;
+}
+
 /** The scheduler's one entry point. */
 export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
   const b = new Builder(state);
@@ -350,7 +355,16 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
             start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, k - 1).map((x) => x.id)]);
             break;
           }
-          if (event.now - waitingSince >= state.config.gangTimeoutMs) break; // hold this worker for the gang
+          if (event.now - waitingSince >= state.config.gangTimeoutMs) {
+            // A group that already ran (it lost a rank) re-forms smaller rather than wait forever:
+            // the largest size the idle workers allow that divides the batch.
+            const smaller = c.generation > 0 ? largestDivisorAtMost(c.spec.batchSize, idle.length + 1) : 0;
+            if (smaller >= 1 && smaller < k) {
+              start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, smaller - 1).map((x) => x.id)]);
+              break;
+            }
+            break; // hold this worker for the gang
+          }
           continue;
         }
         start(c, [me.id]);
@@ -426,6 +440,7 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       // A gang that cannot form: fewer capable workers alive than it needs, for twice the gang timeout.
       for (const c of b.cells.values()) {
         if (c.state !== 'pending' || c.waitingSince === null || event.now - c.waitingSince < 2 * state.config.gangTimeoutMs) continue;
+        if (c.generation > 0) continue; // a group that ran once re-forms smaller instead
         const k = Math.max(1, c.spec.workers);
         const alive = [...b.workers.values()].filter((x) => x.state === 'alive' && (c.spec.backends.length === 0 || c.spec.backends.includes(x.backend))).length;
         if (alive < k) b.setCell({ ...c, state: 'failed', waitingSince: null, error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive` });

@@ -169,5 +169,21 @@ describe('scheduler (pure step function)', () => {
       const reformed = run([poll(1200, 'w3', 'y'), poll(1200, 'w1', 'a2')], lost.state);
       expect(assignedRanks(reformed.actions)).toEqual(['w1:g#0g2', 'w3:g#1g2']);
     });
+
+    test('a group that lost a rank and finds no spare re-forms smaller after the gang timeout (a size that divides the batch)', () => {
+      const formed = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 4, { batchSize: 32 })] }, reg(0, 'w1'), reg(0, 'w2'), reg(0, 'w3'), reg(0, 'w4'), poll(0, 'w2', 'x'), poll(0, 'w3', 'x'), poll(0, 'w4', 'x'), poll(0, 'w1', 'a1')]);
+      expect(formed.state.cells.get('g')!.members).toHaveLength(4);
+      const lost = run([
+        ...['w1', 'w2', 'w3'].map((w) => ({ type: 'heartbeat', now: 900, workerId: w, sessionId: `sess-${w}`, running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }] }) as SchedulerEvent),
+        { type: 'tick', now: 1100 },
+      ], formed.state);
+      expect(lost.state.cells.get('g')!.state).toBe('pending');
+      // Three workers left: not enough for 4; after the gang timeout the group re-forms with 2
+      // (the largest size <= 3 that divides the batch of 32).
+      const early = run([poll(1200, 'w2', 'y'), poll(1200, 'w3', 'y'), poll(1201, 'w1', 'a2')], lost.state);
+      expect(assignedRanks(early.actions)).toEqual([]);
+      const later = run([poll(1800, 'w1', 'a3')], early.state);
+      expect(assignedRanks(later.actions)).toEqual(['w1:g#0g2', 'w2:g#1g2']);
+    });
   });
 });

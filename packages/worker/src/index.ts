@@ -2,3 +2,4 @@
 export { FerryWorker, type WorkerLifecycle, type WorkerOptions } from './worker.js';
 export { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
 export { cellConfigFromSpec } from './spec.js';
+export { GrpcRing, PeerServer } from './peer.js';

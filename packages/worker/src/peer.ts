@@ -65,6 +65,7 @@ export class PeerServer {
 export class GrpcRing implements RingTransport {
   private readonly client: PeerClient;
   private stream: grpc.ClientWritableStream<RingChunk> | null = null;
+  private finished: Promise<void> = Promise.resolve();
   private failed: Error | null = null;
 
   constructor(
@@ -82,8 +83,11 @@ export class GrpcRing implements RingTransport {
     if (!this.stream) {
       const md = new grpc.Metadata();
       if (this.token) md.set('authorization', `Bearer ${this.token}`);
+      let done: () => void = () => undefined;
+      this.finished = new Promise((r) => (done = r));
       this.stream = this.client.ring(md, (e) => {
         if (e) this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`);
+        done();
       });
       this.stream.on('error', (e: Error) => (this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`)));
     }
@@ -102,8 +106,12 @@ export class GrpcRing implements RingTransport {
     return this.server.box(this.group).take(key, deadlineMs, `rank ${(this.rank - 1 + this.worldSize) % this.worldSize}`);
   }
 
-  close(): void {
-    this.stream?.end();
+  /** Ends the stream once everything written has been delivered (bounded wait), then closes. */
+  async close(timeoutMs = 10_000): Promise<void> {
+    if (this.stream) {
+      this.stream.end();
+      await Promise.race([this.finished, new Promise((r) => setTimeout(r, timeoutMs))]);
+    }
     this.client.close();
     this.server.drop(this.group);
   }

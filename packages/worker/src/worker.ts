@@ -361,7 +361,7 @@ export class FerryWorker {
         await this.fail(a.attemptId, code, message, !PERMANENT.has(code));
       }
     } finally {
-      ring?.close();
+      await ring?.close();
       this.current = null;
       if (!this.stopping) this.lifecycle = 'idle';
     }

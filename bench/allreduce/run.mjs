@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// bench/allreduce: ring all-reduce over the workers' Peer gRPC service on loopback, for 10 MB and
+// 45 MB buffers (ResNet18's gradients are about 45 MB) and 2, 3, 4 ranks, each rank in its own
+// thread (own event loop, own gRPC server), next to a raw grpc-js client stream between two
+// threads measured in the same run. One JSON line per case.
+// usage: node bench/allreduce/run.mjs [--ranks 2,3,4] [--mb 10,45] [--repeat 3]
+import { parseArgs } from 'node:util';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import * as grpc from '@grpc/grpc-js';
+import { ringAllReduceSum } from '@ferry/core';
+import { PeerClient } from '@ferry/protocol';
+import { GrpcRing, PeerServer } from '@ferry/worker';
+
+const once = (port) => new Promise((r) => port.once('message', r));
+
+if (!isMainThread) {
+  const { role, rank, k, n, repeat } = workerData;
+  const server = new PeerServer('127.0.0.1');
+  const addr = await server.start();
+  parentPort.postMessage(addr);
+  const { addrs } = await once(parentPort);
+  if (role === 'ring') {
+    const times = [];
+    for (let r = 0; r < repeat; r++) {
+      const ring = new GrpcRing(rank, k, `g${r}`, addrs[(rank + 1) % k], server);
+      const buf = new Float32Array(n).fill(rank + 1);
+      parentPort.postMessage('ready');
+      await once(parentPort);
+      const t0 = performance.now();
+      await ringAllReduceSum(ring, buf, `b${r}`, 120_000);
+      times.push(performance.now() - t0);
+      const want = (k * (k + 1)) / 2;
+      if (buf[0] !== want || buf[n - 1] !== want) throw new Error('wrong all-reduce result');
+      await ring.close();
+    }
+    parentPort.postMessage(times);
+  } else if (role === 'send') {
+    const client = new PeerClient(addrs[1], grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 16 << 20 });
+    const chunk = Buffer.alloc(1 << 20, 7);
+    const chunks = Math.round((n * 4) / chunk.length);
+    const times = [];
+    for (let r = 0; r < repeat; r++) {
+      const t0 = performance.now();
+      await new Promise((resolve, reject) => {
+        const s = client.ring(new grpc.Metadata(), (e) => (e ? reject(e) : resolve()));
+        let i = 0;
+        const pump = () => {
+          while (i < chunks) {
+            i++;
+            if (!s.write({ group: `raw${r}`, fromRank: 0, key: `k${i}`, data: chunk })) return s.once('drain', pump);
+          }
+          s.end();
+        };
+        pump();
+      });
+      times.push(performance.now() - t0);
+    }
+    client.close();
+    parentPort.postMessage(times);
+  } else {
+    // receiver: just serve until told to stop
+    parentPort.postMessage([]);
+    await once(parentPort);
+  }
+  await server.stop();
+  process.exit(0);
+}
+
+const { values } = parseArgs({ options: { ranks: { type: 'string', default: '2,3,4' }, mb: { type: 'string', default: '10,45' }, repeat: { type: 'string', default: '3' } } });
+const url = new URL(import.meta.url);
+async function group(roles, n, repeat) {
+  const ws = roles.map((role, rank) => new Worker(url, { workerData: { role, rank, k: roles.length, n, repeat } }));
+  const addrs = await Promise.all(ws.map(once));
+  ws.forEach((w) => w.postMessage({ addrs }));
+  return ws;
+}
+
+for (const mb of values.mb.split(',').map(Number)) {
+  const n = Math.round((mb * 1024 * 1024) / 4);
+  const repeat = Number(values.repeat);
+  // Raw stream: thread 0 sends to thread 1's server.
+  const rawWs = await group(['send', 'recv'], n, repeat);
+  const rawTimes = await once(rawWs[0]);
+  await once(rawWs[1]);
+  rawWs[1].postMessage('stop');
+  await Promise.all(rawWs.map((w) => new Promise((r) => w.on('exit', r))));
+  const raw = (Math.round((n * 4) / (1 << 20)) * (1 << 20)) / (Math.min(...rawTimes) / 1000);
+  for (const k of values.ranks.split(',').map(Number)) {
+    const ws = await group(Array(k).fill('ring'), n, repeat);
+    for (let r = 0; r < repeat; r++) {
+      await Promise.all(ws.map(once)); // all ready
+      ws.forEach((w) => w.postMessage('go'));
+    }
+    const times = await Promise.all(ws.map(once));
+    await Promise.all(ws.map((w) => new Promise((r) => w.on('exit', r))));
+    const best = Math.min(...times.map((t) => Math.max(...t)));
+    const perRun = times[0].map((_, i) => Math.max(...times.map((t) => t[i])));
+    const ms = Math.min(...perRun);
+    const bytes = n * 4;
+    const bus = (((2 * (k - 1)) / k) * bytes) / (ms / 1000);
+    console.log(JSON.stringify({ bench: 'allreduce', ranks: k, buffer_mb: mb, ms: +ms.toFixed(1), algo_mb_per_s: +(bytes / (ms / 1000) / 1e6).toFixed(1), bus_mb_per_s: +(bus / 1e6).toFixed(1), raw_stream_mb_per_s: +(raw / 1e6).toFixed(1), bus_vs_raw: +(bus / raw).toFixed(3), cpus: (await import('node:os')).availableParallelism(), slowest_rank_ms: +best.toFixed(1) }));
+  }
+}
