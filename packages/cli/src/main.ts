@@ -1,6 +1,6 @@
 import { SweepError } from '@ferry/coordinator';
 import { isFerryError } from '@ferry/core';
-import { coordinatorCommand, sweepCommand, workerCommand } from './commands/cluster.js';
+import { coordinatorCommand, healthCommand, sweepCommand, workerCommand } from './commands/cluster.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { dataCommand } from './commands/data.js';
 import { infoCommand } from './commands/info.js';
@@ -26,6 +26,7 @@ commands:
   worker               a worker (one per GPU; --gpus all starts one per GPU)
   sweep                submit | status | results | retry | cancel | list, against a coordinator
   dashboard            live progress and the comparison table in a browser (from NATS JetStream)
+  health               exit 0 when a coordinator, dashboard or worker is healthy (probes)
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
   data                 dataset tools: split, stats, import, pull, gray, demo
 
@@ -44,6 +45,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   worker: workerCommand,
   sweep: sweepCommand,
   dashboard: dashboardCommand,
+  health: healthCommand,
   data: dataCommand,
 };
 

@@ -14,6 +14,9 @@ export class PeerServer {
   constructor(
     private readonly host: string,
     private readonly token?: string,
+    private readonly listenPort = 0,
+    /** Host other workers use to reach this one (default: the bind host). */
+    private readonly advertiseHost?: string,
   ) {
     this.server.addService(PeerService, {
       ring: (call: grpc.ServerReadableStream<RingChunk, RingAck>, cb: grpc.sendUnaryData<RingAck>) => {
@@ -51,9 +54,9 @@ export class PeerServer {
 
   async start(): Promise<string> {
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${this.host}:0`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+      this.server.bindAsync(`${this.host}:${this.listenPort}`, grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
     );
-    return `${this.host}:${this.port}`;
+    return `${this.advertiseHost ?? this.host}:${this.port}`;
   }
 
   async stop(): Promise<void> {

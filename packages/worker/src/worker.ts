@@ -34,8 +34,12 @@ export interface WorkerOptions {
   readonly nats?: NatsTarget;
   /** Least time between two step events of a cell. */
   readonly stepEventMs?: number;
-  /** Host the Peer service (data-parallel groups) binds on; its port is picked free. Default 127.0.0.1. */
+  /** Host the Peer service (data-parallel groups) binds on. Default 127.0.0.1. */
   readonly peerHost?: string;
+  /** Its port (default: a free one). */
+  readonly peerPort?: number;
+  /** The host other workers reach it by (pod IP, service name); default: peerHost, or the hostname for 0.0.0.0. */
+  readonly peerAdvertise?: string;
   /** Deadline of each collective (a lost rank aborts the group within it). Default 60 s. */
   readonly collectiveDeadlineMs?: number;
 }
@@ -86,7 +90,8 @@ export class FerryWorker {
     this.workerId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : randomUUID();
     writeFileSync(idFile, `${this.workerId}\n`);
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
-    this.peer = new PeerServer(options.peerHost ?? '127.0.0.1', options.connection.token);
+    const peerHost = options.peerHost ?? '127.0.0.1';
+    this.peer = new PeerServer(peerHost, options.connection.token, options.peerPort ?? 0, options.peerAdvertise ?? (peerHost === '0.0.0.0' ? os.hostname() : peerHost));
     this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` }, log: (l) => this.log(l) }) : null;
   }
 
@@ -175,6 +180,8 @@ export class FerryWorker {
     if (!this.session) return;
     try {
       const r = await unary(this.client.heartbeat, this.client, { workerId: this.workerId, sessionId: this.session.id, running: this.running(), imagesPerSec: cur?.imagesPerSec ?? 0 }, this.conn(), 5_000);
+      // For `ferry health --worker`: the time of the last heartbeat the coordinator answered.
+      writeFileSync(path.join(this.options.workDir, 'heartbeat'), `${new Date().toISOString()}\n`);
       if (this.current && r.cancelAttempts.includes(this.current.attemptId)) {
         this.log(`coordinator cancelled attempt ${this.current.attemptId}`);
         this.abortCurrent('cancelled');

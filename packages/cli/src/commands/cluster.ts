@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -91,7 +92,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
 }
 
 const WORKER_USAGE =
-  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST] [--collective-deadline-ms N]';
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
 export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -108,6 +109,8 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
       'poll-ms': { type: 'string' },
       nats: { type: 'string' },
       'peer-host': { type: 'string' },
+      'peer-port': { type: 'string' },
+      'peer-advertise': { type: 'string' },
       'collective-deadline-ms': { type: 'string' },
     },
     WORKER_USAGE,
@@ -145,6 +148,8 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     log: (line) => err(io, line),
     ...(nats ? { nats: { url: nats } } : {}),
     ...(args.string('peer-host') ? { peerHost: args.string('peer-host')! } : {}),
+    ...(args.string('peer-port') ? { peerPort: args.int('peer-port', 0, 0) } : {}),
+    ...(args.string('peer-advertise') ? { peerAdvertise: args.string('peer-advertise')! } : {}),
     ...(args.string('collective-deadline-ms') ? { collectiveDeadlineMs: args.int('collective-deadline-ms', 60_000, 100) } : {}),
   });
   const stop = (): void => void worker.shutdown();
@@ -248,4 +253,44 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
   } finally {
     admin.close();
   }
+}
+
+const HEALTH_USAGE = 'ferry health [--coordinator HOST:PORT [--token T] [--tls-ca F]] | --dashboard URL | --worker [--work-dir DIR] [--max-age-s 60]';
+
+/** `ferry health`: exit 0 when the component answers (container health checks and probes). */
+export async function healthCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const args = Args.parse(argv, { ...CONNECTION_FLAGS, dashboard: { type: 'string' }, worker: { type: 'boolean' }, 'work-dir': { type: 'string' }, 'max-age-s': { type: 'string' } }, HEALTH_USAGE);
+  if (args.flag('worker')) {
+    const file = path.join(args.string('work-dir') ?? path.join('.ferry', 'worker'), 'heartbeat');
+    let age: number;
+    try {
+      age = (Date.now() - statSync(file).mtimeMs) / 1000;
+    } catch {
+      throw new InvalidArgumentError(`no heartbeat yet (${file})`);
+    }
+    const max = args.int('max-age-s', 60, 1);
+    if (age > max) throw new InvalidArgumentError(`last heartbeat answered ${age.toFixed(0)} s ago (more than ${max} s)`);
+    out(io, `worker ok (heartbeat ${age.toFixed(0)} s ago)`);
+    return 0;
+  }
+  const dash = args.string('dashboard');
+  if (dash) {
+    const r = await fetch(dash, { signal: AbortSignal.timeout(5_000) }).catch((e: Error) => {
+      throw new InvalidArgumentError(`${dash}: ${e.message}`);
+    });
+    if (!r.ok) throw new InvalidArgumentError(`${dash}: HTTP ${r.status}`);
+    out(io, 'dashboard ok');
+    return 0;
+  }
+  const conn = connectionFrom(args, io);
+  const admin = adminClient(conn);
+  try {
+    await unary(admin.listSweeps, admin, {}, conn, 5_000);
+  } catch (e) {
+    throw new InvalidArgumentError(`coordinator at ${conn.address}: ${(e as { details?: string }).details ?? (e as Error).message}`);
+  } finally {
+    admin.close();
+  }
+  out(io, 'coordinator ok');
+  return 0;
 }
