@@ -10,6 +10,7 @@ need_apt=()
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
+command -v ip >/dev/null || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need_apt[*]}"
   SUDO=""
