@@ -52,38 +52,41 @@ export async function ringAllReduceSum(t: RingTransport, buf: Float32Array, op: 
   if (k === 1) return buf;
   const segs = segments(buf.length, k);
   const r = t.rank;
-  const mod = (x: number): number => ((x % k) + k) % k;
+  const seg = (i: number): [number, number] => segs[((i % k) + k) % k]!;
   // Reduce-scatter: at step s, send segment (r - s) and add the received segment (r - s - 1).
   for (let s = 0; s < k - 1; s++) {
-    const sendSeg = segs[mod(r - s)]!;
-    const recvSeg = segs[mod(r - s - 1)]!;
-    const sends: Promise<void>[] = [];
-    let c = 0;
-    for (const [a, b] of chunksOf(sendSeg[0], sendSeg[1])) sends.push(t.send(`${op}/rs/${s}/${c++}`, buf.slice(a, b)));
-    c = 0;
-    for (const [a, b] of chunksOf(recvSeg[0], recvSeg[1])) {
-      const got = await t.recv(`${op}/rs/${s}/${c++}`, deadlineMs);
-      if (got.length !== b - a) throw new CollectiveError(`${op}: chunk of ${got.length} values, expected ${b - a}`);
+    await ringStep(t, buf, seg(r - s), seg(r - s - 1), `${op}/rs/${s}`, deadlineMs, (a, got) => {
       for (let i = 0; i < got.length; i++) buf[a + i]! += got[i]!;
-    }
-    await Promise.all(sends);
+    });
   }
   // All-gather: rank r owns the complete segment (r + 1); pass complete segments around.
   for (let s = 0; s < k - 1; s++) {
-    const sendSeg = segs[mod(r + 1 - s)]!;
-    const recvSeg = segs[mod(r - s)]!;
-    const sends: Promise<void>[] = [];
-    let c = 0;
-    for (const [a, b] of chunksOf(sendSeg[0], sendSeg[1])) sends.push(t.send(`${op}/ag/${s}/${c++}`, buf.slice(a, b)));
-    c = 0;
-    for (const [a, b] of chunksOf(recvSeg[0], recvSeg[1])) {
-      const got = await t.recv(`${op}/ag/${s}/${c++}`, deadlineMs);
-      if (got.length !== b - a) throw new CollectiveError(`${op}: chunk of ${got.length} values, expected ${b - a}`);
-      buf.set(got, a);
-    }
-    await Promise.all(sends);
+    await ringStep(t, buf, seg(r + 1 - s), seg(r - s), `${op}/ag/${s}`, deadlineMs, (a, got) => buf.set(got, a));
   }
   return buf;
+}
+
+/** One ring step: send one segment chunk by chunk to the right, take one from the left chunk by chunk. */
+async function ringStep(
+  t: RingTransport,
+  buf: Float32Array,
+  sendSeg: [number, number],
+  recvSeg: [number, number],
+  key: string,
+  deadlineMs: number,
+  take: (offset: number, got: Float32Array) => void,
+): Promise<void> {
+  const sends: Promise<void>[] = [];
+  let c = 0;
+  // slice, not subarray: the segment may change (a later step writes it) before it is serialised.
+  for (const [a, b] of chunksOf(sendSeg[0], sendSeg[1])) sends.push(t.send(`${key}/${c++}`, buf.slice(a, b)));
+  c = 0;
+  for (const [a, b] of chunksOf(recvSeg[0], recvSeg[1])) {
+    const got = await t.recv(`${key}/${c++}`, deadlineMs);
+    if (got.length !== b - a) throw new CollectiveError(`${key}: chunk of ${got.length} values, expected ${b - a}`);
+    take(a, got);
+  }
+  await Promise.all(sends);
 }
 
 /** Mean across ranks (sum, then divide by the world size). */
