@@ -44,7 +44,10 @@ describe('model zoo', () => {
     for (const e of listModels().filter((m) => !m.tiny)) {
       expect(e.weights?.url).toMatch(/^https:\/\/download\.pytorch\.org\/models\//);
       expect(e.weights?.sha256Prefix).toMatch(/^[0-9a-f]{8}$/);
+      // A pinned full digest must agree with the file name's prefix.
+      if (e.weights?.sha256) expect(e.weights.sha256.startsWith(e.weights.sha256Prefix)).toBe(true);
     }
+    expect(listModels().find((m) => m.name === 'resnet18')!.weights!.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 
   test('an unknown model is refused with the list of known ones', async () => {

@@ -24,12 +24,13 @@ export interface ZooEntry {
   readonly tiny: boolean;
 }
 
-function torchvisionSource(fileName: string, description: string): WeightSource {
+function torchvisionSource(fileName: string, description: string, sha256?: string): WeightSource {
   const m = /-([0-9a-f]{8,})\.pth$/.exec(fileName);
   return {
     url: `https://download.pytorch.org/models/${fileName}`,
     fileName,
     sha256Prefix: m?.[1] ?? '',
+    ...(sha256 ? { sha256 } : {}),
     classes: 1000,
     description,
   };
@@ -41,7 +42,9 @@ const ENTRIES: readonly ZooEntry[] = [
     family: 'resnet',
     description: 'ResNet-18 (torchvision), the study model',
     build: (n) => buildResNet({ arch: 'resnet18', block: 'basic', layers: [2, 2, 2, 2], baseWidth: 64 }, n),
-    weights: torchvisionSource('resnet18-f37072fd.pth', 'torchvision IMAGENET1K_V1'),
+    // Full SHA-256 as recorded by public reproductions of torchvision's file (it begins with the
+    // f37072fd of the file name); the other models are checked by that prefix, as torch hub does.
+    weights: torchvisionSource('resnet18-f37072fd.pth', 'torchvision IMAGENET1K_V1', 'f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec'),
     tiny: false,
   },
   {
