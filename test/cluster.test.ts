@@ -259,7 +259,7 @@ describe('datasets and the embedded default', () => {
     const sweepFile = path.join(tmp(), 'ctrlc.yaml');
     writeFileSync(sweepFile, sweepYaml('ctrlc', 6, '[rgb, gray]'));
     const bin = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
-    const args = [bin, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', '1'];
+    const args = [bin, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', '1', '--dashboard-port', '0'];
     const first = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_CACHE: tmp() } });
     let err = '';
     first.stderr.on('data', (d: Buffer) => (err += d.toString()));
