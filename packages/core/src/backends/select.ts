@@ -8,7 +8,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs';
 import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
 import { startThreadedWasm } from './wasm-threads.js';
-import { registerBackendWorkarounds, registeredWorkarounds } from './workarounds.js';
+import { registerBackendWorkarounds } from './workarounds.js';
 
 /** Backends in the order `auto` prefers them (fastest first). */
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -199,13 +199,13 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
   }
   await tf.setBackend(tfNameOf(chosen.name));
   await tf.ready();
-  const workarounds = registerBackendWorkarounds(tfNameOf(chosen.name));
   return {
     name: chosen.name,
     tfName: tfNameOf(chosen.name),
     device: chosen.device ?? chosen.name,
     probes,
-    workarounds: workarounds.length > 0 ? workarounds : registeredWorkarounds(tfNameOf(chosen.name)),
+    // Registered once per backend; later calls return the same lines.
+    workarounds: registerBackendWorkarounds(tfNameOf(chosen.name)),
   };
 }
 

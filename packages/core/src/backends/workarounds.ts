@@ -125,7 +125,3 @@ export function registerBackendWorkarounds(backendName: string): string[] {
   registered.set(backendName, lines);
   return lines;
 }
-
-export function registeredWorkarounds(backendName: string): string[] {
-  return registered.get(backendName) ?? [];
-}
