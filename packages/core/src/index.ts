@@ -13,8 +13,10 @@ export {
   type BackendProbe,
   type BackendRequest,
   type BackendSelection,
+  type WebGpuAdapterReport,
+  describeAdapter,
 } from './backends/select.js';
-export { WORKAROUNDS, registerBackendWorkarounds } from './backends/workarounds.js';
+export { WORKAROUNDS, describeWorkarounds, registerBackendWorkarounds } from './backends/workarounds.js';
 export {
   conv2dBackpropFilterComposite,
   conv2dBackpropInputComposite,

@@ -79,7 +79,7 @@ test('resnet18: two SGD-momentum steps in train mode give torch\'s weights and r
   const wantLosses = JSON.parse(readFileSync(ref('train_losses.json'), 'utf8')) as number[];
   const batch = { x: nhwc.data, shape: nhwc.shape, labels };
   for (let i = 0; i < 2; i++) {
-    const r = trainer.trainStep(batch, 0.01);
+    const r = await trainer.trainStep(batch, 0.01);
     expect(Math.abs(r.lossSum / 4 - wantLosses[i]!)).toBeLessThan(1e-4);
   }
   const after = (await readWeightsFile(ref('train_resnet18_after.safetensors'))).tensors;

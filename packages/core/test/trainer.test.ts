@@ -64,15 +64,15 @@ describe('trainer', () => {
     net.dispose();
   });
 
-  test('the number of live tensors is constant across training steps', () => {
+  test('the number of live tensors is constant across training steps', async () => {
     const net = Network.create(buildModel('mobilenet_v2_tiny', 4), { seed: 1 });
     const { train, val } = data();
     const trainer = new Trainer({ network: net, config: config(), train, val });
     const x = new Float32Array(4 * SIZE * SIZE * 3).map((_, i) => Math.sin(i));
     const batch: Batch = { x, shape: [4, SIZE, SIZE, 3], labels: Int32Array.from([0, 1, 2, 3]) };
-    trainer.trainStep(batch, 0.01); // the first step creates the momentum buffers
+    await trainer.trainStep(batch, 0.01); // the first step creates the momentum buffers
     const after1 = tf.memory().numTensors;
-    for (let i = 0; i < 4; i++) trainer.trainStep(batch, 0.01);
+    for (let i = 0; i < 4; i++) await trainer.trainStep(batch, 0.01);
     expect(tf.memory().numTensors).toBe(after1);
     trainer.dispose();
     net.dispose();
@@ -196,8 +196,8 @@ describe('trainer', () => {
     for (const microBatch of [0, 5]) {
       const net = Network.create(model, { seed: 9 });
       const t = new Trainer({ network: net, config: config({ strategy: { kind: 'freeze' } }), train, val: train, microBatch });
-      const r1 = t.trainStep(batch, 0.1);
-      const r2 = t.trainStep(batch, 0.1);
+      const r1 = await t.trainStep(batch, 0.1);
+      const r2 = await t.trainStep(batch, 0.1);
       states.push({ state: await net.exportState(), loss: r1.lossSum + r2.lossSum, correct: r1.correct });
       t.dispose();
       net.dispose();

@@ -9,6 +9,7 @@ import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus, type BackendR
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
+import { backendOptionsFromEnv } from '../backend-env.js';
 import { err, out, table, type CliIo } from '../io.js';
 import { ferryBin } from './run.js';
 import { defaultCacheDir } from './weights.js';
@@ -140,7 +141,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     workDir,
     cacheDir: defaultCacheDir(io),
     backend: (args.string('backend') ?? 'auto') as BackendRequest,
-    ...(io.env['FERRY_WASM_THREADS'] ? { backendOptions: { wasmThreads: Number(io.env['FERRY_WASM_THREADS']) } } : {}),
+    backendOptions: backendOptionsFromEnv(io),
     ...(args.string('name') ? { name: args.string('name')! } : {}),
     ...(args.string('threads') ? { decodeThreads: args.int('threads', 1, 1) } : {}),
     ...(args.string('poll-ms') ? { pollWaitMs: args.int('poll-ms', 10_000, 100) } : {}),

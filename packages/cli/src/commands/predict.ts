@@ -11,9 +11,9 @@ import {
   selectBackend,
   studyTransforms,
   transformImage,
-  type BackendRequest,
 } from '@ferry/core';
 import { Args } from '../args.js';
+import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, type CliIo } from '../io.js';
 
 const USAGE =
@@ -51,7 +51,7 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
     throw new InvalidArgumentError(`give exactly one of --input X.npy or --image FILE\nusage: ${USAGE}`);
   }
   getZooEntry(values.model);
-  const backend = await selectBackend((args.string('backend') ?? 'auto') as BackendRequest);
+  const backend = await selectBackend(backendRequest(args.string('backend')), backendOptionsFromEnv(io));
   const { tensors } = await readWeightsFile(values.weights);
   // The class count comes from the weights' classifier unless given.
   const headName = values.model.startsWith('mobilenet') ? 'classifier.1.weight' : 'fc.weight';

@@ -7,11 +7,11 @@ import {
   getZooEntry,
   runCell,
   selectBackend,
-  type BackendRequest,
   type CellConfig,
   type ColorMode,
 } from '@ferry/core';
 import { Args } from '../args.js';
+import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { ProgressLine, err, out, table, type CliIo } from '../io.js';
 import { curvesSvg } from '../svg.js';
 import { defaultCacheDir } from './weights.js';
@@ -118,7 +118,7 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
   };
   const outDir =
     args.string('out') ?? path.join('runs', `${path.basename(path.resolve(dataset))}-${model}-${color}-${strategy.replace(':', '-')}-s${config.seed}`);
-  const backend = await selectBackend((args.string('backend') ?? 'auto') as BackendRequest);
+  const backend = await selectBackend(backendRequest(args.string('backend')), backendOptionsFromEnv(io));
   err(io, `ferry train: ${model} ${strategy} ${color} on ${dataset}, ${config.epochs} epochs, backend ${backend.name} (${backend.device}), output ${outDir}`);
   const progress = new ProgressLine(io);
   const rows: string[][] = [['EPOCH', 'LR', 'TRAIN LOSS', 'TRAIN ACC', 'VAL LOSS', 'VAL ACC', 'IMG/S', 'DATA WAIT', 'TIME']];

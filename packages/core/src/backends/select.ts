@@ -23,6 +23,22 @@ export interface BackendProbe {
   readonly reason: string | null;
   /** Adapter or device description when known (webgpu adapter, CUDA device). */
   readonly device?: string;
+  /** webgpu only: what the adapter is and offers. */
+  readonly webgpu?: WebGpuAdapterReport;
+}
+
+/** A WebGPU adapter as `ferry info` reports it. */
+export interface WebGpuAdapterReport {
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly description: string;
+  /**
+   * A CPU implementation (Mesa's llvmpipe/lavapipe, SwiftShader, WARP): correct, and how the
+   * tests run WebGPU without a GPU, but slower than wasm, so `auto` passes it over.
+   */
+  readonly software: boolean;
+  /** The adapter offers `timestamp-query` (kernel times in tf.profile). */
+  readonly timestampQueryOffered: boolean;
 }
 
 export interface BackendSelection {
@@ -35,6 +51,8 @@ export interface BackendSelection {
   readonly probes: readonly BackendProbe[];
   /** Kernels ferry registered for this backend (composites for missing or slow ones). */
   readonly workarounds: readonly string[];
+  /** webgpu only: whether the device was created with timestamp queries (profiling) enabled. */
+  readonly timestampQuery?: boolean;
 }
 
 const require = createRequire(import.meta.url);
@@ -96,12 +114,11 @@ async function load(name: BackendName): Promise<string> {
     }
     case 'webgpu': {
       const gpu = await getWebGpu();
-      const adapter = await gpu.requestAdapter();
+      const adapter = (await gpu.requestAdapter()) as AdapterLike | null;
       if (adapter === null) throw new Error('no WebGPU adapter found (no GPU, or no Vulkan/Metal/D3D12 driver)');
       await import('@tensorflow/tfjs-backend-webgpu');
-      const info = (adapter as { info?: { vendor?: string; architecture?: string; device?: string; description?: string } }).info;
-      const desc = [info?.vendor, info?.architecture, info?.device, info?.description].filter((s) => s).join(' ');
-      return desc.length > 0 ? desc : 'webgpu adapter';
+      webgpuReport = describeAdapter(adapter);
+      return webgpuReport.description;
     }
     case 'tensorflow-gpu':
       await import(/* optional */ '@tensorflow/tfjs-node-gpu' as string);
@@ -115,6 +132,30 @@ async function load(name: BackendName): Promise<string> {
 interface GpuLike {
   requestAdapter(): Promise<unknown>;
 }
+
+interface AdapterLike {
+  readonly info?: { vendor?: string; architecture?: string; device?: string; description?: string };
+  readonly features?: ReadonlySet<string>;
+  readonly isFallbackAdapter?: boolean;
+}
+
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|software|microsoft basic render|warp/i;
+
+/** Pure: the report for an adapter (exported for tests). */
+export function describeAdapter(adapter: AdapterLike): WebGpuAdapterReport {
+  const info = adapter.info ?? {};
+  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s): s is string => !!s);
+  const description = parts.length > 0 ? parts.join(' ') : 'webgpu adapter';
+  return {
+    vendor: info.vendor ?? '',
+    architecture: info.architecture ?? '',
+    description,
+    software: adapter.isFallbackAdapter === true || SOFTWARE_ADAPTER.test(description),
+    timestampQueryOffered: adapter.features?.has('timestamp-query') ?? false,
+  };
+}
+
+let webgpuReport: WebGpuAdapterReport | undefined;
 
 let webgpuInstance: GpuLike | undefined;
 
@@ -152,7 +193,7 @@ export async function probeBackend(name: BackendName): Promise<BackendProbe> {
     if (!ok) throw new Error('TensorFlow.js could not initialise it');
     if (name === 'tensorflow-gpu' && !isCudaBuild()) throw new Error('libtensorflow was built without CUDA');
     if (before && before !== tfNameOf(name)) await tf.setBackend(before);
-    probe = { name, available: true, reason: null, device };
+    probe = { name, available: true, reason: null, device, ...(name === 'webgpu' && webgpuReport ? { webgpu: webgpuReport } : {}) };
   } catch (e) {
     probe = { name, available: false, reason: message(e) };
   }
@@ -190,6 +231,11 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
       continue;
     }
     const probe = await probeBackend(name);
+    if (request === 'auto' && probe.available && probe.webgpu?.software) {
+      // Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter.
+      probes.push({ ...probe, available: false, reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it` });
+      continue;
+    }
     probes.push(probe);
     if (probe.available) chosen = probe;
   }
@@ -206,6 +252,7 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     probes,
     // Registered once per backend; later calls return the same lines.
     workarounds: registerBackendWorkarounds(tfNameOf(chosen.name)),
+    ...(chosen.name === 'webgpu' ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true } : {}),
   };
 }
 

@@ -103,6 +103,11 @@ export const WORKAROUNDS: Readonly<Record<string, readonly Workaround[]>> = {
   cpu: [CONV_FILTER],
 };
 
+/** The lines registerBackendWorkarounds would return for `backendName`, without registering. */
+export function describeWorkarounds(backendName: string): string[] {
+  return (WORKAROUNDS[backendName] ?? []).map((w) => `${w.kernelName}: ${w.why}`);
+}
+
 const registered = new Map<string, string[]>();
 
 /** Registers the workarounds for `backendName` once; returns a line per kernel registered. */

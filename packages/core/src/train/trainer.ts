@@ -65,6 +65,41 @@ export interface TrainerOptions {
   readonly distributed?: { readonly transport: RingTransport; readonly deadlineMs: number };
 }
 
+/** What a training step reports: loss summed over its images, and how many it classified right. */
+export interface StepOutcome {
+  readonly lossSum: number;
+  readonly correct: number;
+}
+
+/** A (micro-)batch's loss and logits, still on the device. */
+interface PendingOutcome {
+  readonly loss: tf.Scalar;
+  readonly logits: tf.Tensor2D;
+  readonly labels: Int32Array;
+  readonly numClasses: number;
+}
+
+/** Reads pending outcomes back (asynchronously: GPU backends have no synchronous read) and frees them. */
+async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutcome> {
+  let lossSum = 0;
+  let correct = 0;
+  try {
+    for (const p of pending) {
+      const [loss, logits] = await Promise.all([p.loss.data(), p.logits.data()]);
+      const n = p.labels.length;
+      lossSum += loss[0]! * n;
+      const preds = argmaxRows(logits, n, p.numClasses);
+      for (let i = 0; i < n; i++) if (preds[i] === p.labels[i]) correct++;
+    }
+  } finally {
+    for (const p of pending) {
+      p.loss.dispose();
+      p.logits.dispose();
+    }
+  }
+  return { lossSum, correct };
+}
+
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
   return tf.tidy(() => {
@@ -122,33 +157,41 @@ export class Trainer {
   }
 
   /**
-   * One SGD step on a batch; returns the summed loss and the number of correct predictions. With
-   * `microBatch` set below the batch size, the batch is processed in chunks whose gradients are
-   * averaged (weighted by chunk size) before the single update: the memory of a chunk, the update of
-   * the batch. BatchNorm then normalises per chunk, as nn.DataParallel does per GPU in the study.
+   * One SGD step on a batch; resolves to the summed loss and the number of correct predictions.
+   * With `microBatch` set below the batch size, the batch is processed in chunks whose gradients
+   * are averaged (weighted by chunk size) before the single update: the memory of a chunk, the
+   * update of the batch. BatchNorm then normalises per chunk, as nn.DataParallel does per GPU in
+   * the study.
    */
-  trainStep(batch: Batch, lr: number, rng?: Rng): { lossSum: number; correct: number } {
+  async trainStep(batch: Batch, lr: number, rng?: Rng): Promise<StepOutcome> {
+    return readOutcome(this.enqueueStep(batch, lr, rng));
+  }
+
+  /**
+   * Queues one step's device work (forward, backward, update) and returns what is left to read
+   * back. Nothing here waits for the device, so a GPU backend can run this step while the host
+   * queues the next (the training loop reads each step's loss one step later).
+   */
+  private enqueueStep(batch: Batch, lr: number, rng?: Rng): PendingOutcome[] {
     const n = batch.labels.length;
     const micro = this.options.microBatch && this.options.microBatch < n ? this.options.microBatch : n;
     if (micro === n) {
       const r = this.forwardBackward(batch, rng);
       this.sgd.step(this.trainable, r.grads, lr);
       for (const g of r.grads.values()) g.dispose();
-      return { lossSum: r.lossSum, correct: r.correct };
+      return [r.pending];
     }
     const per = batch.x.length / n;
     const itemShape = batch.shape.slice(1);
     let accum: Map<string, tf.Tensor> | undefined;
-    let lossSum = 0;
-    let correct = 0;
+    const pending: PendingOutcome[] = [];
     for (let s = 0; s < n; s += micro) {
       const m = Math.min(micro, n - s);
       const r = this.forwardBackward(
         { x: batch.x.subarray(s * per, (s + m) * per), shape: [m, ...itemShape], labels: batch.labels.subarray(s, s + m) },
         rng,
       );
-      lossSum += r.lossSum;
-      correct += r.correct;
+      pending.push(r.pending);
       const next = new Map<string, tf.Tensor>();
       for (const [name, g] of r.grads) {
         const prev = accum?.get(name);
@@ -160,26 +203,27 @@ export class Trainer {
     }
     this.sgd.step(this.trainable, accum!, lr);
     for (const g of accum!.values()) g.dispose();
-    return { lossSum, correct };
+    return pending;
   }
 
   /** One data-parallel step: local gradients, averaged over the ring (with loss and accuracy), one update. */
   private async trainStepDistributed(batch: Batch, lr: number, step: string, rng?: Rng): Promise<{ lossSum: number; correct: number; n: number }> {
     const d = this.options.distributed!;
     const r = this.forwardBackward(batch, rng);
+    const local = await readOutcome([r.pending]);
     const names = [...this.trainable.keys()];
     const sizes = names.map((n) => this.trainable.get(n)!.size);
     const total = sizes.reduce((a, b) => a + b, 0);
     const flat = new Float32Array(total + 3);
     let o = 0;
-    names.forEach((name, i) => {
-      const g = r.grads.get(name);
-      if (g) flat.set(g.dataSync() as Float32Array, o);
+    for (let i = 0; i < names.length; i++) {
+      const g = r.grads.get(names[i]!);
+      if (g) flat.set((await g.data()) as Float32Array, o);
       o += sizes[i]!;
-    });
+    }
     for (const g of r.grads.values()) g.dispose();
-    flat[total] = r.lossSum;
-    flat[total + 1] = r.correct;
+    flat[total] = local.lossSum;
+    flat[total + 1] = local.correct;
     flat[total + 2] = batch.labels.length;
     await ringAllReduceSum(d.transport, flat, `grad/${step}`, d.deadlineMs);
     const k = d.transport.worldSize;
@@ -206,7 +250,7 @@ export class Trainer {
     const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
     let o = 0;
     for (const v of vars) {
-      flat.set(v.dataSync() as Float32Array, o);
+      flat.set((await v.data()) as Float32Array, o);
       o += v.size;
     }
     await ringAllReduceSum(d.transport, flat, `bn/${epoch}`, d.deadlineMs);
@@ -225,7 +269,7 @@ export class Trainer {
     const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
     let o = 0;
     for (const v of vars) {
-      flat.set(v.dataSync() as Float32Array, o);
+      flat.set((await v.data()) as Float32Array, o);
       o += v.size;
     }
     await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
@@ -238,10 +282,9 @@ export class Trainer {
   }
 
   /** Forward and backward on one (micro-)batch; updates BatchNorm running statistics. */
-  private forwardBackward(batch: Batch, rng?: Rng): { lossSum: number; correct: number; grads: Map<string, tf.Tensor> } {
+  private forwardBackward(batch: Batch, rng?: Rng): { pending: PendingOutcome; grads: Map<string, tf.Tensor> } {
     const { network } = this.options;
     const model = network.model;
-    const n = batch.labels.length;
     const bnStats: BnBatchStats[] = [];
     let logitsKept: tf.Tensor2D | undefined;
     const named = new Map<string, tf.Tensor>();
@@ -268,14 +311,7 @@ export class Trainer {
       s.mean.dispose();
       s.variance.dispose();
     }
-    const loss = lossValue.dataSync()[0]!;
-    lossValue.dispose();
-    const logits = logitsKept!;
-    const preds = argmaxRows(logits.dataSync(), n, model.numClasses);
-    logits.dispose();
-    let correct = 0;
-    for (let i = 0; i < n; i++) if (preds[i] === batch.labels[i]) correct++;
-    return { lossSum: loss * n, correct, grads: named };
+    return { pending: { loss: lossValue, logits: logitsKept!, labels: Int32Array.from(batch.labels), numClasses: model.numClasses }, grads: named };
   }
 
   /** Loss and confusion matrix over a source, in inference mode. */
@@ -286,14 +322,17 @@ export class Trainer {
     let count = 0;
     for await (const batch of source.batches(0, this.options.config.seed)) {
       const n = batch.labels.length;
-      const [loss, logits] = tf.tidy(() => {
+      const [lossT, logitsT] = tf.tidy(() => {
         const net = this.options.network;
         const logits = net.runStages(tf.tensor(batch.x, [...batch.shape]), this.inputStage, net.model.stages.length, {
           training: false,
         }) as tf.Tensor2D;
-        const loss = crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k);
-        return [loss.dataSync()[0]!, logits.dataSync()] as const;
+        return [crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k), logits] as const;
       });
+      const [lossData, logits] = await Promise.all([lossT.data(), logitsT.data()]);
+      lossT.dispose();
+      logitsT.dispose();
+      const loss = lossData[0]!;
       lossSum += loss * n;
       count += n;
       addConfusion(confusion, confusionMatrix(batch.labels, argmaxRows(logits, n, k), k));
@@ -358,6 +397,19 @@ export class Trainer {
       let step = 0;
       let dataWaitMs = 0;
       const t0 = performance.now();
+      // The step whose loss is still being read back (see enqueueStep).
+      let inFlight: { outcome: Promise<StepOutcome & { n: number }>; step: number } | undefined;
+      const account = async (f: { outcome: Promise<StepOutcome & { n: number }>; step: number }): Promise<void> => {
+        const r = await f.outcome;
+        if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, f.step, r.lossSum / r.n);
+        lossSum += r.lossSum;
+        correct += r.correct;
+        seen += r.n;
+        const elapsed = performance.now() - t0;
+        const ips = (seen / elapsed) * 1000;
+        const remainingImages = (config.epochs - epoch) * this.options.train.size - seen;
+        onProgress?.({ type: 'step', epoch, step: f.step + 1, stepsPerEpoch, loss: r.lossSum / r.n, imagesPerSec: ips, etaMs: (remainingImages / ips) * 1000 });
+      };
       const it = this.options.train.batches(epoch, config.seed)[Symbol.asyncIterator]();
       for (;;) {
         const w0 = performance.now();
@@ -368,23 +420,20 @@ export class Trainer {
           await it.return?.();
           throw signal.reason ?? new Error('aborted');
         }
-        let r: { lossSum: number; correct: number };
-        let n = next.value.labels.length;
+        let outcome: Promise<StepOutcome & { n: number }>;
         if (dist) {
-          const g = await this.trainStepDistributed(next.value, lr, `${epoch}/${step}`, rng);
-          r = g;
-          n = g.n;
-        } else r = this.trainStep(next.value, lr, rng);
-        if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, step, r.lossSum / n);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        seen += n;
+          outcome = Promise.resolve(await this.trainStepDistributed(next.value, lr, `${epoch}/${step}`, rng));
+        } else {
+          const n = next.value.labels.length;
+          outcome = readOutcome(this.enqueueStep(next.value, lr, rng)).then((r) => ({ ...r, n }));
+          // Read back after the next step is queued; never an unhandled rejection meanwhile.
+          outcome.catch(() => undefined);
+        }
+        if (inFlight) await account(inFlight);
+        inFlight = { outcome, step };
         step++;
-        const elapsed = performance.now() - t0;
-        const ips = (seen / elapsed) * 1000;
-        const remainingImages = (config.epochs - epoch) * this.options.train.size - seen;
-        onProgress?.({ type: 'step', epoch, step, stepsPerEpoch, loss: r.lossSum / n, imagesPerSec: ips, etaMs: (remainingImages / ips) * 1000 });
       }
+      if (inFlight) await account(inFlight);
       const trainMs = performance.now() - t0;
       if (dist) await this.syncBatchNorm(epoch);
       const v0 = performance.now();

@@ -1,0 +1,20 @@
+import type { BackendOptions, BackendRequest } from '@ferry/core';
+import type { CliIo } from './io.js';
+
+/**
+ * Backend start-up choices from the environment (the one place the CLI reads them):
+ * FERRY_WASM_THREADS sizes wasm's thread pool; FERRY_WEBGPU_PROFILE=1 creates the WebGPU device
+ * with timestamp queries, so tf.profile reports kernel times.
+ */
+export function backendOptionsFromEnv(io: CliIo): BackendOptions {
+  const threads = io.env['FERRY_WASM_THREADS'];
+  const profile = io.env['FERRY_WEBGPU_PROFILE'];
+  return {
+    ...(threads ? { wasmThreads: Number(threads) } : {}),
+    ...(profile === '1' || profile === 'true' ? { webgpuProfiling: true } : {}),
+  };
+}
+
+export function backendRequest(value: string | undefined): BackendRequest {
+  return (value ?? 'auto') as BackendRequest;
+}
