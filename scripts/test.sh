@@ -11,12 +11,30 @@ need_apt=()
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v docker-compose >/dev/null || need_apt+=(docker-compose)
 command -v ip >/dev/null || need_apt+=(iproute2)
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing Debian packages: ${need_apt[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# WebGPU without a GPU: Dawn (the `webgpu` npm package) on Mesa's lavapipe, a Vulkan driver that
+# runs on the CPU. Dawn needs lavapipe 24 or later (bookworm's 22.3 lacks dynamic indexing of
+# uniform arrays); bookworm-backports has 25.
+mesa=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || echo 0)
+if ! dpkg --compare-versions "$mesa" ge 24; then
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  target=()
+  if [ "$codename" = bookworm ]; then
+    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/ferry-backports.list >/dev/null
+    fi
+    target=(-t bookworm-backports)
+  fi
+  echo "test.sh: installing Mesa's lavapipe (mesa-vulkan-drivers ${target[*]}) for the WebGPU tests"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" mesa-vulkan-drivers libvulkan1
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
-// Kernel census of one training step: TF.js kernels (tf.profile), GPU programs dispatched (webgpu),
-// wall time, and GPU time when the backend has timestamp queries. Prints one JSON line.
-// usage: node bench/engine/profile.mjs --backend webgpu --model resnet18 --size 224 --batch 32 [--steps 3]
+// One training-step census in its own process: images/s (steps awaited one by one, and pipelined
+// as the trainer runs them: the next step queued before the last one's loss is read), host time to
+// queue a step, GPU time per step (webgpu timestamp queries through tf.profile), TF.js kernels and
+// GPU programs dispatched per step. Prints one JSON line.
+// usage: node bench/engine/profile.mjs --backend webgpu --model resnet18 --size 224 --batch 32
+//          [--fast 1|0] [--steps 5] [--no-profile]
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
 import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, buildModel, selectBackend } from '@ferry/core';
@@ -12,15 +15,18 @@ const { values } = parseArgs({
     model: { type: 'string', default: 'resnet18' },
     size: { type: 'string', default: '224' },
     batch: { type: 'string', default: '32' },
-    steps: { type: 'string', default: '3' },
+    steps: { type: 'string', default: '5' },
     classes: { type: 'string', default: '20' },
-    top: { type: 'string', default: '12' },
+    top: { type: 'string', default: '10' },
+    fast: { type: 'string', default: '1' },
+    'no-profile': { type: 'boolean', default: false },
   },
 });
 const size = Number(values.size);
 const batch = Number(values.batch);
 const classes = Number(values.classes);
-const backend = await selectBackend(values.backend, { webgpuProfiling: true });
+const fast = values.fast !== '0';
+const backend = await selectBackend(values.backend, { webgpuProfiling: true, webgpuFastPath: fast });
 const model = buildModel(values.model, classes);
 const net = Network.create(model, { seed: 0 });
 const rng = Rng.fromSeed(1);
@@ -28,7 +34,7 @@ const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng.norma
 const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
 const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
 const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy: { kind: 'finetune' } }, train: source, val: source, microBatch: batch });
-const step = () => trainer.trainStep({ x, shape: [batch, size, size, 3], labels }, 0.001);
+const batchArgs = { x, shape: [batch, size, size, 3], labels };
 
 // Count GPU programs: every webgpu kernel ends in runWebGPUProgram.
 const be = tf.backend();
@@ -43,34 +49,80 @@ if (typeof be.runWebGPUProgram === 'function') {
     return orig(program, ...rest);
   };
 }
-await step(); // warm-up: pipelines, momentum buffers
+await trainer.trainStep(batchArgs, 0.001); // warm-up: pipelines compiled, momentum buffers made
+await trainer.trainStep(batchArgs, 0.001);
 const steps = Number(values.steps);
+
+// Sequential: queue, then wait for the read-back, step after step.
 programs = 0;
 programNames.clear();
-const t0 = performance.now();
-for (let i = 0; i < steps; i++) await step();
-const wallMs = (performance.now() - t0) / steps;
+let hostMs = 0;
+let t0 = performance.now();
+for (let i = 0; i < steps; i++) {
+  const h0 = performance.now();
+  const p = trainer.trainStep(batchArgs, 0.001); // queues synchronously, then reads back
+  hostMs += performance.now() - h0;
+  await p;
+}
+const sequentialMs = (performance.now() - t0) / steps;
 const programsPerStep = programs / steps;
 const byProgram = [...programNames].map(([k, v]) => [k, v / steps]).sort((a, b) => b[1] - a[1]);
-// One profiled step for the kernel census and GPU time.
-const profile = await tf.profile(async () => { await step(); });
-const byKernel = new Map();
-let gpuMs = 0;
-let timed = true;
-for (const k of profile.kernels) {
-  const e = byKernel.get(k.name) ?? { calls: 0, ms: 0 };
-  e.calls++;
-  const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : NaN;
-  if (Number.isNaN(ms)) timed = false; else { e.ms += ms; gpuMs += ms; }
-  byKernel.set(k.name, e);
+
+// Pipelined: as Trainer.run does it, each step's loss read after the next step is queued.
+t0 = performance.now();
+let prev;
+for (let i = 0; i < steps; i++) {
+  const p = trainer.trainStep(batchArgs, 0.001);
+  if (prev) await prev;
+  prev = p;
 }
-const top = [...byKernel].sort((a, b) => (b[1].ms - a[1].ms) || (b[1].calls - a[1].calls)).slice(0, Number(values.top))
-  .map(([name, e]) => ({ name, calls: e.calls, ms: +e.ms.toFixed(2) }));
-console.log(JSON.stringify({
-  engine: 'ferry', backend: backend.name, device: backend.device, model: values.model, size, batch,
-  ms_per_step: +wallMs.toFixed(1), images_per_sec: +((batch * 1000) / wallMs).toFixed(2),
-  kernels_per_step: profile.kernels.length, programs_per_step: programsPerStep,
-  gpu_ms_per_step: timed ? +gpuMs.toFixed(1) : null, timestamp_query: Boolean(be.supportTimestampQuery),
-  fast_kernels: backend.workarounds.length,
-  top_kernels: top, programs_by_class: Object.fromEntries(byProgram.slice(0, Number(values.top))),
-}));
+await prev;
+const pipelinedMs = (performance.now() - t0) / steps;
+
+// One profiled step: the kernel census and GPU time (kernel times need timestamp queries).
+let census = {};
+if (!values['no-profile']) {
+  const profile = await tf.profile(async () => {
+    await trainer.trainStep(batchArgs, 0.001);
+  });
+  const byKernel = new Map();
+  let gpuMs = 0;
+  let timed = backend.timestampQuery === true;
+  for (const k of profile.kernels) {
+    const e = byKernel.get(k.name) ?? { calls: 0, ms: 0 };
+    e.calls++;
+    const ms = typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : NaN;
+    if (Number.isNaN(ms)) timed = false;
+    else {
+      e.ms += ms;
+      gpuMs += ms;
+    }
+    byKernel.set(k.name, e);
+  }
+  const top = [...byKernel]
+    .sort((a, b) => b[1].ms - a[1].ms || b[1].calls - a[1].calls)
+    .slice(0, Number(values.top))
+    .map(([name, e]) => ({ name, calls: e.calls, ms: +e.ms.toFixed(2) }));
+  census = { kernels_per_step: profile.kernels.length, gpu_ms_per_step: timed ? +gpuMs.toFixed(1) : null, top_kernels: top };
+}
+console.log(
+  JSON.stringify({
+    engine: 'ferry',
+    path: backend.name === 'webgpu' ? (fast ? 'ferry-kernels' : 'tfjs-kernels') : 'default',
+    backend: backend.name,
+    device: backend.device,
+    model: values.model,
+    size,
+    batch,
+    steps,
+    ms_per_step: +pipelinedMs.toFixed(1),
+    images_per_sec: +((batch * 1000) / pipelinedMs).toFixed(2),
+    sequential_ms_per_step: +sequentialMs.toFixed(1),
+    host_queue_ms_per_step: +(hostMs / steps).toFixed(1),
+    programs_per_step: programsPerStep,
+    timestamp_query: backend.timestampQuery === true,
+    fast_kernels: backend.workarounds.map((w) => w.split(':')[0]),
+    ...census,
+    programs_by_class: Object.fromEntries(byProgram.slice(0, Number(values.top))),
+  }),
+);

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   FERRY_ERR_CHECKPOINT: 'a checkpoint cannot be used to resume this run',
   FERRY_ERR_IMAGE_UNREADABLE: 'an image file cannot be decoded',
   FERRY_ERR_DATASET: 'a dataset folder cannot be trained on as it is (layout, classes, no images)',
+  FERRY_ERR_DEVICE: 'the GPU device reported an error (invalid program, out of memory, device lost)',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -103,6 +104,12 @@ export class ImageUnreadableError extends FerryError {
 export class DatasetError extends FerryError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('FERRY_ERR_DATASET', message, options);
+  }
+}
+
+export class DeviceError extends FerryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FERRY_ERR_DEVICE', message, options);
   }
 }
 

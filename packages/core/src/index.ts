@@ -5,6 +5,7 @@ export { readNpy, writeNpy, nchwToNhwc } from './util/npy.js';
 export {
   BACKEND_NAMES,
   isBackendName,
+  assertDeviceHealthy,
   probeAllBackends,
   probeBackend,
   selectBackend,
@@ -16,13 +17,15 @@ export {
   type WebGpuAdapterReport,
   describeAdapter,
 } from './backends/select.js';
-export { WORKAROUNDS, describeWorkarounds, registerBackendWorkarounds } from './backends/workarounds.js';
+export { WORKAROUNDS, describeWorkarounds, registerBackendWorkarounds, restoreNativeKernels, setWebGpuFastPath } from './backends/workarounds.js';
 export {
   conv2dBackpropFilterComposite,
   conv2dBackpropInputComposite,
   depthwiseBackpropFilterComposite,
   depthwiseBackpropInputComposite,
 } from './backends/composite-kernels.js';
+export { batchNormTrain, disposeBnStats, fusedWebGpuActive, sgdMomentumStep, updateRunningStats, type Activation, type BnStats } from './backends/fused.js';
+export { DEFAULT_TUNING, bnStats, conv2dFilterGrad, depthwiseFilterGrad, setWebGpuTuning, splitCount, type WebGpuTuning } from './backends/webgpu/ops.js';
 export { listNvidiaGpus, type GpuDevice } from './backends/devices.js';
 export type { ParamSpec, ParamKind, ForwardContext, BnBatchStats } from './models/layers.js';
 export { SpecBuilder, globalAvgPool, relu } from './models/layers.js';

@@ -6,9 +6,9 @@ import '@tensorflow/tfjs-backend-cpu';
 // Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
 // the union package's Node build registers them (kernel registries are process-global).
 import '@tensorflow/tfjs';
-import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { BackendUnavailableError, DeviceError, InvalidArgumentError } from '../errors.js';
 import { startThreadedWasm } from './wasm-threads.js';
-import { registerBackendWorkarounds } from './workarounds.js';
+import { registerBackendWorkarounds, setWebGpuFastPath } from './workarounds.js';
 
 /** Backends in the order `auto` prefers them (fastest first). */
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -84,6 +84,8 @@ export interface BackendOptions {
   readonly wasmThreads?: number;
   /** Create the WebGPU device with timestamp queries (Dawn's allow_unsafe_apis) for profiling. */
   readonly webgpuProfiling?: boolean;
+  /** ferry's WebGPU kernels and fused programs (default on; off = TensorFlow.js's own). */
+  readonly webgpuFastPath?: boolean;
 }
 
 let options: BackendOptions = {};
@@ -245,15 +247,48 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
   }
   await tf.setBackend(tfNameOf(chosen.name));
   await tf.ready();
+  if (chosen.name === 'webgpu') watchWebGpuDevice();
   return {
     name: chosen.name,
     tfName: tfNameOf(chosen.name),
     device: chosen.device ?? chosen.name,
     probes,
     // Registered once per backend; later calls return the same lines.
-    workarounds: registerBackendWorkarounds(tfNameOf(chosen.name)),
+    workarounds: chosen.name === 'webgpu' && options.webgpuFastPath === false ? webgpuOff() : registerBackendWorkarounds(tfNameOf(chosen.name)),
     ...(chosen.name === 'webgpu' ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true } : {}),
   };
+}
+
+function webgpuOff(): string[] {
+  setWebGpuFastPath(false);
+  return [];
+}
+
+/** Errors the WebGPU device reported since selection (validation, out-of-memory, loss). */
+const deviceErrors: string[] = [];
+let watched: unknown;
+
+/**
+ * WebGPU reports invalid programs and out-of-memory asynchronously, as events, and the commands
+ * concerned then do nothing: the results would be silently wrong. ferry records every such
+ * report; assertDeviceHealthy turns them into an error at the next read-back.
+ */
+function watchWebGpuDevice(): void {
+  const device = (tf.backend() as { device?: EventTarget & { lost?: Promise<{ message?: string }> } }).device;
+  if (!device || watched === device) return;
+  watched = device;
+  device.addEventListener('uncapturederror', (e) => {
+    const err = (e as Event & { error?: { message?: string } }).error;
+    if (deviceErrors.length < 20) deviceErrors.push(err?.message?.split('\n')[0] ?? 'unknown device error');
+  });
+  void device.lost?.then((info) => deviceErrors.push(`device lost: ${info.message ?? ''}`));
+}
+
+/** Throws FERRY_ERR_DEVICE if the WebGPU device reported an error since the last check. */
+export function assertDeviceHealthy(): void {
+  if (deviceErrors.length === 0) return;
+  const all = deviceErrors.splice(0);
+  throw new DeviceError(`the WebGPU device reported ${all.length} error(s); first: ${all[0]}`);
 }
 
 export function isBackendName(s: string): s is BackendName {

@@ -5,6 +5,8 @@ import {
   depthwiseBackpropFilterComposite,
   depthwiseBackpropInputComposite,
 } from './composite-kernels.js';
+import { setWebGpuFusion } from './fused.js';
+import { conv2dFilterGrad, depthwiseFilterGrad } from './webgpu/ops.js';
 
 /**
  * The one place where per-backend kernel workarounds are registered. Each entry replaces (or adds)
@@ -23,11 +25,38 @@ interface ConvAttrs {
   dataFormat?: string;
 }
 
+/** The kernel a workaround replaced, for the cases it leaves to it. */
+type NativeKernel = (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs) => tf.TensorInfo | tf.TensorInfo[];
+
 interface Workaround {
   readonly kernelName: string;
   readonly why: string;
-  readonly kernelFunc: (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs) => tf.Tensor;
+  readonly kernelFunc: (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs, native?: NativeKernel) => tf.Tensor | tf.TensorInfo | tf.TensorInfo[];
 }
+
+const isNhwc = (attrs: ConvAttrs): boolean => attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC' || attrs.dataFormat === 'channelsLast';
+
+const WEBGPU_CONV_FILTER: Workaround = {
+  kernelName: 'Conv2DBackpropFilter',
+  why: 'im2col + split-K batched matmul + one reduction (TF.js: one thread per weight looping over n*h*w)',
+  kernelFunc: (inputs, attrs, native) => {
+    const x = inputs['x'] as tf.Tensor4D;
+    if (!isNhwc(attrs) || x.dtype !== 'float32') return native!(inputs, attrs);
+    return conv2dFilterGrad(x, inputs['dy'] as tf.Tensor4D, attrs.filterShape as Shape4, attrs.strides as [number, number], attrs.pad, attrs.dimRoundingMode);
+  },
+};
+
+const WEBGPU_DW_FILTER: Workaround = {
+  kernelName: 'DepthwiseConv2dNativeBackpropFilter',
+  why: 'split over output rows + one reduction (TF.js: one thread per weight looping over n*h*w)',
+  kernelFunc: (inputs, attrs, native) => {
+    const shape = attrs.filterShape as Shape4;
+    const [dh, dw] = typeof attrs.dilations === 'number' ? [attrs.dilations, attrs.dilations] : (attrs.dilations ?? [1, 1]);
+    const x = inputs['x'] as tf.Tensor4D;
+    if (!isNhwc(attrs) || shape[3] !== 1 || dh !== 1 || dw !== 1 || x.dtype !== 'float32') return native!(inputs, attrs);
+    return depthwiseFilterGrad(x, inputs['dy'] as tf.Tensor4D, shape, attrs.strides as [number, number], attrs.pad, attrs.dimRoundingMode);
+  },
+};
 
 function requireNhwc(attrs: ConvAttrs, kernel: string): void {
   if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC' && attrs.dataFormat !== 'channelsLast') {
@@ -101,6 +130,7 @@ const DW_INPUT: Workaround = {
 export const WORKAROUNDS: Readonly<Record<string, readonly Workaround[]>> = {
   wasm: [CONV_FILTER, CONV_INPUT, DW_FILTER, DW_INPUT],
   cpu: [CONV_FILTER],
+  webgpu: [WEBGPU_CONV_FILTER, WEBGPU_DW_FILTER],
 };
 
 /** The lines registerBackendWorkarounds would return for `backendName`, without registering. */
@@ -109,6 +139,9 @@ export function describeWorkarounds(backendName: string): string[] {
 }
 
 const registered = new Map<string, string[]>();
+/** What registration replaced, per backend, to put back (see restoreNativeKernels). */
+const replaced = new Map<string, tf.KernelConfig[]>();
+const absent = new Map<string, string[]>();
 
 /** Registers the workarounds for `backendName` once; returns a line per kernel registered. */
 export function registerBackendWorkarounds(backendName: string): string[] {
@@ -116,17 +149,48 @@ export function registerBackendWorkarounds(backendName: string): string[] {
   if (existing) return existing;
   const lines: string[] = [];
   for (const w of WORKAROUNDS[backendName] ?? []) {
-    if (tf.getKernel(w.kernelName, backendName) !== undefined) tf.unregisterKernel(w.kernelName, backendName);
+    const previous = tf.getKernel(w.kernelName, backendName);
+    if (previous !== undefined) {
+      tf.unregisterKernel(w.kernelName, backendName);
+      replaced.set(backendName, [...(replaced.get(backendName) ?? []), previous]);
+    } else absent.set(backendName, [...(absent.get(backendName) ?? []), w.kernelName]);
+    const native: NativeKernel | undefined = previous
+      ? (inputs, attrs) => previous.kernelFunc({ inputs, attrs: attrs as unknown as tf.NamedAttrMap, backend: tf.backend() })
+      : undefined;
     tf.registerKernel({
       kernelName: w.kernelName,
       backendName,
       // The engine accepts a Tensor as a kernel output (it has a rank), so a composite of ops can
       // stand in for a native kernel; the backward pass runs outside the gradient tape.
       kernelFunc: ({ inputs, attrs }) =>
-        w.kernelFunc(inputs as Record<string, tf.Tensor>, attrs as unknown as ConvAttrs) as unknown as tf.TensorInfo,
+        w.kernelFunc(inputs as Record<string, tf.Tensor>, attrs as unknown as ConvAttrs, native) as unknown as tf.TensorInfo,
     });
     lines.push(`${w.kernelName}: ${w.why}`);
   }
   registered.set(backendName, lines);
   return lines;
+}
+
+/** Puts TensorFlow.js's own kernels back for `backendName` (the "unmodified path" of comparisons). */
+export function restoreNativeKernels(backendName: string): void {
+  if (!registered.has(backendName)) return;
+  for (const name of absent.get(backendName) ?? []) tf.unregisterKernel(name, backendName);
+  for (const k of replaced.get(backendName) ?? []) {
+    tf.unregisterKernel(k.kernelName, backendName);
+    tf.registerKernel(k);
+  }
+  registered.delete(backendName);
+  replaced.delete(backendName);
+  absent.delete(backendName);
+}
+
+/**
+ * ferry's WebGPU fast path on or off: the registered filter-gradient kernels and the fused
+ * BatchNorm/SGD programs. Off is TensorFlow.js's own kernels and ops, for "before" measurements
+ * and the equivalence tests.
+ */
+export function setWebGpuFastPath(on: boolean): void {
+  setWebGpuFusion(on);
+  if (on) registerBackendWorkarounds('webgpu');
+  else restoreNativeKernels('webgpu');
 }

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { batchNormTrain, type Activation, type BnStats } from '../backends/fused.js';
 import type { Rng } from '../util/rng.js';
 
 /** How a parameter's torch layout maps to ferry's TF.js layout. */
@@ -30,9 +31,8 @@ export type ParamLookup = ReadonlyMap<string, tf.Tensor>;
 /** Batch statistics a BatchNorm layer saw in training mode, for the running-stat update. */
 export interface BnBatchStats {
   readonly name: string;
-  readonly mean: tf.Tensor1D;
-  /** Biased batch variance (what normalisation uses); the update applies n/(n-1). */
-  readonly variance: tf.Tensor1D;
+  /** Mean and biased variance (what normalisation uses; the update applies n/(n-1)). */
+  readonly stats: BnStats;
   readonly count: number;
 }
 
@@ -46,6 +46,9 @@ export interface ForwardContext {
 }
 
 export type Layer = (ctx: ForwardContext, x: tf.Tensor4D) => tf.Tensor4D;
+
+/** A BatchNorm with its activation and an optional residual added before it. */
+export type BnLayer = (ctx: ForwardContext, x: tf.Tensor4D, residual?: tf.Tensor4D) => tf.Tensor4D;
 
 export const BN_EPS = 1e-5;
 /** torch BatchNorm momentum (Keras momentum 0.9). */
@@ -88,6 +91,15 @@ export class SpecBuilder {
 
   /** BatchNorm2d with torch semantics (eps 1e-5, momentum 0.1, unbiased running variance). */
   bn(name: string, c: number): Layer {
+    const layer = this.bnAct(name, c, 'none');
+    return (ctx, x) => layer(ctx, x);
+  }
+
+  /**
+   * act(BatchNorm2d(x) + residual): the BatchNorm, then the residual add and the activation that
+   * follow it in the model, as one fused operation where the backend has one (webgpu).
+   */
+  bnAct(name: string, c: number, act: Activation): BnLayer {
     const names = {
       weight: `${name}.weight`,
       bias: `${name}.bias`,
@@ -98,17 +110,17 @@ export class SpecBuilder {
     this.add({ name: names.bias, kind: 'bn_bias', torchShape: [c], shape: [c], learnable: true, init: { type: 'zeros' } });
     this.add({ name: names.mean, kind: 'bn_mean', torchShape: [c], shape: [c], learnable: false, init: { type: 'zeros' } });
     this.add({ name: names.var, kind: 'bn_var', torchShape: [c], shape: [c], learnable: false, init: { type: 'ones' } });
-    return (ctx, x) => {
+    return (ctx, x, residual) => {
       const gamma = get(ctx, names.weight) as tf.Tensor1D;
       const beta = get(ctx, names.bias) as tf.Tensor1D;
       if (!ctx.training) {
-        return tf.batchNorm(x, get(ctx, names.mean) as tf.Tensor1D, get(ctx, names.var) as tf.Tensor1D, beta, gamma, BN_EPS);
+        const y = tf.batchNorm(x, get(ctx, names.mean) as tf.Tensor1D, get(ctx, names.var) as tf.Tensor1D, beta, gamma, BN_EPS);
+        const summed: tf.Tensor4D = residual ? tf.add(y, residual) : y;
+        return act === 'relu' ? tf.relu(summed) : act === 'relu6' ? tf.relu6(summed) : summed;
       }
-      return batchNormTrain(x, gamma, beta, (mean, variance) => {
-        if (!ctx.bnStats) return;
-        const [n, h, w] = x.shape;
-        ctx.bnStats.push({ name, mean: tf.keep(mean), variance: tf.keep(variance), count: n * h * w });
-      });
+      const collect = ctx.bnStats;
+      const [n, h, w] = x.shape;
+      return batchNormTrain(x, gamma, beta, BN_EPS, act, residual, collect ? (stats) => collect.push({ name, stats, count: n * h * w }) : undefined);
     };
   }
 
@@ -135,41 +147,6 @@ export class SpecBuilder {
     const b = `${name}.bias`;
     return (ctx, x) => tf.add(tf.matMul(x, get(ctx, w) as tf.Tensor2D), get(ctx, b)) as tf.Tensor2D;
   }
-}
-
-/**
- * BatchNorm with batch statistics and a hand-written gradient (one node on the tape instead of
- * the moments + normalisation graph, and no Tile): with xhat = (x - mean) / sqrt(var + eps),
- *   dbeta = sum(dy), dgamma = sum(dy * xhat),
- *   dx = gamma / sqrt(var + eps) * (dy - dbeta / n - xhat * dgamma / n).
- */
-function batchNormTrain(
-  x: tf.Tensor4D,
-  gamma: tf.Tensor1D,
-  beta: tf.Tensor1D,
-  onStats: (mean: tf.Tensor1D, variance: tf.Tensor1D) => void,
-): tf.Tensor4D {
-  const [n, h, w] = x.shape;
-  const count = n * h * w;
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [xs, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
-    const { mean, variance } = tf.moments(xs, [0, 1, 2]);
-    onStats(mean as tf.Tensor1D, variance as tf.Tensor1D);
-    const invStd = tf.rsqrt(tf.add(variance, BN_EPS));
-    const xhat = tf.mul(tf.sub(xs, mean), invStd);
-    save([xhat, invStd, g]);
-    return {
-      value: tf.add(tf.mul(xhat, g), b),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [sxhat, sinv, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
-        const dbeta = tf.sum(dy, [0, 1, 2]);
-        const dgamma = tf.sum(tf.mul(dy, sxhat), [0, 1, 2]);
-        const centred = tf.sub(tf.sub(dy, tf.div(dbeta, count)), tf.mul(sxhat, tf.div(dgamma, count)));
-        return [tf.mul(centred, tf.mul(sg, sinv)), dgamma, dbeta];
-      },
-    };
-  });
-  return f(x, gamma, beta) as tf.Tensor4D;
 }
 
 /** Inverted dropout with a seeded mask; identity outside training. */

@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { SpecBuilder, dropout, globalAvgPool, relu6, type Layer } from './layers.js';
+import type * as tf from '@tensorflow/tfjs-core';
+import { SpecBuilder, dropout, globalAvgPool, type Layer } from './layers.js';
 import type { ModelDef, Stage } from './model.js';
 
 /** torchvision.models.mobilenet_v2, with its module names. */
@@ -29,8 +29,8 @@ const SETTINGS: readonly (readonly [number, number, number, number])[] = [
 
 function convBnRelu6(b: SpecBuilder, name: string, cin: number, cout: number, k: number, stride: number, groups = 1): Layer {
   const conv = b.conv(`${name}.0`, cin, cout, k, stride, (k - 1) >> 1, groups);
-  const bn = b.bn(`${name}.1`, cout);
-  return (ctx, x) => relu6(bn(ctx, conv(ctx, x)));
+  const bn = b.bnAct(`${name}.1`, cout, 'relu6');
+  return (ctx, x) => bn(ctx, conv(ctx, x));
 }
 
 function invertedResidual(b: SpecBuilder, name: string, inp: number, oup: number, stride: number, expand: number): Layer {
@@ -41,11 +41,11 @@ function invertedResidual(b: SpecBuilder, name: string, inp: number, oup: number
   if (expand !== 1) layers.push(convBnRelu6(b, `${name}.conv.${i++}`, inp, hidden, 1, 1));
   layers.push(convBnRelu6(b, `${name}.conv.${i++}`, hidden, hidden, 3, stride, hidden));
   const project = b.conv(`${name}.conv.${i++}`, hidden, oup, 1, 1, 0);
-  const bn = b.bn(`${name}.conv.${i++}`, oup);
-  layers.push((ctx, x) => bn(ctx, project(ctx, x)));
+  // x + bn(project(.)): the residual add fused into the BatchNorm where the backend can.
+  const bn = b.bnAct(`${name}.conv.${i++}`, oup, 'none');
   return (ctx, x) => {
-    const out = layers.reduce((h, l) => l(ctx, h), x);
-    return useRes ? tf.add(x, out) : out;
+    const hiddenOut = layers.reduce((h, l) => l(ctx, h), x);
+    return bn(ctx, project(ctx, hiddenOut), useRes ? x : undefined);
   };
 }
 

@@ -1,5 +1,5 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { SpecBuilder, globalAvgPool, maxPool3s2, relu, type ForwardContext, type Layer } from './layers.js';
+import type * as tf from '@tensorflow/tfjs-core';
+import { SpecBuilder, globalAvgPool, maxPool3s2, type ForwardContext, type Layer } from './layers.js';
 import type { ModelDef, Stage } from './model.js';
 
 /** torchvision.models.resnet, layer for layer and name for name. */
@@ -15,31 +15,28 @@ type Block = (ctx: ForwardContext, x: tf.Tensor4D) => tf.Tensor4D;
 
 function basicBlock(b: SpecBuilder, name: string, inplanes: number, planes: number, stride: number): Block {
   const conv1 = b.conv(`${name}.conv1`, inplanes, planes, 3, stride, 1);
-  const bn1 = b.bn(`${name}.bn1`, planes);
+  const bn1 = b.bnAct(`${name}.bn1`, planes, 'relu');
   const conv2 = b.conv(`${name}.conv2`, planes, planes, 3, 1, 1);
-  const bn2 = b.bn(`${name}.bn2`, planes);
+  // relu(bn2(conv2(.)) + identity), the add and the ReLU fused into bn2 where the backend can.
+  const bn2 = b.bnAct(`${name}.bn2`, planes, 'relu');
   const down = downsample(b, name, inplanes, planes, stride);
-  return (ctx, x) => {
-    const out = bn2(ctx, conv2(ctx, relu(bn1(ctx, conv1(ctx, x)))));
-    return relu(tf.add(out, down ? down(ctx, x) : x));
-  };
+  return (ctx, x) => bn2(ctx, conv2(ctx, bn1(ctx, conv1(ctx, x))), down ? down(ctx, x) : x);
 }
 
 function bottleneck(b: SpecBuilder, name: string, inplanes: number, planes: number, stride: number): Block {
   const width = planes;
   const conv1 = b.conv(`${name}.conv1`, inplanes, width, 1, 1, 0);
-  const bn1 = b.bn(`${name}.bn1`, width);
+  const bn1 = b.bnAct(`${name}.bn1`, width, 'relu');
   // torchvision v1.5: the stride sits on the 3x3 convolution.
   const conv2 = b.conv(`${name}.conv2`, width, width, 3, stride, 1);
-  const bn2 = b.bn(`${name}.bn2`, width);
+  const bn2 = b.bnAct(`${name}.bn2`, width, 'relu');
   const conv3 = b.conv(`${name}.conv3`, width, planes * 4, 1, 1, 0);
-  const bn3 = b.bn(`${name}.bn3`, planes * 4);
+  const bn3 = b.bnAct(`${name}.bn3`, planes * 4, 'relu');
   const down = downsample(b, name, inplanes, planes * 4, stride);
   return (ctx, x) => {
-    let out = relu(bn1(ctx, conv1(ctx, x)));
-    out = relu(bn2(ctx, conv2(ctx, out)));
-    out = bn3(ctx, conv3(ctx, out));
-    return relu(tf.add(out, down ? down(ctx, x) : x));
+    let out = bn1(ctx, conv1(ctx, x));
+    out = bn2(ctx, conv2(ctx, out));
+    return bn3(ctx, conv3(ctx, out), down ? down(ctx, x) : x);
   };
 }
 
@@ -55,12 +52,12 @@ export function buildResNet(config: ResNetConfig, numClasses: number): ModelDef 
   const expansion = config.block === 'basic' ? 1 : 4;
   const w = config.baseWidth;
   const conv1 = b.conv('conv1', 3, w, 7, 2, 3);
-  const bn1 = b.bn('bn1', w);
+  const bn1 = b.bnAct('bn1', w, 'relu');
   const stages: Stage[] = [
     {
       name: 'conv1',
       prefixes: ['conv1', 'bn1'],
-      apply: (ctx, x) => maxPool3s2(relu(bn1(ctx, conv1(ctx, x as tf.Tensor4D)))),
+      apply: (ctx, x) => maxPool3s2(bn1(ctx, conv1(ctx, x as tf.Tensor4D))),
     },
   ];
   let inplanes = w;

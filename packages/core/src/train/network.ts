@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { updateRunningStats } from '../backends/fused.js';
 import { InvalidArgumentError } from '../errors.js';
 import { BN_MOMENTUM, type BnBatchStats, type ForwardContext, type ParamSpec } from '../models/layers.js';
 import { paramsOfStage, type ModelDef } from '../models/model.js';
@@ -145,15 +146,11 @@ export class Network {
 
   /** torch's running-stat update from the batch statistics a training forward pass collected. */
   updateBatchNormStats(stats: readonly BnBatchStats[], momentum = BN_MOMENTUM): void {
-    tf.tidy(() => {
-      for (const s of stats) {
-        const rm = this.variables.get(`${s.name}.running_mean`)!;
-        const rv = this.variables.get(`${s.name}.running_var`)!;
-        const unbiased = s.count > 1 ? tf.mul(s.variance, s.count / (s.count - 1)) : s.variance;
-        rm.assign(tf.add(tf.mul(rm, 1 - momentum), tf.mul(s.mean, momentum)));
-        rv.assign(tf.add(tf.mul(rv, 1 - momentum), tf.mul(unbiased, momentum)));
-      }
-    });
+    for (const s of stats) {
+      const rm = this.variables.get(`${s.name}.running_mean`)!;
+      const rv = this.variables.get(`${s.name}.running_var`)!;
+      updateRunningStats(rm, rv, s.stats, s.count, momentum);
+    }
   }
 
   /** The state as a torchvision state_dict (torch layouts), read back from the device. */

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { sgdMomentumStep } from '../backends/fused.js';
 
 export interface SgdOptions {
   readonly momentum: number;
@@ -19,23 +20,23 @@ export class Sgd {
   step(params: ReadonlyMap<string, tf.Variable>, grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
     const { momentum, weightDecay, nesterov } = this.options;
     tf.tidy(() => {
-      for (const [name, g0] of grads) {
+      for (const [name, g] of grads) {
         const p = params.get(name);
         if (!p) continue;
-        let g = weightDecay !== 0 ? tf.add(g0, tf.mul(p, weightDecay)) : g0;
-        if (momentum !== 0) {
-          const buf = this.buffers.get(name);
-          let next: tf.Tensor;
-          if (buf) {
-            next = tf.add(tf.mul(buf, momentum), g);
-            buf.assign(next);
-          } else {
-            next = g;
-            this.buffers.set(name, tf.variable(tf.clone(g), false));
-          }
-          g = nesterov ? tf.add(g, tf.mul(next, momentum)) : next;
+        if (momentum === 0) {
+          const gd = weightDecay !== 0 ? tf.add(g, tf.mul(p, weightDecay)) : g;
+          p.assign(tf.sub(p, tf.mul(gd, lr)));
+          continue;
         }
-        p.assign(tf.sub(p, tf.mul(g, lr)));
+        // A zero buffer makes the first step torch's buf = g exactly (mu * 0 + g).
+        let buf = this.buffers.get(name);
+        if (!buf) {
+          buf = tf.variable(tf.zerosLike(p), false);
+          this.buffers.set(name, buf);
+        }
+        const [nextBuf, nextP] = sgdMomentumStep(p, buf, g, lr, momentum, weightDecay, nesterov);
+        buf.assign(nextBuf);
+        p.assign(nextP);
       }
     });
   }

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { disposeBnStats } from '../backends/fused.js';
+import { assertDeviceHealthy } from '../backends/select.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
 import { Rng } from '../util/rng.js';
@@ -97,6 +99,8 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
       p.logits.dispose();
     }
   }
+  // A GPU program that failed leaves wrong numbers behind, not an exception: stop here.
+  assertDeviceHealthy();
   return { lossSum, correct };
 }
 
@@ -307,10 +311,7 @@ export class Trainer {
       return value;
     });
     network.updateBatchNormStats(bnStats);
-    for (const s of bnStats) {
-      s.mean.dispose();
-      s.variance.dispose();
-    }
+    for (const s of bnStats) disposeBnStats(s.stats);
     return { pending: { loss: lossValue, logits: logitsKept!, labels: Int32Array.from(batch.labels), numClasses: model.numClasses }, grads: named };
   }
 
@@ -337,6 +338,7 @@ export class Trainer {
       count += n;
       addConfusion(confusion, confusionMatrix(batch.labels, argmaxRows(logits, n, k), k));
     }
+    assertDeviceHealthy();
     const d = this.options.distributed;
     if (d) {
       // Each rank evaluated its shard of the val set: sum the confusion matrices and losses.

@@ -1,0 +1,163 @@
+import * as tf from '@tensorflow/tfjs-core';
+import * as gpu from './webgpu/ops.js';
+import type { Activation } from './webgpu/programs.js';
+
+export type { Activation } from './webgpu/programs.js';
+
+/**
+ * The engine's fused operations: BatchNorm in training mode (with its activation and an optional
+ * residual add), the BatchNorm running-statistic update and the SGD momentum step. On webgpu each
+ * is a few of ferry's own programs (backends/webgpu); elsewhere the same mathematics as
+ * TensorFlow.js ops, which the wasm and cpu backends run as fast as a fused form would. Callers
+ * (models/layers.ts, train/network.ts, train/sgd.ts) do not know which they get.
+ */
+
+/** Fusion is on for webgpu unless FERRY_WEBGPU_FUSED=0 (bench's "before" runs). */
+let webgpuFusion = true;
+
+export function setWebGpuFusion(on: boolean): void {
+  webgpuFusion = on;
+}
+
+function onWebGpu(): boolean {
+  return webgpuFusion && tf.getBackend() === 'webgpu';
+}
+
+/** Whether ferry's fused WebGPU programs run now (for reports). */
+export function fusedWebGpuActive(): boolean {
+  return onWebGpu();
+}
+
+/**
+ * A BatchNorm layer's batch statistics, kept for the running-statistic update: the mean and the
+ * biased variance, as two tensors (ops) or packed as one [2, c] tensor (webgpu's programs).
+ */
+export type BnStats =
+  | { readonly kind: 'pair'; readonly mean: tf.Tensor1D; readonly variance: tf.Tensor1D }
+  | { readonly kind: 'packed'; readonly both: tf.Tensor2D };
+
+export function disposeBnStats(s: BnStats): void {
+  if (s.kind === 'pair') {
+    s.mean.dispose();
+    s.variance.dispose();
+  } else s.both.dispose();
+}
+
+function activate(y: tf.Tensor4D, act: Activation): tf.Tensor4D {
+  if (act === 'relu') return tf.relu(y);
+  if (act === 'relu6') return tf.relu6(y);
+  return y;
+}
+
+/**
+ * act(BatchNorm(x) [+ residual]) with batch statistics, plus those statistics ([mean; biased
+ * variance], kept tensors the collector then owns) for the running-statistic update. One node on the gradient
+ * tape for the normalisation: with xhat = (x - mean) / sqrt(var + eps) and dz the gradient at the
+ * normalised output, dbeta = sum(dz), dgamma = sum(dz * xhat),
+ * dx = gamma / sqrt(var + eps) * (dz - dbeta / n - xhat * dgamma / n).
+ */
+export function batchNormTrain(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+  act: Activation,
+  residual: tf.Tensor4D | undefined,
+  onStats?: (stats: BnStats) => void,
+): tf.Tensor4D {
+  if (onWebGpu()) return batchNormTrainWebGpu(x, gamma, beta, eps, act, residual, onStats);
+  const [n, h, w] = x.shape;
+  const count = n * h * w;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, g, b, save] = args as [tf.Tensor, tf.Tensor, tf.Tensor, tf.GradSaveFunc];
+    const { mean, variance } = tf.moments(xs, [0, 1, 2]);
+    const invStd = tf.rsqrt(tf.add(variance, eps));
+    const xhat = tf.mul(tf.sub(xs, mean), invStd);
+    save([xhat, invStd, g]);
+    onStats?.({ kind: 'pair', mean: tf.keep(mean as tf.Tensor1D), variance: tf.keep(variance as tf.Tensor1D) });
+    return {
+      value: tf.add(tf.mul(xhat, g), b),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sxhat, sinv, sg] = saved as [tf.Tensor, tf.Tensor, tf.Tensor];
+        const dbeta = tf.sum(dy, [0, 1, 2]);
+        const dgamma = tf.sum(tf.mul(dy, sxhat), [0, 1, 2]);
+        const centred = tf.sub(tf.sub(dy, tf.div(dbeta, count)), tf.mul(sxhat, tf.div(dgamma, count)));
+        return [tf.mul(centred, tf.mul(sg, sinv)), dgamma, dbeta];
+      },
+    };
+  });
+  const normalised = f(x, gamma, beta) as tf.Tensor4D;
+  return activate(residual ? tf.add(normalised, residual) : normalised, act);
+}
+
+function batchNormTrainWebGpu(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+  act: Activation,
+  residual: tf.Tensor4D | undefined,
+  onStats?: (stats: BnStats) => void,
+): tf.Tensor4D {
+  const body = (...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [xs, g, b, res] = args.slice(0, -1) as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.Tensor4D | undefined];
+    const stats = gpu.bnStats(xs);
+    const y = gpu.bnApply(xs, stats, g, b, eps, act, res);
+    save([xs, stats, g, y]);
+    onStats?.({ kind: 'packed', both: tf.keep(stats) });
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sstats, sg, sy] = saved as [tf.Tensor4D, tf.Tensor2D, tf.Tensor1D, tf.Tensor4D];
+        const r = gpu.bnGrad(dy as tf.Tensor4D, sx, sstats, sg, sy, eps, act, res !== undefined);
+        return r.dres ? [r.dx, r.dgamma, r.dbeta, r.dres] : [r.dx, r.dgamma, r.dbeta];
+      },
+    };
+  };
+  const f = tf.customGrad(body as (...args: (tf.Tensor | tf.GradSaveFunc)[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] });
+  return (residual ? f(x, gamma, beta, residual) : f(x, gamma, beta)) as tf.Tensor4D;
+}
+
+/** torch's running-statistic update: r = (1 - m) r + m * stat, the variance made unbiased. */
+export function updateRunningStats(
+  runningMean: tf.Variable,
+  runningVar: tf.Variable,
+  stats: BnStats,
+  count: number,
+  momentum: number,
+): void {
+  const unbias = count > 1 ? count / (count - 1) : 1;
+  tf.tidy(() => {
+    if (stats.kind === 'packed') {
+      runningMean.assign(gpu.runningStat(runningMean as tf.Tensor1D, stats.both, 0, momentum, 1));
+      runningVar.assign(gpu.runningStat(runningVar as tf.Tensor1D, stats.both, 1, momentum, unbias));
+      return;
+    }
+    const { mean, variance } = stats;
+    const unbiased = unbias !== 1 ? tf.mul(variance, unbias) : variance;
+    runningMean.assign(tf.add(tf.mul(runningMean, 1 - momentum), tf.mul(mean, momentum)));
+    runningVar.assign(tf.add(tf.mul(runningVar, 1 - momentum), tf.mul(unbiased, momentum)));
+  });
+}
+
+/**
+ * One torch.optim.SGD step (dampening 0) for one parameter with a momentum buffer:
+ * g' = g + wd p; buf = mu buf + g'; p -= lr (nesterov ? g' + mu buf : buf).
+ * Returns the new buffer and parameter (the caller assigns them).
+ */
+export function sgdMomentumStep(
+  p: tf.Tensor,
+  buf: tf.Tensor,
+  g: tf.Tensor,
+  lr: number,
+  momentum: number,
+  weightDecay: number,
+  nesterov: boolean,
+): [tf.Tensor, tf.Tensor] {
+  if (onWebGpu()) return gpu.sgdMomentum(p, buf, g, lr, momentum, weightDecay, nesterov);
+  const gd = weightDecay !== 0 ? tf.add(g, tf.mul(p, weightDecay)) : g;
+  const next = tf.add(tf.mul(buf, momentum), gd);
+  const step = nesterov ? tf.add(gd, tf.mul(next, momentum)) : next;
+  return [next, tf.sub(p, tf.mul(step, lr))];
+}
