@@ -68,3 +68,34 @@ export function depthwiseFilterGradRef(x: Float32Array, dy: Float32Array, g: Con
   }
   return dw;
 }
+
+/** dX[n, ih, iw, ci] = sum over taps and co of dy[n, oh, ow, co] * W[kh, kw, ci, co]. */
+export function conv2dInputGradRef(dy: Float32Array, filter: Float32Array, g: ConvGeometry): Float64Array {
+  const [n, h, w, cin] = g.x;
+  const { k, cout, stride, pad, outH, outW } = g;
+  const dx = new Float64Array(n * h * w * cin);
+  for (let b = 0; b < n; b++) {
+    for (let oh = 0; oh < outH; oh++) {
+      for (let ow = 0; ow < outW; ow++) {
+        const dyBase = ((b * outH + oh) * outW + ow) * cout;
+        for (let kh = 0; kh < k; kh++) {
+          const ih = oh * stride - pad + kh;
+          if (ih < 0 || ih >= h) continue;
+          for (let kw = 0; kw < k; kw++) {
+            const iw = ow * stride - pad + kw;
+            if (iw < 0 || iw >= w) continue;
+            const xBase = ((b * h + ih) * w + iw) * cin;
+            const wBase = (kh * k + kw) * cin * cout;
+            for (let ci = 0; ci < cin; ci++) {
+              let acc = 0;
+              const o = wBase + ci * cout;
+              for (let co = 0; co < cout; co++) acc += dy[dyBase + co]! * filter[o + co]!;
+              dx[xBase + ci]! += acc;
+            }
+          }
+        }
+      }
+    }
+  }
+  return dx;
+}

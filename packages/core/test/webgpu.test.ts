@@ -6,7 +6,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { conv2dFilterGradRef, depthwiseFilterGradRef } from '../../../test/helpers/conv-ref.js';
+import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef } from '../../../test/helpers/conv-ref.js';
 import {
   ArrayBatchSource,
   assertDeviceHealthy,
@@ -106,7 +106,7 @@ beforeAll(async () => {
   const sel = await selectBackend('webgpu');
   // The adapter ferry found must be a real WebGPU device (lavapipe here, a GPU elsewhere).
   expect(sel.name).toBe('webgpu');
-  expect(sel.workarounds.map((w) => w.split(':')[0])).toEqual(['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter']);
+  expect(sel.workarounds.map((w) => w.split(':')[0])).toEqual(['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'Conv2DBackpropInput']);
 }, 120_000);
 
 afterEach(() => {
@@ -168,7 +168,7 @@ describe('webgpu adapter report', () => {
   });
 });
 
-describe('filter gradients on webgpu agree with references within 1e-4 relative', () => {
+describe('convolution gradients on webgpu agree with float64 references within 1e-4 relative', () => {
   test('the float64 loop references agree with the cpu backend (small shapes)', async () => {
     for (const [k, stride, depthwise] of [
       [3, 2, false],
@@ -218,10 +218,23 @@ describe('filter gradients on webgpu agree with references within 1e-4 relative'
         );
         const g = { x: xs, k: c.filter[0], cout: c.out[3], stride, pad, outH: c.out[1], outW: c.out[2] };
         const ref = c.depthwise ? depthwiseFilterGradRef(xd, dyd, g) : conv2dFilterGradRef(xd, dyd, g);
-        results.push({ shape: `${c.depthwise ? 'depthwise ' : ''}${c.filter.join('x')} stride ${stride} on ${xs.join('x')}`, err: relErr(got!, ref) });
+        const label = `${c.depthwise ? 'depthwise ' : ''}${c.filter.join('x')} stride ${stride} on ${xs.join('x')}`;
+        results.push({ shape: `dW ${label}`, err: relErr(got!, ref) });
+        if (!c.depthwise) {
+          // The input gradient: TF.js's matmul-tiled program, which ferry's fast path selects.
+          const wd = randn(c.filter.reduce((a, b) => a * b, 1));
+          const [dx] = await on('webgpu', () =>
+            tf.engine().runKernel(
+              'Conv2DBackpropInput',
+              { dy: tf.tensor4d(dyd, dys), filter: tf.tensor4d(wd, c.filter) },
+              { strides: [stride, stride], pad, dataFormat: 'NHWC', inputShape: xs } as unknown as tf.NamedAttrMap,
+            ) as tf.Tensor,
+          );
+          results.push({ shape: `dX ${label}`, err: relErr(dx!, conv2dInputGradRef(dyd, wd, g)) });
+        }
       }
       const worst = [...results].sort((a, b) => b.err - a.err);
-      console.log(JSON.stringify({ test: 'webgpu-filter-grad', model, shapes: cases.length, worst: worst.slice(0, 3) }));
+      console.log(JSON.stringify({ test: 'webgpu-conv-grads', model, shapes: cases.length, worst: worst.slice(0, 3) }));
       for (const r of results) expect(r.err, r.shape).toBeLessThan(1e-4);
     });
   }

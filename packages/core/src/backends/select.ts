@@ -254,14 +254,9 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     device: chosen.device ?? chosen.name,
     probes,
     // Registered once per backend; later calls return the same lines.
-    workarounds: chosen.name === 'webgpu' && options.webgpuFastPath === false ? webgpuOff() : registerBackendWorkarounds(tfNameOf(chosen.name)),
+    workarounds: chosen.name === 'webgpu' ? setWebGpuFastPath(options.webgpuFastPath !== false) : registerBackendWorkarounds(tfNameOf(chosen.name)),
     ...(chosen.name === 'webgpu' ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true } : {}),
   };
-}
-
-function webgpuOff(): string[] {
-  setWebGpuFastPath(false);
-  return [];
 }
 
 /** Errors the WebGPU device reported since selection (validation, out-of-memory, loss). */

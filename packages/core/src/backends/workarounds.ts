@@ -135,7 +135,8 @@ export const WORKAROUNDS: Readonly<Record<string, readonly Workaround[]>> = {
 
 /** The lines registerBackendWorkarounds would return for `backendName`, without registering. */
 export function describeWorkarounds(backendName: string): string[] {
-  return (WORKAROUNDS[backendName] ?? []).map((w) => `${w.kernelName}: ${w.why}`);
+  const lines = (WORKAROUNDS[backendName] ?? []).map((w) => `${w.kernelName}: ${w.why}`);
+  return backendName === 'webgpu' ? [...lines, WEBGPU_INPUT_GRAD_LINE] : lines;
 }
 
 const registered = new Map<string, string[]>();
@@ -189,8 +190,16 @@ export function restoreNativeKernels(backendName: string): void {
  * BatchNorm/SGD programs. Off is TensorFlow.js's own kernels and ops, for "before" measurements
  * and the equivalence tests.
  */
-export function setWebGpuFastPath(on: boolean): void {
+export function setWebGpuFastPath(on: boolean): string[] {
   setWebGpuFusion(on);
-  if (on) registerBackendWorkarounds('webgpu');
-  else restoreNativeKernels('webgpu');
+  // TF.js's own matmul-tiled input gradient instead of its direct loop (a flag of the backend).
+  if (tf.env().getFlags()[NAIVE_TRANSPOSE] !== undefined || on) tf.env().set(NAIVE_TRANSPOSE, !on);
+  if (!on) {
+    restoreNativeKernels('webgpu');
+    return [];
+  }
+  return [...registerBackendWorkarounds('webgpu'), WEBGPU_INPUT_GRAD_LINE];
 }
+
+const NAIVE_TRANSPOSE = 'WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE';
+const WEBGPU_INPUT_GRAD_LINE = `Conv2DBackpropInput: TF.js's matmul-tiled program (${NAIVE_TRANSPOSE}=false) instead of its direct loop`;
