@@ -8,6 +8,7 @@ import {
   BnStatsPartsProgram,
   DepthwiseFilterPartsProgram,
   Im2ColProgram,
+  GroupSumProgram,
   LeadingSumProgram,
   RunningStatProgram,
   SgdBufferProgram,
@@ -67,11 +68,18 @@ export function setWebGpuTuning(t: Partial<WebGpuTuning>): void {
   tuning = { ...DEFAULT_TUNING, ...t };
 }
 
-/** out[j] = sum_s parts[s * stride + offset + j] for j < len. */
+/**
+ * out[j] = sum_s parts[s * stride + offset + j] for j < len: a loop per output when the parts are
+ * few (split-K products), a workgroup per output when they are many (per-channel statistics).
+ */
 function leadingSum(parts: tf.Tensor, count: number, len: number, stride: number, offset: number): tf.Tensor1D {
   const c = lanesOf(len) === 4 && stride % 4 === 0 && offset % 4 === 0 ? 4 : 1;
-  return run(new LeadingSumProgram(len, c), [tf.reshape(parts, [-1])], [int(len / c), int(count), int(stride), int(offset)]) as tf.Tensor1D;
+  const program = count > GROUP_SUM_FROM ? new GroupSumProgram(len, c) : new LeadingSumProgram(len, c);
+  return run(program, [tf.reshape(parts, [-1])], [int(len / c), int(count), int(stride), int(offset)]) as tf.Tensor1D;
 }
+
+/** Above this many parts a reduction uses a workgroup per output. */
+const GROUP_SUM_FROM = 64;
 
 /** Pure: how many splits of `rows` rows a [m, n] product gets (a divisor of rows; 1 = none). */
 export function splitCount(rows: number, m: number, n: number, t: WebGpuTuning = tuning): number {
@@ -190,9 +198,13 @@ export function depthwiseFilterGrad(
   });
 }
 
-/** Row splits of a per-channel reduction over `rows` rows of `channels` channels. */
+/**
+ * Row splits of a per-channel reduction over `rows` rows of `channels` channels: enough
+ * invocations (one per part and vec4 lane) to keep memory busy, at least 4 rows each.
+ */
 function reductionParts(rows: number, channels: number): number {
-  return Math.max(1, Math.min(rows, Math.ceil(tuning.targetInvocations / channels)));
+  const lanes = channels % 4 === 0 ? channels / 4 : channels;
+  return Math.max(1, Math.min(Math.ceil(rows / 4), Math.ceil(tuning.targetInvocations / lanes)));
 }
 
 /** [mean; biased variance] per channel of NHWC x, as a [2, c] tensor (two programs). */

@@ -219,8 +219,67 @@ export class BnStatsPartsProgram extends FlatProgram {
   }
 }
 
+/**
+ * Base of the reductions over many parts: one workgroup of WORKGROUP invocations per output
+ * (vec4) lane; invocation t adds parts t, t + WORKGROUP, ..., then the workgroup adds its
+ * WORKGROUP partial sums in shared memory. Many parts (each a short run of rows) keep the first
+ * pass's memory traffic spread over enough invocations, and this pass stays one dispatch.
+ * Barriers need uniform control flow: out-of-range workgroups (a folded dispatch) compute and
+ * discard instead of returning early.
+ */
+abstract class GroupReduceProgram extends FlatProgram {
+  constructor(variableNames: string[], outputShape: number[], c: number, outputs: number, uniforms: string, key: string) {
+    super(variableNames, outputShape, c, outputs * WORKGROUP, uniforms, key);
+  }
+
+  /** WGSL of the shared arrays and the tree step, for `names` accumulators. */
+  protected tree(names: string[]): { decl: string; reduce: string } {
+    const T = vec(this.outputComponent);
+    const decl = names.map((n) => `var<workgroup> ${n}Shared : array<${T}, ${WORKGROUP}>;`).join('\n');
+    const reduce = `
+        ${names.map((n) => `${n}Shared[lane] = ${n};`).join('\n        ')}
+        workgroupBarrier();
+        for (var w = ${WORKGROUP / 2}; w > 0; w = w / 2) {
+          if (lane < w) {
+            ${names.map((n) => `${n}Shared[lane] = ${n}Shared[lane] + ${n}Shared[lane + w];`).join('\n            ')}
+          }
+          workgroupBarrier();
+        }`;
+    return { decl, reduce };
+  }
+}
+
+/** out[j] = sum over s of parts[s * stride + offset + j], j < len, one workgroup per output lane. */
+export class GroupSumProgram extends GroupReduceProgram {
+  constructor(len: number, c: number) {
+    super(['parts'], [len], c, len / c, 'count : i32, parts : i32, stride : i32, offset : i32,', 'group_sum');
+  }
+
+  getUserCode(): string {
+    const c = this.outputComponent;
+    const { decl, reduce } = this.tree(['acc']);
+    return `
+      ${decl}
+      fn main(index : i32) {
+        let j = index / ${WORKGROUP};
+        let lane = index - j * ${WORKGROUP};
+        let inRange = j < uniforms.count;
+        let base = uniforms.offset / ${c} + j;
+        let step = uniforms.stride / ${c};
+        var acc = ${vec(c)}(0.0);
+        if (inRange) {
+          for (var s = lane; s < uniforms.parts; s = s + ${WORKGROUP}) {
+            acc = acc + parts[s * step + base];
+          }
+        }
+        ${reduce}
+        if (inRange && lane == 0) { result[j] = accShared[0]; }
+      }`;
+  }
+}
+
 /** BatchNorm statistics, second pass: [mean; biased variance] per channel from the parts. */
-export class BnStatsFinalProgram extends FlatProgram {
+export class BnStatsFinalProgram extends GroupReduceProgram {
   constructor(channels: number, c: number) {
     super(['parts', 'x'], [2, channels], c, channels / c, 'count : i32, ch : i32, parts : i32, n : f32,', 'bn_stats_final');
   }
@@ -228,19 +287,28 @@ export class BnStatsFinalProgram extends FlatProgram {
   getUserCode(): string {
     const c = this.outputComponent;
     const T = vec(c);
+    const { decl, reduce } = this.tree(['s1', 's2']);
     return `
+      ${decl}
       fn main(index : i32) {
-        if (index >= uniforms.count) { return; }
+        let j = index / ${WORKGROUP};
+        let lane = index - j * ${WORKGROUP};
+        let inRange = j < uniforms.count;
         let lanes = uniforms.ch / ${c};
         var s1 = ${T}(0.0);
         var s2 = ${T}(0.0);
-        for (var s = 0; s < uniforms.parts; s = s + 1) {
-          s1 = s1 + parts[(s * 2) * lanes + index];
-          s2 = s2 + parts[(s * 2 + 1) * lanes + index];
+        if (inRange) {
+          for (var s = lane; s < uniforms.parts; s = s + ${WORKGROUP}) {
+            s1 = s1 + parts[(s * 2) * lanes + j];
+            s2 = s2 + parts[(s * 2 + 1) * lanes + j];
+          }
         }
-        let m = s1 / uniforms.n;
-        result[index] = x[index] + m;
-        result[lanes + index] = max(s2 / uniforms.n - m * m, ${T}(0.0));
+        ${reduce}
+        if (inRange && lane == 0) {
+          let m = s1Shared[0] / uniforms.n;
+          result[j] = x[j] + m;
+          result[lanes + j] = max(s2Shared[0] / uniforms.n - m * m, ${T}(0.0));
+        }
       }`;
   }
 }
