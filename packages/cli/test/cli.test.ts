@@ -36,6 +36,32 @@ describe('ferry models / info', () => {
     expect(info.tfjs).toBe('4.22.0');
   });
 
+  test('info reports the WebGPU adapter, ferry\'s WebGPU kernels and timestamp queries; auto passes over a software adapter', async () => {
+    interface Info {
+      backend: { name: string; registeredKernels: string[] };
+      backends: { name: string; available: boolean; device: string | null }[];
+      webgpu: { adapter: string; software: boolean; fastKernels: string[]; timestampQuery: { offeredByAdapter: boolean; enabled: boolean | null } } | null;
+    }
+    // The test machine's WebGPU is Mesa's lavapipe (scripts/test.sh installs it): a CPU adapter.
+    const auto = JSON.parse((await ferryBin(['info', '--json'])).stdout) as Info;
+    expect(auto.webgpu).not.toBeNull();
+    expect(auto.webgpu!.software).toBe(true);
+    expect(auto.backend.name).toBe('wasm');
+    expect(auto.webgpu!.fastKernels.map((k) => k.split(':')[0])).toEqual(['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'Conv2DBackpropInput']);
+    expect(auto.webgpu!.timestampQuery.enabled).toBeNull();
+
+    const gpu = JSON.parse((await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_PROFILE: '1' })).stdout) as Info;
+    expect(gpu.backend.name).toBe('webgpu');
+    expect(gpu.backend.registeredKernels.join('\n')).toContain('im2col');
+    expect(gpu.webgpu!.timestampQuery.enabled).toBe(gpu.webgpu!.timestampQuery.offeredByAdapter);
+
+    const plain = JSON.parse((await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_FAST: '0' })).stdout) as Info;
+    expect(plain.backend.registeredKernels).toEqual([]);
+    const text = (await ferryBin(['info', '--backend', 'webgpu'])).stdout;
+    expect(text).toMatch(/webgpu adapter: .*llvmpipe/);
+    expect(text).toContain('timestamp queries');
+  });
+
   test('bad input exits 2 with a message naming the problem', async () => {
     const unknown = await ferry(['predict', '--model', 'resnet19', '--weights', 'x', '--input', 'y']);
     expect(unknown.code).toBe(2);

@@ -4,8 +4,12 @@
  * GPU is present (scripts/test.sh installs it from bookworm-backports). The same code runs on a
  * GPU; only speed differs.
  */
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { syntheticSources } from '../../../test/helpers/synthetic.js';
 import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef } from '../../../test/helpers/conv-ref.js';
 import {
   ArrayBatchSource,
@@ -405,3 +409,34 @@ describe('a full ResNet18 training step on webgpu', () => {
     expect(Math.abs(ferry.losses[2]! - ferry.losses[0]!)).toBeGreaterThan(1e-3);
   });
 });
+
+describe('training on webgpu end to end', () => {
+  test('Trainer.run: a tiny ResNet and a tiny MobileNetV2 learn the synthetic task, with checkpoints and best-val weights', { timeout: 300_000 }, async () => {
+    await tf.setBackend('webgpu');
+    for (const arch of ['resnet_tiny', 'mobilenet_v2_tiny']) {
+      const { train, val } = syntheticSources({ train: 64, val: 32, size: 32, classes: 4, batchSize: 16, seed: 7 });
+      const net = Network.create(buildModel(arch, 4), { seed: 1 });
+      const dir = mkdtempSync(path.join(tmpdir(), 'ferry-webgpu-'));
+      const trainer = new Trainer({
+        network: net,
+        config: { ...DEFAULT_TRAIN_CONFIG, epochs: 6, lr: 0.05, lrStepEpochs: 3, seed: 11 },
+        train,
+        val,
+        checkpointDir: dir,
+      });
+      const r = await trainer.run();
+      console.log(JSON.stringify({ test: 'webgpu-train', arch, best: r.bestValAccuracy, losses: r.epochs.map((e) => +e.trainLoss.toFixed(3)) }));
+      expect(r.epochs[5]!.trainLoss).toBeLessThan(0.5 * r.epochs[0]!.trainLoss);
+      // (mobilenet_v2_tiny's val accuracy stays at chance for 6 epochs on wasm too: its running
+      // BatchNorm statistics lag; the ResNet is the accuracy check.)
+      if (arch === 'resnet_tiny') expect(r.bestValAccuracy).toBeGreaterThan(0.8);
+      expect(existsSync(path.join(dir, 'last.safetensors'))).toBe(true);
+      // The network ends with its best weights, as the study keeps them.
+      const again = await trainer.evaluate(val);
+      expect(again.confusion.reduce((a, row, i) => a + row[i]!, 0) / 32).toBe(r.bestValAccuracy);
+      trainer.dispose();
+      net.dispose();
+    }
+  });
+});
+
