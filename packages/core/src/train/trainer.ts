@@ -104,6 +104,35 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
   return { lossSum, correct };
 }
 
+/** Backends whose tensors live in host memory: reading one is a copy, not a device round trip. */
+const HOST_MEMORY = new Set(['cpu', 'wasm', 'tensorflow']);
+
+/**
+ * The tensors' values end to end in one host array with `extra` free slots after them; a number
+ * stands for that many zeros. On a GPU the tensors are concatenated on the device and read back
+ * once (one round trip instead of one per tensor).
+ */
+async function readFlat(items: readonly (tf.Tensor | number)[], extra = 0): Promise<Float32Array> {
+  const sizeOf = (t: tf.Tensor | number): number => (typeof t === 'number' ? t : t.size);
+  const total = items.reduce<number>((a, t) => a + sizeOf(t), 0);
+  const flat = new Float32Array(total + extra);
+  if (HOST_MEMORY.has(tf.getBackend())) {
+    let o = 0;
+    for (const t of items) {
+      if (typeof t !== 'number') flat.set((await t.data()) as Float32Array, o);
+      o += sizeOf(t);
+    }
+    return flat;
+  }
+  const joined = tf.tidy(() => tf.concat(items.map((t) => (typeof t === 'number' ? tf.zeros([t]) : tf.reshape(t, [-1])))));
+  try {
+    flat.set((await joined.data()) as Float32Array, 0);
+  } finally {
+    joined.dispose();
+  }
+  return flat;
+}
+
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
   return tf.tidy(() => {
@@ -218,13 +247,10 @@ export class Trainer {
     const names = [...this.trainable.keys()];
     const sizes = names.map((n) => this.trainable.get(n)!.size);
     const total = sizes.reduce((a, b) => a + b, 0);
-    const flat = new Float32Array(total + 3);
-    let o = 0;
-    for (let i = 0; i < names.length; i++) {
-      const g = r.grads.get(names[i]!);
-      if (g) flat.set((await g.data()) as Float32Array, o);
-      o += sizes[i]!;
-    }
+    const flat = await readFlat(
+      names.map((n, i) => r.grads.get(n) ?? sizes[i]!),
+      3,
+    );
     for (const g of r.grads.values()) g.dispose();
     flat[total] = local.lossSum;
     flat[total + 1] = local.correct;
@@ -232,7 +258,7 @@ export class Trainer {
     await ringAllReduceSum(d.transport, flat, `grad/${step}`, d.deadlineMs);
     const k = d.transport.worldSize;
     const grads = new Map<string, tf.Tensor>();
-    o = 0;
+    let o = 0;
     names.forEach((name, i) => {
       const v = this.trainable.get(name)!;
       const part = flat.subarray(o, o + sizes[i]!);
@@ -251,14 +277,9 @@ export class Trainer {
     const names = [...this.options.network.variables.keys()].filter((n) => n.endsWith('.running_mean') || n.endsWith('.running_var'));
     if (names.length === 0) return;
     const vars = names.map((n) => this.options.network.variables.get(n)!);
-    const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
-    let o = 0;
-    for (const v of vars) {
-      flat.set((await v.data()) as Float32Array, o);
-      o += v.size;
-    }
+    const flat = await readFlat(vars);
     await ringAllReduceSum(d.transport, flat, `bn/${epoch}`, d.deadlineMs);
-    o = 0;
+    let o = 0;
     for (const v of vars) {
       const part = flat.slice(o, o + v.size).map((x) => x / d.transport.worldSize);
       tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
@@ -270,14 +291,9 @@ export class Trainer {
   private async broadcastState(): Promise<void> {
     const d = this.options.distributed!;
     const vars = [...this.options.network.variables.values()];
-    const flat = new Float32Array(vars.reduce((a, v) => a + v.size, 0));
-    let o = 0;
-    for (const v of vars) {
-      flat.set((await v.data()) as Float32Array, o);
-      o += v.size;
-    }
+    const flat = await readFlat(vars);
     await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
-    o = 0;
+    let o = 0;
     for (const v of vars) {
       const part = flat.slice(o, o + v.size);
       tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
