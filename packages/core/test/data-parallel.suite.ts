@@ -109,50 +109,50 @@ function maxRelDiff(a: StateDict, b: StateDict): { name: string; rel: number } {
  * webgpu, where gradients and weights cross the ring through one device read each).
  */
 export function dataParallelSuite(backend: 'wasm' | 'webgpu'): void {
-beforeAll(async () => {
-  await selectBackend(backend);
-}, 120_000);
+  beforeAll(async () => {
+    await selectBackend(backend);
+  }, 120_000);
 
-test('2 ranks x batch 4 give the weights of 1 rank x batch 8 within 1e-5 (no BatchNorm); all ranks identical', async () => {
-  const one = await single(noBnModel(CLASSES), 8);
-  const [r0, r1] = await parallel(noBnModel(CLASSES), 2, 8);
-  const d = maxRelDiff(one.state, r0!.state);
-  expect(d.rel, d.name).toBeLessThan(1e-5);
-  expect(maxRelDiff(r0!.state, r1!.state).rel).toBe(0);
-  // Validation is sharded and summed: the same accuracy as evaluating everything on one rank.
-  expect(r0!.valAcc).toEqual(one.valAcc);
-  expect(r1!.valAcc).toEqual(r0!.valAcc);
-});
-
-test('4 ranks x batch 2 match 1 rank x batch 8 as well', async () => {
-  const one = await single(noBnModel(CLASSES), 8);
-  const ranks = await parallel(noBnModel(CLASSES), 4, 8);
-  expect(maxRelDiff(one.state, ranks[0]!.state).rel).toBeLessThan(1e-5);
-  expect(maxRelDiff(ranks[0]!.state, ranks[3]!.state).rel).toBe(0);
-});
-
-
-test('with BatchNorm: 2 ranks equal 1 rank whose micro-batches are the ranks\' shards (per-shard statistics, as nn.DataParallel), within 1e-5 of the update', async () => {
-  const model = buildModel('resnet_tiny', CLASSES);
-  const cfg: TrainConfig = { ...config, epochs: 2, lr: 0.01 };
-  // Unshuffled, rank r's shard is images r, r+2, ...; reorder so that one rank's micro-batches are
-  // exactly those shards: evens first, then odds.
-  const per = SIZE * SIZE * 3;
-  const order = [...Array(32).keys()].filter((i) => i % 2 === 0).concat([...Array(32).keys()].filter((i) => i % 2 === 1));
-  const reordered = { images: new Float32Array(images.length), labels: new Int32Array(32), shuffle: false };
-  order.forEach((src, i) => {
-    reordered.images.set(images.subarray(src * per, (src + 1) * per), i * per);
-    reordered.labels[i] = labels[src]!;
+  test('2 ranks x batch 4 give the weights of 1 rank x batch 8 within 1e-5 (no BatchNorm); all ranks identical', async () => {
+    const one = await single(noBnModel(CLASSES), 8);
+    const [r0, r1] = await parallel(noBnModel(CLASSES), 2, 8);
+    const d = maxRelDiff(one.state, r0!.state);
+    expect(d.rel, d.name).toBeLessThan(1e-5);
+    expect(maxRelDiff(r0!.state, r1!.state).rel).toBe(0);
+    // Validation is sharded and summed: the same accuracy as evaluating everything on one rank.
+    expect(r0!.valAcc).toEqual(one.valAcc);
+    expect(r1!.valAcc).toEqual(r0!.valAcc);
   });
-  const chunked = await single(model, 32, cfg, 16, reordered);
-  const full = await single(model, 32, cfg, 0, reordered);
-  const [r0, r1] = await parallel(buildModel('resnet_tiny', CLASSES), 2, 32, cfg, false);
-  const vsChunked = await updateRelDiff(model, chunked.state, r0!.state);
-  const vsFull = await updateRelDiff(model, full.state, r0!.state);
-  console.log(JSON.stringify({ test: 'dp-bn-tolerance', vsPerShardBatchNorm: vsChunked, vsFullBatchBatchNorm: vsFull }));
-  expect(vsChunked).toBeLessThan(1e-5);
-  expect(maxRelDiff(r0!.state, r1!.state).rel).toBe(0);
-});
+
+  test('4 ranks x batch 2 match 1 rank x batch 8 as well', async () => {
+    const one = await single(noBnModel(CLASSES), 8);
+    const ranks = await parallel(noBnModel(CLASSES), 4, 8);
+    expect(maxRelDiff(one.state, ranks[0]!.state).rel).toBeLessThan(1e-5);
+    expect(maxRelDiff(ranks[0]!.state, ranks[3]!.state).rel).toBe(0);
+  });
+
+
+  test('with BatchNorm: 2 ranks equal 1 rank whose micro-batches are the ranks\' shards (per-shard statistics, as nn.DataParallel), within 1e-5 of the update', async () => {
+    const model = buildModel('resnet_tiny', CLASSES);
+    const cfg: TrainConfig = { ...config, epochs: 2, lr: 0.01 };
+    // Unshuffled, rank r's shard is images r, r+2, ...; reorder so that one rank's micro-batches are
+    // exactly those shards: evens first, then odds.
+    const per = SIZE * SIZE * 3;
+    const order = [...Array(32).keys()].filter((i) => i % 2 === 0).concat([...Array(32).keys()].filter((i) => i % 2 === 1));
+    const reordered = { images: new Float32Array(images.length), labels: new Int32Array(32), shuffle: false };
+    order.forEach((src, i) => {
+      reordered.images.set(images.subarray(src * per, (src + 1) * per), i * per);
+      reordered.labels[i] = labels[src]!;
+    });
+    const chunked = await single(model, 32, cfg, 16, reordered);
+    const full = await single(model, 32, cfg, 0, reordered);
+    const [r0, r1] = await parallel(buildModel('resnet_tiny', CLASSES), 2, 32, cfg, false);
+    const vsChunked = await updateRelDiff(model, chunked.state, r0!.state);
+    const vsFull = await updateRelDiff(model, full.state, r0!.state);
+    console.log(JSON.stringify({ test: 'dp-bn-tolerance', vsPerShardBatchNorm: vsChunked, vsFullBatchBatchNorm: vsFull }));
+    expect(vsChunked).toBeLessThan(1e-5);
+    expect(maxRelDiff(r0!.state, r1!.state).rel).toBe(0);
+  });
 
 }
 
