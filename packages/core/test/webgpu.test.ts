@@ -17,6 +17,7 @@ import {
   DEFAULT_TRAIN_CONFIG,
   Network,
   Rng,
+  Sgd,
   Trainer,
   batchNormTrain,
   buildModel,
@@ -315,6 +316,46 @@ describe('fused BatchNorm on webgpu', () => {
       const got = await on('webgpu', f);
       const names = ['y', 'mean', 'variance', 'loss', 'dx', 'dgamma', 'dbeta', 'dres'];
       got.forEach((g, i) => expect(relErr(g, want[i]!), names[i]).toBeLessThan(1e-4));
+    });
+  }
+});
+
+describe('fused SGD on webgpu', () => {
+  for (const opts of [
+    { momentum: 0.9, weightDecay: 0, nesterov: false },
+    { momentum: 0.9, weightDecay: 1e-3, nesterov: true },
+  ]) {
+    test(`one flat momentum buffer gives torch's SGD of the per-parameter path (${JSON.stringify(opts)}), through a resume`, async () => {
+      const shapes = [[3, 3, 2, 4], [5], [7, 3]];
+      const init = shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1)));
+      const gs = [0, 1, 2, 3].map(() => shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1))));
+      const runOn = async (backend: 'cpu' | 'webgpu'): Promise<{ params: Float32Array[]; momentum: Map<string, Float32Array> }> => {
+        await tf.setBackend(backend);
+        const vars = new Map(shapes.map((sh, i) => [`p${i}`, tf.variable(tf.tensor(init[i]!, sh))]));
+        let sgd = new Sgd(opts);
+        for (let step = 0; step < 4; step++) {
+          if (step === 2) {
+            // Resume: buffers from a checkpoint's arrays into a new optimiser.
+            const saved = await sgd.momentumArrays();
+            sgd.dispose();
+            sgd = new Sgd(opts);
+            sgd.load(new Map([...saved].map(([n, d]) => [n, tf.tensor(d, vars.get(n)!.shape)])));
+          }
+          const grads = new Map(shapes.map((sh, i) => [`p${i}`, tf.tensor(gs[step]![i]!, sh)]));
+          sgd.step(vars, grads, 0.1);
+          grads.forEach((g) => g.dispose());
+        }
+        const params = await Promise.all([...vars.values()].map(async (v) => (await v.data()) as Float32Array));
+        const momentum = await sgd.momentumArrays();
+        sgd.dispose();
+        vars.forEach((v) => v.dispose());
+        return { params, momentum };
+      };
+      const want = await runOn('cpu');
+      const got = await runOn('webgpu');
+      got.params.forEach((p, i) => expect(relErr(p, want.params[i]!), `p${i}`).toBeLessThan(1e-6));
+      expect([...got.momentum.keys()].sort()).toEqual(['p0', 'p1', 'p2']);
+      for (const [n, m] of want.momentum) expect(relErr(got.momentum.get(n)!, m), `momentum ${n}`).toBeLessThan(1e-6);
     });
   }
 });

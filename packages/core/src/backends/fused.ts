@@ -161,3 +161,22 @@ export function sgdMomentumStep(
   const step = nesterov ? tf.add(gd, tf.mul(next, momentum)) : next;
   return [next, tf.sub(p, tf.mul(step, lr))];
 }
+
+/**
+ * The SGD momentum step for all parameters at once with one flat momentum buffer, where the
+ * backend has a program for it (webgpu: one program for every buffer plus one per parameter,
+ * instead of two per parameter); undefined elsewhere (use sgdMomentumStep per parameter).
+ */
+export function sgdMomentumFlatStep(
+  params: readonly tf.Tensor[],
+  grads: readonly tf.Tensor[],
+  buf: tf.Tensor1D,
+  lr: number,
+  momentum: number,
+  weightDecay: number,
+  nesterov: boolean,
+): { buf: tf.Tensor1D; params: tf.Tensor[] } | undefined {
+  if (!onWebGpu()) return undefined;
+  return gpu.sgdMomentumFlat(params, grads, buf, lr, momentum, weightDecay, nesterov);
+}
+

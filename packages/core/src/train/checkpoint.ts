@@ -37,13 +37,9 @@ export interface CheckpointMeta {
 export async function saveCheckpoint(file: string, network: Network, sgd: Sgd, meta: CheckpointMeta): Promise<void> {
   const tensors: StateDict = await network.exportState();
   const specs = new Map(network.model.params.map((p) => [p.name, p]));
-  for (const [name, buf] of sgd.buffers) {
+  for (const [name, data] of await sgd.momentumArrays()) {
     const spec = specs.get(name)!;
-    tensors.set(`optimizer.momentum.${name}`, {
-      dtype: 'float32',
-      shape: spec.torchShape,
-      data: tfToTorch(spec, (await buf.data()) as Float32Array),
-    });
+    tensors.set(`optimizer.momentum.${name}`, { dtype: 'float32', shape: spec.torchShape, data: tfToTorch(spec, data) });
   }
   await writeAtomic(file, writeSafetensors(tensors, { ferry: JSON.stringify(meta) }));
 }

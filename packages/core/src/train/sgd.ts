@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { sgdMomentumStep } from '../backends/fused.js';
+import { fusedWebGpuActive, sgdMomentumFlatStep, sgdMomentumStep } from '../backends/fused.js';
 
 export interface SgdOptions {
   readonly momentum: number;
@@ -7,18 +7,32 @@ export interface SgdOptions {
   readonly nesterov: boolean;
 }
 
+/** Every momentum buffer end to end in one tensor (the fused WebGPU step). */
+interface FlatBuffers {
+  readonly names: readonly string[];
+  readonly sizes: readonly number[];
+  readonly buf: tf.Variable;
+}
+
 /**
  * torch.optim.SGD (dampening 0): g += wd * p; buf = first ? g : mu * buf + g;
- * p -= lr * (nesterov ? g + mu * buf : buf). Buffers are kept per parameter name.
+ * p -= lr * (nesterov ? g + mu * buf : buf). Buffers are kept per parameter name, or, where the
+ * backend fuses the step (webgpu), end to end in one flat tensor; `momentumArrays` reads either.
  */
 export class Sgd {
-  readonly buffers = new Map<string, tf.Variable>();
+  private readonly buffers = new Map<string, tf.Variable>();
+  private flat: FlatBuffers | undefined;
 
   constructor(readonly options: SgdOptions) {}
 
   /** Applies one step. `grads` and `params` are keyed by the same (torchvision) names. */
   step(params: ReadonlyMap<string, tf.Variable>, grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
     const { momentum, weightDecay, nesterov } = this.options;
+    if (momentum !== 0 && fusedWebGpuActive()) {
+      this.stepFlat(params, grads, lr);
+      return;
+    }
+    this.unflatten();
     tf.tidy(() => {
       for (const [name, g] of grads) {
         const p = params.get(name);
@@ -41,6 +55,75 @@ export class Sgd {
     });
   }
 
+  /** The fused step: one flat buffer for all parameters (same arithmetic as `step`). */
+  private stepFlat(params: ReadonlyMap<string, tf.Variable>, grads: ReadonlyMap<string, tf.Tensor>, lr: number): void {
+    const { momentum, weightDecay, nesterov } = this.options;
+    const names = [...grads.keys()].filter((n) => params.has(n));
+    if (names.length === 0) return;
+    const same = this.flat !== undefined && this.flat.names.length === names.length && this.flat.names.every((n, i) => n === names[i]);
+    if (!same) {
+      // First step, or another parameter set: gather the buffers there are (zeros elsewhere).
+      const sizes = names.map((n) => params.get(n)!.size);
+      const layout = { names, sizes };
+      const parts = tf.tidy(() => tf.concat(names.map((n, i) => (this.bufferOf(n) ? tf.reshape(this.bufferOf(n)!, [-1]) : tf.zeros([sizes[i]!])))));
+      this.dispose();
+      this.flat = { ...layout, buf: tf.variable(parts, false) };
+      parts.dispose();
+    }
+    const flat = this.flat!;
+    tf.tidy(() => {
+      const r = sgdMomentumFlatStep(
+        names.map((n) => params.get(n)!),
+        names.map((n) => grads.get(n)!),
+        flat.buf as tf.Tensor1D,
+        lr,
+        momentum,
+        weightDecay,
+        nesterov,
+      )!;
+      flat.buf.assign(r.buf);
+      names.forEach((n, i) => params.get(n)!.assign(r.params[i]!));
+    });
+  }
+
+  private bufferOf(name: string): tf.Tensor | undefined {
+    const per = this.buffers.get(name);
+    if (per) return per;
+    if (!this.flat) return undefined;
+    const i = this.flat.names.indexOf(name);
+    if (i < 0) return undefined;
+    const offset = this.flat.sizes.slice(0, i).reduce((a, b) => a + b, 0);
+    return tf.slice(this.flat.buf, [offset], [this.flat.sizes[i]!]);
+  }
+
+  /** Back to per-parameter buffers (the backend changed, or no fused step). */
+  private unflatten(): void {
+    const flat = this.flat;
+    if (!flat) return;
+    let offset = 0;
+    flat.names.forEach((n, i) => {
+      this.buffers.set(n, tf.variable(tf.tidy(() => tf.slice(flat.buf, [offset], [flat.sizes[i]!])), false));
+      offset += flat.sizes[i]!;
+    });
+    flat.buf.dispose();
+    this.flat = undefined;
+  }
+
+  /** The momentum buffers by parameter name, flat, in TF layout (for checkpoints). */
+  async momentumArrays(): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    if (this.flat) {
+      const all = (await this.flat.buf.data()) as Float32Array;
+      let offset = 0;
+      this.flat.names.forEach((n, i) => {
+        out.set(n, all.slice(offset, offset + this.flat!.sizes[i]!));
+        offset += this.flat!.sizes[i]!;
+      });
+    }
+    for (const [n, v] of this.buffers) out.set(n, (await v.data()) as Float32Array);
+    return out;
+  }
+
   /** Replaces the momentum buffers (resume). */
   load(buffers: ReadonlyMap<string, tf.Tensor>): void {
     this.dispose();
@@ -50,5 +133,7 @@ export class Sgd {
   dispose(): void {
     for (const v of this.buffers.values()) v.dispose();
     this.buffers.clear();
+    this.flat?.buf.dispose();
+    this.flat = undefined;
   }
 }

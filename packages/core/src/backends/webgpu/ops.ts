@@ -7,11 +7,13 @@ import {
   BnStatsFinalProgram,
   BnStatsPartsProgram,
   DepthwiseFilterPartsProgram,
+  FlatMomentumProgram,
   Im2ColProgram,
   GroupSumProgram,
   LeadingSumProgram,
   RunningStatProgram,
   SgdBufferProgram,
+  SgdFromFlatProgram,
   SgdParamProgram,
   float,
   int,
@@ -302,3 +304,37 @@ export function sgdMomentum(
   ]);
   return [tf.reshape(nextBuf, p.shape), tf.reshape(nextP, p.shape)];
 }
+
+/**
+ * torch SGD with momentum for many parameters at once: every momentum buffer lives end to end in
+ * one flat tensor, updated by one program from the concatenated gradients; each parameter then
+ * takes its step from its slice (one program each). Returns the new flat buffer and parameters.
+ */
+export function sgdMomentumFlat(
+  params: readonly tf.Tensor[],
+  grads: readonly tf.Tensor[],
+  buf: tf.Tensor1D,
+  lr: number,
+  momentum: number,
+  weightDecay: number,
+  nesterov: boolean,
+): { buf: tf.Tensor1D; params: tf.Tensor[] } {
+  const flat = (ts: readonly tf.Tensor[]): tf.Tensor => tf.concat(ts.map((t) => tf.reshape(t, [-1])));
+  const g = flat(grads);
+  const decay = weightDecay !== 0;
+  const c = lanesOf(buf.size);
+  const inputs = decay ? [buf, g, flat(params)] : [buf, g];
+  const next = run(new FlatMomentumProgram(buf.size, c, decay), inputs, [int(buf.size / c), float(momentum), float(weightDecay)]) as tf.Tensor1D;
+  let offset = 0;
+  const out = params.map((p, i) => {
+    const ins = nesterov ? [tf.reshape(p, [-1]), next, tf.reshape(grads[i]!, [-1])] : [tf.reshape(p, [-1]), next];
+    const r = tf.reshape(
+      run(new SgdFromFlatProgram(p.size, nesterov), ins, [int(p.size), int(offset), float(lr), float(momentum), float(weightDecay)]),
+      p.shape,
+    );
+    offset += p.size;
+    return r;
+  });
+  return { buf: next, params: out };
+}
+

@@ -524,3 +524,47 @@ export class SgdParamProgram extends FlatProgram {
       }`;
   }
 }
+
+/** All momentum buffers at once, end to end: buf = momentum * buf + (g [+ weightDecay * p]). */
+export class FlatMomentumProgram extends FlatProgram {
+  constructor(
+    size: number,
+    c: number,
+    readonly decay: boolean,
+  ) {
+    super(decay ? ['buf', 'g', 'p'] : ['buf', 'g'], [size], c, size / c, 'count : i32, momentum : f32, weightDecay : f32,', `sgd_flat_buffer_${decay ? 'wd' : 'nowd'}`);
+  }
+
+  getUserCode(): string {
+    const g = this.decay ? '(g[index] + uniforms.weightDecay * p[index])' : 'g[index]';
+    return `
+      fn main(index : i32) {
+        if (index >= uniforms.count) { return; }
+        result[index] = uniforms.momentum * buf[index] + ${g};
+      }`;
+  }
+}
+
+/**
+ * One parameter's step from the flat buffer: p -= lr * (nesterov ? (g + wd * p) + momentum * b : b)
+ * with b = buf[offset + i]. Scalar access: offsets need not be multiples of 4.
+ */
+export class SgdFromFlatProgram extends FlatProgram {
+  constructor(
+    size: number,
+    readonly nesterov: boolean,
+  ) {
+    super(nesterov ? ['p', 'buf', 'g'] : ['p', 'buf'], [size], 1, size, 'count : i32, offset : i32, lr : f32, momentum : f32, weightDecay : f32,', `sgd_from_flat_${nesterov ? 'nesterov' : 'plain'}`);
+  }
+
+  getUserCode(): string {
+    const b = 'buf[uniforms.offset + index]';
+    const step = this.nesterov ? `(g[index] + uniforms.weightDecay * p[index]) + uniforms.momentum * ${b}` : b;
+    return `
+      fn main(index : i32) {
+        if (index >= uniforms.count) { return; }
+        result[index] = p[index] - uniforms.lr * (${step});
+      }`;
+  }
+}
+
