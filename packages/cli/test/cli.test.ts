@@ -55,6 +55,11 @@ describe('ferry models / info', () => {
     expect(gpu.backend.registeredKernels.join('\n')).toContain('im2col');
     expect(gpu.webgpu!.timestampQuery.enabled).toBe(gpu.webgpu!.timestampQuery.offeredByAdapter);
 
+    // auto decides on a software adapter in a child process: nothing of lavapipe's on stderr.
+    const quiet = await ferryBin(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--input', ref('resnet18_input.npy'), '--json']);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stderr).toBe('');
+
     const plain = JSON.parse((await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_FAST: '0' })).stdout) as Info;
     expect(plain.backend.registeredKernels).toEqual([]);
     const text = (await ferryBin(['info', '--backend', 'webgpu'])).stdout;

@@ -1,6 +1,8 @@
+import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 // Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
@@ -159,6 +161,43 @@ export function describeAdapter(adapter: AdapterLike): WebGpuAdapterReport {
 
 let webgpuReport: WebGpuAdapterReport | undefined;
 
+const PREFLIGHT = `
+const [url, flags] = process.argv.slice(1);
+const { create } = await import(url);
+const a = await create(JSON.parse(flags)).requestAdapter();
+const info = a?.info ?? {};
+process.stdout.write(JSON.stringify(a ? { info: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description }, isFallbackAdapter: a.isFallbackAdapter === true, features: [...a.features] } : null));
+process.exit(0);
+`;
+
+/**
+ * What WebGPU adapter this machine offers, asked in a child process: for `auto`, a software
+ * adapter is passed over without ever being created in this process (Mesa's lavapipe prints
+ * warnings on stderr when it is). undefined when the child cannot tell (the in-process probe then
+ * reports why).
+ */
+async function preflightWebGpu(): Promise<WebGpuAdapterReport | undefined> {
+  if ((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) return undefined;
+  let url: string;
+  try {
+    url = pathToFileURL(require.resolve('webgpu')).href;
+  } catch {
+    return undefined;
+  }
+  const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', PREFLIGHT, url, JSON.stringify(flags)], { timeout: 20_000 }, (err, stdout) => {
+      if (err) return resolve(undefined);
+      try {
+        const adapter = JSON.parse(stdout) as (AdapterLike & { features: string[] }) | null;
+        resolve(adapter ? describeAdapter({ ...adapter, features: new Set(adapter.features) }) : undefined);
+      } catch {
+        resolve(undefined);
+      }
+    });
+  });
+}
+
 let webgpuInstance: GpuLike | undefined;
 
 async function getWebGpu(): Promise<GpuLike> {
@@ -231,6 +270,14 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     if (chosen) {
       probes.push({ name, available: false, reason: `not tried: ${chosen.name} comes first` });
       continue;
+    }
+    if (request === 'auto' && name === 'webgpu' && !probeCache.has('webgpu')) {
+      const pre = await preflightWebGpu();
+      if (pre?.software) {
+        // Decided without creating the adapter here (a software Vulkan driver prints warnings).
+        probes.push({ name, available: false, reason: `software adapter (${pre.description}): slower than wasm; --backend webgpu uses it`, webgpu: pre });
+        continue;
+      }
     }
     const probe = await probeBackend(name);
     if (request === 'auto' && probe.available && probe.webgpu?.software) {
