@@ -12,7 +12,7 @@ export type { Activation } from './webgpu/programs.js';
  * (models/layers.ts, train/network.ts, train/sgd.ts) do not know which they get.
  */
 
-/** Fusion is on for webgpu unless FERRY_WEBGPU_FUSED=0 (bench's "before" runs). */
+/** Fusion is on for webgpu unless switched off (setWebGpuFastPath(false), FERRY_WEBGPU_FAST=0). */
 let webgpuFusion = true;
 
 export function setWebGpuFusion(on: boolean): void {
@@ -142,7 +142,8 @@ export function updateRunningStats(
 }
 
 /**
- * One torch.optim.SGD step (dampening 0) for one parameter with a momentum buffer:
+ * One torch.optim.SGD step (dampening 0) for one parameter with a momentum buffer, as TF.js ops
+ * (webgpu takes all parameters at once: sgdMomentumFlatStep):
  * g' = g + wd p; buf = mu buf + g'; p -= lr (nesterov ? g' + mu buf : buf).
  * Returns the new buffer and parameter (the caller assigns them).
  */
@@ -155,7 +156,6 @@ export function sgdMomentumStep(
   weightDecay: number,
   nesterov: boolean,
 ): [tf.Tensor, tf.Tensor] {
-  if (onWebGpu()) return gpu.sgdMomentum(p, buf, g, lr, momentum, weightDecay, nesterov);
   const gd = weightDecay !== 0 ? tf.add(g, tf.mul(p, weightDecay)) : g;
   const next = tf.add(tf.mul(buf, momentum), gd);
   const step = nesterov ? tf.add(gd, tf.mul(next, momentum)) : next;

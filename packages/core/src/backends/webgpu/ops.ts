@@ -12,9 +12,7 @@ import {
   GroupSumProgram,
   LeadingSumProgram,
   RunningStatProgram,
-  SgdBufferProgram,
   SgdFromFlatProgram,
-  SgdParamProgram,
   float,
   int,
   type Activation,
@@ -281,28 +279,6 @@ export function runningStat(running: tf.Tensor1D, stats: tf.Tensor2D, row: 0 | 1
   const ch = running.shape[0];
   const c = lanesOf(ch);
   return run(new RunningStatProgram(ch, c), [running, stats], [int(ch / c), int(row), float(momentum), float(factor)]) as tf.Tensor1D;
-}
-
-/** torch SGD with momentum for one parameter: [new buffer, new parameter] (two programs). */
-export function sgdMomentum(
-  p: tf.Tensor,
-  buf: tf.Tensor,
-  g: tf.Tensor,
-  lr: number,
-  momentum: number,
-  weightDecay: number,
-  nesterov: boolean,
-): [tf.Tensor, tf.Tensor] {
-  const c = lanesOf(p.size);
-  const flat = (t: tf.Tensor): tf.Tensor => tf.reshape(t, [-1]);
-  const nextBuf = run(new SgdBufferProgram(p.size, c), [flat(p), flat(buf), flat(g)], [int(p.size / c), float(momentum), float(weightDecay)]);
-  const nextP = run(new SgdParamProgram(p.size, c, nesterov), nesterov ? [flat(p), nextBuf, flat(g)] : [flat(p), nextBuf], [
-    int(p.size / c),
-    float(lr),
-    float(momentum),
-    float(weightDecay),
-  ]);
-  return [tf.reshape(nextBuf, p.shape), tf.reshape(nextP, p.shape)];
 }
 
 /**

@@ -489,42 +489,6 @@ export class RunningStatProgram extends FlatProgram {
   }
 }
 
-/** SGD momentum buffer: buf = momentum * buf + (g + weightDecay * p). */
-export class SgdBufferProgram extends FlatProgram {
-  constructor(size: number, c: number) {
-    super(['p', 'buf', 'g'], [size], c, size / c, 'count : i32, momentum : f32, weightDecay : f32,', 'sgd_buffer');
-  }
-
-  getUserCode(): string {
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.count) { return; }
-        result[index] = uniforms.momentum * buf[index] + (g[index] + uniforms.weightDecay * p[index]);
-      }`;
-  }
-}
-
-/** SGD parameter step: p -= lr * (nesterov ? (g + wd * p) + momentum * buf : buf). */
-export class SgdParamProgram extends FlatProgram {
-  constructor(
-    size: number,
-    c: number,
-    readonly nesterov: boolean,
-  ) {
-    // Every binding must be read: the pipeline layout is derived from the code ('auto').
-    super(nesterov ? ['p', 'buf', 'g'] : ['p', 'buf'], [size], c, size / c, 'count : i32, lr : f32, momentum : f32, weightDecay : f32,', `sgd_param_${nesterov ? 'nesterov' : 'plain'}`);
-  }
-
-  getUserCode(): string {
-    const step = this.nesterov ? '(g[index] + uniforms.weightDecay * p[index]) + uniforms.momentum * buf[index]' : 'buf[index]';
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.count) { return; }
-        result[index] = p[index] - uniforms.lr * (${step});
-      }`;
-  }
-}
-
 /** All momentum buffers at once, end to end: buf = momentum * buf + (g [+ weightDecay * p]). */
 export class FlatMomentumProgram extends FlatProgram {
   constructor(
