@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { InvalidArgumentError } from '../errors.js';
+import { pair, tensorsInHostMemory } from './shared.js';
 
 /**
  * Convolution gradients composed from forward convolutions. Backends whose forward convolution is
@@ -8,15 +9,7 @@ import { InvalidArgumentError } from '../errors.js';
  * TensorFlow.js ops: they run, and are tested, on any backend.
  */
 
-/** Backends whose tensors live in host memory, where reading a filter back costs a copy only. */
-const HOST_MEMORY_BACKENDS = new Set(['cpu', 'wasm']);
-
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
-type Pair = [number, number];
-
-function pair(v: number | readonly number[]): Pair {
-  return typeof v === 'number' ? [v, v] : [v[0] ?? 1, v[1] ?? v[0] ?? 1];
-}
 
 function requireUnitDilation(dilations: number | readonly number[] | undefined, what: string): void {
   if (dilations === undefined) return;
@@ -48,7 +41,7 @@ function zeroDilate(dy: tf.Tensor4D, sh: number, sw: number): tf.Tensor4D {
 function flipSpatial(filter: tf.Tensor4D): tf.Tensor4D {
   const [kh, kw, a, b] = filter.shape;
   if (kh === 1 && kw === 1) return filter;
-  if (HOST_MEMORY_BACKENDS.has(tf.getBackend())) {
+  if (tensorsInHostMemory()) {
     // Data already lives in host memory: kh*kw block copies are memcpy speed.
     const src = filter.dataSync() as Float32Array;
     const out = new Float32Array(src.length);

@@ -19,13 +19,9 @@ export function setWebGpuFusion(on: boolean): void {
   webgpuFusion = on;
 }
 
-function onWebGpu(): boolean {
-  return webgpuFusion && tf.getBackend() === 'webgpu';
-}
-
-/** Whether ferry's fused WebGPU programs run now (for reports). */
+/** Whether ferry's fused WebGPU programs run now (the backend is webgpu and fusion is on). */
 export function fusedWebGpuActive(): boolean {
-  return onWebGpu();
+  return webgpuFusion && tf.getBackend() === 'webgpu';
 }
 
 /**
@@ -65,7 +61,7 @@ export function batchNormTrain(
   residual: tf.Tensor4D | undefined,
   onStats?: (stats: BnStats) => void,
 ): tf.Tensor4D {
-  if (onWebGpu()) return batchNormTrainWebGpu(x, gamma, beta, eps, act, residual, onStats);
+  if (fusedWebGpuActive()) return batchNormTrainWebGpu(x, gamma, beta, eps, act, residual, onStats);
   const [n, h, w] = x.shape;
   const count = n * h * w;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -163,9 +159,9 @@ export function sgdMomentumStep(
 }
 
 /**
- * The SGD momentum step for all parameters at once with one flat momentum buffer, where the
- * backend has a program for it (webgpu: one program for every buffer plus one per parameter,
- * instead of two per parameter); undefined elsewhere (use sgdMomentumStep per parameter).
+ * The SGD momentum step for all parameters at once with one flat momentum buffer, on webgpu only
+ * (when fusedWebGpuActive): one program for every buffer plus one per parameter, instead of two
+ * per parameter. Elsewhere sgdMomentumStep runs per parameter.
  */
 export function sgdMomentumFlatStep(
   params: readonly tf.Tensor[],
@@ -175,8 +171,7 @@ export function sgdMomentumFlatStep(
   momentum: number,
   weightDecay: number,
   nesterov: boolean,
-): { buf: tf.Tensor1D; params: tf.Tensor[] } | undefined {
-  if (!onWebGpu()) return undefined;
+): { buf: tf.Tensor1D; params: tf.Tensor[] } {
   return gpu.sgdMomentumFlat(params, grads, buf, lr, momentum, weightDecay, nesterov);
 }
 

@@ -275,14 +275,13 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
       const pre = await preflightWebGpu();
       if (pre?.software) {
         // Decided without creating the adapter here (a software Vulkan driver prints warnings).
-        probes.push({ name, available: false, reason: `software adapter (${pre.description}): slower than wasm; --backend webgpu uses it`, webgpu: pre });
+        probes.push(passedOver({ name, available: true, reason: null, device: pre.description, webgpu: pre }));
         continue;
       }
     }
     const probe = await probeBackend(name);
     if (request === 'auto' && probe.available && probe.webgpu?.software) {
-      // Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter.
-      probes.push({ ...probe, available: false, reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it` });
+      probes.push(passedOver(probe));
       continue;
     }
     probes.push(probe);
@@ -304,6 +303,11 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     workarounds: chosen.name === 'webgpu' ? setWebGpuFastPath(options.webgpuFastPath !== false) : registerBackendWorkarounds(tfNameOf(chosen.name)),
     ...(chosen.name === 'webgpu' ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true } : {}),
   };
+}
+
+/** Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter. */
+function passedOver(probe: BackendProbe): BackendProbe {
+  return { ...probe, available: false, reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it` };
 }
 
 /** Errors the WebGPU device reported since selection (validation, out-of-memory, loss). */

@@ -6,6 +6,7 @@ import {
   depthwiseBackpropInputComposite,
 } from './composite-kernels.js';
 import { setWebGpuFusion } from './fused.js';
+import { pair } from './shared.js';
 import { conv2dFilterGrad, depthwiseFilterGrad } from './webgpu/ops.js';
 
 /**
@@ -28,11 +29,17 @@ interface ConvAttrs {
 /** The kernel a workaround replaced, for the cases it leaves to it. */
 type NativeKernel = (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs) => tf.TensorInfo | tf.TensorInfo[];
 
-interface Workaround {
-  readonly kernelName: string;
-  readonly why: string;
-  readonly kernelFunc: (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs, native?: NativeKernel) => tf.Tensor | tf.TensorInfo | tf.TensorInfo[];
-}
+/**
+ * One kernel ferry provides for a backend: its own kernel function, or a TensorFlow.js flag that
+ * selects a better kernel of the backend's own (`flag` set to `value`).
+ */
+type Workaround =
+  | {
+      readonly kernelName: string;
+      readonly why: string;
+      readonly kernelFunc: (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs, native?: NativeKernel) => tf.Tensor | tf.TensorInfo | tf.TensorInfo[];
+    }
+  | { readonly kernelName: string; readonly why: string; readonly flag: string; readonly value: boolean };
 
 const isNhwc = (attrs: ConvAttrs): boolean => attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC' || attrs.dataFormat === 'channelsLast';
 
@@ -51,17 +58,22 @@ const WEBGPU_DW_FILTER: Workaround = {
   why: 'split over output rows + one reduction (TF.js: one thread per weight looping over n*h*w)',
   kernelFunc: (inputs, attrs, native) => {
     const shape = attrs.filterShape as Shape4;
-    const [dh, dw] = typeof attrs.dilations === 'number' ? [attrs.dilations, attrs.dilations] : (attrs.dilations ?? [1, 1]);
+    const [dh, dw] = pair(attrs.dilations ?? 1);
     const x = inputs['x'] as tf.Tensor4D;
     if (!isNhwc(attrs) || shape[3] !== 1 || dh !== 1 || dw !== 1 || x.dtype !== 'float32') return native!(inputs, attrs);
     return depthwiseFilterGrad(x, inputs['dy'] as tf.Tensor4D, shape, attrs.strides as [number, number], attrs.pad, attrs.dimRoundingMode);
   },
 };
 
+const WEBGPU_CONV_INPUT: Workaround = {
+  kernelName: 'Conv2DBackpropInput',
+  why: "TF.js's matmul-tiled program (WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE=false) instead of its direct loop",
+  flag: 'WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE',
+  value: false,
+};
+
 function requireNhwc(attrs: ConvAttrs, kernel: string): void {
-  if (attrs.dataFormat !== undefined && attrs.dataFormat !== 'NHWC' && attrs.dataFormat !== 'channelsLast') {
-    throw new Error(`${kernel}: ferry's composite kernel supports NHWC only`);
-  }
+  if (!isNhwc(attrs)) throw new Error(`${kernel}: ferry's composite kernel supports NHWC only`);
 }
 
 const CONV_FILTER: Workaround = {
@@ -130,31 +142,36 @@ const DW_INPUT: Workaround = {
 export const WORKAROUNDS: Readonly<Record<string, readonly Workaround[]>> = {
   wasm: [CONV_FILTER, CONV_INPUT, DW_FILTER, DW_INPUT],
   cpu: [CONV_FILTER],
-  webgpu: [WEBGPU_CONV_FILTER, WEBGPU_DW_FILTER],
+  webgpu: [WEBGPU_CONV_FILTER, WEBGPU_DW_FILTER, WEBGPU_CONV_INPUT],
 };
 
 /** The lines registerBackendWorkarounds would return for `backendName`, without registering. */
 export function describeWorkarounds(backendName: string): string[] {
-  const lines = (WORKAROUNDS[backendName] ?? []).map((w) => `${w.kernelName}: ${w.why}`);
-  return backendName === 'webgpu' ? [...lines, WEBGPU_INPUT_GRAD_LINE] : lines;
+  return (WORKAROUNDS[backendName] ?? []).map((w) => `${w.kernelName}: ${w.why}`);
 }
 
 const registered = new Map<string, string[]>();
-/** What registration replaced, per backend, to put back (see restoreNativeKernels). */
-const replaced = new Map<string, tf.KernelConfig[]>();
-const absent = new Map<string, string[]>();
+/** Per backend, how to put back what registration replaced (see restoreNativeKernels). */
+const undo = new Map<string, (() => void)[]>();
 
 /** Registers the workarounds for `backendName` once; returns a line per kernel registered. */
 export function registerBackendWorkarounds(backendName: string): string[] {
   const existing = registered.get(backendName);
   if (existing) return existing;
-  const lines: string[] = [];
+  const undos: (() => void)[] = [];
   for (const w of WORKAROUNDS[backendName] ?? []) {
+    if ('flag' in w) {
+      const before = tf.env().get(w.flag);
+      tf.env().set(w.flag, w.value);
+      undos.push(() => tf.env().set(w.flag, before));
+      continue;
+    }
     const previous = tf.getKernel(w.kernelName, backendName);
-    if (previous !== undefined) {
+    if (previous !== undefined) tf.unregisterKernel(w.kernelName, backendName);
+    undos.push(() => {
       tf.unregisterKernel(w.kernelName, backendName);
-      replaced.set(backendName, [...(replaced.get(backendName) ?? []), previous]);
-    } else absent.set(backendName, [...(absent.get(backendName) ?? []), w.kernelName]);
+      if (previous !== undefined) tf.registerKernel(previous);
+    });
     const native: NativeKernel | undefined = previous
       ? (inputs, attrs) => previous.kernelFunc({ inputs, attrs: attrs as unknown as tf.NamedAttrMap, backend: tf.backend() })
       : undefined;
@@ -166,40 +183,28 @@ export function registerBackendWorkarounds(backendName: string): string[] {
       kernelFunc: ({ inputs, attrs }) =>
         w.kernelFunc(inputs as Record<string, tf.Tensor>, attrs as unknown as ConvAttrs, native) as unknown as tf.TensorInfo,
     });
-    lines.push(`${w.kernelName}: ${w.why}`);
   }
+  const lines = describeWorkarounds(backendName);
   registered.set(backendName, lines);
+  undo.set(backendName, undos);
   return lines;
 }
 
 /** Puts TensorFlow.js's own kernels back for `backendName` (the "unmodified path" of comparisons). */
 export function restoreNativeKernels(backendName: string): void {
-  if (!registered.has(backendName)) return;
-  for (const name of absent.get(backendName) ?? []) tf.unregisterKernel(name, backendName);
-  for (const k of replaced.get(backendName) ?? []) {
-    tf.unregisterKernel(k.kernelName, backendName);
-    tf.registerKernel(k);
-  }
+  for (const u of (undo.get(backendName) ?? []).reverse()) u();
   registered.delete(backendName);
-  replaced.delete(backendName);
-  absent.delete(backendName);
+  undo.delete(backendName);
 }
 
 /**
- * ferry's WebGPU fast path on or off: the registered filter-gradient kernels and the fused
- * BatchNorm/SGD programs. Off is TensorFlow.js's own kernels and ops, for "before" measurements
- * and the equivalence tests.
+ * ferry's WebGPU fast path on or off: the registered kernels and the fused BatchNorm/SGD
+ * programs. Off is TensorFlow.js's own kernels and ops, for "before" measurements and the
+ * equivalence tests.
  */
 export function setWebGpuFastPath(on: boolean): string[] {
   setWebGpuFusion(on);
-  // TF.js's own matmul-tiled input gradient instead of its direct loop (a flag of the backend).
-  if (tf.env().getFlags()[NAIVE_TRANSPOSE] !== undefined || on) tf.env().set(NAIVE_TRANSPOSE, !on);
-  if (!on) {
-    restoreNativeKernels('webgpu');
-    return [];
-  }
-  return [...registerBackendWorkarounds('webgpu'), WEBGPU_INPUT_GRAD_LINE];
+  if (on) return registerBackendWorkarounds('webgpu');
+  restoreNativeKernels('webgpu');
+  return [];
 }
-
-const NAIVE_TRANSPOSE = 'WEBGPU_USE_NAIVE_CONV2D_TRANSPOSE';
-const WEBGPU_INPUT_GRAD_LINE = `Conv2DBackpropInput: TF.js's matmul-tiled program (${NAIVE_TRANSPOSE}=false) instead of its direct loop`;

@@ -63,11 +63,18 @@ export class Sgd {
     const same = this.flat !== undefined && this.flat.names.length === names.length && this.flat.names.every((n, i) => n === names[i]);
     if (!same) {
       // First step, or another parameter set: gather the buffers there are (zeros elsewhere).
+      this.unflatten();
       const sizes = names.map((n) => params.get(n)!.size);
-      const layout = { names, sizes };
-      const parts = tf.tidy(() => tf.concat(names.map((n, i) => (this.bufferOf(n) ? tf.reshape(this.bufferOf(n)!, [-1]) : tf.zeros([sizes[i]!])))));
+      const parts = tf.tidy(() =>
+        tf.concat(
+          names.map((n, i) => {
+            const b = this.buffers.get(n);
+            return b ? tf.reshape(b, [-1]) : tf.zeros([sizes[i]!]);
+          }),
+        ),
+      );
       this.dispose();
-      this.flat = { ...layout, buf: tf.variable(parts, false) };
+      this.flat = { names, sizes, buf: tf.variable(parts, false) };
       parts.dispose();
     }
     const flat = this.flat!;
@@ -80,31 +87,28 @@ export class Sgd {
         momentum,
         weightDecay,
         nesterov,
-      )!;
+      );
       flat.buf.assign(r.buf);
       names.forEach((n, i) => params.get(n)!.assign(r.params[i]!));
     });
   }
 
-  private bufferOf(name: string): tf.Tensor | undefined {
-    const per = this.buffers.get(name);
-    if (per) return per;
-    if (!this.flat) return undefined;
-    const i = this.flat.names.indexOf(name);
-    if (i < 0) return undefined;
-    const offset = this.flat.sizes.slice(0, i).reduce((a, b) => a + b, 0);
-    return tf.slice(this.flat.buf, [offset], [this.flat.sizes[i]!]);
+  /** [name, offset, size] of each parameter's segment of the flat buffer. */
+  private *segments(flat: FlatBuffers): Generator<[string, number, number]> {
+    let offset = 0;
+    for (let i = 0; i < flat.names.length; i++) {
+      yield [flat.names[i]!, offset, flat.sizes[i]!];
+      offset += flat.sizes[i]!;
+    }
   }
 
   /** Back to per-parameter buffers (the backend changed, or no fused step). */
   private unflatten(): void {
     const flat = this.flat;
     if (!flat) return;
-    let offset = 0;
-    flat.names.forEach((n, i) => {
-      this.buffers.set(n, tf.variable(tf.tidy(() => tf.slice(flat.buf, [offset], [flat.sizes[i]!])), false));
-      offset += flat.sizes[i]!;
-    });
+    for (const [n, offset, size] of this.segments(flat)) {
+      this.buffers.set(n, tf.variable(tf.tidy(() => tf.slice(flat.buf, [offset], [size])), false));
+    }
     flat.buf.dispose();
     this.flat = undefined;
   }
@@ -114,11 +118,7 @@ export class Sgd {
     const out = new Map<string, Float32Array>();
     if (this.flat) {
       const all = (await this.flat.buf.data()) as Float32Array;
-      let offset = 0;
-      this.flat.names.forEach((n, i) => {
-        out.set(n, all.slice(offset, offset + this.flat!.sizes[i]!));
-        offset += this.flat!.sizes[i]!;
-      });
+      for (const [n, offset, size] of this.segments(this.flat)) out.set(n, all.slice(offset, offset + size));
     }
     for (const [n, v] of this.buffers) out.set(n, (await v.data()) as Float32Array);
     return out;

@@ -4,6 +4,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeBnStats } from '../backends/fused.js';
 import { assertDeviceHealthy } from '../backends/select.js';
+import { tensorsInHostMemory } from '../backends/shared.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
 import { Rng } from '../util/rng.js';
@@ -104,9 +105,6 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
   return { lossSum, correct };
 }
 
-/** Backends whose tensors live in host memory: reading one is a copy, not a device round trip. */
-const HOST_MEMORY = new Set(['cpu', 'wasm', 'tensorflow']);
-
 /**
  * The tensors' values end to end in one host array with `extra` free slots after them; a number
  * stands for that many zeros. On a GPU the tensors are concatenated on the device and read back
@@ -116,7 +114,7 @@ async function readFlat(items: readonly (tf.Tensor | number)[], extra = 0): Prom
   const sizeOf = (t: tf.Tensor | number): number => (typeof t === 'number' ? t : t.size);
   const total = items.reduce<number>((a, t) => a + sizeOf(t), 0);
   const flat = new Float32Array(total + extra);
-  if (HOST_MEMORY.has(tf.getBackend())) {
+  if (tensorsInHostMemory()) {
     let o = 0;
     for (const t of items) {
       if (typeof t !== 'number') flat.set((await t.data()) as Float32Array, o);

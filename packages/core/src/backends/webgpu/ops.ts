@@ -91,6 +91,11 @@ export function splitCount(rows: number, m: number, n: number, t: WebGpuTuning =
 
 type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 
+/** The uniforms GEOMETRY_UNIFORMS declares, in its order. */
+function geometry(h: number, w: number, info: tf.backend_util.Conv2DInfo): UniformValue[] {
+  return [h, w, info.outHeight, info.outWidth, info.filterWidth, info.strideHeight, info.strideWidth, info.padInfo.top, info.padInfo.left].map(int);
+}
+
 /**
  * Conv2D filter gradient: im2col (one program; skipped for 1x1 stride-1 convolutions), then
  * dW = im2col^T * dy as a batched product over S row splits (so a reduction over n*oh*ow rows
@@ -138,15 +143,7 @@ function filterGradRows(x: tf.Tensor4D, dy: tf.Tensor4D, info: tf.backend_util.C
       int((rows * cols) / c),
       int(cols),
       int(cin),
-      int(h),
-      int(w),
-      int(info.outHeight),
-      int(info.outWidth),
-      int(info.filterWidth),
-      int(info.strideHeight),
-      int(info.strideWidth),
-      int(p.top),
-      int(p.left),
+      ...geometry(h, w, info),
       int(info.dilationHeight),
       int(info.dilationWidth),
     ]);
@@ -183,15 +180,7 @@ export function depthwiseFilterGrad(
       int(taps),
       int(rows),
       int(chunk),
-      int(h),
-      int(w),
-      int(info.outHeight),
-      int(info.outWidth),
-      int(kw),
-      int(info.strideHeight),
-      int(info.strideWidth),
-      int(info.padInfo.top),
-      int(info.padInfo.left),
+      ...geometry(h, w, info),
     ]);
     const total = s === 1 ? parts : leadingSum(parts, s, taps * ch, taps * ch, 0);
     return tf.reshape(total, [kh, kw, ch, 1]) as tf.Tensor4D;

@@ -68,25 +68,39 @@ abstract class FlatProgram implements GpuProgram {
 }
 
 /**
+ * Convolution geometry as uniforms, shared by the programs that walk filter taps: input height and
+ * width, output height and width, filter width, strides, top/left padding. `tapSource` maps an
+ * output row p = (n, oh, ow) and a tap (kh, kw) to the input pixel it reads, (n, ih, iw).
+ */
+export const GEOMETRY_UNIFORMS = 'inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,';
+
+const TAP_SOURCE = `
+      fn tapSource(p : i32, kh : i32, kw : i32, dilH : i32, dilW : i32) -> vec3<i32> {
+        let plane = uniforms.outH * uniforms.outW;
+        let n = p / plane;
+        let r = p - n * plane;
+        let oh = r / uniforms.outW;
+        let ow = r - oh * uniforms.outW;
+        return vec3<i32>(n, oh * uniforms.strideH - uniforms.padT + kh * dilH, ow * uniforms.strideW - uniforms.padL + kw * dilW);
+      }
+      fn insideInput(src : vec3<i32>) -> bool {
+        return src.y >= 0 && src.y < uniforms.inH && src.z >= 0 && src.z < uniforms.inW;
+      }`;
+
+/**
  * im2col for a convolution's filter gradient: row p = (n, oh, ow), column (kh, kw, ci), the input
  * value under that filter tap (0 in the padding). With this column order, dW = im2col^T * dy is
  * the HWIO filter gradient as it lies in memory. Channels-last input [n, h, w, cin].
  */
 export class Im2ColProgram extends FlatProgram {
   constructor(rows: number, cols: number, c: number) {
-    super(
-      ['x'],
-      [rows, cols],
-      c,
-      (rows * cols) / c,
-      'count : i32, cols : i32, cin : i32, inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32, dilH : i32, dilW : i32,',
-      'im2col',
-    );
+    super(['x'], [rows, cols], c, (rows * cols) / c, `count : i32, cols : i32, cin : i32, ${GEOMETRY_UNIFORMS} dilH : i32, dilW : i32,`, 'im2col');
   }
 
   getUserCode(): string {
     const c = this.outputComponent;
     return `
+      ${TAP_SOURCE}
       fn main(index : i32) {
         if (index >= uniforms.count) { return; }
         let flat = index * ${c};
@@ -95,17 +109,10 @@ export class Im2ColProgram extends FlatProgram {
         let tap = col / uniforms.cin;
         let ci = col - tap * uniforms.cin;
         let kh = tap / uniforms.kW;
-        let kw = tap - kh * uniforms.kW;
-        let plane = uniforms.outH * uniforms.outW;
-        let n = p / plane;
-        let r = p - n * plane;
-        let oh = r / uniforms.outW;
-        let ow = r - oh * uniforms.outW;
-        let ih = oh * uniforms.strideH - uniforms.padT + kh * uniforms.dilH;
-        let iw = ow * uniforms.strideW - uniforms.padL + kw * uniforms.dilW;
+        let src = tapSource(p, kh, tap - kh * uniforms.kW, uniforms.dilH, uniforms.dilW);
         var v = ${vec(c)}(0.0);
-        if (ih >= 0 && ih < uniforms.inH && iw >= 0 && iw < uniforms.inW) {
-          v = x[(((n * uniforms.inH + ih) * uniforms.inW + iw) * uniforms.cin + ci) / ${c}];
+        if (insideInput(src)) {
+          v = x[(((src.x * uniforms.inH + src.y) * uniforms.inW + src.z) * uniforms.cin + ci) / ${c}];
         }
         result[index] = v;
       }`;
@@ -149,7 +156,7 @@ export class DepthwiseFilterPartsProgram extends FlatProgram {
       [parts, taps * channels],
       c,
       (parts * taps * channels) / c,
-      'count : i32, ch : i32, taps : i32, rows : i32, chunk : i32, inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,',
+      `count : i32, ch : i32, taps : i32, rows : i32, chunk : i32, ${GEOMETRY_UNIFORMS}`,
       'dw_filter_parts',
     );
   }
@@ -157,6 +164,7 @@ export class DepthwiseFilterPartsProgram extends FlatProgram {
   getUserCode(): string {
     const c = this.outputComponent;
     return `
+      ${TAP_SOURCE}
       fn main(index : i32) {
         if (index >= uniforms.count) { return; }
         let flat = index * ${c};
@@ -167,19 +175,13 @@ export class DepthwiseFilterPartsProgram extends FlatProgram {
         let ch = rem - tap * uniforms.ch;
         let kh = tap / uniforms.kW;
         let kw = tap - kh * uniforms.kW;
-        let plane = uniforms.outH * uniforms.outW;
         let start = s * uniforms.chunk;
         let end = min(start + uniforms.chunk, uniforms.rows);
         var acc = ${vec(c)}(0.0);
         for (var p = start; p < end; p = p + 1) {
-          let n = p / plane;
-          let r = p - n * plane;
-          let oh = r / uniforms.outW;
-          let ow = r - oh * uniforms.outW;
-          let ih = oh * uniforms.strideH - uniforms.padT + kh;
-          let iw = ow * uniforms.strideW - uniforms.padL + kw;
-          if (ih >= 0 && ih < uniforms.inH && iw >= 0 && iw < uniforms.inW) {
-            acc = acc + x[(((n * uniforms.inH + ih) * uniforms.inW + iw) * uniforms.ch + ch) / ${c}] * dy[(p * uniforms.ch + ch) / ${c}];
+          let src = tapSource(p, kh, kw, 1, 1);
+          if (insideInput(src)) {
+            acc = acc + x[(((src.x * uniforms.inH + src.y) * uniforms.inW + src.z) * uniforms.ch + ch) / ${c}] * dy[(p * uniforms.ch + ch) / ${c}];
           }
         }
         result[index] = acc;
