@@ -2,7 +2,8 @@
 // One engine benchmark case in its own process (so peak RSS is this case's alone); prints one JSON line.
 // usage: node bench/engine/case.mjs --backend wasm --model resnet18 --size 224 --batch 16 --mode train|inference|freeze [--steps N] [--min-seconds S]
 import { parseArgs } from 'node:util';
-import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, autoMicroBatch, buildModel, selectBackend } from '@ferry/core';
+import { autoMicroBatch, selectBackend } from '@ferry/core';
+import { trainingSetup } from './common.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -21,16 +22,9 @@ const size = Number(values.size);
 const batch = Number(values.batch);
 const classes = Number(values.classes);
 const backend = await selectBackend(values.backend);
-const model = buildModel(values.model, classes);
-const net = Network.create(model, { seed: 0 });
-const rng = Rng.fromSeed(1);
-const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng.normal());
-const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
-const shape = [batch, size, size, 3];
-const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
 const strategy = values.mode === 'freeze' ? { kind: 'freeze' } : { kind: 'finetune' };
 const microBatch = values.micro ? Number(values.micro) : autoMicroBatch(backend.name, values.model, size, batch);
-const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy }, train: source, val: source, microBatch });
+const { net, x, labels, shape, trainer } = trainingSetup({ model: values.model, classes, size, batch, strategy, microBatch });
 const step = values.mode === 'inference' ? () => net.predictArray(x, shape) : async () => trainer.trainStep({ x, shape, labels }, 0.001);
 
 await step(); // warm-up: kernel set-up, momentum buffers

@@ -7,7 +7,8 @@
 //          [--fast 1|0] [--steps 5] [--no-profile]
 import { parseArgs } from 'node:util';
 import * as tf from '@tensorflow/tfjs-core';
-import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, buildModel, selectBackend } from '@ferry/core';
+import { selectBackend } from '@ferry/core';
+import { trainingSetup } from './common.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -27,14 +28,8 @@ const batch = Number(values.batch);
 const classes = Number(values.classes);
 const fast = values.fast !== '0';
 const backend = await selectBackend(values.backend, { webgpuProfiling: true, webgpuFastPath: fast });
-const model = buildModel(values.model, classes);
-const net = Network.create(model, { seed: 0 });
-const rng = Rng.fromSeed(1);
-const x = Float32Array.from({ length: batch * size * size * 3 }, () => rng.normal());
-const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
-const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
-const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy: { kind: 'finetune' } }, train: source, val: source, microBatch: batch });
-const batchArgs = { x, shape: [batch, size, size, 3], labels };
+const { x, labels, shape, trainer } = trainingSetup({ model: values.model, classes, size, batch, microBatch: batch });
+const batchArgs = { x, shape, labels };
 
 // Count GPU programs: every webgpu kernel ends in runWebGPUProgram.
 const be = tf.backend();

@@ -5,11 +5,11 @@
 //
 // usage: node bench/engine/run.mjs [--backends wasm,cpu] [--sizes 224,112] [--batches 16,32]
 //                                  [--modes inference,freeze,train] [--steps 2] [--torch-threads N]
-import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { probeAllBackends } from '@ferry/core';
+import { runJson } from './common.mjs';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const { values } = parseArgs({
@@ -30,14 +30,7 @@ const sizes = list(values.sizes).map(Number);
 const batches = list(values.batches).map(Number);
 const modes = list(values.modes);
 
-function run(cmd, args) {
-  try {
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24 });
-    return JSON.parse(out.trim().split('\n').at(-1));
-  } catch (e) {
-    return { error: String(e.stderr ?? e.message).split('\n').filter(Boolean).slice(-3).join(' | ') };
-  }
-}
+const run = (cmd, args) => runJson(cmd, args);
 
 const machine = { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, node: process.versions.node };
 const summary = [];

@@ -6,10 +6,10 @@
 //
 // usage: node bench/engine/webgpu.mjs [--batches 32,64,128] [--size 224] [--steps 5]
 //          [--python python3] [--paths tfjs,ferry] [--profile-script path/to/profile.mjs]
-import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { runJson } from './common.mjs';
 
 const here = path.dirname(new URL(import.meta.url).pathname);
 const { values } = parseArgs({
@@ -27,14 +27,7 @@ const { values } = parseArgs({
 });
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
 
-function run(cmd, args) {
-  try {
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24, timeout: Number(values.timeout) * 1000 });
-    return JSON.parse(out.trim().split('\n').at(-1));
-  } catch (e) {
-    return { error: String(e.stderr ?? e.message).split('\n').filter((l) => l && !l.startsWith('Warning: max')).slice(-3).join(' | ') };
-  }
-}
+const run = (cmd, args) => runJson(cmd, args, Number(values.timeout) * 1000);
 
 const machine = { cpus: os.cpus().length, cpu_model: os.cpus()[0]?.model, node: process.versions.node };
 const summary = [];
