@@ -1,7 +1,7 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', 'packages/protocol/src/gen/**', 'node_modules/**', '.cache/**', 'coverage/**', '**/*.js', '!eslint.config.js'] },
+  { ignores: ['**/dist/**', 'packages/protocol/src/gen/**', 'node_modules/**', '.cache/**', 'coverage/**', '.gpu/**', '**/*.js', '!eslint.config.js'] },
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
