@@ -79,30 +79,43 @@ interface PendingOutcome {
   readonly loss: tf.Scalar;
   readonly logits: tf.Tensor2D;
   readonly labels: Int32Array;
-  readonly numClasses: number;
 }
 
-/** Reads pending outcomes back (asynchronously: GPU backends have no synchronous read) and frees them. */
+/**
+ * A batch's mean loss and predicted classes, read back asynchronously (GPU backends have no
+ * synchronous read); frees both tensors.
+ */
+async function readPredictions(loss: tf.Scalar, logits: tf.Tensor2D): Promise<{ loss: number; preds: Int32Array }> {
+  try {
+    const [l, values] = await Promise.all([loss.data(), logits.data()]);
+    const [n, k] = logits.shape;
+    return { loss: l[0]!, preds: argmaxRows(values, n, k) };
+  } finally {
+    loss.dispose();
+    logits.dispose();
+  }
+}
+
+/** Reads pending outcomes back and frees them. */
 async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutcome> {
   let lossSum = 0;
   let correct = 0;
-  try {
-    for (const p of pending) {
-      const [loss, logits] = await Promise.all([p.loss.data(), p.logits.data()]);
-      const n = p.labels.length;
-      lossSum += loss[0]! * n;
-      const preds = argmaxRows(logits, n, p.numClasses);
-      for (let i = 0; i < n; i++) if (preds[i] === p.labels[i]) correct++;
-    }
-  } finally {
-    for (const p of pending) {
-      p.loss.dispose();
-      p.logits.dispose();
-    }
+  const read = await Promise.all(pending.map((p) => readPredictions(p.loss, p.logits)));
+  for (let j = 0; j < pending.length; j++) {
+    const { loss, preds } = read[j]!;
+    const labels = pending[j]!.labels;
+    lossSum += loss * labels.length;
+    for (let i = 0; i < labels.length; i++) if (preds[i] === labels[i]) correct++;
   }
   // A GPU program that failed leaves wrong numbers behind, not an exception: stop here.
   assertDeviceHealthy();
   return { lossSum, correct };
+}
+
+/** Consecutive views of `flat`, one per size (the inverse of readFlat). */
+function segmentsOf(flat: Float32Array, sizes: readonly number[]): Float32Array[] {
+  let o = 0;
+  return sizes.map((size) => flat.subarray(o, (o += size)));
 }
 
 /**
@@ -256,13 +269,9 @@ export class Trainer {
     await ringAllReduceSum(d.transport, flat, `grad/${step}`, d.deadlineMs);
     const k = d.transport.worldSize;
     const grads = new Map<string, tf.Tensor>();
-    let o = 0;
-    names.forEach((name, i) => {
-      const v = this.trainable.get(name)!;
-      const part = flat.subarray(o, o + sizes[i]!);
+    segmentsOf(flat, sizes).forEach((part, i) => {
       for (let j = 0; j < part.length; j++) part[j]! /= k;
-      grads.set(name, tf.tensor(part, v.shape));
-      o += sizes[i]!;
+      grads.set(names[i]!, tf.tensor(part, this.trainable.get(names[i]!)!.shape));
     });
     this.sgd.step(this.trainable, grads, lr);
     for (const g of grads.values()) g.dispose();
@@ -277,12 +286,10 @@ export class Trainer {
     const vars = names.map((n) => this.options.network.variables.get(n)!);
     const flat = await readFlat(vars);
     await ringAllReduceSum(d.transport, flat, `bn/${epoch}`, d.deadlineMs);
-    let o = 0;
-    for (const v of vars) {
-      const part = flat.slice(o, o + v.size).map((x) => x / d.transport.worldSize);
-      tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
-      o += v.size;
-    }
+    segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
+      const v = vars[i]!;
+      tf.tidy(() => v.assign(tf.tensor(part.map((x) => x / d.transport.worldSize), v.shape)));
+    });
   }
 
   /** Every rank starts from rank 0's weights and momentum (after any resume). */
@@ -291,12 +298,10 @@ export class Trainer {
     const vars = [...this.options.network.variables.values()];
     const flat = await readFlat(vars);
     await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
-    let o = 0;
-    for (const v of vars) {
-      const part = flat.slice(o, o + v.size);
+    segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
+      const v = vars[i]!;
       tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
-      o += v.size;
-    }
+    });
   }
 
   /** Forward and backward on one (micro-)batch; updates BatchNorm running statistics. */
@@ -326,7 +331,7 @@ export class Trainer {
     });
     network.updateBatchNormStats(bnStats);
     for (const s of bnStats) disposeBnStats(s.stats);
-    return { pending: { loss: lossValue, logits: logitsKept!, labels: Int32Array.from(batch.labels), numClasses: model.numClasses }, grads: named };
+    return { pending: { loss: lossValue, logits: logitsKept!, labels: Int32Array.from(batch.labels) }, grads: named };
   }
 
   /** Loss and confusion matrix over a source, in inference mode. */
@@ -344,13 +349,10 @@ export class Trainer {
         }) as tf.Tensor2D;
         return [crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k), logits] as const;
       });
-      const [lossData, logits] = await Promise.all([lossT.data(), logitsT.data()]);
-      lossT.dispose();
-      logitsT.dispose();
-      const loss = lossData[0]!;
+      const { loss, preds } = await readPredictions(lossT, logitsT);
       lossSum += loss * n;
       count += n;
-      addConfusion(confusion, confusionMatrix(batch.labels, argmaxRows(logits, n, k), k));
+      addConfusion(confusion, confusionMatrix(batch.labels, preds, k));
     }
     assertDeviceHealthy();
     const d = this.options.distributed;
@@ -414,8 +416,9 @@ export class Trainer {
       let dataWaitMs = 0;
       const t0 = performance.now();
       // The step whose loss is still being read back (see enqueueStep).
-      let inFlight: { outcome: Promise<StepOutcome & { n: number }>; step: number } | undefined;
-      const account = async (f: { outcome: Promise<StepOutcome & { n: number }>; step: number }): Promise<void> => {
+      type InFlight = { outcome: Promise<StepOutcome & { n: number }>; step: number };
+      let inFlight: InFlight | undefined;
+      const account = async (f: InFlight): Promise<void> => {
         const r = await f.outcome;
         if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, f.step, r.lossSum / r.n);
         lossSum += r.lossSum;
