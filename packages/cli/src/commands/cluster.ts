@@ -5,11 +5,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
 import { resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/events';
-import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus, type BackendRequest } from '@ferry/core';
+import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
-import { backendOptionsFromEnv } from '../backend-env.js';
+import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, table, type CliIo } from '../io.js';
 import { ferryBin } from './run.js';
 import { defaultCacheDir } from './weights.js';
@@ -140,7 +140,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     dataRoot: args.string('data-root') ?? 'data',
     workDir,
     cacheDir: defaultCacheDir(io),
-    backend: (args.string('backend') ?? 'auto') as BackendRequest,
+    backend: backendRequest(args.string('backend')),
     backendOptions: backendOptionsFromEnv(io),
     ...(args.string('name') ? { name: args.string('name')! } : {}),
     ...(args.string('threads') ? { decodeThreads: args.int('threads', 1, 1) } : {}),

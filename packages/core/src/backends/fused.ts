@@ -39,10 +39,12 @@ export function disposeBnStats(s: BnStats): void {
   } else s.both.dispose();
 }
 
-function activate(y: tf.Tensor4D, act: Activation): tf.Tensor4D {
-  if (act === 'relu') return tf.relu(y);
-  if (act === 'relu6') return tf.relu6(y);
-  return y;
+/** act(y + residual) as TensorFlow.js ops: what follows a BatchNorm in the models. */
+export function addAndActivate(y: tf.Tensor4D, residual: tf.Tensor4D | undefined, act: Activation): tf.Tensor4D {
+  const summed: tf.Tensor4D = residual ? tf.add(y, residual) : y;
+  if (act === 'relu') return tf.relu(summed);
+  if (act === 'relu6') return tf.relu6(summed);
+  return summed;
 }
 
 /**
@@ -82,8 +84,7 @@ export function batchNormTrain(
       },
     };
   });
-  const normalised = f(x, gamma, beta) as tf.Tensor4D;
-  return activate(residual ? tf.add(normalised, residual) : normalised, act);
+  return addAndActivate(f(x, gamma, beta) as tf.Tensor4D, residual, act);
 }
 
 function batchNormTrainWebGpu(

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { batchNormTrain, type Activation, type BnStats } from '../backends/fused.js';
+import { addAndActivate, batchNormTrain, type Activation, type BnStats } from '../backends/fused.js';
 import type { Rng } from '../util/rng.js';
 
 /** How a parameter's torch layout maps to ferry's TF.js layout. */
@@ -115,8 +115,7 @@ export class SpecBuilder {
       const beta = get(ctx, names.bias) as tf.Tensor1D;
       if (!ctx.training) {
         const y = tf.batchNorm(x, get(ctx, names.mean) as tf.Tensor1D, get(ctx, names.var) as tf.Tensor1D, beta, gamma, BN_EPS);
-        const summed: tf.Tensor4D = residual ? tf.add(y, residual) : y;
-        return act === 'relu' ? tf.relu(summed) : act === 'relu6' ? tf.relu6(summed) : summed;
+        return addAndActivate(y, residual, act);
       }
       const collect = ctx.bnStats;
       const [n, h, w] = x.shape;
@@ -159,10 +158,6 @@ export function dropout(ctx: ForwardContext, x: tf.Tensor2D, rate: number): tf.T
 
 export function relu(x: tf.Tensor4D): tf.Tensor4D {
   return tf.relu(x);
-}
-
-export function relu6(x: tf.Tensor4D): tf.Tensor4D {
-  return tf.relu6(x);
 }
 
 /** torch MaxPool2d(3, 2, padding=1): padded positions never win. */
