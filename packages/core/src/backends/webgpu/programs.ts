@@ -72,7 +72,7 @@ abstract class FlatProgram implements GpuProgram {
  * width, output height and width, filter width, strides, top/left padding. `tapSource` maps an
  * output row p = (n, oh, ow) and a tap (kh, kw) to the input pixel it reads, (n, ih, iw).
  */
-export const GEOMETRY_UNIFORMS = 'inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,';
+const GEOMETRY_UNIFORMS = 'inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,';
 
 const TAP_SOURCE = `
       fn tapSource(p : i32, kh : i32, kw : i32, dilH : i32, dilW : i32) -> vec3<i32> {
@@ -200,25 +200,35 @@ export class BnStatsPartsProgram extends FlatProgram {
   }
 
   getUserCode(): string {
-    const c = this.outputComponent;
-    return `
+    return pairedPartsMain(this.outputComponent, 'let shift = x[lane];', 'let v = x[i] - shift;', 'v', 'v * v');
+  }
+}
+
+/**
+ * main() of a first pass that sums two per-channel quantities `a` and `b` over rows s, s + S,
+ * s + 2S, ... of [rows, ch] data into parts[s, 0, ch] and parts[s, 1, ch] (uniforms count, ch,
+ * rows, parts). `setup` runs once per invocation (lane = channel lane), `body` once per row
+ * (i = index of the row's element).
+ */
+function pairedPartsMain(c: number, setup: string, body: string, a: string, b: string): string {
+  return `
       fn main(index : i32) {
         if (index >= uniforms.count) { return; }
         let lanes = uniforms.ch / ${c};
         let s = index / lanes;
         let lane = index - s * lanes;
-        let shift = x[lane];
+        ${setup}
         var s1 = ${vec(c)}(0.0);
         var s2 = ${vec(c)}(0.0);
         for (var p = s; p < uniforms.rows; p = p + uniforms.parts) {
-          let v = x[p * lanes + lane] - shift;
-          s1 = s1 + v;
-          s2 = s2 + v * v;
+          let i = p * lanes + lane;
+          ${body}
+          s1 = s1 + ${a};
+          s2 = s2 + ${b};
         }
         result[(s * 2) * lanes + lane] = s1;
         result[(s * 2 + 1) * lanes + lane] = s2;
       }`;
-  }
 }
 
 /**
@@ -393,26 +403,9 @@ export class BnGradPartsProgram extends FlatProgram {
 
   getUserCode(): string {
     const c = this.outputComponent;
-    const T = vec(c);
-    return `
-      fn main(index : i32) {
-        if (index >= uniforms.count) { return; }
-        let lanes = uniforms.ch / ${c};
-        let s = index / lanes;
-        let lane = index - s * lanes;
-        let mean = stats[lane];
-        let inv = inverseSqrt(stats[lanes + lane] + ${T}(uniforms.eps));
-        var s1 = ${T}(0.0);
-        var s2 = ${T}(0.0);
-        for (var p = s; p < uniforms.rows; p = p + uniforms.parts) {
-          let i = p * lanes + lane;
-          let dz = ${dzExpr(this.act, c)};
-          s1 = s1 + dz;
-          s2 = s2 + dz * (x[i] - mean) * inv;
-        }
-        result[(s * 2) * lanes + lane] = s1;
-        result[(s * 2 + 1) * lanes + lane] = s2;
-      }`;
+    const setup = `let mean = stats[lane];
+        let inv = inverseSqrt(stats[lanes + lane] + ${vec(c)}(uniforms.eps));`;
+    return pairedPartsMain(c, setup, `let dz = ${dzExpr(this.act, c)};`, 'dz', 'dz * (x[i] - mean) * inv');
   }
 }
 
