@@ -79,3 +79,13 @@ export function conv2dInputGradRef(dy: Float32Array, filter: Float32Array, g: Co
   });
   return dx;
 }
+
+/** Depthwise (multiplier 1): dX[n, ih, iw, c] = sum over taps of dy[n, oh, ow, c] * W[kh, kw, c, 0]. */
+export function depthwiseInputGradRef(dy: Float32Array, filter: Float32Array, g: ConvGeometry): Float64Array {
+  const [n, h, w, c] = g.x;
+  const dx = new Float64Array(n * h * w * c);
+  forEachTap(g, c, (xBase, dyBase, tap) => {
+    for (let ch = 0; ch < c; ch++) dx[xBase + ch]! += dy[dyBase + ch]! * filter[tap * c + ch]!;
+  });
+  return dx;
+}

@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, test } from 'vitest';
+import { relErr } from '../../../test/helpers/compare.js';
+import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef, depthwiseInputGradRef } from '../../../test/helpers/conv-ref.js';
 import {
   Rng,
   conv2dBackpropFilterComposite,
@@ -29,52 +31,22 @@ function random(shape: number[], rng: Rng): Float32Array {
 
 const outSize = (h: number, k: number, s: number, p: number): number => Math.floor((h + 2 * p - k) / s) + 1;
 
-/** Naive loops straight from the definition of the convolution: the independent reference. */
+/** The independent reference: float64 loops straight from the definition of the convolution. */
 function refGrads(
   x: Float32Array,
   w: Float32Array,
   dy: Float32Array,
-  [n, h, wd, ci]: number[],
+  shape: [number, number, number, number],
   k: number,
   s: number,
   p: number,
   co: number,
   depthwise: boolean,
-): { dw: Float32Array; dx: Float32Array } {
-  const oh = outSize(h!, k, s, p);
-  const ow = outSize(wd!, k, s, p);
-  const dW = new Float32Array(k * k * ci! * (depthwise ? 1 : co));
-  const dX = new Float32Array(x.length);
-  for (let b = 0; b < n!; b++)
-    for (let y = 0; y < oh; y++)
-      for (let xx = 0; xx < ow; xx++)
-        for (let o = 0; o < co; o++) {
-          const g = dy[((b * oh + y) * ow + xx) * co + o]!;
-          for (let kh = 0; kh < k; kh++)
-            for (let kw = 0; kw < k; kw++) {
-              const iy = y * s + kh - p;
-              const ix = xx * s + kw - p;
-              if (iy < 0 || iy >= h! || ix < 0 || ix >= wd!) continue;
-              const cins = depthwise ? [o] : Array.from({ length: ci! }, (_, i) => i);
-              for (const c of cins) {
-                const xi = ((b * h! + iy) * wd! + ix) * ci! + c;
-                const wi = depthwise ? (kh * k + kw) * ci! + c : ((kh * k + kw) * ci! + c) * co + o;
-                dW[wi]! += x[xi]! * g;
-                dX[xi]! += w[wi]! * g;
-              }
-            }
-        }
-  return { dw: dW, dx: dX };
-}
-
-function relErr(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num = Math.max(num, Math.abs(got[i]! - want[i]!));
-    den = Math.max(den, Math.abs(want[i]!));
-  }
-  return num / Math.max(den, 1e-12);
+): { dw: Float64Array; dx: Float64Array } {
+  const g = { x: shape, k, cout: co, stride: s, pad: p, outH: outSize(shape[1], k, s, p), outW: outSize(shape[2], k, s, p) };
+  return depthwise
+    ? { dw: depthwiseFilterGradRef(x, dy, g), dx: depthwiseInputGradRef(dy, w, g) }
+    : { dw: conv2dFilterGradRef(x, dy, g), dx: conv2dInputGradRef(dy, w, g) };
 }
 
 describe.each(['cpu', 'wasm'] as const)('composite convolution gradients on %s', (backend) => {

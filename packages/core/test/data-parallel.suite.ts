@@ -15,6 +15,7 @@ import {
   type StateDict,
   type TrainConfig,
 } from '@ferry/core';
+import { relErr } from '../../../test/helpers/compare.js';
 import { syntheticImages } from '../../../test/helpers/synthetic.js';
 
 /** A small CNN without BatchNorm: conv-relu-conv-relu-pool-fc. */
@@ -91,14 +92,7 @@ async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: Tr
 function maxRelDiff(a: StateDict, b: StateDict): { name: string; rel: number } {
   let worst = { name: '', rel: 0 };
   for (const [name, t] of a) {
-    const u = b.get(name)!.data;
-    let num = 0;
-    let den = 0;
-    t.data.forEach((v, i) => {
-      num = Math.max(num, Math.abs(v - u[i]!));
-      den = Math.max(den, Math.abs(v));
-    });
-    const rel = num / Math.max(den, 1e-12);
+    const rel = relErr(b.get(name)!.data, t.data);
     if (rel > worst.rel) worst = { name, rel };
   }
   return worst;

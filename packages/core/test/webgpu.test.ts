@@ -10,6 +10,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { syntheticSources } from '../../../test/helpers/synthetic.js';
+import { normErr, relErr } from '../../../test/helpers/compare.js';
 import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef } from '../../../test/helpers/conv-ref.js';
 import {
   ArrayBatchSource,
@@ -32,28 +33,6 @@ import {
 const BN_EPS_FOR_TESTS = 1e-5;
 const rng = Rng.fromSeed(123);
 const randn = (n: number): Float32Array => Float32Array.from({ length: n }, () => rng.normal());
-
-/** max |a - b| / max |b|: the error relative to the reference's scale. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return den === 0 ? num : num / den;
-}
-
-/** ||a - b|| / ||b|| (Euclidean): a tensor's relative error as a whole. */
-function normErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
-}
 
 /** Runs `f` on a backend with fresh tensors made from host arrays; returns host arrays. */
 async function on(backend: 'cpu' | 'webgpu', f: () => tf.Tensor | tf.Tensor[]): Promise<Float32Array[]> {
