@@ -176,7 +176,15 @@ process.exit(0);
  * warnings on stderr when it is). undefined when the child cannot tell (the in-process probe then
  * reports why).
  */
-async function preflightWebGpu(): Promise<WebGpuAdapterReport | undefined> {
+function preflightWebGpu(): Promise<WebGpuAdapterReport | undefined> {
+  preflight ??= askChildForAdapter();
+  return preflight;
+}
+
+/** Asked once per process, like the in-process probes. */
+let preflight: Promise<WebGpuAdapterReport | undefined> | undefined;
+
+async function askChildForAdapter(): Promise<WebGpuAdapterReport | undefined> {
   if ((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) return undefined;
   let url: string;
   try {
