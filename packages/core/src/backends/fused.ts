@@ -164,15 +164,4 @@ export function sgdMomentumStep(
  * (when fusedWebGpuActive): one program for every buffer plus one per parameter, instead of two
  * per parameter. Elsewhere sgdMomentumStep runs per parameter.
  */
-export function sgdMomentumFlatStep(
-  params: readonly tf.Tensor[],
-  grads: readonly tf.Tensor[],
-  buf: tf.Tensor1D,
-  lr: number,
-  momentum: number,
-  weightDecay: number,
-  nesterov: boolean,
-): { buf: tf.Tensor1D; params: tf.Tensor[] } {
-  return gpu.sgdMomentumFlat(params, grads, buf, lr, momentum, weightDecay, nesterov);
-}
-
+export { sgdMomentumFlat as sgdMomentumFlatStep } from './webgpu/ops.js';
