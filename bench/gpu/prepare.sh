@@ -37,8 +37,7 @@ cat > .gpu/enter.sh <<'EOS'
 for f in .gpu/*.deb; do dpkg -x "$f" /; done; ldconfig
 mkdir -p /tmp/gpu-node/bin && xz -dc .gpu/node.xz > /tmp/gpu-node/bin/node && chmod +x /tmp/gpu-node/bin/node
 export PATH=/tmp/gpu-node/bin:$PATH
-# The bundles import `webgpu`; Node resolves it from .gpu/node_modules.
-export NODE_PATH=$PWD/.gpu/node_modules
+# The bundles import `webgpu`: Node finds it in .gpu/node_modules, beside them.
 for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
   [ -f "$icd" ] && export VK_ICD_FILENAMES=$icd && break
 done
