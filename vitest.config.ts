@@ -6,6 +6,7 @@ const src = (pkg: string): string => fileURLToPath(new URL(`./packages/${pkg}/sr
 export default defineConfig({
   resolve: {
     alias: {
+      '@ferry/common': src('common'),
       '@ferry/core': src('core'),
       '@ferry/cli': src('cli'),
       '@ferry/coordinator': src('coordinator'),

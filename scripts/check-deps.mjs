@@ -5,13 +5,14 @@ import { readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
 const ALLOWED = {
+  common: { ferry: [], forbid: [/./] },
   protocol: { ferry: [], forbid: [/^@tensorflow\//], skip: /\/gen\// },
-  events: { ferry: ['protocol'], forbid: [/^@tensorflow\//, /^@grpc\//] },
-  core: { ferry: ['protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
-  coordinator: { ferry: ['protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
-  worker: { ferry: ['protocol', 'events', 'core'], forbid: [/^@nats-io\//] },
-  dashboard: { ferry: ['protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
-  cli: { ferry: ['protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
+  events: { ferry: ['common', 'protocol'], forbid: [/^@tensorflow\//, /^@grpc\//] },
+  core: { ferry: ['common', 'protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
+  coordinator: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
+  worker: { ferry: ['common', 'protocol', 'events', 'core'], forbid: [/^@nats-io\//] },
+  dashboard: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
+  cli: { ferry: ['common', 'protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
 };
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');

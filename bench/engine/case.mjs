@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // One engine benchmark case in its own process (so peak RSS is this case's alone); prints one JSON line.
-// usage: node bench/engine/case.mjs --backend wasm --model resnet18 --size 224 --batch 16 --mode train|inference|freeze [--steps N] [--min-seconds S]
+// usage: node bench/engine/case.mjs --backend wasm --model resnet18 --size 224 --batch 16 --mode train|inference|freeze|probe [--steps N] [--min-seconds S]
 import { parseArgs } from 'node:util';
 import { autoMicroBatch, selectBackend } from '@ferry/core';
 import { trainingSetup } from './common.mjs';
@@ -22,7 +22,7 @@ const size = Number(values.size);
 const batch = Number(values.batch);
 const classes = Number(values.classes);
 const backend = await selectBackend(values.backend);
-const strategy = values.mode === 'freeze' ? { kind: 'freeze' } : { kind: 'finetune' };
+const strategy = values.mode === 'freeze' || values.mode === 'probe' ? { kind: values.mode } : { kind: 'finetune' };
 const microBatch = values.micro ? Number(values.micro) : autoMicroBatch(backend.name, values.model, size, batch);
 const { net, x, labels, shape, trainer } = trainingSetup({ model: values.model, classes, size, batch, strategy, microBatch });
 const step = values.mode === 'inference' ? () => net.predictArray(x, shape) : async () => trainer.trainStep({ x, shape, labels }, 0.001);

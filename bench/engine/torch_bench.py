@@ -15,7 +15,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--model", default="resnet18")
 p.add_argument("--size", type=int, default=224)
 p.add_argument("--batch", type=int, default=16)
-p.add_argument("--mode", default="train", choices=["train", "inference", "freeze"])
+p.add_argument("--mode", default="train", choices=["train", "inference", "freeze", "probe"])
 p.add_argument("--steps", type=int, default=3)
 p.add_argument("--min-seconds", type=float, default=0)
 p.add_argument("--threads", type=int, default=0)
@@ -30,7 +30,7 @@ x = torch.randn(a.batch, 3, a.size, a.size, device=dev)
 y = torch.arange(a.batch, device=dev) % a.classes
 opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
 
-if a.mode == "freeze":
+if a.mode in ("freeze", "probe"):
     for n, prm in model.named_parameters():
         prm.requires_grad = n.startswith("fc.")
     opt = torch.optim.SGD(model.fc.parameters(), lr=0.001, momentum=0.9)
@@ -42,10 +42,10 @@ def step():
         with torch.no_grad():
             model(x)
         return
-    if a.mode == "freeze":
-        model.eval()  # frozen BatchNorm statistics, as ferry's freeze strategy
+    if a.mode == "probe":
+        model.eval()  # frozen BatchNorm statistics, as ferry's probe strategy
     else:
-        model.train()
+        model.train()  # the study's freeze keeps model.train(): BatchNorm on batch statistics
     opt.zero_grad()
     torch.nn.functional.cross_entropy(model(x), y).backward()
     opt.step()

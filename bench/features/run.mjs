@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// bench/features: wall time of a 15-epoch freeze cell with the feature cache (backbone run once)
+// bench/features: wall time of a 15-epoch probe cell with the feature cache (backbone run once)
 // against recomputing the frozen backbone every epoch. Same data, seed, model. JSON lines.
 // usage: node bench/features/run.mjs [--model resnet18] [--size 112] [--per-class 50] [--epochs 15] [--backend wasm]
 import { mkdtempSync } from 'node:fs';
@@ -26,7 +26,7 @@ const cell = {
   dataset: path.join(dir, 'data'),
   model: values.model,
   weights: null,
-  strategy: 'freeze',
+  strategy: 'probe',
   imageSize: Number(values.size),
   epochs: Number(values.epochs),
   batchSize: 16,

@@ -54,10 +54,10 @@ describe('ferry train', () => {
   });
 });
 
-describe('feature cache for freeze', () => {
-  test('cached features give the same val accuracy as recomputing the backbone, and the second run hits the cache', async () => {
+describe('feature cache for probe and adapt', () => {
+  test.each(['probe', 'adapt'])('%s: cached features give the same val accuracy as recomputing the backbone, and the second run hits the cache', async (strategy) => {
     const backend = await selectBackend('wasm');
-    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, strategy: 'freeze', imageSize: 32, epochs: 3, batchSize: 16, lr: 0.05, augmentViews: 0, seed: 4 };
+    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, strategy, imageSize: 32, epochs: 3, batchSize: 16, lr: 0.05, augmentViews: 0, seed: 4 };
     const cacheDir = tmp();
     const cached = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
     const plain = await runCell({ ...base, featureCache: false }, { backend });

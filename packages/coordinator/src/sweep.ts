@@ -1,3 +1,4 @@
+import { STRATEGY_HINT, strategyDefinition, tryParseStrategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
@@ -102,8 +103,15 @@ function canonical(v: unknown): string {
   return JSON.stringify(v);
 }
 
+/**
+ * A cell's id: a hash of its specification, plus the strategy's revision where its meaning has
+ * changed (`freeze` now runs BatchNorm in training mode), so a result of the old meaning is never
+ * taken for the new one. Revision 1 adds nothing: those ids are what they always were.
+ */
 export function cellId(spec: CellSpec): string {
-  return createHash('sha256').update(canonical(spec)).digest('hex').slice(0, 16);
+  const revision = strategyDefinition(spec.strategy)?.revision ?? 1;
+  const hashed = revision > 1 ? { ...spec, strategyRevision: revision } : spec;
+  return createHash('sha256').update(canonical(hashed)).digest('hex').slice(0, 16);
 }
 
 class Checker {
@@ -196,8 +204,8 @@ function stringList(c: Checker, v: unknown, path: string, allowed?: readonly str
   }
   const out: string[] = [];
   v.forEach((x, i) => {
-    if (typeof x !== 'string' || (allowed && !allowed.includes(x) && !(path === 'strategies' && /^freezeUntil:.+/.test(x)))) {
-      c.fail([path, i], `${JSON.stringify(x)} is not allowed${allowed ? `; use ${allowed.join(', ')}${path === 'strategies' ? ' or freezeUntil:<stage>' : ''}` : ''}`);
+    if (typeof x !== 'string' || (allowed && !allowed.includes(x))) {
+      c.fail([path, i], `${JSON.stringify(x)} is not allowed${allowed ? `; use ${allowed.join(', ')}` : ''}`);
     } else out.push(x);
   });
   if (new Set(out).size !== out.length) c.fail([path], 'has duplicates');
@@ -254,7 +262,10 @@ export function parseSweep(text: string, file = 'sweep.yaml'): Sweep {
     });
   if (new Set(datasets.map((d) => d.name)).size !== datasets.length) c.fail(['datasets'], 'dataset names must be unique');
   const colors = stringList(c, root['colors'] ?? ['rgb'], 'colors', ['rgb', 'gray']) as ('rgb' | 'gray')[];
-  const strategies = stringList(c, root['strategies'] ?? ['finetune', 'freeze'], 'strategies', ['finetune', 'freeze']);
+  const strategies = stringList(c, root['strategies'] ?? ['finetune', 'freeze'], 'strategies');
+  (Array.isArray(root['strategies']) ? (root['strategies'] as unknown[]) : []).forEach((x, i) => {
+    if (typeof x === 'string' && !tryParseStrategy(x)) c.fail(['strategies', i], `${JSON.stringify(x)} is not a strategy; ${STRATEGY_HINT}`);
+  });
   const models = stringList(c, root['models'], 'models');
   const seedsRaw = root['seeds'] ?? [0];
   const seeds: number[] = [];
@@ -287,6 +298,9 @@ export function parseSweep(text: string, file = 'sweep.yaml'): Sweep {
         if (key === 'include') {
           for (const a of AXES) if (mm[a] === undefined) c.fail([key, i], `an include names every axis; missing ${a}`);
           if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset)) c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
+          if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy))) c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
+          if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray') c.fail([key, i, 'color'], 'must be rgb or gray');
+          if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0)) c.fail([key, i, 'seed'], 'must be an integer >= 0');
         }
         list.push(mm);
       });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { STUDY_DEFAULTS, SweepError, cellId, parseSweep, type CellSpec } from '@ferry/coordinator';
@@ -97,6 +98,39 @@ include:
     expect(p.some((x) => x.includes('must be relative to --data-root'))).toBe(true);
   });
 
+  test('strategies: finetune, freeze, probe, adapt and freezeUntil:<stage> are accepted; anything else, in the list or an include, is refused with the list', () => {
+    const s = parseSweep(base.replace('strategies: [finetune, freeze]', 'strategies: [finetune, freeze, probe, adapt, "freezeUntil:layer4"]'));
+    expect(new Set(s.cells.map((c) => c.spec.strategy))).toEqual(new Set(['finetune', 'freeze', 'probe', 'adapt', 'freezeUntil:layer4']));
+    const p = problems(`${base.replace('strategies: [finetune, freeze]', 'strategies: [finetune, linear]')}
+include:
+  - { dataset: ants, color: "<b>purple</b>", strategy: "freezeUntil:../x", model: resnet18, seed: -7.5 }
+`);
+    expect(p).toContain('line 10:24 strategies[1]: "linear" is not a strategy; use finetune, freeze, probe, adapt or freezeUntil:<stage>');
+    expect(p.some((x) => x.includes('include[0].strategy: "freezeUntil:../x" is not a strategy'))).toBe(true);
+    expect(p.some((x) => x.includes('include[0].color: must be rgb or gray'))).toBe(true);
+    expect(p.some((x) => x.includes('include[0].seed: must be an integer >= 0'))).toBe(true);
+  });
+
+  test("a freeze cell's id carries the strategy's revision (BatchNorm now in training mode); finetune ids are unchanged", () => {
+    const spec: CellSpec = { ...STUDY_DEFAULTS, dataset: 'a', path: 'a', valFraction: null, color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0 };
+    const plainHash = (x: CellSpec): string => {
+      const canon = (v: unknown): string =>
+        Array.isArray(v)
+          ? `[${v.map(canon).join(',')}]`
+          : v && typeof v === 'object'
+            ? `{${Object.keys(v)
+                .sort()
+                .map((k) => `${JSON.stringify(k)}:${canon((v as Record<string, unknown>)[k])}`)
+                .join(',')}}`
+            : JSON.stringify(v);
+      return createHash('sha256').update(canon(x)).digest('hex').slice(0, 16);
+    };
+    expect(cellId(spec)).toBe(plainHash(spec));
+    const freeze = { ...spec, strategy: 'freeze' };
+    expect(cellId(freeze)).not.toBe(plainHash(freeze));
+    expect(cellId(freeze)).toBe(plainHash({ ...freeze, strategyRevision: 2 } as CellSpec));
+  });
+
   test('the shipped examples parse: the full study has 16 cells', () => {
     const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
     expect(study.cells).toHaveLength(16);
@@ -146,5 +180,9 @@ describe('results table', () => {
     expect(md).toContain('| ants | rgb | **92.0% +/- 2.8** | 81.0% +/- 1.4 | finetune |');
     expect(md).toContain('within seed noise');
     expect(tableCsv(t).split('\n')[0]).toContain('finetune_mean,finetune_std,finetune_n');
+    // The legend names what each column's freeze means.
+    expect(t.semantics['freeze']).toMatch(/BatchNorm in training mode/);
+    expect(md).toContain("- freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
+    expect(md).toContain('- finetune: every layer trained');
   });
 });

@@ -1,3 +1,4 @@
+import { STRATEGIES } from '@ferry/common';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError } from './errors.js';
@@ -11,7 +12,8 @@ import { buildModel, getZooEntry } from './models/zoo.js';
 import { ArrayBatchSource, type BatchSource } from './train/data.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 import type { EpochMetrics, TrainProgress } from './train/result.js';
-import { Trainer, type TrainConfig } from './train/trainer.js';
+import { Trainer, averageOverRing, type TrainConfig } from './train/trainer.js';
+import { adaptBatchNorm, assignVariables, batchNormStatNames, batchNormStatsHash, readVariables } from './train/batchnorm.js';
 import type { RingTransport } from './train/collective.js';
 import { readWeightsFile, resolveWeights } from './weights/load.js';
 
@@ -24,7 +26,7 @@ export interface CellConfig {
   /** A .pth / .safetensors / ferry checkpoint, or null for torchvision's random initialisation. */
   readonly weights: string | null;
   readonly color: ColorMode;
-  /** `finetune`, `freeze` or `freezeUntil:<stage>`. */
+  /** `finetune`, `freeze`, `probe`, `adapt` or `freezeUntil:<stage>` (@ferry/common's STRATEGIES). */
   readonly strategy: string;
   readonly epochs: number;
   readonly batchSize: number;
@@ -36,7 +38,7 @@ export interface CellConfig {
   readonly seed: number;
   /** Crop size fed to the network (224 in the study); Resize is 256/224 of it. */
   readonly imageSize: number;
-  /** Frozen backbone: compute its features once and train the head on them. */
+  /** Frozen backbone in inference mode (`probe`, `adapt`): compute its features once and train the head on them. */
   readonly featureCache: boolean;
   /**
    * 0: no augmentation (training images get the val transform). K >= 1: random augmentation; with
@@ -169,13 +171,16 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     seed: config.seed,
   };
   const first = firstTrainableStage(model, trainConfig.strategy);
+  if (first === 0 && STRATEGIES[trainConfig.strategy.kind].frozenBatchNorm !== null) {
+    throw new InvalidArgumentError(`${config.strategy} freezes nothing: its first trained stage is the model's first`);
+  }
   const dist = options.distributed;
   const k = dist?.transport.worldSize ?? 1;
   if (config.batchSize % k !== 0) throw new InvalidArgumentError(`batchSize ${config.batchSize} must be divisible by the ${k} workers of a data-parallel cell`);
   const rankBatch = config.batchSize / k;
   const shard = (pad: boolean) => (dist ? { shard: { rank: dist.transport.rank, worldSize: k, pad } } : {});
-  const useCache = config.featureCache && !dist;
-  const headIndex = model.stages.findIndex((s) => s.name === model.headStage);
+  const strategy = STRATEGIES[trainConfig.strategy.kind];
+  const useCache = config.featureCache && !dist && strategy.cachesFeatures;
   const specs = studyTransforms(config.imageSize, config.color);
   const skippedWarn = (s: SkippedFile): void => options.onWarning?.(`skipped ${s.file}: ${s.reason}`);
   const trainImages = new ImageFolderSource({
@@ -183,7 +188,7 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     classNames: folder.classes,
     spec: config.augmentViews === 0 ? specs.val : specs.train,
     batchSize: rankBatch,
-    shuffle: !(useCache && first === headIndex),
+    shuffle: !useCache,
     pool,
     onSkip: skippedWarn,
     ...shard(true),
@@ -203,15 +208,37 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
   let val: BatchSource = valImages;
   let inputStage = 0;
   try {
-    if (useCache && first === headIndex) {
+    const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
+    if (useCache && !cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
+    const cache = useCache ? new FeatureCache(cacheDir!) : undefined;
+    // What cached features and adapted statistics depend on (only computed when there is a cache).
+    const weightsId = cache && config.weights ? await sha256File(config.weights) : `random:${config.seed}`;
+    const trainImagesHash = cache ? await contentHash(folder.train) : '';
+    if (strategy.frozenBatchNorm === 'adapted') {
+      // Shuffled batches of augmented training images, as the study's freeze normalises them.
+      const adaptSource = new ImageFolderSource({
+        samples: folder.train,
+        classNames: folder.classes,
+        spec: trainImages.spec,
+        batchSize: rankBatch,
+        shuffle: true,
+        pool,
+        onSkip: () => undefined,
+        ...shard(false),
+      });
+      await adaptFrozenBatchNorm(network, adaptSource, first, {
+        seed: config.seed,
+        ...(cache ? { cache, key: { kind: 'bn-adapt', arch: model.arch, weights: weightsId, stage: first, spec: trainImages.spec, seed: config.seed, batchSize: rankBatch, images: trainImagesHash } } : {}),
+        ...(dist ? { dist } : {}),
+        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+    }
+    if (cache) {
       const t0 = performance.now();
-      const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
-      if (!cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
-      const cache = new FeatureCache(cacheDir);
-      const weightsId = config.weights ? await sha256File(config.weights) : `random:${config.seed}`;
-      const base = { arch: model.arch, weights: weightsId, stage: first, seed: config.seed };
+      const base = { arch: model.arch, weights: weightsId, stage: first, seed: config.seed, batchNorm: await batchNormStatsHash(network, first) };
       const viewsOf = async (source: ImageFolderSource, split: 'train' | 'val', count: number) => {
-        const images = await contentHash(split === 'train' ? folder.train : folder.val);
+        const images = split === 'train' ? trainImagesHash : await contentHash(folder.val);
         const out = [];
         for (let v = 0; v < count; v++) {
           const key: FeatureKey = { ...base, spec: split === 'train' ? trainImages.spec : valImages.spec, view: v, images };
@@ -283,4 +310,37 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     network.dispose();
     await pool.close();
   }
+}
+
+/**
+ * Sets the frozen stages' BatchNorm statistics to the target's (adaptBatchNorm): from the cache
+ * when these weights, images, transform and batch size were adapted before; in a data-parallel
+ * group each rank adapts on its shard and the ranks average.
+ */
+async function adaptFrozenBatchNorm(
+  network: Network,
+  source: ImageFolderSource,
+  before: number,
+  o: {
+    readonly seed: number;
+    readonly cache?: FeatureCache;
+    readonly key?: object;
+    readonly dist?: { readonly transport: RingTransport; readonly deadlineMs: number };
+    readonly onProgress?: NonNullable<CellRunOptions['onProgress']>;
+    readonly signal?: AbortSignal;
+  },
+): Promise<void> {
+  const names = batchNormStatNames(network, 0, before);
+  const cached = o.cache && o.key ? await o.cache.getJson<number[][]>(o.key) : undefined;
+  if (cached && cached.length === names.length) {
+    assignVariables(network, names, cached.map((v) => Float32Array.from(v)));
+    return;
+  }
+  await adaptBatchNorm(network, source, before, {
+    seed: o.seed,
+    onBatch: (done, total) => o.onProgress?.({ type: 'features', split: 'BatchNorm adaptation', done, total }),
+    ...(o.signal ? { signal: o.signal } : {}),
+  });
+  if (o.dist) await averageOverRing(network, names, o.dist, 'bn/adapt');
+  if (o.cache && o.key) await o.cache.putJson(o.key, (await readVariables(network, names)).map((v) => [...v]));
 }

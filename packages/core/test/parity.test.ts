@@ -5,6 +5,9 @@ import { describe, expect, test } from 'vitest';
 import {
   Network,
   Trainer,
+  adaptBatchNorm,
+  batchNormStatNames,
+  parseStrategy,
   ArrayBatchSource,
   DEFAULT_TRAIN_CONFIG,
   buildModel,
@@ -15,7 +18,8 @@ import {
   selectBackend,
   type BackendName,
 } from '@ferry/core';
-import { torchRefDir } from '../../../test/helpers/torch-ref.js';
+import { relErr } from '../../../test/helpers/compare.js';
+import { readState64, torchRefDir, type RefTensor64 } from '../../../test/helpers/torch-ref.js';
 
 const ref = (f: string): string => path.join(torchRefDir(), f);
 const npy = (f: string) => readNpy(readFileSync(ref(f)), f);
@@ -61,48 +65,129 @@ describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend
   });
 });
 
-test('resnet18: two SGD-momentum steps in train mode give torch\'s weights and running stats within 1e-4 relative', async () => {
-  await selectBackend('wasm');
-  const model = buildModel('resnet18', 10);
-  const init = await readWeightsFile(ref('train_resnet18_init.pth'));
-  const net = Network.create(model, { seed: 0, weights: resolveWeights(model, init.tensors, 'init') });
-  const input = npy('train_input.npy');
-  const nhwc = nchwToNhwc(input.data, input.shape);
-  const labels = Int32Array.from(npy('train_labels.npy').data);
-  const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, { batchSize: 4, shuffle: false });
-  const trainer = new Trainer({
-    network: net,
-    config: { ...DEFAULT_TRAIN_CONFIG, epochs: 1, lr: 0.01, momentum: 0.9, weightDecay: 1e-4 },
-    train: source,
-    val: source,
-  });
-  const wantLosses = JSON.parse(readFileSync(ref('train_losses.json'), 'utf8')) as number[];
-  const batch = { x: nhwc.data, shape: nhwc.shape, labels };
-  for (let i = 0; i < 2; i++) {
-    const r = await trainer.trainStep(batch, 0.01);
-    expect(Math.abs(r.lossSum / 4 - wantLosses[i]!)).toBeLessThan(1e-4);
-  }
-  const after = (await readWeightsFile(ref('train_resnet18_after.safetensors'))).tensors;
-  const got = await net.exportState();
-  let worst = { name: '', rel: 0 };
-  let worstUpdate = { name: '', rel: 0 };
-  const initState = init.tensors;
-  for (const [name, want] of after) {
-    if (name.endsWith('num_batches_tracked')) continue;
+/**
+ * Below this, a relative error is a few float32 roundings (unit roundoff 6e-8) and says nothing of
+ * the computation: torch's float32 run can land that close by luck.
+ */
+const ROUNDING_FLOOR = 1e-6;
+
+/**
+ * How far ferry's float32 may land from torch's float64 result, per tensor: TOLERANCE_FACTOR times
+ * the distance torch's own float32 run lands from it on the same machine, inputs and computation
+ * (or ROUNDING_FLOOR, if larger). float32 rounding differs between CPUs and kernels (oneDNN,
+ * XNNPACK and TF.js's loops sum in different orders), but its size follows the computation's
+ * conditioning, which torch's float32 run measures tensor by tensor (measured on a 2-core EPYC:
+ * worst ratios 2.0 finetune, 2.8 freeze, 1.9 adapt; ferry 100x below torch float32 on early
+ * convolutions, where torch's fast kernels round more). A protocol error (BatchNorm in the wrong
+ * mode, a frozen tensor updated, a wrong learning rate) is orders of magnitude larger.
+ */
+const TOLERANCE_FACTOR = 16;
+
+/**
+ * Per tensor, ferry's error against torch's float64 result divided by torch float32's own error
+ * (at least ROUNDING_FLOOR); the worst ratio over tensors, for the values and for the change from
+ * the initial state (far smaller than the weights, so checked on its own). Errors are relErr:
+ * max |got - want| / max |want| over the tensor.
+ */
+function worstRatio(
+  got: ReadonlyMap<string, { data: Float32Array }>,
+  want64: ReadonlyMap<string, RefTensor64>,
+  want32: ReadonlyMap<string, RefTensor64>,
+  init: ReadonlyMap<string, { data: Float32Array }>,
+  names: readonly string[],
+): { ratio: number; name: string; ferry: number; torch32: number } {
+  let worst = { ratio: 0, name: '', ferry: 0, torch32: 0 };
+  for (const name of names) {
+    const w = want64.get(name)!.data;
+    const w0 = init.get(name)!.data;
     const g = got.get(name)!.data;
-    const scale = Math.max(maxAbs(want.data), 1e-12);
-    const rel = maxAbsDiff(g, want.data) / scale;
-    if (rel > worst.rel) worst = { name, rel };
-    // The change itself must match too, not only the (much larger) weights.
-    const w0 = initState.get(name)!.data;
-    const dWant = want.data.map((v, i) => v - w0[i]!);
-    const dGot = g.map((v, i) => v - w0[i]!);
-    const dScale = Math.max(maxAbs(dWant), 1e-12);
-    const relUpdate = maxAbsDiff(dGot, dWant) / dScale;
-    if (relUpdate > worstUpdate.rel) worstUpdate = { name, rel: relUpdate };
+    const t = want32.get(name)!.data;
+    const delta = (x: ArrayLike<number>): Float64Array => Float64Array.from(x, (v, i) => v - w0[i]!);
+    const dWant = delta(w);
+    for (const [ferry, torch32] of [
+      [relErr(g, w), relErr(t, w)],
+      [relErr(delta(g), dWant), relErr(delta(t), dWant)],
+    ] as const) {
+      const ratio = ferry / Math.max(torch32, ROUNDING_FLOOR);
+      if (ratio > worst.ratio) worst = { ratio, name, ferry, torch32 };
+    }
   }
-  expect(worst.rel, `worst tensor ${worst.name}`).toBeLessThan(1e-4);
-  expect(worstUpdate.rel, `worst update ${worstUpdate.name}`).toBeLessThan(2e-2);
-  trainer.dispose();
-  net.dispose();
+  return worst;
+}
+
+describe('resnet18 training steps against torch in float64', () => {
+  const setup = async () => {
+    await selectBackend('wasm');
+    const model = buildModel('resnet18', 10);
+    const init = await readWeightsFile(ref('train_resnet18_init.pth'));
+    const net = Network.create(model, { seed: 0, weights: resolveWeights(model, init.tensors, 'init') });
+    return { model, net, init: init.tensors };
+  };
+  const input = (file: string) => {
+    const a = npy(file);
+    return nchwToNhwc(a.data, a.shape);
+  };
+
+  test.each<['finetune' | 'freeze', string]>([
+    ['finetune', 'every parameter learns'],
+    ['freeze', "only fc learns, BatchNorm in training mode (the study's freeze)"],
+  ])('%s (%s): two SGD-momentum steps give torch float64 weights, running statistics and losses', async (protocol) => {
+    const { net, init } = await setup();
+    const nhwc = input('train_input.npy');
+    const labels = Int32Array.from(npy('train_labels.npy').data);
+    const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, { batchSize: 4, shuffle: false });
+    const trainer = new Trainer({
+      network: net,
+      config: { ...DEFAULT_TRAIN_CONFIG, epochs: 1, lr: 0.01, momentum: 0.9, weightDecay: 1e-4, strategy: parseStrategy(protocol) },
+      train: source,
+      val: source,
+    });
+    const losses64 = JSON.parse(readFileSync(ref(`${protocol}_losses_f64.json`), 'utf8')) as number[];
+    const losses32 = JSON.parse(readFileSync(ref(`${protocol}_losses_f32.json`), 'utf8')) as number[];
+    for (let i = 0; i < 2; i++) {
+      const r = await trainer.trainStep({ x: nhwc.data, shape: nhwc.shape, labels }, 0.01);
+      const torchErr = Math.abs(losses32[i]! - losses64[i]!);
+      // A loss near 2.3 holds float32 to about 2.4e-7 absolute: the floor when torch is exact.
+      expect(Math.abs(r.lossSum / 4 - losses64[i]!)).toBeLessThan(TOLERANCE_FACTOR * Math.max(torchErr, 2.4e-7));
+    }
+    const got = await net.exportState();
+    const want64 = readState64(ref(`${protocol}_after_f64`));
+    const want32 = readState64(ref(`${protocol}_after_f32`));
+    const names = [...want64.keys()].filter((n) => !n.endsWith('num_batches_tracked'));
+    const worst = worstRatio(got, want64, want32, init, names);
+    expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
+    if (protocol === 'freeze') {
+      // Frozen weights are bitwise what they were; the running statistics moved to the batch's.
+      const frozen = names.filter((n) => !n.startsWith('fc.') && !n.endsWith('running_mean') && !n.endsWith('running_var'));
+      for (const n of frozen) expect(maxAbsDiff(got.get(n)!.data, init.get(n)!.data), n).toBe(0);
+      const moved = maxAbsDiff(got.get('layer4.1.bn2.running_var')!.data, init.get('layer4.1.bn2.running_var')!.data);
+      expect(moved).toBeGreaterThan(1e-3);
+    }
+    trainer.dispose();
+    net.dispose();
+  });
+
+  test("adapt: one pass without gradients sets the running statistics to torch's cumulative average (momentum=None)", async () => {
+    const { model, net, init } = await setup();
+    const a = input('train_input.npy');
+    const b = input('adapt_input.npy');
+    const both = new Float32Array(a.data.length + b.data.length);
+    both.set(a.data);
+    both.set(b.data, a.data.length);
+    const source = new ArrayBatchSource(both, new Int32Array(8), [a.shape[1], a.shape[2], 3], 10, { batchSize: 4, shuffle: false });
+    const head = model.stages.findIndex((s) => s.name === model.headStage);
+    expect(await adaptBatchNorm(net, source, head, { seed: 0 })).toBe(2);
+    const got = await net.exportState();
+    const want64 = readState64(ref('adapt_after_f64'));
+    const want32 = readState64(ref('adapt_after_f32'));
+    const stats = batchNormStatNames(net, 0, head);
+    expect(stats.length).toBe(40);
+    const worst = worstRatio(got, want64, want32, init, stats);
+    expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
+    // Weights are untouched.
+    for (const n of [...want64.keys()].filter((k) => !stats.includes(k) && !k.endsWith('num_batches_tracked'))) {
+      expect(maxAbsDiff(got.get(n)!.data, init.get(n)!.data), n).toBe(0);
+    }
+    net.dispose();
+  });
 });

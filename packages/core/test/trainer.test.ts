@@ -78,7 +78,9 @@ describe('trainer', () => {
     net.dispose();
   });
 
-  test('freeze trains only the head and leaves every backbone tensor, BatchNorm statistics included, untouched', async () => {
+  const isRunningStat = (n: string): boolean => n.endsWith('.running_mean') || n.endsWith('.running_var');
+
+  test("freeze (the study's) trains only the head, keeps every backbone weight, and moves the backbone's BatchNorm statistics to the data", async () => {
     const model = buildModel('resnet_tiny', 4);
     const net = Network.create(model, { seed: 2 });
     const before = await net.exportState();
@@ -87,14 +89,27 @@ describe('trainer', () => {
     await trainer.run();
     const after = await net.exportState();
     for (const p of model.params) {
-      const isHead = p.name.startsWith('fc.');
-      expect(same(before, after, p.name), p.name).toBe(!isHead);
+      const changes = p.name.startsWith('fc.') || isRunningStat(p.name);
+      expect(same(before, after, p.name), p.name).toBe(!changes);
     }
     trainer.dispose();
     net.dispose();
   });
 
-  test('freezeUntil:layer3 trains layer3 onwards; conv1, layer1 and layer2 keep weights and statistics', async () => {
+  test('probe trains only the head and leaves every backbone tensor, BatchNorm statistics included, untouched', async () => {
+    const model = buildModel('resnet_tiny', 4);
+    const net = Network.create(model, { seed: 2 });
+    const before = await net.exportState();
+    const { train, val } = data();
+    const trainer = new Trainer({ network: net, config: config({ epochs: 1, strategy: { kind: 'probe' } }), train, val });
+    await trainer.run();
+    const after = await net.exportState();
+    for (const p of model.params) expect(same(before, after, p.name), p.name).toBe(!p.name.startsWith('fc.'));
+    trainer.dispose();
+    net.dispose();
+  });
+
+  test('freezeUntil:layer3 trains layer3 onwards; conv1, layer1 and layer2 keep their weights, their BatchNorm statistics follow the data', async () => {
     const model = buildModel('resnet_tiny', 4);
     const net = Network.create(model, { seed: 3 });
     const before = await net.exportState();
@@ -107,7 +122,7 @@ describe('trainer', () => {
     });
     await trainer.run();
     const after = await net.exportState();
-    const frozen = (n: string): boolean => /^(conv1|bn1|layer1|layer2)\./.test(n);
+    const frozen = (n: string): boolean => /^(conv1|bn1|layer1|layer2)\./.test(n) && !isRunningStat(n);
     for (const p of model.params) expect(same(before, after, p.name), p.name).toBe(frozen(p.name));
     trainer.dispose();
     net.dispose();
@@ -188,14 +203,14 @@ describe('trainer', () => {
     await selectBackend('wasm');
   });
 
-  test('micro-batches average to the full-batch gradient (frozen BatchNorm: exact up to float rounding)', async () => {
+  test('micro-batches average to the full-batch gradient (BatchNorm frozen in inference mode: exact up to float rounding)', async () => {
     const model = buildModel('resnet_tiny', 4);
     const { train } = data();
     const batch = (await train.batches(0, 1)[Symbol.asyncIterator]().next()).value as Batch;
     const states = [];
     for (const microBatch of [0, 5]) {
       const net = Network.create(model, { seed: 9 });
-      const t = new Trainer({ network: net, config: config({ strategy: { kind: 'freeze' } }), train, val: train, microBatch });
+      const t = new Trainer({ network: net, config: config({ strategy: { kind: 'probe' } }), train, val: train, microBatch });
       const r1 = await t.trainStep(batch, 0.1);
       const r2 = await t.trainStep(batch, 0.1);
       states.push({ state: await net.exportState(), loss: r1.lossSum + r2.lossSum, correct: r1.correct });

@@ -31,7 +31,7 @@ async function renderList() {
 
 function tableHtml(t, id) {
   if (t.rows.length === 0) return '<p class="muted" id="table-empty">The comparison table fills in as cells finish.</p>';
-  const head = '<tr><th>dataset</th><th>color</th><th>model</th>' + t.strategies.map((s) => `<th>${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`).join('') + '<th>winner</th></tr>';
+  const head = '<tr><th>dataset</th><th>color</th><th>model</th>' + t.strategies.map((s) => `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`).join('') + '<th>winner</th></tr>';
   const rows = t.rows.map((r) => '<tr>' + `<td>${esc(r.dataset)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` + t.strategies.map((s) => {
     const c = r.byStrategy[s];
     if (!c) return '<td>-</td><td></td><td></td><td></td>';
@@ -39,7 +39,8 @@ function tableHtml(t, id) {
     return `<td class="num ${r.winner === s ? 'winner' : ''}">${acc}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
   }).join('') + `<td class="${r.withinNoise ? 'noise' : ''}">${r.withinNoise ? 'within seed noise' : esc(r.winner || '-')}</td></tr>`).join('');
   const q = encodeURIComponent(id);
-  return `<table id="table">${head}${rows}</table><div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
+  const legend = `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}</ul>`;
+  return `<table id="table">${head}${rows}</table>${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
 
 function curveSvg(points, key1, key2, label, max) {

@@ -1,3 +1,5 @@
+import { strategyDefinition } from '@ferry/common';
+
 /**
  * The study's comparison table, shared by `ferry sweep results` and the dashboard so that both
  * show the same numbers.
@@ -25,6 +27,11 @@ export interface TableCell {
 export interface ResultsTable {
   /** Strategy columns, in sweep order. */
   readonly strategies: readonly string[];
+  /**
+   * What each strategy column means (@ferry/common's STRATEGIES), so that a reader never compares
+   * two different freezes under one name.
+   */
+  readonly semantics: Readonly<Record<string, string>>;
   readonly rows: readonly {
     readonly dataset: string;
     readonly color: string;
@@ -86,7 +93,8 @@ export function resultsTable(outcomes: readonly CellOutcome[]): ResultsTable {
     return { dataset, color, model, byStrategy, winner, withinNoise };
   });
   rows.sort((a, b) => (a.dataset < b.dataset ? -1 : a.dataset > b.dataset ? 1 : a.color === 'rgb' ? -1 : 1));
-  return { strategies, rows };
+  const semantics = Object.fromEntries(strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']));
+  return { strategies, semantics, rows };
 }
 
 const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
@@ -108,6 +116,7 @@ export function tableMarkdown(t: ResultsTable): string {
     const winner = r.withinNoise ? 'within seed noise' : (r.winner ?? '-');
     lines.push(`| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...cells, winner].join(' | ')} |`);
   }
+  lines.push('', ...t.strategies.map((s) => `- ${s}: ${t.semantics[s] ?? 'unknown strategy'}`));
   return lines.join('\n');
 }
 

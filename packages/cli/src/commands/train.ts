@@ -10,6 +10,7 @@ import {
   type CellConfig,
   type ColorMode,
 } from '@ferry/core';
+import { strategyLegend } from '@ferry/common';
 import { Args } from '../args.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { ProgressLine, err, out, table, type CliIo } from '../io.js';
@@ -17,7 +18,7 @@ import { curvesSvg } from '../svg.js';
 import { defaultCacheDir } from './weights.js';
 
 const USAGE = `ferry train -d DATASET [-m MODEL] [-b BATCH] [-e EPOCHS] [-lr LR] [-lrs GAMMA] [-lre STEP] [-mm MOMENTUM]
-                   [-f 1|0 | --strategy finetune|freeze|freezeUntil:STAGE] [--color rgb|gray] [--weights FILE|pretrained|none]
+                   [-f 1|0 | --strategy finetune|freeze|probe|adapt|freezeUntil:STAGE] [--color rgb|gray] [--weights FILE|pretrained|none]
                    [--size 224] [--val-fraction F] [--wd WD] [--seed S] [--views K] [--micro-batch N] [--no-cache] [--backend B] [--threads N] [--out DIR] [--json]`;
 
 /** The study script's short flags, mapped to ferry's long ones (node's parser takes 1-letter shorts only). */
@@ -120,6 +121,7 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
     args.string('out') ?? path.join('runs', `${path.basename(path.resolve(dataset))}-${model}-${color}-${strategy.replace(':', '-')}-s${config.seed}`);
   const backend = await selectBackend(backendRequest(args.string('backend')), backendOptionsFromEnv(io));
   err(io, `ferry train: ${model} ${strategy} ${color} on ${dataset}, ${config.epochs} epochs, backend ${backend.name} (${backend.device}), output ${outDir}`);
+  err(io, `  ${strategyLegend([strategy])[0]}`);
   const progress = new ProgressLine(io);
   const rows: string[][] = [['EPOCH', 'LR', 'TRAIN LOSS', 'TRAIN ACC', 'VAL LOSS', 'VAL ACC', 'IMG/S', 'DATA WAIT', 'TIME']];
   const result = await runCell(config, {

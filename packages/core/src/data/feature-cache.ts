@@ -38,6 +38,8 @@ export interface FeatureKey {
   readonly seed: number;
   readonly view: number;
   readonly images: string;
+  /** SHA-256 of the frozen stages' BatchNorm running statistics the features were computed with. */
+  readonly batchNorm: string;
 }
 
 export function featureKeyHash(key: FeatureKey): string {
@@ -78,6 +80,26 @@ export class FeatureCache {
     const meta = { count: view.labels.length, dim: view.dim, labels: [...view.labels], key };
     await writeFile(`${p.meta}.tmp`, JSON.stringify(meta));
     await rename(`${p.meta}.tmp`, p.meta);
+  }
+
+  /** A small JSON document kept beside the features (adapted BatchNorm statistics), by key. */
+  async getJson<T>(key: object): Promise<T | undefined> {
+    try {
+      return (JSON.parse(await readFile(this.jsonPath(key), 'utf8')) as { value: T }).value;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async putJson(key: object, value: unknown): Promise<void> {
+    const file = this.jsonPath(key);
+    await mkdir(this.dir, { recursive: true });
+    await writeFile(`${file}.tmp`, JSON.stringify({ key, value }));
+    await rename(`${file}.tmp`, file);
+  }
+
+  private jsonPath(key: object): string {
+    return path.join(this.dir, `${createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 24)}.doc.json`);
   }
 
   /** The cached view, or computes it by running `network` stages [0, stage) in inference mode. */

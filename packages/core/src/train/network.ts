@@ -1,3 +1,4 @@
+import { STRATEGY_HINT, tryParseStrategy, type Strategy } from '@ferry/common';
 import * as tf from '@tensorflow/tfjs-core';
 import { updateRunningStats } from '../backends/fused.js';
 import { InvalidArgumentError } from '../errors.js';
@@ -8,22 +9,11 @@ import type { HostTensor, StateDict } from '../weights/host-tensor.js';
 import { tfToTorch } from '../weights/layout.js';
 import type { ResolvedWeights } from '../weights/load.js';
 
-/** Which stages learn. `freeze` = only the head; `freezeUntil` = that stage and after. */
-export type Strategy =
-  | { readonly kind: 'finetune' }
-  | { readonly kind: 'freeze' }
-  | { readonly kind: 'freezeUntil'; readonly stage: string };
-
+/** A strategy by name (`finetune`, `freeze`, `probe`, `adapt`, `freezeUntil:<stage>`; see @ferry/common). */
 export function parseStrategy(s: string): Strategy {
-  if (s === 'finetune') return { kind: 'finetune' };
-  if (s === 'freeze') return { kind: 'freeze' };
-  const m = /^freezeUntil[:=](.+)$/.exec(s);
-  if (m?.[1]) return { kind: 'freezeUntil', stage: m[1] };
-  throw new InvalidArgumentError(`unknown strategy "${s}"; use finetune, freeze or freezeUntil:<stage>`);
-}
-
-export function strategyName(s: Strategy): string {
-  return s.kind === 'freezeUntil' ? `freezeUntil:${s.stage}` : s.kind;
+  const parsed = tryParseStrategy(s);
+  if (!parsed) throw new InvalidArgumentError(`unknown strategy "${s}"; ${STRATEGY_HINT}`);
+  return parsed;
 }
 
 /** Index of the first stage that trains under `strategy`. */
@@ -32,6 +22,8 @@ export function firstTrainableStage(model: ModelDef, strategy: Strategy): number
     case 'finetune':
       return 0;
     case 'freeze':
+    case 'probe':
+    case 'adapt':
       return model.stages.findIndex((s) => s.name === model.headStage);
     case 'freezeUntil': {
       const i = model.stages.findIndex((s) => s.name === strategy.stage);
@@ -129,13 +121,10 @@ export class Network {
     return out;
   }
 
-  /** Device-side copies of every tensor of stages from `first` on (what training can change). */
-  snapshot(first: number): Map<string, tf.Tensor> {
+  /** Device-side copies of the named tensors (what training can change), for restore(). */
+  snapshot(names: Iterable<string>): Map<string, tf.Tensor> {
     const out = new Map<string, tf.Tensor>();
-    this.model.stages.forEach((stage, i) => {
-      if (i < first) return;
-      for (const spec of paramsOfStage(this.model, stage)) out.set(spec.name, tf.clone(this.variables.get(spec.name)!));
-    });
+    for (const name of names) out.set(name, tf.clone(this.variables.get(name)!));
     return out;
   }
 

@@ -1,3 +1,4 @@
+import { STRATEGIES, strategyName, type Strategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -7,14 +8,16 @@ import { assertDeviceHealthy } from '../backends/select.js';
 import { tensorsInHostMemory } from '../backends/shared.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
+import { paramsOfStage } from '../models/model.js';
 import { Rng } from '../util/rng.js';
 import type { StateDict } from '../weights/host-tensor.js';
 import { readWeightsFile, resolveWeights } from '../weights/load.js';
 import { CHECKPOINT_FORMAT, momentumTensors, readCheckpoint, saveCheckpoint, saveWeights, type CheckpointMeta } from './checkpoint.js';
 import { STREAM_DROPOUT, streamSeed, type Batch, type BatchSource } from './data.js';
+import { batchNormStatNames } from './batchnorm.js';
 import { broadcastFromRank0, ringAllReduceSum, type RingTransport } from './collective.js';
 import { accuracyOf, addConfusion, argmaxRows, confusionMatrix, perClassAccuracy, stepLr } from './metrics.js';
-import { firstTrainableStage, strategyName, type Network, type Strategy } from './network.js';
+import { firstTrainableStage, type Network } from './network.js';
 import type { EpochMetrics, TrainProgress, TrainResult } from './result.js';
 import { Sgd } from './sgd.js';
 
@@ -144,6 +147,26 @@ async function readFlat(items: readonly (tf.Tensor | number)[], extra = 0): Prom
   return flat;
 }
 
+/**
+ * Replaces the named variables by their mean over the ranks of a data-parallel group (BatchNorm
+ * statistics, which each rank estimates on its own shard).
+ */
+export async function averageOverRing(
+  network: Network,
+  names: readonly string[],
+  dist: { readonly transport: RingTransport; readonly deadlineMs: number },
+  tag: string,
+): Promise<void> {
+  if (names.length === 0) return;
+  const vars = names.map((n) => network.variables.get(n)!);
+  const flat = await readFlat(vars);
+  await ringAllReduceSum(dist.transport, flat, tag, dist.deadlineMs);
+  segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
+    const v = vars[i]!;
+    tf.tidy(() => v.assign(tf.tensor(part.map((x) => x / dist.transport.worldSize), v.shape)));
+  });
+}
+
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
   return tf.tidy(() => {
@@ -165,7 +188,9 @@ function validate(config: TrainConfig): void {
 }
 
 export function configHash(arch: string, numClasses: number, config: TrainConfig): string {
-  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy) });
+  // A strategy whose meaning changed (revision > 1) never resumes a checkpoint of the old meaning.
+  const revision = STRATEGIES[config.strategy.kind].revision;
+  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy), ...(revision > 1 ? { strategyRevision: revision } : {}) });
   return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
@@ -179,6 +204,10 @@ export class Trainer {
   private readonly trainable: Map<string, tf.Variable>;
   private readonly byTfName: Map<string, string>;
   private readonly sgd: Sgd;
+  /** The frozen stages run in training mode (the study's freeze): batch statistics, running ones updated. */
+  private readonly frozenInTrainingMode: boolean;
+  /** Every tensor training changes: what the best-val snapshot keeps. */
+  private readonly changing: string[];
 
   constructor(private readonly options: TrainerOptions) {
     validate(options.config);
@@ -196,6 +225,16 @@ export class Trainer {
       );
     }
     this.trainable = network.trainableVariables(this.first);
+    this.frozenInTrainingMode = STRATEGIES[options.config.strategy.kind].frozenBatchNorm === 'train';
+    if (this.frozenInTrainingMode && this.inputStage > 0) {
+      throw new InvalidArgumentError(
+        `${strategyName(options.config.strategy)} runs the frozen stages' BatchNorm in training mode, so their features cannot be cached (batches must enter at stage 0)`,
+      );
+    }
+    this.changing = [
+      ...(this.frozenInTrainingMode ? batchNormStatNames(network, 0, this.first) : []),
+      ...network.model.stages.slice(this.first).flatMap((stage) => paramsOfStage(network.model, stage).map((p) => p.name)),
+    ];
     this.byTfName = new Map([...this.trainable].map(([k, v]) => [v.name, k]));
     this.sgd = new Sgd(options.config);
   }
@@ -280,16 +319,8 @@ export class Trainer {
 
   /** Averages BatchNorm running statistics over the ring (they drift apart on different shards). */
   private async syncBatchNorm(epoch: number): Promise<void> {
-    const d = this.options.distributed!;
-    const names = [...this.options.network.variables.keys()].filter((n) => n.endsWith('.running_mean') || n.endsWith('.running_var'));
-    if (names.length === 0) return;
-    const vars = names.map((n) => this.options.network.variables.get(n)!);
-    const flat = await readFlat(vars);
-    await ringAllReduceSum(d.transport, flat, `bn/${epoch}`, d.deadlineMs);
-    segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
-      const v = vars[i]!;
-      tf.tidy(() => v.assign(tf.tensor(part.map((x) => x / d.transport.worldSize), v.shape)));
-    });
+    const network = this.options.network;
+    await averageOverRing(network, batchNormStatNames(network, 0, network.model.stages.length), this.options.distributed!, `bn/${epoch}`);
   }
 
   /** Every rank starts from rank 0's weights and momentum (after any resume). */
@@ -314,8 +345,17 @@ export class Trainer {
     const lossValue = tf.tidy(() => {
       const x = tf.tensor(batch.x, [...batch.shape]);
       const labels = tf.tensor1d(batch.labels, 'int32');
-      // Frozen stages run in inference mode (running statistics) and outside the gradient tape.
-      const features = this.first > this.inputStage ? network.runStages(x, this.inputStage, this.first, { training: false }) : x;
+      // Frozen stages run outside the gradient tape: in training mode for the study's freeze (batch
+      // statistics, running statistics updated below; torch's model.train() with requires_grad
+      // False), otherwise in inference mode with their running statistics.
+      const features =
+        this.first > this.inputStage
+          ? network.runStages(x, this.inputStage, this.first, {
+              training: this.frozenInTrainingMode,
+              bnStats,
+              ...(rng && this.frozenInTrainingMode ? { rng } : {}),
+            })
+          : x;
       const f = (): tf.Scalar => {
         const logits = network.runStages(features, this.first, model.stages.length, {
           training: true,
@@ -482,7 +522,7 @@ export class Trainer {
         bestAcc = valAccuracy;
         bestEpoch = epoch;
         for (const t of bestSnapshot?.values() ?? []) t.dispose();
-        bestSnapshot = network.snapshot(this.first);
+        bestSnapshot = network.snapshot(this.changing);
         bestFromFile = undefined;
         if (bestFile && writer) await saveWeights(bestFile, await network.exportState(), { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
       }
