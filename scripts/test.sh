@@ -19,6 +19,21 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# The URI of the configured Debian archive that serves suite $1 (not its security archive).
+debian_archive_uri() {
+  local suite=$1 uri
+  uri=$(grep -hsE '^deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | sed -E 's/\[[^]]*\]//' |
+    awk -v s="$suite" '$3 == s && $2 !~ /security/ { print $2; exit }')
+  if [ -z "$uri" ]; then
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk -v s="$suite" '
+      /^[[:space:]]*$/ { if (ok && u !~ /security/ && u != "") { print u; found = 1; exit } u = ""; ok = 0; next }
+      /^URIs:/ { u = $2 }
+      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == s) ok = 1 }
+      END { if (!found && ok && u !~ /security/ && u != "") print u }' | head -n 1)
+  fi
+  echo "$uri"
+}
+
 # WebGPU without a GPU: Dawn (the `webgpu` npm package) on Mesa's lavapipe, a Vulkan driver that
 # runs on the CPU. Dawn needs lavapipe 24 or later (bookworm's 22.3 lacks dynamic indexing of
 # uniform arrays); bookworm-backports has 25.
@@ -28,7 +43,14 @@ if ! dpkg --compare-versions "$mesa" ge 24; then
   target=()
   if [ "$codename" = bookworm ]; then
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-      echo 'deb http://deb.debian.org/debian bookworm-backports main' | $SUDO tee /etc/apt/sources.list.d/ferry-backports.list >/dev/null
+      # The backports suite from the same Debian archive this machine already uses (never a fixed
+      # host): its one-line or deb822 source for the release.
+      archive=$(debian_archive_uri "$codename")
+      if [ -z "$archive" ]; then
+        echo "test.sh: no Debian source for $codename in /etc/apt/sources.list{,.d}; add $codename-backports (for mesa-vulkan-drivers >= 24) and rerun" >&2
+        exit 1
+      fi
+      echo "deb $archive $codename-backports main" | $SUDO tee /etc/apt/sources.list.d/ferry-backports.list >/dev/null
     fi
     target=(-t bookworm-backports)
   fi
