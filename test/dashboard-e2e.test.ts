@@ -68,6 +68,8 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   expect(row).toContain('demo');
   expect(row).toMatch(/finetune|freeze/);
   expect(await page.textContent('#summary')).toBe('2/2 cells done');
+  // The legend says which freeze the column holds.
+  expect(await page.textContent('#legend')).toContain("freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
   const artifacts = path.join(REPO_ROOT, 'test-artifacts');
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });

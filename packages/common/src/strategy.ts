@@ -42,7 +42,7 @@ export interface StrategyDefinition {
 
 export const STRATEGIES: Readonly<Record<StrategyKind, StrategyDefinition>> = {
   finetune: {
-    summary: 'every layer trained, starting from the source weights',
+    summary: 'every layer trained',
     frozenBatchNorm: null,
     cachesFeatures: false,
     revision: 1,

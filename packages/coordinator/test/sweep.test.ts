@@ -184,5 +184,8 @@ describe('results table', () => {
     expect(t.semantics['freeze']).toMatch(/BatchNorm in training mode/);
     expect(md).toContain("- freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
     expect(md).toContain('- finetune: every layer trained');
+    const csvHead = tableCsv(t).split('\n')[0]!;
+    expect(csvHead.endsWith('winner,within_noise,finetune_semantics,freeze_semantics')).toBe(true);
+    expect(tableCsv(t).split('\n')[1]).toContain('"the study\'s freeze: backbone weights fixed, its BatchNorm in training mode (batch statistics; running statistics adapt to the target), new head trained"');
   });
 });

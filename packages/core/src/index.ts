@@ -63,7 +63,7 @@ export { DecodePool, type DecodeResult } from './data/decode-pool.js';
 export { ImageFolderSource, type SkippedFile, type ImageFolderSourceOptions } from './data/folder-source.js';
 export { FeatureCache, computeFeatures, contentHash, featureKeyHash, sha256File, type FeatureKey, type FeatureView } from './data/feature-cache.js';
 export { DEFAULT_CELL, autoMicroBatch, runCell, validateCell, type CellConfig, type CellResult, type CellRunOptions } from './cell.js';
-export { DEMO_CLASSES, DEMO_DEFAULTS, writeDemoDataset, type DemoOptions } from './data/demo.js';
+export { DEMO_CLASSES, DEMO_DEFAULTS, DEMO_SOURCE_CLASSES, writeDemoDataset, writeDemoSourceDataset, type DemoOptions } from './data/demo.js';
 export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';
 export { datasetFingerprint } from './data/fingerprint.js';

@@ -120,8 +120,21 @@ export function tableMarkdown(t: ResultsTable): string {
   return lines.join('\n');
 }
 
+/** RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled. */
+function csvField(v: string): string {
+  return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
+}
+
 export function tableCsv(t: ResultsTable): string {
-  const head = ['dataset', 'color', 'model', ...t.strategies.flatMap((s) => [`${s}_mean`, `${s}_std`, `${s}_n`, `${s}_best_epoch`, `${s}_wall_s`, `${s}_images_per_sec`]), 'winner', 'within_noise'];
+  const head = [
+    'dataset',
+    'color',
+    'model',
+    ...t.strategies.flatMap((s) => [`${s}_mean`, `${s}_std`, `${s}_n`, `${s}_best_epoch`, `${s}_wall_s`, `${s}_images_per_sec`]),
+    'winner',
+    'within_noise',
+    ...t.strategies.map((s) => `${s}_semantics`),
+  ];
   const rows = t.rows.map((r) => [
     r.dataset,
     r.color,
@@ -132,6 +145,7 @@ export function tableCsv(t: ResultsTable): string {
     }),
     r.winner ?? '',
     String(r.withinNoise),
+    ...t.strategies.map((s) => csvField(t.semantics[s] ?? '')),
   ]);
-  return [head, ...rows].map((r) => r.join(',')).join('\n');
+  return [head.map(csvField), ...rows].map((r) => r.join(',')).join('\n');
 }

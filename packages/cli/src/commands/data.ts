@@ -12,6 +12,9 @@ import {
   importDataset,
   splitFolder,
   writeDemoDataset,
+  writeDemoSourceDataset,
+  DEMO_CLASSES,
+  DEMO_SOURCE_CLASSES,
   type ImportKind,
 } from '@ferry/core';
 import { Args } from '../args.js';
@@ -24,7 +27,7 @@ const USAGE = `ferry data <command>
   import KIND SRC DEST [--val 0.2] [--seed S]  raw layouts: ${IMPORT_KINDS.join(', ')}
   pull hymenoptera [DEST] [--url URL --sha256 HEX] [--cache DIR]   download (SHA-256, cache, resumable)
   gray SRC DEST                                a materialised grayscale (PIL "L") copy
-  demo DEST [--train-per-class N] [--val-per-class N] [--size PX] [--seed S]   the offline demo dataset`;
+  demo DEST [--source DIR] [--train-per-class N] [--val-per-class N] [--size PX] [--seed S]   the offline demo dataset (and its 8-class source domain, for pretraining)`;
 
 function need(args: Args, n: number, what: string): string[] {
   if (args.positionals.length < n) throw new InvalidArgumentError(`missing ${what}\nusage: ${USAGE}`);
@@ -105,17 +108,23 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
     case 'demo': {
       const args = Args.parse(
         rest,
-        { 'train-per-class': { type: 'string' }, 'val-per-class': { type: 'string' }, size: { type: 'string' }, seed: { type: 'string' } },
+        { source: { type: 'string' }, 'train-per-class': { type: 'string' }, 'val-per-class': { type: 'string' }, size: { type: 'string' }, seed: { type: 'string' } },
         USAGE,
       );
       const [dest] = need(args, 1, 'DEST') as [string];
-      const r = await writeDemoDataset(dest, {
+      const options = {
         trainPerClass: args.int('train-per-class', 100, 1),
         valPerClass: args.int('val-per-class', 25, 1),
         size: args.int('size', 64, 16),
         seed: args.int('seed', 0, 0),
-      });
-      out(io, `wrote ${r.images} images to ${dest} (train/ and val/, 4 classes)`);
+      };
+      const r = await writeDemoDataset(dest, options);
+      out(io, `wrote ${r.images} images to ${dest} (train/ and val/, ${DEMO_CLASSES.length} classes)`);
+      const source = args.string('source');
+      if (source !== undefined) {
+        const s = await writeDemoSourceDataset(source, options);
+        out(io, `wrote ${s.images} images to ${source} (the source domain: ${DEMO_SOURCE_CLASSES.length} classes, ${DEMO_SOURCE_CLASSES.join(', ')})`);
+      }
       return 0;
     }
     default:
