@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null || need_apt+=(python3-torch python3-torchvision python3-numpy)
+/usr/bin/python3 -c 'import scipy' 2>/dev/null || need_apt+=(python3-scipy)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
+import type { ResultsTable } from '@ferry/common';
 import { writeDemoDataset } from '@ferry/core';
 import { kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
@@ -62,12 +63,22 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   await page.waitForSelector('#curves svg.curve', { timeout: 30_000 });
   const first = await waitFor('a first epoch on the curve', 60_000, async () => ((await points()) >= 1 ? points() : undefined), 200);
   await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
-  // Both cells finish; the comparison table fills in with the winner marked.
-  await page.waitForSelector('#table td.winner', { timeout: 120_000 });
+  // Both cells finish; the comparison table fills in with the verdict of a paired test.
+  await page.waitForSelector('#table td.verdict', { timeout: 120_000 });
+  await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, { timeout: 120_000 });
   const row = await page.textContent('#table tr:nth-child(2)');
   expect(row).toContain('demo');
-  expect(row).toMatch(/finetune|freeze/);
-  expect(await page.textContent('#summary')).toBe('2/2 cells done');
+  // What the page shows is what the API computed: the verdict (test, p-value, winner) and each interval.
+  const api = (await (await fetch(`${url}api/sweeps/${sweepId}/table?format=json`)).json()) as ResultsTable;
+  const apiRow = api.rows[0]!;
+  expect(apiRow.comparison?.test).toBe('mcnemar-exact');
+  expect(await page.textContent('#table td.verdict')).toBe(apiRow.verdict);
+  expect(apiRow.verdict).toMatch(/McNemar p = /);
+  for (const s of api.strategies) {
+    const c = apiRow.byStrategy[s]!;
+    const shown = await page.textContent(`#table td.acc[data-strategy="${s}"]`);
+    expect(shown).toBe(`${(c.mean * 100).toFixed(1)}% [${(c.ci95![0] * 100).toFixed(1)}, ${(c.ci95![1] * 100).toFixed(1)}]`);
+  }
   // The legend says which freeze the column holds.
   expect(await page.textContent('#legend')).toContain("freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
   const artifacts = path.join(REPO_ROOT, 'test-artifacts');

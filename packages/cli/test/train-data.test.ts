@@ -7,6 +7,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DEFAULT_CELL, runCell, selectBackend, writeDemoDataset, type CellResult } from '@ferry/core';
+import type { ResultsTable } from '@ferry/common';
 import { ferry } from '../../../test/helpers/cli.js';
 import { writeJpeg } from '../../../test/helpers/images.js';
 
@@ -71,7 +72,44 @@ describe('feature cache for probe and adapt', () => {
   });
 });
 
+describe('frozen BatchNorm and the feature cache', () => {
+  test("the cache key holds the frozen stages' BatchNorm statistics: adapt after probe recomputes, freeze (training mode) caches nothing", async () => {
+    const backend = await selectBackend('wasm');
+    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, imageSize: 32, epochs: 2, batchSize: 16, lr: 0.05, augmentViews: 1, seed: 5 };
+    const cacheDir = tmp();
+    const probe = await runCell({ ...base, strategy: 'probe' }, { backend, cacheDir });
+    expect(probe.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
+    const adapt = await runCell({ ...base, strategy: 'adapt' }, { backend, cacheDir });
+    expect(adapt.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
+    const adaptAgain = await runCell({ ...base, strategy: 'adapt' }, { backend, cacheDir });
+    expect(adaptAgain.featureCache).toMatchObject({ used: true, hits: 2, misses: 0 });
+    expect(adaptAgain.epochs.map((e) => e.valLoss)).toEqual(adapt.epochs.map((e) => e.valLoss));
+    const freeze = await runCell({ ...base, strategy: 'freeze' }, { backend, cacheDir });
+    expect(freeze.featureCache.used).toBe(false);
+  });
+});
+
 describe('ferry data', () => {
+  test('demo --source writes the 4-class target and the 8-class source domain', async () => {
+    const dest = path.join(tmp(), 'demo');
+    const source = path.join(tmp(), 'demo-source');
+    const r = await ferry(['data', 'demo', dest, '--source', source, '--train-per-class', '2', '--val-per-class', '1', '--size', '16']);
+    expect(r.code).toBe(0);
+    expect(readdirSync(path.join(dest, 'train')).sort()).toEqual(['green_circle', 'green_square', 'red_circle', 'red_square']);
+    expect(readdirSync(path.join(source, 'train')).sort()).toEqual([
+      'blue_circle',
+      'blue_ring',
+      'blue_square',
+      'blue_triangle',
+      'yellow_circle',
+      'yellow_ring',
+      'yellow_square',
+      'yellow_triangle',
+    ]);
+    expect(count(path.join(source, 'val', 'blue_ring'))).toBe(1);
+    expect(r.stdout).toContain('the source domain: 8 classes');
+  });
+
   test('split is stratified and deterministic, and refuses a non-empty destination', async () => {
     const src = tmp();
     for (const c of ['a', 'b']) for (let i = 0; i < 10; i++) await writeJpeg(path.join(src, c, `${i}.jpg`), 16, 16, i);
@@ -190,10 +228,19 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     const args = ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--workers', '2', '--dashboard-port', '0'];
     const first = await ferry(args, { FERRY_CACHE: tmp() });
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| winner \|/);
-    expect(first.stdout).toMatch(/\| demo \| rgb \| \**\d+\.\d%\** \| \**\d+\.\d%\** \| [\w -]+ \|/);
-    type Cells = { cells: { state: string; attempts: number; result: { bestValAccuracy: number } | null }[] };
+    expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| verdict \|/);
+    expect(first.stdout).toMatch(
+      /\| demo \| rgb \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| (finetune|freeze|no significant difference) \(McNemar p = [<\d. ]+\) \|/,
+    );
+    type Cells = {
+      table: ResultsTable;
+      cells: { state: string; attempts: number; result: { bestValAccuracy: number; valPredictions: number[]; valLabels: number[] } | null }[];
+    };
     const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
+    // Per-image predictions crossed worker -> coordinator -> CLI and decided the verdict.
+    expect(json.cells[0]!.result!.valPredictions).toHaveLength(json.cells[0]!.result!.valLabels.length);
+    expect(json.table.rows[0]!.comparison).toMatchObject({ a: expect.any(String), test: 'mcnemar-exact', pairedSeeds: 1 });
+    expect(json.table.rows[0]!.byStrategy['finetune']!.ci95).toHaveLength(2);
     expect(json.cells.map((c) => [c.state, c.attempts])).toEqual([
       ['done', 1],
       ['done', 1],

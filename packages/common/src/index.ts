@@ -1,5 +1,8 @@
 /**
  * @ferry/common: definitions every ferry process shares (coordinator, worker, engine, dashboard,
- * CLI), with no dependencies and no I/O. Today: the training strategies and what each means.
+ * CLI), with no dependencies and no I/O: the training strategies and what each means, and the
+ * statistics of the study's answer.
  */
+export * from './results.js';
+export * from './stats.js';
 export * from './strategy.js';

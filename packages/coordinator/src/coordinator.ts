@@ -227,7 +227,18 @@ export class Coordinator {
         const c = a.cell;
         const result = c.state === 'done' ? this.store.result(c.id) : undefined;
         const r = result
-          ? (JSON.parse(result) as { bestValAccuracy: number; bestEpoch: number; wallMs: number; imagesPerSec: number; classes: string[]; confusion: number[][]; perClassAccuracy: number[] })
+          ? (JSON.parse(result) as {
+              bestValAccuracy: number;
+              bestEpoch: number;
+              wallMs: number;
+              imagesPerSec: number;
+              classes: string[];
+              confusion: number[][];
+              perClassAccuracy: number[];
+              valPredictions?: number[];
+              valLabels?: number[];
+              valSetHash?: string;
+            })
           : undefined;
         const cell = CellEvent.fromPartial({
           cellId: c.id,
@@ -245,6 +256,9 @@ export class Coordinator {
                 classes: r.classes,
                 confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: row })),
                 perClassAccuracy: r.perClassAccuracy.map((v) => (Number.isFinite(v) ? v : 0)),
+                valPredictions: r.valPredictions ?? [],
+                valLabels: r.valLabels ?? [],
+                valSetHash: r.valSetHash ?? '',
               }
             : {}),
         });

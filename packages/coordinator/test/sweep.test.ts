@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { STUDY_DEFAULTS, SweepError, cellId, parseSweep, type CellSpec } from '@ferry/coordinator';
-import { resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/events';
 
 const base = `
 name: t
@@ -136,56 +135,5 @@ include:
     expect(study.cells).toHaveLength(16);
     expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
     expect(parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells).toHaveLength(4);
-  });
-});
-
-describe('results table', () => {
-  const spec = (dataset: string, color: 'rgb' | 'gray', strategy: string, seed: number): CellSpec => ({
-    ...STUDY_DEFAULTS,
-    dataset,
-    path: dataset,
-    valFraction: null,
-    color,
-    strategy,
-    model: 'resnet18',
-    seed,
-  });
-  const o = (dataset: string, color: 'rgb' | 'gray', strategy: string, seed: number, acc: number): CellOutcome => ({
-    spec: spec(dataset, color, strategy, seed),
-    bestValAccuracy: acc,
-    bestEpoch: 3,
-    wallMs: 1000,
-    imagesPerSec: 10,
-  });
-
-  test('mean and sample std over seeds, winner marked, a gap within seed noise marked as such', () => {
-    const t = resultsTable([
-      o('ants', 'rgb', 'finetune', 0, 0.9),
-      o('ants', 'rgb', 'finetune', 1, 0.94),
-      o('ants', 'rgb', 'freeze', 0, 0.8),
-      o('ants', 'rgb', 'freeze', 1, 0.82),
-      o('ants', 'gray', 'finetune', 0, 0.9),
-      o('ants', 'gray', 'finetune', 1, 0.8),
-      o('ants', 'gray', 'freeze', 0, 0.86),
-      o('ants', 'gray', 'freeze', 1, 0.86),
-    ]);
-    const rgb = t.rows.find((r) => r.color === 'rgb')!;
-    expect(rgb.byStrategy['finetune']!.mean).toBeCloseTo(0.92, 10);
-    expect(rgb.byStrategy['finetune']!.std).toBeCloseTo(Math.sqrt(0.0008), 10); // (0.02^2 * 2) / 1
-    expect(rgb.winner).toBe('finetune');
-    const gray = t.rows.find((r) => r.color === 'gray')!;
-    expect(gray.withinNoise).toBe(true);
-    expect(gray.winner).toBeNull();
-    const md = tableMarkdown(t);
-    expect(md).toContain('| ants | rgb | **92.0% +/- 2.8** | 81.0% +/- 1.4 | finetune |');
-    expect(md).toContain('within seed noise');
-    expect(tableCsv(t).split('\n')[0]).toContain('finetune_mean,finetune_std,finetune_n');
-    // The legend names what each column's freeze means.
-    expect(t.semantics['freeze']).toMatch(/BatchNorm in training mode/);
-    expect(md).toContain("- freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
-    expect(md).toContain('- finetune: every layer trained');
-    const csvHead = tableCsv(t).split('\n')[0]!;
-    expect(csvHead.endsWith('winner,within_noise,finetune_semantics,freeze_semantics')).toBe(true);
-    expect(tableCsv(t).split('\n')[1]).toContain('"the study\'s freeze: backbone weights fixed, its BatchNorm in training mode (batch statistics; running statistics adapt to the target), new head trained"');
   });
 });

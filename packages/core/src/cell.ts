@@ -1,10 +1,11 @@
 import { STRATEGIES } from '@ferry/common';
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError } from './errors.js';
 import { DecodePool } from './data/decode-pool.js';
 import { FeatureCache, contentHash, sha256File, type FeatureKey } from './data/feature-cache.js';
-import { openImageFolder } from './data/folder.js';
+import { openImageFolder, type Sample } from './data/folder.js';
 import { ImageFolderSource, type SkippedFile } from './data/folder-source.js';
 import type { ColorMode } from './data/image.js';
 import { studyTransforms } from './data/transforms.js';
@@ -114,6 +115,14 @@ export interface CellResult {
   readonly bestEpoch: number;
   readonly confusion: readonly (readonly number[])[];
   readonly perClassAccuracy: readonly number[];
+  /**
+   * At the best epoch: the class predicted for every val image, in val order, with the labels, and
+   * a hash of the val image list (relative paths and labels) that says which cells saw the same
+   * images, so their predictions can be compared image by image (paired tests).
+   */
+  readonly valPredictions: readonly number[];
+  readonly valLabels: readonly number[];
+  readonly valSetHash: string;
   readonly skipped: readonly SkippedFile[];
   readonly wallMs: number;
   readonly imagesPerSec: number;
@@ -294,6 +303,9 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
         bestEpoch: r.bestEpoch,
         confusion: r.bestConfusion,
         perClassAccuracy: r.bestPerClassAccuracy,
+        valPredictions: r.bestPredictions,
+        valLabels: r.valLabels,
+        valSetHash: valSetHash(config.dataset, folder.val),
         skipped: [...trainImages.skipped, ...valImages.skipped],
         wallMs: performance.now() - started,
         imagesPerSec: r.imagesPerSec,
@@ -343,4 +355,11 @@ async function adaptFrozenBatchNorm(
   });
   if (o.dist) await averageOverRing(network, names, o.dist, 'bn/adapt');
   if (o.cache && o.key) await o.cache.putJson(o.key, (await readVariables(network, names)).map((v) => [...v]));
+}
+
+/** Which val images, in which order: a hash of their paths relative to the dataset and their labels. */
+export function valSetHash(root: string, samples: readonly Sample[]): string {
+  const h = createHash('sha256');
+  for (const s of samples) h.update(`${s.label}:${path.relative(root, s.file)}\n`);
+  return h.digest('hex').slice(0, 16);
 }

@@ -50,7 +50,7 @@ async function single(
   cfg: TrainConfig = config,
   microBatch = 0,
   data: { images: Float32Array; labels: Int32Array; shuffle: boolean } = { images, labels, shuffle: true },
-): Promise<{ state: StateDict; valAcc: number[] }> {
+): Promise<{ state: StateDict; valAcc: number[]; predictions: readonly number[]; labels: readonly number[] }> {
   const net = Network.create(model, { seed: 1 });
   const t = new Trainer({
     network: net,
@@ -63,10 +63,10 @@ async function single(
   const state = await net.exportState();
   t.dispose();
   net.dispose();
-  return { state, valAcc: r.epochs.map((e) => e.valAccuracy) };
+  return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.bestPredictions, labels: r.valLabels };
 }
 
-async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: TrainConfig = config, shuffle = true): Promise<{ state: StateDict; valAcc: number[] }[]> {
+async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: TrainConfig = config, shuffle = true): Promise<{ state: StateDict; valAcc: number[]; predictions: readonly number[]; labels: readonly number[] }[]> {
   const ring = memoryRing(k);
   return Promise.all(
     ring.map(async (transport) => {
@@ -84,7 +84,7 @@ async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: Tr
       const state = await net.exportState();
       t.dispose();
       net.dispose();
-      return { state, valAcc: r.epochs.map((e) => e.valAccuracy) };
+      return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.bestPredictions, labels: r.valLabels };
     }),
   );
 }
@@ -116,6 +116,10 @@ export function dataParallelSuite(backend: 'wasm' | 'webgpu'): void {
     // Validation is sharded and summed: the same accuracy as evaluating everything on one rank.
     expect(r0!.valAcc).toEqual(one.valAcc);
     expect(r1!.valAcc).toEqual(r0!.valAcc);
+    // Each rank's shard of per-image predictions is gathered back into val order on every rank.
+    expect(r0!.labels).toEqual(one.labels);
+    expect(r0!.predictions).toEqual(one.predictions);
+    expect(r1!.predictions).toEqual(r0!.predictions);
   });
 
   test('4 ranks x batch 2 match 1 rank x batch 8 as well', async () => {

@@ -163,6 +163,28 @@ describe('trainer', () => {
     const pick = (r: typeof resumed) => r.epochs.map((e) => [e.trainLoss, e.trainAccuracy, e.valLoss, e.valAccuracy]);
     expect(pick(resumed)).toEqual(pick(uninterrupted));
     expect(resumed.bestEpoch).toBe(uninterrupted.bestEpoch);
+    // The best epoch's per-image predictions survive the resume (they come from the checkpoint
+    // when the best epoch was before the cut).
+    expect(resumed.bestPredictions).toEqual(uninterrupted.bestPredictions);
+    expect(resumed.valLabels).toEqual(uninterrupted.valLabels);
+  });
+
+  test("the best epoch's per-image predictions agree with its confusion matrix and accuracy", async () => {
+    const { train, val } = data();
+    const net = Network.create(buildModel('resnet_tiny', 4), { seed: 4 });
+    const trainer = new Trainer({ network: net, config: config({ epochs: 3 }), train, val });
+    const r = await trainer.run();
+    expect(r.bestPredictions).toHaveLength(32);
+    expect(r.valLabels).toHaveLength(32);
+    const confusion = Array.from({ length: 4 }, () => new Array<number>(4).fill(0));
+    r.valLabels.forEach((label, i) => confusion[label]![r.bestPredictions[i]!]!++);
+    expect(confusion).toEqual(r.bestConfusion);
+    const correct = r.valLabels.filter((label, i) => r.bestPredictions[i] === label).length;
+    expect(correct / 32).toBe(r.bestValAccuracy);
+    // Not all one class: the comparison says something.
+    expect(new Set(r.bestPredictions).size).toBeGreaterThan(1);
+    trainer.dispose();
+    net.dispose();
   });
 
   test('a checkpoint from another configuration is refused', async () => {

@@ -29,18 +29,26 @@ async function renderList() {
     sweeps.map((s) => `<tr><td><a href="#/sweep/${encodeURIComponent(s.sweepId)}">${esc(s.sweepId)}</a></td><td>${esc(s.name)}</td><td class="num">${s.cells}</td><td class="num">${s.done}</td><td class="num">${s.running}</td><td class="num">${s.failed}</td><td>${esc(s.createdAt)}</td></tr>`).join('') + '</table>');
 }
 
+function accText(c) {
+  const mean = c.n > 1 ? `${pct(c.mean)} ± ${(c.std * 100).toFixed(1)}` : pct(c.mean);
+  return c.ci95 ? `${mean} <span class="ci">[${(c.ci95[0] * 100).toFixed(1)}, ${(c.ci95[1] * 100).toFixed(1)}]</span>` : mean;
+}
+
 function tableHtml(t, id) {
   if (t.rows.length === 0) return '<p class="muted" id="table-empty">The comparison table fills in as cells finish.</p>';
-  const head = '<tr><th>dataset</th><th>color</th><th>model</th>' + t.strategies.map((s) => `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`).join('') + '<th>winner</th></tr>';
+  const head = '<tr><th>dataset</th><th>color</th><th>model</th>' + t.strategies.map((s) => `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`).join('') + '<th>verdict</th></tr>';
   const rows = t.rows.map((r) => '<tr>' + `<td>${esc(r.dataset)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` + t.strategies.map((s) => {
     const c = r.byStrategy[s];
     if (!c) return '<td>-</td><td></td><td></td><td></td>';
-    const acc = c.n > 1 ? `${pct(c.mean)} ± ${(c.std * 100).toFixed(1)}` : pct(c.mean);
-    return `<td class="num ${r.winner === s ? 'winner' : ''}">${acc}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
-  }).join('') + `<td class="${r.withinNoise ? 'noise' : ''}">${r.withinNoise ? 'within seed noise' : esc(r.winner || '-')}</td></tr>`).join('');
+    return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
+  }).join('') + `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td></tr>`).join('');
+  const colors = (t.colorComparisons || []).length === 0 ? '' :
+    '<h3>rgb against gray, on the same images</h3><table id="color-table"><tr><th>dataset</th><th>model</th><th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>' +
+    t.colorComparisons.map((c) => `<tr><td>${esc(c.dataset)}</td><td>${esc(c.model)}</td><td>${esc(c.strategy)}</td><td class="num ${c.comparison.winner === 'rgb' ? 'winner' : ''}">${accText(c.rgb)}</td><td class="num ${c.comparison.winner === 'gray' ? 'winner' : ''}">${accText(c.gray)}</td><td class="verdict ${c.comparison.winner ? '' : 'noise'}">${esc(c.verdict)}</td></tr>`).join('') + '</table>';
   const q = encodeURIComponent(id);
-  const legend = `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}</ul>`;
-  return `<table id="table">${head}${rows}</table>${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
+  const legend = `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}` +
+    `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${esc(t.alpha)}.</li></ul>`;
+  return `<table id="table">${head}${rows}</table>${colors}${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
 
 function curveSvg(points, key1, key2, label, max) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { tableCsv, tableMarkdown } from '@ferry/events';
+import { tableCsv, tableMarkdown } from '@ferry/common';
 import { cellSummary, downsample, type DashboardState } from './state.js';
 
 export interface DashboardAppOptions {

@@ -1,4 +1,4 @@
-import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/events';
+import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/common';
 import type { CellSpec, FerryEvent } from '@ferry/protocol';
 
 /** One epoch of a cell as the dashboard keeps it. */
@@ -28,6 +28,8 @@ export interface CellView {
   classes: string[];
   confusion: number[][];
   perClassAccuracy: number[];
+  /** The best epoch's per-image predictions, for the paired tests (empty when not kept). */
+  predictions: { predicted: number[]; labels: number[]; valSetHash: string } | null;
   updated: string;
 }
 
@@ -87,6 +89,7 @@ export class DashboardState {
         classes: [],
         confusion: [],
         perClassAccuracy: [],
+        predictions: null,
         updated: '',
       };
       s.cells.set(cellId, c);
@@ -122,6 +125,7 @@ export class DashboardState {
         c.classes = x.classes;
         c.confusion = x.confusion.map((r) => r.counts);
         c.perClassAccuracy = x.perClassAccuracy;
+        c.predictions = x.valLabels.length > 0 && x.valSetHash ? { predicted: x.valPredictions, labels: x.valLabels, valSetHash: x.valSetHash } : null;
         c.progress = null;
       }
       // A new attempt resumes from a checkpoint: its epochs replace the old attempt's from there.
@@ -171,7 +175,14 @@ export class DashboardState {
     const outcomes: CellOutcome[] = [];
     for (const c of s?.cells.values() ?? []) {
       if (c.state !== 'done' || !c.spec) continue;
-      outcomes.push({ spec: c.spec, bestValAccuracy: c.bestValAccuracy, bestEpoch: c.bestEpoch, wallMs: c.wallMs, imagesPerSec: c.imagesPerSec });
+      outcomes.push({
+        spec: c.spec,
+        bestValAccuracy: c.bestValAccuracy,
+        bestEpoch: c.bestEpoch,
+        wallMs: c.wallMs,
+        imagesPerSec: c.imagesPerSec,
+        ...(c.predictions ? { predictions: c.predictions } : {}),
+      });
     }
     return resultsTable(outcomes);
   }

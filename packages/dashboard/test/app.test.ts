@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { buildApp, DashboardState } from '@ferry/dashboard';
-import { resultsTable, tableCsv } from '@ferry/events';
+import { resultsTable, tableCsv } from '@ferry/common';
 import { CellSpec, FerryEvent, type DeepPartial } from '@ferry/protocol';
 
 const spec = (color: string, strategy: string, seed: number): CellSpec =>
@@ -13,17 +13,22 @@ function feed(state: DashboardState, events: DeepPartial<FerryEvent>[]): void {
 function sampleState(): DashboardState {
   const state = new DashboardState();
   feed(state, [{ sweep: { name: 'study', cells: 4, createdAt: '2026-11-27T00:00:00Z' } }]);
+  // 50 val images; a cell gets the first `right` of them right. finetune: 45 and 47, freeze: 40 and
+  // 41, so 11 images only finetune got right and none only freeze: McNemar p = 2 / 2^11.
+  const labels = Array.from({ length: 50 }, (_, i) => i % 2);
   const cells: [string, string, string, number, number][] = [
-    ['c1', 'rgb', 'finetune', 0, 0.9],
-    ['c2', 'rgb', 'finetune', 1, 0.94],
-    ['c3', 'rgb', 'freeze', 0, 0.8],
-    ['c4', 'rgb', 'freeze', 1, 0.82],
+    ['c1', 'rgb', 'finetune', 0, 45],
+    ['c2', 'rgb', 'finetune', 1, 47],
+    ['c3', 'rgb', 'freeze', 0, 40],
+    ['c4', 'rgb', 'freeze', 1, 41],
   ];
-  for (const [id, color, strategy, seed, acc] of cells) {
+  for (const [id, color, strategy, seed, right] of cells) {
+    const acc = right / 50;
+    const valPredictions = labels.map((l, i) => (i < right ? l : 1 - l));
     feed(state, [
       { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'running', attempts: 1, worker: 'w1' } },
       ...[0, 1, 2].map((e) => ({ epoch: { cellId: id, worker: 'w1', epoch: e, trainLoss: 1 - e * 0.2, valLoss: 1.1 - e * 0.2, trainAccuracy: 0.5 + e * 0.1, valAccuracy: acc - (2 - e) * 0.05, confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6] } })),
-      { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'done', attempts: 1, bestValAccuracy: acc, bestEpoch: 2, wallMs: 1000, imagesPerSec: 50, classes: ['ants', 'bees'], confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6] } },
+      { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'done', attempts: 1, bestValAccuracy: acc, bestEpoch: 2, wallMs: 1000, imagesPerSec: 50, classes: ['ants', 'bees'], confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6], valPredictions, valLabels: labels, valSetHash: `seed${seed}` } },
     ]);
   }
   feed(state, [{ worker: { workerId: 'w1', name: 'gpu0', backend: 'webgpu', device: 'H100', state: 'alive', imagesPerSec: 123, cellId: '' } }]);
@@ -50,17 +55,31 @@ describe('dashboard routes (fastify inject)', () => {
     const row = page.table.rows[0]!;
     expect(row.byStrategy['finetune']!.mean).toBeCloseTo(0.92, 10);
     expect(row.winner).toBe('finetune');
+    expect(row.comparison).toMatchObject({ test: 'mcnemar-exact', discordant: [11, 0], pairedSeeds: 2 });
+    expect(row.comparison!.pValue).toBeCloseTo(2 / 2 ** 11, 12);
+    expect(row.byStrategy['finetune']).toMatchObject({ correct: 92, total: 100 });
     await app.close();
   });
 
   test('the table export is exactly what `ferry sweep results` prints, in CSV, Markdown and JSON', async () => {
     const state = sampleState();
     const { app } = buildApp({ state });
-    const expected = resultsTable([...state.sweeps.get('s1')!.cells.values()].map((c) => ({ spec: c.spec!, bestValAccuracy: c.bestValAccuracy, bestEpoch: c.bestEpoch, wallMs: c.wallMs, imagesPerSec: c.imagesPerSec })));
+    const expected = resultsTable(
+      [...state.sweeps.get('s1')!.cells.values()].map((c) => ({
+        spec: c.spec!,
+        bestValAccuracy: c.bestValAccuracy,
+        bestEpoch: c.bestEpoch,
+        wallMs: c.wallMs,
+        imagesPerSec: c.imagesPerSec,
+        predictions: c.predictions!,
+      })),
+    );
     const csv = await app.inject('/api/sweeps/s1/table?format=csv');
     expect(csv.headers['content-type']).toContain('text/csv');
     expect(csv.body).toBe(`${tableCsv(expected)}\n`);
-    expect((await app.inject('/api/sweeps/s1/table?format=md')).body).toContain('| ants | rgb | **92.0% +/- 2.8** | 81.0% +/- 1.4 | finetune |');
+    expect((await app.inject('/api/sweeps/s1/table?format=md')).body).toContain(
+      '| ants | rgb | **92.0% +/- 2.8 [85.0, 95.9]** | 81.0% +/- 1.4 [72.2, 87.5] | finetune (McNemar p = 0.00098) |',
+    );
     expect((await app.inject('/api/sweeps/s1/table')).json()).toEqual(JSON.parse(JSON.stringify(expected)));
     expect((await app.inject('/api/sweeps/s1/table?format=xml')).statusCode).toBe(400);
     expect((await app.inject('/api/sweeps/nope/table')).statusCode).toBe(404);

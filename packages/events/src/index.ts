@@ -3,4 +3,3 @@ export { connectNats, natsOptions, type NatsTarget } from './connection.js';
 export { ensureStream } from './stream.js';
 export { EventPublisher, type PublisherOptions } from './publisher.js';
 export { EventSubscriber } from './subscriber.js';
-export { resultsTable, tableCsv, tableMarkdown, type CellOutcome, type ResultsTable, type TableCell } from './results.js';

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
-import { resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/events';
+import { DEFAULT_ALPHA, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
@@ -160,22 +160,44 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
   return 0;
 }
 
-const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
+const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json] [--alpha 0.05] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
+
+/** `--alpha`: the significance level a verdict needs (p < alpha), 0.05 unless given. */
+export function significanceLevel(args: Args): number {
+  const alpha = args.number('alpha', DEFAULT_ALPHA);
+  if (!(alpha > 0 && alpha < 1)) throw new InvalidArgumentError(`--alpha must be between 0 and 1 (got ${alpha})`);
+  return alpha;
+}
 
 export function outcomes(s: SweepStatus): CellOutcome[] {
   return s.cells
     .filter((c) => c.state === 'done' && c.resultJson)
     .map((c) => {
-      const r = JSON.parse(c.resultJson) as { bestValAccuracy: number; bestEpoch: number; wallMs: number; imagesPerSec: number };
+      const r = JSON.parse(c.resultJson) as {
+        bestValAccuracy: number;
+        bestEpoch: number;
+        wallMs: number;
+        imagesPerSec: number;
+        valPredictions?: number[];
+        valLabels?: number[];
+        valSetHash?: string;
+      };
       const { valFraction, ...spec } = c.spec!;
-      return { spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' }, bestValAccuracy: r.bestValAccuracy, bestEpoch: r.bestEpoch, wallMs: r.wallMs, imagesPerSec: r.imagesPerSec };
+      return {
+        spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
+        bestValAccuracy: r.bestValAccuracy,
+        bestEpoch: r.bestEpoch,
+        wallMs: r.wallMs,
+        imagesPerSec: r.imagesPerSec,
+        ...(r.valPredictions && r.valLabels && r.valSetHash ? { predictions: { predicted: r.valPredictions, labels: r.valLabels, valSetHash: r.valSetHash } } : {}),
+      };
     });
 }
 
 /** `ferry sweep ...`: administration against a coordinator. */
 export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv;
-  const args = Args.parse(rest, { ...CONNECTION_FLAGS, 'data-root': { type: 'string' }, format: { type: 'string' }, 'max-attempts': { type: 'string' } }, SWEEP_USAGE);
+  const args = Args.parse(rest, { ...CONNECTION_FLAGS, 'data-root': { type: 'string' }, format: { type: 'string' }, alpha: { type: 'string' }, 'max-attempts': { type: 'string' } }, SWEEP_USAGE);
   const conn = connectionFrom(args, io);
   const admin = adminClient(conn);
   try {
@@ -223,7 +245,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
       }
       case 'results': {
         const s = await unary(admin.getSweep, admin, { sweepId: ref() }, conn, 10_000);
-        const t = resultsTable(outcomes(s));
+        const t = resultsTable(outcomes(s), { alpha: significanceLevel(args) });
         const format = args.string('format') ?? 'md';
         if (format === 'csv') out(io, tableCsv(t));
         else if (format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));

@@ -7,14 +7,14 @@ import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseSweep } from '@ferry/coordinator';
-import { resultsTable, tableCsv, tableMarkdown } from '@ferry/events';
+import { resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { ProgressLine, err, out, type CliIo } from '../io.js';
-import { outcomes } from './cluster.js';
+import { outcomes, significanceLevel } from './cluster.js';
 
-const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080]';
+const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--alpha 0.05]';
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
 export function findExecutable(name: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
@@ -105,6 +105,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
       nats: { type: 'string' },
       'no-nats': { type: 'boolean' },
       'dashboard-port': { type: 'string' },
+      alpha: { type: 'string' },
     },
     USAGE,
   );
@@ -115,6 +116,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   });
   const sweep = parseSweep(yaml, file); // validate before starting anything
   const workers = args.int('workers', 1, 1);
+  const alpha = significanceLevel(args);
   const dataRoot = path.resolve(args.string('data-root') ?? 'data');
   const outRoot = path.resolve(args.string('out') ?? path.join('runs', sweep.name));
   await mkdir(outRoot, { recursive: true });
@@ -196,7 +198,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
         if (finished === total) {
           progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
           for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`);
-          const t = resultsTable(outcomes(s));
+          const t = resultsTable(outcomes(s), { alpha });
           await writeFile(path.join(outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
           await writeFile(path.join(outRoot, 'results.csv'), `${tableCsv(t)}\n`);
           await writeFile(path.join(outRoot, 'results.json'), `${JSON.stringify({ sweep: s.sweepId, table: t, cells: s.cells.map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, result: c.resultJson ? JSON.parse(c.resultJson) : null, error: c.error || null })) }, null, 2)}\n`);

@@ -25,6 +25,9 @@ export interface CheckpointMeta {
   readonly history: readonly EpochMetrics[];
   readonly bestValAccuracy: number;
   readonly bestEpoch: number;
+  /** Per val image (in the val source's order), the class predicted at the best epoch, and its label. */
+  readonly bestPredictions?: readonly number[];
+  readonly valLabels?: readonly number[];
   /** Hash of the run's resolved configuration; a checkpoint of another run is refused. */
   readonly configHash: string;
 }

@@ -24,6 +24,12 @@ export interface TrainResult {
   readonly bestEpoch: number;
   readonly bestConfusion: readonly (readonly number[])[];
   readonly bestPerClassAccuracy: readonly number[];
+  /**
+   * The class predicted for each val image at the best epoch, in the val source's order, and the
+   * images' labels: what paired tests compare between cells evaluated on the same images.
+   */
+  readonly bestPredictions: readonly number[];
+  readonly valLabels: readonly number[];
   readonly wallMs: number;
   /** Training images per second over all epochs (this process). */
   readonly imagesPerSec: number;

@@ -167,6 +167,29 @@ export async function averageOverRing(
   });
 }
 
+/**
+ * Puts the ranks' shards of per-image values back into val order: rank r evaluated images r, r + k,
+ * r + 2k, ... (distributedShard without padding), so its j-th value belongs at r + j k. One sum over
+ * the ring (values shifted by 1 so that 0 means "not mine"; float32 holds integers exactly to 2^24).
+ */
+async function gatherShards(
+  d: { readonly transport: RingTransport; readonly deadlineMs: number },
+  total: number,
+  parts: readonly (readonly number[])[],
+  tag: string,
+): Promise<Int32Array[]> {
+  const { rank, worldSize } = d.transport;
+  const flat = new Float32Array(total * parts.length);
+  parts.forEach((values, p) =>
+    values.forEach((v, j) => {
+      const at = rank + j * worldSize;
+      if (at < total) flat[p * total + at] = v + 1;
+    }),
+  );
+  await ringAllReduceSum(d.transport, flat, tag, d.deadlineMs);
+  return parts.map((_, p) => Int32Array.from(flat.subarray(p * total, (p + 1) * total), (v) => v - 1));
+}
+
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
   return tf.tidy(() => {
@@ -374,10 +397,18 @@ export class Trainer {
     return { pending: { loss: lossValue, logits: logitsKept!, labels: Int32Array.from(batch.labels) }, grads: named };
   }
 
-  /** Loss and confusion matrix over a source, in inference mode. */
-  async evaluate(source: BatchSource, opTag = 'eval'): Promise<{ loss: number; confusion: number[][] }> {
+  /**
+   * Loss, confusion matrix and per-image predictions over a source, in inference mode. In a
+   * data-parallel group every rank returns the whole val set's numbers.
+   */
+  async evaluate(
+    source: BatchSource,
+    opTag = 'eval',
+  ): Promise<{ loss: number; confusion: number[][]; predictions: Int32Array; labels: Int32Array }> {
     const k = this.options.network.model.numClasses;
     const confusion = confusionMatrix([], [], k);
+    const predictions: number[] = [];
+    const labels: number[] = [];
     let lossSum = 0;
     let count = 0;
     for await (const batch of source.batches(0, this.options.config.seed)) {
@@ -393,6 +424,10 @@ export class Trainer {
       lossSum += loss * n;
       count += n;
       addConfusion(confusion, confusionMatrix(batch.labels, preds, k));
+      for (let i = 0; i < n; i++) {
+        predictions.push(preds[i]!);
+        labels.push(batch.labels[i]!);
+      }
     }
     assertDeviceHealthy();
     const d = this.options.distributed;
@@ -403,8 +438,10 @@ export class Trainer {
       confusion.forEach((row, i) => row.forEach((_, j) => (row[j] = flat[i * k + j]!)));
       lossSum = flat[k * k]!;
       count = flat[k * k + 1]!;
+      const all = await gatherShards(d, Math.round(count), [predictions, labels], `valpred/${opTag}`);
+      return { loss: count === 0 ? 0 : lossSum / count, confusion, predictions: all[0]!, labels: all[1]! };
     }
-    return { loss: count === 0 ? 0 : lossSum / count, confusion };
+    return { loss: count === 0 ? 0 : lossSum / count, confusion, predictions: Int32Array.from(predictions), labels: Int32Array.from(labels) };
   }
 
   async run(): Promise<TrainResult> {
@@ -416,6 +453,8 @@ export class Trainer {
     let bestEpoch = -1;
     // Best-val weights: a device-side copy of what training can change (cheap), plus the file.
     let bestSnapshot: Map<string, tf.Tensor> | undefined;
+    let bestPredictions: readonly number[] = [];
+    let valLabels: readonly number[] = [];
     let bestFromFile: StateDict | undefined;
     let start = 0;
     const lastFile = checkpointDir ? path.join(checkpointDir, 'last.safetensors') : undefined;
@@ -434,6 +473,8 @@ export class Trainer {
       start = ck.meta.epochsDone;
       bestAcc = ck.meta.bestValAccuracy;
       bestEpoch = ck.meta.bestEpoch;
+      bestPredictions = ck.meta.bestPredictions ?? [];
+      valLabels = ck.meta.valLabels ?? [];
       if (bestFile && existsSync(bestFile)) bestFromFile = (await readWeightsFile(bestFile)).tensors;
     }
     const resumedFrom = start;
@@ -521,6 +562,8 @@ export class Trainer {
       if (improved) {
         bestAcc = valAccuracy;
         bestEpoch = epoch;
+        bestPredictions = [...val.predictions];
+        valLabels = [...val.labels];
         for (const t of bestSnapshot?.values() ?? []) t.dispose();
         bestSnapshot = network.snapshot(this.changing);
         bestFromFile = undefined;
@@ -538,6 +581,8 @@ export class Trainer {
           history,
           bestValAccuracy: bestAcc,
           bestEpoch,
+          bestPredictions,
+          valLabels,
           configHash: hash,
         };
         await saveCheckpoint(lastFile, network, this.sgd, meta);
@@ -556,6 +601,8 @@ export class Trainer {
       bestEpoch,
       bestConfusion: best?.confusion ?? [],
       bestPerClassAccuracy: best?.perClassAccuracy ?? [],
+      bestPredictions,
+      valLabels,
       wallMs: performance.now() - wallStart,
       imagesPerSec: trainMsTotal > 0 ? (trainImages / trainMsTotal) * 1000 : 0,
       resumedFromEpoch: resumedFrom,

@@ -77,6 +77,13 @@ export interface CellEvent {
   classes: string[];
   confusion: ConfusionRow[];
   perClassAccuracy: number[];
+  /**
+   * At the best epoch, per val image in val order: the predicted class and the label; with the
+   * hash of the val image list. Paired tests compare cells image by image with these.
+   */
+  valPredictions: number[];
+  valLabels: number[];
+  valSetHash: string;
 }
 
 /** A worker's heartbeat (from the worker) or its state change (from the coordinator). */
@@ -956,6 +963,9 @@ function createBaseCellEvent(): CellEvent {
     classes: [],
     confusion: [],
     perClassAccuracy: [],
+    valPredictions: [],
+    valLabels: [],
+    valSetHash: "",
   };
 }
 
@@ -1003,6 +1013,23 @@ export const CellEvent: MessageFns<CellEvent> = {
         writer.double(v);
       }
       writer.join();
+    }
+    if (message.valPredictions.length !== 0) {
+      writer.uint32(114).fork();
+      for (const v of message.valPredictions) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.valLabels.length !== 0) {
+      writer.uint32(122).fork();
+      for (const v of message.valLabels) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.valSetHash !== "") {
+      writer.uint32(130).string(message.valSetHash);
     }
     return writer;
   },
@@ -1134,6 +1161,50 @@ export const CellEvent: MessageFns<CellEvent> = {
 
             break;
           }
+          case 14: {
+            if (tag === 112) {
+              message.valPredictions.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 114) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.valPredictions.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 15: {
+            if (tag === 120) {
+              message.valLabels.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 122) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.valLabels.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.valSetHash = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1189,6 +1260,21 @@ export const CellEvent: MessageFns<CellEvent> = {
         : globalThis.Array.isArray(object?.per_class_accuracy)
         ? object.per_class_accuracy.map((e: any) => globalThis.Number(e))
         : [],
+      valPredictions: globalThis.Array.isArray(object?.valPredictions)
+        ? object.valPredictions.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.val_predictions)
+        ? object.val_predictions.map((e: any) => globalThis.Number(e))
+        : [],
+      valLabels: globalThis.Array.isArray(object?.valLabels)
+        ? object.valLabels.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.val_labels)
+        ? object.val_labels.map((e: any) => globalThis.Number(e))
+        : [],
+      valSetHash: isSet(object.valSetHash)
+        ? globalThis.String(object.valSetHash)
+        : isSet(object.val_set_hash)
+        ? globalThis.String(object.val_set_hash)
+        : "",
     };
   },
 
@@ -1233,6 +1319,15 @@ export const CellEvent: MessageFns<CellEvent> = {
     if (message.perClassAccuracy?.length) {
       obj.perClassAccuracy = message.perClassAccuracy.map((e) => floatToJson(e));
     }
+    if (message.valPredictions?.length) {
+      obj.valPredictions = message.valPredictions.map((e) => Math.round(e));
+    }
+    if (message.valLabels?.length) {
+      obj.valLabels = message.valLabels.map((e) => Math.round(e));
+    }
+    if (message.valSetHash !== "") {
+      obj.valSetHash = message.valSetHash;
+    }
     return obj;
   },
 
@@ -1254,6 +1349,9 @@ export const CellEvent: MessageFns<CellEvent> = {
     message.classes = object.classes?.map((e) => e) || [];
     message.confusion = object.confusion?.map((e) => ConfusionRow.fromPartial(e)) || [];
     message.perClassAccuracy = object.perClassAccuracy?.map((e) => e) || [];
+    message.valPredictions = object.valPredictions?.map((e) => e) || [];
+    message.valLabels = object.valLabels?.map((e) => e) || [];
+    message.valSetHash = object.valSetHash ?? "";
     return message;
   },
 };

@@ -1,0 +1,360 @@
+/**
+ * The study's answer: the comparison table shared by `ferry run`, `ferry sweep results` and the
+ * dashboard, so all of them show the same numbers. Rows are dataset x color (x model), columns the
+ * strategies; each cell holds the mean over seeds and a 95% Wilson interval on the val images
+ * pooled over seeds; each row compares its best two strategies on the same images (exact McNemar
+ * on the images only one of them got right, pooled over seeds; a paired t-test over seeds with 3 or
+ * more), and names a winner only when the test says so. rgb and gray are compared the same way.
+ */
+import { mcnemarExact, pairedTTest, wilsonInterval } from './stats.js';
+import { strategyDefinition } from './strategy.js';
+
+/** What the table needs of a finished cell. */
+export interface CellOutcome {
+  readonly spec: {
+    readonly dataset: string;
+    readonly color: string;
+    readonly strategy: string;
+    readonly model: string;
+    readonly seed: number;
+  };
+  readonly bestValAccuracy: number;
+  readonly bestEpoch: number;
+  readonly wallMs: number;
+  readonly imagesPerSec: number;
+  /**
+   * The best epoch's prediction for every val image and the labels, in val order, with the hash of
+   * the val image list; absent for results that did not keep them.
+   */
+  readonly predictions?: CellPredictions;
+}
+
+export interface CellPredictions {
+  readonly predicted: readonly number[];
+  readonly labels: readonly number[];
+  readonly valSetHash: string;
+}
+
+export interface TableCell {
+  readonly n: number;
+  readonly mean: number;
+  /** Sample standard deviation across seeds (0 for one seed). */
+  readonly std: number;
+  readonly bestEpochMean: number;
+  readonly wallMsMean: number;
+  readonly imagesPerSecMean: number;
+  /** Val images classified right and classified, pooled over seeds; null without predictions. */
+  readonly correct: number | null;
+  readonly total: number | null;
+  /** 95% Wilson interval of the pooled accuracy; null without predictions. */
+  readonly ci95: readonly [number, number] | null;
+}
+
+export type ComparisonTest = 'mcnemar-exact' | 'paired-t' | 'none';
+
+export interface Comparison {
+  /** The columns compared (the row's best two by mean; rgb and gray for a colour comparison). */
+  readonly a: string;
+  readonly b: string;
+  /** The test the verdict rests on: exact McNemar when predictions pair up, else a paired t-test over 3+ seeds. */
+  readonly test: ComparisonTest;
+  readonly pValue: number | null;
+  /** The better of a and b when pValue < alpha, else null ("no significant difference"). */
+  readonly winner: string | null;
+  /** Images only a got right, and only b, pooled over the paired seeds (McNemar's b and c). */
+  readonly discordant: readonly [number, number] | null;
+  /** Seeds whose two cells were evaluated on the same val images. */
+  readonly pairedSeeds: number;
+  /** With 3 or more seeds in both columns: a paired t-test on the per-seed accuracies. */
+  readonly seeds: { readonly test: 'paired-t'; readonly pValue: number; readonly n: number } | null;
+  /** Why there is no test, when test is 'none'. */
+  readonly reason?: string;
+}
+
+export interface ResultsRow {
+  readonly dataset: string;
+  readonly color: string;
+  readonly model: string;
+  readonly byStrategy: Readonly<Record<string, TableCell | null>>;
+  /** The row's best two strategies compared; null with fewer than two. */
+  readonly comparison: Comparison | null;
+  /** comparison.winner, for readers that want only the verdict. */
+  readonly winner: string | null;
+  /** The verdict in words, with its p-value (verdictText), as every view shows it. */
+  readonly verdict: string;
+}
+
+export interface ColorComparison {
+  readonly dataset: string;
+  readonly model: string;
+  readonly strategy: string;
+  readonly rgb: TableCell;
+  readonly gray: TableCell;
+  readonly comparison: Comparison;
+  readonly verdict: string;
+}
+
+export interface ResultsTable {
+  /** Strategy columns, in sweep order. */
+  readonly strategies: readonly string[];
+  /** What each strategy column means (STRATEGIES), so a reader never compares two different freezes under one name. */
+  readonly semantics: Readonly<Record<string, string>>;
+  /** The significance level: a winner is named only when p < alpha. */
+  readonly alpha: number;
+  readonly rows: readonly ResultsRow[];
+  /** rgb against gray, per dataset, model and strategy, on the same images. */
+  readonly colorComparisons: readonly ColorComparison[];
+}
+
+export interface ResultsOptions {
+  /** Significance level (default 0.05). */
+  readonly alpha?: number;
+}
+
+export const DEFAULT_ALPHA = 0.05;
+
+function meanStd(xs: readonly number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1));
+  return { mean, std };
+}
+
+function countCorrect(p: CellPredictions): number {
+  let k = 0;
+  for (let i = 0; i < p.labels.length; i++) if (p.predicted[i] === p.labels[i]) k++;
+  return k;
+}
+
+function tableCell(xs: readonly CellOutcome[]): TableCell {
+  const acc = meanStd(xs.map((o) => o.bestValAccuracy));
+  const withPredictions = xs.every((o) => o.predictions && o.predictions.labels.length > 0);
+  const correct = withPredictions ? xs.reduce((a, o) => a + countCorrect(o.predictions!), 0) : null;
+  const total = withPredictions ? xs.reduce((a, o) => a + o.predictions!.labels.length, 0) : null;
+  return {
+    n: xs.length,
+    mean: acc.mean,
+    std: acc.std,
+    bestEpochMean: meanStd(xs.map((o) => o.bestEpoch)).mean,
+    wallMsMean: meanStd(xs.map((o) => o.wallMs)).mean,
+    imagesPerSecMean: meanStd(xs.map((o) => o.imagesPerSec)).mean,
+    correct,
+    total,
+    ci95: correct !== null && total !== null ? wilsonInterval(correct, total) : null,
+  };
+}
+
+/**
+ * Compares the cells of column a with those of column b seed by seed: McNemar's discordant counts
+ * pooled over the seeds whose two cells saw the same val images, and a paired t-test on the
+ * per-seed accuracies when 3 or more seeds pair up.
+ */
+export function compareColumns(a: string, as: readonly CellOutcome[], b: string, bs: readonly CellOutcome[], alpha = DEFAULT_ALPHA): Comparison {
+  const bySeed = new Map(bs.map((o) => [o.spec.seed, o]));
+  const pairs = as.flatMap((x) => {
+    const y = bySeed.get(x.spec.seed);
+    return y ? [[x, y] as const] : [];
+  });
+  let onlyA = 0;
+  let onlyB = 0;
+  let pairedSeeds = 0;
+  let reason: string | undefined;
+  for (const [x, y] of pairs) {
+    const px = x.predictions;
+    const py = y.predictions;
+    if (!px || !py || px.labels.length === 0 || py.labels.length === 0) {
+      reason = 'per-image predictions were not kept';
+      continue;
+    }
+    if (px.valSetHash !== py.valSetHash || px.labels.length !== py.labels.length) {
+      reason = 'the cells were evaluated on different val images';
+      continue;
+    }
+    pairedSeeds++;
+    for (let i = 0; i < px.labels.length; i++) {
+      const ra = px.predicted[i] === px.labels[i];
+      const rb = py.predicted[i] === py.labels[i];
+      if (ra && !rb) onlyA++;
+      else if (rb && !ra) onlyB++;
+    }
+  }
+  const seeds = pairs.length >= 3 ? { test: 'paired-t' as const, pValue: pairedTTest(pairs.map(([x, y]) => x.bestValAccuracy - y.bestValAccuracy)).pValue, n: pairs.length } : null;
+  const better = (diff: number): string | null => (diff > 0 ? a : diff < 0 ? b : null);
+  if (pairedSeeds > 0) {
+    const pValue = mcnemarExact(onlyA, onlyB);
+    return { a, b, test: 'mcnemar-exact', pValue, winner: pValue < alpha ? better(onlyA - onlyB) : null, discordant: [onlyA, onlyB], pairedSeeds, seeds };
+  }
+  if (seeds) {
+    const diff = pairs.reduce((s, [x, y]) => s + x.bestValAccuracy - y.bestValAccuracy, 0);
+    return { a, b, test: 'paired-t', pValue: seeds.pValue, winner: seeds.pValue < alpha ? better(diff) : null, discordant: null, pairedSeeds: 0, seeds };
+  }
+  return {
+    a,
+    b,
+    test: 'none',
+    pValue: null,
+    winner: null,
+    discordant: null,
+    pairedSeeds: 0,
+    seeds: null,
+    reason: pairs.length === 0 ? 'no seed ran in both columns' : `${reason ?? 'no paired images'}, and fewer than 3 seeds`,
+  };
+}
+
+const key = (...parts: string[]): string => JSON.stringify(parts);
+
+/** The study's comparison: rows dataset x color (x model), columns strategies, with their tests. */
+export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsOptions = {}): ResultsTable {
+  const alpha = options.alpha ?? DEFAULT_ALPHA;
+  if (!(alpha > 0 && alpha < 1)) throw new RangeError(`alpha must be between 0 and 1 (got ${alpha})`);
+  const strategies = [...new Set(outcomes.map((o) => o.spec.strategy))];
+  const groups = new Map<string, CellOutcome[]>();
+  for (const o of outcomes) {
+    const k = key(o.spec.dataset, o.spec.color, o.spec.model);
+    groups.set(k, [...(groups.get(k) ?? []), o]);
+  }
+  const rows = [...groups].map(([k, list]): ResultsRow => {
+    const [dataset, color, model] = JSON.parse(k) as [string, string, string];
+    const byStrategy: Record<string, TableCell | null> = {};
+    for (const s of strategies) {
+      const xs = list.filter((o) => o.spec.strategy === s);
+      byStrategy[s] = xs.length === 0 ? null : tableCell(xs);
+    }
+    const ranked = strategies.filter((s) => byStrategy[s]).sort((x, y) => byStrategy[y]!.mean - byStrategy[x]!.mean);
+    const [first, second] = ranked;
+    const comparison =
+      first && second
+        ? compareColumns(
+            first,
+            list.filter((o) => o.spec.strategy === first),
+            second,
+            list.filter((o) => o.spec.strategy === second),
+            alpha,
+          )
+        : null;
+    return { dataset, color, model, byStrategy, comparison, winner: comparison?.winner ?? null, verdict: verdictText(comparison) };
+  });
+  rows.sort((x, y) => (x.dataset < y.dataset ? -1 : x.dataset > y.dataset ? 1 : x.model < y.model ? -1 : x.model > y.model ? 1 : x.color === 'rgb' ? -1 : 1));
+
+  const colorComparisons: ColorComparison[] = [];
+  const seen = new Set<string>();
+  for (const o of outcomes) {
+    const k = key(o.spec.dataset, o.spec.model, o.spec.strategy);
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const same = (c: string) => outcomes.filter((x) => x.spec.dataset === o.spec.dataset && x.spec.model === o.spec.model && x.spec.strategy === o.spec.strategy && x.spec.color === c);
+    const rgb = same('rgb');
+    const gray = same('gray');
+    if (rgb.length === 0 || gray.length === 0) continue;
+    const comparison = compareColumns('rgb', rgb, 'gray', gray, alpha);
+    colorComparisons.push({
+      dataset: o.spec.dataset,
+      model: o.spec.model,
+      strategy: o.spec.strategy,
+      rgb: tableCell(rgb),
+      gray: tableCell(gray),
+      comparison,
+      verdict: verdictText(comparison),
+    });
+  }
+  const semantics = Object.fromEntries(strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']));
+  return { strategies, semantics, alpha, rows, colorComparisons };
+}
+
+const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
+
+/** A p-value as a reader wants it: 3 significant digits, and "< 0.0001" below that. */
+export function formatP(p: number): string {
+  if (p < 1e-4) return '< 0.0001';
+  return p >= 0.001 ? p.toFixed(p >= 0.1 ? 2 : 3) : p.toPrecision(2);
+}
+
+/** "87.0% [79.1, 92.4]", or with several seeds "87.0% +/- 1.2 [85.0, 88.9]". */
+export function cellText(c: TableCell | null): string {
+  if (!c) return '-';
+  const mean = c.n > 1 ? `${pct(c.mean)} +/- ${(c.std * 100).toFixed(1)}` : pct(c.mean);
+  return c.ci95 ? `${mean} [${(c.ci95[0] * 100).toFixed(1)}, ${(c.ci95[1] * 100).toFixed(1)}]` : mean;
+}
+
+const TEST_NAMES: Readonly<Record<ComparisonTest, string>> = { 'mcnemar-exact': 'McNemar', 'paired-t': 'paired t over seeds', none: '' };
+
+/** "finetune (McNemar p = 0.003)", "no significant difference (McNemar p = 0.41)", or why there is no test. */
+export function verdictText(c: Comparison | null): string {
+  if (!c) return '-';
+  if (c.test === 'none' || c.pValue === null) return `no test: ${c.reason ?? 'nothing to compare'}`;
+  const seeds = c.seeds && c.test !== 'paired-t' ? `; seeds p = ${formatP(c.seeds.pValue)}` : '';
+  const stat = `${TEST_NAMES[c.test]} p = ${formatP(c.pValue)}${seeds}`;
+  return c.winner ? `${c.winner} (${stat})` : `no significant difference (${stat})`;
+}
+
+export function tableMarkdown(t: ResultsTable): string {
+  const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
+  const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.strategies, 'verdict'];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const r of t.rows) {
+    const cells = t.strategies.map((s) => {
+      const txt = cellText(r.byStrategy[s] ?? null);
+      return r.winner === s ? `**${txt}**` : txt;
+    });
+    lines.push(`| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...cells, r.verdict].join(' | ')} |`);
+  }
+  if (t.colorComparisons.length > 0) {
+    lines.push('', 'rgb against gray, on the same images:', '');
+    const chead = ['dataset', ...(multiModel ? ['model'] : []), 'strategy', 'rgb', 'gray', 'verdict'];
+    lines.push(`| ${chead.join(' | ')} |`, `|${chead.map(() => '---').join('|')}|`);
+    for (const c of t.colorComparisons) {
+      const w = c.comparison.winner;
+      const rgb = w === 'rgb' ? `**${cellText(c.rgb)}**` : cellText(c.rgb);
+      const gray = w === 'gray' ? `**${cellText(c.gray)}**` : cellText(c.gray);
+      lines.push(`| ${[c.dataset, ...(multiModel ? [c.model] : []), c.strategy, rgb, gray, c.verdict].join(' | ')} |`);
+    }
+  }
+  lines.push('', ...t.strategies.map((s) => `- ${s}: ${t.semantics[s] ?? 'unknown strategy'}`));
+  lines.push(
+    `- [low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).`,
+  );
+  return lines.join('\n');
+}
+
+/** RFC 4180: a field with a comma, quote or line break is quoted, its quotes doubled. */
+function csvField(v: string): string {
+  return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
+}
+
+const num = (v: number | null | undefined, digits = 4): string => (v === null || v === undefined ? '' : v.toFixed(digits));
+const pv = (v: number | null | undefined): string => (v === null || v === undefined ? '' : v.toPrecision(6));
+
+export function tableCsv(t: ResultsTable): string {
+  const head = [
+    'dataset',
+    'color',
+    'model',
+    ...t.strategies.flatMap((s) => [`${s}_mean`, `${s}_std`, `${s}_n`, `${s}_ci95_low`, `${s}_ci95_high`, `${s}_best_epoch`, `${s}_wall_s`, `${s}_images_per_sec`]),
+    'compared',
+    'test',
+    'p_value',
+    'winner',
+    ...t.strategies.flatMap((s) => [`${s}_rgb_vs_gray_test`, `${s}_rgb_vs_gray_p_value`, `${s}_rgb_vs_gray_winner`]),
+    ...t.strategies.map((s) => `${s}_semantics`),
+  ];
+  const rows = t.rows.map((r) => [
+    r.dataset,
+    r.color,
+    r.model,
+    ...t.strategies.flatMap((s) => {
+      const c = r.byStrategy[s];
+      return c
+        ? [num(c.mean), num(c.std), String(c.n), num(c.ci95?.[0]), num(c.ci95?.[1]), c.bestEpochMean.toFixed(1), (c.wallMsMean / 1000).toFixed(1), c.imagesPerSecMean.toFixed(1)]
+        : ['', '', '0', '', '', '', '', ''];
+    }),
+    r.comparison ? `${r.comparison.a} vs ${r.comparison.b}` : '',
+    r.comparison?.test ?? '',
+    pv(r.comparison?.pValue),
+    r.winner ?? '',
+    ...t.strategies.flatMap((s) => {
+      const c = t.colorComparisons.find((x) => x.dataset === r.dataset && x.model === r.model && x.strategy === s)?.comparison;
+      return c ? [c.test, pv(c.pValue), c.winner ?? ''] : ['', '', ''];
+    }),
+    ...t.strategies.map((s) => t.semantics[s] ?? ''),
+  ]);
+  return [head, ...rows].map((r) => r.map(csvField).join(',')).join('\n');
+}
