@@ -230,7 +230,7 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| verdict \|/);
     expect(first.stdout).toMatch(
-      /\| demo \| rgb \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| (finetune|freeze|no significant difference) \(McNemar p = [<\d. ]+\) \|/,
+      /\| demo \| rgb \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| (finetune|freeze|no significant difference) \(McNemar p [=<] [\d.]+\) \|/,
     );
     type Cells = {
       table: ResultsTable;

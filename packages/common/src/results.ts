@@ -262,10 +262,10 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
 
 const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
 
-/** A p-value as a reader wants it: 3 significant digits, and "< 0.0001" below that. */
+/** A p-value as a reader wants it: "p = 0.021", "p = 0.00098", and "p < 0.0001" below that. */
 export function formatP(p: number): string {
-  if (p < 1e-4) return '< 0.0001';
-  return p >= 0.001 ? p.toFixed(p >= 0.1 ? 2 : 3) : p.toPrecision(2);
+  if (p < 1e-4) return 'p < 0.0001';
+  return `p = ${p >= 0.001 ? p.toFixed(p >= 0.1 ? 2 : 3) : p.toPrecision(2)}`;
 }
 
 /** "87.0% [79.1, 92.4]", or with several seeds "87.0% +/- 1.2 [85.0, 88.9]". */
@@ -281,8 +281,8 @@ const TEST_NAMES: Readonly<Record<ComparisonTest, string>> = { 'mcnemar-exact': 
 export function verdictText(c: Comparison | null): string {
   if (!c) return '-';
   if (c.test === 'none' || c.pValue === null) return `no test: ${c.reason ?? 'nothing to compare'}`;
-  const seeds = c.seeds && c.test !== 'paired-t' ? `; seeds p = ${formatP(c.seeds.pValue)}` : '';
-  const stat = `${TEST_NAMES[c.test]} p = ${formatP(c.pValue)}${seeds}`;
+  const seeds = c.seeds && c.test !== 'paired-t' ? `; over seeds ${formatP(c.seeds.pValue)}` : '';
+  const stat = `${TEST_NAMES[c.test]} ${formatP(c.pValue)}${seeds}`;
   return c.winner ? `${c.winner} (${stat})` : `no significant difference (${stat})`;
 }
 

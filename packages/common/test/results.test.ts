@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { resultsTable, tableCsv, tableMarkdown, wilsonInterval, type CellOutcome } from '@ferry/common';
+import { formatP, resultsTable, tableCsv, tableMarkdown, wilsonInterval, type CellOutcome } from '@ferry/common';
 
 /** 20 val images, labels 0/1 alternating; `right` lists the images a cell classified correctly. */
 const LABELS = Array.from({ length: 20 }, (_, i) => i % 2);
@@ -101,5 +101,12 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(rgbRow).toContain(',finetune vs freeze,mcnemar-exact,');
     expect(rgbRow).toContain(',mcnemar-exact,0.000976562,rgb,');
     expect(rgbRow).toContain('"the study\'s freeze: backbone weights fixed, its BatchNorm in training mode (batch statistics; running statistics adapt to the target), new head trained"');
+  });
+
+  test('p-values read as a reader expects', () => {
+    expect(formatP(0.41)).toBe('p = 0.41');
+    expect(formatP(0.0214)).toBe('p = 0.021');
+    expect(formatP(0.00098)).toBe('p = 0.00098');
+    expect(formatP(3e-7)).toBe('p < 0.0001');
   });
 });
