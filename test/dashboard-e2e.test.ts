@@ -129,3 +129,29 @@ test('1,000 cells with live updates render and keep updating without freezing th
   await page.close();
   await app.close();
 });
+
+test('markup in event text (a cell id, a dataset name) is shown as text: clicking the row runs nothing, the page raises no error', async () => {
+  const { buildApp, DashboardState } = await import('@ferry/dashboard');
+  const { CellSpec, FerryEvent } = await import('@ferry/protocol');
+  const state = new DashboardState();
+  const evil = `x" onclick="window.__pwned=1" data-x="`;
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => void state.apply(FerryEvent.fromPartial({ sweepId: 'xss', time: new Date().toISOString(), ...e }));
+  apply({ sweep: { name: 'xss', cells: 1, createdAt: '' } });
+  apply({ cell: { cellId: evil, spec: CellSpec.fromPartial({ dataset: '<img src=x onerror="window.__pwned=2">', color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0, epochs: 3 }), state: 'running', attempts: 1, worker: 'w' } });
+  const { app } = buildApp({ state });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address() as { port: number };
+  const page = await browser!.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`http://127.0.0.1:${addr.port}/#/sweep/xss`);
+  await page.waitForSelector('#cells tr.cell');
+  expect(await page.textContent('#cells tr.cell td >> nth=0')).toBe('<img src=x onerror="window.__pwned=2">');
+  expect(await page.getAttribute('#cells tr.cell', 'data-cell')).toBe(evil);
+  await page.click('#cells tr.cell');
+  await new Promise((r) => setTimeout(r, 300));
+  expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+  expect(errors).toEqual([]);
+  await page.close();
+  await app.close();
+});

@@ -3,6 +3,7 @@
  * CLI), with no dependencies and no I/O: the training strategies and what each means, and the
  * statistics of the study's answer.
  */
+export * from './net.js';
 export * from './results.js';
 export * from './stats.js';
 export * from './strategy.js';

@@ -1,3 +1,4 @@
+import { isLoopbackHost } from '@ferry/common';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -36,7 +37,7 @@ import {
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { SweepError } from './errors.js';
-import { isLoopback, splitHostPort } from './net.js';
+import { splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
 import { Store } from './store.js';
 import { parseSweep, type CellSpec } from './sweep.js';
@@ -87,7 +88,7 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 2_000;
   const leaseMs = o.leaseMs ?? 30_000;
   if (leaseMs < 3 * heartbeatIntervalMs) throw new CoordinatorConfigError(`leaseMs (${leaseMs}) must be at least 3 x heartbeatIntervalMs (${heartbeatIntervalMs})`);
-  if (!isLoopback(host) && !o.insecure && (!o.tls || !o.token)) {
+  if (!isLoopbackHost(host) && !o.insecure && (!o.tls || !o.token)) {
     throw new CoordinatorConfigError(`binding ${listen} (not loopback) needs --tls-cert/--tls-key and --token, or an explicit --insecure`);
   }
   return Object.freeze({

@@ -1,8 +1,4 @@
-/** Address helpers shared by the servers' security checks. */
-export function isLoopback(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, '');
-  return h === 'localhost' || h === '::1' || /^127\./.test(h);
-}
+/** Address helpers shared by the servers' security checks (loopback: @ferry/common's isLoopbackHost). */
 
 /** "host:port" -> parts (IPv6 in brackets). */
 export function splitHostPort(address: string): { host: string; port: number } {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,12 +7,15 @@ import {
   FerryError,
   buildModel,
   countParams,
+  extractZip,
   listModels,
   parseWeights,
+  readNpy,
   readWeightsFile,
   resolveWeights,
   torchToTf,
   tfToTorch,
+  writeNpy,
   writeSafetensors,
   type StateDict,
 } from '@ferry/core';
@@ -116,6 +120,100 @@ describe('weight import', () => {
       'FERRY_ERR_WEIGHTS_CORRUPT',
     );
     expect((await errorOf(() => parseWeights(new Uint8Array(0), 'empty'))).message).toContain('empty');
+  });
+
+  test('malformed safetensors headers are FERRY_ERR_WEIGHTS_CORRUPT naming the problem, checked before anything is allocated', async () => {
+    const file = (header: unknown, data = new Uint8Array(16)): Uint8Array => {
+      const h = Buffer.from(JSON.stringify(header));
+      const out = new Uint8Array(8 + h.length + data.length);
+      new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true);
+      out.set(h, 8);
+      out.set(data, 8 + h.length);
+      return out;
+    };
+    const cases: [unknown, string][] = [
+      [[1, 2], 'not a JSON object'],
+      [{ w: { dtype: 'F32', shape: 'x', data_offsets: [0, 4] } }, 'tensor w: shape must be a list of non-negative integers'],
+      [{ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 'tensor w: shape must be a list'],
+      [{ w: { dtype: 'F32', shape: [1], data_offsets: [-8, -4] } }, 'tensor w: data_offsets must be [begin, end]'],
+      [{ w: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, 'data_offsets must be [begin, end]'],
+      [{ w: { dtype: 'F32', shape: [1], data_offsets: 'x' } }, 'data_offsets must be [begin, end]'],
+      [{ w: { dtype: 'F32', shape: [65536, 65536], data_offsets: [0, 16] } }, 'elements is more than the'],
+      [{ w: { dtype: 'F32', shape: [8], data_offsets: [0, 32] } }, 'tensor w is truncated'],
+      [{ w: { dtype: 'Q4', shape: [1], data_offsets: [0, 4] } }, 'unsupported dtype "Q4"'],
+      [{ w: null }, 'unsupported dtype'],
+      [{ __metadata__: { a: 1 } }, '__metadata__ must map names to strings'],
+    ];
+    for (const [header, why] of cases) {
+      const e = await errorOf(() => parseWeights(file(header), 'bad.safetensors'));
+      expect(e.code, JSON.stringify(header)).toBe('FERRY_ERR_WEIGHTS_CORRUPT');
+      expect(e.message, JSON.stringify(header)).toContain(why);
+    }
+    // A header length past the format's limit is refused from the first 8 bytes.
+    const huge = new Uint8Array(16);
+    new DataView(huge.buffer).setBigUint64(0, 2n ** 40n, true);
+    expect((await errorOf(() => parseWeights(huge, 'huge.safetensors'))).message).toContain('100 MB limit');
+  });
+
+  test('malformed .npy arrays are FERRY_ERR_INVALID_ARGUMENT with the reason, checked before allocation', async () => {
+    const good = writeNpy(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
+    expect(readNpy(good, 'good.npy')).toEqual({ shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) });
+    const withShape = (shape: string): Uint8Array => Buffer.from(Buffer.from(good).toString('latin1').replace("'shape': (2, 3)", `'shape': ${shape}`), 'latin1');
+    const cases: [Uint8Array, string][] = [
+      [good.subarray(0, good.length - 4), 'but the file holds 20 (truncated?)'],
+      [withShape('(8000, 8000)'), 'declares shape (8000, 8000) <f4, 256000000 bytes'],
+      [withShape("(-2, 'x')"), 'must hold non-negative integers'],
+      [new Uint8Array([1, 2, 3]), 'not a .npy file'],
+    ];
+    for (const [bytes, why] of cases) {
+      const e = await errorOf(() => readNpy(bytes, 'bad.npy'));
+      expect(e.code).toBe('FERRY_ERR_INVALID_ARGUMENT');
+      expect(e.message).toContain(why);
+    }
+  });
+
+  test('zip bombs: an entry declaring more than the limit, or inflating past its declared size, is refused before memory runs out', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-zip-'));
+    const bomb = path.join(dir, 'bomb.zip');
+    const liar = path.join(dir, 'liar.zip');
+    // 64 MiB of zeros deflate to about 64 KiB; the liar's directory says its entry holds 1,000 bytes.
+    execFileSync('/usr/bin/python3', [
+      '-c',
+      `import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], 'w', zipfile.ZIP_DEFLATED) as z:
+    z.writestr('d/train/a/0.jpg', bytes(64 << 20))
+data = bytearray(open(sys.argv[1], 'rb').read())
+for sig, at in ((b'PK\\x03\\x04', 22), (b'PK\\x01\\x02', 24)):
+    i = data.find(sig)
+    data[i + at:i + at + 4] = (1000).to_bytes(4, 'little')
+open(sys.argv[2], 'wb').write(data)`,
+      bomb,
+      liar,
+    ]);
+    const limits = { maxEntryBytes: 1 << 20, maxTotalBytes: 1 << 30 };
+    const e1 = await errorOf(extractZip(bomb, path.join(dir, 'out1'), limits));
+    expect(e1.code).toBe('FERRY_ERR_DATASET');
+    expect(e1.message).toContain('would inflate to 67108864 bytes, over the 1048576-byte limit per entry');
+    const e2 = await errorOf(extractZip(liar, path.join(dir, 'out2')));
+    expect(e2.code).toBe('FERRY_ERR_DATASET');
+    expect(e2.message).toContain('does not inflate to its declared 1000 bytes');
+    // Within the limits the same archive extracts.
+    expect(await extractZip(bomb, path.join(dir, 'out3'), { maxEntryBytes: 1 << 27, maxTotalBytes: 1 << 30 })).toBe(1);
+  });
+
+  test('a .pth declaring a tensor larger than its storage (stride 0) or a malformed rebuild is refused before allocation', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-pth-'));
+    const out = path.join(dir, 'x.pth');
+    const script = `import sys, torch
+kind = sys.argv[2]
+if kind == 'expanded':
+    t = torch.zeros(1).expand(8000, 8000)
+    torch.save({'fc.weight': t}, sys.argv[1])
+`;
+    execFileSync('/usr/bin/python3', ['-c', script, out, 'expanded']);
+    const e = await errorOf(readWeightsFile(out));
+    expect(e.code).toBe('FERRY_ERR_WEIGHTS_CORRUPT');
+    expect(e.message).toContain('shape [8000, 8000] has 64000000 elements, more than its 4-byte storage holds');
   });
 
   test('a legacy (pre-1.6) torch file is refused with how to convert it', async () => {

@@ -8,7 +8,7 @@ let sweepTimer = null;
 let lastLoad = 0;
 
 const pct = (v) => (v * 100).toFixed(1) + '%';
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
+const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const eta = (ms) => (ms > 0 ? (ms > 3600e3 ? (ms / 3600e3).toFixed(1) + ' h' : ms > 60e3 ? Math.round(ms / 60e3) + ' min' : Math.round(ms / 1e3) + ' s') : '');
 async function get(path) {
   const r = await fetch(path);
@@ -78,7 +78,7 @@ async function renderCell(id) {
 async function renderSweep() {
   lastLoad = Date.now();
   const s = await get('/api/sweeps/' + encodeURIComponent(route.id));
-  const cells = s.cells.map((c) => `<tr class="cell ${c.cellId === selectedCell ? 'selected' : ''}" data-cell="${c.cellId}"><td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
+  const cells = s.cells.map((c) => `<tr class="cell ${c.cellId === selectedCell ? 'selected' : ''}" data-cell="${esc(c.cellId)}"><td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
     `<td class="state-${esc(c.state)}">${esc(c.state)}</td><td><span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}</td><td>${eta(c.etaMs)}</td><td class="num">${c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''}</td>` +
     `<td class="num">${c.bestValAccuracy ? pct(c.bestValAccuracy) : ''}</td><td>${esc(c.worker)}</td><td class="num">${c.attempts}</td><td>${esc(c.error).slice(0, 80)}</td></tr>`).join('');
   const workers = s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('');

@@ -49,12 +49,47 @@ export class ChangeFeed {
 
 const PUBLIC = (name: string): string => fileURLToPath(new URL(`../public/${name}`, import.meta.url));
 
+/**
+ * Constant-time comparison of a presented token with the secret. Lengths are compared in bytes:
+ * a multibyte string of the token's character length must be refused, not throw (500) and so
+ * reveal the length.
+ */
+function sameSecret(presented: string, want: Buffer): boolean {
+  const got = Buffer.from(presented);
+  return got.length === want.length && timingSafeEqual(got, want);
+}
+
+/** A cookie value as sent, undone; a malformed escape is a wrong token, not a server error. */
+function safeDecode(v: string): string {
+  try {
+    return decodeURIComponent(v);
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * Every answer forbids running scripts from anywhere but this origin (an event's text that slipped
+ * past escaping still cannot run), framing, and type sniffing. Inline style attributes stay allowed
+ * (the progress bars set their width).
+ */
+const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
 /** The dashboard's fastify app: JSON API, server-sent events, static UI. Read-only. */
 export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; feed: ChangeFeed } {
   const app = Fastify({ logger: options.logger ?? false });
   const feed = new ChangeFeed(options.pushIntervalMs ?? 250);
   const state = options.state;
   const token = options.token;
+
+  app.addHook('onSend', async (_req, reply, payload) => {
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) void reply.header(k, v);
+    return payload;
+  });
 
   if (token) {
     const want = Buffer.from(token);
@@ -63,7 +98,7 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
       const header = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
       const query = (req.query as Record<string, string | undefined>)['token'] ?? '';
       const cookie = /(?:^|;\s*)ferry_token=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1] ?? '';
-      const ok = [header, query, decodeURIComponent(cookie)].some((t) => t.length === want.length && timingSafeEqual(Buffer.from(t), want));
+      const ok = [header, typeof query === 'string' ? query : '', safeDecode(cookie)].some((t) => sameSecret(t, want));
       if (!ok) {
         await reply.code(401).send({ error: 'missing or wrong token (Authorization: Bearer, ?token= or the ferry_token cookie)' });
         return;

@@ -1,3 +1,4 @@
+import { isLoopbackHost } from '@ferry/common';
 import { EventSubscriber, type NatsTarget } from '@ferry/events';
 import { buildApp } from './app.js';
 import { DashboardState } from './state.js';
@@ -10,9 +11,6 @@ export interface DashboardOptions {
   readonly log?: (line: string) => void;
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
 
 /** The dashboard process: replays and follows the FERRY stream, serves the app. Returns its URL and a stop function. */
 export async function startDashboard(o: DashboardOptions): Promise<{ url: string; state: DashboardState; stop: () => Promise<void> }> {
@@ -20,7 +18,7 @@ export async function startDashboard(o: DashboardOptions): Promise<{ url: string
   const m = /^(.*):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen ${listen}: expected host:port`);
   const host = m[1]!.replace(/^\[|\]$/g, '');
-  if (!isLoopback(host) && !o.token && !o.insecure) throw new Error(`binding the dashboard to ${listen} (not loopback) needs --token, or an explicit --insecure`);
+  if (!isLoopbackHost(host) && !o.token && !o.insecure) throw new Error(`binding the dashboard to ${listen} (not loopback) needs --token, or an explicit --insecure`);
   const state = new DashboardState();
   const { app, feed } = buildApp({ state, ...(o.token ? { token: o.token } : {}) });
   const sub = new EventSubscriber(

@@ -147,4 +147,20 @@ describe('dashboard routes (fastify inject)', () => {
     expect((await app.inject('/app.js')).body).toContain("new EventSource('/api/events')");
     await app.close();
   });
+
+  test('a token of the right length in other bytes, a malformed cookie and no token are refused with 401, never 500; every answer carries a CSP', async () => {
+    const { app } = buildApp({ state: sampleState(), token: 'abcdefgh' });
+    // 8 characters, 16 bytes: same length as the token in characters only.
+    const multibyte = await app.inject(`/api/sweeps?token=${encodeURIComponent('éééééééé')}`);
+    expect(multibyte.statusCode).toBe(401);
+    expect((await app.inject({ url: '/api/sweeps', headers: { cookie: 'ferry_token=%E0%A4%A' } })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer abcdefgX' } })).statusCode).toBe(401);
+    const ok = await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer abcdefgh' } });
+    expect(ok.statusCode).toBe(200);
+    for (const r of [ok, multibyte, await app.inject('/healthz')]) {
+      expect(r.headers['content-security-policy']).toContain("script-src 'self'");
+      expect(r.headers['x-content-type-options']).toBe('nosniff');
+    }
+    await app.close();
+  });
 });

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { DatasetError } from '../errors.js';
-import { ZipReader } from '../weights/zip.js';
+import { DEFAULT_ZIP_LIMITS, ZipFormatError, ZipReader, type ZipLimits } from '../weights/zip.js';
 import { isDir, isImageFile, listDirs, openImageFolder, stratifiedSplit } from './folder.js';
 import { decodeRgb, toGray3 } from './image.js';
 
@@ -237,18 +237,27 @@ export async function grayCopy(src: string, dest: string): Promise<{ written: nu
   return { written, skipped };
 }
 
-/** Extracts a .zip (stored or deflated entries) under `dest`, refusing paths that escape it. */
-export async function extractZip(zipFile: string, dest: string): Promise<number> {
-  const zip = new ZipReader(await readFile(zipFile));
-  let n = 0;
-  for (const name of zip.entries.keys()) {
-    if (name.endsWith('/')) continue;
-    const target = path.resolve(dest, name);
-    if (!target.startsWith(path.resolve(dest) + path.sep)) throw new DatasetError(`${zipFile}: entry ${name} would be written outside ${dest}`);
-    await mkdir(path.dirname(target), { recursive: true });
-    await writeFile(target, zip.read(name));
-    n++;
+/**
+ * Extracts a .zip (stored or deflated entries) under `dest`, refusing paths that escape it and
+ * entries that inflate past `limits` (a zip bomb is a DatasetError naming the entry, not an
+ * out-of-memory crash).
+ */
+export async function extractZip(zipFile: string, dest: string, limits: ZipLimits = DEFAULT_ZIP_LIMITS): Promise<number> {
+  try {
+    const zip = new ZipReader(await readFile(zipFile), limits);
+    let n = 0;
+    for (const name of zip.entries.keys()) {
+      if (name.endsWith('/')) continue;
+      const target = path.resolve(dest, name);
+      if (!target.startsWith(path.resolve(dest) + path.sep)) throw new DatasetError(`${zipFile}: entry ${name} would be written outside ${dest}`);
+      await mkdir(path.dirname(target), { recursive: true });
+      await writeFile(target, zip.read(name));
+      n++;
+    }
+    return n;
+  } catch (e) {
+    if (e instanceof ZipFormatError) throw new DatasetError(`${zipFile}: ${e.message}`, { cause: e });
+    throw e;
   }
-  return n;
 }
 

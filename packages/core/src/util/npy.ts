@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
-import { decodeElements } from '../weights/host-tensor.js';
+import { DTYPE_BYTES, decodeElements } from '../weights/host-tensor.js';
 
 const DESCR: Readonly<Record<string, string>> = {
   '<f4': 'float32',
@@ -25,13 +25,20 @@ export function readNpy(bytes: Uint8Array, file = 'array'): { shape: number[]; d
   const dtype = descr ? DESCR[descr] : undefined;
   if (!dtype) throw new InvalidArgumentError(`${file}: unsupported dtype ${descr ?? '?'} (use float32)`);
   if (fortran === 'True') throw new InvalidArgumentError(`${file}: Fortran-ordered arrays are not supported (np.ascontiguousarray)`);
-  const shape = (shapeText ?? '')
+  if (shapeText === undefined) throw new InvalidArgumentError(`${file}: the .npy header has no shape`);
+  const shape = shapeText
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
-    .map(Number);
+    .map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (shape.some((d) => !Number.isSafeInteger(d))) throw new InvalidArgumentError(`${file}: the .npy shape (${shapeText}) must hold non-negative integers`);
   const n = shape.reduce((a, b) => a * b, 1);
   const dataStart = start + headerLen;
+  // Checked before allocating: a header may declare more elements than the file holds.
+  const need = n * (DTYPE_BYTES[dtype] ?? 4);
+  if (!Number.isSafeInteger(need) || dataStart + need > bytes.length) {
+    throw new InvalidArgumentError(`${file}: the .npy header declares shape (${shape.join(', ')}) ${descr}, ${need} bytes, but the file holds ${Math.max(0, bytes.length - dataStart)} (truncated?)`);
+  }
   return { shape, data: decodeElements(bytes, dataStart, n, dtype) };
 }
 

@@ -1,6 +1,7 @@
 import { UnsupportedFormatError, WeightsCorruptError } from '../errors.js';
 import { DTYPE_BYTES, decodeElements, numel, type HostTensor, type StateDict } from './host-tensor.js';
 import { PickleError, PyDict, PyGlobal, unpickle, type Reducer } from './pickle.js';
+import { MAX_TENSOR_ELEMENTS } from './safetensors.js';
 import { ZipFormatError, ZipReader } from './zip.js';
 
 const STORAGE_DTYPES: Readonly<Record<string, string>> = {
@@ -118,6 +119,10 @@ export function readPth(bytes: Uint8Array, file: string): StateDict {
 
 function rebuildTensor(args: readonly unknown[]): TensorRef {
   const [storage, offset, shape, stride] = args;
+  const storageOk = typeof storage === 'object' && storage !== null && (storage as { kind?: unknown }).kind === 'storage';
+  if (!storageOk || !Array.isArray(shape) || !Array.isArray(stride) || (typeof offset !== 'number' && typeof offset !== 'bigint')) {
+    throw new PickleError('_rebuild_tensor needs (storage, offset, shape tuple, stride tuple)');
+  }
   return {
     kind: 'tensor',
     storage: storage as StorageRef,
@@ -137,9 +142,20 @@ function findStateDict(root: unknown): Map<unknown, unknown> | undefined {
   return undefined;
 }
 
+const isIndex = (v: number): boolean => Number.isSafeInteger(v) && v >= 0;
+
 function materialise(t: TensorRef, storage: Uint8Array, file: string, name: string): HostTensor {
   const size = DTYPE_BYTES[t.storage.dtype] ?? 4;
+  // Checked before anything is allocated: what the pickle declares is not trusted.
+  if (!isIndex(t.offset) || !t.shape.every(isIndex) || !t.stride.every(isIndex) || t.stride.length !== t.shape.length) {
+    throw new WeightsCorruptError(file, `tensor ${name}: offset, shape [${t.shape.join(', ')}] and stride [${t.stride.join(', ')}] must be non-negative integers of one length`);
+  }
   const n = numel(t.shape);
+  // A parameter never repeats elements of its storage (a stride-0 "expanded" view does): a tensor
+  // with more elements than its storage holds is refused rather than blown up in memory.
+  if (n > MAX_TENSOR_ELEMENTS || n * size > storage.length) {
+    throw new WeightsCorruptError(file, `tensor ${name}: shape [${t.shape.join(', ')}] has ${n} elements, more than its ${storage.length}-byte storage holds`);
+  }
   // Contiguous row-major strides read straight through; anything else is gathered element by element.
   const contiguous = t.shape.every((_, i) => t.shape[i] === 1 || t.stride[i] === numel(t.shape.slice(i + 1)));
   let maxIndex = t.offset;

@@ -25,38 +25,60 @@ interface HeaderEntry {
   data_offsets: [number, number];
 }
 
-/** Reads a .safetensors file: 8-byte little-endian header length, JSON header, raw buffers. */
+/** The safetensors format's own limit on the JSON header (100 MB). */
+export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
+/** Elements one tensor may declare before anything is allocated (2^30: 4 GiB of float32). */
+export const MAX_TENSOR_ELEMENTS = 2 ** 30;
+
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/**
+ * Reads a .safetensors file: 8-byte little-endian header length, JSON header, raw buffers. Every
+ * header field is checked (types, non-negative offsets inside the data, element counts) before a
+ * tensor is allocated, so a malformed file is a FERRY_ERR_WEIGHTS_CORRUPT naming the tensor, not a
+ * JavaScript error or a read of header bytes as data.
+ */
 export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFile {
   if (bytes.length < 8) throw new WeightsCorruptError(file, 'too short for a safetensors file');
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
-  if (headerLen <= 0 || 8 + headerLen > bytes.length) {
-    throw new WeightsCorruptError(file, `safetensors header length ${headerLen} exceeds the file (truncated or not safetensors)`);
+  if (headerLen <= 0 || headerLen > MAX_SAFETENSORS_HEADER_BYTES || 8 + headerLen > bytes.length) {
+    throw new WeightsCorruptError(file, `safetensors header length ${headerLen} exceeds the file or the format's 100 MB limit (truncated or not safetensors)`);
   }
-  let header: Record<string, unknown>;
+  let header: unknown;
   try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen))) as Record<string, unknown>;
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
   } catch (e) {
     throw new WeightsCorruptError(file, 'safetensors header is not valid JSON', { cause: e });
   }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new WeightsCorruptError(file, 'safetensors header is not a JSON object');
   const dataStart = 8 + headerLen;
+  const dataBytes = bytes.length - dataStart;
   const tensors: StateDict = new Map();
   let metadata: Record<string, string> = {};
-  for (const [name, raw] of Object.entries(header)) {
+  for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      metadata = (raw ?? {}) as Record<string, string>;
+      if (typeof raw !== 'object' || raw === null || Object.values(raw).some((v) => typeof v !== 'string')) {
+        throw new WeightsCorruptError(file, '__metadata__ must map names to strings');
+      }
+      metadata = raw as Record<string, string>;
       continue;
     }
-    const e = raw as HeaderEntry;
-    const dtype = ST_TO_DTYPE[e.dtype];
-    if (!dtype) throw new WeightsCorruptError(file, `tensor ${name}: unsupported dtype ${e.dtype}`);
-    const [begin, end] = e.data_offsets;
-    const n = numel(e.shape);
+    const e = (typeof raw === 'object' && raw !== null ? raw : {}) as Partial<Record<keyof HeaderEntry, unknown>>;
+    const dtype = typeof e.dtype === 'string' ? ST_TO_DTYPE[e.dtype] : undefined;
+    if (!dtype) throw new WeightsCorruptError(file, `tensor ${name}: unsupported dtype ${JSON.stringify(e.dtype)}`);
+    if (!Array.isArray(e.shape) || !e.shape.every(isCount)) throw new WeightsCorruptError(file, `tensor ${name}: shape must be a list of non-negative integers`);
+    const shape = e.shape as number[];
+    const n = numel(shape);
+    if (n > MAX_TENSOR_ELEMENTS) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${MAX_TENSOR_ELEMENTS} allowed`);
+    const offsets = e.data_offsets;
+    const [begin, end] = Array.isArray(offsets) && offsets.length === 2 && offsets.every(isCount) ? (offsets as [number, number]) : [-1, -1];
+    if (begin < 0 || begin > end) throw new WeightsCorruptError(file, `tensor ${name}: data_offsets must be [begin, end] with 0 <= begin <= end`);
     if (end - begin !== n * (DTYPE_BYTES[dtype] ?? 4)) {
-      throw new WeightsCorruptError(file, `tensor ${name}: ${end - begin} bytes for shape [${e.shape.join(', ')}] ${e.dtype}`);
+      throw new WeightsCorruptError(file, `tensor ${name}: ${end - begin} bytes for shape [${shape.join(', ')}] ${String(e.dtype)}`);
     }
-    if (dataStart + end > bytes.length) throw new WeightsCorruptError(file, `tensor ${name} is truncated`);
-    tensors.set(name, { dtype, shape: e.shape, data: decodeElements(bytes, dataStart + begin, n, dtype) });
+    if (end > dataBytes) throw new WeightsCorruptError(file, `tensor ${name} is truncated`);
+    tensors.set(name, { dtype, shape, data: decodeElements(bytes, dataStart + begin, n, dtype) });
   }
   return { tensors, metadata };
 }

@@ -17,10 +17,27 @@ const EOCD64_SIG = 0x06064b50;
 const CEN_SIG = 0x02014b50;
 const LOC_SIG = 0x04034b50;
 
+/** How much a reader may inflate: per entry and over the archive's life (zip bombs). */
+export interface ZipLimits {
+  readonly maxEntryBytes: number;
+  readonly maxTotalBytes: number;
+}
+
+/**
+ * torch.save stores its entries uncompressed and dataset archives hold already-compressed images,
+ * so 1 GiB per deflated entry and 64 GiB in all leave every real file alone and stop a bomb long
+ * before memory runs out.
+ */
+export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxEntryBytes: 2 ** 30, maxTotalBytes: 64 * 2 ** 30 };
+
 export class ZipReader {
   readonly entries: ReadonlyMap<string, ZipEntry>;
+  private inflated = 0;
 
-  constructor(private readonly buf: Uint8Array) {
+  constructor(
+    private readonly buf: Uint8Array,
+    private readonly limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+  ) {
     this.entries = this.readDirectory();
   }
 
@@ -109,7 +126,25 @@ export class ZipReader {
     if (start + e.compressedSize > this.buf.length) throw new ZipFormatError(`entry ${name} is truncated`);
     const raw = this.buf.subarray(start, start + e.compressedSize);
     if (e.method === 0) return raw;
-    if (e.method === 8) return new Uint8Array(inflateRawSync(raw));
+    if (e.method === 8) {
+      // The declared size bounds the output before anything is inflated: a bomb that declares its
+      // size is refused here, one that lies is cut off by zlib at the declared size.
+      if (e.size > this.limits.maxEntryBytes) {
+        throw new ZipFormatError(`entry ${name} would inflate to ${e.size} bytes, over the ${this.limits.maxEntryBytes}-byte limit per entry`);
+      }
+      if (this.inflated + e.size > this.limits.maxTotalBytes) {
+        throw new ZipFormatError(`inflating ${name} would pass the archive's ${this.limits.maxTotalBytes}-byte limit`);
+      }
+      let out: Buffer;
+      try {
+        out = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
+      } catch (err) {
+        throw new ZipFormatError(`entry ${name} does not inflate to its declared ${e.size} bytes (${(err as Error).message})`);
+      }
+      if (out.length !== e.size) throw new ZipFormatError(`entry ${name} inflates to ${out.length} bytes, not its declared ${e.size}`);
+      this.inflated += out.length;
+      return new Uint8Array(out.buffer, out.byteOffset, out.length);
+    }
     throw new ZipFormatError(`entry ${name} uses unsupported compression method ${e.method}`);
   }
 }
