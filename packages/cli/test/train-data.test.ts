@@ -46,6 +46,29 @@ describe('ferry train', () => {
     expect(second.bestValAccuracy).toBe(result.bestValAccuracy);
   });
 
+  test('mistakes a user makes get a clear error and exit 2: a missing folder, one class, a missing sweep file', async () => {
+    const missing = await ferry(['data', 'stats', path.join(tmp(), 'nope')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no such folder');
+    expect(missing.stderr).toContain('FERRY_ERR_DATASET');
+    const one = tmp();
+    for (const split of ['train', 'val']) for (let i = 0; i < 2; i++) await writeJpeg(path.join(one, split, 'only', `${i}.jpg`), 16, 16, i);
+    const single = await ferry(['train', '-d', one, '-m', 'resnet_tiny', '--size', '16', '-e', '1', '--backend', 'cpu', '--out', path.join(tmp(), 'o')]);
+    expect(single.code).toBe(2);
+    expect(single.stderr).toContain('has 1 class (only); a classifier needs at least 2 class folders');
+    expect(single.stderr).not.toContain('    at ');
+    const sweepFile = path.join(tmp(), 'missing.yaml');
+    for (const cmd of [
+      ['run', sweepFile],
+      ['sweep', 'submit', sweepFile, '--coordinator', '127.0.0.1:1'],
+    ]) {
+      const r = await ferry(cmd);
+      expect(r.code, cmd.join(' ')).toBe(2);
+      expect(r.stderr, cmd.join(' ')).toMatch(/cannot read .*missing\.yaml/);
+      expect(r.stderr).not.toContain('    at ');
+    }
+  });
+
   test('bad flags are refused with the reason', async () => {
     expect((await ferry(['train', '-d', demo, '-f', '2'])).stderr).toContain('-f must be 1 (finetune) or 0 (freeze)');
     expect((await ferry(['train', '-d', demo, '-m', 'resnet18', '--weights', 'pretrained'], { FERRY_CACHE: tmp() })).stderr).toContain('ferry weights pull resnet18');

@@ -209,7 +209,9 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
     switch (sub) {
       case 'submit': {
         const file = ref();
-        const yaml = await readFile(file, 'utf8');
+        const yaml = await readFile(file, 'utf8').catch((e: Error) => {
+          throw new InvalidArgumentError(`cannot read the sweep file ${file}: ${e.message}`);
+        });
         const sweep = parseSweep(yaml, file);
         const fingerprints: Record<string, string> = {};
         const root = args.string('data-root');

@@ -82,6 +82,13 @@ async function readClasses(dir: string, what: string): Promise<Map<string, { fil
  * `valFraction` is given, ROOT/<class>/* is split per class (stratified, seeded). Structural
  * problems fail here, before any training, with what to fix.
  */
+/** A classifier of one class learns nothing (and its one-hot labels have depth 1): say so first. */
+function needTwoClasses(root: string, classes: readonly string[]): void {
+  if (classes.length < 2) {
+    throw new DatasetError(`${root} has ${classes.length} class (${classes.join(', ')}); a classifier needs at least 2 class folders`);
+  }
+}
+
 export async function openImageFolder(root: string, options: { valFraction?: number; seed?: number } = {}): Promise<ImageFolder> {
   if (!(await isDir(root))) throw new DatasetError(`dataset folder ${root} does not exist`);
   const hasTrain = await isDir(path.join(root, 'train'));
@@ -107,6 +114,7 @@ export async function openImageFolder(root: string, options: { valFraction?: num
     }
     const toSamples = (m: Map<string, { file: string; bytes: number }[]>): Sample[] =>
       tc.flatMap((c, label) => m.get(c)!.map((f) => ({ file: f.file, label, bytes: f.bytes })));
+    needTwoClasses(root, tc);
     return { root, classes: tc, train: toSamples(train), val: toSamples(val), split: 'folders' };
   }
   if (hasTrain !== hasVal) {
@@ -123,6 +131,7 @@ export async function openImageFolder(root: string, options: { valFraction?: num
   const seed = options.seed ?? 0;
   const split = stratifiedSplit([...all.values()].map((files) => files.length), options.valFraction, seed);
   const classes = [...all.keys()];
+  needTwoClasses(root, classes);
   const train: Sample[] = [];
   const val: Sample[] = [];
   classes.forEach((c, label) => {

@@ -155,6 +155,7 @@ function median(xs: number[]): number {
 
 /** `ferry data stats`: classes, per-split counts, size distribution, unreadable files (full decode). */
 export async function datasetStats(root: string): Promise<DatasetStats> {
+  if (!(await isDir(root))) throw new DatasetError(`${root}: no such folder; give a dataset folder (class folders, or train/ and val/ of class folders)`);
   const hasSplits = (await isDir(path.join(root, 'train'))) || (await isDir(path.join(root, 'val')));
   const splits = hasSplits ? ['train', 'val'] : ['all'];
   const counts: Record<string, Record<string, number>> = {};
