@@ -1,5 +1,4 @@
-import { SweepError } from '@ferry/coordinator';
-import { isFerryError } from '@ferry/core';
+import { exitCodeOf, isFerryError } from '@ferry/common';
 import { coordinatorCommand, healthCommand, sweepCommand, workerCommand } from './commands/cluster.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { dataCommand } from './commands/data.js';
@@ -72,9 +71,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   try {
     return await command(rest, io);
   } catch (e) {
-    if (isFerryError(e) || e instanceof SweepError) {
+    if (isFerryError(e)) {
       err(io, `ferry ${name}: ${e.message} [${e.code}]`);
-      return 2;
+      return exitCodeOf(e.code);
     }
     err(io, `ferry ${name}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     return 1;

@@ -67,6 +67,11 @@ describe('ferry train', () => {
       expect(r.stderr, cmd.join(' ')).toMatch(/cannot read .*missing\.yaml/);
       expect(r.stderr).not.toContain('    at ');
     }
+    const unreachable = await ferry(['sweep', 'status', 'x', '--coordinator', '127.0.0.1:1']);
+    expect(unreachable.code).toBe(2);
+    expect(unreachable.stderr).toContain('coordinator at 127.0.0.1:1 cannot be reached');
+    expect(unreachable.stderr).toContain('[FERRY_ERR_UNAVAILABLE]');
+    expect(unreachable.stderr).not.toContain('Resolution note');
   });
 
   test('bad flags are refused with the reason', async () => {

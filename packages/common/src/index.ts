@@ -1,8 +1,9 @@
 /**
  * @ferry/common: definitions every ferry process shares (coordinator, worker, engine, dashboard,
- * CLI), with no dependencies and no I/O: the training strategies and what each means, and the
- * statistics of the study's answer.
+ * CLI), with no dependencies and no I/O: the error registry, the training strategies and what each
+ * means, the loopback rule, and the study's results table with its statistics.
  */
+export * from './errors.js';
 export * from './net.js';
 export * from './results.js';
 export * from './stats.js';

@@ -1,4 +1,4 @@
-import { isLoopbackHost } from '@ferry/common';
+import { FerryError, grpcStatusOf, isFerryError, isLoopbackHost } from '@ferry/common';
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -36,7 +36,6 @@ import {
 } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
-import { SweepError } from './errors.js';
 import { splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
 import { Store } from './store.js';
@@ -78,8 +77,11 @@ export interface ResolvedCoordinatorOptions {
   readonly nats: NatsTarget | null;
 }
 
-export class CoordinatorConfigError extends Error {
-  readonly code = 'FERRY_ERR_INVALID_ARGUMENT' as const;
+/** A coordinator option that cannot be used (the message names it). */
+export class CoordinatorConfigError extends FerryError {
+  constructor(message: string) {
+    super('FERRY_ERR_INVALID_ARGUMENT', message);
+  }
 }
 
 export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordinatorOptions {
@@ -333,7 +335,7 @@ export class Coordinator {
           const want = `Bearer ${token}`;
           const ok = got.length === want.length && timingSafeEqual(Buffer.from(got), Buffer.from(want));
           if (!ok) {
-            const e = status(grpc.status.UNAUTHENTICATED, 'missing or wrong bearer token');
+            const e = status(grpcStatusOf('FERRY_ERR_UNAUTHENTICATED'), 'missing or wrong bearer token [FERRY_ERR_UNAUTHENTICATED]');
             if (cb) cb(e);
             else call.destroy?.(e);
             return;
@@ -342,7 +344,8 @@ export class Coordinator {
         try {
           (h as (c: unknown, cb?: unknown) => void)(call, cb);
         } catch (e) {
-          const err = e instanceof SweepError || e instanceof CoordinatorConfigError ? status(grpc.status.INVALID_ARGUMENT, (e as Error).message) : status(grpc.status.INTERNAL, (e as Error).message);
+          // The registry decides what a client sees for ferry's own errors; anything else is a bug.
+          const err = isFerryError(e) ? status(grpcStatusOf(e.code), `${e.message} [${e.code}]`) : status(grpc.status.INTERNAL, (e as Error).message);
           if (cb) cb(err);
           else call.destroy?.(err);
         }

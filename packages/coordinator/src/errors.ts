@@ -1,11 +1,10 @@
+import { FerryError } from '@ferry/common';
 /** Errors of sweep files, with the path inside the file and what is allowed. */
-export class SweepError extends Error {
-  readonly code = 'FERRY_ERR_SWEEP_INVALID' as const;
+export class SweepError extends FerryError {
   constructor(
     readonly problems: readonly string[],
     readonly file: string,
   ) {
-    super(`${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.join('\n  ')}`);
-    this.name = 'SweepError';
+    super('FERRY_ERR_SWEEP_INVALID', `${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.join('\n  ')}`);
   }
 }

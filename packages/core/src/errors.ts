@@ -1,33 +1,10 @@
 /**
- * Typed errors with stable codes. Every code has a line in docs/errors.md; adapters map
- * each code to exactly one gRPC status (see `grpcStatusFor`).
+ * The engine's typed errors. The base class and the one registry of codes (gRPC status, exit code,
+ * the fix) live in @ferry/common; these subclasses only fix the code and shape the message.
  */
-export const ERROR_CODES = {
-  FERRY_ERR_INVALID_ARGUMENT: 'a caller passed a value ferry cannot use',
-  FERRY_ERR_UNKNOWN_MODEL: 'the model name is not in the zoo',
-  FERRY_ERR_BACKEND_UNAVAILABLE: 'the requested TensorFlow.js backend cannot start here',
-  FERRY_ERR_WEIGHTS_CORRUPT: 'a weights or checkpoint file is truncated or malformed',
-  FERRY_ERR_WEIGHTS_MISMATCH: 'a weights file does not fit the model (missing, unexpected or mis-shaped tensor)',
-  FERRY_ERR_UNSUPPORTED_FORMAT: 'a file uses a format or feature ferry does not read',
-  FERRY_ERR_DOWNLOAD: 'a download failed or its checksum did not match',
-  FERRY_ERR_NON_FINITE_LOSS: 'training produced a NaN or infinite loss',
-  FERRY_ERR_CHECKPOINT: 'a checkpoint cannot be used to resume this run',
-  FERRY_ERR_IMAGE_UNREADABLE: 'an image file cannot be decoded',
-  FERRY_ERR_DATASET: 'a dataset folder cannot be trained on as it is (layout, classes, no images)',
-  FERRY_ERR_DEVICE: 'the GPU device reported an error (invalid program, out of memory, device lost)',
-} as const;
+import { FerryError } from '@ferry/common';
 
-export type ErrorCode = keyof typeof ERROR_CODES;
-
-/** Base class of every error ferry raises on purpose. */
-export class FerryError extends Error {
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-    this.name = new.target.name;
-  }
-}
+export { FerryError, isFerryError, type ErrorCode } from '@ferry/common';
 
 export class InvalidArgumentError extends FerryError {
   constructor(message: string, options?: { cause?: unknown }) {
@@ -113,6 +90,3 @@ export class DeviceError extends FerryError {
   }
 }
 
-export function isFerryError(e: unknown): e is FerryError {
-  return e instanceof FerryError;
-}

@@ -1,3 +1,4 @@
+import { FerryError, isErrorCode } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { AdminClient, CoordinatorClient } from '@ferry/protocol';
@@ -41,6 +42,24 @@ export function adminClient(o: ConnectionOptions): AdminClient {
 }
 
 type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: Res) => void) => grpc.ClientUnaryCall;
+
+/**
+ * A gRPC failure as the FerryError a user can act on: the code the coordinator put in the details
+ * (`[FERRY_ERR_...]`, from the registry), or, for a call that never reached it, FERRY_ERR_UNAVAILABLE
+ * naming the address. Undefined for anything that is not a gRPC failure.
+ */
+export function ferryErrorFromGrpc(e: unknown, address: string): FerryError | undefined {
+  const se = e as Partial<grpc.ServiceError>;
+  if (typeof se.code !== 'number' || typeof se.details !== 'string') return undefined;
+  const tagged = /\[(FERRY_ERR_[A-Z_]+)\]$/.exec(se.details)?.[1];
+  const details = se.details.replace(/\s*\[FERRY_ERR_[A-Z_]+\]$/, '');
+  if (tagged && isErrorCode(tagged)) return new FerryError(tagged, `coordinator at ${address}: ${details}`, { cause: e });
+  if (se.code === grpc.status.UNAVAILABLE || se.code === grpc.status.DEADLINE_EXCEEDED) {
+    const why = se.code === grpc.status.DEADLINE_EXCEEDED ? 'did not answer in time' : 'cannot be reached';
+    return new FerryError('FERRY_ERR_UNAVAILABLE', `coordinator at ${address} ${why} (${details.split(/\.?\s*Resolution note:/)[0]}); is it running, and are the address and TLS flags right?`, { cause: e });
+  }
+  return new FerryError('FERRY_ERR_INTERNAL', `coordinator at ${address}: ${details} (gRPC status ${se.code})`, { cause: e });
+}
 
 /** A unary call as a promise, with the token and a deadline. */
 export function unary<Req, Res>(fn: Unary<Req, Res>, self: grpc.Client, req: Req, conn: ConnectionOptions, timeoutMs: number): Promise<Res> {

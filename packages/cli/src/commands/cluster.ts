@@ -7,7 +7,7 @@ import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordin
 import { DEFAULT_ALPHA, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
-import { FerryWorker, adminClient, unary, type ConnectionOptions } from '@ferry/worker';
+import { FerryWorker, adminClient, ferryErrorFromGrpc, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, table, type CliIo } from '../io.js';
@@ -272,9 +272,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         throw new InvalidArgumentError(`unknown sweep command "${sub ?? ''}"\nusage: ${SWEEP_USAGE}`);
     }
   } catch (e) {
-    const se = e as { code?: number; details?: string };
-    if (typeof se.code === 'number' && se.details !== undefined) throw new InvalidArgumentError(`coordinator at ${conn.address}: ${se.details}`);
-    throw e;
+    throw ferryErrorFromGrpc(e, conn.address) ?? e;
   } finally {
     admin.close();
   }

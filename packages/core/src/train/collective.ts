@@ -1,3 +1,4 @@
+import { FerryError } from '@ferry/common';
 /**
  * Collectives for data-parallel training: a ring all-reduce (reduce-scatter, then all-gather) over
  * an abstract transport, so the arithmetic is a pure function of Float32Arrays, tested without
@@ -15,8 +16,11 @@ export interface RingTransport {
   recv(key: string, deadlineMs: number): Promise<Float32Array>;
 }
 
-export class CollectiveError extends Error {
-  readonly code = 'FERRY_ERR_COLLECTIVE' as const;
+/** A ring operation missed its deadline or lost a member (the coordinator re-forms the group). */
+export class CollectiveError extends FerryError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('FERRY_ERR_COLLECTIVE', message, options);
+  }
 }
 
 /** Elements per message (~1 MB of float32). */
