@@ -55,7 +55,7 @@ test('coordinator and two workers on separate network namespaces, TLS + token; a
     const child = spawn(
       'ip',
       ['netns', 'exec', ns, process.execPath, bin, 'worker', '--coordinator', `${HOST}:${port}`, '--tls-ca', cert, '--token', token, '--name', `host${i + 1}`,
-        '--data-root', dataRoot, '--work-dir', tmp(), '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', '--peer-host', WORKER_IP[i]!],
+        '--data-root', dataRoot, '--work-dir', tmp(), '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', '--peer-host', WORKER_IP[i]!, '--insecure-peer'],
       { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: tmp() }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let log = '';

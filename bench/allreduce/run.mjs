@@ -15,14 +15,14 @@ const once = (port) => new Promise((r) => port.once('message', r));
 
 if (!isMainThread) {
   const { role, rank, k, n, repeat } = workerData;
-  const server = new PeerServer('127.0.0.1');
+  const server = new PeerServer({ host: '127.0.0.1' });
   const addr = await server.start();
   parentPort.postMessage(addr);
   const { addrs } = await once(parentPort);
   if (role === 'ring') {
     const times = [];
     for (let r = 0; r < repeat; r++) {
-      const ring = new GrpcRing(rank, k, `g${r}`, addrs[(rank + 1) % k], server);
+      const ring = new GrpcRing(rank, k, `g${r}`, addrs[(rank + 1) % k], server, 'bench-group-secret');
       const buf = new Float32Array(n).fill(rank + 1);
       parentPort.postMessage('ready');
       await once(parentPort);
@@ -42,7 +42,10 @@ if (!isMainThread) {
     for (let r = 0; r < repeat; r++) {
       const t0 = performance.now();
       await new Promise((resolve, reject) => {
-        const s = client.ring(new grpc.Metadata(), (e) => (e ? reject(e) : resolve()));
+        const md = new grpc.Metadata();
+        md.set('authorization', 'Bearer bench-group-secret');
+        md.set('x-ferry-group', `raw${r}`);
+        const s = client.ring(md, (e) => (e ? reject(e) : resolve()));
         let i = 0;
         const pump = () => {
           while (i < chunks) {
@@ -58,7 +61,8 @@ if (!isMainThread) {
     client.close();
     parentPort.postMessage(times);
   } else {
-    // receiver: just serve until told to stop
+    // receiver: a member of the sender's groups (chunks are kept, never taken), serving until told to stop
+    for (let r = 0; r < repeat; r++) server.join(`raw${r}`, 'bench-group-secret', 0);
     parentPort.postMessage([]);
     await once(parentPort);
   }

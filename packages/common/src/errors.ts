@@ -123,6 +123,12 @@ export const ERRORS = {
     when: 'a sweep file does not validate',
     fix: 'each problem is listed with its line, its path in the file and what is allowed',
   },
+  FERRY_ERR_NOT_FOUND: {
+    grpc: 'NOT_FOUND',
+    exit: 2,
+    when: 'a sweep (or its checkpoint) that a request names does not exist on the coordinator',
+    fix: '`ferry sweep list` shows the sweeps the coordinator holds',
+  },
   FERRY_ERR_UNAVAILABLE: {
     grpc: 'UNAVAILABLE',
     exit: 2,

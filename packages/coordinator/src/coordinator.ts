@@ -1,6 +1,6 @@
 import { FerryError, grpcStatusOf, isFerryError, isLoopbackHost } from '@ferry/common';
-import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -133,6 +133,7 @@ function status(code: grpc.status, details: string): grpc.ServiceError {
  * worker-facing `Coordinator` service and the CLI-facing `Admin` service.
  */
 export class Coordinator {
+  private peerKeyCache: Buffer | undefined;
   private lifecycle: CoordinatorLifecycle = 'created';
   private state: SchedulerState;
   private readonly server = new grpc.Server({ 'grpc.max_receive_message_length': 8 << 20 });
@@ -310,7 +311,26 @@ export class Coordinator {
       members: [...assign.members],
       generation: assign.generation,
       peerAddresses: assign.members.map((m) => this.state.workers.get(m)?.peerAddress ?? ''),
+      groupSecret: assign.members.length > 1 ? this.groupSecret(`${cell.id}/${assign.generation}`) : '',
     };
+  }
+
+  /**
+   * A data-parallel group's secret: HMAC-SHA256 of its name under a key kept in the state folder
+   * (created once), so every member of a generation gets the same secret, across coordinator
+   * restarts too, and no group can derive another's.
+   */
+  private groupSecret(group: string): string {
+    return createHmac('sha256', this.peerKey).update(group).digest('hex');
+  }
+
+  private get peerKey(): Buffer {
+    if (!this.peerKeyCache) {
+      const file = path.join(this.options.stateDir, 'peer.key');
+      if (!existsSync(file)) writeFileSync(file, randomBytes(32), { mode: 0o600, flag: 'wx' });
+      this.peerKeyCache = readFileSync(file);
+    }
+    return this.peerKeyCache;
   }
 
   private checkpointFile(cellId: string): string | undefined {
@@ -501,7 +521,7 @@ export class Coordinator {
       const c = this.cellByAttempt(call.request.attemptId);
       const file = c && c.id === call.request.cellId ? this.checkpointFile(c.id) : undefined;
       if (!c || !file) {
-        call.destroy(status(grpc.status.NOT_FOUND, 'no checkpoint for this attempt'));
+        call.destroy(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), 'no checkpoint for this attempt [FERRY_ERR_NOT_FOUND]'));
         return;
       }
       const total = statSync(file).size;
@@ -582,7 +602,7 @@ export class Coordinator {
     };
     const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {
       const s = this.sweepStatus(call.request.sweepId, true) ?? this.sweepStatus(this.latestSweepNamed(call.request.sweepId) ?? '', true);
-      if (!s) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
+      if (!s) return cb(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`));
       cb(null, s);
     };
     const listSweeps: Handler<ListSweepsRequest, ListSweepsResponse> = (_call, cb) => {
@@ -590,7 +610,7 @@ export class Coordinator {
     };
     const byRef = (type: 'cancel' | 'retry'): Handler<SweepRef, CountResponse> => (call, cb) => {
       const id = this.store.sweep(call.request.sweepId) ? call.request.sweepId : this.latestSweepNamed(call.request.sweepId);
-      if (!id) return cb(status(grpc.status.NOT_FOUND, `no sweep ${call.request.sweepId}`));
+      if (!id) return cb(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`));
       const actions = this.apply({ type, now: Date.now(), sweepId: id });
       cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
     };

@@ -1,4 +1,4 @@
-import { FerryError, isErrorCode } from '@ferry/common';
+import { FerryError, isErrorCode, type ErrorCode } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { AdminClient, CoordinatorClient } from '@ferry/protocol';
@@ -58,7 +58,13 @@ export function ferryErrorFromGrpc(e: unknown, address: string): FerryError | un
     const why = se.code === grpc.status.DEADLINE_EXCEEDED ? 'did not answer in time' : 'cannot be reached';
     return new FerryError('FERRY_ERR_UNAVAILABLE', `coordinator at ${address} ${why} (${details.split(/\.?\s*Resolution note:/)[0]}); is it running, and are the address and TLS flags right?`, { cause: e });
   }
-  return new FerryError('FERRY_ERR_INTERNAL', `coordinator at ${address}: ${details} (gRPC status ${se.code})`, { cause: e });
+  // Untagged (a coordinator of another version, or grpc-js itself): the registry's code for the status.
+  const byStatus: Partial<Record<number, ErrorCode>> = {
+    [grpc.status.INVALID_ARGUMENT]: 'FERRY_ERR_INVALID_ARGUMENT',
+    [grpc.status.NOT_FOUND]: 'FERRY_ERR_NOT_FOUND',
+    [grpc.status.UNAUTHENTICATED]: 'FERRY_ERR_UNAUTHENTICATED',
+  };
+  return new FerryError(byStatus[se.code] ?? 'FERRY_ERR_INTERNAL', `coordinator at ${address}: ${details} (gRPC status ${se.code})`, { cause: e });
 }
 
 /** A unary call as a promise, with the token and a deadline. */

@@ -2,4 +2,4 @@
 export { FerryWorker, type WorkerLifecycle, type WorkerOptions } from './worker.js';
 export { adminClient, coordinatorClient, ferryErrorFromGrpc, metadataFor, unary, type ConnectionOptions } from './client.js';
 export { cellConfigFromSpec } from './spec.js';
-export { GrpcRing, PeerServer } from './peer.js';
+export { DEFAULT_PEER_LIMITS, GrpcRing, PeerServer, type PeerLimits, type PeerServerOptions, type PeerTls } from './peer.js';

@@ -40,6 +40,11 @@ export interface WorkerOptions {
   readonly peerPort?: number;
   /** The host other workers reach it by (pod IP, service name); default: peerHost, or the hostname for 0.0.0.0. */
   readonly peerAdvertise?: string;
+  /**
+   * Bind the Peer service off loopback without TLS. Without it, a non-loopback peerHost needs the
+   * connection's TLS certificate and key (the Peer link uses them, neighbours verify with its CA).
+   */
+  readonly peerInsecure?: boolean;
   /** Deadline of each collective (a lost rank aborts the group within it). Default 60 s. */
   readonly collectiveDeadlineMs?: number;
 }
@@ -72,6 +77,8 @@ export class FerryWorker {
   } | null = null;
   private readonly events: EventPublisher | null;
   private readonly peer: PeerServer;
+  /** The CA this worker's Peer neighbours present certificates of (TLS on the Peer link), if any. */
+  private readonly peerTlsCa: Buffer | undefined;
   private peerAddress = '';
   /** Attempts already run here: a re-delivered assignment of one of them is not run twice. */
   private readonly ranAttempts = new Set<string>();
@@ -91,7 +98,15 @@ export class FerryWorker {
     writeFileSync(idFile, `${this.workerId}\n`);
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
     const peerHost = options.peerHost ?? '127.0.0.1';
-    this.peer = new PeerServer(peerHost, options.connection.token, options.peerPort ?? 0, options.peerAdvertise ?? (peerHost === '0.0.0.0' ? os.hostname() : peerHost));
+    const tls = options.connection.tls;
+    this.peerTlsCa = tls?.cert && tls.key && tls.ca ? readFileSync(tls.ca) : undefined;
+    this.peer = new PeerServer({
+      host: peerHost,
+      port: options.peerPort ?? 0,
+      advertiseHost: options.peerAdvertise ?? (peerHost === '0.0.0.0' ? os.hostname() : peerHost),
+      ...(tls?.cert && tls.key ? { tls: { cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...(this.peerTlsCa ? { ca: this.peerTlsCa } : {}) } } : {}),
+      ...(options.peerInsecure ? { insecure: true } : {}),
+    });
     this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` }, log: (l) => this.log(l) }) : null;
   }
 
@@ -286,7 +301,7 @@ export class FerryWorker {
       if (a.worldSize > 1) {
         const right = a.peerAddresses[(a.rank + 1) % a.worldSize];
         if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${(a.rank + 1) % a.worldSize}`);
-        ring = new GrpcRing(a.rank, a.worldSize, `${a.cellId}/${a.generation}`, right, this.peer, this.options.connection.token);
+        ring = new GrpcRing(a.rank, a.worldSize, `${a.cellId}/${a.generation}`, right, this.peer, a.groupSecret, this.peerTlsCa);
         this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
       }
       const result = await runCell(config, {

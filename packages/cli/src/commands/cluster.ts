@@ -93,7 +93,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
 }
 
 const WORKER_USAGE =
-  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST [--insecure-peer]] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
 export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -110,6 +110,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
       'poll-ms': { type: 'string' },
       nats: { type: 'string' },
       'peer-host': { type: 'string' },
+      'insecure-peer': { type: 'boolean' },
       'peer-port': { type: 'string' },
       'peer-advertise': { type: 'string' },
       'collective-deadline-ms': { type: 'string' },
@@ -149,6 +150,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     log: (line) => err(io, line),
     ...(nats ? { nats: { url: nats } } : {}),
     ...(args.string('peer-host') ? { peerHost: args.string('peer-host')! } : {}),
+    ...(args.flag('insecure-peer') ? { peerInsecure: true } : {}),
     ...(args.string('peer-port') ? { peerPort: args.int('peer-port', 0, 0) } : {}),
     ...(args.string('peer-advertise') ? { peerAdvertise: args.string('peer-advertise')! } : {}),
     ...(args.string('collective-deadline-ms') ? { collectiveDeadlineMs: args.int('collective-deadline-ms', 60_000, 100) } : {}),

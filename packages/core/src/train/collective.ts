@@ -142,6 +142,13 @@ export class Mailbox {
     });
   }
 
+  /** Bytes received and not yet taken (what a flood would grow). */
+  get bufferedBytes(): number {
+    let n = 0;
+    for (const s of this.slots.values()) n += s.value?.byteLength ?? 0;
+    return n;
+  }
+
   /** Fails every waiting receiver (the group was aborted). */
   abort(reason: Error): void {
     for (const [k, s] of this.slots) {

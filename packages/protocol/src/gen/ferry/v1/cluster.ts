@@ -133,6 +133,11 @@ export interface Assignment {
   generation: number;
   /** Peer service address of each member, by rank. */
   peerAddresses: string[];
+  /**
+   * The group's secret (HMAC of the group name under the coordinator's own key): members present it
+   * to each other's Peer service, which accepts chunks only for its current groups.
+   */
+  groupSecret: string;
 }
 
 export interface StartRequest {
@@ -1621,6 +1626,7 @@ function createBaseAssignment(): Assignment {
     members: [],
     generation: 0,
     peerAddresses: [],
+    groupSecret: "",
   };
 }
 
@@ -1661,6 +1667,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     for (const v of message.peerAddresses) {
       writer.uint32(98).string(v!);
+    }
+    if (message.groupSecret !== "") {
+      writer.uint32(106).string(message.groupSecret);
     }
     return writer;
   },
@@ -1774,6 +1783,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.peerAddresses.push(reader.string());
             continue;
           }
+          case 13: {
+            if (tag !== 106) {
+              break;
+            }
+
+            message.groupSecret = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1834,6 +1851,11 @@ export const Assignment: MessageFns<Assignment> = {
         : globalThis.Array.isArray(object?.peer_addresses)
         ? object.peer_addresses.map((e: any) => globalThis.String(e))
         : [],
+      groupSecret: isSet(object.groupSecret)
+        ? globalThis.String(object.groupSecret)
+        : isSet(object.group_secret)
+        ? globalThis.String(object.group_secret)
+        : "",
     };
   },
 
@@ -1875,6 +1897,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.peerAddresses?.length) {
       obj.peerAddresses = message.peerAddresses;
     }
+    if (message.groupSecret !== "") {
+      obj.groupSecret = message.groupSecret;
+    }
     return obj;
   },
 
@@ -1895,6 +1920,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.members = object.members?.map((e) => e) || [];
     message.generation = object.generation ?? 0;
     message.peerAddresses = object.peerAddresses?.map((e) => e) || [];
+    message.groupSecret = object.groupSecret ?? "";
     return message;
   },
 };
