@@ -72,6 +72,10 @@ describe('ferry train', () => {
     expect(unreachable.stderr).toContain('coordinator at 127.0.0.1:1 cannot be reached');
     expect(unreachable.stderr).toContain('[FERRY_ERR_UNAVAILABLE]');
     expect(unreachable.stderr).not.toContain('Resolution note');
+    // A token never crosses the network in clear text unless asked to.
+    const clear = await ferry(['sweep', 'status', 'x', '--coordinator', '10.0.0.1:7070', '--token', 'secret']);
+    expect(clear.code).toBe(2);
+    expect(clear.stderr).toContain('the token would cross the network in clear text; pass --tls-ca');
   });
 
   test('bad flags are refused with the reason', async () => {

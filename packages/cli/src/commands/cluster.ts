@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
-import { DEFAULT_ALPHA, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
+import { DEFAULT_ALPHA, isLoopbackHost, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, ferryErrorFromGrpc, unary, type ConnectionOptions } from '@ferry/worker';
@@ -21,6 +21,7 @@ const CONNECTION_FLAGS = {
   'tls-cert': { type: 'string' },
   'tls-key': { type: 'string' },
   'tls-server-name': { type: 'string' },
+  'insecure-token': { type: 'boolean' },
 } as const;
 
 /** Connection flags (and FERRY_TOKEN / FERRY_COORDINATOR from the environment). */
@@ -32,6 +33,12 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
   const key = args.string('tls-key');
   const serverName = args.string('tls-server-name');
   const tls = ca || cert || key ? { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(serverName ? { serverName } : {}) } : undefined;
+  const host = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(address)?.[1] ?? address;
+  if (token && !tls && !isLoopbackHost(host) && !args.flag('insecure-token')) {
+    throw new InvalidArgumentError(
+      `--coordinator ${address} is not loopback: the token would cross the network in clear text; pass --tls-ca (the coordinator's CA), or --insecure-token on a network you trust`,
+    );
+  }
   return { address, ...(token ? { token } : {}), ...(tls ? { tls } : {}) };
 }
 
@@ -93,7 +100,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
 }
 
 const WORKER_USAGE =
-  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--nats URL] [--peer-host HOST [--insecure-peer]] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
+  'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--insecure-token] [--nats URL] [--peer-host HOST [--insecure-peer]] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
 export async function workerCommand(argv: readonly string[], io: CliIo): Promise<number> {
