@@ -3,10 +3,13 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type {
-  FerryError} from '@ferry/core';
+import { deflateSync } from 'node:zlib';
+import sharp from 'sharp';
 import {
   DecodePool,
+  FerryError,
+  MAX_IMAGE_PIXELS,
+  decodeRgb,
   ImageFolderSource,
   Rng,
   centerCropBox,
@@ -121,6 +124,48 @@ describe('bad input never kills a run', () => {
     // A 16-bit PNG decodes to the same picture as its 8-bit self, not to garbage.
     const png16 = await pool.run(files['png16']!.file, spec, 0);
     expect(png16.ok && Math.max(...png16.data) < 2.7 && Math.min(...png16.data) > -2.2).toBe(true);
+  });
+
+  test('an image declaring more pixels than the limit is refused from its header, before any pixel is decoded', async () => {
+    // A PNG declaring 16000 x 16000 RGB in under 100 bytes: 768 MB if decoded.
+    const crc = (b: Buffer): number => {
+      let c = ~0;
+      for (const byte of b) {
+        c ^= byte;
+        for (let k = 0; k < 8; k++) c = (c >>> 1) ^ (0xedb88320 & -(c & 1));
+      }
+      return ~c >>> 0;
+    };
+    const ihdr = Buffer.alloc(13);
+    ihdr.writeUInt32BE(16000, 0);
+    ihdr.writeUInt32BE(16000, 4);
+    ihdr[8] = 8;
+    ihdr[9] = 2;
+    const body = Buffer.concat([Buffer.from('IHDR'), ihdr]);
+    const crcBuf = Buffer.alloc(4);
+    crcBuf.writeUInt32BE(crc(body));
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(13);
+    const chunk = (type: string, data: Buffer): Buffer => {
+      const b = Buffer.concat([Buffer.from(type), data]);
+      const l = Buffer.alloc(4);
+      l.writeUInt32BE(data.length);
+      const c = Buffer.alloc(4);
+      c.writeUInt32BE(crc(b));
+      return Buffer.concat([l, b, c]);
+    };
+    // A few bytes of image data: the decoder needs the stream to start, the limit stops it first.
+    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), len, body, crcBuf, chunk('IDAT', deflateSync(Buffer.alloc(64))), chunk('IEND', Buffer.alloc(0))]);
+    const rss0 = process.memoryUsage().rss;
+    const e = await decodeRgb(png).catch((x: unknown) => x as FerryError);
+    expect(e).toBeInstanceOf(FerryError);
+    expect((e as FerryError).code).toBe('FERRY_ERR_IMAGE_UNREADABLE');
+    expect((e as FerryError).message).toContain(`more than ${MAX_IMAGE_PIXELS} pixels; resize it first`);
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(100 << 20);
+    // The limit is an option: a small one refuses a small image the same way.
+    const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();
+    expect((await decodeRgb(small)).width).toBe(64);
+    await expect(decodeRgb(small, { maxPixels: 1000 })).rejects.toThrow('more than 1000 pixels');
   });
 
   test('a split with unreadable files trains on the rest and reports each skipped file once', async () => {

@@ -13,19 +13,29 @@ export interface RgbImage {
   readonly data: Uint8Array;
 }
 
+/**
+ * Pixels an image may declare before it is decoded: 100 megapixels (twice a 50 MP phone photo)
+ * decode to 300 MB of RGB, and the decode pool runs one decode per core. A 747 KB PNG declaring
+ * 16,000 x 16,000 would otherwise take about 1 GB; it is refused from its header instead.
+ */
+export const MAX_IMAGE_PIXELS = 100_000_000;
+
 /** Decodes any format sharp reads into 8-bit sRGB (alpha dropped, palettes and 16-bit converted). */
-export async function decodeRgb(input: string | Buffer): Promise<RgbImage> {
+export async function decodeRgb(input: string | Buffer, options: { readonly maxPixels?: number } = {}): Promise<RgbImage> {
   const name = typeof input === 'string' ? input : '(buffer)';
+  const maxPixels = options.maxPixels ?? MAX_IMAGE_PIXELS;
   let decoded;
   try {
     // failOn 'error': a truncated or corrupt file is an error, not a half-grey image.
-    decoded = await sharp(input, { failOn: 'error', limitInputPixels: 268_402_689 })
+    decoded = await sharp(input, { failOn: 'error', limitInputPixels: maxPixels })
       .toColourspace('srgb')
       .removeAlpha()
       .raw({ depth: 'uchar' })
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw new ImageUnreadableError(name, (e as Error).message, { cause: e });
+    const message = (e as Error).message;
+    if (/pixel limit/i.test(message)) throw new ImageUnreadableError(name, `more than ${maxPixels} pixels; resize it first (the limit keeps one image from taking the machine's memory)`, { cause: e });
+    throw new ImageUnreadableError(name, message, { cause: e });
   }
   const { data, info } = decoded;
   if (info.channels !== 3) throw new ImageUnreadableError(name, `decoded to ${info.channels} channels, expected 3`);
