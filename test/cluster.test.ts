@@ -1,10 +1,11 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
-import { adminClient, coordinatorClient, unary } from '@ferry/worker';
+import { adminClient, coordinatorClient, metadataFor, unary } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
@@ -219,6 +220,50 @@ describe('coordinator protocol edges', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     const stale = await unary(client.complete, client, { attemptId: 'nope', resultJson: '{}' }, conn, 5_000);
     expect(stale).toEqual({ ok: false, message: 'attempt is not leased; result not recorded' });
+    client.close();
+  });
+});
+
+describe('checkpoint uploads are checked before they replace anything', () => {
+  test('offsets must follow each other, the total is capped, an idle stream is cut, and the file must be a ferry checkpoint; the coordinator keeps serving', async () => {
+    const state = tmp();
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', state, '--max-checkpoint-mb', '1', '--checkpoint-idle-ms', '500']);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const sweepId = await submit(conn, sweepYaml('ckpt', 2, '[rgb]'));
+    const client = coordinatorClient(conn);
+    const reg = await unary(client.register, client, { workerId: 'w-ckpt', name: 'ckpt', running: [] }, conn, 5_000);
+    const a = await unary(client.poll, client, { workerId: 'w-ckpt', sessionId: reg.sessionId, waitMs: 2_000 }, conn, 5_000);
+    expect(a.hasAssignment).toBe(true);
+    type Chunk = { offset: number; data: Buffer; last?: boolean; sha256?: string };
+    const upload = (chunks: Chunk[], hold = 0): Promise<{ ok: boolean; message: string } | { code: number; details: string }> =>
+      new Promise((resolve) => {
+        const s = client.uploadCheckpoint(metadataFor(conn), (e, r) => resolve(e ? { code: e.code, details: e.details } : r!));
+        s.on('error', () => undefined);
+        for (const c of chunks) s.write({ attemptId: a.attemptId, cellId: a.cellId, epochsDone: 1, offset: c.offset, data: c.data, last: c.last ?? false, sha256: c.sha256 ?? '', totalBytes: 0 });
+        if (hold) setTimeout(() => s.end(), hold);
+        else s.end();
+      });
+    const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+    const last = path.join(state, 'checkpoints', a.cellId, 'last.safetensors');
+    const bytes = Buffer.alloc(1000, 7);
+    expect(await upload([{ offset: 2 ** 40, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('the next byte expected is 0') });
+    expect(await upload([{ offset: 0, data: bytes }, { offset: 500, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('chunk at offset 500; the next byte expected is 1000') });
+    const big = Buffer.alloc(600_000);
+    expect(await upload([{ offset: 0, data: big }, { offset: 600_000, data: big, last: true }])).toMatchObject({ ok: false, message: expect.stringContaining('larger than the 1048576-byte limit') });
+    expect(await upload([{ offset: 0, data: bytes }])).toMatchObject({ ok: false, message: expect.stringContaining('without its last chunk') });
+    expect(await upload([{ offset: 0, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('not a ferry checkpoint') });
+    const idle = await upload([{ offset: 0, data: bytes }], 1_500);
+    expect(idle).toMatchObject({ code: 4, details: expect.stringContaining('idle for 500 ms') }); // DEADLINE_EXCEEDED
+    // Nothing was accepted, no temporary file is left, and the coordinator still answers.
+    expect(existsSync(last)).toBe(false);
+    expect(readdirSync(path.dirname(last)).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect((await getSweep(conn, sweepId)).cells).toHaveLength(1);
+    // A real checkpoint (ferry's own format) is accepted and replaces nothing but the last one.
+    const { writeSafetensors, CHECKPOINT_FORMAT } = await import('@ferry/core');
+    const good = writeSafetensors(new Map([['w', { dtype: 'float32', shape: [2], data: Float32Array.from([1, 2]) }]]), { ferry: JSON.stringify({ format: CHECKPOINT_FORMAT }) });
+    expect(await upload([{ offset: 0, data: good.subarray(0, 20) }, { offset: 20, data: good.subarray(20), last: true, sha256: sha(good) }])).toEqual({ ok: true, message: '' });
+    expect(readFileSync(last).equals(good)).toBe(true);
     client.close();
   });
 });

@@ -3,6 +3,7 @@
  * CLI), with no dependencies and no I/O: the error registry, the training strategies and what each
  * means, the loopback rule, and the study's results table with its statistics.
  */
+export * from './checkpoint.js';
 export * from './errors.js';
 export * from './net.js';
 export * from './results.js';

@@ -1,4 +1,4 @@
-import { FerryError, grpcStatusOf, isFerryError, isLoopbackHost } from '@ferry/common';
+import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost } from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -36,6 +36,7 @@ import {
 } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
+import { checkpointProblem } from './checkpoint-file.js';
 import { splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
 import { Store } from './store.js';
@@ -61,6 +62,10 @@ export interface CoordinatorOptions {
   readonly insecure?: boolean;
   /** Publish sweep, cell and worker events to NATS (JetStream stream FERRY). */
   readonly nats?: NatsTarget;
+  /** Largest checkpoint an upload may bring (default 4 GiB). */
+  readonly maxCheckpointBytes?: number;
+  /** An upload stream silent for this long is cut and discarded (default 60 s). */
+  readonly checkpointIdleMs?: number;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -75,6 +80,8 @@ export interface ResolvedCoordinatorOptions {
   readonly tls: { readonly cert: Buffer; readonly key: Buffer; readonly ca: Buffer | null } | null;
   readonly insecure: boolean;
   readonly nats: NatsTarget | null;
+  readonly maxCheckpointBytes: number;
+  readonly checkpointIdleMs: number;
 }
 
 /** A coordinator option that cannot be used (the message names it). */
@@ -105,6 +112,8 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     tls: o.tls ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null } : null,
     insecure: o.insecure ?? false,
     nats: o.nats ?? null,
+    maxCheckpointBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30,
+    checkpointIdleMs: o.checkpointIdleMs ?? 60_000,
   });
 }
 
@@ -469,52 +478,88 @@ export class Coordinator {
       this.apply({ type: 'release', now: Date.now(), attemptId: call.request.attemptId, reason: call.request.reason });
       cb(null, ack(true));
     };
+    /**
+     * A checkpoint arrives as chunks of one stream. Chunks are written one at a time (the stream is
+     * paused meanwhile: back-pressure), their offsets must follow each other from 0, the total is
+     * capped, a stream idle for checkpointIdleMs is cut, and the finished file must match its
+     * SHA-256 and parse as a ferry checkpoint before it replaces the previous one.
+     */
     const uploadCheckpoint = (call: grpc.ServerReadableStream<CheckpointChunk, Ack>, cb: grpc.sendUnaryData<Ack>): void => {
       let fh: Awaited<ReturnType<typeof open>> | undefined;
       let tmp = '';
-      let meta: CheckpointChunk | undefined;
+      let first: CheckpointChunk | undefined;
+      let last: CheckpointChunk | undefined;
+      let written = 0;
+      let answered = false;
+      let busy = false;
       const hash = createHash('sha256');
-      let failed = false;
-      const chain: Promise<void>[] = [];
+      const { maxCheckpointBytes, checkpointIdleMs } = this.options;
+      const finish = async (result: Ack | grpc.ServiceError): Promise<void> => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(idle);
+        await fh?.close().catch(() => undefined);
+        fh = undefined;
+        const ok = !(result instanceof Error) && result.ok;
+        if (tmp && !ok) rmSync(tmp, { force: true });
+        if (result instanceof Error) {
+          cb(result);
+          call.destroy();
+        } else cb(null, result);
+      };
+      const refuse = (message: string): Promise<void> => {
+        call.pause();
+        return finish({ ok: false, message });
+      };
+      let idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
+      call.on('error', () => void finish({ ok: false, message: 'upload stream broke; checkpoint discarded' }));
       call.on('data', (chunk: CheckpointChunk) => {
-        chain.push(
-          (async () => {
-            if (failed) return;
-            if (!meta) {
-              meta = chunk;
-              const c = this.cellByAttempt(chunk.attemptId);
-              if (!c || c.id !== chunk.cellId) {
-                failed = true;
-                return;
-              }
-              const dir = path.join(this.options.stateDir, 'checkpoints', c.id);
-              mkdirSync(dir, { recursive: true });
-              tmp = path.join(dir, `upload-${chunk.attemptId}.tmp`);
-              fh = await open(tmp, 'w');
-            }
-            hash.update(chunk.data);
-            await fh!.write(chunk.data, 0, chunk.data.length, chunk.offset);
-            if (chunk.last) meta = { ...meta, sha256: chunk.sha256, epochsDone: chunk.epochsDone };
-          })(),
-        );
+        if (answered) return;
+        call.pause();
+        clearTimeout(idle);
+        idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
+        busy = true;
+        void (async () => {
+          if (!first) {
+            first = chunk;
+            const c = this.cellByAttempt(chunk.attemptId);
+            if (!c || c.id !== chunk.cellId) return refuse('attempt is not leased; checkpoint discarded');
+            const dir = path.join(this.options.stateDir, 'checkpoints', c.id);
+            mkdirSync(dir, { recursive: true });
+            tmp = path.join(dir, `upload-${chunk.attemptId}.tmp`);
+            fh = await open(tmp, 'w');
+          }
+          if (chunk.attemptId !== first.attemptId || chunk.cellId !== first.cellId) return refuse('every chunk of an upload belongs to one attempt and cell');
+          if (chunk.offset !== written) return refuse(`chunk at offset ${chunk.offset}; the next byte expected is ${written} (chunks follow each other from 0)`);
+          if (written + chunk.data.length > maxCheckpointBytes) return refuse(`checkpoint larger than the ${maxCheckpointBytes}-byte limit (--max-checkpoint-mb)`);
+          hash.update(chunk.data);
+          await fh!.write(chunk.data, 0, chunk.data.length, written);
+          written += chunk.data.length;
+          if (chunk.last) last = chunk;
+          if (!answered) call.resume();
+          return undefined;
+        })()
+          .catch((e: Error) => finish(status(grpc.status.INTERNAL, e.message)))
+          .finally(() => (busy = false));
       });
       call.on('end', () => {
-        void Promise.all(chain).then(async () => {
+        // 'end' can come while the last chunk is still being written: wait for it to land.
+        const settle = async (): Promise<void> => {
+          while (busy && !answered) await new Promise((r) => setTimeout(r, 5));
+          if (answered) return;
+          if (!first || !last || !tmp) return finish({ ok: false, message: 'upload ended without its last chunk; checkpoint discarded' });
           await fh?.close();
-          if (failed || !meta) {
-            if (tmp) rmSync(tmp, { force: true });
-            return cb(null, { ok: false, message: 'attempt is not leased; checkpoint discarded' });
-          }
+          fh = undefined;
           const digest = hash.digest('hex');
-          if (digest !== meta.sha256) {
-            rmSync(tmp, { force: true });
-            return cb(null, { ok: false, message: `checkpoint checksum mismatch (${digest} != ${meta.sha256})` });
-          }
-          // Chained sequentially per call; a later epoch's upload replaces an earlier one atomically.
+          if (digest !== last.sha256) return finish({ ok: false, message: `checkpoint checksum mismatch (${digest} != ${last.sha256})` });
+          const problem = await checkpointProblem(tmp, CHECKPOINT_FORMAT);
+          if (problem) return finish({ ok: false, message: `not a ferry checkpoint: ${problem}; discarded, the previous one is kept` });
+          // A later epoch's upload replaces an earlier one atomically.
           renameSync(tmp, path.join(path.dirname(tmp), 'last.safetensors'));
-          this.apply({ type: 'checkpoint', now: Date.now(), attemptId: meta.attemptId, epochsDone: meta.epochsDone });
-          cb(null, { ok: true, message: '' });
-        }, (e: Error) => cb(status(grpc.status.INTERNAL, e.message)));
+          this.apply({ type: 'checkpoint', now: Date.now(), attemptId: last.attemptId, epochsDone: last.epochsDone });
+          return finish({ ok: true, message: '' });
+        };
+        settle().catch((e: Error) => finish(status(grpc.status.INTERNAL, e.message)));
       });
     };
     const downloadCheckpoint = (call: grpc.ServerWritableStream<CheckpointRequest, CheckpointChunk>): void => {

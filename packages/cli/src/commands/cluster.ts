@@ -43,7 +43,7 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
 }
 
 const COORD_USAGE =
-  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--nats URL]';
+  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--max-checkpoint-mb 4096] [--checkpoint-idle-ms 60000] [--nats URL]';
 
 /** `ferry coordinator`: runs until SIGINT/SIGTERM; prints `listening on HOST:PORT` once bound. */
 export async function coordinatorCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -60,6 +60,8 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
       'lease-ms': { type: 'string' },
       'heartbeat-ms': { type: 'string' },
       'max-attempts': { type: 'string' },
+      'max-checkpoint-mb': { type: 'string' },
+      'checkpoint-idle-ms': { type: 'string' },
       nats: { type: 'string' },
     },
     COORD_USAGE,
@@ -79,6 +81,8 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
     ...(args.string('lease-ms') ? { leaseMs: args.int('lease-ms', 30_000, 100) } : {}),
     ...(args.string('heartbeat-ms') ? { heartbeatIntervalMs: args.int('heartbeat-ms', 2_000, 10) } : {}),
     ...(args.string('max-attempts') ? { maxAttempts: args.int('max-attempts', 3, 1) } : {}),
+    ...(args.string('max-checkpoint-mb') ? { maxCheckpointBytes: args.int('max-checkpoint-mb', 4096, 1) * 2 ** 20 } : {}),
+    ...(args.string('checkpoint-idle-ms') ? { checkpointIdleMs: args.int('checkpoint-idle-ms', 60_000, 100) } : {}),
     ...(nats ? { nats: { url: nats } } : {}),
   };
   let coordinator: Coordinator;

@@ -10,7 +10,9 @@ import type { Network } from './network.js';
 import type { EpochMetrics } from './result.js';
 import type { Sgd } from './sgd.js';
 
-export const CHECKPOINT_FORMAT = 'ferry-checkpoint/1';
+import { CHECKPOINT_FORMAT } from '@ferry/common';
+
+export { CHECKPOINT_FORMAT };
 
 /** What a checkpoint records besides tensors; enough to resume exactly. */
 export interface CheckpointMeta {
