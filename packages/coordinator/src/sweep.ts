@@ -91,6 +91,16 @@ const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
 const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
 const TOP_KEYS = ['name', 'datasets', 'colors', 'strategies', 'models', 'seeds', 'hyper', 'overrides', 'include', 'exclude'];
 
+/** What a sweep file may be, checked before it is expanded or stored. */
+export interface SweepLimits {
+  /** Bytes of YAML. */
+  readonly maxYamlBytes: number;
+  /** Cells after expansion (before exclude). */
+  readonly maxCells: number;
+}
+
+export const DEFAULT_SWEEP_LIMITS: SweepLimits = { maxYamlBytes: 1 << 20, maxCells: 10_000 };
+
 /** Stable JSON (sorted keys) for hashing. */
 function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
@@ -191,6 +201,10 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
     } else if (typeof d === 'string' && (typeof val !== 'string' || val.length === 0)) {
       c.fail(p, `must be pretrained, none or a file path (got ${JSON.stringify(val)})`);
       continue;
+    } else if (k === 'weights' && typeof val === 'string' && !['pretrained', 'none'].includes(val) && (val.startsWith('/') || val.split(/[\\/]/).includes('..'))) {
+      // Workers resolve it under their --data-root: nothing outside it may be named.
+      c.fail(p, `a weights file is a path relative to --data-root, without .. (got ${JSON.stringify(val)})`);
+      continue;
     }
     out[k] = val;
   }
@@ -233,12 +247,21 @@ function matches(m: Match, cell: Record<(typeof AXES)[number], string | number>)
  * per-dataset `hyper` < matching `overrides` (in order); then `exclude` removes and `include` adds
  * cells (an include names every axis). Every problem is reported with its line and path.
  */
-export function parseSweep(text: string, file = 'sweep.yaml'): Sweep {
+export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
+  const { maxYamlBytes, maxCells } = { ...DEFAULT_SWEEP_LIMITS, ...limits };
+  const bytes = Buffer.byteLength(text);
+  if (bytes > maxYamlBytes) throw new SweepError([`the file is ${bytes} bytes; a sweep file may hold ${maxYamlBytes}`], file);
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
   if (doc.errors.length > 0) throw new SweepError(doc.errors.map((e) => e.message.split('\n')[0]!), file);
   const c = new Checker(doc, lines);
-  const root = doc.toJS() as unknown;
+  let root: unknown;
+  try {
+    // yaml refuses aliases that expand past a bound (a "billion laughs" file) with a ReferenceError.
+    root = doc.toJS({ maxAliasCount: 100 }) as unknown;
+  } catch (e) {
+    throw new SweepError([`the file expands past what a sweep file needs (${(e as Error).message})`], file);
+  }
   if (!isObj(root)) throw new SweepError(['the file must be a YAML mapping (name, datasets, colors, strategies, models, seeds, hyper)'], file);
   for (const k of Object.keys(root)) if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
   const name = typeof root['name'] === 'string' && /^[A-Za-z0-9_.-]+$/.test(root['name']) ? root['name'] : (c.fail(['name'], 'required: letters, digits, _ . - only'), '');
@@ -323,6 +346,13 @@ export function parseSweep(text: string, file = 'sweep.yaml'): Sweep {
     };
     return { id: cellId(spec), spec };
   };
+  const product = datasets.length * colors.length * strategies.length * models.length * seeds.length + include.length;
+  if (product > maxCells) {
+    throw new SweepError(
+      [`the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells}`],
+      file,
+    );
+  }
   const cells = new Map<string, Cell>();
   let expanded = 0;
   for (const d of datasets)
