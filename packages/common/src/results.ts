@@ -29,6 +29,42 @@ export interface CellOutcome {
   readonly predictions?: CellPredictions;
 }
 
+/**
+ * What the coordinator, the CLI and the dashboard read of a finished cell's result (the engine's
+ * CellResult as the worker reports it in `result_json`).
+ */
+export interface CellResultSummary {
+  readonly bestValAccuracy: number;
+  readonly bestEpoch: number;
+  readonly wallMs: number;
+  readonly imagesPerSec: number;
+  readonly classes: readonly string[];
+  readonly confusion: readonly (readonly number[])[];
+  readonly perClassAccuracy: readonly number[];
+  /** Absent in results of ferry versions that did not keep them. */
+  readonly predictions?: CellPredictions;
+}
+
+/** Reads a reported result; numbers that are missing read as 0 and lists as empty (an old or partial report). */
+export function parseCellResult(json: string): CellResultSummary {
+  const r = JSON.parse(json) as Partial<Record<string, unknown>>;
+  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
+  const list = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]) : []);
+  const predicted = list<number>(r['valPredictions']);
+  const labels = list<number>(r['valLabels']);
+  const valSetHash = typeof r['valSetHash'] === 'string' ? r['valSetHash'] : '';
+  return {
+    bestValAccuracy: num(r['bestValAccuracy']),
+    bestEpoch: num(r['bestEpoch']),
+    wallMs: num(r['wallMs']),
+    imagesPerSec: num(r['imagesPerSec']),
+    classes: list<string>(r['classes']),
+    confusion: list<number[]>(r['confusion']),
+    perClassAccuracy: list<number>(r['perClassAccuracy']).map(num),
+    ...(labels.length > 0 && predicted.length === labels.length && valSetHash ? { predictions: { predicted, labels, valSetHash } } : {}),
+  };
+}
+
 export interface CellPredictions {
   readonly predicted: readonly number[];
   readonly labels: readonly number[];

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { formatP, resultsTable, tableCsv, tableMarkdown, wilsonInterval, type CellOutcome } from '@ferry/common';
+import { formatP, parseCellResult, resultsTable, tableCsv, tableMarkdown, wilsonInterval, type CellOutcome } from '@ferry/common';
 
 /** 20 val images, labels 0/1 alternating; `right` lists the images a cell classified correctly. */
 const LABELS = Array.from({ length: 20 }, (_, i) => i % 2);
@@ -108,5 +108,13 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(formatP(0.0214)).toBe('p = 0.021');
     expect(formatP(0.00098)).toBe('p = 0.00098');
     expect(formatP(3e-7)).toBe('p < 0.0001');
+  });
+
+  test("a reported result is read once for every view: predictions only when complete, an old report without them", () => {
+    const full = parseCellResult(JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3, classes: ['a', 'b'], confusion: [[1, 0], [1, 0]], perClassAccuracy: [1, 0], valPredictions: [0, 0], valLabels: [0, 1], valSetHash: 'h' }));
+    expect(full.predictions).toEqual({ predicted: [0, 0], labels: [0, 1], valSetHash: 'h' });
+    const old = parseCellResult(JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3 }));
+    expect(old).toEqual({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3, classes: [], confusion: [], perClassAccuracy: [] });
+    expect(parseCellResult(JSON.stringify({ valPredictions: [0], valLabels: [0, 1], valSetHash: 'h' })).predictions).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost } from '@ferry/common';
+import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost, parseCellResult } from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -239,20 +239,7 @@ export class Coordinator {
       if (a.type === 'saveCell') {
         const c = a.cell;
         const result = c.state === 'done' ? this.store.result(c.id) : undefined;
-        const r = result
-          ? (JSON.parse(result) as {
-              bestValAccuracy: number;
-              bestEpoch: number;
-              wallMs: number;
-              imagesPerSec: number;
-              classes: string[];
-              confusion: number[][];
-              perClassAccuracy: number[];
-              valPredictions?: number[];
-              valLabels?: number[];
-              valSetHash?: string;
-            })
-          : undefined;
+        const r = result ? parseCellResult(result) : undefined;
         const cell = CellEvent.fromPartial({
           cellId: c.id,
           spec: toProtoSpec(c.spec),
@@ -266,12 +253,12 @@ export class Coordinator {
                 bestEpoch: r.bestEpoch,
                 wallMs: r.wallMs,
                 imagesPerSec: r.imagesPerSec,
-                classes: r.classes,
-                confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: row })),
-                perClassAccuracy: r.perClassAccuracy.map((v) => (Number.isFinite(v) ? v : 0)),
-                valPredictions: r.valPredictions ?? [],
-                valLabels: r.valLabels ?? [],
-                valSetHash: r.valSetHash ?? '',
+                classes: [...r.classes],
+                confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: [...row] })),
+                perClassAccuracy: [...r.perClassAccuracy],
+                valPredictions: [...(r.predictions?.predicted ?? [])],
+                valLabels: [...(r.predictions?.labels ?? [])],
+                valSetHash: r.predictions?.valSetHash ?? '',
               }
             : {}),
         });
@@ -608,7 +595,7 @@ export class Coordinator {
       cells: withCells
         ? cells.map((c): CellStatus => {
             const result = c.state === 'done' ? (this.store.result(c.id) ?? '') : '';
-            const best = result ? (JSON.parse(result) as { bestValAccuracy?: number }).bestValAccuracy ?? 0 : 0;
+            const best = result ? parseCellResult(result).bestValAccuracy : 0;
             return {
               cellId: c.id,
               spec: toProtoSpec(c.spec),

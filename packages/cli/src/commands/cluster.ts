@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
-import { DEFAULT_ALPHA, isLoopbackHost, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
+import { DEFAULT_ALPHA, isLoopbackHost, parseCellResult, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, ferryErrorFromGrpc, unary, type ConnectionOptions } from '@ferry/worker';
@@ -186,15 +186,7 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
   return s.cells
     .filter((c) => c.state === 'done' && c.resultJson)
     .map((c) => {
-      const r = JSON.parse(c.resultJson) as {
-        bestValAccuracy: number;
-        bestEpoch: number;
-        wallMs: number;
-        imagesPerSec: number;
-        valPredictions?: number[];
-        valLabels?: number[];
-        valSetHash?: string;
-      };
+      const r = parseCellResult(c.resultJson);
       const { valFraction, ...spec } = c.spec!;
       return {
         spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
@@ -202,7 +194,7 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
         bestEpoch: r.bestEpoch,
         wallMs: r.wallMs,
         imagesPerSec: r.imagesPerSec,
-        ...(r.valPredictions && r.valLabels && r.valSetHash ? { predictions: { predicted: r.valPredictions, labels: r.valLabels, valSetHash: r.valSetHash } } : {}),
+        ...(r.predictions ? { predictions: r.predictions } : {}),
       };
     });
 }
