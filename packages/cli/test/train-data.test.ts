@@ -288,6 +288,30 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     expect(again.cells.map((c) => c.attempts)).toEqual([1, 1]);
   });
 
+  test('a sweep whose dataset no worker has fails fast with the reason and exit 2; the worker log is on disk', async () => {
+    const root = path.dirname(demo);
+    const sweep = path.join(tmp(), 'missing.yaml');
+    writeFileSync(
+      sweep,
+      `name: missing
+datasets: [{ name: ghost, path: no-such-dataset }]
+colors: [rgb]
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32 }
+`,
+    );
+    const out = path.join(tmp(), 'runs');
+    const t0 = Date.now();
+    const r = await ferry(['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--no-nats'], { FERRY_CACHE: tmp() });
+    expect(r.code).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(60_000);
+    expect(r.stderr).toContain('no worker can run 1 pending cell(s)');
+    expect(r.stderr).toContain('ghost rgb finetune resnet_tiny seed 0: FERRY_ERR_DATASET_MISMATCH: dataset ghost is not on this worker');
+    expect(r.stderr).toContain('[FERRY_ERR_DATASET_MISMATCH]');
+    expect(readFileSync(path.join(out, 'workers', 'w0.log'), 'utf8')).toContain('worker');
+  }, 120_000);
+
   test('an invalid sweep file is reported with line and path, nothing runs', async () => {
     const sweep = path.join(tmp(), 'bad.yaml');
     writeFileSync(sweep, 'name: bad\ndatasets: [{ name: d, path: d }]\nmodels: [resnet_tiny]\nhyper: { lr: -1 }\n');

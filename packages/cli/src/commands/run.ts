@@ -2,17 +2,20 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { constants, accessSync } from 'node:fs';
+import { constants, accessSync, createWriteStream } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseSweep } from '@ferry/coordinator';
-import { resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
+import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { ProgressLine, err, out, type CliIo } from '../io.js';
 import { outcomes, significanceLevel } from './cluster.js';
+
+/** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
+const STALL_MS = 15_000;
 
 const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--alpha 0.05]';
 
@@ -172,9 +175,13 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
       );
       const log = path.join(outRoot, 'workers', `w${i}.log`);
       await mkdir(path.dirname(log), { recursive: true });
-      const chunks: Buffer[] = [];
-      child.stderr!.on('data', (d: Buffer) => chunks.push(d));
-      child.on('exit', () => void writeFile(log, Buffer.concat(chunks)));
+      // The log is written as it comes (a crash leaves everything up to it), and the terminal
+      // shows a worker's warnings and errors when they happen, not at exit.
+      const file = createWriteStream(log, { flags: 'a' });
+      child.stderr!.pipe(file);
+      createInterface({ input: child.stderr! }).on('line', (line) => {
+        if (/\b(warning|error|failed|FERRY_ERR_[A-Z_]+)\b/i.test(line)) err(io, `worker local-${i}: ${line}`);
+      });
       groups.workers.push(child);
     }
     err(io, `ferry run: sweep "${sweep.name}" (${sweep.cells.length} cells) on ${workers} local worker(s); coordinator ${address}; output ${outRoot}`);
@@ -184,6 +191,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     try {
       const sub = await unary(admin.submitSweep, admin, { yaml, fileName: path.basename(file), datasetFingerprints: {}, maxAttempts: 0 }, conn, 30_000);
       const progress = new ProgressLine(io);
+      let stalledSince: number | undefined;
       for (;;) {
         if (interrupted) {
           progress.done('interrupted: stopping workers (their cells resume on the next run)');
@@ -195,6 +203,21 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
         const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
         const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
         progress.update(allEpochs ? epochs / allEpochs : 0, `${s.done}/${total} done, ${s.running} running, ${s.failed} failed`);
+        // A sweep that cannot progress is said, not waited on: cells pending with an error and
+        // nothing running for STALL_MS means no local worker will take them (a dataset missing
+        // under --data-root, say).
+        const stuck = s.running === 0 ? s.cells.filter((c) => c.state === 'pending' && c.error) : [];
+        stalledSince = stuck.length === 0 ? undefined : (stalledSince ?? Date.now());
+        if (stalledSince !== undefined && Date.now() - stalledSince >= STALL_MS) {
+          progress.done(`${s.done}/${total} done; ${stuck.length} cell(s) cannot start`);
+          const code = /FERRY_ERR_[A-Z_]+/.exec(stuck[0]!.error)?.[0] ?? '';
+          throw new FerryError(
+            isErrorCode(code) ? code : 'FERRY_ERR_INTERNAL',
+            `no worker can run ${stuck.length} pending cell(s), nothing has run for ${STALL_MS / 1000} s:\n` +
+              stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`).join('\n') +
+              `\nworker logs: ${path.join(outRoot, 'workers')}`,
+          );
+        }
         if (finished === total) {
           progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
           for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`);
