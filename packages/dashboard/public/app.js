@@ -23,6 +23,7 @@ function parseRoute() {
 }
 
 async function renderList() {
+  sweepView = null;
   const sweeps = await get('/api/sweeps');
   main.innerHTML = '<h2>Sweeps</h2>' + (sweeps.length === 0 ? '<p class="muted">No sweep yet: submit one with <code>ferry sweep submit</code> or <code>ferry run</code>.</p>' :
     '<table id="sweeps"><tr><th>sweep</th><th>name</th><th>cells</th><th>done</th><th>running</th><th>failed</th><th>created</th></tr>' +
@@ -75,21 +76,64 @@ async function renderCell(id) {
     `<div class="panels" id="curves">${curveSvg(c.curves, 'trainLoss', 'valLoss', 'loss')}${curveSvg(c.curves, 'trainAccuracy', 'valAccuracy', 'accuracy', 1)}</div>${cm}`;
 }
 
+/** The inner cells of a cell's row (its <tr> is kept across updates). */
+function cellRow(c) {
+  return `<td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
+    `<td class="state-${esc(c.state)}">${esc(c.state)}</td><td><span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}</td><td>${eta(c.etaMs)}</td><td class="num">${c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''}</td>` +
+    `<td class="num">${c.bestValAccuracy ? pct(c.bestValAccuracy) : ''}</td><td>${esc(c.worker)}</td><td class="num">${c.attempts}</td><td>${esc(c.error).slice(0, 80)}</td>`;
+}
+
+/** Sets an element's HTML only when it changed (no re-layout, no lost selection or scroll). */
+function setHtml(id, html) {
+  const el = document.getElementById(id);
+  if (el && el.dataset.html !== html) {
+    el.innerHTML = html;
+    el.dataset.html = html;
+  }
+}
+
+// The sweep page is built once per sweep and cell list; live updates then touch only what changed:
+// the rows whose text changed, the summary, the comparison and workers tables.
+let sweepView = null;
+
 async function renderSweep() {
   lastLoad = Date.now();
   const s = await get('/api/sweeps/' + encodeURIComponent(route.id));
-  const cells = s.cells.map((c) => `<tr class="cell ${c.cellId === selectedCell ? 'selected' : ''}" data-cell="${esc(c.cellId)}"><td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
-    `<td class="state-${esc(c.state)}">${esc(c.state)}</td><td><span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}</td><td>${eta(c.etaMs)}</td><td class="num">${c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''}</td>` +
-    `<td class="num">${c.bestValAccuracy ? pct(c.bestValAccuracy) : ''}</td><td>${esc(c.worker)}</td><td class="num">${c.attempts}</td><td>${esc(c.error).slice(0, 80)}</td></tr>`).join('');
-  const workers = s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('');
+  const ids = s.cells.map((c) => c.cellId).join('\n');
+  if (!sweepView || sweepView.sweepId !== s.sweepId || sweepView.ids !== ids || !document.getElementById('cells')) {
+    main.innerHTML = `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
+      '<h3>Comparison (best val accuracy)</h3><div id="comparison"></div><h3>Workers</h3><div id="workers-box"></div>' +
+      '<h3>Cells</h3><table id="cells"><tr><th>dataset</th><th>color</th><th>strategy</th><th>model</th><th>seed</th><th>state</th><th>progress</th><th>ETA</th><th>img/s</th><th>best val</th><th>worker</th><th>attempts</th><th>error</th></tr>' +
+      s.cells.map((c) => `<tr class="cell" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</table><div id="cell"></div>';
+    const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
+    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map() };
+  }
+  for (const c of s.cells) {
+    const html = cellRow(c);
+    const tr = sweepView.trs.get(c.cellId);
+    if (sweepView.rows.get(c.cellId) !== html) {
+      tr.innerHTML = html;
+      sweepView.rows.set(c.cellId, html);
+    }
+    tr.classList.toggle('selected', c.cellId === selectedCell);
+  }
   const done = s.cells.filter((c) => c.state === 'done').length;
-  main.innerHTML = `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary">${done}/${s.cells.length} cells done</p>` +
-    `<h3>Comparison (best val accuracy)</h3>${tableHtml(s.table, s.sweepId)}` +
-    `<h3>Workers</h3><table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>${workers}</table>` +
-    `<h3>Cells</h3><table id="cells"><tr><th>dataset</th><th>color</th><th>strategy</th><th>model</th><th>seed</th><th>state</th><th>progress</th><th>ETA</th><th>img/s</th><th>best val</th><th>worker</th><th>attempts</th><th>error</th></tr>${cells}</table><div id="cell"></div>`;
-  for (const tr of main.querySelectorAll('tr.cell')) tr.addEventListener('click', () => { selectedCell = tr.dataset.cell; void renderSweep(); });
+  const summary = document.getElementById('summary');
+  const text = `${done}/${s.cells.length} cells done`;
+  if (summary.textContent !== text) summary.textContent = text;
+  setHtml('comparison', tableHtml(s.table, s.sweepId));
+  setHtml('workers-box', '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
+    s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('') + '</table>');
   if (selectedCell) await renderCell(selectedCell);
 }
+
+// One listener for every row (rows are kept across updates): a click selects the cell.
+main.addEventListener('click', (e) => {
+  const tr = e.target instanceof Element ? e.target.closest('#cells tr.cell') : null;
+  if (!tr) return;
+  selectedCell = tr.dataset.cell;
+  void renderSweep();
+});
 
 async function render() {
   try {
