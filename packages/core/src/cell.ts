@@ -159,6 +159,12 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     ...(config.valFraction !== undefined ? { valFraction: config.valFraction } : {}),
     seed: config.seed,
   });
+  if (folder.skippedLinks.length > 0) {
+    const shown = folder.skippedLinks.slice(0, 5).map((l) => path.relative(config.dataset, l));
+    options.onWarning?.(
+      `skipped ${folder.skippedLinks.length} symbolic link(s) in ${config.dataset} (not followed; copy the files in instead): ${shown.join(', ')}${folder.skippedLinks.length > 5 ? ', ...' : ''}`,
+    );
+  }
   const model = buildModel(config.model, folder.classes.length);
   let resolved;
   if (config.weights) {

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -251,6 +251,19 @@ describe('dataset structure errors fail before training, saying what to fix', ()
     e = await err(openImageFolder(path.join(flat, 'nope')));
     expect(e.message).toContain('does not exist');
     rmSync(root, { recursive: true });
+  });
+
+  test('symbolic links inside class folders are not followed, and they are named rather than skipped silently', async () => {
+    const root = tmp();
+    const outside = tmp();
+    await writeJpeg(path.join(outside, 'elsewhere.jpg'), 16, 16, 1);
+    mkdirSync(path.join(outside, 'more'));
+    for (const split of ['train', 'val']) for (const c of ['a', 'b']) await writeJpeg(path.join(root, split, c, '0.jpg'), 16, 16, 2);
+    symlinkSync(path.join(outside, 'elsewhere.jpg'), path.join(root, 'train', 'a', 'link.jpg'));
+    symlinkSync(path.join(outside, 'more'), path.join(root, 'train', 'b', 'linked-dir'));
+    const f = await openImageFolder(root);
+    expect(f.train.map((x) => path.relative(root, x.file)).sort()).toEqual([path.join('train', 'a', '0.jpg'), path.join('train', 'b', '0.jpg')]);
+    expect(f.skippedLinks.map((l) => path.relative(root, l)).sort()).toEqual([path.join('train', 'a', 'link.jpg'), path.join('train', 'b', 'linked-dir')]);
   });
 
   test('a flat folder is split on the fly, stratified and seeded', async () => {

@@ -20,6 +20,11 @@ export interface ImageFolder {
   readonly val: readonly Sample[];
   /** How the split was made: the dataset's own train/ and val/ folders, or a seeded split. */
   readonly split: 'folders' | { readonly valFraction: number; readonly seed: number };
+  /**
+   * Symbolic links inside class folders, not followed (a link could reach anywhere on the worker):
+   * said, so a dataset of links is not silently smaller than it looks.
+   */
+  readonly skippedLinks: readonly string[];
 }
 
 export function isImageFile(name: string): boolean {
@@ -35,14 +40,15 @@ export async function listDirs(dir: string): Promise<string[]> {
     .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** The image files of one class folder (recursively, as torchvision does), sorted. */
-async function listImages(dir: string): Promise<{ file: string; bytes: number }[]> {
+/** The image files of one class folder (recursively, as torchvision does), sorted; symbolic links go to `links`. */
+async function listImages(dir: string, links: string[] = []): Promise<{ file: string; bytes: number }[]> {
   const out: { file: string; bytes: number }[] = [];
   const walk = async (d: string): Promise<void> => {
     const entries = (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     for (const e of entries) {
       const p = path.join(d, e.name);
-      if (e.isDirectory()) await walk(p);
+      if (e.isSymbolicLink()) links.push(p);
+      else if (e.isDirectory()) await walk(p);
       else if (e.isFile() && isImageFile(e.name)) out.push({ file: p, bytes: (await stat(p)).size });
     }
   };
@@ -59,13 +65,13 @@ export async function isDir(p: string): Promise<boolean> {
   }
 }
 
-async function readClasses(dir: string, what: string): Promise<Map<string, { file: string; bytes: number }[]>> {
+async function readClasses(dir: string, what: string, links: string[]): Promise<Map<string, { file: string; bytes: number }[]>> {
   const classes = await listDirs(dir);
   if (classes.length === 0) throw new DatasetError(`${what} (${dir}) has no class folders; expected ${dir}/<class>/<image>`);
   const out = new Map<string, { file: string; bytes: number }[]>();
   const empty: string[] = [];
   for (const c of classes) {
-    const files = await listImages(path.join(dir, c));
+    const files = await listImages(path.join(dir, c), links);
     if (files.length === 0) empty.push(c);
     out.set(c, files);
   }
@@ -91,11 +97,12 @@ function needTwoClasses(root: string, classes: readonly string[]): void {
 
 export async function openImageFolder(root: string, options: { valFraction?: number; seed?: number } = {}): Promise<ImageFolder> {
   if (!(await isDir(root))) throw new DatasetError(`dataset folder ${root} does not exist`);
+  const links: string[] = [];
   const hasTrain = await isDir(path.join(root, 'train'));
   const hasVal = await isDir(path.join(root, 'val'));
   if (hasTrain && hasVal) {
-    const train = await readClasses(path.join(root, 'train'), 'train split');
-    const val = await readClasses(path.join(root, 'val'), 'val split');
+    const train = await readClasses(path.join(root, 'train'), 'train split', links);
+    const val = await readClasses(path.join(root, 'val'), 'val split', links);
     const tc = [...train.keys()];
     const vc = [...val.keys()];
     const onlyTrain = tc.filter((c) => !val.has(c));
@@ -115,7 +122,7 @@ export async function openImageFolder(root: string, options: { valFraction?: num
     const toSamples = (m: Map<string, { file: string; bytes: number }[]>): Sample[] =>
       tc.flatMap((c, label) => m.get(c)!.map((f) => ({ file: f.file, label, bytes: f.bytes })));
     needTwoClasses(root, tc);
-    return { root, classes: tc, train: toSamples(train), val: toSamples(val), split: 'folders' };
+    return { root, classes: tc, train: toSamples(train), val: toSamples(val), split: 'folders', skippedLinks: links };
   }
   if (hasTrain !== hasVal) {
     throw new DatasetError(
@@ -127,7 +134,7 @@ export async function openImageFolder(root: string, options: { valFraction?: num
       `${root} has no train/ and val/ folders; split it with \`ferry data split ${root} DEST --val 0.2\`, or pass a validation fraction`,
     );
   }
-  const all = await readClasses(root, 'dataset');
+  const all = await readClasses(root, 'dataset', links);
   const seed = options.seed ?? 0;
   const split = stratifiedSplit([...all.values()].map((files) => files.length), options.valFraction, seed);
   const classes = [...all.keys()];
@@ -140,7 +147,7 @@ export async function openImageFolder(root: string, options: { valFraction?: num
     files.forEach((f, i) => (valIdx.has(i) ? val : train).push({ file: f.file, label, bytes: f.bytes }));
   });
   if (val.length === 0) throw new DatasetError(`val fraction ${options.valFraction} leaves no val images in ${root}`);
-  return { root, classes, train, val, split: { valFraction: options.valFraction, seed } };
+  return { root, classes, train, val, split: { valFraction: options.valFraction, seed }, skippedLinks: links };
 }
 
 /**
