@@ -11,7 +11,6 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { meanStd } from '@ferry/common';
 import { DEFAULT_CELL, runCell, selectBackend, writeDemoDataset, writeDemoSourceDataset } from '@ferry/core';
 
 const { values } = parseArgs({
@@ -72,8 +71,9 @@ for (const color of ['rgb', 'gray']) {
   }
 }
 
-const rounded = (xs) => {
-  const { mean, std } = meanStd(xs);
+const meanStd = (xs) => {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length > 1 ? Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1)) : 0;
   return { mean: +mean.toFixed(4), std: +std.toFixed(4) };
 };
 for (const color of ['rgb', 'gray']) {
@@ -86,9 +86,9 @@ for (const color of ['rgb', 'gray']) {
         color,
         strategy,
         seeds: rows.length,
-        accuracy: rounded(rows.map((r) => r.best_val_accuracy)),
+        accuracy: meanStd(rows.map((r) => r.best_val_accuracy)),
         correct: rows.map((r) => r.correct),
-        wall_s: rounded(rows.map((r) => r.wall_s)),
+        wall_s: meanStd(rows.map((r) => r.wall_s)),
       }),
     );
   }
@@ -98,6 +98,6 @@ for (const color of ['rgb', 'gray']) {
     const rows = results.filter((r) => r.color === color && r.strategy === other);
     if (rows.length !== freeze.length || rows.length === 0) continue;
     const diffs = rows.map((r, i) => r.best_val_accuracy - freeze[i].best_val_accuracy);
-    console.log(JSON.stringify({ bench: 'freeze', versus: 'freeze', color, strategy: other, difference: rounded(diffs), seeds: diffs.length }));
+    console.log(JSON.stringify({ bench: 'freeze', versus: 'freeze', color, strategy: other, difference: meanStd(diffs), seeds: diffs.length }));
   }
 }

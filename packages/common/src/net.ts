@@ -1,12 +1,3 @@
-import { FerryError } from './errors.js';
-
-/** "host:port" -> parts (IPv6 keeps its brackets); anything else is FERRY_ERR_INVALID_ARGUMENT. */
-export function splitHostPort(address: string): { host: string; port: number } {
-  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(address);
-  if (!m) throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `"${address}" is not host:port`);
-  return { host: m[1]!, port: Number(m[2]) };
-}
-
 /**
  * Whether a listen host is a loopback address, parsed rather than matched by prefix: a name such
  * as `127.evil.example` is a host name that resolves anywhere, not the loopback network. Accepts

@@ -6,7 +6,7 @@
  * on the images only one of them got right, pooled over seeds; a paired t-test over seeds with 3 or
  * more), and names a winner only when the test says so. rgb and gray are compared the same way.
  */
-import { mcnemarExact, meanStd, pairedTTest, wilsonInterval } from './stats.js';
+import { mcnemarExact, pairedTTest, wilsonInterval } from './stats.js';
 import { strategyDefinition } from './strategy.js';
 
 /** What the table needs of a finished cell. */
@@ -148,6 +148,12 @@ export interface ResultsOptions {
 }
 
 export const DEFAULT_ALPHA = 0.05;
+
+function meanStd(xs: readonly number[]): { mean: number; std: number } {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const std = xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1));
+  return { mean, std };
+}
 
 function countCorrect(p: CellPredictions): number {
   let k = 0;

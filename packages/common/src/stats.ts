@@ -58,13 +58,6 @@ export function mcnemarExact(b: number, c: number): number {
   return Math.min(1, 2 * tail);
 }
 
-/** Mean and sample standard deviation (n - 1; 0 for one value). */
-export function meanStd(xs: readonly number[]): { mean: number; std: number } {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
-  const std = xs.length < 2 ? 0 : Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1));
-  return { mean, std };
-}
-
 /** Regularised incomplete beta I_x(a, b) (continued fraction, modified Lentz). */
 export function incompleteBeta(x: number, a: number, b: number): number {
   if (x <= 0) return 0;
@@ -114,7 +107,8 @@ export function studentTwoSided(t: number, df: number): number {
 export function pairedTTest(differences: readonly number[]): { t: number; df: number; pValue: number } {
   const n = differences.length;
   if (n < 2) throw new RangeError('a paired t-test needs at least 2 pairs');
-  const { mean, std: sd } = meanStd(differences);
+  const mean = differences.reduce((a, b) => a + b, 0) / n;
+  const sd = Math.sqrt(differences.reduce((a, d) => a + (d - mean) ** 2, 0) / (n - 1));
   if (sd === 0) return { t: mean === 0 ? 0 : Math.sign(mean) * Infinity, df: n - 1, pValue: mean === 0 ? 1 : 0 };
   const t = mean / (sd / Math.sqrt(n));
   return { t, df: n - 1, pValue: studentTwoSided(t, n - 1) };

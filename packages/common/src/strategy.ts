@@ -105,16 +105,6 @@ export function strategyDefinition(s: Strategy | string): StrategyDefinition | u
 }
 
 /**
- * What a strategy adds to the hashes that identify a run (cell ids, checkpoint configuration
- * hashes): its revision where its meaning has changed, nothing at revision 1, so those hashes stay
- * what they always were.
- */
-export function strategyRevisionTag(s: Strategy | string): { readonly strategyRevision?: number } {
-  const revision = strategyDefinition(s)?.revision ?? 1;
-  return revision > 1 ? { strategyRevision: revision } : {};
-}
-
-/**
  * The legend of a results table: one `name: summary` line per strategy shown, so a reader never
  * compares two different experiments under one name.
  */

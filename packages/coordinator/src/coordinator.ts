@@ -1,4 +1,4 @@
-import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost, parseCellResult, splitHostPort } from '@ferry/common';
+import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost, parseCellResult } from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -37,6 +37,7 @@ import {
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { checkpointProblem } from './checkpoint-file.js';
+import { splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
 import { Store } from './store.js';
 import { parseSweep, type CellSpec } from './sweep.js';
@@ -497,17 +498,13 @@ export class Coordinator {
         call.pause();
         return finish({ ok: false, message });
       };
-      let idle: NodeJS.Timeout | undefined;
-      const armIdle = (): void => {
-        clearTimeout(idle);
-        idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
-      };
-      armIdle();
+      let idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
       call.on('error', () => void finish({ ok: false, message: 'upload stream broke; checkpoint discarded' }));
       call.on('data', (chunk: CheckpointChunk) => {
         if (answered) return;
         call.pause();
-        armIdle();
+        clearTimeout(idle);
+        idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
         busy = true;
         void (async () => {
           if (!first) {

@@ -4,3 +4,4 @@ export { DEFAULT_SWEEP_LIMITS, STUDY_DEFAULTS, cellId, parseSweep, type Cell, ty
 export { Coordinator, CoordinatorConfigError, fromProtoSpec, resolveCoordinatorOptions, toProtoSpec, type CoordinatorLifecycle, type CoordinatorOptions, type ResolvedCoordinatorOptions } from './coordinator.js';
 export { initialState, step, type CellEntry, type CellState, type SchedulerAction, type SchedulerConfig, type SchedulerEvent, type SchedulerState, type WorkerEntry } from './scheduler.js';
 export { Store } from './store.js';
+export { splitHostPort } from './net.js';

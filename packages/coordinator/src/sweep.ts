@@ -1,4 +1,4 @@
-import { STRATEGY_HINT, strategyRevisionTag, tryParseStrategy } from '@ferry/common';
+import { STRATEGY_HINT, strategyDefinition, tryParseStrategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
@@ -119,7 +119,9 @@ function canonical(v: unknown): string {
  * taken for the new one. Revision 1 adds nothing: those ids are what they always were.
  */
 export function cellId(spec: CellSpec): string {
-  return createHash('sha256').update(canonical({ ...spec, ...strategyRevisionTag(spec.strategy) })).digest('hex').slice(0, 16);
+  const revision = strategyDefinition(spec.strategy)?.revision ?? 1;
+  const hashed = revision > 1 ? { ...spec, strategyRevision: revision } : spec;
+  return createHash('sha256').update(canonical(hashed)).digest('hex').slice(0, 16);
 }
 
 class Checker {

@@ -14,7 +14,7 @@ import { ArrayBatchSource, type BatchSource } from './train/data.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 import type { EpochMetrics, TrainProgress } from './train/result.js';
 import { Trainer, averageOverRing, type TrainConfig } from './train/trainer.js';
-import { adaptBatchNorm, batchNormStatNames, batchNormStatsHash, readVariables } from './train/batchnorm.js';
+import { adaptBatchNorm, assignVariables, batchNormStatNames, batchNormStatsHash, readVariables } from './train/batchnorm.js';
 import type { RingTransport } from './train/collective.js';
 import { readWeightsFile, resolveWeights } from './weights/load.js';
 
@@ -351,7 +351,7 @@ async function adaptFrozenBatchNorm(
   const names = batchNormStatNames(network, 0, before);
   const cached = o.cache && o.key ? await o.cache.getJson<number[][]>(o.key) : undefined;
   if (cached && cached.length === names.length) {
-    network.assign(new Map(names.map((n, i) => [n, Float32Array.from(cached[i]!)])));
+    assignVariables(network, names, cached.map((v) => Float32Array.from(v)));
     return;
   }
   await adaptBatchNorm(network, source, before, {

@@ -1,4 +1,4 @@
-import { isLoopbackHost, splitHostPort } from '@ferry/common';
+import { isLoopbackHost } from '@ferry/common';
 import { EventSubscriber, type NatsTarget } from '@ferry/events';
 import { buildApp } from './app.js';
 import { DashboardState } from './state.js';
@@ -11,11 +11,13 @@ export interface DashboardOptions {
   readonly log?: (line: string) => void;
 }
 
+
 /** The dashboard process: replays and follows the FERRY stream, serves the app. Returns its URL and a stop function. */
 export async function startDashboard(o: DashboardOptions): Promise<{ url: string; state: DashboardState; stop: () => Promise<void> }> {
   const listen = o.listen ?? '127.0.0.1:8080';
-  const bind = splitHostPort(listen);
-  const host = bind.host.replace(/^\[|\]$/g, '');
+  const m = /^(.*):(\d+)$/.exec(listen);
+  if (!m) throw new Error(`--listen ${listen}: expected host:port`);
+  const host = m[1]!.replace(/^\[|\]$/g, '');
   if (!isLoopbackHost(host) && !o.token && !o.insecure) throw new Error(`binding the dashboard to ${listen} (not loopback) needs --token, or an explicit --insecure`);
   const state = new DashboardState();
   const { app, feed } = buildApp({ state, ...(o.token ? { token: o.token } : {}) });
@@ -28,9 +30,9 @@ export async function startDashboard(o: DashboardOptions): Promise<{ url: string
     o.log,
   );
   await sub.start();
-  await app.listen({ host, port: bind.port });
+  await app.listen({ host, port: Number(m[2]) });
   const addr = app.server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : bind.port;
+  const port = typeof addr === 'object' && addr ? addr.port : Number(m[2]);
   return {
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}/`,
     state,

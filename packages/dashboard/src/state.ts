@@ -1,4 +1,4 @@
-import { resultsTable, type CellOutcome, type CellPredictions, type ResultsTable } from '@ferry/common';
+import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/common';
 import type { CellSpec, FerryEvent } from '@ferry/protocol';
 
 /** One epoch of a cell as the dashboard keeps it. */
@@ -29,7 +29,7 @@ export interface CellView {
   confusion: number[][];
   perClassAccuracy: number[];
   /** The best epoch's per-image predictions, for the paired tests (empty when not kept). */
-  predictions: CellPredictions | null;
+  predictions: { predicted: number[]; labels: number[]; valSetHash: string } | null;
   updated: string;
 }
 

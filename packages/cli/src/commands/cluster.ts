@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
-import { DEFAULT_ALPHA, isLoopbackHost, parseCellResult, resultsTable, splitHostPort, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
+import { DEFAULT_ALPHA, isLoopbackHost, parseCellResult, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, ferryErrorFromGrpc, unary, type ConnectionOptions } from '@ferry/worker';
@@ -33,7 +33,8 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
   const key = args.string('tls-key');
   const serverName = args.string('tls-server-name');
   const tls = ca || cert || key ? { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(serverName ? { serverName } : {}) } : undefined;
-  if (token && !tls && !isLoopbackHost(splitHostPort(address).host) && !args.flag('insecure-token')) {
+  const host = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(address)?.[1] ?? address;
+  if (token && !tls && !isLoopbackHost(host) && !args.flag('insecure-token')) {
     throw new InvalidArgumentError(
       `--coordinator ${address} is not loopback: the token would cross the network in clear text; pass --tls-ca (the coordinator's CA), or --insecure-token on a network you trust`,
     );

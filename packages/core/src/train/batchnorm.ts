@@ -21,6 +21,14 @@ export async function readVariables(network: Network, names: readonly string[]):
   return Promise.all(names.map(async (n) => Float32Array.from((await network.variables.get(n)!.data()) as Float32Array)));
 }
 
+/** Overwrites the named variables with host values (as read by readVariables). */
+export function assignVariables(network: Network, names: readonly string[], values: readonly Float32Array[]): void {
+  names.forEach((n, i) => {
+    const v = network.variables.get(n)!;
+    tf.tidy(() => v.assign(tf.tensor(values[i]!, v.shape)));
+  });
+}
+
 /**
  * SHA-256 of the running statistics of stages [0, before): what frozen features computed in
  * inference mode depend on besides the weights (the feature cache's key includes it).

@@ -1,4 +1,4 @@
-import { STRATEGIES, strategyName, strategyRevisionTag, type Strategy } from '@ferry/common';
+import { STRATEGIES, strategyName, type Strategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -212,7 +212,8 @@ function validate(config: TrainConfig): void {
 
 export function configHash(arch: string, numClasses: number, config: TrainConfig): string {
   // A strategy whose meaning changed (revision > 1) never resumes a checkpoint of the old meaning.
-  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy), ...strategyRevisionTag(config.strategy) });
+  const revision = STRATEGIES[config.strategy.kind].revision;
+  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy), ...(revision > 1 ? { strategyRevision: revision } : {}) });
   return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
