@@ -66,6 +66,11 @@ export interface CoordinatorOptions {
   readonly maxCheckpointBytes?: number;
   /** An upload stream silent for this long is cut and discarded (default 60 s). */
   readonly checkpointIdleMs?: number;
+  /**
+   * After a restart, how long workers have to reconnect and claim their running cells before those
+   * are declared lost (default 20 s, at least the lease: a worker retries at least every 10 s).
+   */
+  readonly recoveryGraceMs?: number;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -82,6 +87,7 @@ export interface ResolvedCoordinatorOptions {
   readonly nats: NatsTarget | null;
   readonly maxCheckpointBytes: number;
   readonly checkpointIdleMs: number;
+  readonly recoveryGraceMs: number;
 }
 
 /** A coordinator option that cannot be used (the message names it). */
@@ -114,6 +120,7 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     nats: o.nats ?? null,
     maxCheckpointBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30,
     checkpointIdleMs: o.checkpointIdleMs ?? 60_000,
+    recoveryGraceMs: o.recoveryGraceMs ?? 20_000,
   });
 }
 
@@ -159,9 +166,9 @@ export class Coordinator {
   ) {
     this.state = initialState(
       { leaseMs: options.leaseMs, heartbeatIntervalMs: options.heartbeatIntervalMs, defaultMaxAttempts: options.maxAttempts, gangTimeoutMs: options.gangTimeoutMs },
-      // Running cells get a fresh lease: their workers have that long to reconnect and claim them.
-      store.cells().map((c) => (c.state === 'running' ? { ...c, leaseUntil: Date.now() + options.leaseMs } : c)),
+      store.cells(),
       store.workers(),
+      { now: Date.now(), graceMs: options.recoveryGraceMs },
     );
     this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? 'ferry-coordinator' } }) : null;
   }

@@ -73,6 +73,17 @@ export interface SchedulerState {
   /** Worker -> the cell it runs. */
   readonly byWorker: ReadonlyMap<string, string>;
   readonly nextSeq: number;
+  /**
+   * After a coordinator restart: until this time no worker is declared lost and no recovered lease
+   * expires, so that workers backing off have time to reconnect and claim their cells (0: none).
+   */
+  readonly recoveringUntil: number;
+}
+
+/** A coordinator restarted from its store: when it started and how long workers have to come back. */
+export interface Recovery {
+  readonly now: number;
+  readonly graceMs: number;
 }
 
 export interface RunningClaim {
@@ -132,8 +143,10 @@ export interface StepResult {
   readonly actions: readonly SchedulerAction[];
 }
 
-export function initialState(config: SchedulerConfig, cells: readonly CellEntry[] = [], workers: readonly WorkerEntry[] = []): SchedulerState {
-  const sorted = [...cells].sort((a, b) => a.seq - b.seq);
+export function initialState(config: SchedulerConfig, cells: readonly CellEntry[] = [], workers: readonly WorkerEntry[] = [], recovery?: Recovery): SchedulerState {
+  const recoveringUntil = recovery ? recovery.now + Math.max(recovery.graceMs, config.leaseMs) : 0;
+  // Running cells get a fresh lease: their workers have until then to reconnect and claim them.
+  const sorted = [...cells].sort((a, b) => a.seq - b.seq).map((c) => (recovery && c.state === 'running' ? { ...c, leaseUntil: recoveringUntil } : c));
   const running = sorted.filter((c) => c.state === 'running' && c.attemptId);
   return {
     config,
@@ -142,6 +155,7 @@ export function initialState(config: SchedulerConfig, cells: readonly CellEntry[
     byAttempt: new Map(running.map((c) => [c.attemptId!, c.id])),
     byWorker: new Map(running.flatMap((c) => c.members.map((m) => [m, c.id] as [string, string]))),
     nextSeq: cells.reduce((m, c) => Math.max(m, c.seq + 1), 0),
+    recoveringUntil,
   };
 }
 
@@ -420,7 +434,7 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
     }
     case 'tick': {
       for (const w of [...b.workers.values()]) {
-        if (w.state === 'alive' && w.lastSeen + leaseMs < event.now) b.setWorker({ ...w, state: 'lost', idleSince: null });
+        if (w.state === 'alive' && Math.max(w.lastSeen + leaseMs, state.recoveringUntil) < event.now) b.setWorker({ ...w, state: 'lost', idleSince: null });
       }
       for (const id of [...b.byAttempt.values()]) {
         const c = b.cells.get(id)!;

@@ -98,6 +98,24 @@ describe('scheduler (pure step function)', () => {
     expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
   });
 
+  test('a restarted coordinator gives workers its recovery grace: no worker lost, no lease expired before it ends', () => {
+    const before = run([submit(0, 1, 2, 3), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2')]);
+    // Down for 10 lease lengths; restarted at t=10,000 with a grace of 5,000 ms (lease 1,000 ms).
+    const restored = initialState(CONFIG, [...before.state.cells.values()], [...before.state.workers.values()], { now: 10_000, graceMs: 5_000 });
+    expect(restored.cells.get('c1')!.leaseUntil).toBe(15_000);
+    const within = run([{ type: 'tick', now: 14_900 }], restored);
+    expect([...within.state.workers.values()].map((w) => w.state)).toEqual(['alive', 'alive']);
+    expect(within.actions.filter((a) => a.type === 'attemptEnded')).toEqual([]);
+    // w1 comes back late but within the grace and keeps its attempt; w2 never does.
+    const r = run([{ ...reg(14_950, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }]), sessionId: 'new-1' } as SchedulerEvent, { type: 'tick', now: 15_100 }], within.state);
+    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attemptId: 'a1', attempts: 1 });
+    expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
+    expect(r.state.workers.get('w2')!.state).toBe('lost');
+    expect(r.state.workers.get('w1')!.state).toBe('alive');
+    // A grace shorter than the lease is the lease.
+    expect(initialState(CONFIG, [...before.state.cells.values()], [], { now: 100, graceMs: 10 }).cells.get('c1')!.leaseUntil).toBe(1100);
+  });
+
   test('cancel stops running attempts and retry requeues failed and cancelled cells', () => {
     const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'cancel', now: 1, sweepId: 's' }]);
     expect([...r.state.cells.values()].map((c) => c.state)).toEqual(['cancelled', 'cancelled']);

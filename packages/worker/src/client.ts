@@ -24,6 +24,10 @@ function channelOptions(o: ConnectionOptions): grpc.ChannelOptions {
     ...(o.tls?.serverName ? { 'grpc.ssl_target_name_override': o.tls.serverName } : {}),
     'grpc.max_receive_message_length': 8 << 20,
     'grpc.keepalive_time_ms': 10_000,
+    // grpc-js backs a broken channel off up to 120 s, failing every call meanwhile; a coordinator
+    // restarted after a long outage must be reachable again within its recovery grace (20 s).
+    'grpc.initial_reconnect_backoff_ms': 250,
+    'grpc.max_reconnect_backoff_ms': 5_000,
   };
 }
 

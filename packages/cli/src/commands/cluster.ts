@@ -43,7 +43,7 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
 }
 
 const COORD_USAGE =
-  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--max-checkpoint-mb 4096] [--checkpoint-idle-ms 60000] [--nats URL]';
+  'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--max-checkpoint-mb 4096] [--checkpoint-idle-ms 60000] [--recovery-grace-ms 20000] [--nats URL]';
 
 /** `ferry coordinator`: runs until SIGINT/SIGTERM; prints `listening on HOST:PORT` once bound. */
 export async function coordinatorCommand(argv: readonly string[], io: CliIo): Promise<number> {
@@ -62,6 +62,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
       'max-attempts': { type: 'string' },
       'max-checkpoint-mb': { type: 'string' },
       'checkpoint-idle-ms': { type: 'string' },
+      'recovery-grace-ms': { type: 'string' },
       nats: { type: 'string' },
     },
     COORD_USAGE,
@@ -83,6 +84,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
     ...(args.string('max-attempts') ? { maxAttempts: args.int('max-attempts', 3, 1) } : {}),
     ...(args.string('max-checkpoint-mb') ? { maxCheckpointBytes: args.int('max-checkpoint-mb', 4096, 1) * 2 ** 20 } : {}),
     ...(args.string('checkpoint-idle-ms') ? { checkpointIdleMs: args.int('checkpoint-idle-ms', 60_000, 100) } : {}),
+    ...(args.string('recovery-grace-ms') ? { recoveryGraceMs: args.int('recovery-grace-ms', 20_000, 0) } : {}),
     ...(nats ? { nats: { url: nats } } : {}),
   };
   let coordinator: Coordinator;
