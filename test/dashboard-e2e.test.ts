@@ -155,3 +155,42 @@ test('markup in event text (a cell id, a dataset name) is shown as text: clickin
   await page.close();
   await app.close();
 });
+
+test("ferry run's process restarts are listed on the sweep page: crash with its exit and last log line, restart, crash loop", async () => {
+  const { buildApp, DashboardState } = await import('@ferry/dashboard');
+  const { CellSpec, FerryEvent } = await import('@ferry/protocol');
+  const state = new DashboardState();
+  const { app, feed } = buildApp({ state });
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => {
+    const c = state.apply(FerryEvent.fromPartial({ sweepId: 'sup', time: '2026-11-29T02:00:00.000Z', ...e }));
+    if (c) feed.changed(c);
+  };
+  apply({ sweep: { name: 'supervised', cells: 1, createdAt: '' } });
+  apply({ cell: { cellId: 'c0', spec: CellSpec.fromPartial({ dataset: 'demo', color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0, epochs: 3 }), state: 'running', attempts: 1, worker: 'local-0' } });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address() as { port: number };
+  const page = await browser!.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto(`http://127.0.0.1:${addr.port}/#/sweep/sup`);
+  await page.waitForSelector('#cells tr.cell');
+  expect(await page.$('#process-events')).toBeNull(); // nothing crashed: no section
+  const log = '/runs/supervised/logs/worker-0.log';
+  // Live: events arriving while the page is open appear without a reload.
+  apply({ process: { name: 'worker local-0', kind: 'worker', state: 'crashed', exit: 'signal SIGKILL', restarts: 1, logTail: ['epoch 3', '<b>last</b> line'], log } });
+  apply({ process: { name: 'worker local-0', kind: 'worker', state: 'restarted', restarts: 1, log } });
+  apply({ process: { name: 'dashboard', kind: 'dashboard', state: 'gave-up', exit: 'exit code 1', logTail: ['EADDRINUSE'], log: '/runs/supervised/logs/dashboard.log' } });
+  await page.waitForSelector('#process-events tr.process-gave-up', { timeout: 10_000 });
+  const rows = await page.$$eval('#process-events tr', (trs) => trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).slice(1).map((td) => td.textContent)));
+  expect(rows).toEqual([
+    ['worker local-0', 'exited unexpectedly', 'signal SIGKILL', '1', '<b>last</b> line'],
+    ['worker local-0', 'restarted', '', '1', ''],
+    ['dashboard', 'crash loop: not restarted', 'exit code 1', '', 'EADDRINUSE'],
+  ]);
+  expect(await page.getAttribute('#process-events tr.process-crashed td:last-child', 'title')).toBe(log);
+  mkdirSync(path.join(REPO_ROOT, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: path.join(REPO_ROOT, 'test-artifacts', 'dashboard-restarts.png'), fullPage: true });
+  expect(errors).toEqual([]);
+  await page.close();
+  await app.close();
+});

@@ -301,7 +301,7 @@ hyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32 }
     expect(r.stderr).toContain('no worker can run 1 pending cell(s)');
     expect(r.stderr).toContain('ghost rgb finetune resnet_tiny seed 0: FERRY_ERR_DATASET_MISMATCH: dataset ghost is not on this worker');
     expect(r.stderr).toContain('[FERRY_ERR_DATASET_MISMATCH]');
-    expect(readFileSync(path.join(out, 'workers', 'w0.log'), 'utf8')).toContain('worker');
+    expect(readFileSync(path.join(out, 'logs', 'worker-0.log'), 'utf8')).toContain('worker');
   }, 120_000);
 
   test('an invalid sweep file is reported with line and path, nothing runs', async () => {

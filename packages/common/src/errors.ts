@@ -141,6 +141,12 @@ export const ERRORS = {
     when: "a call to the coordinator carried no bearer token, or not the coordinator's",
     fix: 'pass the coordinator\'s `--token` (or `FERRY_TOKEN`)',
   },
+  FERRY_ERR_CRASH_LOOP: {
+    grpc: 'ABORTED',
+    exit: 2,
+    when: "a child of `ferry run` kept exiting: the coordinator, or every worker, crashed more often than the restart limit (5 within 2 minutes), so the sweep cannot progress",
+    fix: 'the message names the child, its exit and the last lines of its log (under `<out>/logs/`); fix the cause and run the same command again: finished cells are kept',
+  },
   FERRY_ERR_INTERNAL: {
     grpc: 'INTERNAL',
     exit: 1,

@@ -102,7 +102,7 @@ async function renderSweep() {
   const ids = s.cells.map((c) => c.cellId).join('\n');
   if (!sweepView || sweepView.sweepId !== s.sweepId || sweepView.ids !== ids || !document.getElementById('cells')) {
     main.innerHTML = `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
-      '<h3>Comparison (best val accuracy)</h3><div id="comparison"></div><h3>Workers</h3><div id="workers-box"></div>' +
+      '<h3>Comparison (best val accuracy)</h3><div id="comparison"></div><h3>Workers</h3><div id="workers-box"></div><div id="processes"></div>' +
       '<h3>Cells</h3><table id="cells"><tr><th>dataset</th><th>color</th><th>strategy</th><th>model</th><th>seed</th><th>state</th><th>progress</th><th>ETA</th><th>img/s</th><th>best val</th><th>worker</th><th>attempts</th><th>error</th></tr>' +
       s.cells.map((c) => `<tr class="cell" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</table><div id="cell"></div>';
     const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
@@ -124,7 +124,17 @@ async function renderSweep() {
   setHtml('comparison', tableHtml(s.table, s.sweepId));
   setHtml('workers-box', '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
     s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('') + '</table>');
+  setHtml('processes', processesHtml(s.processes || []));
   if (selectedCell) await renderCell(selectedCell);
+}
+
+// Children of `ferry run` that exited unexpectedly: each crash, restart and crash loop.
+function processesHtml(ps) {
+  if (ps.length === 0) return '';
+  const what = { crashed: 'exited unexpectedly', restarted: 'restarted', 'gave-up': 'crash loop: not restarted' };
+  return '<h3>Process restarts</h3><table id="process-events"><tr><th>time</th><th>process</th><th>event</th><th>exit</th><th>restarts</th><th>last log line</th></tr>' +
+    ps.map((p) => `<tr class="process-${esc(p.state)}"><td>${esc(new Date(p.time).toLocaleTimeString())}</td><td>${esc(p.name)}</td><td>${esc(what[p.state] || p.state)}</td><td>${esc(p.exit)}</td>` +
+      `<td class="num">${esc(String(p.restarts || ''))}</td><td title="${esc(p.log)}">${esc(p.logTail.length ? p.logTail[p.logTail.length - 1] : '')}</td></tr>`).join('') + '</table>';
 }
 
 // One listener for every row (rows are kept across updates): a click selects the cell.

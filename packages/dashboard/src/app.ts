@@ -136,6 +136,7 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
       createdAt: s.createdAt,
       cells: [...s.cells.values()].map(cellSummary),
       workers,
+      processes: s.processes,
       table: state.table(s.sweepId),
     };
   });

@@ -39,6 +39,20 @@ export interface SweepView {
   createdAt: string;
   declaredCells: number;
   cells: Map<string, CellView>;
+  /** Children of `ferry run` that crashed, restarted or were given up on (newest last, at most 200). */
+  processes: ProcessView[];
+}
+
+export interface ProcessView {
+  time: string;
+  name: string;
+  kind: string;
+  /** crashed | restarted | gave-up */
+  state: string;
+  exit: string;
+  restarts: number;
+  logTail: string[];
+  log: string;
 }
 
 export interface WorkerView {
@@ -62,7 +76,7 @@ export class DashboardState {
   private sweep(id: string): SweepView {
     let s = this.sweeps.get(id);
     if (!s) {
-      s = { sweepId: id, name: id, createdAt: '', declaredCells: 0, cells: new Map() };
+      s = { sweepId: id, name: id, createdAt: '', declaredCells: 0, cells: new Map(), processes: [] };
       this.sweeps.set(id, s);
     }
     return s;
@@ -149,6 +163,13 @@ export class DashboardState {
         c.perClassAccuracy = m.perClassAccuracy;
       }
       return { sweepId, cellId: c.cellId };
+    }
+    if (e.process) {
+      const p = e.process;
+      const s = this.sweep(sweepId);
+      s.processes.push({ time: e.time, name: p.name, kind: p.kind, state: p.state, exit: p.exit, restarts: p.restarts, logTail: [...p.logTail], log: p.log });
+      if (s.processes.length > 200) s.processes.shift();
+      return { sweepId };
     }
     if (e.worker) {
       const w = e.worker;

@@ -14,5 +14,7 @@ export const SUBJECTS = {
   epoch: (sweep: string, cell: string): string => `ferry.${sweep}.cell.${cell}.epoch`,
   /** Worker heartbeats and state; `_cluster` when not tied to a sweep. */
   worker: (sweep: string, worker: string): string => `ferry.${sweep}.worker.${worker}`,
+  /** A child process of `ferry run` (its name, made a subject token). */
+  process: (sweep: string, name: string): string => `ferry.${sweep}.process.${name.replace(/[^A-Za-z0-9_-]/g, '-')}`,
   CLUSTER: '_cluster',
 } as const;

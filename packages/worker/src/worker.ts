@@ -82,6 +82,14 @@ export class FerryWorker {
   private peerAddress = '';
   /** Attempts already run here: a re-delivered assignment of one of them is not run twice. */
   private readonly ranAttempts = new Set<string>();
+  /**
+   * The attempt this worker's previous process was running when it died (kill -9, out of memory),
+   * from `<workDir>/attempt.json`: claimed at registration so that the coordinator keeps the lease,
+   * then resumed from the last checkpoint when the coordinator delivers it again. Single-worker
+   * cells only: a data-parallel group cannot take a rank back mid-generation (it re-forms).
+   */
+  private recovered: RunningCell | null = null;
+  private readonly claimFile: string;
   private stopping = false;
   private wake: (() => void) | null = null;
   readonly workerId: string;
@@ -96,6 +104,8 @@ export class FerryWorker {
     const idFile = path.join(options.workDir, 'worker-id');
     this.workerId = existsSync(idFile) ? readFileSync(idFile, 'utf8').trim() : randomUUID();
     writeFileSync(idFile, `${this.workerId}\n`);
+    this.claimFile = path.join(options.workDir, 'attempt.json');
+    this.recovered = readClaim(this.claimFile);
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
     const peerHost = options.peerHost ?? '127.0.0.1';
     const tls = options.connection.tls;
@@ -135,7 +145,8 @@ export class FerryWorker {
   }
 
   private running(): RunningCell[] {
-    return this.current ? [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }] : [];
+    if (this.current) return [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }];
+    return this.recovered ? [this.recovered] : [];
   }
 
   private registering: Promise<void> | null = null;
@@ -169,6 +180,7 @@ export class FerryWorker {
         }, this.conn(), 10_000);
         this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
         if (this.current && r.abandonAttempts.includes(this.current.attemptId)) this.abortCurrent('cancelled');
+        if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId)) this.dropClaim('the coordinator moved it on');
         clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
         this.lifecycle = this.current ? 'running' : 'idle';
@@ -213,6 +225,13 @@ export class FerryWorker {
     }
   }
 
+  private dropClaim(why: string): void {
+    if (!this.recovered) return;
+    this.log(`not resuming attempt ${this.recovered.attemptId} of cell ${this.recovered.cellId} after a restart: ${why}`);
+    this.recovered = null;
+    rmSync(this.claimFile, { force: true });
+  }
+
   private abortCurrent(why: 'shutdown' | 'cancelled'): void {
     if (!this.current) return;
     this.current.why = why;
@@ -241,6 +260,12 @@ export class FerryWorker {
         continue;
       } finally {
         this.wake = null;
+      }
+      if (this.recovered) {
+        // The coordinator delivers a kept attempt again (with its latest checkpoint); anything else means it is gone.
+        if (a.hasAssignment && a.attemptId === this.recovered.attemptId) this.log(`resuming attempt ${a.attemptId} of cell ${a.cellId} after a restart`);
+        else this.dropClaim('the coordinator did not deliver it again');
+        this.recovered = null;
       }
       if (a.hasAssignment && this.ranAttempts.has(a.attemptId)) {
         // A group member that finished before rank 0 reported: wait for the attempt to close.
@@ -274,6 +299,7 @@ export class FerryWorker {
     const dir = path.join(this.options.workDir, 'cells', a.cellId);
     const abort = new AbortController();
     this.current = { cellId: a.cellId, sweepId: a.sweepId, attemptId: a.attemptId, epoch: a.checkpointEpochs, abort, why: null, imagesPerSec: 0 };
+    if (a.worldSize <= 1) writeFileSync(this.claimFile, `${JSON.stringify({ cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs } satisfies RunningCell)}\n`);
     let lastStepEvent = 0;
     this.lifecycle = 'running';
     const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
@@ -384,6 +410,7 @@ export class FerryWorker {
       }
     } finally {
       await ring?.close();
+      rmSync(this.claimFile, { force: true });
       this.current = null;
       if (!this.stopping) this.lifecycle = 'idle';
     }
@@ -466,4 +493,17 @@ export class FerryWorker {
     if (digest !== expected) throw new Error(`downloaded checkpoint checksum mismatch (${digest} != ${expected})`);
     await rename(`${dest}.tmp`, dest);
   }
+}
+
+/** The claim a previous process of this worker left (see FerryWorker.recovered); null when none or unreadable. */
+function readClaim(file: string): RunningCell | null {
+  if (!existsSync(file)) return null;
+  try {
+    const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<RunningCell>;
+    if (typeof c.cellId === 'string' && typeof c.attemptId === 'string' && typeof c.epoch === 'number') return { cellId: c.cellId, attemptId: c.attemptId, epoch: c.epoch };
+  } catch {
+    // a claim cut short by the crash: nothing to resume
+  }
+  rmSync(file, { force: true });
+  return null;
 }

@@ -1,17 +1,18 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { constants, accessSync, createWriteStream } from 'node:fs';
-import { connect, createServer } from 'node:net';
-import { createInterface } from 'node:readline';
+import { constants, accessSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { parseSweep } from '@ferry/coordinator';
 import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
+import { EventPublisher } from '@ferry/events';
+import { FerryEvent, SUBJECTS, type SweepStatus } from '@ferry/protocol';
 import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { ProgressLine, err, out, type CliIo } from '../io.js';
+import { Supervisor, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
 import { outcomes, significanceLevel } from './cluster.js';
 
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
@@ -54,50 +55,29 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-async function waitForPort(port: number, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const sock = connect(port, '127.0.0.1', () => {
-        sock.end();
-        resolve(true);
-      });
-      sock.on('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new InvalidArgumentError(`nats-server did not open port ${port} within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** Spawns a ferry subcommand and resolves with the first stdout line matching `pattern`. */
-function startChild(args: string[], pattern: RegExp, io: CliIo, env: NodeJS.ProcessEnv = process.env): { child: ChildProcess; ready: Promise<string> } {
-  const [node, bin] = ferryBin();
-  const child = spawn(node, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  child.stderr!.on('data', (d: Buffer) => io.stderr.write(d));
-  const ready = new Promise<string>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      const m = pattern.exec(line);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new InvalidArgumentError(`ferry ${args[0]} exited (code ${code}) before it was ready`)));
-  });
-  return { child, ready };
-}
-
 /** The `ferry` entry script (from src/ under a TS runner, or dist/ when built: both two levels down). */
 export function ferryBin(): [string, string] {
   return [process.execPath, fileURLToPath(new URL('../../bin/ferry.js', import.meta.url))];
 }
 
 
-/**
- * `ferry run`: the embedded default. Starts a coordinator and N workers as child processes on this
- * machine (the same processes and protocol as a cluster), submits the sweep, shows progress, and
- * ends with the results table and files. Ctrl-C stops every child; running again resumes (the
- * coordinator's state and checkpoints live under --out).
- */
-export async function runCommand(argv: readonly string[], io: CliIo): Promise<number> {
+interface RunPlan {
+  readonly file: string;
+  readonly yaml: string;
+  readonly name: string;
+  readonly cells: number;
+  readonly workers: number;
+  readonly alpha: number;
+  readonly dataRoot: string;
+  readonly outRoot: string;
+  readonly backend: string;
+  /** A NATS server to use, or undefined: start one when nats-server is on PATH (unless noNats). */
+  readonly nats: string | undefined;
+  readonly noNats: boolean;
+  readonly dashboardPort: number;
+}
+
+async function plan(argv: readonly string[], io: CliIo): Promise<RunPlan> {
   const args = Args.parse(
     argv,
     {
@@ -118,126 +98,258 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     throw new InvalidArgumentError(`cannot read ${file}: ${e.message}`);
   });
   const sweep = parseSweep(yaml, file); // validate before starting anything
-  const workers = args.int('workers', 1, 1);
-  const alpha = significanceLevel(args);
-  const dataRoot = path.resolve(args.string('data-root') ?? 'data');
-  const outRoot = path.resolve(args.string('out') ?? path.join('runs', sweep.name));
-  await mkdir(outRoot, { recursive: true });
-  // Stopped in this order: workers (they release their leases), coordinator, dashboard, nats-server.
-  const groups: { workers: ChildProcess[]; coordinator: ChildProcess[]; dashboard: ChildProcess[]; nats: ChildProcess[] } = { workers: [], coordinator: [], dashboard: [], nats: [] };
-  let interrupted = false;
-  const stopAll = async (): Promise<void> => {
-    for (const g of [groups.workers, groups.coordinator, groups.dashboard, groups.nats]) {
-      const alive = g.filter((c) => c.exitCode === null && c.signalCode === null);
-      for (const c of alive) c.kill('SIGTERM');
-      await Promise.all(alive.map((c) => new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(null) : c.once('exit', r)))));
-    }
+  const noNats = args.flag('no-nats');
+  return {
+    file,
+    yaml,
+    name: sweep.name,
+    cells: sweep.cells.length,
+    workers: args.int('workers', 1, 1),
+    alpha: significanceLevel(args),
+    dataRoot: path.resolve(args.string('data-root') ?? 'data'),
+    outRoot: path.resolve(args.string('out') ?? path.join('runs', sweep.name)),
+    backend: args.string('backend') ?? 'auto',
+    nats: noNats ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']),
+    noNats,
+    dashboardPort: args.int('dashboard-port', 8080, 0),
   };
+}
+
+/** Stopped in this order: workers (they release their leases), coordinator, dashboard, nats-server. */
+const STOP_ORDER = ['worker', 'coordinator', 'dashboard', 'nats-server'] as const;
+
+/**
+ * `ferry run`: the embedded default. Starts a coordinator and N workers as child processes on this
+ * machine (the same processes and protocol as a cluster), submits the sweep, shows progress, and
+ * ends with the results table and files. Every child is supervised: one that exits unexpectedly is
+ * restarted (same state, same address; a worker resumes its cell from its last checkpoint), and a
+ * crash loop of the coordinator or of every worker ends the run with FERRY_ERR_CRASH_LOOP. Ctrl-C
+ * stops every child; running again resumes (the coordinator's state and checkpoints live under --out).
+ */
+export async function runCommand(argv: readonly string[], io: CliIo): Promise<number> {
+  const p = await plan(argv, io);
+  await mkdir(p.outRoot, { recursive: true });
+  const sup = new Supervisor();
+  const run = { interrupted: false, sweepId: SUBJECTS.CLUSTER as string, publisher: null as EventPublisher | null };
+  sup.on((e) => {
+    report(io, e);
+    publishProcessEvent(run.publisher, run.sweepId, e);
+    void writeChildren(p.outRoot, sup);
+  });
   const onSigint = (): void => {
-    interrupted = true;
+    run.interrupted = true;
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   try {
-    // Events: the given NATS, or a nats-server of our own (JetStream, state under --out) when on PATH.
-    let natsUrl = args.flag('no-nats') ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']);
-    if (!natsUrl && !args.flag('no-nats')) {
-      const natsBin = findExecutable('nats-server', io.env);
-      if (natsBin) {
-        const port = await freePort();
-        const child = spawn(natsBin, ['-js', '-sd', path.join(outRoot, 'nats'), '-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-        groups.nats.push(child);
-        await waitForPort(port, 10_000);
-        natsUrl = `nats://127.0.0.1:${port}`;
-      } else {
-        err(io, 'ferry run: nats-server is not on PATH: no live events and no dashboard (apt-get install nats-server)');
-      }
-    }
-    const natsArgs = natsUrl ? ['--nats', natsUrl] : [];
-    const coord = startChild(['coordinator', '--listen', '127.0.0.1:0', '--state', path.join(outRoot, 'state'), ...natsArgs], /^listening on (\S+)$/, io);
-    groups.coordinator.push(coord.child);
-    const address = await coord.ready;
-    let dashboardUrl: string | undefined;
-    if (natsUrl) {
-      const wanted = args.int('dashboard-port', 8080, 0);
-      const port = wanted !== 0 && (await portFree(wanted)) ? wanted : await freePort();
-      const dash = startChild(['dashboard', '--nats', natsUrl, '--listen', `127.0.0.1:${port}`], /^dashboard on (\S+)$/, io);
-      groups.dashboard.push(dash.child);
-      dashboardUrl = await dash.ready;
-    }
-    const threads = Math.max(1, Math.floor(os.availableParallelism() / workers));
-    const [node, bin] = ferryBin();
-    for (let i = 0; i < workers; i++) {
-      const child = spawn(
-        node,
-        [bin, 'worker', '--coordinator', address, '--data-root', dataRoot, '--work-dir', path.join(outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', args.string('backend') ?? 'auto', '--threads', String(threads), '--poll-ms', '1000', ...natsArgs],
-        { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, FERRY_WASM_THREADS: String(threads) } },
-      );
-      const log = path.join(outRoot, 'workers', `w${i}.log`);
-      await mkdir(path.dirname(log), { recursive: true });
-      // The log is written as it comes (a crash leaves everything up to it), and the terminal
-      // shows a worker's warnings and errors when they happen, not at exit.
-      const file = createWriteStream(log, { flags: 'a' });
-      child.stderr!.pipe(file);
-      createInterface({ input: child.stderr! }).on('line', (line) => {
-        if (/\b(warning|error|failed|FERRY_ERR_[A-Z_]+)\b/i.test(line)) err(io, `worker local-${i}: ${line}`);
-      });
-      groups.workers.push(child);
-    }
-    err(io, `ferry run: sweep "${sweep.name}" (${sweep.cells.length} cells) on ${workers} local worker(s); coordinator ${address}; output ${outRoot}`);
+    const natsUrl = await startNats(sup, p, io);
+    if (natsUrl) run.publisher = new EventPublisher({ target: { url: natsUrl, name: 'ferry-run' } });
+    const bound = { address: '' };
+    const coordinator = await sup.add(coordinatorSpec(p, natsUrl, () => bound.address));
+    bound.address = coordinator.address;
+    const dashboardUrl = natsUrl ? await startDashboard(sup, p, natsUrl) : undefined;
+    const threads = Math.max(1, Math.floor(os.availableParallelism() / p.workers));
+    for (let i = 0; i < p.workers; i++) await sup.add(workerSpec(p, i, threads, coordinator.address, natsUrl));
+    await writeChildren(p.outRoot, sup);
+    err(io, `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`);
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
-    const conn: ConnectionOptions = { address };
-    const admin = adminClient(conn);
-    try {
-      const sub = await unary(admin.submitSweep, admin, { yaml, fileName: path.basename(file), datasetFingerprints: {}, maxAttempts: 0 }, conn, 30_000);
-      const progress = new ProgressLine(io);
-      let stalledSince: number | undefined;
-      for (;;) {
-        if (interrupted) {
-          progress.done('interrupted: stopping workers (their cells resume on the next run)');
-          return 130;
-        }
-        const s = await unary(admin.getSweep, admin, { sweepId: sub.sweepId }, conn, 10_000);
-        const total = s.cells.length;
-        const finished = s.done + s.failed + s.cancelled;
-        const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
-        const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
-        progress.update(allEpochs ? epochs / allEpochs : 0, `${s.done}/${total} done, ${s.running} running, ${s.failed} failed`);
-        // A sweep that cannot progress is said, not waited on: cells pending with an error and
-        // nothing running for STALL_MS means no local worker will take them (a dataset missing
-        // under --data-root, say).
-        const stuck = s.running === 0 ? s.cells.filter((c) => c.state === 'pending' && c.error) : [];
-        stalledSince = stuck.length === 0 ? undefined : (stalledSince ?? Date.now());
-        if (stalledSince !== undefined && Date.now() - stalledSince >= STALL_MS) {
-          progress.done(`${s.done}/${total} done; ${stuck.length} cell(s) cannot start`);
-          const code = /FERRY_ERR_[A-Z_]+/.exec(stuck[0]!.error)?.[0] ?? '';
-          throw new FerryError(
-            isErrorCode(code) ? code : 'FERRY_ERR_INTERNAL',
-            `no worker can run ${stuck.length} pending cell(s), nothing has run for ${STALL_MS / 1000} s:\n` +
-              stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`).join('\n') +
-              `\nworker logs: ${path.join(outRoot, 'workers')}`,
-          );
-        }
-        if (finished === total) {
-          progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
-          for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`);
-          const t = resultsTable(outcomes(s), { alpha });
-          await writeFile(path.join(outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
-          await writeFile(path.join(outRoot, 'results.csv'), `${tableCsv(t)}\n`);
-          await writeFile(path.join(outRoot, 'results.json'), `${JSON.stringify({ sweep: s.sweepId, table: t, cells: s.cells.map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, result: c.resultJson ? JSON.parse(c.resultJson) : null, error: c.error || null })) }, null, 2)}\n`);
-          out(io, tableMarkdown(t));
-          out(io);
-          out(io, `results: ${path.join(outRoot, 'results.md')} (.csv, .json); coordinator state: ${path.join(outRoot, 'state')}`);
-          return s.failed > 0 ? 1 : 0;
-        }
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    } finally {
-      admin.close();
-    }
+    return await watch(p, sup, coordinator, run, io);
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
-    await stopAll();
+    await sup.stopAll(STOP_ORDER);
+    await run.publisher?.close();
   }
+}
+
+function logPath(p: RunPlan, name: string): string {
+  return path.join(p.outRoot, 'logs', `${name}.log`);
+}
+
+/** Events: the given NATS, or a nats-server of our own (JetStream, state under --out) when on PATH. */
+async function startNats(sup: Supervisor, p: RunPlan, io: CliIo): Promise<string | undefined> {
+  if (p.noNats || p.nats) return p.nats;
+  const natsBin = findExecutable('nats-server', io.env);
+  if (!natsBin) {
+    err(io, 'ferry run: nats-server is not on PATH: no live events and no dashboard (apt-get install nats-server)');
+    return undefined;
+  }
+  const port = await freePort();
+  const args = ['-js', '-sd', path.join(p.outRoot, 'nats'), '-a', '127.0.0.1', '-p', String(port)];
+  await sup.add({ name: 'nats-server', kind: 'nats-server', command: natsBin, args: () => args, log: logPath(p, 'nats-server'), readyPort: port, readyTimeoutMs: 10_000 });
+  return `nats://127.0.0.1:${port}`;
+}
+
+function coordinatorSpec(p: RunPlan, natsUrl: string | undefined, bound: () => string): ChildSpec {
+  const [node, bin] = ferryBin();
+  return {
+    name: 'coordinator',
+    kind: 'coordinator',
+    command: node,
+    // A restart binds the address of the first start: workers reconnect to it and keep their cells.
+    args: () => [bin, 'coordinator', '--listen', bound() || '127.0.0.1:0', '--state', path.join(p.outRoot, 'state'), ...(natsUrl ? ['--nats', natsUrl] : [])],
+    log: logPath(p, 'coordinator'),
+    readyLine: /^listening on (\S+)$/,
+  };
+}
+
+async function startDashboard(sup: Supervisor, p: RunPlan, natsUrl: string): Promise<string> {
+  const [node, bin] = ferryBin();
+  const port = p.dashboardPort !== 0 && (await portFree(p.dashboardPort)) ? p.dashboardPort : await freePort();
+  const dashboard = await sup.add({
+    name: 'dashboard',
+    kind: 'dashboard',
+    command: node,
+    args: () => [bin, 'dashboard', '--nats', natsUrl, '--listen', `127.0.0.1:${port}`],
+    log: logPath(p, 'dashboard'),
+    readyLine: /^dashboard on (\S+)$/,
+  });
+  return dashboard.address;
+}
+
+function workerSpec(p: RunPlan, i: number, threads: number, coordinator: string, natsUrl: string | undefined): ChildSpec {
+  const [node, bin] = ferryBin();
+  const args = [bin, 'worker', '--coordinator', coordinator, '--data-root', p.dataRoot, '--work-dir', path.join(p.outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', p.backend, '--threads', String(threads), '--poll-ms', '1000', ...(natsUrl ? ['--nats', natsUrl] : [])];
+  return { name: `worker local-${i}`, kind: 'worker', command: node, args: () => args, env: { ...process.env, FERRY_WASM_THREADS: String(threads) }, log: logPath(p, `worker-${i}`) };
+}
+
+/** `<out>/children.json`: each child's pid, log and restarts, rewritten at every (re)start. */
+async function writeChildren(outRoot: string, sup: Supervisor): Promise<void> {
+  const children = sup.list().map((c) => ({ name: c.spec.name, kind: c.spec.kind, pid: c.pid ?? null, alive: c.alive, restarts: c.restarts, gaveUp: c.gaveUp, log: c.spec.log }));
+  await writeFile(path.join(outRoot, 'children.json'), `${JSON.stringify({ children }, null, 2)}\n`).catch(() => undefined);
+}
+
+/** A supervisor event as terminal lines: warnings as they happen, each crash and restart. */
+function report(io: CliIo, e: SupervisorEvent): void {
+  const tail = (lines: readonly string[]): string => (lines.length ? `; last lines of ${e.child.log}:\n${lines.map((l) => `  | ${l}`).join('\n')}` : '');
+  switch (e.type) {
+    case 'warning':
+      err(io, `${e.child.name}: ${e.line}`);
+      break;
+    case 'crashed':
+      err(io, `ferry run: ${e.child.name} exited unexpectedly (${e.exit}); restart ${e.restarts} in ${(e.restartInMs / 1000).toFixed(1)} s${tail(e.tail)}`);
+      break;
+    case 'restarted':
+      err(io, `ferry run: ${e.child.name} restarted (pid ${e.pid})`);
+      break;
+    case 'gave-up': {
+      const without = e.child.kind === 'dashboard' ? '; continuing without the dashboard' : e.child.kind === 'nats-server' ? '; continuing without live events' : '';
+      err(io, `ferry run: ${e.child.name} crashed ${e.crashes} times within 2 minutes: not restarting it${without} (last: ${e.exit})${tail(e.tail)}`);
+      break;
+    }
+  }
+}
+
+function publishProcessEvent(publisher: EventPublisher | null, sweepId: string, e: SupervisorEvent): void {
+  if (!publisher || e.type === 'warning') return;
+  publisher.publish(
+    SUBJECTS.process(sweepId, e.child.name),
+    FerryEvent.fromPartial({
+      sweepId,
+      time: new Date().toISOString(),
+      process: {
+        name: e.child.name,
+        kind: e.child.kind,
+        state: e.type,
+        exit: e.type === 'restarted' ? '' : e.exit,
+        restarts: e.type === 'gave-up' ? 0 : e.restarts,
+        logTail: e.type === 'restarted' ? [] : [...e.tail],
+        log: e.child.log,
+      },
+    }),
+  );
+}
+
+/** The error that ends a run whose coordinator, or every worker, is in a crash loop. */
+function crashLoop(children: readonly Supervised[], outRoot: string): FerryError {
+  const what = children.length === 1 ? children[0]!.spec.name : `every worker (${children.length})`;
+  return new FerryError(
+    'FERRY_ERR_CRASH_LOOP',
+    `${what} kept exiting, so the sweep cannot progress; ferry run stopped restarting:\n` +
+      children.map((c) => `${c.spec.name} (last: ${c.lastExit})${c.tailText()}`).join('\n') +
+      `\nfix the cause and run the same command again: finished cells are kept (${path.join(outRoot, 'state')})`,
+  );
+}
+
+/** UNAVAILABLE or DEADLINE_EXCEEDED: the coordinator is away (restarting), not answering no. */
+function coordinatorAway(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return code === 14 || code === 4;
+}
+
+/** Submits the sweep and follows it to the end: progress, stalls, crash loops, the results. */
+async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: { interrupted: boolean; sweepId: string }, io: CliIo): Promise<number> {
+  const conn: ConnectionOptions = { address: coordinator.address };
+  const admin = adminClient(conn);
+  // Every call waits out a coordinator restart; a coordinator in a crash loop ends the run.
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    for (;;) {
+      if (coordinator.gaveUp) throw crashLoop([coordinator], p.outRoot);
+      try {
+        return await fn();
+      } catch (e) {
+        if (!coordinatorAway(e) || run.interrupted) throw e;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  };
+  try {
+    const sub = await call(() => unary(admin.submitSweep, admin, { yaml: p.yaml, fileName: path.basename(p.file), datasetFingerprints: {}, maxAttempts: 0 }, conn, 30_000));
+    run.sweepId = sub.sweepId;
+    const progress = new ProgressLine(io);
+    const stall = { since: undefined as number | undefined };
+    for (;;) {
+      if (run.interrupted) {
+        progress.done('interrupted: stopping workers (their cells resume on the next run)');
+        return 130;
+      }
+      const workers = sup.list('worker');
+      if (workers.every((w) => w.gaveUp)) throw crashLoop(workers, p.outRoot);
+      const s = await call(() => unary(admin.getSweep, admin, { sweepId: sub.sweepId }, conn, 10_000));
+      const total = s.cells.length;
+      const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
+      const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
+      progress.update(allEpochs ? epochs / allEpochs : 0, `${s.done}/${total} done, ${s.running} running, ${s.failed} failed`);
+      checkStall(s, stall, progress, p.outRoot);
+      if (s.done + s.failed + s.cancelled === total) {
+        progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
+        return await finish(p, s, io);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    admin.close();
+  }
+}
+
+/**
+ * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
+ * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
+ */
+function checkStall(s: SweepStatus, stall: { since: number | undefined }, progress: ProgressLine, outRoot: string): void {
+  const stuck = s.running === 0 ? s.cells.filter((c) => c.state === 'pending' && c.error) : [];
+  stall.since = stuck.length === 0 ? undefined : (stall.since ?? Date.now());
+  if (stall.since === undefined || Date.now() - stall.since < STALL_MS) return;
+  progress.done(`${s.done}/${s.cells.length} done; ${stuck.length} cell(s) cannot start`);
+  const code = /FERRY_ERR_[A-Z_]+/.exec(stuck[0]!.error)?.[0] ?? '';
+  throw new FerryError(
+    isErrorCode(code) ? code : 'FERRY_ERR_INTERNAL',
+    `no worker can run ${stuck.length} pending cell(s), nothing has run for ${STALL_MS / 1000} s:\n` +
+      stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`).join('\n') +
+      `\nworker logs: ${path.join(outRoot, 'logs')}`,
+  );
+}
+
+/** The results table on stdout and in results.md/.csv/.json. */
+async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
+  for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`);
+  const t = resultsTable(outcomes(s), { alpha: p.alpha });
+  await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
+  await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
+  const cells = s.cells.map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, result: c.resultJson ? JSON.parse(c.resultJson) : null, error: c.error || null }));
+  await writeFile(path.join(p.outRoot, 'results.json'), `${JSON.stringify({ sweep: s.sweepId, table: t, cells }, null, 2)}\n`);
+  out(io, tableMarkdown(t));
+  out(io);
+  out(io, `results: ${path.join(p.outRoot, 'results.md')} (.csv, .json); coordinator state: ${path.join(p.outRoot, 'state')}; logs: ${path.join(p.outRoot, 'logs')}`);
+  return s.failed > 0 ? 1 : 0;
 }

@@ -21,6 +21,7 @@ export interface FerryEvent {
   cell?: CellEvent | undefined;
   worker?: WorkerEvent | undefined;
   sweep?: SweepEvent | undefined;
+  process?: ProcessEvent | undefined;
 }
 
 /** A training step (throttled by the worker to a few per second). */
@@ -104,6 +105,26 @@ export interface SweepEvent {
   createdAt: string;
 }
 
+/**
+ * A child process of `ferry run` (coordinator, worker, nats-server, dashboard) that exited without
+ * being asked to: restarted after a backoff, or given up on after too many crashes.
+ */
+export interface ProcessEvent {
+  /** As the user reads it: "worker local-0", "coordinator". */
+  name: string;
+  /** coordinator | worker | nats-server | dashboard */
+  kind: string;
+  /** crashed (a restart follows) | restarted | gave-up */
+  state: string;
+  /** How it ended: "exit code 3" or "signal SIGKILL". */
+  exit: string;
+  /** Restarts of this child so far in this run. */
+  restarts: number;
+  /** The last lines of its log, and the log's path. */
+  logTail: string[];
+  log: string;
+}
+
 function createBaseFerryEvent(): FerryEvent {
   return {
     sweepId: "",
@@ -113,6 +134,7 @@ function createBaseFerryEvent(): FerryEvent {
     cell: undefined,
     worker: undefined,
     sweep: undefined,
+    process: undefined,
   };
 }
 
@@ -138,6 +160,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     }
     if (message.sweep !== undefined) {
       SweepEvent.encode(message.sweep, writer.uint32(114).fork()).join();
+    }
+    if (message.process !== undefined) {
+      ProcessEvent.encode(message.process, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -211,6 +236,14 @@ export const FerryEvent: MessageFns<FerryEvent> = {
             message.sweep = SweepEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.process = ProcessEvent.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -236,6 +269,7 @@ export const FerryEvent: MessageFns<FerryEvent> = {
       cell: isSet(object.cell) ? CellEvent.fromJSON(object.cell) : undefined,
       worker: isSet(object.worker) ? WorkerEvent.fromJSON(object.worker) : undefined,
       sweep: isSet(object.sweep) ? SweepEvent.fromJSON(object.sweep) : undefined,
+      process: isSet(object.process) ? ProcessEvent.fromJSON(object.process) : undefined,
     };
   },
 
@@ -262,6 +296,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     if (message.sweep !== undefined) {
       obj.sweep = SweepEvent.toJSON(message.sweep);
     }
+    if (message.process !== undefined) {
+      obj.process = ProcessEvent.toJSON(message.process);
+    }
     return obj;
   },
 
@@ -282,6 +319,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
       : undefined;
     message.sweep = (object.sweep !== undefined && object.sweep !== null)
       ? SweepEvent.fromPartial(object.sweep)
+      : undefined;
+    message.process = (object.process !== undefined && object.process !== null)
+      ? ProcessEvent.fromPartial(object.process)
       : undefined;
     return message;
   },
@@ -1634,6 +1674,175 @@ export const SweepEvent: MessageFns<SweepEvent> = {
     message.name = object.name ?? "";
     message.cells = object.cells ?? 0;
     message.createdAt = object.createdAt ?? "";
+    return message;
+  },
+};
+
+function createBaseProcessEvent(): ProcessEvent {
+  return { name: "", kind: "", state: "", exit: "", restarts: 0, logTail: [], log: "" };
+}
+
+export const ProcessEvent: MessageFns<ProcessEvent> = {
+  encode(message: ProcessEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.kind !== "") {
+      writer.uint32(18).string(message.kind);
+    }
+    if (message.state !== "") {
+      writer.uint32(26).string(message.state);
+    }
+    if (message.exit !== "") {
+      writer.uint32(34).string(message.exit);
+    }
+    if (message.restarts !== 0) {
+      writer.uint32(40).uint32(message.restarts);
+    }
+    for (const v of message.logTail) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.log !== "") {
+      writer.uint32(58).string(message.log);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ProcessEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseProcessEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.exit = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.restarts = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.logTail.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.log = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ProcessEvent {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      exit: isSet(object.exit) ? globalThis.String(object.exit) : "",
+      restarts: isSet(object.restarts) ? globalThis.Number(object.restarts) : 0,
+      logTail: globalThis.Array.isArray(object?.logTail)
+        ? object.logTail.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.log_tail)
+        ? object.log_tail.map((e: any) => globalThis.String(e))
+        : [],
+      log: isSet(object.log) ? globalThis.String(object.log) : "",
+    };
+  },
+
+  toJSON(message: ProcessEvent): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.exit !== "") {
+      obj.exit = message.exit;
+    }
+    if (message.restarts !== 0) {
+      obj.restarts = Math.round(message.restarts);
+    }
+    if (message.logTail?.length) {
+      obj.logTail = message.logTail;
+    }
+    if (message.log !== "") {
+      obj.log = message.log;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ProcessEvent>): ProcessEvent {
+    return ProcessEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ProcessEvent>): ProcessEvent {
+    const message = createBaseProcessEvent();
+    message.name = object.name ?? "";
+    message.kind = object.kind ?? "";
+    message.state = object.state ?? "";
+    message.exit = object.exit ?? "";
+    message.restarts = object.restarts ?? 0;
+    message.logTail = object.logTail?.map((e) => e) || [];
+    message.log = object.log ?? "";
     return message;
   },
 };

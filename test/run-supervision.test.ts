@@ -1,0 +1,177 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { beforeAll, describe, expect, test } from 'vitest';
+import { writeDemoDataset } from '@ferry/core';
+import { adminClient, unary } from '@ferry/worker';
+import type { SweepStatus } from '@ferry/protocol';
+import { REPO_ROOT } from './helpers/torch-ref.js';
+import { waitFor } from './helpers/cluster.js';
+
+/**
+ * `ferry run` supervises its children: kill -9 of a worker (with 1 and with 2 workers), of the
+ * coordinator, of nats-server and of the dashboard mid-sweep; each disturbed run must end with the
+ * results an undisturbed run of the same command gives (training resumes exactly from checkpoints),
+ * with every cell run by one attempt, and the dashboard must show the whole history after it restarts.
+ */
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-supervise-'));
+const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+let dataRoot = '';
+let sweepFile = '';
+
+beforeAll(async () => {
+  dataRoot = tmp();
+  await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 2 });
+  sweepFile = path.join(tmp(), 'supervised.yaml');
+  writeFileSync(
+    sweepFile,
+    `name: supervised
+datasets: [{ name: demo, path: demo }]
+colors: [rgb, gray]
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: 10, batchSize: 16, lr: 0.02, imageSize: 32 }
+`,
+  );
+});
+
+interface Run {
+  readonly child: ChildProcess;
+  readonly out: string;
+  stdout(): string;
+  stderr(): string;
+  readonly exited: Promise<number | null>;
+}
+
+function startRun(out: string, workers: number, extra: string[] = []): Run {
+  const child = spawn(process.execPath, [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', String(workers), '--dashboard-port', '0', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FERRY_CACHE: tmp() },
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  return { child, out, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+type Child = { name: string; kind: string; pid: number | null; restarts: number; log: string };
+const children = (out: string): Child[] => (JSON.parse(readFileSync(path.join(out, 'children.json'), 'utf8')) as { children: Child[] }).children;
+
+/** The run's sweep, through its coordinator (undefined while the coordinator is down). */
+async function sweep(run: Run): Promise<SweepStatus | undefined> {
+  const address = /coordinator (127\.0\.0\.1:\d+);/.exec(run.stderr())?.[1];
+  if (!address) return undefined;
+  const conn = { address };
+  const admin = adminClient(conn);
+  try {
+    const list = await unary(admin.listSweeps, admin, {}, conn, 2_000);
+    const id = list.sweeps[0]?.sweepId;
+    return id ? await unary(admin.getSweep, admin, { sweepId: id }, conn, 2_000) : undefined;
+  } finally {
+    admin.close();
+  }
+}
+
+/** kill -9 of the named child; resolves once ferry run says it restarted it. */
+async function killAndAwaitRestart(run: Run, name: string): Promise<void> {
+  const c = children(run.out).find((x) => x.name === name)!;
+  const before = run.stderr().split(`${name} restarted`).length;
+  process.kill(c.pid!, 'SIGKILL');
+  await waitFor(`${name} to be restarted`, 60_000, async () => (run.stderr().split(`${name} restarted`).length > before ? true : undefined), 100);
+  expect(run.stderr()).toContain(`ferry run: ${name} exited unexpectedly (signal SIGKILL)`);
+}
+
+type Results = {
+  table: { rows: unknown[] };
+  cells: { cellId: string; state: string; attempts: number; result: { resumedFromEpoch: number; bestValAccuracy: number; epochs: { epoch: number; trainLoss: number; trainAccuracy: number; valLoss: number; valAccuracy: number }[] } }[];
+};
+const results = (out: string): Results => JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
+
+/** What must not depend on crashes: the table, and each cell's epoch history (times aside) and attempts. */
+function comparable(r: Results) {
+  return {
+    rows: JSON.parse(JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v))) as unknown,
+    cells: [...r.cells]
+      .sort((a, b) => a.cellId.localeCompare(b.cellId))
+      .map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, epochs: c.result.epochs.map((e) => [e.epoch, e.trainLoss, e.trainAccuracy, e.valLoss, e.valAccuracy]) })),
+  };
+}
+
+async function undisturbed(workers: number): Promise<Results> {
+  const run = startRun(tmp(), workers, ['--no-nats']);
+  expect(await run.exited, run.stderr()).toBe(0);
+  return results(run.out);
+}
+
+describe('ferry run supervises its children', () => {
+  test('1 worker: kill -9 of the worker, then of the coordinator: same results, epochs and attempts as an undisturbed run', async () => {
+    const reference = await undisturbed(1);
+    const run = startRun(tmp(), 1);
+    const first = await waitFor('a cell with 2 epochs checkpointed', 90_000, async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2), 200);
+    await killAndAwaitRestart(run, 'worker local-0');
+    // The restarted worker claimed its attempt and resumes it from the coordinator's checkpoint.
+    await waitFor('the resumed cell to pass another epoch', 90_000, async () => {
+      const c = (await sweep(run))?.cells.find((x) => x.cellId === first.cellId);
+      return c && (c.state === 'done' || c.epoch >= first.checkpointEpochs + 2) ? true : undefined;
+    }, 200);
+    await killAndAwaitRestart(run, 'coordinator');
+    expect(await run.exited, run.stderr()).toBe(0);
+    const got = results(run.out);
+    expect(comparable(got)).toEqual(comparable(reference));
+    expect(got.cells.find((c) => c.cellId === first.cellId)!.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    expect(readFileSync(path.join(run.out, 'logs', 'worker-0.log'), 'utf8')).toContain(`resuming attempt`);
+    // The crash line names the child's log and quotes its last lines.
+    expect(run.stderr()).toMatch(/worker local-0 exited unexpectedly \(signal SIGKILL\); restart 1 in 0\.5 s; last lines of \S+worker-0\.log:\n {2}\| /);
+    expect(children(run.out).map((c) => [c.name, c.restarts])).toEqual([
+      ['nats-server', 0],
+      ['coordinator', 1],
+      ['dashboard', 0],
+      ['worker local-0', 1],
+    ]);
+  }, 400_000);
+
+  test('2 workers: kill -9 of a busy worker, of nats-server and of the dashboard: same results; the restarted dashboard shows everything', async () => {
+    const reference = await undisturbed(2);
+    const run = startRun(tmp(), 2);
+    const busy = await waitFor('a cell with an epoch checkpointed', 90_000, async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 1), 200);
+    await killAndAwaitRestart(run, `worker ${busy.worker}`);
+    await killAndAwaitRestart(run, 'nats-server');
+    await killAndAwaitRestart(run, 'dashboard');
+    const url = /^dashboard: (\S+)$/m.exec(run.stdout())![1]!;
+    // The restarted dashboard replays the history: both cells, every epoch so far without a gap,
+    // and the three crashes and restarts (published while NATS or the dashboard itself was down).
+    const view = await waitFor('the dashboard to show the history and the restarts', 60_000, async () => {
+      const s = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string }[];
+      if (s.length !== 1) return undefined;
+      const v = (await (await fetch(`${url}api/sweeps/${s[0]!.sweepId}`)).json()) as { cells: { cellId: string; epoch: number }[]; processes: { name: string; state: string; exit: string }[] };
+      const events = v.processes.map((p) => `${p.name} ${p.state}`);
+      const all = [`worker ${busy.worker} crashed`, `worker ${busy.worker} restarted`, 'nats-server crashed', 'nats-server restarted', 'dashboard crashed', 'dashboard restarted'];
+      return v.cells.length === 2 && all.every((e) => events.includes(e)) ? v : undefined;
+    }, 500);
+    expect(view.processes.find((p) => p.state === 'crashed')!.exit).toBe('signal SIGKILL');
+    const cell = (await (await fetch(`${url}api/cells/${busy.cellId}`)).json()) as { curves: { epoch: number }[] };
+    expect(cell.curves.map((e) => e.epoch)).toEqual([...Array(cell.curves.length).keys()]);
+    expect(cell.curves.length).toBeGreaterThanOrEqual(busy.checkpointEpochs);
+    expect(await run.exited, run.stderr()).toBe(0);
+    expect(comparable(results(run.out))).toEqual(comparable(reference));
+  }, 400_000);
+
+  test('a worker that cannot start (its backend is not installed) is restarted until the crash-loop limit, then the run ends with FERRY_ERR_CRASH_LOOP', async () => {
+    const out = tmp();
+    const child = spawn(process.execPath, [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t0 = Date.now();
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    expect(code, stderr).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(120_000);
+    expect(stderr.match(/worker local-0 exited unexpectedly \(exit code 2\)/g)).toHaveLength(5);
+    expect(stderr).toContain('worker local-0 kept exiting, so the sweep cannot progress');
+    expect(stderr).toContain('FERRY_ERR_BACKEND_UNAVAILABLE');
+    expect(stderr).toContain('[FERRY_ERR_CRASH_LOOP]');
+    expect(children(out).find((c) => c.kind === 'worker')).toMatchObject({ restarts: 5 });
+  }, 180_000);
+});
