@@ -304,6 +304,15 @@ hyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32 }
     expect(readFileSync(path.join(out, 'logs', 'worker-0.log'), 'utf8')).toContain('worker');
   }, 120_000);
 
+  test('cells that only a backend no local worker has can run are said, not waited on', async () => {
+    const sweep = path.join(tmp(), 'gpu-only.yaml');
+    writeFileSync(sweep, `name: gpuonly\ndatasets: [{ name: demo, path: ${path.basename(demo)} }]\ncolors: [rgb]\nstrategies: [finetune]\nmodels: [resnet_tiny]\nhyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32, backends: [webgpu] }\n`);
+    const r = await ferry(['run', sweep, '--data-root', path.dirname(demo), '--out', path.join(tmp(), 'runs'), '--backend', 'wasm', '--no-nats'], { FERRY_CACHE: tmp() });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('demo rgb finetune resnet_tiny seed 0: FERRY_ERR_BACKEND_UNAVAILABLE: the cell runs only on webgpu; the local workers run wasm (see --backend)');
+    expect(r.stderr).toContain('[FERRY_ERR_BACKEND_UNAVAILABLE]');
+  }, 120_000);
+
   test('an invalid sweep file is reported with line and path, nothing runs', async () => {
     const sweep = path.join(tmp(), 'bad.yaml');
     writeFileSync(sweep, 'name: bad\ndatasets: [{ name: d, path: d }]\nmodels: [resnet_tiny]\nhyper: { lr: -1 }\n');

@@ -310,7 +310,10 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
       const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
       progress.update(allEpochs ? epochs / allEpochs : 0, `${s.done}/${total} done, ${s.running} running, ${s.failed} failed`);
-      checkStall(s, stall, progress, p.outRoot);
+      // Cells that name backends no local worker has wait for nothing: give the reason.
+      const needBackends = s.running === 0 && s.cells.some((c) => c.state === 'pending' && c.spec!.backends.length > 0);
+      const backends = needBackends ? (await call(() => unary(admin.listWorkers, admin, {}, conn, 10_000))).workers.filter((w) => w.state === 'alive').map((w) => w.capabilities?.backend ?? '') : [];
+      checkStall(s, backends, stall, progress, p.outRoot);
       if (s.done + s.failed + s.cancelled === total) {
         progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
         return await finish(p, s, io);
@@ -326,16 +329,25 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
  * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
  * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
  */
-function checkStall(s: SweepStatus, stall: { since: number | undefined }, progress: ProgressLine, outRoot: string): void {
-  const stuck = s.running === 0 ? s.cells.filter((c) => c.state === 'pending' && c.error) : [];
+function checkStall(s: SweepStatus, workerBackends: readonly string[], stall: { since: number | undefined }, progress: ProgressLine, outRoot: string): void {
+  const unrunnable = (c: SweepStatus['cells'][number]): string => {
+    if (c.state !== 'pending') return '';
+    if (c.error) return c.error;
+    const wanted = c.spec!.backends;
+    if (wanted.length > 0 && workerBackends.length > 0 && !workerBackends.some((b) => wanted.includes(b))) {
+      return `FERRY_ERR_BACKEND_UNAVAILABLE: the cell runs only on ${wanted.join(' or ')}; the local workers run ${[...new Set(workerBackends)].join(', ')} (see --backend)`;
+    }
+    return '';
+  };
+  const stuck = s.running === 0 ? s.cells.filter((c) => unrunnable(c) !== '') : [];
   stall.since = stuck.length === 0 ? undefined : (stall.since ?? Date.now());
   if (stall.since === undefined || Date.now() - stall.since < STALL_MS) return;
   progress.done(`${s.done}/${s.cells.length} done; ${stuck.length} cell(s) cannot start`);
-  const code = /FERRY_ERR_[A-Z_]+/.exec(stuck[0]!.error)?.[0] ?? '';
+  const code = /FERRY_ERR_[A-Z_]+/.exec(unrunnable(stuck[0]!))?.[0] ?? '';
   throw new FerryError(
     isErrorCode(code) ? code : 'FERRY_ERR_INTERNAL',
     `no worker can run ${stuck.length} pending cell(s), nothing has run for ${STALL_MS / 1000} s:\n` +
-      stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`).join('\n') +
+      stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${unrunnable(c)}`).join('\n') +
       `\nworker logs: ${path.join(outRoot, 'logs')}`,
   );
 }
