@@ -1,10 +1,11 @@
 /**
  * @ferry/common: definitions every ferry process shares (coordinator, worker, engine, dashboard,
- * CLI), with no dependencies and no I/O: the error registry, the training strategies and what each
+ * CLI), with no dependencies and no I/O: the error registry, the model names, the training strategies and what each
  * means, the loopback rule, and the study's results table with its statistics.
  */
 export * from './checkpoint.js';
 export * from './errors.js';
+export * from './models.js';
 export * from './net.js';
 export * from './results.js';
 export * from './stats.js';

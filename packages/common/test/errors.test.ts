@@ -7,10 +7,10 @@ import { ERRORS, FerryError, GRPC_STATUS, exitCodeOf, grpcStatusOf, isErrorCode 
 const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 
 /** The rows of docs/errors.md's table: code, gRPC status, exit. */
-function documented(): Map<string, { grpc: string; exit: number }> {
+function documented(): Map<string, { grpc: string; exit: number; retry: string }> {
   const text = readFileSync(path.join(ROOT, 'docs/errors.md'), 'utf8');
-  const out = new Map<string, { grpc: string; exit: number }>();
-  for (const m of text.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \| `([A-Z_]+)` \| (\d) \|/gm)) out.set(m[1]!, { grpc: m[2]!, exit: Number(m[3]) });
+  const out = new Map<string, { grpc: string; exit: number; retry: string }>();
+  for (const m of text.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \| `([A-Z_]+)` \| (\d) \| (\w+) \|/gm)) out.set(m[1]!, { grpc: m[2]!, exit: Number(m[3]), retry: m[4]! });
   return out;
 }
 
@@ -24,10 +24,10 @@ function sources(dir: string, out: string[] = []): string[] {
   return out;
 }
 
-test('docs/errors.md lists exactly the registry: every code, its gRPC status and exit code', () => {
+test('docs/errors.md lists exactly the registry: every code, its gRPC status, exit code and retry policy', () => {
   const doc = documented();
   expect([...doc.keys()].sort()).toEqual(Object.keys(ERRORS).sort());
-  for (const [code, def] of Object.entries(ERRORS)) expect(doc.get(code), code).toEqual({ grpc: def.grpc, exit: def.exit });
+  for (const [code, def] of Object.entries(ERRORS)) expect(doc.get(code), code).toEqual({ grpc: def.grpc, exit: def.exit, retry: def.retry });
 });
 
 test('every FERRY_ERR_ code written in the sources is in the registry', () => {

@@ -1,4 +1,4 @@
-import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isFerryError, isLoopbackHost, parseCellResult } from '@ferry/common';
+import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isErrorCode, isFerryError, isLoopbackHost, parseCellResult, retryOf } from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -464,7 +464,8 @@ export class Coordinator {
         attemptId: r.attemptId,
         message: `${r.code}: ${r.message}`,
         retryable: r.retryable,
-        excludeWorker: r.code === 'FERRY_ERR_DATASET_MISMATCH',
+        // This worker's copy, device or backend is the problem: other workers only, no attempt used.
+        excludeWorker: isErrorCode(r.code) && retryOf(r.code) === 'elsewhere',
       });
       cb(null, ack(true));
     };

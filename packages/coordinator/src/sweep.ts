@@ -1,4 +1,4 @@
-import { STRATEGY_HINT, strategyDefinition, tryParseStrategy } from '@ferry/common';
+import { MODEL_NAMES, STRATEGY_HINT, isModelName, strategyDefinition, tryParseStrategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
@@ -289,7 +289,7 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   (Array.isArray(root['strategies']) ? (root['strategies'] as unknown[]) : []).forEach((x, i) => {
     if (typeof x === 'string' && !tryParseStrategy(x)) c.fail(['strategies', i], `${JSON.stringify(x)} is not a strategy; ${STRATEGY_HINT}`);
   });
-  const models = stringList(c, root['models'], 'models');
+  const models = stringList(c, root['models'], 'models', MODEL_NAMES);
   const seedsRaw = root['seeds'] ?? [0];
   const seeds: number[] = [];
   if (!Array.isArray(seedsRaw) || seedsRaw.length === 0) c.fail(['seeds'], 'must be a non-empty list of integers');
@@ -323,6 +323,7 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
           if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset)) c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
           if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy))) c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
           if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray') c.fail([key, i, 'color'], 'must be rgb or gray');
+          if (mm.model !== undefined && !(typeof mm.model === 'string' && isModelName(mm.model))) c.fail([key, i, 'model'], `${JSON.stringify(mm.model)} is not a model; use ${MODEL_NAMES.join(', ')}`);
           if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0)) c.fail([key, i, 'seed'], 'must be an integer >= 0');
         }
         list.push(mm);

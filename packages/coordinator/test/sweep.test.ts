@@ -87,6 +87,12 @@ hyper:
     );
   });
 
+  test('model names are checked against the zoo at submit (a worker never spends an attempt on a typo)', () => {
+    const p = problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18, resnet19]\ninclude:\n  - { dataset: a, color: rgb, strategy: finetune, model: ../../x, seed: 0 }\n');
+    expect(p).toContain('line 3:20 models[1]: "resnet19" is not allowed; use resnet18, resnet34, resnet50, mobilenet_v2, resnet_tiny, resnet_tiny_bottleneck, mobilenet_v2_tiny');
+    expect(p.some((x) => x.includes('include[0].model: "../../x" is not a model; use resnet18'))).toBe(true);
+  });
+
   test('includes must name every axis and an existing dataset; paths stay under the data root', () => {
     const p = problems(`${base}
 include:

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import { datasetFingerprint, isFerryError, runCell, selectBackend, type BackendOptions, type BackendRequest, type BackendSelection } from '@ferry/core';
+import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
@@ -52,7 +53,6 @@ export interface WorkerOptions {
 export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
 
 /** Errors that another attempt cannot fix. */
-const PERMANENT = new Set(['FERRY_ERR_INVALID_ARGUMENT', 'FERRY_ERR_UNKNOWN_MODEL', 'FERRY_ERR_WEIGHTS_MISMATCH', 'FERRY_ERR_UNSUPPORTED_FORMAT']);
 
 const CHUNK_BYTES = 1 << 20;
 
@@ -406,7 +406,8 @@ export class FerryWorker {
         const code = isFerryError(e) ? e.code : 'FERRY_ERR_INTERNAL';
         const message = e instanceof Error ? e.message : String(e);
         this.log(`cell ${a.cellId} failed: ${code}: ${message}`);
-        await this.fail(a.attemptId, code, message, !PERMANENT.has(code));
+        // The registry says whether the cell is retried (again, or only elsewhere) or fails now.
+        await this.fail(a.attemptId, code, message, retryOf(code) !== 'never');
       }
     } finally {
       await ring?.close();

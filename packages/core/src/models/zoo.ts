@@ -1,3 +1,4 @@
+import { MODEL_NAMES, type ModelName } from '@ferry/common';
 import { UnknownModelError } from '../errors.js';
 import { buildMobileNetV2 } from './mobilenet-v2.js';
 import type { ModelDef } from './model.js';
@@ -15,7 +16,7 @@ export interface WeightSource {
 }
 
 export interface ZooEntry {
-  readonly name: string;
+  readonly name: ModelName;
   readonly family: 'resnet' | 'mobilenet_v2';
   readonly description: string;
   readonly build: (numClasses: number) => ModelDef;
@@ -93,6 +94,12 @@ const ENTRIES: readonly ZooEntry[] = [
     tiny: true,
   },
 ];
+
+// The zoo defines exactly the names @ferry/common lists (the coordinator checks sweeps against them).
+{
+  const defined = ENTRIES.map((e) => e.name).sort();
+  if (defined.join() !== [...MODEL_NAMES].sort().join()) throw new Error(`model zoo ${defined.join()} differs from MODEL_NAMES ${MODEL_NAMES.join()}`);
+}
 
 export function listModels(): readonly ZooEntry[] {
   return ENTRIES;
