@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
-import { adminClient, coordinatorClient, metadataFor, unary } from '@ferry/worker';
+import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
@@ -211,6 +211,41 @@ describe('ferry sweep (CLI against a real coordinator)', () => {
 });
 
 describe('coordinator protocol edges', () => {
+  test('a 10,000-cell sweep (the limit): submitted, its status and results answered in pages, every cell once, in order', async () => {
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp()]);
+    procs.push(coord);
+    const conn = { address: coord.address };
+    const datasets = Array.from({ length: 10 }, (_, i) => `{ name: d${i}, path: d${i} }`).join(', ');
+    const yaml = `name: big\ndatasets: [${datasets}]\ncolors: [rgb, gray]\nstrategies: [finetune, freeze, probe, adapt, freezeUntil:layer3]\nmodels: [resnet_tiny]\nseeds: [${[...Array(100).keys()].join(', ')}]\n`;
+    const sweepId = await submit(conn, yaml);
+    const admin = adminClient(conn);
+    try {
+      const ids: string[] = [];
+      let offset = 0;
+      let pages = 0;
+      do {
+        const page = await unary(admin.getSweep, admin, { sweepId, offset, limit: 3_000, withResults: false }, conn, 10_000);
+        expect(page).toMatchObject({ totalCells: 10_000, pending: 10_000 });
+        ids.push(...page.cells.map((c) => c.cellId));
+        offset = page.nextOffset;
+        pages++;
+      } while (offset > 0);
+      expect(pages).toBe(4);
+      expect(new Set(ids).size).toBe(10_000);
+      // The whole sweep through the client's pager equals the pages, in submission order.
+      expect((await getSweepAll(admin, conn, sweepId, { withResults: true })).cells.map((c) => c.cellId)).toEqual(ids);
+    } finally {
+      admin.close();
+    }
+    const status = await ferry(['sweep', 'status', sweepId, '--coordinator', coord.address]);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toContain('0 done, 0 running, 10000 pending');
+    expect(status.stdout.trim().split('\n')).toHaveLength(10_002);
+    const results = await ferry(['sweep', 'results', sweepId, '--coordinator', coord.address]);
+    expect(results.code, results.stderr).toBe(0);
+    expect(results.stderr).toContain('note: 10000 of 10000 cells are not done');
+  });
+
   test('a long poll with no work answers "no assignment" after its wait, not an error', async () => {
     const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp()]);
     procs.push(coord);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
-import { adminClient, unary } from '@ferry/worker';
+import { adminClient, getSweepAll, unary } from '@ferry/worker';
 import type { SweepStatus } from '@ferry/protocol';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { waitFor } from './helpers/cluster.js';
@@ -69,7 +69,7 @@ async function sweep(run: Run): Promise<SweepStatus | undefined> {
   try {
     const list = await unary(admin.listSweeps, admin, {}, conn, 2_000);
     const id = list.sweeps[0]?.sweepId;
-    return id ? await unary(admin.getSweep, admin, { sweepId: id }, conn, 2_000) : undefined;
+    return id ? await getSweepAll(admin, conn, id, { withResults: false, timeoutMs: 2_000 }) : undefined;
   } finally {
     admin.close();
   }

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { SweepStatus } from '@ferry/protocol';
-import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { REPO_ROOT } from './torch-ref.js';
 
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
@@ -49,11 +49,11 @@ export async function startCoordinator(args: string[], env: Record<string, strin
 }
 
 /** A real `ferry worker` process (single-threaded wasm, short polls). */
-export function startWorker(address: string, opts: { name: string; dataRoot: string; workDir: string; cacheDir: string; extra?: string[] }): Proc {
+export function startWorker(address: string, opts: { name: string; dataRoot: string; workDir: string; cacheDir: string; extra?: string[]; env?: Record<string, string> }): Proc {
   const child = spawn(
     process.execPath,
     [BIN, 'worker', '--coordinator', address, '--name', opts.name, '--data-root', opts.dataRoot, '--work-dir', opts.workDir, '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', ...(opts.extra ?? [])],
-    { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: opts.cacheDir }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: opts.cacheDir, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   return track(child);
 }
@@ -61,7 +61,7 @@ export function startWorker(address: string, opts: { name: string; dataRoot: str
 export async function getSweep(conn: ConnectionOptions, sweepId: string): Promise<SweepStatus> {
   const admin = adminClient(conn);
   try {
-    return await unary(admin.getSweep, admin, { sweepId }, conn, 5_000);
+    return await getSweepAll(admin, conn, sweepId, { withResults: true, timeoutMs: 5_000 });
   } finally {
     admin.close();
   }

@@ -1,4 +1,4 @@
-import { exitCodeOf, isFerryError } from '@ferry/common';
+import { ERRORS, LIMITS, exitCodeOf, extractLimitFlags, isFerryError, limits, type FerryError } from '@ferry/common';
 import { coordinatorCommand, healthCommand, sweepCommand, workerCommand } from './commands/cluster.js';
 import { dashboardCommand } from './commands/dashboard.js';
 import { dataCommand } from './commands/data.js';
@@ -29,6 +29,11 @@ commands:
   train                one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...
   data                 dataset tools: split, stats, import, pull, gray, demo
 
+input limits (any command, before or after its name; or the environment variable):
+${Object.values(LIMITS)
+  .map((l) => `  ${`${l.flag} N`.padEnd(29)}${l.what} (${l.env}, default ${l.default})`)
+  .join('\n')}
+
 Run "ferry <command> --help" for a command's options. Docs: docs/ in the repository.`;
 
 type Command = (argv: readonly string[], io: CliIo) => number | Promise<number>;
@@ -50,6 +55,47 @@ const COMMANDS: Readonly<Record<string, Command>> = {
 
 /** The `ferry` entry point; returns the process exit code (2 for a usage or input error). */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let given: ReturnType<typeof extractLimitFlags>;
+  let limitEnv: Record<string, string>;
+  try {
+    given = extractLimitFlags(argv);
+    // The limits in force: FERRY_MAX_* of the caller's environment, then the flags.
+    limitEnv = { ...limitVariables(io.env), ...given.env };
+    limits(limitEnv); // a malformed FERRY_MAX_* is said now, not at the first image
+  } catch (e) {
+    if (!isFerryError(e)) throw e;
+    report(io, 'ferry', e);
+    return exitCodeOf(e.code);
+  }
+  // For the command's duration they are this process's variables too: its worker threads (the
+  // decode pool) and child processes (ferry run's coordinator and workers) apply the same values.
+  const saved = limitVariables(process.env);
+  for (const k of Object.keys(saved)) delete process.env[k];
+  Object.assign(process.env, limitEnv);
+  try {
+    return await dispatch(given.argv, io);
+  } finally {
+    for (const k of Object.keys(limitVariables(process.env))) delete process.env[k];
+    Object.assign(process.env, saved);
+  }
+}
+
+function limitVariables(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const l of Object.values(LIMITS)) {
+    const v = env[l.env];
+    if (v !== undefined) out[l.env] = v;
+  }
+  return out;
+}
+
+/** `ferry <command>: <message> [<CODE>]`, then the registry's fix for the code. */
+function report(io: CliIo, who: string, e: FerryError): void {
+  err(io, `${who}: ${e.message} [${e.code}]`);
+  if (e.code !== 'FERRY_ERR_INTERNAL') err(io, `  what to do: ${ERRORS[e.code].fix.replace(/`/g, '')}`);
+}
+
+async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
     out(io, HELP);
@@ -72,7 +118,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
     return await command(rest, io);
   } catch (e) {
     if (isFerryError(e)) {
-      err(io, `ferry ${name}: ${e.message} [${e.code}]`);
+      report(io, `ferry ${name}`, e);
       return exitCodeOf(e.code);
     }
     err(io, `ferry ${name}: unexpected error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

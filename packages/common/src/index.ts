@@ -5,6 +5,7 @@
  */
 export * from './checkpoint.js';
 export * from './errors.js';
+export * from './limits.js';
 export * from './models.js';
 export * from './net.js';
 export * from './results.js';

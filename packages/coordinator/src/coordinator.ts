@@ -10,7 +10,7 @@ import {
   CoordinatorService,
   type Ack,
   type CellSpec as ProtoCellSpec,
-  type CellStatus,
+  CellStatus,
   type CheckpointChunk,
   type SweepStatus,
   type CheckpointRequest,
@@ -127,6 +127,8 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
 export type CoordinatorLifecycle = 'created' | 'running' | 'stopping' | 'stopped';
 
 const CHUNK_BYTES = 1 << 20;
+/** About this many encoded bytes of cells per GetSweep answer (clients accept 8 MiB). */
+const PAGE_BYTES = 4 << 20;
 
 export function toProtoSpec(s: CellSpec): ProtoCellSpec {
   const { valFraction, backends, ...rest } = s;
@@ -352,7 +354,9 @@ export class Coordinator {
     const token = this.options.token;
     const out: Record<string, unknown> = {};
     for (const [name, h] of Object.entries(handlers)) {
-      out[name] = (call: { metadata: grpc.Metadata; destroy?: (e: Error) => void; emit?: unknown }, cb?: (e: grpc.ServiceError | null, r?: unknown) => void) => {
+      // A server stream (no callback) ends with a status through emit('error'): destroy() would
+      // drop the call without one and leave the client waiting for its deadline.
+      out[name] = (call: { metadata: grpc.Metadata; emit: (event: 'error', e: Error) => boolean }, cb?: (e: grpc.ServiceError | null, r?: unknown) => void) => {
         if (token) {
           const got = String(call.metadata.get('authorization')[0] ?? '');
           const want = `Bearer ${token}`;
@@ -360,7 +364,7 @@ export class Coordinator {
           if (!ok) {
             const e = status(grpcStatusOf('FERRY_ERR_UNAUTHENTICATED'), 'missing or wrong bearer token [FERRY_ERR_UNAUTHENTICATED]');
             if (cb) cb(e);
-            else call.destroy?.(e);
+            else call.emit('error', e);
             return;
           }
         }
@@ -370,7 +374,7 @@ export class Coordinator {
           // The registry decides what a client sees for ferry's own errors; anything else is a bug.
           const err = isFerryError(e) ? status(grpcStatusOf(e.code), `${e.message} [${e.code}]`) : status(grpc.status.INTERNAL, (e as Error).message);
           if (cb) cb(err);
-          else call.destroy?.(err);
+          else call.emit('error', err);
         }
       };
     }
@@ -561,7 +565,7 @@ export class Coordinator {
       const c = this.cellByAttempt(call.request.attemptId);
       const file = c && c.id === call.request.cellId ? this.checkpointFile(c.id) : undefined;
       if (!c || !file) {
-        call.destroy(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), 'no checkpoint for this attempt [FERRY_ERR_NOT_FOUND]'));
+        call.emit('error', status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), 'no checkpoint for this attempt [FERRY_ERR_NOT_FOUND]'));
         return;
       }
       const total = statSync(file).size;
@@ -580,17 +584,36 @@ export class Coordinator {
         }
       });
       stream.on('end', () => call.end());
-      stream.on('error', (e) => call.destroy(status(grpc.status.INTERNAL, e.message)));
+      stream.on('error', (e) => call.emit('error', status(grpc.status.INTERNAL, e.message)));
     };
     return { register, heartbeat, poll, start, reportEpoch, complete, fail, release, uploadCheckpoint, downloadCheckpoint };
   }
 
-  private sweepStatus(sweepId: string, withCells: boolean): SweepStatus | undefined {
+  /**
+   * A sweep's counts and one page of its cells (null: no cells, as ListSweeps answers): from
+   * `offset`, at most `limit` cells (0: no count limit) and about PAGE_BYTES encoded, so that a
+   * 10,000-cell sweep never makes an answer larger than a client accepts.
+   */
+  private sweepStatus(sweepId: string, page: { offset: number; limit: number; withResults: boolean } | null): SweepStatus | undefined {
     const row = this.store.sweep(sweepId);
     if (!row) return undefined;
     const cells = [...this.state.cells.values()].filter((c) => c.sweepIds.includes(sweepId)).sort((a, b) => a.seq - b.seq);
     const count = (s: string): number => cells.filter((c) => c.state === s).length;
-    const workers = this.state.workers;
+    const out: CellStatus[] = [];
+    let next = 0;
+    if (page) {
+      let bytes = 0;
+      for (let i = page.offset; i < cells.length; i++) {
+        const cell = this.cellStatus(cells[i]!, page.withResults);
+        const size = CellStatus.encode(cell).finish().length;
+        if (out.length > 0 && ((page.limit > 0 && out.length >= page.limit) || bytes + size > PAGE_BYTES)) {
+          next = i;
+          break;
+        }
+        out.push(cell);
+        bytes += size;
+      }
+    }
     return {
       sweepId,
       name: row.name,
@@ -600,24 +623,25 @@ export class Coordinator {
       failed: count('failed'),
       cancelled: count('cancelled'),
       createdAt: row.createdAt,
-      cells: withCells
-        ? cells.map((c): CellStatus => {
-            const result = c.state === 'done' ? (this.store.result(c.id) ?? '') : '';
-            const best = result ? parseCellResult(result).bestValAccuracy : 0;
-            return {
-              cellId: c.id,
-              spec: toProtoSpec(c.spec),
-              state: c.state,
-              attempts: c.attempts,
-              worker: c.workerId ? (workers.get(c.workerId)?.name ?? c.workerId) : '',
-              epoch: c.epoch,
-              bestValAccuracy: best,
-              error: c.error ?? '',
-              resultJson: result,
-              checkpointEpochs: c.checkpointEpochs,
-            };
-          })
-        : [],
+      cells: out,
+      totalCells: cells.length,
+      nextOffset: next,
+    };
+  }
+
+  private cellStatus(c: CellEntry, withResult: boolean): CellStatus {
+    const result = c.state === 'done' ? (this.store.result(c.id) ?? '') : '';
+    return {
+      cellId: c.id,
+      spec: toProtoSpec(c.spec),
+      state: c.state,
+      attempts: c.attempts,
+      worker: c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '',
+      epoch: c.epoch,
+      bestValAccuracy: result ? parseCellResult(result).bestValAccuracy : 0,
+      error: c.error ?? '',
+      resultJson: withResult ? result : '',
+      checkpointEpochs: c.checkpointEpochs,
     };
   }
 
@@ -641,12 +665,14 @@ export class Coordinator {
       cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
     };
     const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {
-      const s = this.sweepStatus(call.request.sweepId, true) ?? this.sweepStatus(this.latestSweepNamed(call.request.sweepId) ?? '', true);
+      const r = call.request;
+      const page = { offset: r.offset, limit: r.limit, withResults: r.withResults };
+      const s = this.sweepStatus(r.sweepId, page) ?? this.sweepStatus(this.latestSweepNamed(r.sweepId) ?? '', page);
       if (!s) return cb(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`));
       cb(null, s);
     };
     const listSweeps: Handler<ListSweepsRequest, ListSweepsResponse> = (_call, cb) => {
-      cb(null, { sweeps: this.store.sweeps().map((s) => this.sweepStatus(s.id, false)!) });
+      cb(null, { sweeps: this.store.sweeps().map((s) => this.sweepStatus(s.id, null)!) });
     };
     const byRef = (type: 'cancel' | 'retry'): Handler<SweepRef, CountResponse> => (call, cb) => {
       const id = this.store.sweep(call.request.sweepId) ? call.request.sweepId : this.latestSweepNamed(call.request.sweepId);

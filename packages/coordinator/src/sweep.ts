@@ -1,4 +1,4 @@
-import { MODEL_NAMES, STRATEGY_HINT, isModelName, strategyDefinition, tryParseStrategy } from '@ferry/common';
+import { LIMITS, MODEL_NAMES, STRATEGY_HINT, isModelName, limits as limitsInForce, strategyDefinition, tryParseStrategy } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
@@ -99,7 +99,13 @@ export interface SweepLimits {
   readonly maxCells: number;
 }
 
-export const DEFAULT_SWEEP_LIMITS: SweepLimits = { maxYamlBytes: 1 << 20, maxCells: 10_000 };
+export const DEFAULT_SWEEP_LIMITS: SweepLimits = { maxYamlBytes: LIMITS.maxSweepBytes.default, maxCells: LIMITS.maxSweepCells.default };
+
+/** The sweep limits in force (`--max-sweep-bytes`, `--max-sweep-cells`). */
+export function sweepLimits(): SweepLimits {
+  const l = limitsInForce();
+  return { maxYamlBytes: l.maxSweepBytes, maxCells: l.maxSweepCells };
+}
 
 /** Stable JSON (sorted keys) for hashing. */
 function canonical(v: unknown): string {
@@ -248,9 +254,9 @@ function matches(m: Match, cell: Record<(typeof AXES)[number], string | number>)
  * cells (an include names every axis). Every problem is reported with its line and path.
  */
 export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
-  const { maxYamlBytes, maxCells } = { ...DEFAULT_SWEEP_LIMITS, ...limits };
+  const { maxYamlBytes, maxCells } = { ...sweepLimits(), ...limits };
   const bytes = Buffer.byteLength(text);
-  if (bytes > maxYamlBytes) throw new SweepError([`the file is ${bytes} bytes; a sweep file may hold ${maxYamlBytes}`], file);
+  if (bytes > maxYamlBytes) throw new SweepError([`the file is ${bytes} bytes; a sweep file may hold ${maxYamlBytes} (${LIMITS.maxSweepBytes.flag})`], file);
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
   if (doc.errors.length > 0) throw new SweepError(doc.errors.map((e) => e.message.split('\n')[0]!), file);
@@ -350,7 +356,7 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   const product = datasets.length * colors.length * strategies.length * models.length * seeds.length + include.length;
   if (product > maxCells) {
     throw new SweepError(
-      [`the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells}`],
+      [`the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`],
       file,
     );
   }

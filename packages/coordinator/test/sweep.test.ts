@@ -139,9 +139,9 @@ include:
   test('limits: an alias bomb, an oversized file, too many cells and weights outside the data root are sweep errors, not crashes', () => {
     const bomb = ['a: &a [x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`)].join('\n');
     expect(problems(bomb)[0]).toMatch(/the file expands past what a sweep file needs/);
-    expect(problems(`${base}\n# ${'x'.repeat(1 << 20)}\n`)[0]).toMatch(/^the file is \d+ bytes; a sweep file may hold 1048576$/);
+    expect(problems(`${base}\n# ${'x'.repeat(1 << 20)}\n`)[0]).toMatch(/^the file is \d+ bytes; a sweep file may hold 1048576 \(--max-sweep-bytes\)$/);
     const many = base.replace('seeds: [0, 1]', `seeds: [${Array.from({ length: 1_300 }, (_, i) => i).join(', ')}]`);
-    expect(problems(many)[0]).toBe('the sweep expands to 10400 cells (2 datasets x 2 colors x 2 strategies x 1 models x 1300 seeds + 0 includes); a sweep may hold 10000');
+    expect(problems(many)[0]).toBe('the sweep expands to 10400 cells (2 datasets x 2 colors x 2 strategies x 1 models x 1300 seeds + 0 includes); a sweep may hold 10000 (--max-sweep-cells); split it into several sweeps');
     expect(parseSweep(many, 'many.yaml', { maxCells: 20_000 }).cells).toHaveLength(10_400);
     for (const w of ['/etc/shadow', '../../secrets/w.pth', 'ok/../../x.pth']) {
       expect(problems(base.replace('lr: 0.01', `lr: 0.01\n  weights: "${w}"`)).some((p) => p.includes('a weights file is a path relative to --data-root, without ..')), w).toBe(true);

@@ -1,7 +1,7 @@
 import { FerryError, isErrorCode, type ErrorCode } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { AdminClient, CoordinatorClient } from '@ferry/protocol';
+import { AdminClient, CoordinatorClient, type SweepStatus } from '@ferry/protocol';
 
 /** How to reach a coordinator: address, optional TLS (CA; client cert/key for mutual TLS), token. */
 export interface ConnectionOptions {
@@ -76,4 +76,20 @@ export function unary<Req, Res>(fn: Unary<Req, Res>, self: grpc.Client, req: Req
   return new Promise((resolve, reject) => {
     fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r)));
   });
+}
+
+/**
+ * A sweep with every cell, page by page (GetSweep answers at most about 4 MiB of cells at a time, so
+ * a 10,000-cell sweep never exceeds what a client accepts). `withResults` adds each done cell's
+ * result_json (per-image predictions: large); status views leave it out.
+ */
+export async function getSweepAll(admin: AdminClient, conn: ConnectionOptions, sweepId: string, opts: { withResults: boolean; timeoutMs?: number }): Promise<SweepStatus> {
+  const pages: SweepStatus[] = [];
+  let offset = 0;
+  do {
+    const page = await unary(admin.getSweep, admin, { sweepId, offset, limit: 0, withResults: opts.withResults }, conn, opts.timeoutMs ?? 10_000);
+    pages.push(page);
+    offset = page.nextOffset;
+  } while (offset > 0);
+  return { ...pages.at(-1)!, cells: pages.flatMap((p) => p.cells), nextOffset: 0 };
 }

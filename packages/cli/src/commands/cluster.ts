@@ -7,7 +7,7 @@ import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordin
 import { DEFAULT_ALPHA, isLoopbackHost, parseCellResult, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
-import { FerryWorker, adminClient, ferryErrorFromGrpc, unary, type ConnectionOptions } from '@ferry/worker';
+import { FerryWorker, adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, table, type CliIo } from '../io.js';
@@ -228,7 +228,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         return 0;
       }
       case 'status': {
-        const s = await unary(admin.getSweep, admin, { sweepId: ref() }, conn, 10_000);
+        const s = await getSweepAll(admin, conn, ref(), { withResults: false });
         out(io, `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`);
         out(
           io,
@@ -253,7 +253,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         return 0;
       }
       case 'results': {
-        const s = await unary(admin.getSweep, admin, { sweepId: ref() }, conn, 10_000);
+        const s = await getSweepAll(admin, conn, ref(), { withResults: true, timeoutMs: 60_000 });
         const t = resultsTable(outcomes(s), { alpha: significanceLevel(args) });
         const format = args.string('format') ?? 'md';
         if (format === 'csv') out(io, tableCsv(t));
@@ -266,7 +266,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
       case 'retry':
       case 'cancel': {
         const fn = sub === 'retry' ? admin.retryFailed : admin.cancelSweep;
-        const r = await unary(fn, admin, { sweepId: ref() }, conn, 10_000);
+        const r = await unary(fn, admin, { sweepId: ref(), offset: 0, limit: 0, withResults: false }, conn, 10_000);
         out(io, `${sub === 'retry' ? 'requeued' : 'cancelled'} ${r.count} cell(s)`);
         return 0;
       }

@@ -9,7 +9,7 @@ import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type SweepStatus } from '@ferry/protocol';
-import { adminClient, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { ProgressLine, err, out, type CliIo } from '../io.js';
 import { Supervisor, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
@@ -305,7 +305,7 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       }
       const workers = sup.list('worker');
       if (workers.every((w) => w.gaveUp)) throw crashLoop(workers, p.outRoot);
-      const s = await call(() => unary(admin.getSweep, admin, { sweepId: sub.sweepId }, conn, 10_000));
+      const s = await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: false }));
       const total = s.cells.length;
       const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
       const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
@@ -316,7 +316,7 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       checkStall(s, backends, stall, progress, p.outRoot);
       if (s.done + s.failed + s.cancelled === total) {
         progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
-        return await finish(p, s, io);
+        return await finish(p, await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })), io);
       }
       await new Promise((r) => setTimeout(r, 500));
     }

@@ -1,3 +1,4 @@
+import { LIMITS, limits } from '@ferry/common';
 import sharp from 'sharp';
 import { ImageUnreadableError } from '../errors.js';
 
@@ -18,12 +19,12 @@ export interface RgbImage {
  * decode to 300 MB of RGB, and the decode pool runs one decode per core. A 747 KB PNG declaring
  * 16,000 x 16,000 would otherwise take about 1 GB; it is refused from its header instead.
  */
-export const MAX_IMAGE_PIXELS = 100_000_000;
+export const MAX_IMAGE_PIXELS = LIMITS.maxImagePixels.default;
 
 /** Decodes any format sharp reads into 8-bit sRGB (alpha dropped, palettes and 16-bit converted). */
 export async function decodeRgb(input: string | Buffer, options: { readonly maxPixels?: number } = {}): Promise<RgbImage> {
   const name = typeof input === 'string' ? input : '(buffer)';
-  const maxPixels = options.maxPixels ?? MAX_IMAGE_PIXELS;
+  const maxPixels = options.maxPixels ?? limits().maxImagePixels;
   let decoded;
   try {
     // failOn 'error': a truncated or corrupt file is an error, not a half-grey image.
@@ -34,7 +35,7 @@ export async function decodeRgb(input: string | Buffer, options: { readonly maxP
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
     const message = (e as Error).message;
-    if (/pixel limit/i.test(message)) throw new ImageUnreadableError(name, `more than ${maxPixels} pixels; resize it first (the limit keeps one image from taking the machine's memory)`, { cause: e });
+    if (/pixel limit/i.test(message)) throw new ImageUnreadableError(name, `more than ${maxPixels} pixels; resize it first, or raise ${LIMITS.maxImagePixels.flag} (the limit keeps one image from taking the machine's memory)`, { cause: e });
     throw new ImageUnreadableError(name, message, { cause: e });
   }
   const { data, info } = decoded;

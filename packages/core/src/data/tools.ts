@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { DatasetError } from '../errors.js';
-import { DEFAULT_ZIP_LIMITS, ZipFormatError, ZipReader, type ZipLimits } from '../weights/zip.js';
+import { ZipFormatError, ZipReader, zipLimits, type ZipLimits } from '../weights/zip.js';
 import { isDir, isImageFile, listDirs, openImageFolder, stratifiedSplit } from './folder.js';
 import { decodeRgb, toGray3 } from './image.js';
 
@@ -243,7 +243,7 @@ export async function grayCopy(src: string, dest: string): Promise<{ written: nu
  * entries that inflate past `limits` (a zip bomb is a DatasetError naming the entry, not an
  * out-of-memory crash).
  */
-export async function extractZip(zipFile: string, dest: string, limits: ZipLimits = DEFAULT_ZIP_LIMITS): Promise<number> {
+export async function extractZip(zipFile: string, dest: string, limits: ZipLimits = zipLimits()): Promise<number> {
   try {
     const zip = new ZipReader(await readFile(zipFile), limits);
     let n = 0;

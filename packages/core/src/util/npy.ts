@@ -1,3 +1,4 @@
+import { LIMITS, limits } from '@ferry/common';
 import { InvalidArgumentError } from '../errors.js';
 import { DTYPE_BYTES, decodeElements } from '../weights/host-tensor.js';
 
@@ -33,6 +34,8 @@ export function readNpy(bytes: Uint8Array, file = 'array'): { shape: number[]; d
     .map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
   if (shape.some((d) => !Number.isSafeInteger(d))) throw new InvalidArgumentError(`${file}: the .npy shape (${shapeText}) must hold non-negative integers`);
   const n = shape.reduce((a, b) => a * b, 1);
+  const max = limits().maxTensorElements;
+  if (n > max) throw new InvalidArgumentError(`${file}: the .npy shape (${shape.join(', ')}) has ${n} elements, more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`);
   const dataStart = start + headerLen;
   // Checked before allocating: a header may declare more elements than the file holds.
   const need = n * (DTYPE_BYTES[dtype] ?? 4);

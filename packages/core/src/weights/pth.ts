@@ -1,7 +1,7 @@
+import { LIMITS, limits } from '@ferry/common';
 import { UnsupportedFormatError, WeightsCorruptError } from '../errors.js';
 import { DTYPE_BYTES, decodeElements, numel, type HostTensor, type StateDict } from './host-tensor.js';
 import { PickleError, PyDict, PyGlobal, unpickle, type Reducer } from './pickle.js';
-import { MAX_TENSOR_ELEMENTS } from './safetensors.js';
 import { ZipFormatError, ZipReader } from './zip.js';
 
 const STORAGE_DTYPES: Readonly<Record<string, string>> = {
@@ -153,7 +153,8 @@ function materialise(t: TensorRef, storage: Uint8Array, file: string, name: stri
   const n = numel(t.shape);
   // A parameter never repeats elements of its storage (a stride-0 "expanded" view does): a tensor
   // with more elements than its storage holds is refused rather than blown up in memory.
-  if (n > MAX_TENSOR_ELEMENTS || n * size > storage.length) {
+  if (n > limits().maxTensorElements) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${limits().maxTensorElements} allowed (${LIMITS.maxTensorElements.flag})`);
+  if (n * size > storage.length) {
     throw new WeightsCorruptError(file, `tensor ${name}: shape [${t.shape.join(', ')}] has ${n} elements, more than its ${storage.length}-byte storage holds`);
   }
   // Contiguous row-major strides read straight through; anything else is gathered element by element.

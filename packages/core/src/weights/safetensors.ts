@@ -1,3 +1,4 @@
+import { LIMITS, limits } from '@ferry/common';
 import { WeightsCorruptError } from '../errors.js';
 import { DTYPE_BYTES, decodeElements, numel, type HostTensor, type StateDict } from './host-tensor.js';
 
@@ -27,8 +28,8 @@ interface HeaderEntry {
 
 /** The safetensors format's own limit on the JSON header (100 MB). */
 export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
-/** Elements one tensor may declare before anything is allocated (2^30: 4 GiB of float32). */
-export const MAX_TENSOR_ELEMENTS = 2 ** 30;
+/** Elements one tensor may declare before anything is allocated (default 2^30: 4 GiB of float32; `--max-tensor-elements`). */
+export const MAX_TENSOR_ELEMENTS = LIMITS.maxTensorElements.default;
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
@@ -70,7 +71,8 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFil
     if (!Array.isArray(e.shape) || !e.shape.every(isCount)) throw new WeightsCorruptError(file, `tensor ${name}: shape must be a list of non-negative integers`);
     const shape = e.shape as number[];
     const n = numel(shape);
-    if (n > MAX_TENSOR_ELEMENTS) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${MAX_TENSOR_ELEMENTS} allowed`);
+    const max = limits().maxTensorElements;
+    if (n > max) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`);
     const offsets = e.data_offsets;
     const [begin, end] = Array.isArray(offsets) && offsets.length === 2 && offsets.every(isCount) ? (offsets as [number, number]) : [-1, -1];
     if (begin < 0 || begin > end) throw new WeightsCorruptError(file, `tensor ${name}: data_offsets must be [begin, end] with 0 <= begin <= end`);

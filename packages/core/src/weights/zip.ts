@@ -1,3 +1,4 @@
+import { LIMITS, limits } from '@ferry/common';
 import { inflateRawSync } from 'node:zlib';
 
 /** A minimal ZIP reader (stored and deflated entries, ZIP64) for torch.save archives. */
@@ -28,7 +29,13 @@ export interface ZipLimits {
  * so 1 GiB per deflated entry and 64 GiB in all leave every real file alone and stop a bomb long
  * before memory runs out.
  */
-export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxEntryBytes: 2 ** 30, maxTotalBytes: 64 * 2 ** 30 };
+export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxEntryBytes: LIMITS.maxZipEntryBytes.default, maxTotalBytes: LIMITS.maxZipTotalBytes.default };
+
+/** The zip limits in force (`--max-zip-entry-bytes`, `--max-zip-total-bytes`). */
+export function zipLimits(): ZipLimits {
+  const l = limits();
+  return { maxEntryBytes: l.maxZipEntryBytes, maxTotalBytes: l.maxZipTotalBytes };
+}
 
 export class ZipReader {
   readonly entries: ReadonlyMap<string, ZipEntry>;
@@ -36,7 +43,7 @@ export class ZipReader {
 
   constructor(
     private readonly buf: Uint8Array,
-    private readonly limits: ZipLimits = DEFAULT_ZIP_LIMITS,
+    private readonly limits: ZipLimits = zipLimits(),
   ) {
     this.entries = this.readDirectory();
   }
@@ -130,10 +137,10 @@ export class ZipReader {
       // The declared size bounds the output before anything is inflated: a bomb that declares its
       // size is refused here, one that lies is cut off by zlib at the declared size.
       if (e.size > this.limits.maxEntryBytes) {
-        throw new ZipFormatError(`entry ${name} would inflate to ${e.size} bytes, over the ${this.limits.maxEntryBytes}-byte limit per entry`);
+        throw new ZipFormatError(`entry ${name} would inflate to ${e.size} bytes, over the ${this.limits.maxEntryBytes}-byte limit per entry (${LIMITS.maxZipEntryBytes.flag})`);
       }
       if (this.inflated + e.size > this.limits.maxTotalBytes) {
-        throw new ZipFormatError(`inflating ${name} would pass the archive's ${this.limits.maxTotalBytes}-byte limit`);
+        throw new ZipFormatError(`inflating ${name} would pass the archive's ${this.limits.maxTotalBytes}-byte limit (${LIMITS.maxZipTotalBytes.flag})`);
       }
       let out: Buffer;
       try {

@@ -225,6 +225,14 @@ export interface SubmitSweepResponse {
 
 export interface SweepRef {
   sweepId: string;
+  /**
+   * GetSweep answers a page of cells: from `offset`, at most `limit` (0: as many as fit in about
+   * 4 MiB), and SweepStatus.next_offset says where the next page starts (0: this was the last).
+   */
+  offset: number;
+  limit: number;
+  /** Include each done cell's result_json (large: per-image predictions); status views leave it out. */
+  withResults: boolean;
 }
 
 export interface CellStatus {
@@ -254,6 +262,10 @@ export interface SweepStatus {
   cancelled: number;
   cells: CellStatus[];
   createdAt: string;
+  /** Cells in the sweep (the counts above are over all of them, whatever the page). */
+  totalCells: number;
+  /** Where the next page of cells starts; 0 when `cells` ends the sweep. */
+  nextOffset: number;
 }
 
 export interface ListSweepsRequest {
@@ -3301,13 +3313,22 @@ export const SubmitSweepResponse: MessageFns<SubmitSweepResponse> = {
 };
 
 function createBaseSweepRef(): SweepRef {
-  return { sweepId: "" };
+  return { sweepId: "", offset: 0, limit: 0, withResults: false };
 }
 
 export const SweepRef: MessageFns<SweepRef> = {
   encode(message: SweepRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.sweepId !== "") {
       writer.uint32(10).string(message.sweepId);
+    }
+    if (message.offset !== 0) {
+      writer.uint32(16).uint32(message.offset);
+    }
+    if (message.limit !== 0) {
+      writer.uint32(24).uint32(message.limit);
+    }
+    if (message.withResults !== false) {
+      writer.uint32(32).bool(message.withResults);
     }
     return writer;
   },
@@ -3333,6 +3354,30 @@ export const SweepRef: MessageFns<SweepRef> = {
             message.sweepId = reader.string();
             continue;
           }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.offset = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.limit = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.withResults = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3352,6 +3397,13 @@ export const SweepRef: MessageFns<SweepRef> = {
         : isSet(object.sweep_id)
         ? globalThis.String(object.sweep_id)
         : "",
+      offset: isSet(object.offset) ? globalThis.Number(object.offset) : 0,
+      limit: isSet(object.limit) ? globalThis.Number(object.limit) : 0,
+      withResults: isSet(object.withResults)
+        ? globalThis.Boolean(object.withResults)
+        : isSet(object.with_results)
+        ? globalThis.Boolean(object.with_results)
+        : false,
     };
   },
 
@@ -3359,6 +3411,15 @@ export const SweepRef: MessageFns<SweepRef> = {
     const obj: any = {};
     if (message.sweepId !== "") {
       obj.sweepId = message.sweepId;
+    }
+    if (message.offset !== 0) {
+      obj.offset = Math.round(message.offset);
+    }
+    if (message.limit !== 0) {
+      obj.limit = Math.round(message.limit);
+    }
+    if (message.withResults !== false) {
+      obj.withResults = message.withResults;
     }
     return obj;
   },
@@ -3369,6 +3430,9 @@ export const SweepRef: MessageFns<SweepRef> = {
   fromPartial(object: DeepPartial<SweepRef>): SweepRef {
     const message = createBaseSweepRef();
     message.sweepId = object.sweepId ?? "";
+    message.offset = object.offset ?? 0;
+    message.limit = object.limit ?? 0;
+    message.withResults = object.withResults ?? false;
     return message;
   },
 };
@@ -3614,7 +3678,19 @@ export const CellStatus: MessageFns<CellStatus> = {
 };
 
 function createBaseSweepStatus(): SweepStatus {
-  return { sweepId: "", name: "", pending: 0, running: 0, done: 0, failed: 0, cancelled: 0, cells: [], createdAt: "" };
+  return {
+    sweepId: "",
+    name: "",
+    pending: 0,
+    running: 0,
+    done: 0,
+    failed: 0,
+    cancelled: 0,
+    cells: [],
+    createdAt: "",
+    totalCells: 0,
+    nextOffset: 0,
+  };
 }
 
 export const SweepStatus: MessageFns<SweepStatus> = {
@@ -3645,6 +3721,12 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     }
     if (message.createdAt !== "") {
       writer.uint32(74).string(message.createdAt);
+    }
+    if (message.totalCells !== 0) {
+      writer.uint32(80).uint32(message.totalCells);
+    }
+    if (message.nextOffset !== 0) {
+      writer.uint32(88).uint32(message.nextOffset);
     }
     return writer;
   },
@@ -3734,6 +3816,22 @@ export const SweepStatus: MessageFns<SweepStatus> = {
             message.createdAt = reader.string();
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.totalCells = reader.uint32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.nextOffset = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3765,6 +3863,16 @@ export const SweepStatus: MessageFns<SweepStatus> = {
         : isSet(object.created_at)
         ? globalThis.String(object.created_at)
         : "",
+      totalCells: isSet(object.totalCells)
+        ? globalThis.Number(object.totalCells)
+        : isSet(object.total_cells)
+        ? globalThis.Number(object.total_cells)
+        : 0,
+      nextOffset: isSet(object.nextOffset)
+        ? globalThis.Number(object.nextOffset)
+        : isSet(object.next_offset)
+        ? globalThis.Number(object.next_offset)
+        : 0,
     };
   },
 
@@ -3797,6 +3905,12 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     if (message.createdAt !== "") {
       obj.createdAt = message.createdAt;
     }
+    if (message.totalCells !== 0) {
+      obj.totalCells = Math.round(message.totalCells);
+    }
+    if (message.nextOffset !== 0) {
+      obj.nextOffset = Math.round(message.nextOffset);
+    }
     return obj;
   },
 
@@ -3814,6 +3928,8 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     message.cancelled = object.cancelled ?? 0;
     message.cells = object.cells?.map((e) => CellStatus.fromPartial(e)) || [];
     message.createdAt = object.createdAt ?? "";
+    message.totalCells = object.totalCells ?? 0;
+    message.nextOffset = object.nextOffset ?? 0;
     return message;
   },
 };
