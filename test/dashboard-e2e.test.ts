@@ -194,3 +194,42 @@ test("ferry run's process restarts are listed on the sweep page: crash with its 
   await page.close();
   await app.close();
 });
+
+test('results.html is one self-contained file: no network request, the verdict table, overlaid curves with a legend, heat-map confusion matrices; printable', async () => {
+  const { resultsHtml } = await import('../packages/cli/src/report.js');
+  const { resultsTable } = await import('@ferry/common');
+  const labels = Array.from({ length: 40 }, (_, i) => i % 4);
+  const cells = (['finetune', 'freeze'] as const).flatMap((strategy, k) =>
+    [0, 1].map((seed) => {
+      const predicted = labels.map((l, i) => (i % (k === 0 ? 10 : 3) === 0 ? (l + 1) % 4 : l));
+      const epochs = Array.from({ length: 6 }, (_, e) => ({ epoch: e, valAccuracy: 0.3 + 0.1 * e * (k === 0 ? 1 : 0.6) + 0.01 * seed, trainLoss: 1 / (e + 1) }));
+      const confusion = [0, 1, 2, 3].map((t) => [0, 1, 2, 3].map((p) => labels.filter((l, i) => l === t && predicted[i] === p).length));
+      return { spec: { dataset: 'demo', path: 'demo', valFraction: null, color: 'rgb' as const, strategy, model: 'resnet18', seed }, bestEpoch: 5, bestValAccuracy: epochs[5]!.valAccuracy, wallMs: 1, imagesPerSec: 1, epochs, confusion, predictions: { predicted, labels, valSetHash: 'h' } };
+    }),
+  );
+  const table = resultsTable(cells);
+  const html = resultsHtml('demo <study>', table, cells.map((c) => ({ ...c.spec, bestEpoch: c.bestEpoch, bestValAccuracy: c.bestValAccuracy, epochs: c.epochs, classes: ['a', 'b', 'c', 'd'], confusion: c.confusion })));
+  const dir = path.join(REPO_ROOT, 'test-artifacts');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, 'results.html');
+  (await import('node:fs')).writeFileSync(file, html);
+  const page = await browser!.newPage();
+  const requests: string[] = [];
+  page.on('request', (r) => requests.push(r.url()));
+  await page.goto(`file://${file}`);
+  expect(requests).toEqual([`file://${file}`]);
+  expect(await page.title()).toBe('demo <study>: ferry results');
+  const row = await page.$$eval('table.results tr', (trs) => trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+  expect(row[0]!.slice(0, 2)).toEqual(['demo', 'rgb']);
+  expect(row[0]![4]).toBe(table.rows[0]!.verdict);
+  expect(await page.$$eval('.chart polyline.series', (l) => l.length)).toBe(4);
+  expect(await page.$$eval('.chart .legend .key', (l) => l.map((k) => k.textContent))).toEqual(['finetune seed 0', 'finetune seed 1', 'freeze seed 0', 'freeze seed 1']);
+  expect(await page.$$eval('.chart circle.best', (l) => l.length)).toBe(4);
+  // Distinct dash patterns, not colour alone.
+  expect(new Set(await page.$$eval('.chart polyline.series', (l) => l.map((p) => p.getAttribute('stroke-dasharray') ?? '')))).toHaveProperty('size', 4);
+  expect(await page.$$eval('figure.confusion', (l) => l.length)).toBe(4);
+  await page.screenshot({ path: path.join(dir, 'results-html.png'), fullPage: true });
+  const pdf = await page.pdf({ format: 'A4' });
+  expect(pdf.subarray(0, 4).toString()).toBe('%PDF');
+  await page.close();
+});

@@ -159,6 +159,46 @@ describe('ferry run supervises its children', () => {
     expect(comparable(results(run.out))).toEqual(comparable(reference));
   }, 400_000);
 
+  test('without NATS the dashboard follows the coordinator during the run, and `ferry dashboard --run DIR` shows the finished run', async () => {
+    const run = startRun(tmp(), 1, ['--no-nats']);
+    const url = await waitFor('the dashboard URL', 60_000, async () => /^dashboard: (\S+)$/m.exec(run.stdout())?.[1], 100);
+    // Live, from the coordinator's event feed: the sweep, its cells, and epoch curves as they come.
+    const live = await waitFor('epochs on the live dashboard', 90_000, async () => {
+      const sweeps = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string; cells: number }[];
+      if (sweeps.length !== 1) return undefined;
+      const v = (await (await fetch(`${url}api/sweeps/${sweeps[0]!.sweepId}`)).json()) as { cells: { cellId: string; state: string }[] };
+      for (const c of v.cells) {
+        const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as { curves: { epoch: number }[] };
+        if (cell.curves.length >= 2) return { sweepId: sweeps[0]!.sweepId, cells: v.cells.length, curves: cell.curves.map((e) => e.epoch) };
+      }
+      return undefined;
+    }, 300);
+    expect(live.cells).toBe(2);
+    expect(live.curves).toEqual([...Array(live.curves.length).keys()]);
+    expect(await run.exited, run.stderr()).toBe(0);
+    // Afterwards, from the run's folder alone (read-only): every cell, every epoch, the same table.
+    const dash = spawn(process.execPath, [BIN, 'dashboard', '--run', run.out, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let text = '';
+      dash.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+      const again = await waitFor('the run-folder dashboard', 30_000, async () => /^dashboard on (\S+)$/m.exec(text)?.[1], 100);
+      const v = (await (await fetch(`${again}api/sweeps/${live.sweepId}`)).json()) as { cells: { cellId: string; state: string; epoch: number }[]; table: { rows: unknown[] } };
+      expect(v.cells.map((c) => [c.state, c.epoch])).toEqual([
+        ['done', 10],
+        ['done', 10],
+      ]);
+      const strip = (rows: unknown[]): unknown => JSON.parse(JSON.stringify(rows, (k, x: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : x)));
+      expect(strip(v.table.rows)).toEqual(strip(results(run.out).table.rows));
+    } finally {
+      dash.kill('SIGTERM');
+    }
+    const missing = spawn(process.execPath, [BIN, 'dashboard', '--run', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let errText = '';
+    missing.stderr!.on('data', (d: Buffer) => (errText += d.toString()));
+    expect(await new Promise((r) => missing.on('exit', r))).toBe(2);
+    expect(errText).toContain("is not a ferry run's output folder (no state/ferry.sqlite)");
+  }, 300_000);
+
   test('a worker that cannot start (its backend is not installed) is restarted until the crash-loop limit, then the run ends with FERRY_ERR_CRASH_LOOP', async () => {
     const out = tmp();
     const child = spawn(process.execPath, [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'], { stdio: ['ignore', 'pipe', 'pipe'] });

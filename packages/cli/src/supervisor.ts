@@ -157,7 +157,7 @@ export class Supervised {
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
-    if (child !== this.process || this.supervisor.stopping) return;
+    if (child !== this.process || this.supervisor.stopping || this.stopped) return;
     const now = Date.now();
     this.crashes.push(now);
     const exit = describeExit(code, signal);

@@ -270,6 +270,12 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
       ['done', 1],
     ]);
     expect(count(path.join(out, 'workers'))).toBeGreaterThanOrEqual(2);
+    // The shareable report: self-contained (no script, no external reference), the same verdict.
+    const html = readFileSync(path.join(out, 'results.html'), 'utf8');
+    expect(html).toContain(json.table.rows[0]!.verdict.replace(/</g, '&lt;'));
+    expect(html).not.toMatch(/<script|src="http|href="http/);
+    expect(html.match(/<polyline class="series"/g)).toHaveLength(2);
+    expect(first.stdout).toContain(`report: ${path.join(out, 'results.html')}`);
     const second = await ferry(args, { FERRY_CACHE: tmp() });
     expect(second.code).toBe(0);
     // The same table (the dashboard line names a fresh port each time).

@@ -9,7 +9,6 @@ import {
   Assignment,
   CoordinatorService,
   type Ack,
-  type CellSpec as ProtoCellSpec,
   CellStatus,
   type CheckpointChunk,
   type SweepStatus,
@@ -35,12 +34,14 @@ import {
   type SweepRef,
 } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
-import { CellEvent, ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
+import { EventsService, FerryEvent, SUBJECTS, type WatchRequest } from '@ferry/protocol';
+import { cellEvent, epochEvent, storeEvents } from './events.js';
+import { toProtoSpec } from './spec.js';
 import { checkpointProblem } from './checkpoint-file.js';
 import { splitHostPort } from './net.js';
 import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
 import { Store } from './store.js';
-import { parseSweep, type CellSpec } from './sweep.js';
+import { parseSweep } from './sweep.js';
 
 /** Options of a coordinator; see resolveCoordinatorOptions for defaults and checks. */
 export interface CoordinatorOptions {
@@ -129,16 +130,8 @@ export type CoordinatorLifecycle = 'created' | 'running' | 'stopping' | 'stopped
 const CHUNK_BYTES = 1 << 20;
 /** About this many encoded bytes of cells per GetSweep answer (clients accept 8 MiB). */
 const PAGE_BYTES = 4 << 20;
-
-export function toProtoSpec(s: CellSpec): ProtoCellSpec {
-  const { valFraction, backends, ...rest } = s;
-  return { ...rest, backends: [...backends], ...(valFraction !== null ? { valFraction } : {}) };
-}
-
-export function fromProtoSpec(s: ProtoCellSpec): CellSpec {
-  const { valFraction, ...rest } = s;
-  return { ...rest, valFraction: valFraction ?? null } as CellSpec;
-}
+/** Unsent events an Events.Watch subscriber may fall behind by before it is cut. */
+const WATCH_BUFFER_EVENTS = 100_000;
 
 type Handler<Req, Res> = (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => void;
 
@@ -161,6 +154,8 @@ export class Coordinator {
   private readonly pollers = new Map<string, { sessionId: string; done: (a: Assignment) => void; timer: NodeJS.Timeout }>();
   private boundPort = 0;
   private readonly events: EventPublisher | null;
+  /** Events.Watch subscribers (dashboards without NATS). */
+  private readonly watchers = new Set<grpc.ServerWritableStream<WatchRequest, FerryEvent>>();
 
   private constructor(
     readonly options: ResolvedCoordinatorOptions,
@@ -194,6 +189,7 @@ export class Coordinator {
     if (this.lifecycle !== 'created') throw new Error(`coordinator is ${this.lifecycle}`);
     this.server.addService(CoordinatorService, this.wrap(this.workerHandlers()));
     this.server.addService(AdminService, this.wrap(this.adminHandlers()));
+    this.server.addService(EventsService, this.wrap(this.eventHandlers()));
     const creds = this.options.tls
       ? grpc.ServerCredentials.createSsl(this.options.tls.ca, [{ private_key: this.options.tls.key, cert_chain: this.options.tls.cert }], this.options.tls.ca !== null)
       : grpc.ServerCredentials.createInsecure();
@@ -214,6 +210,8 @@ export class Coordinator {
       p.done(Assignment.fromPartial({ hasAssignment: false }));
     }
     this.pollers.clear();
+    for (const w of this.watchers) w.end();
+    this.watchers.clear();
     await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     await this.events?.close();
     this.store.close();
@@ -232,7 +230,7 @@ export class Coordinator {
       }
     });
     this.state = r.state;
-    if (this.events) this.publish(r.actions);
+    if (this.publishing) this.publish(r.actions);
     for (const a of r.actions) {
       if (a.type === 'stopAttempt') this.stops.set(a.workerId, new Set([...(this.stops.get(a.workerId) ?? []), a.attemptId]));
       if (a.type === 'reregister') this.reregister.add(a.workerId);
@@ -242,41 +240,35 @@ export class Coordinator {
   }
 
   /** Cell and worker state changes as events, on every sweep the cell belongs to. */
+  /** An event to NATS (when configured) and to every Events.Watch subscriber. */
+  private emitEvent(subject: string, event: FerryEvent): void {
+    this.events?.publish(subject, event);
+    for (const w of this.watchers) {
+      // A watcher that does not read (a stalled dashboard) is cut rather than buffered without
+      // bound; it reconnects and gets a fresh snapshot.
+      if (w.writableLength > WATCH_BUFFER_EVENTS) {
+        this.watchers.delete(w);
+        w.emit('error', status(grpc.status.RESOURCE_EXHAUSTED, 'event watcher too slow; reconnect for a fresh snapshot'));
+      } else w.write(event);
+    }
+  }
+
+  private get publishing(): boolean {
+    return this.events !== null || this.watchers.size > 0;
+  }
+
   private publish(actions: readonly SchedulerAction[]): void {
     const time = new Date().toISOString();
     for (const a of actions) {
       if (a.type === 'saveCell') {
         const c = a.cell;
-        const result = c.state === 'done' ? this.store.result(c.id) : undefined;
-        const r = result ? parseCellResult(result) : undefined;
-        const cell = CellEvent.fromPartial({
-          cellId: c.id,
-          spec: toProtoSpec(c.spec),
-          state: c.state,
-          attempts: c.attempts,
-          worker: c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '',
-          error: c.error ?? '',
-          ...(r
-            ? {
-                bestValAccuracy: r.bestValAccuracy,
-                bestEpoch: r.bestEpoch,
-                wallMs: r.wallMs,
-                imagesPerSec: r.imagesPerSec,
-                classes: [...r.classes],
-                confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: [...row] })),
-                perClassAccuracy: [...r.perClassAccuracy],
-                valPredictions: [...(r.predictions?.predicted ?? [])],
-                valLabels: [...(r.predictions?.labels ?? [])],
-                valSetHash: r.predictions?.valSetHash ?? '',
-              }
-            : {}),
-        });
-        for (const sweepId of c.sweepIds) this.events!.publish(SUBJECTS.cell(sweepId, c.id), FerryEvent.fromPartial({ sweepId, time, cell }));
+        const cell = cellEvent(c, c.state === 'done' ? this.store.result(c.id) : undefined, c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '');
+        for (const sweepId of c.sweepIds) this.emitEvent(SUBJECTS.cell(sweepId, c.id), FerryEvent.fromPartial({ sweepId, time, cell }));
       } else if (a.type === 'saveWorker') {
         const w = a.worker;
         const cellId = this.state.byWorker.get(w.id);
         const sweepId = cellId ? (this.state.cells.get(cellId)?.sweepIds[0] ?? SUBJECTS.CLUSTER) : SUBJECTS.CLUSTER;
-        this.events!.publish(
+        this.emitEvent(
           SUBJECTS.worker(sweepId, w.id),
           FerryEvent.fromPartial({ sweepId, time, worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state, cellId: cellId ?? '' } }),
         );
@@ -450,6 +442,17 @@ export class Coordinator {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, ack(false, 'attempt is not leased'));
       this.store.saveEpoch(c.id, call.request.attemptId, call.request.epoch, call.request.metricsJson);
+      if (this.watchers.size > 0) {
+        // Workers publish epochs to NATS themselves; the coordinator's own feed carries them too.
+        try {
+          const worker = c.workerId ? (this.state.workers.get(c.workerId)?.name ?? '') : '';
+          const epoch = epochEvent(c.id, worker, call.request.metricsJson, false);
+          const time = new Date().toISOString();
+          for (const sweepId of c.sweepIds) for (const w of this.watchers) w.write(FerryEvent.fromPartial({ sweepId, time, epoch }));
+        } catch {
+          // metrics that are not JSON are stored as sent; the feed skips them
+        }
+      }
       this.apply({ type: 'epoch', now: Date.now(), attemptId: call.request.attemptId, epoch: call.request.epoch + 1 });
       cb(null, ack(true));
     };
@@ -642,7 +645,21 @@ export class Coordinator {
       error: c.error ?? '',
       resultJson: withResult ? result : '',
       checkpointEpochs: c.checkpointEpochs,
+      lastValAccuracy: c.state === 'running' || c.state === 'pending' ? this.store.lastValAccuracy(c.id) : 0,
     };
+  }
+
+  private eventHandlers() {
+    /** Everything the store holds, then each event as it happens, until the client goes. */
+    const watch = (call: grpc.ServerWritableStream<WatchRequest, FerryEvent>): void => {
+      for (const e of storeEvents(this.store)) call.write(e.event);
+      this.watchers.add(call);
+      const drop = (): void => void this.watchers.delete(call);
+      call.on('cancelled', drop);
+      call.on('close', drop);
+      call.on('error', drop);
+    };
+    return { watch };
   }
 
   private adminHandlers() {
@@ -658,10 +675,10 @@ export class Coordinator {
         if (ds) this.store.pinFingerprint(name, ds.spec.path, fp);
       }
       const created = this.store.sweep(sweepId)!.createdAt;
-      this.events?.publish(SUBJECTS.sweep(sweepId), FerryEvent.fromPartial({ sweepId, time: new Date().toISOString(), sweep: { name: sweep.name, cells: sweep.cells.length, createdAt: created } }));
+      this.emitEvent(SUBJECTS.sweep(sweepId), FerryEvent.fromPartial({ sweepId, time: new Date().toISOString(), sweep: { name: sweep.name, cells: sweep.cells.length, createdAt: created } }));
       this.apply({ type: 'submit', now: Date.now(), sweepId, cells: sweep.cells, ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}) });
       // A resubmission adds no cell events for existing cells: republish their state for this sweep.
-      if (this.events) for (const c of sweep.cells) if (before.has(c.id)) this.publish([{ type: 'saveCell', cell: this.state.cells.get(c.id)! }]);
+      if (this.publishing) for (const c of sweep.cells) if (before.has(c.id)) this.publish([{ type: 'saveCell', cell: this.state.cells.get(c.id)! }]);
       cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
     };
     const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {

@@ -19,7 +19,12 @@ export interface SweepRow {
 export class Store {
   private readonly db: Database.Database;
 
-  constructor(file: string) {
+  /** `readOnly`: a finished run's state, shown (`ferry dashboard --run DIR`) and never written. */
+  constructor(file: string, options: { readonly readOnly?: boolean } = {}) {
+    if (options.readOnly) {
+      this.db = new Database(file, { readonly: true, fileMustExist: true });
+      return;
+    }
     if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
@@ -168,6 +173,12 @@ export class Store {
 
   saveEpoch(cellId: string, attemptId: string, epoch: number, metricsJson: string): void {
     this.stmt('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(cellId, attemptId, epoch, metricsJson);
+  }
+
+  /** The validation accuracy of a cell's latest epoch report (0 when none). */
+  lastValAccuracy(cellId: string): number {
+    const r = this.stmt("SELECT json_extract(metrics_json, '$.valAccuracy') AS v FROM epochs WHERE cell_id = ? ORDER BY epoch DESC LIMIT 1").get(cellId) as { v: number | null } | undefined;
+    return typeof r?.v === 'number' ? r.v : 0;
   }
 
   epochs(cellId: string): { epoch: number; metricsJson: string }[] {

@@ -1,7 +1,7 @@
 import { FerryError, isErrorCode, type ErrorCode } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { AdminClient, CoordinatorClient, type SweepStatus } from '@ferry/protocol';
+import { AdminClient, CoordinatorClient, EventsClient, type FerryEvent, type SweepStatus } from '@ferry/protocol';
 
 /** How to reach a coordinator: address, optional TLS (CA; client cert/key for mutual TLS), token. */
 export interface ConnectionOptions {
@@ -92,4 +92,51 @@ export async function getSweepAll(admin: AdminClient, conn: ConnectionOptions, s
     offset = page.nextOffset;
   } while (offset > 0);
   return { ...pages.at(-1)!, cells: pages.flatMap((p) => p.cells), nextOffset: 0 };
+}
+
+/**
+ * Follows a coordinator's Events.Watch feed (history, then live) and calls `onEvent` for each
+ * event; reconnects after a second when the stream ends or fails (a restarting coordinator sends
+ * its history again, which a dashboard applies idempotently). Resolves once the first history is in.
+ */
+export function watchCoordinatorEvents(conn: ConnectionOptions, onEvent: (e: FerryEvent) => void, log?: (line: string) => void): { ready: Promise<void>; stop: () => void } {
+  const client = new EventsClient(conn.address, credentials(conn), channelOptions(conn));
+  let stopped = false;
+  let call: grpc.ClientReadableStream<FerryEvent> | null = null;
+  let markReady: () => void = () => undefined;
+  const ready = new Promise<void>((r) => (markReady = r));
+  const open = (): void => {
+    if (stopped) return;
+    const c = client.watch({}, metadataFor(conn));
+    call = c;
+    // The history comes first; the stream is "ready" once it pauses (the first live gap).
+    let quiet: NodeJS.Timeout | undefined;
+    const armQuiet = (): void => {
+      clearTimeout(quiet);
+      quiet = setTimeout(markReady, 300);
+    };
+    armQuiet();
+    c.on('data', (e: FerryEvent) => {
+      onEvent(e);
+      armQuiet();
+    });
+    const again = (why: string): void => {
+      clearTimeout(quiet);
+      if (stopped || call !== c) return;
+      call = null;
+      log?.(`coordinator event feed ${why}; reconnecting in 1 s`);
+      setTimeout(open, 1_000);
+    };
+    c.on('error', (e: grpc.ServiceError) => again(`failed (${e.details || e.message})`));
+    c.on('end', () => again('ended'));
+  };
+  open();
+  return {
+    ready,
+    stop: () => {
+      stopped = true;
+      call?.cancel();
+      client.close();
+    },
+  };
 }

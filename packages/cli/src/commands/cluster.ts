@@ -9,6 +9,7 @@ import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry
 import type { SweepStatus } from '@ferry/protocol';
 import { FerryWorker, adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
+import { reportCell, resultsHtml, type ReportCell } from '../report.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, table, type CliIo } from '../io.js';
 import { ferryBin } from './run.js';
@@ -175,13 +176,18 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
   return 0;
 }
 
-const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json] [--alpha 0.05] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
+const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json|html] [--alpha 0.05] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
 
 /** `--alpha`: the significance level a verdict needs (p < alpha), 0.05 unless given. */
 export function significanceLevel(args: Args): number {
   const alpha = args.number('alpha', DEFAULT_ALPHA);
   if (!(alpha > 0 && alpha < 1)) throw new InvalidArgumentError(`--alpha must be between 0 and 1 (got ${alpha})`);
   return alpha;
+}
+
+/** The done cells of a sweep (with results) as the HTML report draws them. */
+export function reportCells(s: SweepStatus): ReportCell[] {
+  return s.cells.filter((c) => c.state === 'done').flatMap((c) => reportCell(c.spec!, c.resultJson) ?? []);
 }
 
 export function outcomes(s: SweepStatus): CellOutcome[] {
@@ -259,7 +265,8 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         if (format === 'csv') out(io, tableCsv(t));
         else if (format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
         else if (format === 'md') out(io, tableMarkdown(t));
-        else throw new InvalidArgumentError(`--format must be md, csv or json (got ${format})`);
+        else if (format === 'html') out(io, resultsHtml(s.name, t, reportCells(s)));
+        else throw new InvalidArgumentError(`--format must be md, csv, json or html (got ${format})`);
         if (s.done < s.cells.length) err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
         return 0;
       }

@@ -11,9 +11,11 @@ import { EventPublisher } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
-import { ProgressLine, err, out, type CliIo } from '../io.js';
+import { err, out, type CliIo } from '../io.js';
+import { RunProgress } from '../progress.js';
 import { Supervisor, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
-import { outcomes, significanceLevel } from './cluster.js';
+import { outcomes, reportCells, significanceLevel } from './cluster.js';
+import { resultsHtml } from '../report.js';
 
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
@@ -131,7 +133,9 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   await mkdir(p.outRoot, { recursive: true });
   const sup = new Supervisor();
   const run = { interrupted: false, sweepId: SUBJECTS.CLUSTER as string, publisher: null as EventPublisher | null };
+  const progress = new RunProgress(io);
   sup.on((e) => {
+    progress.clear(); // the live block is redrawn below the line at the next update
     report(io, e);
     publishProcessEvent(run.publisher, run.sweepId, e);
     void writeChildren(p.outRoot, sup);
@@ -147,13 +151,21 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     const bound = { address: '' };
     const coordinator = await sup.add(coordinatorSpec(p, natsUrl, () => bound.address));
     bound.address = coordinator.address;
-    const dashboardUrl = natsUrl ? await startDashboard(sup, p, natsUrl) : undefined;
+    // With NATS the dashboard follows JetStream; without it, the coordinator's own event feed.
+    const dashboardUrl = await startDashboard(sup, p, natsUrl ? ['--nats', natsUrl] : ['--coordinator', coordinator.address]);
     const threads = Math.max(1, Math.floor(os.availableParallelism() / p.workers));
     for (let i = 0; i < p.workers; i++) await sup.add(workerSpec(p, i, threads, coordinator.address, natsUrl));
     await writeChildren(p.outRoot, sup);
     err(io, `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`);
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
-    return await watch(p, sup, coordinator, run, io);
+    const code = await watch(p, sup, coordinator, run, progress, io);
+    if (code !== 130 && dashboardUrl && (io.stdout as { isTTY?: boolean }).isTTY) {
+      // Interactive: the workers are done, the dashboard stays until Ctrl-C.
+      await Promise.all(sup.list('worker').map((w) => w.stop(30_000)));
+      err(io, `ferry run: the dashboard stays at ${dashboardUrl} until Ctrl-C`);
+      while (!run.interrupted) await new Promise((r) => setTimeout(r, 200));
+    }
+    return code;
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
@@ -171,7 +183,7 @@ async function startNats(sup: Supervisor, p: RunPlan, io: CliIo): Promise<string
   if (p.noNats || p.nats) return p.nats;
   const natsBin = findExecutable('nats-server', io.env);
   if (!natsBin) {
-    err(io, 'ferry run: nats-server is not on PATH: no live events and no dashboard (apt-get install nats-server)');
+    err(io, 'ferry run: nats-server is not on PATH: the dashboard follows the coordinator (epochs, no step-level progress; apt-get install nats-server for more)');
     return undefined;
   }
   const port = await freePort();
@@ -193,14 +205,14 @@ function coordinatorSpec(p: RunPlan, natsUrl: string | undefined, bound: () => s
   };
 }
 
-async function startDashboard(sup: Supervisor, p: RunPlan, natsUrl: string): Promise<string> {
+async function startDashboard(sup: Supervisor, p: RunPlan, source: readonly string[]): Promise<string> {
   const [node, bin] = ferryBin();
   const port = p.dashboardPort !== 0 && (await portFree(p.dashboardPort)) ? p.dashboardPort : await freePort();
   const dashboard = await sup.add({
     name: 'dashboard',
     kind: 'dashboard',
     command: node,
-    args: () => [bin, 'dashboard', '--nats', natsUrl, '--listen', `127.0.0.1:${port}`],
+    args: () => [bin, 'dashboard', ...source, '--listen', `127.0.0.1:${port}`],
     log: logPath(p, 'dashboard'),
     readyLine: /^dashboard on (\S+)$/,
   });
@@ -278,7 +290,7 @@ function coordinatorAway(e: unknown): boolean {
 }
 
 /** Submits the sweep and follows it to the end: progress, stalls, crash loops, the results. */
-async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: { interrupted: boolean; sweepId: string }, io: CliIo): Promise<number> {
+async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: { interrupted: boolean; sweepId: string }, progress: RunProgress, io: CliIo): Promise<number> {
   const conn: ConnectionOptions = { address: coordinator.address };
   const admin = adminClient(conn);
   // Every call waits out a coordinator restart; a coordinator in a crash loop ends the run.
@@ -296,7 +308,6 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
   try {
     const sub = await call(() => unary(admin.submitSweep, admin, { yaml: p.yaml, fileName: path.basename(p.file), datasetFingerprints: {}, maxAttempts: 0 }, conn, 30_000));
     run.sweepId = sub.sweepId;
-    const progress = new ProgressLine(io);
     const stall = { since: undefined as number | undefined };
     for (;;) {
       if (run.interrupted) {
@@ -307,9 +318,7 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       if (workers.every((w) => w.gaveUp)) throw crashLoop(workers, p.outRoot);
       const s = await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: false }));
       const total = s.cells.length;
-      const epochs = s.cells.reduce((a, c) => a + (c.state === 'done' ? c.spec!.epochs : Math.min(c.epoch, c.spec!.epochs)), 0);
-      const allEpochs = s.cells.reduce((a, c) => a + c.spec!.epochs, 0);
-      progress.update(allEpochs ? epochs / allEpochs : 0, `${s.done}/${total} done, ${s.running} running, ${s.failed} failed`);
+      progress.update(s);
       // Cells that name backends no local worker has wait for nothing: give the reason.
       const needBackends = s.running === 0 && s.cells.some((c) => c.state === 'pending' && c.spec!.backends.length > 0);
       const backends = needBackends ? (await call(() => unary(admin.listWorkers, admin, {}, conn, 10_000))).workers.filter((w) => w.state === 'alive').map((w) => w.capabilities?.backend ?? '') : [];
@@ -329,7 +338,7 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
  * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
  * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
  */
-function checkStall(s: SweepStatus, workerBackends: readonly string[], stall: { since: number | undefined }, progress: ProgressLine, outRoot: string): void {
+function checkStall(s: SweepStatus, workerBackends: readonly string[], stall: { since: number | undefined }, progress: RunProgress, outRoot: string): void {
   const unrunnable = (c: SweepStatus['cells'][number]): string => {
     if (c.state !== 'pending') return '';
     if (c.error) return c.error;
@@ -358,10 +367,11 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   const t = resultsTable(outcomes(s), { alpha: p.alpha });
   await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
+  await writeFile(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));
   const cells = s.cells.map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, result: c.resultJson ? JSON.parse(c.resultJson) : null, error: c.error || null }));
   await writeFile(path.join(p.outRoot, 'results.json'), `${JSON.stringify({ sweep: s.sweepId, table: t, cells }, null, 2)}\n`);
   out(io, tableMarkdown(t));
   out(io);
-  out(io, `results: ${path.join(p.outRoot, 'results.md')} (.csv, .json); coordinator state: ${path.join(p.outRoot, 'state')}; logs: ${path.join(p.outRoot, 'logs')}`);
+  out(io, `results: ${path.join(p.outRoot, 'results.md')} (.csv, .json), report: ${path.join(p.outRoot, 'results.html')}; coordinator state: ${path.join(p.outRoot, 'state')}; logs: ${path.join(p.outRoot, 'logs')}`);
   return s.failed > 0 ? 1 : 0;
 }

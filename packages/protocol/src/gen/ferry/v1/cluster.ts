@@ -250,6 +250,8 @@ export interface CellStatus {
   resultJson: string;
   /** Epochs in the checkpoint the coordinator holds (where a new attempt resumes). */
   checkpointEpochs: number;
+  /** Validation accuracy of the last epoch reported (0 before the first). */
+  lastValAccuracy: number;
 }
 
 export interface SweepStatus {
@@ -3449,6 +3451,7 @@ function createBaseCellStatus(): CellStatus {
     error: "",
     resultJson: "",
     checkpointEpochs: 0,
+    lastValAccuracy: 0,
   };
 }
 
@@ -3483,6 +3486,9 @@ export const CellStatus: MessageFns<CellStatus> = {
     }
     if (message.checkpointEpochs !== 0) {
       writer.uint32(80).uint32(message.checkpointEpochs);
+    }
+    if (message.lastValAccuracy !== 0) {
+      writer.uint32(89).double(message.lastValAccuracy);
     }
     return writer;
   },
@@ -3580,6 +3586,14 @@ export const CellStatus: MessageFns<CellStatus> = {
             message.checkpointEpochs = reader.uint32();
             continue;
           }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.lastValAccuracy = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3620,6 +3634,11 @@ export const CellStatus: MessageFns<CellStatus> = {
         : isSet(object.checkpoint_epochs)
         ? globalThis.Number(object.checkpoint_epochs)
         : 0,
+      lastValAccuracy: isSet(object.lastValAccuracy)
+        ? globalThis.Number(object.lastValAccuracy)
+        : isSet(object.last_val_accuracy)
+        ? globalThis.Number(object.last_val_accuracy)
+        : 0,
     };
   },
 
@@ -3655,6 +3674,9 @@ export const CellStatus: MessageFns<CellStatus> = {
     if (message.checkpointEpochs !== 0) {
       obj.checkpointEpochs = Math.round(message.checkpointEpochs);
     }
+    if (message.lastValAccuracy !== 0) {
+      obj.lastValAccuracy = floatToJson(message.lastValAccuracy);
+    }
     return obj;
   },
 
@@ -3673,6 +3695,7 @@ export const CellStatus: MessageFns<CellStatus> = {
     message.error = object.error ?? "";
     message.resultJson = object.resultJson ?? "";
     message.checkpointEpochs = object.checkpointEpochs ?? 0;
+    message.lastValAccuracy = object.lastValAccuracy ?? 0;
     return message;
   },
 };

@@ -6,11 +6,25 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import {
+  type CallOptions,
+  type ChannelCredentials,
+  Client,
+  type ClientOptions,
+  type ClientReadableStream,
+  type handleServerStreamingCall,
+  makeGenericClientConstructor,
+  type Metadata,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
 import { CellSpec } from "./cluster.js";
 
 export const protobufPackage = "ferry.v1";
 
 export const protobufFileName = "ferry/v1/events.proto";
+
+export interface WatchRequest {
+}
 
 export interface FerryEvent {
   sweepId: string;
@@ -124,6 +138,58 @@ export interface ProcessEvent {
   logTail: string[];
   log: string;
 }
+
+function createBaseWatchRequest(): WatchRequest {
+  return {};
+}
+
+export const WatchRequest: MessageFns<WatchRequest> = {
+  encode(_: WatchRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WatchRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWatchRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): WatchRequest {
+    return {};
+  },
+
+  toJSON(_: WatchRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<WatchRequest>): WatchRequest {
+    return WatchRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WatchRequest>): WatchRequest {
+    const message = createBaseWatchRequest();
+    return message;
+  },
+};
 
 function createBaseFerryEvent(): FerryEvent {
   return {
@@ -1845,6 +1911,38 @@ export const ProcessEvent: MessageFns<ProcessEvent> = {
     message.log = object.log ?? "";
     return message;
   },
+};
+
+/**
+ * The coordinator's own event feed, for a dashboard when there is no NATS: first the state it
+ * holds (every sweep, cell with its result, epoch metrics, worker), then each event as it happens.
+ */
+export type EventsService = typeof EventsService;
+export const EventsService = {
+  watch: {
+    path: "/ferry.v1.Events/Watch" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: WatchRequest): Buffer => Buffer.from(WatchRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WatchRequest => WatchRequest.decode(value),
+    responseSerialize: (value: FerryEvent): Buffer => Buffer.from(FerryEvent.encode(value).finish()),
+    responseDeserialize: (value: Buffer): FerryEvent => FerryEvent.decode(value),
+  },
+} as const;
+
+export interface EventsServer extends UntypedServiceImplementation {
+  watch: handleServerStreamingCall<WatchRequest, FerryEvent>;
+}
+
+export interface EventsClient extends Client {
+  watch(request: WatchRequest, options?: Partial<CallOptions>): ClientReadableStream<FerryEvent>;
+  watch(request: WatchRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<FerryEvent>;
+}
+
+export const EventsClient = makeGenericClientConstructor(EventsService, "ferry.v1.Events") as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): EventsClient;
+  service: typeof EventsService;
+  serviceName: string;
 };
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
