@@ -59,8 +59,8 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   // Follow the running cell's curve: it gains points as epochs finish.
   await page.waitForSelector('#cells tr.cell td.state-running', { timeout: 60_000 });
   await page.click('#cells tr.cell:has(td.state-running)');
-  const points = async (): Promise<number> => Number((await page.getAttribute('#curves svg.curve >> nth=0', 'data-points')) ?? 0);
-  await page.waitForSelector('#curves svg.curve', { timeout: 30_000 });
+  const points = async (): Promise<number> => Number((await page.getAttribute('#overlay', 'data-points')) ?? 0);
+  await page.waitForSelector('#overlay .uplot', { timeout: 30_000 });
   const first = await waitFor('a first epoch on the curve', 60_000, async () => ((await points()) >= 1 ? points() : undefined), 200);
   await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
   // Both cells finish; the comparison table fills in with the verdict of a paired test.
@@ -146,7 +146,7 @@ test('markup in event text (a cell id, a dataset name) is shown as text: clickin
   page.on('pageerror', (e) => errors.push(e.message));
   await page.goto(`http://127.0.0.1:${addr.port}/#/sweep/xss`);
   await page.waitForSelector('#cells tr.cell');
-  expect(await page.textContent('#cells tr.cell td >> nth=0')).toBe('<img src=x onerror="window.__pwned=2">');
+  expect(await page.textContent('#cells tr.cell td >> nth=1')).toBe('<img src=x onerror="window.__pwned=2">');
   expect(await page.getAttribute('#cells tr.cell', 'data-cell')).toBe(evil);
   await page.click('#cells tr.cell');
   await new Promise((r) => setTimeout(r, 300));
@@ -232,4 +232,99 @@ test('results.html is one self-contained file: no network request, the verdict t
   const pdf = await page.pdf({ format: 'A4' });
   expect(pdf.subarray(0, 4).toString()).toBe('%PDF');
   await page.close();
+});
+
+test('the sweep page: chosen cells overlaid on one chart, heat maps with a normalised view, sorting and filtering, state in the URL, keyboard, dark mode, a phone', async () => {
+  const { buildApp, DashboardState } = await import('@ferry/dashboard');
+  const { CellSpec, ConfusionRow, FerryEvent } = await import('@ferry/protocol');
+  const state = new DashboardState();
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => void state.apply(FerryEvent.fromPartial({ sweepId: 'ui', time: new Date().toISOString(), ...e }));
+  apply({ sweep: { name: 'ui study', cells: 4, createdAt: '' } });
+  const specs = [
+    ['c0', 'rgb', 'finetune', 0.9],
+    ['c1', 'rgb', 'freeze', 0.6],
+    ['c2', 'gray', 'finetune', 0.7],
+    ['c3', 'gray', 'freeze', 0.4],
+  ] as const;
+  for (const [id, color, strategy, top] of specs) {
+    for (let e = 0; e < 6; e++) {
+      apply({ epoch: { cellId: id, worker: 'w', epoch: e, trainLoss: 1.5 / (e + 1), trainAccuracy: top * (e + 1) / 6, valLoss: 1 / (e + 1), valAccuracy: top * Math.min(1, (e + 2) / 6), confusion: [], perClassAccuracy: [] } });
+    }
+    const confusion = [[8, 2], [top > 0.5 ? 1 : 5, top > 0.5 ? 9 : 5]].map((r) => ConfusionRow.fromPartial({ counts: r }));
+    apply({ cell: { cellId: id, spec: CellSpec.fromPartial({ dataset: 'demo', color, strategy, model: 'resnet18', seed: 0, epochs: 6 }), state: 'done', attempts: 1, worker: 'w', bestValAccuracy: top, bestEpoch: 4, classes: ['cat', 'dog'], confusion, perClassAccuracy: [0.8, top] } });
+  }
+  const { app } = buildApp({ state });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const base = `http://127.0.0.1:${(app.server.address() as { port: number }).port}/`;
+  const artifacts = path.join(REPO_ROOT, 'test-artifacts');
+  mkdirSync(artifacts, { recursive: true });
+  const page = await browser!.newPage({ viewport: { width: 1300, height: 1100 } });
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  await page.goto(`${base}#/sweep/ui`);
+  await page.waitForSelector('#cells tr.cell >> nth=3');
+  // Choose finetune and freeze on rgb: one chart, both series, a legend entry each, real axes.
+  await page.click('#cells tr.cell[data-cell="c0"]');
+  await page.click('#cells tr.cell[data-cell="c1"]');
+  await page.waitForSelector('#overlay .uplot');
+  await page.waitForFunction(() => document.querySelectorAll('#overlay .u-legend .u-series').length === 3);
+  const legend = await page.$$eval('#overlay .u-legend .u-series .u-label', (l) => l.map((x) => x.textContent));
+  expect(legend).toEqual(['epoch', 'demo rgb finetune s0', 'demo rgb freeze s0']);
+  expect(await page.$$eval('#overlay .u-axis', (l) => l.length)).toBe(2);
+  expect(await page.textContent('#overlay .u-title')).toBe('val accuracy');
+  expect(await page.getAttribute('#overlay', 'data-points')).toBe('6');
+  // The selection is in the URL: a reload (or a shared link) shows the same view.
+  expect(new URL(page.url()).hash).toBe('#/sweep/ui?cells=c0%2Cc1');
+  // Heat maps: counts, then the normalised view (also kept in the URL).
+  expect(await page.$$eval('#heatmaps figure.heatmap', (l) => l.length)).toBe(2);
+  expect(await page.textContent('#heatmaps figure.heatmap >> nth=0 >> td.heat >> nth=0')).toBe('8');
+  await page.check('#norm');
+  await page.waitForFunction(() => document.querySelector('#heatmaps td.heat')?.textContent === '80%');
+  expect(new URL(page.url()).hash).toContain('norm=1');
+  expect(await page.$$eval('#per-class tr', (l) => l.length)).toBe(3);
+  await page.screenshot({ path: path.join(artifacts, 'dashboard-overlay.png'), fullPage: true });
+  // Sorting: best val descending, then filtering by words.
+  await page.click('#cells th[data-key="bestValAccuracy"]');
+  await page.click('#cells th[data-key="bestValAccuracy"]');
+  const order = async (): Promise<string[]> => page.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!));
+  expect(await order()).toEqual(['c0', 'c2', 'c1', 'c3']);
+  expect(await page.getAttribute('#cells th[data-key="bestValAccuracy"]', 'aria-sort')).toBe('descending');
+  await page.fill('#filter', 'gray');
+  await page.waitForFunction(() => document.querySelectorAll('#cells tr.cell:not([hidden])').length === 2);
+  expect(await order()).toEqual(['c2', 'c3']);
+  // Keyboard: a row is reachable with Tab and selected with Enter.
+  await page.focus('#cells tr.cell[data-cell="c3"]');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction(() => document.querySelectorAll('#overlay .u-legend .u-series').length === 4);
+  const hash = new URL(page.url()).hash;
+  expect(hash).toContain('cells=c0%2Cc1%2Cc3');
+  expect(hash).toContain('sort=bestValAccuracy%3Adesc');
+  expect(hash).toContain('q=gray');
+  // The URL alone restores everything.
+  const again = await browser!.newPage({ viewport: { width: 1300, height: 1100 } });
+  await again.goto(`${base}${hash}`);
+  await again.waitForFunction(() => document.querySelectorAll('#overlay .u-legend .u-series').length === 4);
+  expect(await again.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!))).toEqual(['c2', 'c3']);
+  expect(await again.isChecked('#norm')).toBe(true);
+  await again.close();
+  // Dark mode follows the system setting.
+  expect(await page.getAttribute('#overlay', 'data-scheme')).toBe('light');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  expect(bg).toBe('rgb(18, 20, 23)');
+  // The charts are redrawn in the dark palette (axis text light on dark).
+  await page.waitForFunction(() => document.getElementById('overlay')?.dataset['scheme'] === 'dark');
+  expect(await page.$$eval('#overlay .u-legend .u-series', (l) => l.length)).toBe(4);
+  await page.screenshot({ path: path.join(artifacts, 'dashboard-dark.png'), fullPage: true });
+  // A phone: nothing wider than the screen except inside the scrolling table boxes.
+  const phone = await browser!.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+  await phone.goto(`${base}${hash}`);
+  await phone.waitForSelector('#overlay .uplot');
+  expect(await phone.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(390);
+  await phone.screenshot({ path: path.join(artifacts, 'dashboard-phone.png'), fullPage: true });
+  await phone.close();
+  expect(errors).toEqual([]);
+  await page.close();
+  await app.close();
 });

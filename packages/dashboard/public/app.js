@@ -3,23 +3,49 @@
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
 let route = { page: 'list' };
-let selectedCell = null;
 let sweepTimer = null;
 let lastLoad = 0;
 
 const pct = (v) => (v * 100).toFixed(1) + '%';
 const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const eta = (ms) => (ms > 0 ? (ms > 3600e3 ? (ms / 3600e3).toFixed(1) + ' h' : ms > 60e3 ? Math.round(ms / 60e3) + ' min' : Math.round(ms / 1e3) + ' s') : '');
+// Okabe-Ito (colour-blind safe), and a dash pattern per series so that colour is never the only cue.
+const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#999999', '#F0E442'];
+const DASHES = [[], [8, 4], [2, 3], [10, 4, 2, 4], [1, 3], [14, 6]];
 async function get(path) {
   const r = await fetch(path);
   if (!r.ok) throw new Error(path + ': ' + r.status);
   return r.json();
 }
 
+// The page's state lives in the URL: #/sweep/<id>?cells=a,b&sort=key:dir&q=text&norm=1, so a
+// view can be bookmarked, shared and restored by the back button.
 function parseRoute() {
-  const m = /^#\/sweep\/([^/]+)/.exec(location.hash);
-  route = m ? { page: 'sweep', id: decodeURIComponent(m[1]) } : { page: 'list' };
-  selectedCell = null;
+  const m = /^#\/sweep\/([^/?]+)(?:\?(.*))?$/.exec(location.hash);
+  if (!m) {
+    route = { page: 'list' };
+    return;
+  }
+  const q = new URLSearchParams(m[2] || '');
+  const [key, dir] = (q.get('sort') || '').split(':');
+  route = {
+    page: 'sweep',
+    id: decodeURIComponent(m[1]),
+    cells: (q.get('cells') || '').split(',').filter(Boolean),
+    sort: key ? { key, dir: dir === 'desc' ? 'desc' : 'asc' } : null,
+    q: q.get('q') || '',
+    norm: q.get('norm') === '1',
+  };
+}
+
+function writeRoute() {
+  const q = new URLSearchParams();
+  if (route.cells.length) q.set('cells', route.cells.join(','));
+  if (route.sort) q.set('sort', route.sort.key + ':' + route.sort.dir);
+  if (route.q) q.set('q', route.q);
+  if (route.norm) q.set('norm', '1');
+  const text = q.toString();
+  history.replaceState(null, '', '#/sweep/' + encodeURIComponent(route.id) + (text ? '?' + text : ''));
 }
 
 async function renderList() {
@@ -52,33 +78,124 @@ function tableHtml(t, id) {
   return `<table id="table">${head}${rows}</table>${colors}${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
 
-function curveSvg(points, key1, key2, label, max) {
-  const W = 360, H = 200, P = 34;
-  const n = Math.max(1, points.length - 1);
-  const ys = points.flatMap((p) => [p[key1], p[key2]]).filter(Number.isFinite);
-  const top = max ?? Math.max(0.1, ...ys);
-  const x = (i) => P + (i / n) * (W - P - 8);
-  const y = (v) => 8 + (1 - v / top) * (H - P - 8);
-  const line = (k, color) => `<polyline fill="none" stroke="${color}" stroke-width="2" points="${points.map((p, i) => x(i).toFixed(1) + ',' + y(p[k]).toFixed(1)).join(' ')}"/>`;
-  return `<svg class="curve" data-points="${points.length}" width="${W}" height="${H}"><text x="${P}" y="${H - 6}" font-size="11">${label} (blue train, red val) per epoch</text>` +
-    `<text x="2" y="14" font-size="10">${top.toFixed(2)}</text><text x="2" y="${H - P}" font-size="10">0</text>` + line(key1, '#1f77b4') + line(key2, '#d62728') + '</svg>';
+const charts = new Map(); // chart id -> { plot, key }
+// Charts take their colours from the page's (light or dark) palette: redrawn when it changes.
+const DARK = matchMedia('(prefers-color-scheme: dark)');
+DARK.addEventListener('change', () => {
+  if (route.page === 'sweep') void renderSelection();
+});
+
+function cssVar(name) {
+  return getComputedStyle(document.body).getPropertyValue(name).trim() || '#888';
 }
 
-async function renderCell(id) {
+/** One uPlot chart of a metric per epoch, a series per cell (kept and updated in place while the series stay the same). */
+function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
+  const box = document.getElementById(boxId);
+  if (!box) return;
+  const n = Math.max(1, ...cells.map((c) => c.curves.length));
+  const data = [Array.from({ length: n }, (_, i) => i + 1), ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null)))];
+  box.dataset.points = String(Math.max(0, ...cells.map((c) => c.curves.length)));
+  const key = cells.map((c) => c.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
+  const old = charts.get(boxId);
+  if (old && old.key === key && document.body.contains(old.plot.root)) {
+    old.best = cells.map((c) => c.bestEpoch);
+    old.plot.setData(data);
+    return;
+  }
+  if (old) old.plot.destroy();
+  box.innerHTML = '';
+  const fg = cssVar('--fg');
+  const grid = cssVar('--grid');
+  const entry = { plot: null, key, best: cells.map((c) => c.bestEpoch) };
+  const axis = (label, values) => ({ label, stroke: fg, grid: { stroke: grid }, ticks: { stroke: grid }, ...(values ? { values } : {}) });
+  const opts = {
+    title,
+    width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
+    height: 260,
+    scales: { x: { time: false } },
+    axes: [axis('epoch', (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : ''))), axis(yLabel, asPercent ? (u, ticks) => ticks.map((t) => (t * 100).toFixed(0) + '%') : null)],
+    series: [
+      { label: 'epoch' },
+      ...cells.map((c, k) => ({
+        label: `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`,
+        stroke: PALETTE[k % PALETTE.length],
+        dash: DASHES[k % DASHES.length],
+        width: 2,
+        value: (u, v) => (v == null ? '-' : asPercent ? (v * 100).toFixed(1) + '%' : v.toFixed(3)),
+      })),
+    ],
+    // The best epoch of each cell, as a ring on its series.
+    hooks: {
+      draw: [
+        (u) => {
+          const ctx = u.ctx;
+          entry.best.forEach((b, k) => {
+            const y = u.data[k + 1][b];
+            if (b < 0 || y == null) return;
+            ctx.beginPath();
+            ctx.strokeStyle = PALETTE[k % PALETTE.length];
+            ctx.lineWidth = 2 * devicePixelRatio;
+            ctx.arc(u.valToPos(b + 1, 'x', true), u.valToPos(y, 'y', true), 5 * devicePixelRatio, 0, 2 * Math.PI);
+            ctx.stroke();
+          });
+        },
+      ],
+    },
+  };
+  entry.plot = new uPlot(opts, data, box);
+  box.dataset.scheme = DARK.matches ? 'dark' : 'light';
+  charts.set(boxId, entry);
+}
+
+/** A confusion matrix as a heat map (shade: share of the true class); counts or row percentages. */
+function heatmapHtml(c, norm) {
+  if (!c.confusion.length) return '';
+  const head = '<tr><th scope="col">true \\ predicted</th>' + c.confusion.map((_, j) => `<th scope="col">${esc(c.classes[j] ?? j)}</th>`).join('') + '</tr>';
+  const rows = c.confusion.map((row, i) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    return `<tr><th scope="row">${esc(c.classes[i] ?? i)}</th>` + row.map((v) => {
+      const share = total ? v / total : 0;
+      return `<td class="num heat" style="--share:${share.toFixed(3)}" title="${v} of ${total}">${norm ? (share * 100).toFixed(0) + '%' : v}</td>`;
+    }).join('') + '</tr>';
+  }).join('');
+  return `<figure class="heatmap" data-cell="${esc(c.cellId)}"><table class="cm">${head}${rows}</table><figcaption>${esc(c.dataset)} ${esc(c.color)} ${esc(c.strategy)} seed ${c.seed}: best val ${pct(c.bestValAccuracy)}</figcaption></figure>`;
+}
+
+/** Per-class accuracy of the selected cells side by side. */
+function perClassHtml(cells) {
+  const classes = cells.find((c) => c.classes.length)?.classes ?? [];
+  if (!classes.length) return '';
+  return '<table id="per-class"><tr><th scope="col">class</th>' + cells.map((c) => `<th scope="col">${esc(c.strategy)} ${esc(c.color)} s${c.seed}</th>`).join('') + '</tr>' +
+    classes.map((name, i) => `<tr><th scope="row">${esc(name)}</th>` + cells.map((c) => `<td class="num">${c.perClassAccuracy[i] !== undefined ? pct(c.perClassAccuracy[i]) : ''}</td>`).join('') + '</tr>').join('') + '</table>';
+}
+
+/** The selected cells: overlaid curves, heat maps, per-class accuracy. */
+async function renderSelection() {
   const box = document.getElementById('cell');
   if (!box) return;
-  const c = await get('/api/cells/' + encodeURIComponent(id));
-  const cm = c.confusion.length ? '<h3>Confusion matrix (rows: true, columns: predicted)</h3><table class="cm">' +
-    '<tr><th></th>' + c.confusion.map((_, j) => `<th>${esc(c.classes[j] ?? j)}</th>`).join('') + '<th>accuracy</th></tr>' +
-    c.confusion.map((row, i) => `<tr><th>${esc(c.classes[i] ?? i)}</th>` + row.map((v) => `<td>${v}</td>`).join('') + `<td class="num">${c.perClassAccuracy[i] !== undefined ? pct(c.perClassAccuracy[i]) : ''}</td></tr>`).join('') + '</table>' : '';
-  box.innerHTML = `<h2>Cell ${esc(c.cellId)}: ${esc(c.dataset)} ${esc(c.color)} ${esc(c.strategy)} ${esc(c.model)} seed ${c.seed}</h2>` +
-    `<p>${esc(c.state)}, epoch ${c.epoch}/${c.epochs}, best val ${pct(c.bestValAccuracy)}${c.error ? ' — <span class="state-failed">' + esc(c.error) + '</span>' : ''}</p>` +
-    `<div class="panels" id="curves">${curveSvg(c.curves, 'trainLoss', 'valLoss', 'loss')}${curveSvg(c.curves, 'trainAccuracy', 'valAccuracy', 'accuracy', 1)}</div>${cm}`;
+  if (route.cells.length === 0) {
+    for (const c of charts.values()) c.plot.destroy();
+    charts.clear();
+    box.innerHTML = '<p class="muted" id="select-hint">Select cells (click, or Enter on a row) to overlay their curves.</p>';
+    return;
+  }
+  const cells = (await Promise.all(route.cells.map((id) => get('/api/cells/' + encodeURIComponent(id)).catch(() => null)))).filter(Boolean);
+  if (!document.getElementById('overlay')) {
+    box.innerHTML = '<h3>Selected cells</h3><div class="panels"><div class="chart-box"><div id="overlay"></div></div><div class="chart-box"><div id="loss"></div></div></div>' +
+      '<h3>Confusion matrices <label><input type="checkbox" id="norm"> normalised (share of each true class)</label></h3><div id="heatmaps" class="panels"></div>' +
+      '<h3>Per-class accuracy</h3><div id="per-class-box" class="scroll"></div>';
+  }
+  document.getElementById('norm').checked = route.norm;
+  drawChart('overlay', 'val accuracy', cells, 'valAccuracy', 'val accuracy', true);
+  drawChart('loss', 'train loss', cells, 'trainLoss', 'train loss', false);
+  setHtml('heatmaps', cells.map((c) => heatmapHtml(c, route.norm)).join(''));
+  setHtml('per-class-box', perClassHtml(cells));
 }
 
 /** The inner cells of a cell's row (its <tr> is kept across updates). */
 function cellRow(c) {
-  return `<td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
+  return `<td><input type="checkbox" tabindex="-1" aria-label="select" ${route.cells.includes(c.cellId) ? 'checked' : ''}></td><td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
     `<td class="state-${esc(c.state)}">${esc(c.state)}</td><td><span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}</td><td>${eta(c.etaMs)}</td><td class="num">${c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''}</td>` +
     `<td class="num">${c.bestValAccuracy ? pct(c.bestValAccuracy) : ''}</td><td>${esc(c.worker)}</td><td class="num">${c.attempts}</td><td>${esc(c.error).slice(0, 80)}</td>`;
 }
@@ -93,8 +210,40 @@ function setHtml(id, html) {
 }
 
 // The sweep page is built once per sweep and cell list; live updates then touch only what changed:
-// the rows whose text changed, the summary, the comparison and workers tables.
+// the rows whose text changed, their order (sorting) and visibility (filter), the summary, the
+// comparison and workers tables. Nothing is rebuilt, so no flicker and no scroll jump.
 let sweepView = null;
+
+const COLUMNS = [
+  ['', null], ['dataset', 'dataset'], ['color', 'color'], ['strategy', 'strategy'], ['model', 'model'], ['seed', 'seed'], ['state', 'state'],
+  ['progress', 'progress'], ['ETA', 'etaMs'], ['img/s', 'imagesPerSec'], ['best val', 'bestValAccuracy'], ['worker', 'worker'], ['attempts', 'attempts'], ['error', 'error'],
+];
+
+function headerHtml() {
+  return '<tr>' + COLUMNS.map(([label, key]) => {
+    if (!key) return '<th scope="col"><span class="sr">select</span></th>';
+    const sorted = route.sort && route.sort.key === key ? route.sort.dir : null;
+    const aria = sorted ? ` aria-sort="${sorted === 'asc' ? 'ascending' : 'descending'}"` : ' aria-sort="none"';
+    return `<th scope="col" class="sortable" tabindex="0" data-key="${key}"${aria}>${esc(label)}${sorted ? (sorted === 'asc' ? ' ▲' : ' ▼') : ''}</th>`;
+  }).join('') + '</tr>';
+}
+
+function matches(c, q) {
+  if (!q) return true;
+  const hay = `${c.dataset} ${c.color} ${c.strategy} ${c.model} seed ${c.seed} ${c.state} ${c.worker} ${c.error}`.toLowerCase();
+  return q.toLowerCase().split(/\s+/).filter(Boolean).every((w) => hay.includes(w));
+}
+
+function ordered(cells) {
+  if (!route.sort) return cells;
+  const { key, dir } = route.sort;
+  const sign = dir === 'desc' ? -1 : 1;
+  return [...cells].sort((a, b) => {
+    const x = a[key], y = b[key];
+    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
+    return sign * c;
+  });
+}
 
 async function renderSweep() {
   lastLoad = Date.now();
@@ -102,12 +251,17 @@ async function renderSweep() {
   const ids = s.cells.map((c) => c.cellId).join('\n');
   if (!sweepView || sweepView.sweepId !== s.sweepId || sweepView.ids !== ids || !document.getElementById('cells')) {
     main.innerHTML = `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
-      '<h3>Comparison (best val accuracy)</h3><div id="comparison"></div><h3>Workers</h3><div id="workers-box"></div><div id="processes"></div>' +
-      '<h3>Cells</h3><table id="cells"><tr><th>dataset</th><th>color</th><th>strategy</th><th>model</th><th>seed</th><th>state</th><th>progress</th><th>ETA</th><th>img/s</th><th>best val</th><th>worker</th><th>attempts</th><th>error</th></tr>' +
-      s.cells.map((c) => `<tr class="cell" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</table><div id="cell"></div>';
+      '<h3>Comparison (best val accuracy)</h3><div id="comparison" class="scroll"></div><h3>Workers</h3><div id="workers-box" class="scroll"></div><div id="processes" class="scroll"></div>' +
+      `<h3>Cells</h3><p><label>filter <input id="filter" type="search" placeholder="e.g. gray freeze" value="${esc(route.q)}"></label> <span id="shown" class="muted"></span></p>` +
+      '<div class="scroll"><table id="cells"><thead id="cells-head"></thead><tbody id="cells-body">' +
+      s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</tbody></table></div><div id="cell"></div>';
     const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
-    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map() };
+    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map(), order: '' };
+    for (const c of charts.values()) c.plot.destroy();
+    charts.clear();
   }
+  setHtml('cells-head', headerHtml());
+  let shown = 0;
   for (const c of s.cells) {
     const html = cellRow(c);
     const tr = sweepView.trs.get(c.cellId);
@@ -115,8 +269,24 @@ async function renderSweep() {
       tr.innerHTML = html;
       sweepView.rows.set(c.cellId, html);
     }
-    tr.classList.toggle('selected', c.cellId === selectedCell);
+    const selected = route.cells.includes(c.cellId);
+    tr.classList.toggle('selected', selected);
+    tr.setAttribute('aria-selected', String(selected));
+    const box = tr.querySelector('input');
+    if (box) box.checked = selected;
+    const visible = matches(c, route.q);
+    tr.hidden = !visible;
+    if (visible) shown++;
   }
+  // Reorder the kept rows only when the order changed.
+  const order = ordered(s.cells).map((c) => c.cellId);
+  if (order.join('\n') !== sweepView.order) {
+    const body = document.getElementById('cells-body');
+    for (const id of order) body.appendChild(sweepView.trs.get(id));
+    sweepView.order = order.join('\n');
+  }
+  const shownText = route.q ? `${shown} of ${s.cells.length} shown` : '';
+  if (document.getElementById('shown').textContent !== shownText) document.getElementById('shown').textContent = shownText;
   const done = s.cells.filter((c) => c.state === 'done').length;
   const summary = document.getElementById('summary');
   const text = `${done}/${s.cells.length} cells done`;
@@ -125,8 +295,54 @@ async function renderSweep() {
   setHtml('workers-box', '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
     s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('') + '</table>');
   setHtml('processes', processesHtml(s.processes || []));
-  if (selectedCell) await renderCell(selectedCell);
+  await renderSelection();
 }
+
+function toggleCell(id) {
+  route.cells = route.cells.includes(id) ? route.cells.filter((x) => x !== id) : [...route.cells, id];
+  writeRoute();
+  void renderSweep();
+}
+
+function sortBy(key) {
+  route.sort = route.sort && route.sort.key === key ? (route.sort.dir === 'asc' ? { key, dir: 'desc' } : null) : { key, dir: 'asc' };
+  writeRoute();
+  void renderSweep();
+}
+
+// One listener for every row and header (both are kept across updates).
+main.addEventListener('click', (e) => {
+  const el = e.target instanceof Element ? e.target : null;
+  const th = el ? el.closest('#cells th.sortable') : null;
+  if (th) return sortBy(th.dataset.key);
+  const tr = el ? el.closest('#cells tr.cell') : null;
+  if (tr) return toggleCell(tr.dataset.cell);
+});
+main.addEventListener('keydown', (e) => {
+  if (e.key !== 'Enter' && e.key !== ' ') return;
+  const el = e.target instanceof Element ? e.target : null;
+  if (el && el.matches('#cells th.sortable')) {
+    e.preventDefault();
+    sortBy(el.dataset.key);
+  } else if (el && el.matches('#cells tr.cell')) {
+    e.preventDefault();
+    toggleCell(el.dataset.cell);
+  }
+});
+main.addEventListener('input', (e) => {
+  if (e.target.id === 'filter') {
+    route.q = e.target.value;
+    writeRoute();
+    void renderSweep();
+  }
+});
+main.addEventListener('change', (e) => {
+  if (e.target.id === 'norm') {
+    route.norm = e.target.checked;
+    writeRoute();
+    void renderSelection();
+  }
+});
 
 // Children of `ferry run` that exited unexpectedly: each crash, restart and crash loop.
 function processesHtml(ps) {
@@ -136,14 +352,6 @@ function processesHtml(ps) {
     ps.map((p) => `<tr class="process-${esc(p.state)}"><td>${esc(new Date(p.time).toLocaleTimeString())}</td><td>${esc(p.name)}</td><td>${esc(what[p.state] || p.state)}</td><td>${esc(p.exit)}</td>` +
       `<td class="num">${esc(String(p.restarts || ''))}</td><td title="${esc(p.log)}">${esc(p.logTail.length ? p.logTail[p.logTail.length - 1] : '')}</td></tr>`).join('') + '</table>';
 }
-
-// One listener for every row (rows are kept across updates): a click selects the cell.
-main.addEventListener('click', (e) => {
-  const tr = e.target instanceof Element ? e.target.closest('#cells tr.cell') : null;
-  if (!tr) return;
-  selectedCell = tr.dataset.cell;
-  void renderSweep();
-});
 
 async function render() {
   try {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -47,6 +48,7 @@ export class ChangeFeed {
   }
 }
 
+const require = createRequire(import.meta.url);
 const PUBLIC = (name: string): string => fileURLToPath(new URL(`../public/${name}`, import.meta.url));
 
 /**
@@ -113,6 +115,17 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
     const body = readFileSync(PUBLIC(file), 'utf8');
     app.get(route, async (_req, reply) => reply.type(types[file.split('.').pop()!]!).send(body));
   }
+  // uPlot (the charts), served from its npm package: same origin, so the CSP stays script-src 'self'.
+  const vendor: Record<string, [string, string]> = {
+    '/vendor/uPlot.iife.min.js': [require.resolve('uplot/dist/uPlot.iife.min.js'), types['js']!],
+    '/vendor/uPlot.min.css': [require.resolve('uplot/dist/uPlot.min.css'), types['css']!],
+  };
+  for (const [route, [file, type]] of Object.entries(vendor)) {
+    const body = readFileSync(file, 'utf8');
+    app.get(route, async (_req, reply) => reply.type(type).header('cache-control', 'max-age=86400').send(body));
+  }
+
+  app.get('/favicon.ico', async (_req, reply) => reply.code(204).send());
 
   app.get('/healthz', async () => ({ ok: true, events: state.events }));
 
