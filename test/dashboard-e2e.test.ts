@@ -250,6 +250,8 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
     for (let e = 0; e < 6; e++) {
       apply({ epoch: { cellId: id, worker: 'w', epoch: e, trainLoss: 1.5 / (e + 1), trainAccuracy: top * (e + 1) / 6, valLoss: 1 / (e + 1), valAccuracy: top * Math.min(1, (e + 2) / 6), confusion: [], perClassAccuracy: [] } });
     }
+    // Step-level loss (as workers publish it over NATS): 4 steps per epoch.
+    for (let k = 1; k <= 24; k++) apply({ step: { cellId: id, worker: 'w', epoch: Math.floor((k - 1) / 4), step: ((k - 1) % 4) + 1, stepsPerEpoch: 4, loss: 2 / k + top, imagesPerSec: 10, etaMs: 0, epochs: 6 } });
     const confusion = [[8, 2], [top > 0.5 ? 1 : 5, top > 0.5 ? 9 : 5]].map((r) => ConfusionRow.fromPartial({ counts: r }));
     apply({ cell: { cellId: id, spec: CellSpec.fromPartial({ dataset: 'demo', color, strategy, model: 'resnet18', seed: 0, epochs: 6 }), state: 'done', attempts: 1, worker: 'w', bestValAccuracy: top, bestEpoch: 4, classes: ['cat', 'dog'], confusion, perClassAccuracy: [0.8, top] } });
   }
@@ -274,6 +276,9 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   expect(await page.$$eval('#overlay .u-axis', (l) => l.length)).toBe(2);
   expect(await page.textContent('#overlay .u-title')).toBe('val accuracy');
   expect(await page.getAttribute('#overlay', 'data-points')).toBe('6');
+  // Step-level loss where the workers published it: 24 steps on a shared x axis of epochs elapsed.
+  expect(await page.textContent('#loss .u-title')).toBe('train loss per step');
+  expect(await page.getAttribute('#loss', 'data-points')).toBe('24');
   // The selection is in the URL: a reload (or a shared link) shows the same view.
   expect(new URL(page.url()).hash).toBe('#/sweep/ui?cells=c0%2Cc1');
   // Heat maps: counts, then the normalised view (also kept in the URL).

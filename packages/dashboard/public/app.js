@@ -148,6 +148,31 @@ function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
   charts.set(boxId, entry);
 }
 
+/** Step-level training loss of the selected cells (x: epochs elapsed), where the workers published it. */
+function drawStepChart(boxId, cells) {
+  const box = document.getElementById(boxId);
+  const xs = [...new Set(cells.flatMap((c) => (c.steps || []).map((p) => p.x)))].sort((a, b) => a - b);
+  const at = cells.map((c) => new Map((c.steps || []).map((p) => [p.x, p.loss])));
+  const data = [xs, ...at.map((m) => xs.map((x) => (m.has(x) ? m.get(x) : null)))];
+  box.dataset.points = String(xs.length);
+  const key = 'steps|' + cells.map((c) => c.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
+  const old = charts.get(boxId);
+  if (old && old.key === key && document.body.contains(old.plot.root)) return old.plot.setData(data);
+  if (old) old.plot.destroy();
+  box.innerHTML = '';
+  const axis = (label) => ({ label, stroke: cssVar('--fg'), grid: { stroke: cssVar('--grid') }, ticks: { stroke: cssVar('--grid') } });
+  const plot = new uPlot({
+    title: 'train loss per step',
+    width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
+    height: 260,
+    scales: { x: { time: false } },
+    axes: [axis('epochs elapsed'), axis('train loss')],
+    series: [{ label: 'epochs' }, ...cells.map((c, k) => ({ label: `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`, stroke: PALETTE[k % PALETTE.length], dash: DASHES[k % DASHES.length], width: 1.5, spanGaps: true, value: (u, v) => (v == null ? '-' : v.toFixed(3)) }))],
+  }, data, box);
+  charts.set(boxId, { plot, key, best: [] });
+  box.dataset.scheme = DARK.matches ? 'dark' : 'light';
+}
+
 /** A confusion matrix as a heat map (shade: share of the true class); counts or row percentages. */
 function heatmapHtml(c, norm) {
   if (!c.confusion.length) return '';
@@ -188,7 +213,8 @@ async function renderSelection() {
   }
   document.getElementById('norm').checked = route.norm;
   drawChart('overlay', 'val accuracy', cells, 'valAccuracy', 'val accuracy', true);
-  drawChart('loss', 'train loss', cells, 'trainLoss', 'train loss', false);
+  if (cells.some((c) => c.steps && c.steps.length > 1)) drawStepChart('loss', cells);
+  else drawChart('loss', 'train loss', cells, 'trainLoss', 'train loss', false);
   setHtml('heatmaps', cells.map((c) => heatmapHtml(c, route.norm)).join(''));
   setHtml('per-class-box', perClassHtml(cells));
 }

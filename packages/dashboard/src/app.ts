@@ -170,7 +170,7 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
     for (const s of state.sweeps.values()) {
       const c = s.cells.get(id);
       if (!c) continue;
-      return { ...cellSummary(c), spec: c.spec, curves: downsample(c.epochs, 200), classes: c.classes, confusion: c.confusion, perClassAccuracy: c.perClassAccuracy, bestEpoch: c.bestEpoch };
+      return { ...cellSummary(c), spec: c.spec, curves: downsample(c.epochs, 200), steps: downsample(c.steps, 300), classes: c.classes, confusion: c.confusion, perClassAccuracy: c.perClassAccuracy, bestEpoch: c.bestEpoch };
     }
     return reply.code(404).send({ error: 'no such cell' });
   });

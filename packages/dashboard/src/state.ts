@@ -21,6 +21,8 @@ export interface CellView {
   error: string;
   epochs: EpochPoint[];
   progress: { epoch: number; step: number; stepsPerEpoch: number; epochs: number; loss: number; imagesPerSec: number; etaMs: number; time: string } | null;
+  /** Step-level training loss as it was published (x: epochs elapsed, fractional), at most STEP_POINTS. */
+  steps: { x: number; loss: number }[];
   bestValAccuracy: number;
   bestEpoch: number;
   wallMs: number;
@@ -96,6 +98,7 @@ export class DashboardState {
         error: '',
         epochs: [],
         progress: null,
+        steps: [],
         bestValAccuracy: 0,
         bestEpoch: -1,
         wallMs: 0,
@@ -149,6 +152,13 @@ export class DashboardState {
       const c = this.cell(sweepId, e.step.cellId);
       const s = e.step;
       c.progress = { epoch: s.epoch, step: s.step, stepsPerEpoch: s.stepsPerEpoch, epochs: s.epochs, loss: s.loss, imagesPerSec: s.imagesPerSec, etaMs: s.etaMs, time: e.time };
+      if (s.stepsPerEpoch > 0 && Number.isFinite(s.loss)) {
+        const x = s.epoch + s.step / s.stepsPerEpoch;
+        // A resumed attempt goes back in time: drop what it will publish again.
+        c.steps = c.steps.filter((p) => p.x < x);
+        c.steps.push({ x, loss: s.loss });
+        if (c.steps.length > 2 * STEP_POINTS) c.steps = downsample(c.steps, STEP_POINTS);
+      }
       c.worker = s.worker;
       if (c.state === 'pending') c.state = 'running';
       return { sweepId, cellId: c.cellId };
@@ -208,6 +218,9 @@ export class DashboardState {
     return resultsTable(outcomes);
   }
 }
+
+/** Step-level loss points kept per cell (the oldest are thinned evenly beyond twice this). */
+const STEP_POINTS = 500;
 
 /** At most `max` points, evenly spaced, always keeping the last (curves of long runs stay light). */
 export function downsample<T>(points: readonly T[], max: number): T[] {
