@@ -38,6 +38,7 @@ export async function writeAwkwardFiles(dir: string): Promise<Record<string, { f
   writeFileSync(p('text.jpg'), 'this is not a JPEG, it is a text file\n');
   await raw(80, 60, 2).toColourspace('cmyk').jpeg().toFile(p('cmyk.jpg'));
   await raw(80, 60, 3).toColourspace('rgb16').png().toFile(p('16bit.png'));
+  await raw(80, 60, 3).png().toFile(p('8bit.png')); // the same picture in 8 bits, to compare with
   await raw(80, 60, 4).ensureAlpha(0.5).png().toFile(p('rgba.png'));
   await raw(80, 60, 5).png({ palette: true, colours: 16 }).toFile(p('palette.png'));
   await raw(80, 60, 6).webp().toFile(p('image.WEBP'));
@@ -50,6 +51,7 @@ export async function writeAwkwardFiles(dir: string): Promise<Record<string, { f
     text: { file: p('text.jpg'), readable: false },
     cmyk: { file: p('cmyk.jpg'), readable: true },
     png16: { file: p('16bit.png'), readable: true },
+    png8: { file: p('8bit.png'), readable: true },
     rgba: { file: p('rgba.png'), readable: true },
     palette: { file: p('palette.png'), readable: true },
     webp: { file: p('image.WEBP'), readable: true },

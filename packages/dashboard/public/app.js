@@ -219,11 +219,21 @@ async function renderSelection() {
   setHtml('per-class-box', perClassHtml(cells));
 }
 
-/** The inner cells of a cell's row (its <tr> is kept across updates). */
-function cellRow(c) {
-  return `<td><input type="checkbox" tabindex="-1" aria-label="select" ${route.cells.includes(c.cellId) ? 'checked' : ''}></td><td>${esc(c.dataset)}</td><td>${esc(c.color)}</td><td>${esc(c.strategy)}</td><td>${esc(c.model)}</td><td class="num">${c.seed}</td>` +
-    `<td class="state-${esc(c.state)}">${esc(c.state)}</td><td><span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}</td><td>${eta(c.etaMs)}</td><td class="num">${c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''}</td>` +
-    `<td class="num">${c.bestValAccuracy ? pct(c.bestValAccuracy) : ''}</td><td>${esc(c.worker)}</td><td class="num">${c.attempts}</td><td>${esc(c.error).slice(0, 80)}</td>`;
+/**
+ * The cells of a cell's row, as [class, html] per column. Its <tr> and <td>s are kept across updates
+ * and only a <td> whose content changed is written (a progress tick touches two cells, not a row).
+ */
+function cellRow(c, selected) {
+  return [
+    ['', `<input type="checkbox" tabindex="-1" aria-label="select"${selected ? ' checked' : ''}>`],
+    ['', esc(c.dataset)], ['', esc(c.color)], ['', esc(c.strategy)], ['', esc(c.model)], ['num', String(c.seed)],
+    [`state-${esc(c.state)}`, esc(c.state)],
+    ['', `<span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}`],
+    ['', eta(c.etaMs)],
+    ['num', c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''],
+    ['num', c.bestValAccuracy ? pct(c.bestValAccuracy) : ''],
+    ['', esc(c.worker)], ['num', String(c.attempts)], ['', esc(c.error).slice(0, 80)],
+  ];
 }
 
 /** Sets an element's HTML only when it changed (no re-layout, no lost selection or scroll). */
@@ -282,26 +292,41 @@ async function renderSweep() {
       '<div class="scroll"><table id="cells"><thead id="cells-head"></thead><tbody id="cells-body">' +
       s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</tbody></table></div><div id="cell"></div>';
     const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
-    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map(), order: '' };
+    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map(), flags: new Map(), order: '' };
     for (const c of charts.values()) c.plot.destroy();
     charts.clear();
   }
   setHtml('cells-head', headerHtml());
+  const selectedSet = new Set(route.cells);
   let shown = 0;
   for (const c of s.cells) {
-    const html = cellRow(c);
     const tr = sweepView.trs.get(c.cellId);
-    if (sweepView.rows.get(c.cellId) !== html) {
-      tr.innerHTML = html;
-      sweepView.rows.set(c.cellId, html);
+    const cols = cellRow(c, selectedSet.has(c.cellId));
+    let prev = sweepView.rows.get(c.cellId);
+    if (!prev) {
+      tr.innerHTML = cols.map(([cls, html]) => `<td${cls ? ` class="${cls}"` : ''}>${html}</td>`).join('');
+      prev = cols.map(([cls, html]) => cls + '\u0000' + html);
+      sweepView.rows.set(c.cellId, prev);
+    } else {
+      const tds = tr.children;
+      cols.forEach(([cls, html], k) => {
+        const key = cls + '\u0000' + html;
+        if (prev[k] === key) return;
+        tds[k].className = cls;
+        tds[k].innerHTML = html;
+        prev[k] = key;
+      });
     }
-    const selected = route.cells.includes(c.cellId);
-    tr.classList.toggle('selected', selected);
-    tr.setAttribute('aria-selected', String(selected));
-    const box = tr.querySelector('input');
-    if (box) box.checked = selected;
+    // Touch the row only when its selection or visibility changed (1,000 rows update twice a second).
+    const selected = selectedSet.has(c.cellId);
     const visible = matches(c, route.q);
-    tr.hidden = !visible;
+    const flags = (selected ? 1 : 0) | (visible ? 2 : 0);
+    if (sweepView.flags.get(c.cellId) !== flags) {
+      tr.classList.toggle('selected', selected);
+      tr.setAttribute('aria-selected', String(selected));
+      tr.hidden = !visible;
+      sweepView.flags.set(c.cellId, flags);
+    }
     if (visible) shown++;
   }
   // Reorder the kept rows only when the order changed.
