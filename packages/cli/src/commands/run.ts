@@ -181,9 +181,11 @@ function logPath(p: RunPlan, name: string): string {
 /** Events: the given NATS, or a nats-server of our own (JetStream, state under --out) when on PATH. */
 async function startNats(sup: Supervisor, p: RunPlan, io: CliIo): Promise<string | undefined> {
   if (p.noNats || p.nats) return p.nats;
-  const natsBin = findExecutable('nats-server', io.env);
+  // FERRY_NATS_SERVER names the binary (a build of your own), or, empty, says there is none.
+  const given = io.env['FERRY_NATS_SERVER'];
+  const natsBin = given !== undefined ? given || undefined : findExecutable('nats-server', io.env);
   if (!natsBin) {
-    err(io, 'ferry run: nats-server is not on PATH: the dashboard follows the coordinator (epochs, no step-level progress; apt-get install nats-server for more)');
+    err(io, 'ferry run: nats-server is not on PATH (or FERRY_NATS_SERVER): the dashboard follows the coordinator (epochs, no step-level progress; apt-get install nats-server for more)');
     return undefined;
   }
   const port = await freePort();
