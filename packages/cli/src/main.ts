@@ -1,13 +1,4 @@
 import { ERRORS, LIMITS, exitCodeOf, extractLimitFlags, isFerryError, limits, type FerryError } from '@ferry/common';
-import { coordinatorCommand, healthCommand, sweepCommand, workerCommand } from './commands/cluster.js';
-import { dashboardCommand } from './commands/dashboard.js';
-import { dataCommand } from './commands/data.js';
-import { infoCommand } from './commands/info.js';
-import { modelsCommand } from './commands/models.js';
-import { predictCommand } from './commands/predict.js';
-import { runCommand } from './commands/run.js';
-import { trainCommand } from './commands/train.js';
-import { weightsCommand } from './commands/weights.js';
 import { err, out, type CliIo } from './io.js';
 import { FERRY_VERSION } from './version.js';
 
@@ -38,19 +29,21 @@ Run "ferry <command> --help" for a command's options. Docs: docs/ in the reposit
 
 type Command = (argv: readonly string[], io: CliIo) => number | Promise<number>;
 
-const COMMANDS: Readonly<Record<string, Command>> = {
-  info: infoCommand,
-  models: modelsCommand,
-  weights: weightsCommand,
-  predict: predictCommand,
-  train: trainCommand,
-  run: runCommand,
-  coordinator: coordinatorCommand,
-  worker: workerCommand,
-  sweep: sweepCommand,
-  dashboard: dashboardCommand,
-  health: healthCommand,
-  data: dataCommand,
+// Each command's module is loaded when it runs: `ferry --version` or `ferry info` does not load
+// gRPC, SQLite, TensorFlow.js and the dashboard.
+const COMMANDS: Readonly<Record<string, () => Promise<Command>>> = {
+  info: async () => (await import('./commands/info.js')).infoCommand,
+  models: async () => (await import('./commands/models.js')).modelsCommand,
+  weights: async () => (await import('./commands/weights.js')).weightsCommand,
+  predict: async () => (await import('./commands/predict.js')).predictCommand,
+  train: async () => (await import('./commands/train.js')).trainCommand,
+  run: async () => (await import('./commands/run.js')).runCommand,
+  coordinator: async () => (await import('./commands/cluster.js')).coordinatorCommand,
+  worker: async () => (await import('./commands/cluster.js')).workerCommand,
+  sweep: async () => (await import('./commands/cluster.js')).sweepCommand,
+  dashboard: async () => (await import('./commands/dashboard.js')).dashboardCommand,
+  health: async () => (await import('./commands/cluster.js')).healthCommand,
+  data: async () => (await import('./commands/data.js')).dataCommand,
 };
 
 /** The `ferry` entry point; returns the process exit code (2 for a usage or input error). */
@@ -105,8 +98,8 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
     out(io, FERRY_VERSION);
     return 0;
   }
-  const command = COMMANDS[name];
-  if (!command) {
+  const load = COMMANDS[name];
+  if (!load) {
     err(io, `ferry: unknown command "${name}"\n\n${HELP}`);
     return 2;
   }
@@ -115,6 +108,7 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
     return 0;
   }
   try {
+    const command = await load();
     return await command(rest, io);
   } catch (e) {
     if (isFerryError(e)) {
