@@ -20,7 +20,7 @@ import { resultsHtml } from '../report.js';
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
 
-const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--alpha 0.05]';
+const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--serve] [--alpha 0.05]';
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
 export function findExecutable(name: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
@@ -77,6 +77,8 @@ interface RunPlan {
   readonly nats: string | undefined;
   readonly noNats: boolean;
   readonly dashboardPort: number;
+  /** Keep the dashboard after the sweep until Ctrl-C (the default in a terminal). */
+  readonly serve: boolean;
 }
 
 async function plan(argv: readonly string[], io: CliIo): Promise<RunPlan> {
@@ -90,6 +92,7 @@ async function plan(argv: readonly string[], io: CliIo): Promise<RunPlan> {
       nats: { type: 'string' },
       'no-nats': { type: 'boolean' },
       'dashboard-port': { type: 'string' },
+      serve: { type: 'boolean' },
       alpha: { type: 'string' },
     },
     USAGE,
@@ -114,6 +117,7 @@ async function plan(argv: readonly string[], io: CliIo): Promise<RunPlan> {
     nats: noNats ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']),
     noNats,
     dashboardPort: args.int('dashboard-port', 8080, 0),
+    serve: args.flag('serve') || (io.stdout as { isTTY?: boolean }).isTTY === true,
   };
 }
 
@@ -159,8 +163,8 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     err(io, `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`);
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
     const code = await watch(p, sup, coordinator, run, progress, io);
-    if (code !== 130 && dashboardUrl && (io.stdout as { isTTY?: boolean }).isTTY) {
-      // Interactive: the workers are done, the dashboard stays until Ctrl-C.
+    if (code !== 130 && dashboardUrl && p.serve) {
+      // In a terminal (or --serve): the workers are done, the dashboard stays until Ctrl-C.
       await Promise.all(sup.list('worker').map((w) => w.stop(30_000)));
       err(io, `ferry run: the dashboard stays at ${dashboardUrl} until Ctrl-C`);
       while (!run.interrupted) await new Promise((r) => setTimeout(r, 200));
