@@ -68,6 +68,20 @@ describe('ferry models / info', () => {
     expect(text).toContain('timestamp queries');
   });
 
+  test("every command's --help prints that command's usage, not the list of commands", async () => {
+    for (const [cmd, flag] of [['run', '--serve'], ['sweep', '--format md|csv|json|html'], ['dashboard', '--run runs/<sweep>'], ['coordinator', '--recovery-grace-ms'], ['train', '-d DATASET'], ['data', 'stats DIR']] as const) {
+      const r = await ferry([cmd, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^ferry ${cmd}: `));
+      expect(r.stdout).toContain(flag);
+      expect(r.stdout).not.toContain('commands:');
+      expect(r.stdout).toContain('--max-image-pixels N');
+    }
+    const top = await ferry(['--help']);
+    expect(top.stdout).toContain('commands:');
+    expect(top.stdout).toMatch(/^ {2}run SWEEP\.yaml {7}the embedded default/m);
+  });
+
   test('bad input exits 2 with a message naming the problem', async () => {
     const unknown = await ferry(['predict', '--model', 'resnet19', '--weights', 'x', '--input', 'y']);
     expect(unknown.code).toBe(2);

@@ -43,7 +43,7 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
   return { address, ...(token ? { token } : {}), ...(tls ? { tls } : {}) };
 }
 
-const COORD_USAGE =
+export const COORD_USAGE =
   'ferry coordinator [--listen 127.0.0.1:7070] [--state DIR] [--token T] [--tls-cert F --tls-key F [--tls-ca F]] [--insecure] [--lease-ms N] [--heartbeat-ms N] [--max-attempts N] [--max-checkpoint-mb 4096] [--checkpoint-idle-ms 60000] [--recovery-grace-ms 20000] [--nats URL]';
 
 /** `ferry coordinator`: runs until SIGINT/SIGTERM; prints `listening on HOST:PORT` once bound. */
@@ -106,7 +106,7 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
   return 0;
 }
 
-const WORKER_USAGE =
+export const WORKER_USAGE =
   'ferry worker --coordinator HOST:PORT [--data-root data] [--work-dir .ferry/worker] [--backend B] [--gpus all] [--name N] [--token T] [--tls-ca F [--tls-cert F --tls-key F]] [--insecure-token] [--nats URL] [--peer-host HOST [--insecure-peer]] [--peer-port N] [--peer-advertise HOST] [--collective-deadline-ms N]';
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
@@ -176,7 +176,7 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
   return 0;
 }
 
-const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json|html] [--alpha 0.05] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
+export const SWEEP_USAGE = `ferry sweep <submit FILE [--data-root DIR] [--max-attempts N] | status SWEEP | results SWEEP [--format md|csv|json|html] [--alpha 0.05] | retry SWEEP | cancel SWEEP | list> [--coordinator HOST:PORT] [--token T] [--tls-ca F]`;
 
 /** `--alpha`: the significance level a verdict needs (p < alpha), 0.05 unless given. */
 export function significanceLevel(args: Args): number {
@@ -292,7 +292,7 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
   }
 }
 
-const HEALTH_USAGE = 'ferry health [--coordinator HOST:PORT [--token T] [--tls-ca F]] | --dashboard URL | --worker [--work-dir DIR] [--max-age-s 60]';
+export const HEALTH_USAGE = 'ferry health [--coordinator HOST:PORT [--token T] [--tls-ca F]] | --dashboard URL | --worker [--work-dir DIR] [--max-age-s 60]';
 
 /** `ferry health`: exit 0 when the component answers (container health checks and probes). */
 export async function healthCommand(argv: readonly string[], io: CliIo): Promise<number> {

@@ -7,7 +7,7 @@ import { watchCoordinatorEvents } from '@ferry/worker';
 import { Args } from '../args.js';
 import { err, out, type CliIo } from '../io.js';
 
-const USAGE =
+export const USAGE =
   'ferry dashboard (--nats nats://[user:pass@|token@]HOST:PORT | --coordinator HOST:PORT [--coordinator-token T] | --run runs/<sweep>) [--listen 127.0.0.1:8080] [--token T] [--insecure]';
 
 /**

@@ -21,7 +21,7 @@ import { Args } from '../args.js';
 import { ProgressLine, err, formatBytes, out, table, type CliIo } from '../io.js';
 import { defaultCacheDir } from './weights.js';
 
-const USAGE = `ferry data <command>
+export const USAGE = `ferry data <command>
   split SRC DEST [--val 0.2] [--seed S]        class folders -> train/ and val/ (stratified, deterministic)
   stats DIR [--json]                           classes, per-split counts, image sizes, unreadable files
   import KIND SRC DEST [--val 0.2] [--seed S]  raw layouts: ${IMPORT_KINDS.join(', ')}

@@ -4,7 +4,7 @@ import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { out, table, type CliIo } from '../io.js';
 import { FERRY_VERSION } from '../version.js';
 
-const USAGE = 'ferry info [--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu] [--json]';
+export const USAGE = 'ferry info [--backend auto|tensorflow-gpu|tensorflow|webgpu|wasm|cpu] [--json]';
 
 /** The chosen backend, why each other one is unavailable, devices and versions. */
 export async function infoCommand(argv: readonly string[], io: CliIo): Promise<number> {

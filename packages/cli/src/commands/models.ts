@@ -2,7 +2,7 @@ import { buildModel, countParams, listModels } from '@ferry/core';
 import { Args } from '../args.js';
 import { out, table, type CliIo } from '../io.js';
 
-const USAGE = 'ferry models [--json]';
+export const USAGE = 'ferry models [--json]';
 
 /** The model zoo with parameter counts (1000 classes) and default weight sources. */
 export function modelsCommand(argv: readonly string[], io: CliIo): number {

@@ -16,7 +16,7 @@ import { Args } from '../args.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { err, out, type CliIo } from '../io.js';
 
-const USAGE =
+export const USAGE =
   'ferry predict --model M --weights FILE (--input X.npy | --image FILE) [--classes N] [--labels FILE] [--top K] [--size 224] [--gray] [--backend B] [--json]';
 
 /** Logits for an already-normalised NCHW array (parity checks), or top-k classes of an image. */

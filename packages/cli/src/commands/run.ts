@@ -20,7 +20,7 @@ import { resultsHtml } from '../report.js';
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
 
-const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--serve] [--alpha 0.05]';
+export const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--serve] [--alpha 0.05]';
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
 export function findExecutable(name: string, env: Readonly<Record<string, string | undefined>>): string | undefined {

@@ -17,7 +17,7 @@ import { ProgressLine, err, out, table, type CliIo } from '../io.js';
 import { curvesSvg } from '../svg.js';
 import { defaultCacheDir } from './weights.js';
 
-const USAGE = `ferry train -d DATASET [-m MODEL] [-b BATCH] [-e EPOCHS] [-lr LR] [-lrs GAMMA] [-lre STEP] [-mm MOMENTUM]
+export const USAGE = `ferry train -d DATASET [-m MODEL] [-b BATCH] [-e EPOCHS] [-lr LR] [-lrs GAMMA] [-lre STEP] [-mm MOMENTUM]
                    [-f 1|0 | --strategy finetune|freeze|probe|adapt|freezeUntil:STAGE] [--color rgb|gray] [--weights FILE|pretrained|none]
                    [--size 224] [--val-fraction F] [--wd WD] [--seed S] [--views K] [--micro-batch N] [--no-cache] [--backend B] [--threads N] [--out DIR] [--json]`;
 

@@ -3,7 +3,7 @@ import { InvalidArgumentError, download, getZooEntry } from '@ferry/core';
 import { Args } from '../args.js';
 import { ProgressLine, formatBytes, out, type CliIo } from '../io.js';
 
-const USAGE = 'ferry weights pull <model> [--cache DIR] [--url URL --sha256 HEX]';
+export const USAGE = 'ferry weights pull <model> [--cache DIR] [--url URL --sha256 HEX]';
 
 export function defaultCacheDir(io: CliIo): string {
   const home = io.env['HOME'] ?? '.';
