@@ -1,5 +1,5 @@
 import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/common';
-import type { CellSpec, FerryEvent } from '@ferry/protocol';
+import type { CellSpec, FerryEvent, ProcessEvent } from '@ferry/protocol';
 
 /** One epoch of a cell as the dashboard keeps it. */
 export interface EpochPoint {
@@ -45,17 +45,8 @@ export interface SweepView {
   processes: ProcessView[];
 }
 
-export interface ProcessView {
-  time: string;
-  name: string;
-  kind: string;
-  /** crashed | restarted | gave-up */
-  state: string;
-  exit: string;
-  restarts: number;
-  logTail: string[];
-  log: string;
-}
+/** A `ferry run` child's crash, restart or crash loop (the event as published), and when. */
+export type ProcessView = ProcessEvent & { readonly time: string };
 
 export interface WorkerView {
   workerId: string;
@@ -177,7 +168,7 @@ export class DashboardState {
     if (e.process) {
       const p = e.process;
       const s = this.sweep(sweepId);
-      s.processes.push({ time: e.time, name: p.name, kind: p.kind, state: p.state, exit: p.exit, restarts: p.restarts, logTail: [...p.logTail], log: p.log });
+      s.processes.push({ ...p, time: e.time });
       if (s.processes.length > 200) s.processes.shift();
       return { sweepId };
     }
