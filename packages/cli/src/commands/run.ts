@@ -289,6 +289,8 @@ function crashLoop(children: readonly Supervised[], outRoot: string): FerryError
   );
 }
 
+const INTERRUPTED = Symbol('interrupted');
+
 /** UNAVAILABLE or DEADLINE_EXCEEDED: the coordinator is away (restarting), not answering no. */
 function coordinatorAway(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
@@ -306,7 +308,9 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       try {
         return await fn();
       } catch (e) {
-        if (!coordinatorAway(e) || run.interrupted) throw e;
+        if (!coordinatorAway(e)) throw e;
+        // Ctrl-C while the coordinator is away (restarting) is an interruption, not an error.
+        if (run.interrupted) throw INTERRUPTED;
         await new Promise((r) => setTimeout(r, 500));
       }
     }
@@ -335,6 +339,10 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       }
       await new Promise((r) => setTimeout(r, 500));
     }
+  } catch (e) {
+    if (e !== INTERRUPTED) throw e;
+    progress.done('interrupted: stopping workers (their cells resume on the next run)');
+    return 130;
   } finally {
     admin.close();
   }
