@@ -15,6 +15,12 @@ export interface LimitDefinition {
   readonly what: string;
 }
 
+// The defaults leave every real input alone. Images: 100 megapixels (twice a 50 MP phone photo)
+// decode to 300 MB of RGB and the decode pool runs one decode per core; a 747 KB PNG declaring
+// 16,000 x 16,000 would take about 1 GB, and is refused from its header. Tensors: 2^30 elements is
+// 4 GiB of float32. Zips: torch.save stores entries uncompressed and dataset archives hold
+// already-compressed images, so 1 GiB per deflated entry and 64 GiB in all stop a bomb long before
+// memory runs out.
 export const LIMITS = {
   maxSweepCells: { flag: '--max-sweep-cells', env: 'FERRY_MAX_SWEEP_CELLS', default: 10_000, what: 'cells one sweep file may expand to (checked before expansion)' },
   maxSweepBytes: { flag: '--max-sweep-bytes', env: 'FERRY_MAX_SWEEP_BYTES', default: 1 << 20, what: 'bytes of one sweep file (YAML aliases are bounded too)' },

@@ -1,6 +1,6 @@
 /** @ferry/coordinator: sweeps, scheduling and results. Never imports TensorFlow.js. */
 export { SweepError } from './errors.js';
-export { DEFAULT_SWEEP_LIMITS, STUDY_DEFAULTS, cellId, parseSweep, type Cell, type CellSpec, type Sweep, type SweepLimits } from './sweep.js';
+export { STUDY_DEFAULTS, cellId, parseSweep, type Cell, type CellSpec, type Sweep, type SweepLimits } from './sweep.js';
 export { Coordinator, CoordinatorConfigError, resolveCoordinatorOptions, type CoordinatorLifecycle, type CoordinatorOptions, type ResolvedCoordinatorOptions } from './coordinator.js';
 export { fromProtoSpec, toProtoSpec } from './spec.js';
 export { cellEvent, epochEvent, storeEvents, type SubjectEvent } from './events.js';

@@ -99,8 +99,6 @@ export interface SweepLimits {
   readonly maxCells: number;
 }
 
-export const DEFAULT_SWEEP_LIMITS: SweepLimits = { maxYamlBytes: LIMITS.maxSweepBytes.default, maxCells: LIMITS.maxSweepCells.default };
-
 /** The sweep limits in force (`--max-sweep-bytes`, `--max-sweep-cells`). */
 export function sweepLimits(): SweepLimits {
   const l = limitsInForce();

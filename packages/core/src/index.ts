@@ -47,7 +47,7 @@ export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta 
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';
 export { tfjsVersion } from './version.js';
-export { IMAGENET_MEAN, IMAGENET_STD, MAX_IMAGE_PIXELS, decodeRgb, resizedSize, toGray3, type ColorMode, type RgbImage } from './data/image.js';
+export { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, type ColorMode, type RgbImage } from './data/image.js';
 export { transformImage, normalise } from './data/pipeline.js';
 export {
   centerCropBox,

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { deflateSync } from 'node:zlib';
 import sharp from 'sharp';
+import { LIMITS } from '@ferry/common';
 import {
   DecodePool,
   FerryError,
-  MAX_IMAGE_PIXELS,
   decodeRgb,
   ImageFolderSource,
   Rng,
@@ -166,7 +166,7 @@ describe('bad input never kills a run', () => {
     const e = await decodeRgb(png).catch((x: unknown) => x as FerryError);
     expect(e).toBeInstanceOf(FerryError);
     expect((e as FerryError).code).toBe('FERRY_ERR_IMAGE_UNREADABLE');
-    expect((e as FerryError).message).toContain(`more than ${MAX_IMAGE_PIXELS} pixels; resize it first`);
+    expect((e as FerryError).message).toContain(`more than ${LIMITS.maxImagePixels.default} pixels; resize it first`);
     expect(process.memoryUsage().rss - rss0).toBeLessThan(100 << 20);
     // The limit is an option: a small one refuses a small image the same way.
     const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();

@@ -14,12 +14,6 @@ export interface RgbImage {
   readonly data: Uint8Array;
 }
 
-/**
- * Pixels an image may declare before it is decoded: 100 megapixels (twice a 50 MP phone photo)
- * decode to 300 MB of RGB, and the decode pool runs one decode per core. A 747 KB PNG declaring
- * 16,000 x 16,000 would otherwise take about 1 GB; it is refused from its header instead.
- */
-export const MAX_IMAGE_PIXELS = LIMITS.maxImagePixels.default;
 
 /** Decodes any format sharp reads into 8-bit sRGB (alpha dropped, palettes and 16-bit converted). */
 export async function decodeRgb(input: string | Buffer, options: { readonly maxPixels?: number } = {}): Promise<RgbImage> {

@@ -28,8 +28,6 @@ interface HeaderEntry {
 
 /** The safetensors format's own limit on the JSON header (100 MB). */
 export const MAX_SAFETENSORS_HEADER_BYTES = 100_000_000;
-/** Elements one tensor may declare before anything is allocated (default 2^30: 4 GiB of float32; `--max-tensor-elements`). */
-export const MAX_TENSOR_ELEMENTS = LIMITS.maxTensorElements.default;
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 

@@ -24,13 +24,6 @@ export interface ZipLimits {
   readonly maxTotalBytes: number;
 }
 
-/**
- * torch.save stores its entries uncompressed and dataset archives hold already-compressed images,
- * so 1 GiB per deflated entry and 64 GiB in all leave every real file alone and stop a bomb long
- * before memory runs out.
- */
-export const DEFAULT_ZIP_LIMITS: ZipLimits = { maxEntryBytes: LIMITS.maxZipEntryBytes.default, maxTotalBytes: LIMITS.maxZipTotalBytes.default };
-
 /** The zip limits in force (`--max-zip-entry-bytes`, `--max-zip-total-bytes`). */
 export function zipLimits(): ZipLimits {
   const l = limits();
