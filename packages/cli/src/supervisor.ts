@@ -53,6 +53,11 @@ export function restartDelay(crashes: readonly number[], now: number, p: Restart
   return Math.min(p.maxMs, p.baseMs * 2 ** Math.max(0, recent - 1));
 }
 
+/** `; last lines of LOG:` and the lines quoted, or '' when there are none. */
+export function lastLinesText(log: string, lines: readonly string[]): string {
+  return lines.length ? `; last lines of ${log}:\n${lines.map((l) => `  | ${l}`).join('\n')}` : '';
+}
+
 /** How a child ended: `exit code 3` or `signal SIGKILL`. */
 export function describeExit(code: number | null, signal: NodeJS.Signals | null): string {
   return signal ? `signal ${signal}` : `exit code ${code ?? '?'}`;
@@ -61,7 +66,7 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
 export type SupervisorEvent =
   | { readonly type: 'crashed'; readonly child: ChildSpec; readonly exit: string; readonly restartInMs: number; readonly restarts: number; readonly tail: readonly string[] }
   | { readonly type: 'restarted'; readonly child: ChildSpec; readonly pid: number; readonly restarts: number }
-  | { readonly type: 'gave-up'; readonly child: ChildSpec; readonly exit: string; readonly crashes: number; readonly tail: readonly string[] }
+  | { readonly type: 'gave-up'; readonly child: ChildSpec; readonly exit: string; readonly crashes: number; readonly windowMs: number; readonly tail: readonly string[] }
   | { readonly type: 'warning'; readonly child: ChildSpec; readonly line: string };
 
 const TAIL_LINES = 8;
@@ -153,7 +158,7 @@ export class Supervised {
   }
 
   tailText(): string {
-    return this.tail.length ? `; last lines of ${this.spec.log}:\n${this.tail.map((l) => `  | ${l}`).join('\n')}` : `; its log: ${this.spec.log}`;
+    return lastLinesText(this.spec.log, this.tail) || `; its log: ${this.spec.log}`;
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -166,7 +171,8 @@ export class Supervised {
     const tail = this.lastLines();
     if (delay === null) {
       this.gaveUp = true;
-      this.supervisor.emit({ type: 'gave-up', child: this.spec, exit, crashes: this.crashes.filter((t) => now - t <= this.supervisor.policy.windowMs).length, tail });
+      const windowMs = this.supervisor.policy.windowMs;
+      this.supervisor.emit({ type: 'gave-up', child: this.spec, exit, crashes: this.crashes.filter((t) => now - t <= windowMs).length, windowMs, tail });
       return;
     }
     this.restarts++;

@@ -12,8 +12,8 @@ import { FerryEvent, SUBJECTS, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { err, out, type CliIo } from '../io.js';
-import { RunProgress } from '../progress.js';
-import { Supervisor, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
+import { RunProgress, cellLabel } from '../progress.js';
+import { Supervisor, lastLinesText, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
 import { outcomes, reportCells, significanceLevel } from './cluster.js';
 import { resultsHtml } from '../report.js';
 
@@ -239,7 +239,7 @@ async function writeChildren(outRoot: string, sup: Supervisor): Promise<void> {
 
 /** A supervisor event as terminal lines: warnings as they happen, each crash and restart. */
 function report(io: CliIo, e: SupervisorEvent): void {
-  const tail = (lines: readonly string[]): string => (lines.length ? `; last lines of ${e.child.log}:\n${lines.map((l) => `  | ${l}`).join('\n')}` : '');
+  const tail = (lines: readonly string[]): string => lastLinesText(e.child.log, lines);
   switch (e.type) {
     case 'warning':
       err(io, `${e.child.name}: ${e.line}`);
@@ -252,7 +252,7 @@ function report(io: CliIo, e: SupervisorEvent): void {
       break;
     case 'gave-up': {
       const without = e.child.kind === 'dashboard' ? '; continuing without the dashboard' : e.child.kind === 'nats-server' ? '; continuing without live events' : '';
-      err(io, `ferry run: ${e.child.name} crashed ${e.crashes} times within 2 minutes: not restarting it${without} (last: ${e.exit})${tail(e.tail)}`);
+      err(io, `ferry run: ${e.child.name} crashed ${e.crashes} times within ${e.windowMs / 60_000} minutes: not restarting it${without} (last: ${e.exit})${tail(e.tail)}`);
       break;
     }
   }
@@ -370,14 +370,14 @@ function checkStall(s: SweepStatus, workerBackends: readonly string[], stall: { 
   throw new FerryError(
     isErrorCode(code) ? code : 'FERRY_ERR_INTERNAL',
     `no worker can run ${stuck.length} pending cell(s), nothing has run for ${STALL_MS / 1000} s:\n` +
-      stuck.map((c) => `  ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${unrunnable(c)}`).join('\n') +
+      stuck.map((c) => `  ${cellLabel(c)}: ${unrunnable(c)}`).join('\n') +
       `\nworker logs: ${path.join(outRoot, 'logs')}`,
   );
 }
 
 /** The results table on stdout and in results.md/.csv/.json. */
 async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
-  for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${c.spec!.dataset} ${c.spec!.color} ${c.spec!.strategy} ${c.spec!.model} seed ${c.spec!.seed}: ${c.error}`);
+  for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${cellLabel(c)}: ${c.error}`);
   const t = resultsTable(outcomes(s), { alpha: p.alpha });
   await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
