@@ -243,6 +243,11 @@ export class Coordinator {
   /** An event to NATS (when configured) and to every Events.Watch subscriber. */
   private emitEvent(subject: string, event: FerryEvent): void {
     this.events?.publish(subject, event);
+    this.sendToWatchers(event);
+  }
+
+  /** An event to the Events.Watch subscribers only. */
+  private sendToWatchers(event: FerryEvent): void {
     for (const w of this.watchers) {
       // A watcher that does not read (a stalled dashboard) is cut rather than buffered without
       // bound; it reconnects and gets a fresh snapshot.
@@ -448,7 +453,7 @@ export class Coordinator {
           const worker = c.workerId ? (this.state.workers.get(c.workerId)?.name ?? '') : '';
           const epoch = epochEvent(c.id, worker, call.request.metricsJson, false);
           const time = new Date().toISOString();
-          for (const sweepId of c.sweepIds) for (const w of this.watchers) w.write(FerryEvent.fromPartial({ sweepId, time, epoch }));
+          for (const sweepId of c.sweepIds) this.sendToWatchers(FerryEvent.fromPartial({ sweepId, time, epoch }));
         } catch {
           // metrics that are not JSON are stored as sent; the feed skips them
         }
@@ -645,7 +650,8 @@ export class Coordinator {
       error: c.error ?? '',
       resultJson: withResult ? result : '',
       checkpointEpochs: c.checkpointEpochs,
-      lastValAccuracy: c.state === 'running' || c.state === 'pending' ? this.store.lastValAccuracy(c.id) : 0,
+      // One query per running cell (a handful), not per pending one: ferry run asks twice a second.
+      lastValAccuracy: c.state === 'running' ? this.store.lastValAccuracy(c.id) : 0,
     };
   }
 

@@ -250,7 +250,7 @@ export interface CellStatus {
   resultJson: string;
   /** Epochs in the checkpoint the coordinator holds (where a new attempt resumes). */
   checkpointEpochs: number;
-  /** Validation accuracy of the last epoch reported (0 before the first). */
+  /** Running cells: validation accuracy of the last epoch reported (0 before the first, and for cells not running). */
   lastValAccuracy: number;
 }
 
