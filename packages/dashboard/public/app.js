@@ -89,43 +89,44 @@ function cssVar(name) {
   return getComputedStyle(document.body).getPropertyValue(name).trim() || '#888';
 }
 
-/** One uPlot chart of a metric per epoch, a series per cell (kept and updated in place while the series stay the same). */
-function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
+/**
+ * One uPlot chart with a series per cell (colour and dash pattern by position), best epochs ringed.
+ * Kept and fed new data while its cells, the layout and the colour scheme stay the same.
+ */
+function plotCells(boxId, c) {
   const box = document.getElementById(boxId);
   if (!box) return;
-  const n = Math.max(1, ...cells.map((c) => c.curves.length));
-  const data = [Array.from({ length: n }, (_, i) => i + 1), ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null)))];
-  box.dataset.points = String(Math.max(0, ...cells.map((c) => c.curves.length)));
-  const key = cells.map((c) => c.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
+  box.dataset.points = String(c.points);
+  const key = c.kind + '|' + c.cells.map((x) => x.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
   const old = charts.get(boxId);
   if (old && old.key === key && document.body.contains(old.plot.root)) {
-    old.best = cells.map((c) => c.bestEpoch);
-    old.plot.setData(data);
+    old.best = c.best;
+    old.plot.setData(c.data);
     return;
   }
   if (old) old.plot.destroy();
   box.innerHTML = '';
   const fg = cssVar('--fg');
   const grid = cssVar('--grid');
-  const entry = { plot: null, key, best: cells.map((c) => c.bestEpoch) };
+  const entry = { plot: null, key, best: c.best };
   const axis = (label, values) => ({ label, stroke: fg, grid: { stroke: grid }, ticks: { stroke: grid }, ...(values ? { values } : {}) });
   const opts = {
-    title,
+    title: c.title,
     width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
     height: 260,
     scales: { x: { time: false } },
-    axes: [axis('epoch', (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : ''))), axis(yLabel, asPercent ? (u, ticks) => ticks.map((t) => (t * 100).toFixed(0) + '%') : null)],
+    axes: [axis(c.xLabel, c.xTicks), axis(c.yLabel, c.yTicks)],
     series: [
-      { label: 'epoch' },
-      ...cells.map((c, k) => ({
-        label: `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`,
+      { label: c.xSeries },
+      ...c.cells.map((x, k) => ({
+        label: `${x.dataset} ${x.color} ${x.strategy} s${x.seed}`,
         stroke: PALETTE[k % PALETTE.length],
         dash: DASHES[k % DASHES.length],
-        width: 2,
-        value: (u, v) => (v == null ? '-' : asPercent ? (v * 100).toFixed(1) + '%' : v.toFixed(3)),
+        width: c.lineWidth,
+        spanGaps: true,
+        value: (u, v) => (v == null ? '-' : c.format(v)),
       })),
     ],
-    // The best epoch of each cell, as a ring on its series.
     hooks: {
       draw: [
         (u) => {
@@ -143,34 +144,50 @@ function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
       ],
     },
   };
-  entry.plot = new uPlot(opts, data, box);
+  entry.plot = new uPlot(opts, c.data, box);
   box.dataset.scheme = DARK.matches ? 'dark' : 'light';
   charts.set(boxId, entry);
 }
 
+/** A metric per epoch of the selected cells. */
+function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
+  const n = Math.max(1, ...cells.map((c) => c.curves.length));
+  plotCells(boxId, {
+    kind: 'epochs',
+    title,
+    cells,
+    data: [Array.from({ length: n }, (_, i) => i + 1), ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null)))],
+    points: Math.max(0, ...cells.map((c) => c.curves.length)),
+    best: cells.map((c) => c.bestEpoch),
+    xSeries: 'epoch',
+    xLabel: 'epoch',
+    xTicks: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : '')),
+    yLabel,
+    yTicks: asPercent ? (u, ticks) => ticks.map((t) => (t * 100).toFixed(0) + '%') : null,
+    lineWidth: 2,
+    format: (v) => (asPercent ? (v * 100).toFixed(1) + '%' : v.toFixed(3)),
+  });
+}
+
 /** Step-level training loss of the selected cells (x: epochs elapsed), where the workers published it. */
 function drawStepChart(boxId, cells) {
-  const box = document.getElementById(boxId);
   const xs = [...new Set(cells.flatMap((c) => (c.steps || []).map((p) => p.x)))].sort((a, b) => a - b);
   const at = cells.map((c) => new Map((c.steps || []).map((p) => [p.x, p.loss])));
-  const data = [xs, ...at.map((m) => xs.map((x) => (m.has(x) ? m.get(x) : null)))];
-  box.dataset.points = String(xs.length);
-  const key = 'steps|' + cells.map((c) => c.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
-  const old = charts.get(boxId);
-  if (old && old.key === key && document.body.contains(old.plot.root)) return old.plot.setData(data);
-  if (old) old.plot.destroy();
-  box.innerHTML = '';
-  const axis = (label) => ({ label, stroke: cssVar('--fg'), grid: { stroke: cssVar('--grid') }, ticks: { stroke: cssVar('--grid') } });
-  const plot = new uPlot({
+  plotCells(boxId, {
+    kind: 'steps',
     title: 'train loss per step',
-    width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
-    height: 260,
-    scales: { x: { time: false } },
-    axes: [axis('epochs elapsed'), axis('train loss')],
-    series: [{ label: 'epochs' }, ...cells.map((c, k) => ({ label: `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`, stroke: PALETTE[k % PALETTE.length], dash: DASHES[k % DASHES.length], width: 1.5, spanGaps: true, value: (u, v) => (v == null ? '-' : v.toFixed(3)) }))],
-  }, data, box);
-  charts.set(boxId, { plot, key, best: [] });
-  box.dataset.scheme = DARK.matches ? 'dark' : 'light';
+    cells,
+    data: [xs, ...at.map((m) => xs.map((x) => (m.has(x) ? m.get(x) : null)))],
+    points: xs.length,
+    best: [],
+    xSeries: 'epochs',
+    xLabel: 'epochs elapsed',
+    xTicks: null,
+    yLabel: 'train loss',
+    yTicks: null,
+    lineWidth: 1.5,
+    format: (v) => v.toFixed(3),
+  });
 }
 
 /** A confusion matrix as a heat map (shade: share of the true class); counts or row percentages. */
