@@ -8,9 +8,9 @@ import * as grpc from '@grpc/grpc-js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Network, buildModel, writeDemoDataset, writeNpy, writeSafetensors } from '@ferry/core';
-import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
-import { kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
+import { getSweep, kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 
 /**
@@ -58,13 +58,8 @@ beforeAll(async () => {
   // The finished sweep every case must leave as it is.
   const sweepId = await submit(conn, yamlOf('keeper', 'demo'));
   const done = await waitFor('the keeper sweep', 120_000, async () => {
-    const admin = adminClient(conn);
-    try {
-      const s = await getSweepAll(admin, conn, sweepId, { withResults: true });
-      return s.done === 1 ? s : undefined;
-    } finally {
-      admin.close();
-    }
+    const s = await getSweep(conn, sweepId);
+    return s.done === 1 ? s : undefined;
   }, 300);
   keeper = { sweepId, resultJson: done.cells[0]!.resultJson, sweeps: await sweeps() };
 }, 300_000);
@@ -75,14 +70,9 @@ afterAll(async () => {
 
 /** The probes a deployment runs, and what must not have changed. */
 async function assertHealthy(): Promise<void> {
-  const admin = adminClient(conn);
-  try {
-    const s = await getSweepAll(admin, conn, keeper.sweepId, { withResults: true });
-    expect(s.done).toBe(1);
-    expect(s.cells[0]!.resultJson).toBe(keeper.resultJson);
-  } finally {
-    admin.close();
-  }
+  const s = await getSweep(conn, keeper.sweepId);
+  expect(s.done).toBe(1);
+  expect(s.cells[0]!.resultJson).toBe(keeper.resultJson);
   expect(await sweeps()).toBe(keeper.sweeps);
   const r = await fetch(`${dashboardUrl}healthz`);
   expect(r.status).toBe(200);
@@ -190,12 +180,7 @@ describe('weight files and images reach a worker: the cell ends with the code, t
   async function cellError(name: string, dataset: string, weights = 'none'): Promise<string> {
     const sweepId = await submit(conn, yamlOf(name, dataset, weights));
     keeper.sweeps++;
-    const admin = adminClient(conn);
-    try {
-      return await waitFor(`${name} to fail`, 60_000, async () => (await getSweepAll(admin, conn, sweepId, { withResults: false })).cells[0]!.error || undefined, 300);
-    } finally {
-      admin.close();
-    }
+    return waitFor(`${name} to fail`, 60_000, async () => (await getSweep(conn, sweepId)).cells[0]!.error || undefined, 300);
   }
 
   test.each([
@@ -233,19 +218,14 @@ describe('weight files and images reach a worker: the cell ends with the code, t
     await corrupt(victim);
     const sweepId = await submit(conn, yamlOf(name, name));
     keeper.sweeps++;
-    const admin = adminClient(conn);
-    try {
-      const cell = await waitFor(`${name} to finish`, 60_000, async () => {
-        const c = (await getSweepAll(admin, conn, sweepId, { withResults: true })).cells[0]!;
-        return c.state === 'done' || c.state === 'failed' ? c : undefined;
-      }, 300);
-      expect(cell.state, cell.error).toBe('done');
-      const skipped = (JSON.parse(cell.resultJson) as { skipped: { file: string; reason: string }[] }).skipped;
-      expect(skipped.map((x) => x.file)).toEqual([victim]);
-      expect(skipped[0]!.reason).toContain(fix);
-    } finally {
-      admin.close();
-    }
+    const cell = await waitFor(`${name} to finish`, 60_000, async () => {
+      const c = (await getSweep(conn, sweepId)).cells[0]!;
+      return c.state === 'done' || c.state === 'failed' ? c : undefined;
+    }, 300);
+    expect(cell.state, cell.error).toBe('done');
+    const skipped = (JSON.parse(cell.resultJson) as { skipped: { file: string; reason: string }[] }).skipped;
+    expect(skipped.map((x) => x.file)).toEqual([victim]);
+    expect(skipped[0]!.reason).toContain(fix);
     await assertHealthy();
   });
 });
