@@ -1,12 +1,26 @@
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/dist/**', 'packages/protocol/src/gen/**', 'node_modules/**', '.cache/**', 'coverage/**', '.gpu/**', '**/*.js', '!eslint.config.js'] },
+  {
+    ignores: [
+      '**/dist/**',
+      'packages/protocol/src/gen/**',
+      'node_modules/**',
+      '.cache/**',
+      'coverage/**',
+      '.gpu/**',
+      '**/*.js',
+      '!eslint.config.js',
+    ],
+  },
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts'],
     languageOptions: {
-      parserOptions: { project: ['./packages/*/tsconfig.json', './test/tsconfig.json'], tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        project: ['./packages/*/tsconfig.json', './test/tsconfig.json'],
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',
@@ -22,12 +36,21 @@ export default tseslint.config(
       ],
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['@ferry/*/src/*', '**/packages/*/src/*'], message: 'Import a package by its entry point only.' }] },
+        {
+          patterns: [
+            { group: ['@ferry/*/src/*', '**/packages/*/src/*'], message: 'Import a package by its entry point only.' },
+          ],
+        },
       ],
     },
   },
   {
     files: ['**/test/**/*.ts', 'vitest.config.ts', 'test/setup/*.ts'],
-    rules: { 'no-restricted-syntax': ['error', { selector: "CallExpression[callee.property.name='only']", message: 'No .only.' }] },
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        { selector: "CallExpression[callee.property.name='only']", message: 'No .only.' },
+      ],
+    },
   },
 );

@@ -12,7 +12,10 @@ const ALLOWED = {
   coordinator: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
   worker: { ferry: ['common', 'protocol', 'events', 'core'], forbid: [/^@nats-io\//] },
   dashboard: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
-  cli: { ferry: ['common', 'protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'], forbid: [/^@tensorflow\//] },
+  cli: {
+    ferry: ['common', 'protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'],
+    forbid: [/^@tensorflow\//],
+  },
 };
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -37,7 +40,10 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
     continue;
   }
   const manifest = JSON.parse(readFileSync(path.join(root, 'packages', pkg, 'package.json'), 'utf8'));
-  const declared = new Set([...Object.keys(manifest.dependencies ?? {}), ...Object.keys(manifest.optionalDependencies ?? {})]);
+  const declared = new Set([
+    ...Object.keys(manifest.dependencies ?? {}),
+    ...Object.keys(manifest.optionalDependencies ?? {}),
+  ]);
   edges.set(pkg, new Set());
   for (const file of walk(src).filter((f) => !(rule.skip && rule.skip.test(f)))) {
     const text = readFileSync(file, 'utf8');
@@ -45,7 +51,8 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
       const spec = m[1];
       const rel = path.relative(root, file);
       if (spec.startsWith('.') || spec.startsWith('node:')) {
-        if (spec.includes('/packages/') || /\.\.\/\.\.\/\.\.\//.test(spec)) problems.push(`${rel}: relative import leaves the package: ${spec}`);
+        if (spec.includes('/packages/') || /\.\.\/\.\.\/\.\.\//.test(spec))
+          problems.push(`${rel}: relative import leaves the package: ${spec}`);
         continue;
       }
       const ferry = /^@ferry\/([^/]+)(\/.*)?$/.exec(spec);
@@ -56,7 +63,8 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
       }
       for (const f of rule.forbid) if (f.test(spec)) problems.push(`${rel}: ${pkg} must not import ${spec}`);
       const name = spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0];
-      if (!declared.has(name) && !/^(tf)$/.test(name)) problems.push(`${rel}: imports ${name}, which packages/${pkg}/package.json does not declare`);
+      if (!declared.has(name) && !/^(tf)$/.test(name))
+        problems.push(`${rel}: imports ${name}, which packages/${pkg}/package.json does not declare`);
     }
   }
 }

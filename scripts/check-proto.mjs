@@ -14,7 +14,9 @@ try {
   const committed = path.join(root, 'packages/protocol/src/gen');
   const fresh = path.join(tmp, 'packages/protocol/src/gen');
   const list = (d, base = d) =>
-    readdirSync(d).flatMap((n) => (statSync(path.join(d, n)).isDirectory() ? list(path.join(d, n), base) : [path.relative(base, path.join(d, n))]));
+    readdirSync(d).flatMap((n) =>
+      statSync(path.join(d, n)).isDirectory() ? list(path.join(d, n), base) : [path.relative(base, path.join(d, n))],
+    );
   const a = list(committed).sort();
   const b = list(fresh).sort();
   const stale = [...new Set([...a, ...b])].filter((f) => {
@@ -25,7 +27,9 @@ try {
     }
   });
   if (stale.length > 0) {
-    console.error(`proto:check: generated code is stale (${stale.join(', ')}); run \`npm run proto\` and commit the result`);
+    console.error(
+      `proto:check: generated code is stale (${stale.join(', ')}); run \`npm run proto\` and commit the result`,
+    );
     process.exit(1);
   }
   console.log(`proto:check: ${a.length} generated file(s) match proto/`);

@@ -10,7 +10,16 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Network, buildModel, writeDemoDataset, writeNpy, writeSafetensors } from '@ferry/core';
 import { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
-import { getSweep, kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
+import {
+  getSweep,
+  kill,
+  startCoordinator,
+  startNats,
+  startWorker,
+  submit,
+  waitFor,
+  type Proc,
+} from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 
 /**
@@ -46,21 +55,75 @@ beforeAll(async () => {
   await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 8, valPerClass: 4, size: 32, seed: 5 });
   const nats = await startNats(tmp());
   procs.push(nats);
-  const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--token', TOKEN, '--nats', nats.url, '--max-attempts', '1', '--lease-ms', '6000', '--heartbeat-ms', '500'], { FERRY_MAX_SWEEP_CELLS: '50' });
+  const coord = await startCoordinator(
+    [
+      '--listen',
+      '127.0.0.1:0',
+      '--state',
+      tmp(),
+      '--token',
+      TOKEN,
+      '--nats',
+      nats.url,
+      '--max-attempts',
+      '1',
+      '--lease-ms',
+      '6000',
+      '--heartbeat-ms',
+      '500',
+    ],
+    { FERRY_MAX_SWEEP_CELLS: '50' },
+  );
   procs.push(coord);
   conn = { address: coord.address, token: TOKEN };
   workerDir = tmp();
   // The worker's pixel limit is lowered (10 M) so that a 4,000 x 4,000 image is over it.
-  procs.push(startWorker(coord.address, { name: 'wbad', dataRoot, workDir: workerDir, cacheDir: tmp(), extra: ['--token', TOKEN], env: { FERRY_MAX_IMAGE_PIXELS: '10000000' } }));
-  const dash = spawn(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0', '--token', DASH_TOKEN], { stdio: ['ignore', 'pipe', 'pipe'] });
-  procs.push({ child: dash, exited: new Promise((r) => dash.on('exit', (c) => r(c))), log: () => '' } as unknown as Proc);
-  dashboardUrl = await new Promise<string>((resolve) => createInterface({ input: dash.stdout }).on('line', (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!)));
+  procs.push(
+    startWorker(coord.address, {
+      name: 'wbad',
+      dataRoot,
+      workDir: workerDir,
+      cacheDir: tmp(),
+      extra: ['--token', TOKEN],
+      env: { FERRY_MAX_IMAGE_PIXELS: '10000000' },
+    }),
+  );
+  const dash = spawn(
+    process.execPath,
+    [
+      path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'),
+      'dashboard',
+      '--nats',
+      nats.url,
+      '--listen',
+      '127.0.0.1:0',
+      '--token',
+      DASH_TOKEN,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  procs.push({
+    child: dash,
+    exited: new Promise((r) => dash.on('exit', (c) => r(c))),
+    log: () => '',
+  } as unknown as Proc);
+  dashboardUrl = await new Promise<string>((resolve) =>
+    createInterface({ input: dash.stdout }).on(
+      'line',
+      (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!),
+    ),
+  );
   // The finished sweep every case must leave as it is.
   const sweepId = await submit(conn, yamlOf('keeper', 'demo'));
-  const done = await waitFor('the keeper sweep', 120_000, async () => {
-    const s = await getSweep(conn, sweepId);
-    return s.done === 1 ? s : undefined;
-  }, 300);
+  const done = await waitFor(
+    'the keeper sweep',
+    120_000,
+    async () => {
+      const s = await getSweep(conn, sweepId);
+      return s.done === 1 ? s : undefined;
+    },
+    300,
+  );
   keeper = { sweepId, resultJson: done.cells[0]!.resultJson, sweeps: await sweeps() };
 }, 300_000);
 
@@ -77,7 +140,12 @@ async function assertHealthy(): Promise<void> {
   const r = await fetch(`${dashboardUrl}healthz`);
   expect(r.status).toBe(200);
   // The worker heartbeats (its `ferry health --worker` file is fresh).
-  await waitFor('a fresh worker heartbeat', 5_000, async () => (Date.now() - statSync(path.join(workerDir, 'heartbeat')).mtimeMs < 3_000 ? true : undefined), 100);
+  await waitFor(
+    'a fresh worker heartbeat',
+    5_000,
+    async () => (Date.now() - statSync(path.join(workerDir, 'heartbeat')).mtimeMs < 3_000 ? true : undefined),
+    100,
+  );
 }
 
 /** The gRPC error of a call (undefined when it succeeded). */
@@ -92,13 +160,55 @@ async function grpcError(p: Promise<unknown>): Promise<grpc.ServiceError | undef
 
 describe('the CLI: exit 2, the code, what to do', () => {
   const cases: [string, string[], Record<string, string>, string, string][] = [
-    ['a limit flag of 0', ['--max-image-pixels', '0', 'models'], {}, 'FERRY_ERR_INVALID_ARGUMENT', 'must be a positive integer'],
-    ['a malformed limit variable', ['models'], { FERRY_MAX_SWEEP_CELLS: 'many' }, 'FERRY_ERR_INVALID_ARGUMENT', 'FERRY_MAX_SWEEP_CELLS must be a positive integer'],
-    ['a missing sweep file', ['sweep', 'submit', '/nonexistent/s.yaml', '--coordinator', '127.0.0.1:1'], {}, 'FERRY_ERR_INVALID_ARGUMENT', 'cannot read the sweep file'],
-    ['an unreachable coordinator', ['sweep', 'list', '--coordinator', '127.0.0.1:1'], {}, 'FERRY_ERR_UNAVAILABLE', 'is it running'],
-    ['an --alpha out of range', ['run', path.join(REPO_ROOT, 'examples/demo.yaml'), '--alpha', '2'], {}, 'FERRY_ERR_INVALID_ARGUMENT', '--alpha must be between 0 and 1'],
-    ['an unknown model', ['predict', '--model', 'resnet19', '--weights', '/nonexistent.pth', '--input', '/nonexistent.npy'], {}, 'FERRY_ERR_UNKNOWN_MODEL', 'what to do: pick one of ferry models'],
-    ['a sweep over the cell limit', ['run', path.join(REPO_ROOT, 'examples/demo.yaml'), '--max-sweep-cells', '1'], {}, 'FERRY_ERR_SWEEP_INVALID', 'a sweep may hold 1 (--max-sweep-cells); split it'],
+    [
+      'a limit flag of 0',
+      ['--max-image-pixels', '0', 'models'],
+      {},
+      'FERRY_ERR_INVALID_ARGUMENT',
+      'must be a positive integer',
+    ],
+    [
+      'a malformed limit variable',
+      ['models'],
+      { FERRY_MAX_SWEEP_CELLS: 'many' },
+      'FERRY_ERR_INVALID_ARGUMENT',
+      'FERRY_MAX_SWEEP_CELLS must be a positive integer',
+    ],
+    [
+      'a missing sweep file',
+      ['sweep', 'submit', '/nonexistent/s.yaml', '--coordinator', '127.0.0.1:1'],
+      {},
+      'FERRY_ERR_INVALID_ARGUMENT',
+      'cannot read the sweep file',
+    ],
+    [
+      'an unreachable coordinator',
+      ['sweep', 'list', '--coordinator', '127.0.0.1:1'],
+      {},
+      'FERRY_ERR_UNAVAILABLE',
+      'is it running',
+    ],
+    [
+      'an --alpha out of range',
+      ['run', path.join(REPO_ROOT, 'examples/demo.yaml'), '--alpha', '2'],
+      {},
+      'FERRY_ERR_INVALID_ARGUMENT',
+      '--alpha must be between 0 and 1',
+    ],
+    [
+      'an unknown model',
+      ['predict', '--model', 'resnet19', '--weights', '/nonexistent.pth', '--input', '/nonexistent.npy'],
+      {},
+      'FERRY_ERR_UNKNOWN_MODEL',
+      'what to do: pick one of ferry models',
+    ],
+    [
+      'a sweep over the cell limit',
+      ['run', path.join(REPO_ROOT, 'examples/demo.yaml'), '--max-sweep-cells', '1'],
+      {},
+      'FERRY_ERR_SWEEP_INVALID',
+      'a sweep may hold 1 (--max-sweep-cells); split it',
+    ],
   ];
   test.each(cases)('%s', async (_what, argv, env, code, fix) => {
     const r = await ferry(argv, env);
@@ -111,9 +221,21 @@ describe('the CLI: exit 2, the code, what to do', () => {
   test('the CLI against the live coordinator: no token, a wrong token, an unknown sweep', async () => {
     const c = ['--coordinator', conn.address];
     for (const [argv, code, fix] of [
-      [['sweep', 'list', ...c], 'FERRY_ERR_UNAUTHENTICATED', "what to do: pass the coordinator's --token (or FERRY_TOKEN)"],
-      [['sweep', 'list', ...c, '--token', 'wrong'], 'FERRY_ERR_UNAUTHENTICATED', "what to do: pass the coordinator's --token"],
-      [['sweep', 'status', 'nope', ...c, '--token', TOKEN], 'FERRY_ERR_NOT_FOUND', 'what to do: ferry sweep list shows the sweeps'],
+      [
+        ['sweep', 'list', ...c],
+        'FERRY_ERR_UNAUTHENTICATED',
+        "what to do: pass the coordinator's --token (or FERRY_TOKEN)",
+      ],
+      [
+        ['sweep', 'list', ...c, '--token', 'wrong'],
+        'FERRY_ERR_UNAUTHENTICATED',
+        "what to do: pass the coordinator's --token",
+      ],
+      [
+        ['sweep', 'status', 'nope', ...c, '--token', TOKEN],
+        'FERRY_ERR_NOT_FOUND',
+        'what to do: ferry sweep list shows the sweeps',
+      ],
     ] as const) {
       const r = await ferry([...argv]);
       expect(r.code, r.stderr).toBe(2);
@@ -132,13 +254,37 @@ describe('the CLI: exit 2, the code, what to do', () => {
     const good = writeNpy(new Float32Array(3 * 32 * 32), [1, 3, 32, 32]);
     writeFileSync(path.join(dir, 'cut.npy'), good.subarray(0, good.length - 10));
     writeFileSync(path.join(dir, 'big.npy'), writeNpy(new Float32Array(3 * 224 * 224), [1, 3, 224, 224]));
-    const cut = await ferry(['predict', '--model', 'resnet_tiny', '--weights', weights, '--input', path.join(dir, 'cut.npy'), '--backend', 'cpu']);
+    const cut = await ferry([
+      'predict',
+      '--model',
+      'resnet_tiny',
+      '--weights',
+      weights,
+      '--input',
+      path.join(dir, 'cut.npy'),
+      '--backend',
+      'cpu',
+    ]);
     expect(cut.code).toBe(2);
     expect(cut.stderr).toContain('(truncated?) [FERRY_ERR_INVALID_ARGUMENT]');
     // 150,528 input elements; resnet_tiny's largest tensor has 36,864, so its weights pass 100,000.
-    const big = await ferry(['predict', '--model', 'resnet_tiny', '--weights', weights, '--input', path.join(dir, 'big.npy'), '--backend', 'cpu', '--max-tensor-elements', '100000']);
+    const big = await ferry([
+      'predict',
+      '--model',
+      'resnet_tiny',
+      '--weights',
+      weights,
+      '--input',
+      path.join(dir, 'big.npy'),
+      '--backend',
+      'cpu',
+      '--max-tensor-elements',
+      '100000',
+    ]);
     expect(big.code).toBe(2);
-    expect(big.stderr).toContain('has 150528 elements, more than the 100000 allowed (--max-tensor-elements) [FERRY_ERR_INVALID_ARGUMENT]');
+    expect(big.stderr).toContain(
+      'has 150528 elements, more than the 100000 allowed (--max-tensor-elements) [FERRY_ERR_INVALID_ARGUMENT]',
+    );
     await assertHealthy();
   });
 });
@@ -148,9 +294,17 @@ describe('sweep files submitted to the coordinator: INVALID_ARGUMENT, FERRY_ERR_
   const cases: [string, string, string][] = [
     ['not a mapping', '- a\n- b\n', 'the file must be a YAML mapping'],
     ['not YAML at all', 'name: [unclosed\n', 'at line 2, column 1'],
-    ['an alias bomb', `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n${base}`, 'alias'],
+    [
+      'an alias bomb',
+      `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n${base}`,
+      'alias',
+    ],
     ['an oversized file', `${base}# ${'x'.repeat(1100 * 1024)}\n`, 'a sweep file may hold 1048576 (--max-sweep-bytes)'],
-    ['more cells than the coordinator allows', `${base}seeds: [${[...Array(60).keys()].join(', ')}]\n`, 'a sweep may hold 50 (--max-sweep-cells)'],
+    [
+      'more cells than the coordinator allows',
+      `${base}seeds: [${[...Array(60).keys()].join(', ')}]\n`,
+      'a sweep may hold 50 (--max-sweep-cells)',
+    ],
     ['an unknown model', base.replace('resnet_tiny', 'resnet19'), '"resnet19" is not allowed; use resnet18'],
     ['an unknown strategy', `${base}strategies: [melt]\n`, '"melt" is not a strategy'],
     ['a colour with markup', `${base}colors: [<b>purple</b>]\n`, 'is not allowed; use rgb, gray'],
@@ -159,12 +313,24 @@ describe('sweep files submitted to the coordinator: INVALID_ARGUMENT, FERRY_ERR_
     ['a dataset path that climbs out', base.replace('path: demo', 'path: ../../etc'), 'path'],
     ['an unknown hyper-parameter', `${base}hyper: { epocs: 3 }\n`, 'unknown setting; allowed: weights, epochs'],
     ['a negative learning rate', `${base}hyper: { lr: -1 }\n`, 'hyper.lr: out of range (got -1)'],
-    ['an include naming a missing dataset', `${base}include:\n  - { dataset: ghost, color: rgb, strategy: finetune, model: resnet_tiny, seed: 0 }\n`, 'no dataset named ghost'],
+    [
+      'an include naming a missing dataset',
+      `${base}include:\n  - { dataset: ghost, color: rgb, strategy: finetune, model: resnet_tiny, seed: 0 }\n`,
+      'no dataset named ghost',
+    ],
   ];
   test.each(cases)('%s', async (_what, yaml, fix) => {
     const admin = adminClient(conn);
     try {
-      const e = await grpcError(unary(admin.submitSweep, admin, { yaml, fileName: 'bad.yaml', datasetFingerprints: {}, maxAttempts: 0 }, conn, 10_000));
+      const e = await grpcError(
+        unary(
+          admin.submitSweep,
+          admin,
+          { yaml, fileName: 'bad.yaml', datasetFingerprints: {}, maxAttempts: 0 },
+          conn,
+          10_000,
+        ),
+      );
       expect(e?.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(e?.details).toContain('[FERRY_ERR_SWEEP_INVALID]');
       expect(e?.details).toContain(fix);
@@ -180,20 +346,39 @@ describe('weight files and images reach a worker: the cell ends with the code, t
   async function cellError(name: string, dataset: string, weights = 'none'): Promise<string> {
     const sweepId = await submit(conn, yamlOf(name, dataset, weights));
     keeper.sweeps++;
-    return waitFor(`${name} to fail`, 60_000, async () => (await getSweep(conn, sweepId)).cells[0]!.error || undefined, 300);
+    return waitFor(
+      `${name} to fail`,
+      60_000,
+      async () => (await getSweep(conn, sweepId)).cells[0]!.error || undefined,
+      300,
+    );
   }
 
   test.each([
-    ['a truncated .safetensors', 'trunc.safetensors', (good: Buffer) => good.subarray(0, good.length - 7), 'FERRY_ERR_WEIGHTS_CORRUPT'],
-    ['a .safetensors whose offsets point outside its data', 'offsets.safetensors', () => {
-      const h = Buffer.from(JSON.stringify({ 'fc.weight': { dtype: 'F32', shape: [4], data_offsets: [0, 1 << 20] } }));
-      const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(h.length));
-      return Buffer.concat([len, h, Buffer.alloc(16)]);
-    }, 'FERRY_ERR_WEIGHTS_CORRUPT'],
+    [
+      'a truncated .safetensors',
+      'trunc.safetensors',
+      (good: Buffer) => good.subarray(0, good.length - 7),
+      'FERRY_ERR_WEIGHTS_CORRUPT',
+    ],
+    [
+      'a .safetensors whose offsets point outside its data',
+      'offsets.safetensors',
+      () => {
+        const h = Buffer.from(
+          JSON.stringify({ 'fc.weight': { dtype: 'F32', shape: [4], data_offsets: [0, 1 << 20] } }),
+        );
+        const len = Buffer.alloc(8);
+        len.writeBigUInt64LE(BigInt(h.length));
+        return Buffer.concat([len, h, Buffer.alloc(16)]);
+      },
+      'FERRY_ERR_WEIGHTS_CORRUPT',
+    ],
     ['random bytes named .pth', 'noise.pth', () => randomBytes(4096), 'FERRY_ERR_WEIGHTS_CORRUPT'],
   ])('%s', async (what, file, make, code) => {
-    const good = writeSafetensors(new Map([['fc.weight', { dtype: 'float32', shape: [2, 2], data: new Float32Array(4) }]]) as never);
+    const good = writeSafetensors(
+      new Map([['fc.weight', { dtype: 'float32', shape: [2, 2], data: new Float32Array(4) }]]) as never,
+    );
     mkdirSync(path.join(dataRoot, 'weights'), { recursive: true });
     writeFileSync(path.join(dataRoot, 'weights', file), make(good));
     const error = await cellError(`w${file.replace(/\W/g, '')}`, 'demo', `weights/${file}`);
@@ -206,9 +391,18 @@ describe('weight files and images reach a worker: the cell ends with the code, t
   // the reason (the worker's log has it as a warning when it happens).
   test.each([
     ['a truncated PNG', async (f: string) => writeFileSync(f, readFileSync(f).subarray(0, 40)), ''],
-    ['an image over the pixel limit', async (f: string) => {
-      writeFileSync(f, await sharp({ create: { width: 4000, height: 4000, channels: 3, background: '#000' } }).png({ compressionLevel: 9 }).toBuffer());
-    }, 'more than 10000000 pixels; resize it first, or raise --max-image-pixels'],
+    [
+      'an image over the pixel limit',
+      async (f: string) => {
+        writeFileSync(
+          f,
+          await sharp({ create: { width: 4000, height: 4000, channels: 3, background: '#000' } })
+            .png({ compressionLevel: 9 })
+            .toBuffer(),
+        );
+      },
+      'more than 10000000 pixels; resize it first, or raise --max-image-pixels',
+    ],
   ])('%s', async (_what, corrupt, fix) => {
     const name = `img${Math.random().toString(36).slice(2, 8)}`;
     await writeDemoDataset(path.join(dataRoot, name), { trainPerClass: 4, valPerClass: 2, size: 32, seed: 9 });
@@ -218,10 +412,15 @@ describe('weight files and images reach a worker: the cell ends with the code, t
     await corrupt(victim);
     const sweepId = await submit(conn, yamlOf(name, name));
     keeper.sweeps++;
-    const cell = await waitFor(`${name} to finish`, 60_000, async () => {
-      const c = (await getSweep(conn, sweepId)).cells[0]!;
-      return c.state === 'done' || c.state === 'failed' ? c : undefined;
-    }, 300);
+    const cell = await waitFor(
+      `${name} to finish`,
+      60_000,
+      async () => {
+        const c = (await getSweep(conn, sweepId)).cells[0]!;
+        return c.state === 'done' || c.state === 'failed' ? c : undefined;
+      },
+      300,
+    );
     expect(cell.state, cell.error).toBe('done');
     const skipped = (JSON.parse(cell.resultJson) as { skipped: { file: string; reason: string }[] }).skipped;
     expect(skipped.map((x) => x.file)).toEqual([victim]);
@@ -232,10 +431,14 @@ describe('weight files and images reach a worker: the cell ends with the code, t
 
 describe('gRPC: every method answers random bytes with a status, never a crash', () => {
   const methods = [
-    ...['Register', 'Heartbeat', 'Poll', 'Start', 'ReportEpoch', 'Complete', 'Fail', 'Release'].map((m) => ['unary', `/ferry.v1.Coordinator/${m}`] as const),
+    ...['Register', 'Heartbeat', 'Poll', 'Start', 'ReportEpoch', 'Complete', 'Fail', 'Release'].map(
+      (m) => ['unary', `/ferry.v1.Coordinator/${m}`] as const,
+    ),
     ['clientStream', '/ferry.v1.Coordinator/UploadCheckpoint'] as const,
     ['serverStream', '/ferry.v1.Coordinator/DownloadCheckpoint'] as const,
-    ...['SubmitSweep', 'GetSweep', 'ListSweeps', 'CancelSweep', 'RetryFailed', 'ListWorkers'].map((m) => ['unary', `/ferry.v1.Admin/${m}`] as const),
+    ...['SubmitSweep', 'GetSweep', 'ListSweeps', 'CancelSweep', 'RetryFailed', 'ListWorkers'].map(
+      (m) => ['unary', `/ferry.v1.Admin/${m}`] as const,
+    ),
   ];
   test.each(methods)('%s %s', async (kind, method) => {
     const client = new grpc.Client(conn.address, grpc.credentials.createInsecure());
@@ -251,7 +454,9 @@ describe('gRPC: every method answers random bytes with a status, never a crash',
           if (kind === 'unary') {
             client.makeUnaryRequest(method, id, id, payload, md, { deadline }, (e) => resolve(e ? e.code : 0));
           } else if (kind === 'clientStream') {
-            const call = client.makeClientStreamRequest(method, id, id, md, { deadline }, (e) => resolve(e ? e.code : 0));
+            const call = client.makeClientStreamRequest(method, id, id, md, { deadline }, (e) =>
+              resolve(e ? e.code : 0),
+            );
             call.write(payload);
             call.end();
           } else {
@@ -273,12 +478,32 @@ describe('gRPC: every method answers random bytes with a status, never a crash',
   test('a worker call without the token is UNAUTHENTICATED; an attempt nobody holds is refused, not recorded', async () => {
     const c = coordinatorClient(conn);
     try {
-      const e = await grpcError(unary(c.heartbeat, c, { workerId: 'x', sessionId: 'y', running: [], imagesPerSec: 0 }, { address: conn.address }, 5_000));
+      const e = await grpcError(
+        unary(
+          c.heartbeat,
+          c,
+          { workerId: 'x', sessionId: 'y', running: [], imagesPerSec: 0 },
+          { address: conn.address },
+          5_000,
+        ),
+      );
       expect(e?.code).toBe(grpc.status.UNAUTHENTICATED);
       expect(e?.details).toContain('[FERRY_ERR_UNAUTHENTICATED]');
-      const started = await unary(c.start, c, { attemptId: 'made-up', datasetFingerprint: 'f', fileCount: 1 }, conn, 5_000);
+      const started = await unary(
+        c.start,
+        c,
+        { attemptId: 'made-up', datasetFingerprint: 'f', fileCount: 1 },
+        conn,
+        5_000,
+      );
       expect(started).toEqual({ ok: false, message: 'attempt is not leased' });
-      const completed = await unary(c.complete, c, { attemptId: 'made-up', resultJson: '{"bestValAccuracy": 1}' }, conn, 5_000);
+      const completed = await unary(
+        c.complete,
+        c,
+        { attemptId: 'made-up', resultJson: '{"bestValAccuracy": 1}' },
+        conn,
+        5_000,
+      );
       expect(completed.ok).toBe(false);
     } finally {
       c.close();
@@ -291,12 +516,42 @@ describe('dashboard requests: a status and a JSON reason, never a 500', () => {
   const auth = { authorization: `Bearer ${DASH_TOKEN}` };
   const cases: [string, string, RequestInit, number, string][] = [
     ['no token', 'api/sweeps', {}, 401, 'missing or wrong token'],
-    ['a wrong token of the right length', 'api/sweeps', { headers: { authorization: `Bearer ${'x'.repeat(DASH_TOKEN.length)}` } }, 401, 'missing or wrong token'],
-    ['a multibyte ?token= of the same length', `api/sweeps?token=${encodeURIComponent('é'.repeat(DASH_TOKEN.length / 2))}`, {}, 401, 'missing or wrong token'],
-    ['a malformed cookie', 'api/sweeps', { headers: { cookie: 'ferry_token=%E0%A4%A' } }, 401, 'missing or wrong token'],
+    [
+      'a wrong token of the right length',
+      'api/sweeps',
+      { headers: { authorization: `Bearer ${'x'.repeat(DASH_TOKEN.length)}` } },
+      401,
+      'missing or wrong token',
+    ],
+    [
+      'a multibyte ?token= of the same length',
+      `api/sweeps?token=${encodeURIComponent('é'.repeat(DASH_TOKEN.length / 2))}`,
+      {},
+      401,
+      'missing or wrong token',
+    ],
+    [
+      'a malformed cookie',
+      'api/sweeps',
+      { headers: { cookie: 'ferry_token=%E0%A4%A' } },
+      401,
+      'missing or wrong token',
+    ],
     ['an unknown sweep', 'api/sweeps/nope', { headers: auth }, 404, 'no such sweep'],
-    ['markup as a cell id', `api/cells/${encodeURIComponent('<script>alert(1)</script>')}`, { headers: auth }, 404, 'no such cell'],
-    ['an unknown table format', `api/sweeps/${'KEEPER'}/table?format=xml`, { headers: auth }, 400, 'format must be json, csv or md'],
+    [
+      'markup as a cell id',
+      `api/cells/${encodeURIComponent('<script>alert(1)</script>')}`,
+      { headers: auth },
+      404,
+      'no such cell',
+    ],
+    [
+      'an unknown table format',
+      `api/sweeps/${'KEEPER'}/table?format=xml`,
+      { headers: auth },
+      400,
+      'format must be json, csv or md',
+    ],
     ['a POST to a GET route', 'api/sweeps', { method: 'POST', headers: auth }, 404, ''],
   ];
   test.each(cases)('%s', async (_what, route, init, statusCode, reason) => {

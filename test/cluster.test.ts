@@ -8,7 +8,16 @@ import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/worker';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
-import { freePort, getSweep, kill, startCoordinator, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
+import {
+  freePort,
+  getSweep,
+  kill,
+  startCoordinator,
+  startWorker,
+  submit,
+  waitFor,
+  type Proc,
+} from './helpers/cluster.js';
 
 /**
  * The cluster with real processes and real gRPC: `ferry coordinator` and `ferry worker` children,
@@ -60,10 +69,15 @@ describe('cluster faults (real processes, real gRPC)', () => {
     });
     const victimProc = victim.worker === 'wa' ? workers[0]! : workers[1]!;
     await kill(victimProc, 'SIGKILL');
-    const done = await waitFor('the sweep to finish', 120_000, async () => {
-      const s = await getSweep(conn, sweepId);
-      return s.done === 2 ? s : undefined;
-    }, 250);
+    const done = await waitFor(
+      'the sweep to finish',
+      120_000,
+      async () => {
+        const s = await getSweep(conn, sweepId);
+        return s.done === 2 ? s : undefined;
+      },
+      250,
+    );
     expect(done.cells.map((c) => c.state)).toEqual(['done', 'done']);
     const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
     expect(moved.attempts).toBe(2);
@@ -82,17 +96,24 @@ describe('cluster faults (real processes, real gRPC)', () => {
     const conn = { address: coord.address };
     worker(coord.address, 'wc');
     const sweepId = await submit(conn, sweepYaml('killcoord', 8));
-    await waitFor('a cell past its second epoch', 60_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 2));
+    await waitFor('a cell past its second epoch', 60_000, async () =>
+      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 2),
+    );
     await kill(coord, 'SIGKILL');
     // Down for longer than a lease (2 s): the restarted coordinator's recovery grace, not the
     // lease, decides how long the worker has to come back and claim its cell.
     await new Promise((r) => setTimeout(r, 5_000));
     coord = await startCoordinator(listen);
     procs.push(coord);
-    const done = await waitFor('the sweep to finish after the restart', 120_000, async () => {
-      const s = await getSweep(conn, sweepId);
-      return s.done === 2 ? s : undefined;
-    }, 250);
+    const done = await waitFor(
+      'the sweep to finish after the restart',
+      120_000,
+      async () => {
+        const s = await getSweep(conn, sweepId);
+        return s.done === 2 ? s : undefined;
+      },
+      250,
+    );
     expect(done.cells).toHaveLength(2);
     for (const c of done.cells) {
       expect(c.state).toBe('done');
@@ -118,10 +139,15 @@ models: [resnet_tiny]
 hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
 `;
     const sweepId = await submit(conn, yaml);
-    const s = await waitFor('both cells to end', 90_000, async () => {
-      const x = await getSweep(conn, sweepId);
-      return x.done + x.failed === 2 ? x : undefined;
-    }, 250);
+    const s = await waitFor(
+      'both cells to end',
+      90_000,
+      async () => {
+        const x = await getSweep(conn, sweepId);
+        return x.done + x.failed === 2 ? x : undefined;
+      },
+      250,
+    );
     const ghost = s.cells.find((c) => c.spec!.dataset === 'ghost')!;
     expect(ghost).toMatchObject({ state: 'failed', attempts: 2 });
     expect(ghost.error).toContain('FERRY_ERR_DATASET');
@@ -135,14 +161,21 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     const conn = { address: coord.address };
     const a = worker(coord.address, 'we');
     const sweepId = await submit(conn, sweepYaml('hung', 10, '[rgb]'));
-    const cell = await waitFor('the cell to start', 60_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 1));
+    const cell = await waitFor('the cell to start', 60_000, async () =>
+      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 1),
+    );
     expect(cell.worker).toBe('we');
     a.child.kill('SIGSTOP');
     worker(coord.address, 'wf');
-    const done = await waitFor('the cell to finish elsewhere', 120_000, async () => {
-      const s = await getSweep(conn, sweepId);
-      return s.done === 1 ? s : undefined;
-    }, 250);
+    const done = await waitFor(
+      'the cell to finish elsewhere',
+      120_000,
+      async () => {
+        const s = await getSweep(conn, sweepId);
+        return s.done === 1 ? s : undefined;
+      },
+      250,
+    );
     expect(done.cells[0]!.attempts).toBe(2);
     // The stopped worker wakes up: its stale attempt is not recorded a second time.
     a.child.kill('SIGCONT');
@@ -164,12 +197,45 @@ describe('cluster security', () => {
   });
 
   test('a non-loopback bind needs TLS and a token, or --insecure; with TLS and token calls succeed', async () => {
-    await expect(startCoordinator(['--listen', '0.0.0.0:0', '--state', tmp()])).rejects.toThrow(/needs --tls-cert\/--tls-key and --token, or an explicit --insecure/);
+    await expect(startCoordinator(['--listen', '0.0.0.0:0', '--state', tmp()])).rejects.toThrow(
+      /needs --tls-cert\/--tls-key and --token, or an explicit --insecure/,
+    );
     const dir = tmp();
     const key = path.join(dir, 'key.pem');
     const cert = path.join(dir, 'cert.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
-    const coord = await startCoordinator(['--listen', '0.0.0.0:0', '--state', tmp(), '--tls-cert', cert, '--tls-key', key, '--token', 'tok']);
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    const coord = await startCoordinator([
+      '--listen',
+      '0.0.0.0:0',
+      '--state',
+      tmp(),
+      '--tls-cert',
+      cert,
+      '--tls-key',
+      key,
+      '--token',
+      'tok',
+    ]);
     procs.push(coord);
     const port = coord.address.split(':').at(-1);
     const tls = { address: `localhost:${port}`, tls: { ca: cert }, token: 'tok' };
@@ -177,7 +243,9 @@ describe('cluster security', () => {
     const list = await unary(admin.listSweeps, admin, {}, tls, 5_000);
     admin.close();
     expect(list.sweeps).toEqual([]);
-    await expect(getSweep({ address: `localhost:${port}`, tls: { ca: cert } }, 'x')).rejects.toMatchObject({ code: 16 });
+    await expect(getSweep({ address: `localhost:${port}`, tls: { ca: cert } }, 'x')).rejects.toMatchObject({
+      code: 16,
+    });
     // Plain text to a TLS port fails.
     await expect(getSweep({ address: `127.0.0.1:${port}`, token: 'tok' }, 'x')).rejects.toMatchObject({ code: 14 });
   });
@@ -200,7 +268,12 @@ describe('ferry sweep (CLI against a real coordinator)', () => {
     expect((await ferry(['sweep', 'cancel', 'cli', ...c])).stdout).toContain('cancelled 2 cell(s)');
     expect((await ferry(['sweep', 'retry', 'cli', ...c])).stdout).toContain('requeued 2 cell(s)');
     worker(coord.address, 'wg');
-    await waitFor('the sweep', 90_000, async () => ((await ferry(['sweep', 'status', 'cli', ...c])).stdout.includes('2 done') ? true : undefined), 300);
+    await waitFor(
+      'the sweep',
+      90_000,
+      async () => ((await ferry(['sweep', 'status', 'cli', ...c])).stdout.includes('2 done') ? true : undefined),
+      300,
+    );
     const csv = await ferry(['sweep', 'results', 'cli', '--format', 'csv', ...c]);
     expect(csv.stdout.split('\n')[0]).toContain('finetune_mean');
     expect(csv.stdout.split('\n').filter((l) => l.startsWith('demo,'))).toHaveLength(2);
@@ -224,7 +297,13 @@ describe('coordinator protocol edges', () => {
       let offset = 0;
       let pages = 0;
       do {
-        const page = await unary(admin.getSweep, admin, { sweepId, offset, limit: 3_000, withResults: false }, conn, 10_000);
+        const page = await unary(
+          admin.getSweep,
+          admin,
+          { sweepId, offset, limit: 3_000, withResults: false },
+          conn,
+          10_000,
+        );
         expect(page).toMatchObject({ totalCells: 10_000, pending: 10_000 });
         ids.push(...page.cells.map((c) => c.cellId));
         offset = page.nextOffset;
@@ -253,7 +332,13 @@ describe('coordinator protocol edges', () => {
     const client = coordinatorClient(conn);
     const reg = await unary(client.register, client, { workerId: 'w-edge', name: 'edge', running: [] }, conn, 5_000);
     const t0 = Date.now();
-    const a = await unary(client.poll, client, { workerId: 'w-edge', sessionId: reg.sessionId, waitMs: 300 }, conn, 5_000);
+    const a = await unary(
+      client.poll,
+      client,
+      { workerId: 'w-edge', sessionId: reg.sessionId, waitMs: 300 },
+      conn,
+      5_000,
+    );
     expect(a.hasAssignment).toBe(false);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
     const stale = await unary(client.complete, client, { attemptId: 'nope', resultJson: '{}' }, conn, 5_000);
@@ -265,32 +350,84 @@ describe('coordinator protocol edges', () => {
 describe('checkpoint uploads are checked before they replace anything', () => {
   test('offsets must follow each other, the total is capped, an idle stream is cut, and the file must be a ferry checkpoint; the coordinator keeps serving', async () => {
     const state = tmp();
-    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', state, '--max-checkpoint-mb', '1', '--checkpoint-idle-ms', '500']);
+    const coord = await startCoordinator([
+      '--listen',
+      '127.0.0.1:0',
+      '--state',
+      state,
+      '--max-checkpoint-mb',
+      '1',
+      '--checkpoint-idle-ms',
+      '500',
+    ]);
     procs.push(coord);
     const conn = { address: coord.address };
     const sweepId = await submit(conn, sweepYaml('ckpt', 2, '[rgb]'));
     const client = coordinatorClient(conn);
     const reg = await unary(client.register, client, { workerId: 'w-ckpt', name: 'ckpt', running: [] }, conn, 5_000);
-    const a = await unary(client.poll, client, { workerId: 'w-ckpt', sessionId: reg.sessionId, waitMs: 2_000 }, conn, 5_000);
+    const a = await unary(
+      client.poll,
+      client,
+      { workerId: 'w-ckpt', sessionId: reg.sessionId, waitMs: 2_000 },
+      conn,
+      5_000,
+    );
     expect(a.hasAssignment).toBe(true);
     type Chunk = { offset: number; data: Buffer; last?: boolean; sha256?: string };
-    const upload = (chunks: Chunk[], hold = 0): Promise<{ ok: boolean; message: string } | { code: number; details: string }> =>
+    const upload = (
+      chunks: Chunk[],
+      hold = 0,
+    ): Promise<{ ok: boolean; message: string } | { code: number; details: string }> =>
       new Promise((resolve) => {
-        const s = client.uploadCheckpoint(metadataFor(conn), (e, r) => resolve(e ? { code: e.code, details: e.details } : r!));
+        const s = client.uploadCheckpoint(metadataFor(conn), (e, r) =>
+          resolve(e ? { code: e.code, details: e.details } : r!),
+        );
         s.on('error', () => undefined);
-        for (const c of chunks) s.write({ attemptId: a.attemptId, cellId: a.cellId, epochsDone: 1, offset: c.offset, data: c.data, last: c.last ?? false, sha256: c.sha256 ?? '', totalBytes: 0 });
+        for (const c of chunks)
+          s.write({
+            attemptId: a.attemptId,
+            cellId: a.cellId,
+            epochsDone: 1,
+            offset: c.offset,
+            data: c.data,
+            last: c.last ?? false,
+            sha256: c.sha256 ?? '',
+            totalBytes: 0,
+          });
         if (hold) setTimeout(() => s.end(), hold);
         else s.end();
       });
     const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
     const last = path.join(state, 'checkpoints', a.cellId, 'last.safetensors');
     const bytes = Buffer.alloc(1000, 7);
-    expect(await upload([{ offset: 2 ** 40, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('the next byte expected is 0') });
-    expect(await upload([{ offset: 0, data: bytes }, { offset: 500, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('chunk at offset 500; the next byte expected is 1000') });
+    expect(await upload([{ offset: 2 ** 40, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('the next byte expected is 0'),
+    });
+    expect(
+      await upload([
+        { offset: 0, data: bytes },
+        { offset: 500, data: bytes, last: true, sha256: sha(bytes) },
+      ]),
+    ).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('chunk at offset 500; the next byte expected is 1000'),
+    });
     const big = Buffer.alloc(600_000);
-    expect(await upload([{ offset: 0, data: big }, { offset: 600_000, data: big, last: true }])).toMatchObject({ ok: false, message: expect.stringContaining('larger than the 1048576-byte limit') });
-    expect(await upload([{ offset: 0, data: bytes }])).toMatchObject({ ok: false, message: expect.stringContaining('without its last chunk') });
-    expect(await upload([{ offset: 0, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({ ok: false, message: expect.stringContaining('not a ferry checkpoint') });
+    expect(
+      await upload([
+        { offset: 0, data: big },
+        { offset: 600_000, data: big, last: true },
+      ]),
+    ).toMatchObject({ ok: false, message: expect.stringContaining('larger than the 1048576-byte limit') });
+    expect(await upload([{ offset: 0, data: bytes }])).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('without its last chunk'),
+    });
+    expect(await upload([{ offset: 0, data: bytes, last: true, sha256: sha(bytes) }])).toMatchObject({
+      ok: false,
+      message: expect.stringContaining('not a ferry checkpoint'),
+    });
     const idle = await upload([{ offset: 0, data: bytes }], 1_500);
     expect(idle).toMatchObject({ code: 4, details: expect.stringContaining('idle for 500 ms') }); // DEADLINE_EXCEEDED
     // Nothing was accepted, no temporary file is left, and the coordinator still answers.
@@ -299,22 +436,40 @@ describe('checkpoint uploads are checked before they replace anything', () => {
     expect((await getSweep(conn, sweepId)).cells).toHaveLength(1);
     // A real checkpoint (ferry's own format) is accepted and replaces nothing but the last one.
     const { writeSafetensors, CHECKPOINT_FORMAT } = await import('@ferry/core');
-    const good = writeSafetensors(new Map([['w', { dtype: 'float32', shape: [2], data: Float32Array.from([1, 2]) }]]), { ferry: JSON.stringify({ format: CHECKPOINT_FORMAT }) });
-    expect(await upload([{ offset: 0, data: good.subarray(0, 20) }, { offset: 20, data: good.subarray(20), last: true, sha256: sha(good) }])).toEqual({ ok: true, message: '' });
+    const good = writeSafetensors(new Map([['w', { dtype: 'float32', shape: [2], data: Float32Array.from([1, 2]) }]]), {
+      ferry: JSON.stringify({ format: CHECKPOINT_FORMAT }),
+    });
+    expect(
+      await upload([
+        { offset: 0, data: good.subarray(0, 20) },
+        { offset: 20, data: good.subarray(20), last: true, sha256: sha(good) },
+      ]),
+    ).toEqual({ ok: true, message: '' });
     expect(readFileSync(last).equals(good)).toBe(true);
     client.close();
   });
 });
 
 describe('datasets and the embedded default', () => {
-  test('a worker whose copy of the dataset differs reports it and the cell runs on a worker with the sweep\'s copy', async () => {
+  test("a worker whose copy of the dataset differs reports it and the cell runs on a worker with the sweep's copy", async () => {
     const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
     procs.push(coord);
     const conn = { address: coord.address };
     const yaml = sweepYaml('fingerprint', 2, '[rgb]');
     // The submitter pins the fingerprint of the real copy.
     const admin = adminClient(conn);
-    const sub = await unary(admin.submitSweep, admin, { yaml, fileName: 'f.yaml', datasetFingerprints: { demo: (await datasetFingerprint(path.join(dataRoot, 'demo'))).fingerprint }, maxAttempts: 3 }, conn, 5_000);
+    const sub = await unary(
+      admin.submitSweep,
+      admin,
+      {
+        yaml,
+        fileName: 'f.yaml',
+        datasetFingerprints: { demo: (await datasetFingerprint(path.join(dataRoot, 'demo'))).fingerprint },
+        maxAttempts: 3,
+      },
+      conn,
+      5_000,
+    );
     admin.close();
     // A worker with a different copy (one image fewer) starts first.
     const otherRoot = tmp();
@@ -329,10 +484,15 @@ describe('datasets and the embedded default', () => {
     expect(s1.cells[0]!.error).toMatch(/differs from the sweep's copy/);
     await kill(stale);
     worker(coord.address, 'good');
-    const done = await waitFor('the cell on the good worker', 60_000, async () => {
-      const s = await getSweep(conn, sub.sweepId);
-      return s.done === 1 ? s : undefined;
-    }, 250);
+    const done = await waitFor(
+      'the cell on the good worker',
+      60_000,
+      async () => {
+        const s = await getSweep(conn, sub.sweepId);
+        return s.done === 1 ? s : undefined;
+      },
+      250,
+    );
     // The mismatch did not use up an attempt.
     expect(done.cells[0]!.attempts).toBe(1);
   });
@@ -342,8 +502,25 @@ describe('datasets and the embedded default', () => {
     const sweepFile = path.join(tmp(), 'ctrlc.yaml');
     writeFileSync(sweepFile, sweepYaml('ctrlc', 6, '[rgb, gray]'));
     const bin = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
-    const args = [bin, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', '1', '--dashboard-port', '0'];
-    const first = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_CACHE: tmp() } });
+    const args = [
+      bin,
+      'run',
+      sweepFile,
+      '--data-root',
+      dataRoot,
+      '--out',
+      out,
+      '--backend',
+      'wasm',
+      '--workers',
+      '1',
+      '--dashboard-port',
+      '0',
+    ];
+    const first = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FERRY_CACHE: tmp() },
+    });
     let err = '';
     first.stderr.on('data', (d: Buffer) => (err += d.toString()));
     await waitFor('a cell to be running', 60_000, async () => (/1 running/.test(err) ? true : undefined), 200);
@@ -360,7 +537,10 @@ describe('datasets and the embedded default', () => {
       }
     })();
     expect(leftovers).toBe('');
-    const second = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, FERRY_CACHE: tmp() } });
+    const second = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FERRY_CACHE: tmp() },
+    });
     let stdout = '';
     second.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     expect(await new Promise<number | null>((r) => second.on('exit', (c) => r(c)))).toBe(0);
@@ -378,7 +558,13 @@ models: [resnet_tiny]
 hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 32, workers: 2 }
 `;
   const dpWorker = (address: string, name: string): Proc => {
-    const p = startWorker(address, { name, dataRoot, workDir: tmp(), cacheDir: tmp(), extra: ['--collective-deadline-ms', '3000'] });
+    const p = startWorker(address, {
+      name,
+      dataRoot,
+      workDir: tmp(),
+      cacheDir: tmp(),
+      extra: ['--collective-deadline-ms', '3000'],
+    });
     procs.push(p);
     return p;
   };
@@ -390,10 +576,15 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
     const a = dpWorker(coord.address, 'dpa');
     const b = dpWorker(coord.address, 'dpb');
     const sweepId = await submit(conn, dpYaml('dp', 3));
-    const s = await waitFor('the data-parallel cell', 90_000, async () => {
-      const x = await getSweep(conn, sweepId);
-      return x.done === 1 ? x : undefined;
-    }, 250);
+    const s = await waitFor(
+      'the data-parallel cell',
+      90_000,
+      async () => {
+        const x = await getSweep(conn, sweepId);
+        return x.done === 1 ? x : undefined;
+      },
+      250,
+    );
     expect(s.cells[0]!.attempts).toBe(1);
     expect((JSON.parse(s.cells[0]!.resultJson) as Result).epochs).toHaveLength(3);
     const logs = a.log() + b.log();
@@ -407,15 +598,22 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
     const conn = { address: coord.address };
     const workers = [dpWorker(coord.address, 'dp1'), dpWorker(coord.address, 'dp2')];
     const sweepId = await submit(conn, dpYaml('dpkill', 10));
-    const running = await waitFor('a checkpoint of the group', 90_000, async () => (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2));
+    const running = await waitFor('a checkpoint of the group', 90_000, async () =>
+      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
+    );
     // Kill the rank that is not rank 0 (rank 0 is the one the coordinator lists).
     const victim = running.worker === 'dp1' ? workers[1]! : workers[0]!;
     await kill(victim, 'SIGKILL');
     dpWorker(coord.address, 'dp3');
-    const done = await waitFor('the re-formed group to finish', 120_000, async () => {
-      const s = await getSweep(conn, sweepId);
-      return s.done === 1 ? s : undefined;
-    }, 250);
+    const done = await waitFor(
+      'the re-formed group to finish',
+      120_000,
+      async () => {
+        const s = await getSweep(conn, sweepId);
+        return s.done === 1 ? s : undefined;
+      },
+      250,
+    );
     const r = JSON.parse(done.cells[0]!.resultJson) as Result;
     expect(done.cells[0]!.attempts).toBe(2);
     expect(r.resumedFromEpoch).toBeGreaterThanOrEqual(2);

@@ -21,7 +21,14 @@ let browser: Browser | undefined;
 beforeAll(async () => {
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
   });
 });
 
@@ -37,9 +44,18 @@ test('the dashboard shows a sweep live: cells progress, a curve updates, the com
   procs.push(nats);
   const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--nats', nats.url]);
   procs.push(coord);
-  const dash = spawn(process.execPath, [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dash = spawn(
+    process.execPath,
+    [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   procs.push({ child: dash, log: () => '', exited: new Promise((r) => dash.on('exit', r)) });
-  const url = await new Promise<string>((resolve) => createInterface({ input: dash.stdout }).on('line', (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!)));
+  const url = await new Promise<string>((resolve) =>
+    createInterface({ input: dash.stdout }).on(
+      'line',
+      (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!),
+    ),
+  );
   const sweepId = await submit(
     { address: coord.address },
     `name: e2e
@@ -50,7 +66,15 @@ models: [resnet_tiny]
 hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
   );
-  procs.push(startWorker(coord.address, { name: 'e2e-worker', dataRoot, workDir: tmp(), cacheDir: tmp(), extra: ['--nats', nats.url] }));
+  procs.push(
+    startWorker(coord.address, {
+      name: 'e2e-worker',
+      dataRoot,
+      workDir: tmp(),
+      cacheDir: tmp(),
+      extra: ['--nats', nats.url],
+    }),
+  );
 
   const page = await browser!.newPage({ viewport: { width: 1300, height: 1000 } });
   const errors: string[] = [];
@@ -58,17 +82,26 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   await page.goto(`${url}#/sweep/${sweepId}`);
   await page.waitForSelector('#cells tr.cell >> nth=1', { timeout: 60_000 });
-  await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('live'), undefined, { timeout: 10_000 });
+  await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('live'), undefined, {
+    timeout: 10_000,
+  });
   // Follow the running cell's curve: it gains points as epochs finish.
   await page.waitForSelector('#cells tr.cell td.state-running', { timeout: 60_000 });
   await page.click('#cells tr.cell:has(td.state-running)');
   const points = async (): Promise<number> => Number((await page.getAttribute('#overlay', 'data-points')) ?? 0);
   await page.waitForSelector('#overlay .uplot', { timeout: 30_000 });
-  const first = await waitFor('a first epoch on the curve', 60_000, async () => ((await points()) >= 1 ? points() : undefined), 200);
+  const first = await waitFor(
+    'a first epoch on the curve',
+    60_000,
+    async () => ((await points()) >= 1 ? points() : undefined),
+    200,
+  );
   await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
   // Both cells finish; the comparison table fills in with the verdict of a paired test.
   await page.waitForSelector('#table td.verdict', { timeout: 120_000 });
-  await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, { timeout: 120_000 });
+  await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, {
+    timeout: 120_000,
+  });
   const row = await page.textContent('#table tr:nth-child(2)');
   expect(row).toContain('demo');
   // What the page shows is what the API computed: the verdict (test, p-value, winner) and each interval.
@@ -80,10 +113,14 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   for (const s of api.strategies) {
     const c = apiRow.byStrategy[s]!;
     const shown = await page.textContent(`#table td.acc[data-strategy="${s}"]`);
-    expect(shown).toBe(`${(c.mean * 100).toFixed(1)}% [${(c.ci95![0] * 100).toFixed(1)}, ${(c.ci95![1] * 100).toFixed(1)}]`);
+    expect(shown).toBe(
+      `${(c.mean * 100).toFixed(1)}% [${(c.ci95![0] * 100).toFixed(1)}, ${(c.ci95![1] * 100).toFixed(1)}]`,
+    );
   }
   // The legend says which freeze the column holds.
-  expect(await page.textContent('#legend')).toContain("freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
+  expect(await page.textContent('#legend')).toContain(
+    "freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode",
+  );
   const artifacts = path.join(REPO_ROOT, 'test-artifacts');
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });
@@ -105,7 +142,22 @@ test('1,000 cells with live updates render and keep updating without freezing th
   const { app, feed } = buildApp({ state });
   apply({ sweep: { name: 'big', cells: 1000, createdAt: '' } });
   for (let i = 0; i < 1000; i++) {
-    apply({ cell: { cellId: `c${i}`, spec: CellSpec.fromPartial({ dataset: `d${i % 10}`, color: i % 2 ? 'gray' : 'rgb', strategy: i % 4 < 2 ? 'finetune' : 'freeze', model: 'resnet18', seed: Math.floor(i / 40), epochs: 15 }), state: 'running', attempts: 1, worker: `w${i % 8}` } });
+    apply({
+      cell: {
+        cellId: `c${i}`,
+        spec: CellSpec.fromPartial({
+          dataset: `d${i % 10}`,
+          color: i % 2 ? 'gray' : 'rgb',
+          strategy: i % 4 < 2 ? 'finetune' : 'freeze',
+          model: 'resnet18',
+          seed: Math.floor(i / 40),
+          epochs: 15,
+        }),
+        state: 'running',
+        attempts: 1,
+        worker: `w${i % 8}`,
+      },
+    });
   }
   await app.listen({ host: '127.0.0.1', port: 0 });
   const addr = app.server.address() as { port: number };
@@ -120,7 +172,20 @@ test('1,000 cells with live updates render and keep updating without freezing th
   let tick = 0;
   const timer = setInterval(() => {
     tick++;
-    for (let k = 0; k < 50; k++) apply({ step: { cellId: `c${(tick * 50 + k) % 1000}`, worker: 'w', epoch: tick % 15, step: 1, stepsPerEpoch: 10, loss: 0.5, imagesPerSec: 10, etaMs: 1000, epochs: 15 } });
+    for (let k = 0; k < 50; k++)
+      apply({
+        step: {
+          cellId: `c${(tick * 50 + k) % 1000}`,
+          worker: 'w',
+          epoch: tick % 15,
+          step: 1,
+          stepsPerEpoch: 10,
+          loss: 0.5,
+          imagesPerSec: 10,
+          etaMs: 1000,
+          epochs: 15,
+        },
+      });
   }, 50);
   const lags: number[] = [];
   for (let i = 0; i < 15; i++) {
@@ -131,12 +196,35 @@ test('1,000 cells with live updates render and keep updating without freezing th
   }
   clearInterval(timer);
   const sorted = [...lags].sort((a, b) => a - b);
-  console.log(JSON.stringify({ test: 'dashboard-1000-cells', firstRenderMs: firstRender, lagMedianMs: sorted[Math.floor(sorted.length / 2)], lagWorstMs: sorted.at(-1) }));
+  console.log(
+    JSON.stringify({
+      test: 'dashboard-1000-cells',
+      firstRenderMs: firstRender,
+      lagMedianMs: sorted[Math.floor(sorted.length / 2)],
+      lagWorstMs: sorted.at(-1),
+    }),
+  );
   expect(firstRender).toBeLessThan(10_000);
   expect(Math.max(...lags)).toBeLessThan(1_000);
   // The updates reached the page: a cell's row shows the epoch its last step event carried.
-  apply({ step: { cellId: 'c7', worker: 'w', epoch: 11, step: 5, stepsPerEpoch: 10, loss: 0.5, imagesPerSec: 10, etaMs: 1000, epochs: 15 } });
-  await page.waitForFunction(() => document.querySelector('#cells tr.cell[data-cell="c7"]')?.textContent?.includes('12/15'), undefined, { timeout: 10_000 });
+  apply({
+    step: {
+      cellId: 'c7',
+      worker: 'w',
+      epoch: 11,
+      step: 5,
+      stepsPerEpoch: 10,
+      loss: 0.5,
+      imagesPerSec: 10,
+      etaMs: 1000,
+      epochs: 15,
+    },
+  });
+  await page.waitForFunction(
+    () => document.querySelector('#cells tr.cell[data-cell="c7"]')?.textContent?.includes('12/15'),
+    undefined,
+    { timeout: 10_000 },
+  );
   expect(errors).toEqual([]);
   await page.close();
   await app.close();
@@ -147,9 +235,25 @@ test('markup in event text (a cell id, a dataset name) is shown as text: clickin
   const { CellSpec, FerryEvent } = await import('@ferry/protocol');
   const state = new DashboardState();
   const evil = `x" onclick="window.__pwned=1" data-x="`;
-  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => void state.apply(FerryEvent.fromPartial({ sweepId: 'xss', time: new Date().toISOString(), ...e }));
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void =>
+    void state.apply(FerryEvent.fromPartial({ sweepId: 'xss', time: new Date().toISOString(), ...e }));
   apply({ sweep: { name: 'xss', cells: 1, createdAt: '' } });
-  apply({ cell: { cellId: evil, spec: CellSpec.fromPartial({ dataset: '<img src=x onerror="window.__pwned=2">', color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0, epochs: 3 }), state: 'running', attempts: 1, worker: 'w' } });
+  apply({
+    cell: {
+      cellId: evil,
+      spec: CellSpec.fromPartial({
+        dataset: '<img src=x onerror="window.__pwned=2">',
+        color: 'rgb',
+        strategy: 'finetune',
+        model: 'resnet18',
+        seed: 0,
+        epochs: 3,
+      }),
+      state: 'running',
+      attempts: 1,
+      worker: 'w',
+    },
+  });
   const { app } = buildApp({ state });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const addr = app.server.address() as { port: number };
@@ -178,7 +282,22 @@ test("ferry run's process restarts are listed on the sweep page: crash with its 
     if (c) feed.changed(c);
   };
   apply({ sweep: { name: 'supervised', cells: 1, createdAt: '' } });
-  apply({ cell: { cellId: 'c0', spec: CellSpec.fromPartial({ dataset: 'demo', color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0, epochs: 3 }), state: 'running', attempts: 1, worker: 'local-0' } });
+  apply({
+    cell: {
+      cellId: 'c0',
+      spec: CellSpec.fromPartial({
+        dataset: 'demo',
+        color: 'rgb',
+        strategy: 'finetune',
+        model: 'resnet18',
+        seed: 0,
+        epochs: 3,
+      }),
+      state: 'running',
+      attempts: 1,
+      worker: 'local-0',
+    },
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const addr = app.server.address() as { port: number };
   const page = await browser!.newPage();
@@ -189,11 +308,36 @@ test("ferry run's process restarts are listed on the sweep page: crash with its 
   expect(await page.$('#process-events')).toBeNull(); // nothing crashed: no section
   const log = '/runs/supervised/logs/worker-0.log';
   // Live: events arriving while the page is open appear without a reload.
-  apply({ process: { name: 'worker local-0', kind: 'worker', state: 'crashed', exit: 'signal SIGKILL', restarts: 1, logTail: ['epoch 3', '<b>last</b> line'], log } });
+  apply({
+    process: {
+      name: 'worker local-0',
+      kind: 'worker',
+      state: 'crashed',
+      exit: 'signal SIGKILL',
+      restarts: 1,
+      logTail: ['epoch 3', '<b>last</b> line'],
+      log,
+    },
+  });
   apply({ process: { name: 'worker local-0', kind: 'worker', state: 'restarted', restarts: 1, log } });
-  apply({ process: { name: 'dashboard', kind: 'dashboard', state: 'gave-up', exit: 'exit code 1', logTail: ['EADDRINUSE'], log: '/runs/supervised/logs/dashboard.log' } });
+  apply({
+    process: {
+      name: 'dashboard',
+      kind: 'dashboard',
+      state: 'gave-up',
+      exit: 'exit code 1',
+      logTail: ['EADDRINUSE'],
+      log: '/runs/supervised/logs/dashboard.log',
+    },
+  });
   await page.waitForSelector('#process-events tr.process-gave-up', { timeout: 10_000 });
-  const rows = await page.$$eval('#process-events tr', (trs) => trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).slice(1).map((td) => td.textContent)));
+  const rows = await page.$$eval('#process-events tr', (trs) =>
+    trs.slice(1).map((tr) =>
+      Array.from(tr.querySelectorAll('td'))
+        .slice(1)
+        .map((td) => td.textContent),
+    ),
+  );
   expect(rows).toEqual([
     ['worker local-0', 'exited unexpectedly', 'signal SIGKILL', '1', '<b>last</b> line'],
     ['worker local-0', 'restarted', '', '1', ''],
@@ -214,13 +358,47 @@ test('results.html is one self-contained file: no network request, the verdict t
   const cells = (['finetune', 'freeze'] as const).flatMap((strategy, k) =>
     [0, 1].map((seed) => {
       const predicted = labels.map((l, i) => (i % (k === 0 ? 10 : 3) === 0 ? (l + 1) % 4 : l));
-      const epochs = Array.from({ length: 6 }, (_, e) => ({ epoch: e, valAccuracy: 0.3 + 0.1 * e * (k === 0 ? 1 : 0.6) + 0.01 * seed, trainLoss: 1 / (e + 1) }));
-      const confusion = [0, 1, 2, 3].map((t) => [0, 1, 2, 3].map((p) => labels.filter((l, i) => l === t && predicted[i] === p).length));
-      return { spec: { dataset: 'demo', path: 'demo', valFraction: null, color: 'rgb' as const, strategy, model: 'resnet18', seed }, bestEpoch: 5, bestValAccuracy: epochs[5]!.valAccuracy, wallMs: 1, imagesPerSec: 1, epochs, confusion, predictions: { predicted, labels, valSetHash: 'h' } };
+      const epochs = Array.from({ length: 6 }, (_, e) => ({
+        epoch: e,
+        valAccuracy: 0.3 + 0.1 * e * (k === 0 ? 1 : 0.6) + 0.01 * seed,
+        trainLoss: 1 / (e + 1),
+      }));
+      const confusion = [0, 1, 2, 3].map((t) =>
+        [0, 1, 2, 3].map((p) => labels.filter((l, i) => l === t && predicted[i] === p).length),
+      );
+      return {
+        spec: {
+          dataset: 'demo',
+          path: 'demo',
+          valFraction: null,
+          color: 'rgb' as const,
+          strategy,
+          model: 'resnet18',
+          seed,
+        },
+        bestEpoch: 5,
+        bestValAccuracy: epochs[5]!.valAccuracy,
+        wallMs: 1,
+        imagesPerSec: 1,
+        epochs,
+        confusion,
+        predictions: { predicted, labels, valSetHash: 'h' },
+      };
     }),
   );
   const table = resultsTable(cells);
-  const html = resultsHtml('demo <study>', table, cells.map((c) => ({ ...c.spec, bestEpoch: c.bestEpoch, bestValAccuracy: c.bestValAccuracy, epochs: c.epochs, classes: ['a', 'b', 'c', 'd'], confusion: c.confusion })));
+  const html = resultsHtml(
+    'demo <study>',
+    table,
+    cells.map((c) => ({
+      ...c.spec,
+      bestEpoch: c.bestEpoch,
+      bestValAccuracy: c.bestValAccuracy,
+      epochs: c.epochs,
+      classes: ['a', 'b', 'c', 'd'],
+      confusion: c.confusion,
+    })),
+  );
   const dir = path.join(REPO_ROOT, 'test-artifacts');
   mkdirSync(dir, { recursive: true });
   const file = path.join(dir, 'results.html');
@@ -231,14 +409,23 @@ test('results.html is one self-contained file: no network request, the verdict t
   await page.goto(`file://${file}`);
   expect(requests).toEqual([`file://${file}`]);
   expect(await page.title()).toBe('demo <study>: ferry results');
-  const row = await page.$$eval('table.results tr', (trs) => trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)));
+  const row = await page.$$eval('table.results tr', (trs) =>
+    trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent)),
+  );
   expect(row[0]!.slice(0, 2)).toEqual(['demo', 'rgb']);
   expect(row[0]![4]).toBe(table.rows[0]!.verdict);
   expect(await page.$$eval('.chart polyline.series', (l) => l.length)).toBe(4);
-  expect(await page.$$eval('.chart .legend .key', (l) => l.map((k) => k.textContent))).toEqual(['finetune seed 0', 'finetune seed 1', 'freeze seed 0', 'freeze seed 1']);
+  expect(await page.$$eval('.chart .legend .key', (l) => l.map((k) => k.textContent))).toEqual([
+    'finetune seed 0',
+    'finetune seed 1',
+    'freeze seed 0',
+    'freeze seed 1',
+  ]);
   expect(await page.$$eval('.chart circle.best', (l) => l.length)).toBe(4);
   // Distinct dash patterns, not colour alone.
-  expect(new Set(await page.$$eval('.chart polyline.series', (l) => l.map((p) => p.getAttribute('stroke-dasharray') ?? '')))).toHaveProperty('size', 4);
+  expect(
+    new Set(await page.$$eval('.chart polyline.series', (l) => l.map((p) => p.getAttribute('stroke-dasharray') ?? ''))),
+  ).toHaveProperty('size', 4);
   expect(await page.$$eval('figure.confusion', (l) => l.length)).toBe(4);
   await page.screenshot({ path: path.join(dir, 'results-html.png'), fullPage: true });
   const pdf = await page.pdf({ format: 'A4' });
@@ -250,7 +437,8 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   const { buildApp, DashboardState } = await import('@ferry/dashboard');
   const { CellSpec, ConfusionRow, FerryEvent } = await import('@ferry/protocol');
   const state = new DashboardState();
-  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void => void state.apply(FerryEvent.fromPartial({ sweepId: 'ui', time: new Date().toISOString(), ...e }));
+  const apply = (e: Parameters<typeof FerryEvent.fromPartial>[0]): void =>
+    void state.apply(FerryEvent.fromPartial({ sweepId: 'ui', time: new Date().toISOString(), ...e }));
   apply({ sweep: { name: 'ui study', cells: 4, createdAt: '' } });
   const specs = [
     ['c0', 'rgb', 'finetune', 0.9],
@@ -260,12 +448,53 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   ] as const;
   for (const [id, color, strategy, top] of specs) {
     for (let e = 0; e < 6; e++) {
-      apply({ epoch: { cellId: id, worker: 'w', epoch: e, trainLoss: 1.5 / (e + 1), trainAccuracy: top * (e + 1) / 6, valLoss: 1 / (e + 1), valAccuracy: top * Math.min(1, (e + 2) / 6), confusion: [], perClassAccuracy: [] } });
+      apply({
+        epoch: {
+          cellId: id,
+          worker: 'w',
+          epoch: e,
+          trainLoss: 1.5 / (e + 1),
+          trainAccuracy: (top * (e + 1)) / 6,
+          valLoss: 1 / (e + 1),
+          valAccuracy: top * Math.min(1, (e + 2) / 6),
+          confusion: [],
+          perClassAccuracy: [],
+        },
+      });
     }
     // Step-level loss (as workers publish it over NATS): 4 steps per epoch.
-    for (let k = 1; k <= 24; k++) apply({ step: { cellId: id, worker: 'w', epoch: Math.floor((k - 1) / 4), step: ((k - 1) % 4) + 1, stepsPerEpoch: 4, loss: 2 / k + top, imagesPerSec: 10, etaMs: 0, epochs: 6 } });
-    const confusion = [[8, 2], [top > 0.5 ? 1 : 5, top > 0.5 ? 9 : 5]].map((r) => ConfusionRow.fromPartial({ counts: r }));
-    apply({ cell: { cellId: id, spec: CellSpec.fromPartial({ dataset: 'demo', color, strategy, model: 'resnet18', seed: 0, epochs: 6 }), state: 'done', attempts: 1, worker: 'w', bestValAccuracy: top, bestEpoch: 4, classes: ['cat', 'dog'], confusion, perClassAccuracy: [0.8, top] } });
+    for (let k = 1; k <= 24; k++)
+      apply({
+        step: {
+          cellId: id,
+          worker: 'w',
+          epoch: Math.floor((k - 1) / 4),
+          step: ((k - 1) % 4) + 1,
+          stepsPerEpoch: 4,
+          loss: 2 / k + top,
+          imagesPerSec: 10,
+          etaMs: 0,
+          epochs: 6,
+        },
+      });
+    const confusion = [
+      [8, 2],
+      [top > 0.5 ? 1 : 5, top > 0.5 ? 9 : 5],
+    ].map((r) => ConfusionRow.fromPartial({ counts: r }));
+    apply({
+      cell: {
+        cellId: id,
+        spec: CellSpec.fromPartial({ dataset: 'demo', color, strategy, model: 'resnet18', seed: 0, epochs: 6 }),
+        state: 'done',
+        attempts: 1,
+        worker: 'w',
+        bestValAccuracy: top,
+        bestEpoch: 4,
+        classes: ['cat', 'dog'],
+        confusion,
+        perClassAccuracy: [0.8, top],
+      },
+    });
   }
   const { app } = buildApp({ state });
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -304,7 +533,8 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   // Sorting: best val descending, then filtering by words.
   await page.click('#cells th[data-key="bestValAccuracy"]');
   await page.click('#cells th[data-key="bestValAccuracy"]');
-  const order = async (): Promise<string[]> => page.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!));
+  const order = async (): Promise<string[]> =>
+    page.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!));
   expect(await order()).toEqual(['c0', 'c2', 'c1', 'c3']);
   expect(await page.getAttribute('#cells th[data-key="bestValAccuracy"]', 'aria-sort')).toBe('descending');
   await page.fill('#filter', 'gray');
@@ -322,7 +552,9 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   const again = await browser!.newPage({ viewport: { width: 1300, height: 1100 } });
   await again.goto(`${base}${hash}`);
   await again.waitForFunction(() => document.querySelectorAll('#overlay .u-legend .u-series').length === 4);
-  expect(await again.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!))).toEqual(['c2', 'c3']);
+  expect(
+    await again.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!)),
+  ).toEqual(['c2', 'c3']);
   expect(await again.isChecked('#norm')).toBe(true);
   await again.close();
   // Dark mode follows the system setting.

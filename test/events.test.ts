@@ -18,11 +18,29 @@ afterEach(async () => {
 });
 
 const stepEvent = (i: number): FerryEvent =>
-  FerryEvent.fromPartial({ sweepId: 'sw', time: new Date().toISOString(), step: { cellId: 'c1', worker: 'w', epoch: 0, step: i, stepsPerEpoch: 100, loss: 1 / (i + 1), imagesPerSec: 10, etaMs: 0, epochs: 1 } });
+  FerryEvent.fromPartial({
+    sweepId: 'sw',
+    time: new Date().toISOString(),
+    step: {
+      cellId: 'c1',
+      worker: 'w',
+      epoch: 0,
+      step: i,
+      stepsPerEpoch: 100,
+      loss: 1 / (i + 1),
+      imagesPerSec: 10,
+      etaMs: 0,
+      epochs: 1,
+    },
+  });
 
 describe('NATS events', () => {
   test('credentials are taken from the URL', () => {
-    expect(natsOptions({ url: 'nats://alice:s%40cret@host:4333' })).toMatchObject({ servers: ['host:4333'], user: 'alice', pass: 's@cret' });
+    expect(natsOptions({ url: 'nats://alice:s%40cret@host:4333' })).toMatchObject({
+      servers: ['host:4333'],
+      user: 'alice',
+      pass: 's@cret',
+    });
     expect(natsOptions({ url: 'nats://tok123@host' })).toMatchObject({ servers: ['host:4222'], token: 'tok123' });
   });
 
@@ -39,8 +57,12 @@ describe('NATS events', () => {
     closers.push(() => sub.stop());
     await waitFor('the authenticated replay', 10_000, async () => (got.length === 1 ? true : undefined));
     expect(got).toEqual([7]);
-    await expect(connect({ ...natsOptions({ url: nats.url.replace('nats://', 'nats://ferry:wrong@') }), maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
-    await expect(connect({ ...natsOptions({ url: nats.url }), maxReconnectAttempts: 0 })).rejects.toThrow(/authorization/i);
+    await expect(
+      connect({ ...natsOptions({ url: nats.url.replace('nats://', 'nats://ferry:wrong@') }), maxReconnectAttempts: 0 }),
+    ).rejects.toThrow(/authorization/i);
+    await expect(connect({ ...natsOptions({ url: nats.url }), maxReconnectAttempts: 0 })).rejects.toThrow(
+      /authorization/i,
+    );
   });
 
   test('published events are kept by JetStream: a subscriber started later replays them all, in order, as JSON any client can read', async () => {
@@ -93,12 +115,24 @@ describe('NATS events', () => {
     const nats = await startNats(tmp());
     procs.push(nats);
     const pub = new EventPublisher({ target: { url: nats.url } });
-    pub.publish(SUBJECTS.sweep('sw'), FerryEvent.fromPartial({ sweepId: 'sw', time: '', sweep: { name: 'late', cells: 1, createdAt: '' } }));
-    pub.publish(SUBJECTS.epoch('sw', 'c1'), FerryEvent.fromPartial({ sweepId: 'sw', time: '', epoch: { cellId: 'c1', epoch: 0, trainLoss: 0.7, valLoss: 0.8, trainAccuracy: 0.6, valAccuracy: 0.55 } }));
+    pub.publish(
+      SUBJECTS.sweep('sw'),
+      FerryEvent.fromPartial({ sweepId: 'sw', time: '', sweep: { name: 'late', cells: 1, createdAt: '' } }),
+    );
+    pub.publish(
+      SUBJECTS.epoch('sw', 'c1'),
+      FerryEvent.fromPartial({
+        sweepId: 'sw',
+        time: '',
+        epoch: { cellId: 'c1', epoch: 0, trainLoss: 0.7, valLoss: 0.8, trainAccuracy: 0.6, valAccuracy: 0.55 },
+      }),
+    );
     await pub.close();
     for (let round = 0; round < 2; round++) {
       const d = await startDashboard({ listen: '127.0.0.1:0', nats: { url: nats.url } });
-      await waitFor('the history', 10_000, async () => (d.state.sweeps.get('sw')?.cells.get('c1')?.epochs.length === 1 ? true : undefined));
+      await waitFor('the history', 10_000, async () =>
+        d.state.sweeps.get('sw')?.cells.get('c1')?.epochs.length === 1 ? true : undefined,
+      );
       const r = await fetch(`${d.url}api/sweeps`);
       expect(((await r.json()) as { name: string }[])[0]!.name).toBe('late');
       await d.stop();

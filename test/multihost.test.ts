@@ -29,7 +29,9 @@ beforeAll(() => {
     sh(`ip netns add ${ns}`);
     sh(`ip link add ${VETH[i]} type veth peer name ${VETH[i]}p`);
     sh(`ip link set ${VETH[i]}p netns ${ns} && ip link set ${VETH[i]} master ${BR} && ip link set ${VETH[i]} up`);
-    sh(`ip netns exec ${ns} ip addr add ${WORKER_IP[i]}/24 dev ${VETH[i]}p && ip netns exec ${ns} ip link set ${VETH[i]}p up && ip netns exec ${ns} ip link set lo up`);
+    sh(
+      `ip netns exec ${ns} ip addr add ${WORKER_IP[i]}/24 dev ${VETH[i]}p && ip netns exec ${ns} ip link set ${VETH[i]}p up && ip netns exec ${ns} ip link set lo up`,
+    );
   });
 });
 
@@ -43,10 +45,45 @@ test('coordinator and two workers on separate network namespaces, TLS + token; a
   const dir = tmp();
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=ferry-coordinator', '-addext', `subjectAltName=IP:${HOST}`], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=ferry-coordinator',
+      '-addext',
+      `subjectAltName=IP:${HOST}`,
+    ],
+    { stdio: 'ignore' },
+  );
   const token = 'multi-host-token';
   const port = await freePort();
-  const coord = await startCoordinator(['--listen', `${HOST}:${port}`, '--state', tmp(), '--tls-cert', cert, '--tls-key', key, '--token', token, '--lease-ms', '3000', '--heartbeat-ms', '300']);
+  const coord = await startCoordinator([
+    '--listen',
+    `${HOST}:${port}`,
+    '--state',
+    tmp(),
+    '--tls-cert',
+    cert,
+    '--tls-key',
+    key,
+    '--token',
+    token,
+    '--lease-ms',
+    '3000',
+    '--heartbeat-ms',
+    '300',
+  ]);
   procs.push(coord);
   const dataRoot = tmp();
   await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 9 });
@@ -54,8 +91,35 @@ test('coordinator and two workers on separate network namespaces, TLS + token; a
   const workers = NS.map((ns, i) => {
     const child = spawn(
       'ip',
-      ['netns', 'exec', ns, process.execPath, bin, 'worker', '--coordinator', `${HOST}:${port}`, '--tls-ca', cert, '--token', token, '--name', `host${i + 1}`,
-        '--data-root', dataRoot, '--work-dir', tmp(), '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', '--peer-host', WORKER_IP[i]!, '--insecure-peer'],
+      [
+        'netns',
+        'exec',
+        ns,
+        process.execPath,
+        bin,
+        'worker',
+        '--coordinator',
+        `${HOST}:${port}`,
+        '--tls-ca',
+        cert,
+        '--token',
+        token,
+        '--name',
+        `host${i + 1}`,
+        '--data-root',
+        dataRoot,
+        '--work-dir',
+        tmp(),
+        '--backend',
+        'wasm',
+        '--threads',
+        '1',
+        '--poll-ms',
+        '300',
+        '--peer-host',
+        WORKER_IP[i]!,
+        '--insecure-peer',
+      ],
       { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: tmp() }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let log = '';
@@ -81,12 +145,21 @@ test('coordinator and two workers on separate network namespaces, TLS + token; a
     10_000,
   );
   admin.close();
-  const victim = await waitFor('a cell on host1 past epoch 2', 90_000, async () => (await getSweep(conn, sub.sweepId)).cells.find((c) => c.state === 'running' && c.worker === 'host1' && c.checkpointEpochs >= 2));
+  const victim = await waitFor('a cell on host1 past epoch 2', 90_000, async () =>
+    (await getSweep(conn, sub.sweepId)).cells.find(
+      (c) => c.state === 'running' && c.worker === 'host1' && c.checkpointEpochs >= 2,
+    ),
+  );
   sh(`ip link set ${VETH[0]} down`);
-  const done = await waitFor('the sweep to finish on host2', 150_000, async () => {
-    const s = await getSweep(conn, sub.sweepId);
-    return s.done === 2 ? s : undefined;
-  }, 500);
+  const done = await waitFor(
+    'the sweep to finish on host2',
+    150_000,
+    async () => {
+      const s = await getSweep(conn, sub.sweepId);
+      return s.done === 2 ? s : undefined;
+    },
+    500,
+  );
   const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
   expect(moved.attempts).toBe(2);
   expect((JSON.parse(moved.resultJson) as { resumedFromEpoch: number }).resumedFromEpoch).toBeGreaterThanOrEqual(2);

@@ -45,10 +45,29 @@ interface Run {
 }
 
 function startRun(out: string, workers: number, extra: string[] = [], env: Record<string, string> = {}): Run {
-  const child = spawn(process.execPath, [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'wasm', '--workers', String(workers), '--dashboard-port', '0', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FERRY_CACHE: tmp(), ...env },
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      'run',
+      sweepFile,
+      '--data-root',
+      dataRoot,
+      '--out',
+      out,
+      '--backend',
+      'wasm',
+      '--workers',
+      String(workers),
+      '--dashboard-port',
+      '0',
+      ...extra,
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, FERRY_CACHE: tmp(), ...env },
+    },
+  );
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -58,7 +77,8 @@ function startRun(out: string, workers: number, extra: string[] = [], env: Recor
 }
 
 type Child = { name: string; kind: string; pid: number | null; restarts: number; log: string };
-const children = (out: string): Child[] => (JSON.parse(readFileSync(path.join(out, 'children.json'), 'utf8')) as { children: Child[] }).children;
+const children = (out: string): Child[] =>
+  (JSON.parse(readFileSync(path.join(out, 'children.json'), 'utf8')) as { children: Child[] }).children;
 
 /** The run's sweep, through its coordinator (undefined while the coordinator is down). */
 async function sweep(run: Run): Promise<SweepStatus | undefined> {
@@ -80,23 +100,44 @@ async function killAndAwaitRestart(run: Run, name: string): Promise<void> {
   const c = children(run.out).find((x) => x.name === name)!;
   const before = run.stderr().split(`${name} restarted`).length;
   process.kill(c.pid!, 'SIGKILL');
-  await waitFor(`${name} to be restarted`, 60_000, async () => (run.stderr().split(`${name} restarted`).length > before ? true : undefined), 100);
+  await waitFor(
+    `${name} to be restarted`,
+    60_000,
+    async () => (run.stderr().split(`${name} restarted`).length > before ? true : undefined),
+    100,
+  );
   expect(run.stderr()).toContain(`ferry run: ${name} exited unexpectedly (signal SIGKILL)`);
 }
 
 type Results = {
   table: { rows: unknown[] };
-  cells: { cellId: string; state: string; attempts: number; result: { resumedFromEpoch: number; bestValAccuracy: number; epochs: { epoch: number; trainLoss: number; trainAccuracy: number; valLoss: number; valAccuracy: number }[] } }[];
+  cells: {
+    cellId: string;
+    state: string;
+    attempts: number;
+    result: {
+      resumedFromEpoch: number;
+      bestValAccuracy: number;
+      epochs: { epoch: number; trainLoss: number; trainAccuracy: number; valLoss: number; valAccuracy: number }[];
+    };
+  }[];
 };
 const results = (out: string): Results => JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
 
 /** What must not depend on crashes: the table, and each cell's epoch history (times aside) and attempts. */
 function comparable(r: Results) {
   return {
-    rows: JSON.parse(JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v))) as unknown,
+    rows: JSON.parse(
+      JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v)),
+    ) as unknown,
     cells: [...r.cells]
       .sort((a, b) => a.cellId.localeCompare(b.cellId))
-      .map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, epochs: c.result.epochs.map((e) => [e.epoch, e.trainLoss, e.trainAccuracy, e.valLoss, e.valAccuracy]) })),
+      .map((c) => ({
+        cellId: c.cellId,
+        state: c.state,
+        attempts: c.attempts,
+        epochs: c.result.epochs.map((e) => [e.epoch, e.trainLoss, e.trainAccuracy, e.valLoss, e.valAccuracy]),
+      })),
   };
 }
 
@@ -110,13 +151,23 @@ describe('ferry run supervises its children', () => {
   test('1 worker: kill -9 of the worker, then of the coordinator: same results, epochs and attempts as an undisturbed run', async () => {
     const reference = await undisturbed(1);
     const run = startRun(tmp(), 1);
-    const first = await waitFor('a cell with 2 epochs checkpointed', 90_000, async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2), 200);
+    const first = await waitFor(
+      'a cell with 2 epochs checkpointed',
+      90_000,
+      async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
+      200,
+    );
     await killAndAwaitRestart(run, 'worker local-0');
     // The restarted worker claimed its attempt and resumes it from the coordinator's checkpoint.
-    await waitFor('the resumed cell to pass another epoch', 90_000, async () => {
-      const c = (await sweep(run))?.cells.find((x) => x.cellId === first.cellId);
-      return c && (c.state === 'done' || c.epoch >= first.checkpointEpochs + 2) ? true : undefined;
-    }, 200);
+    await waitFor(
+      'the resumed cell to pass another epoch',
+      90_000,
+      async () => {
+        const c = (await sweep(run))?.cells.find((x) => x.cellId === first.cellId);
+        return c && (c.state === 'done' || c.epoch >= first.checkpointEpochs + 2) ? true : undefined;
+      },
+      200,
+    );
     await killAndAwaitRestart(run, 'coordinator');
     expect(await run.exited, run.stderr()).toBe(0);
     const got = results(run.out);
@@ -124,7 +175,9 @@ describe('ferry run supervises its children', () => {
     expect(got.cells.find((c) => c.cellId === first.cellId)!.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
     expect(readFileSync(path.join(run.out, 'logs', 'worker-0.log'), 'utf8')).toContain(`resuming attempt`);
     // The crash line names the child's log and quotes its last lines.
-    expect(run.stderr()).toMatch(/worker local-0 exited unexpectedly \(signal SIGKILL\); restart 1 in 0\.5 s; last lines of \S+worker-0\.log:\n {2}\| /);
+    expect(run.stderr()).toMatch(
+      /worker local-0 exited unexpectedly \(signal SIGKILL\); restart 1 in 0\.5 s; last lines of \S+worker-0\.log:\n {2}\| /,
+    );
     expect(children(run.out).map((c) => [c.name, c.restarts])).toEqual([
       ['nats-server', 0],
       ['coordinator', 1],
@@ -137,26 +190,55 @@ describe('ferry run supervises its children', () => {
     const reference = await undisturbed(2);
     // --serve: the dashboard stays after the sweep (until SIGINT), so it can be checked afterwards.
     const run = startRun(tmp(), 2, ['--serve']);
-    const busy = await waitFor('a cell with an epoch checkpointed', 90_000, async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 1), 200);
+    const busy = await waitFor(
+      'a cell with an epoch checkpointed',
+      90_000,
+      async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 1),
+      200,
+    );
     await killAndAwaitRestart(run, `worker ${busy.worker}`);
     await killAndAwaitRestart(run, 'nats-server');
     await killAndAwaitRestart(run, 'dashboard');
-    await waitFor('the results table', 300_000, async () => (/the dashboard stays at/.test(run.stderr()) ? true : undefined), 250);
+    await waitFor(
+      'the results table',
+      300_000,
+      async () => (/the dashboard stays at/.test(run.stderr()) ? true : undefined),
+      250,
+    );
     expect(comparable(results(run.out))).toEqual(comparable(reference));
     const url = /^dashboard: (\S+)$/m.exec(run.stdout())![1]!;
     // The restarted dashboard replayed the history: both cells done, every epoch once, and the
     // three crashes and restarts (published while NATS or the dashboard itself was down).
-    const view = await waitFor('the dashboard to show the history and the restarts', 60_000, async () => {
-      const s = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string }[];
-      if (s.length !== 1) return undefined;
-      const v = (await (await fetch(`${url}api/sweeps/${s[0]!.sweepId}`)).json()) as { cells: { cellId: string; state: string }[]; processes: { name: string; state: string; exit: string }[] };
-      const events = v.processes.map((p) => `${p.name} ${p.state}`);
-      const all = [`worker ${busy.worker} crashed`, `worker ${busy.worker} restarted`, 'nats-server crashed', 'nats-server restarted', 'dashboard crashed', 'dashboard restarted'];
-      return v.cells.filter((c) => c.state === 'done').length === 2 && all.every((e) => events.includes(e)) ? v : undefined;
-    }, 500);
+    const view = await waitFor(
+      'the dashboard to show the history and the restarts',
+      60_000,
+      async () => {
+        const s = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string }[];
+        if (s.length !== 1) return undefined;
+        const v = (await (await fetch(`${url}api/sweeps/${s[0]!.sweepId}`)).json()) as {
+          cells: { cellId: string; state: string }[];
+          processes: { name: string; state: string; exit: string }[];
+        };
+        const events = v.processes.map((p) => `${p.name} ${p.state}`);
+        const all = [
+          `worker ${busy.worker} crashed`,
+          `worker ${busy.worker} restarted`,
+          'nats-server crashed',
+          'nats-server restarted',
+          'dashboard crashed',
+          'dashboard restarted',
+        ];
+        return v.cells.filter((c) => c.state === 'done').length === 2 && all.every((e) => events.includes(e))
+          ? v
+          : undefined;
+      },
+      500,
+    );
     expect(view.processes.find((p) => p.state === 'crashed')!.exit).toBe('signal SIGKILL');
     for (const c of view.cells) {
-      const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as { curves: { epoch: number; valAccuracy: number }[] };
+      const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as {
+        curves: { epoch: number; valAccuracy: number }[];
+      };
       const want = results(run.out).cells.find((x) => x.cellId === c.cellId)!.result.epochs;
       expect(cell.curves.map((e) => [e.epoch, e.valAccuracy])).toEqual(want.map((e) => [e.epoch, e.valAccuracy]));
     }
@@ -167,34 +249,60 @@ describe('ferry run supervises its children', () => {
   test('without nats-server installed the dashboard follows the coordinator during the run, and `ferry dashboard --run DIR` shows the finished run', async () => {
     // FERRY_NATS_SERVER='' is a machine without nats-server (Debian's is in /usr/sbin, which ferry searches besides PATH).
     const run = startRun(tmp(), 1, [], { FERRY_NATS_SERVER: '' });
-    const url = await waitFor('the dashboard URL', 60_000, async () => /^dashboard: (\S+)$/m.exec(run.stdout())?.[1], 100);
+    const url = await waitFor(
+      'the dashboard URL',
+      60_000,
+      async () => /^dashboard: (\S+)$/m.exec(run.stdout())?.[1],
+      100,
+    );
     // Live, from the coordinator's event feed: the sweep, its cells, and epoch curves as they come.
-    const live = await waitFor('epochs on the live dashboard', 90_000, async () => {
-      const sweeps = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string; cells: number }[];
-      if (sweeps.length !== 1) return undefined;
-      const v = (await (await fetch(`${url}api/sweeps/${sweeps[0]!.sweepId}`)).json()) as { cells: { cellId: string; state: string }[] };
-      for (const c of v.cells) {
-        const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as { curves: { epoch: number }[] };
-        if (cell.curves.length >= 2) return { sweepId: sweeps[0]!.sweepId, cells: v.cells.length, curves: cell.curves.map((e) => e.epoch) };
-      }
-      return undefined;
-    }, 300);
+    const live = await waitFor(
+      'epochs on the live dashboard',
+      90_000,
+      async () => {
+        const sweeps = (await (await fetch(`${url}api/sweeps`)).json()) as { sweepId: string; cells: number }[];
+        if (sweeps.length !== 1) return undefined;
+        const v = (await (await fetch(`${url}api/sweeps/${sweeps[0]!.sweepId}`)).json()) as {
+          cells: { cellId: string; state: string }[];
+        };
+        for (const c of v.cells) {
+          const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as { curves: { epoch: number }[] };
+          if (cell.curves.length >= 2)
+            return { sweepId: sweeps[0]!.sweepId, cells: v.cells.length, curves: cell.curves.map((e) => e.epoch) };
+        }
+        return undefined;
+      },
+      300,
+    );
     expect(live.cells).toBe(2);
-    expect(run.stderr()).toContain('nats-server is not on PATH (or FERRY_NATS_SERVER): the dashboard follows the coordinator');
+    expect(run.stderr()).toContain(
+      'nats-server is not on PATH (or FERRY_NATS_SERVER): the dashboard follows the coordinator',
+    );
     expect(live.curves).toEqual([...Array(live.curves.length).keys()]);
     expect(await run.exited, run.stderr()).toBe(0);
     // Afterwards, from the run's folder alone (read-only): every cell, every epoch, the same table.
-    const dash = spawn(process.execPath, [BIN, 'dashboard', '--run', run.out, '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const dash = spawn(process.execPath, [BIN, 'dashboard', '--run', run.out, '--listen', '127.0.0.1:0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     try {
       let text = '';
       dash.stdout!.on('data', (d: Buffer) => (text += d.toString()));
-      const again = await waitFor('the run-folder dashboard', 30_000, async () => /^dashboard on (\S+)$/m.exec(text)?.[1], 100);
-      const v = (await (await fetch(`${again}api/sweeps/${live.sweepId}`)).json()) as { cells: { cellId: string; state: string; epoch: number }[]; table: { rows: unknown[] } };
+      const again = await waitFor(
+        'the run-folder dashboard',
+        30_000,
+        async () => /^dashboard on (\S+)$/m.exec(text)?.[1],
+        100,
+      );
+      const v = (await (await fetch(`${again}api/sweeps/${live.sweepId}`)).json()) as {
+        cells: { cellId: string; state: string; epoch: number }[];
+        table: { rows: unknown[] };
+      };
       expect(v.cells.map((c) => [c.state, c.epoch])).toEqual([
         ['done', 10],
         ['done', 10],
       ]);
-      const strip = (rows: unknown[]): unknown => JSON.parse(JSON.stringify(rows, (k, x: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : x)));
+      const strip = (rows: unknown[]): unknown =>
+        JSON.parse(JSON.stringify(rows, (k, x: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : x)));
       expect(strip(v.table.rows)).toEqual(strip(results(run.out).table.rows));
     } finally {
       dash.kill('SIGTERM');
@@ -208,7 +316,11 @@ describe('ferry run supervises its children', () => {
 
   test('a worker that cannot start (its backend is not installed) is restarted until the crash-loop limit, then the run ends with FERRY_ERR_CRASH_LOOP', async () => {
     const out = tmp();
-    const child = spawn(process.execPath, [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const t0 = Date.now();

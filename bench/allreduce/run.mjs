@@ -35,7 +35,9 @@ if (!isMainThread) {
     }
     parentPort.postMessage(times);
   } else if (role === 'send') {
-    const client = new PeerClient(addrs[1], grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 16 << 20 });
+    const client = new PeerClient(addrs[1], grpc.credentials.createInsecure(), {
+      'grpc.max_send_message_length': 16 << 20,
+    });
     const chunk = Buffer.alloc(1 << 20, 7);
     const chunks = Math.round((n * 4) / chunk.length);
     const times = [];
@@ -70,7 +72,13 @@ if (!isMainThread) {
   process.exit(0);
 }
 
-const { values } = parseArgs({ options: { ranks: { type: 'string', default: '2,3,4' }, mb: { type: 'string', default: '10,45' }, repeat: { type: 'string', default: '3' } } });
+const { values } = parseArgs({
+  options: {
+    ranks: { type: 'string', default: '2,3,4' },
+    mb: { type: 'string', default: '10,45' },
+    repeat: { type: 'string', default: '3' },
+  },
+});
 const url = new URL(import.meta.url);
 async function group(roles, n, repeat) {
   const ws = roles.map((role, rank) => new Worker(url, { workerData: { role, rank, k: roles.length, n, repeat } }));
@@ -102,6 +110,19 @@ for (const mb of values.mb.split(',').map(Number)) {
     const ms = Math.min(...perRun);
     const bytes = n * 4;
     const bus = (((2 * (k - 1)) / k) * bytes) / (ms / 1000);
-    console.log(JSON.stringify({ bench: 'allreduce', ranks: k, buffer_mb: mb, ms: +ms.toFixed(1), algo_mb_per_s: +(bytes / (ms / 1000) / 1e6).toFixed(1), bus_mb_per_s: +(bus / 1e6).toFixed(1), raw_stream_mb_per_s: +(raw / 1e6).toFixed(1), bus_vs_raw: +(bus / raw).toFixed(3), cpus: (await import('node:os')).availableParallelism(), slowest_rank_ms: +best.toFixed(1) }));
+    console.log(
+      JSON.stringify({
+        bench: 'allreduce',
+        ranks: k,
+        buffer_mb: mb,
+        ms: +ms.toFixed(1),
+        algo_mb_per_s: +(bytes / (ms / 1000) / 1e6).toFixed(1),
+        bus_mb_per_s: +(bus / 1e6).toFixed(1),
+        raw_stream_mb_per_s: +(raw / 1e6).toFixed(1),
+        bus_vs_raw: +(bus / raw).toFixed(3),
+        cpus: (await import('node:os')).availableParallelism(),
+        slowest_rank_ms: +best.toFixed(1),
+      }),
+    );
   }
 }

@@ -11,7 +11,9 @@ import { DecodePool, Rng, studyTransforms } from '@ferry/core';
 
 const { values } = parseArgs({ options: { images: { type: 'string', default: '256' }, threads: { type: 'string' } } });
 const n = Number(values.images);
-const threadsList = values.threads ? values.threads.split(',').map(Number) : [...new Set([1, 2, os.availableParallelism()])];
+const threadsList = values.threads
+  ? values.threads.split(',').map(Number)
+  : [...new Set([1, 2, os.availableParallelism()])];
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-data-'));
 const files = [];
 for (let i = 0; i < n; i++) {
@@ -19,9 +21,13 @@ for (let i = 0; i < n; i++) {
   const w = 500;
   const h = 375;
   const buf = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) for (let c = 0; c < 3; c++) buf[(y * w + x) * 3 + c] = (x * (c + 1) + y * (3 - c) + rng.int(40)) & 255;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++) buf[(y * w + x) * 3 + c] = (x * (c + 1) + y * (3 - c) + rng.int(40)) & 255;
   const f = path.join(dir, `${i}.jpg`);
-  await sharp(buf, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toFile(f);
+  await sharp(buf, { raw: { width: w, height: h, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toFile(f);
   files.push(f);
 }
 for (const threads of threadsList) {
@@ -34,7 +40,19 @@ for (const threads of threadsList) {
       const results = await Promise.all(files.map((f, i) => pool.run(f, spec, i)));
       const ms = performance.now() - t0;
       const failed = results.filter((r) => !r.ok).length;
-      console.log(JSON.stringify({ bench: 'data', threads, color, transform: kind, size: 224, source: '500x375 jpeg', images: n, failed, images_per_sec: +((n * 1000) / ms).toFixed(1) }));
+      console.log(
+        JSON.stringify({
+          bench: 'data',
+          threads,
+          color,
+          transform: kind,
+          size: 224,
+          source: '500x375 jpeg',
+          images: n,
+          failed,
+          images_per_sec: +((n * 1000) / ms).toFixed(1),
+        }),
+      );
     }
   }
   await pool.close();

@@ -24,8 +24,18 @@ const classes = Number(values.classes);
 const backend = await selectBackend(values.backend);
 const strategy = values.mode === 'freeze' || values.mode === 'probe' ? { kind: values.mode } : { kind: 'finetune' };
 const microBatch = values.micro ? Number(values.micro) : autoMicroBatch(backend.name, values.model, size, batch);
-const { net, x, labels, shape, trainer } = trainingSetup({ model: values.model, classes, size, batch, strategy, microBatch });
-const step = values.mode === 'inference' ? () => net.predictArray(x, shape) : async () => trainer.trainStep({ x, shape, labels }, 0.001);
+const { net, x, labels, shape, trainer } = trainingSetup({
+  model: values.model,
+  classes,
+  size,
+  batch,
+  strategy,
+  microBatch,
+});
+const step =
+  values.mode === 'inference'
+    ? () => net.predictArray(x, shape)
+    : async () => trainer.trainStep({ x, shape, labels }, 0.001);
 
 await step(); // warm-up: kernel set-up, momentum buffers
 const minMs = Number(values['min-seconds']) * 1000;

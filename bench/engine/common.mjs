@@ -12,16 +12,33 @@ export function trainingSetup({ model: arch, classes, size, batch, strategy = { 
   const labels = Int32Array.from({ length: batch }, (_, i) => i % classes);
   const shape = [batch, size, size, 3];
   const source = new ArrayBatchSource(x, labels, [size, size, 3], classes, { batchSize: batch, shuffle: false });
-  const trainer = new Trainer({ network: net, config: { ...DEFAULT_TRAIN_CONFIG, strategy }, train: source, val: source, microBatch });
+  const trainer = new Trainer({
+    network: net,
+    config: { ...DEFAULT_TRAIN_CONFIG, strategy },
+    train: source,
+    val: source,
+    microBatch,
+  });
   return { net, x, labels, shape, trainer };
 }
 
 /** Runs a command that prints JSON lines; its last line, or { error } with the end of its stderr. */
 export function runJson(cmd, args, timeoutMs = 0) {
   try {
-    const out = execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24, timeout: timeoutMs });
+    const out = execFileSync(cmd, args, {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      maxBuffer: 1 << 24,
+      timeout: timeoutMs,
+    });
     return JSON.parse(out.trim().split('\n').at(-1));
   } catch (e) {
-    return { error: String(e.stderr ?? e.message).split('\n').filter((l) => l && !l.startsWith('Warning: max')).slice(-3).join(' | ') };
+    return {
+      error: String(e.stderr ?? e.message)
+        .split('\n')
+        .filter((l) => l && !l.startsWith('Warning: max'))
+        .slice(-3)
+        .join(' | '),
+    };
   }
 }

@@ -98,7 +98,11 @@ if (!values['no-profile']) {
     .sort((a, b) => b[1].ms - a[1].ms || b[1].calls - a[1].calls)
     .slice(0, Number(values.top))
     .map(([name, e]) => ({ name, calls: e.calls, ms: +e.ms.toFixed(2) }));
-  census = { kernels_per_step: profile.kernels.length, gpu_ms_per_step: timed ? +gpuMs.toFixed(1) : null, top_kernels: top };
+  census = {
+    kernels_per_step: profile.kernels.length,
+    gpu_ms_per_step: timed ? +gpuMs.toFixed(1) : null,
+    top_kernels: top,
+  };
 }
 console.log(
   JSON.stringify({

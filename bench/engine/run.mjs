@@ -24,8 +24,14 @@ const { values } = parseArgs({
     python: { type: 'string', default: '/usr/bin/python3' },
   },
 });
-const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
-const backends = values.backends ? list(values.backends) : (await probeAllBackends()).filter((p) => p.available).map((p) => p.name);
+const list = (s) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+const backends = values.backends
+  ? list(values.backends)
+  : (await probeAllBackends()).filter((p) => p.available).map((p) => p.name);
 const sizes = list(values.sizes).map(Number);
 const batches = list(values.batches).map(Number);
 const modes = list(values.modes);
@@ -37,13 +43,41 @@ const summary = [];
 for (const size of sizes)
   for (const batch of batches)
     for (const mode of modes) {
-      const common = ['--model', values.model, '--size', String(size), '--batch', String(batch), '--mode', mode, '--steps', values.steps];
-      const torch = run(values.python, [path.join(here, 'torch_bench.py'), ...common, '--threads', values['torch-threads']]);
+      const common = [
+        '--model',
+        values.model,
+        '--size',
+        String(size),
+        '--batch',
+        String(batch),
+        '--mode',
+        mode,
+        '--steps',
+        values.steps,
+      ];
+      const torch = run(values.python, [
+        path.join(here, 'torch_bench.py'),
+        ...common,
+        '--threads',
+        values['torch-threads'],
+      ]);
       console.log(JSON.stringify({ ...torch, machine }));
       for (const backend of backends) {
         const r = run(process.execPath, [path.join(here, 'case.mjs'), '--backend', backend, ...common]);
-        const ratio = r.images_per_sec && torch.images_per_sec ? +(r.images_per_sec / torch.images_per_sec).toFixed(3) : null;
-        console.log(JSON.stringify({ ...r, backend, size, batch, mode, vs_pytorch: ratio, pytorch_images_per_sec: torch.images_per_sec ?? null, machine }));
+        const ratio =
+          r.images_per_sec && torch.images_per_sec ? +(r.images_per_sec / torch.images_per_sec).toFixed(3) : null;
+        console.log(
+          JSON.stringify({
+            ...r,
+            backend,
+            size,
+            batch,
+            mode,
+            vs_pytorch: ratio,
+            pytorch_images_per_sec: torch.images_per_sec ?? null,
+            machine,
+          }),
+        );
         summary.push({ backend, size, batch, mode, vs_pytorch: ratio });
       }
     }

@@ -25,7 +25,11 @@ const { values } = parseArgs({
     timeout: { type: 'string', default: '240' },
   },
 });
-const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const list = (s) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 const run = (cmd, args) => runJson(cmd, args, Number(values.timeout) * 1000);
 
@@ -37,14 +41,29 @@ for (const batch of list(values.batches).map(Number)) {
   console.log(JSON.stringify({ ...torch, batch, machine }));
   const row = { batch, pytorch_images_per_sec: torch.images_per_sec ?? null };
   for (const p of list(values.paths)) {
-    const r = run(process.execPath, [values['profile-script'], '--backend', 'webgpu', ...common, '--fast', p === 'ferry' ? '1' : '0']);
+    const r = run(process.execPath, [
+      values['profile-script'],
+      '--backend',
+      'webgpu',
+      ...common,
+      '--fast',
+      p === 'ferry' ? '1' : '0',
+    ]);
     const vs = r.images_per_sec && torch.images_per_sec ? +(r.images_per_sec / torch.images_per_sec).toFixed(4) : null;
     console.log(JSON.stringify({ ...r, batch, vs_pytorch: vs, machine }));
     row[p] = r.error
       ? { error: r.error }
-      : { images_per_sec: r.images_per_sec, programs_per_step: r.programs_per_step, kernels_per_step: r.kernels_per_step ?? null, gpu_ms_per_step: r.gpu_ms_per_step ?? null, host_queue_ms_per_step: r.host_queue_ms_per_step, vs_pytorch: vs };
+      : {
+          images_per_sec: r.images_per_sec,
+          programs_per_step: r.programs_per_step,
+          kernels_per_step: r.kernels_per_step ?? null,
+          gpu_ms_per_step: r.gpu_ms_per_step ?? null,
+          host_queue_ms_per_step: r.host_queue_ms_per_step,
+          vs_pytorch: vs,
+        };
   }
-  if (row.tfjs?.images_per_sec && row.ferry?.images_per_sec) row.speedup = +(row.ferry.images_per_sec / row.tfjs.images_per_sec).toFixed(2);
+  if (row.tfjs?.images_per_sec && row.ferry?.images_per_sec)
+    row.speedup = +(row.ferry.images_per_sec / row.tfjs.images_per_sec).toFixed(2);
   summary.push(row);
 }
 console.log(JSON.stringify({ summary }));

@@ -20,7 +20,12 @@ const { values } = parseArgs({
 const backend = await selectBackend(values.backend);
 const dir = mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-features-'));
 const perClass = Number(values['per-class']);
-await writeDemoDataset(path.join(dir, 'data'), { trainPerClass: perClass, valPerClass: Math.ceil(perClass / 2), size: Number(values.size), seed: 0 });
+await writeDemoDataset(path.join(dir, 'data'), {
+  trainPerClass: perClass,
+  valPerClass: Math.ceil(perClass / 2),
+  size: Number(values.size),
+  seed: 0,
+});
 const cell = {
   ...DEFAULT_CELL,
   dataset: path.join(dir, 'data'),
@@ -33,10 +38,28 @@ const cell = {
   augmentViews: 1,
 };
 const rows = {};
-for (const [name, featureCache] of [['recompute', false], ['cached', true]]) {
+for (const [name, featureCache] of [
+  ['recompute', false],
+  ['cached', true],
+]) {
   const t0 = performance.now();
   const r = await runCell({ ...cell, featureCache }, { backend, cacheDir: path.join(dir, 'cache') });
-  rows[name] = { wall_s: +((performance.now() - t0) / 1000).toFixed(2), best_val_accuracy: r.bestValAccuracy, feature_ms: Math.round(r.featureCache.ms) };
-  console.log(JSON.stringify({ bench: 'features', mode: name, model: values.model, size: cell.imageSize, epochs: cell.epochs, images: r.trainImages + r.valImages, backend: backend.name, ...rows[name] }));
+  rows[name] = {
+    wall_s: +((performance.now() - t0) / 1000).toFixed(2),
+    best_val_accuracy: r.bestValAccuracy,
+    feature_ms: Math.round(r.featureCache.ms),
+  };
+  console.log(
+    JSON.stringify({
+      bench: 'features',
+      mode: name,
+      model: values.model,
+      size: cell.imageSize,
+      epochs: cell.epochs,
+      images: r.trainImages + r.valImages,
+      backend: backend.name,
+      ...rows[name],
+    }),
+  );
 }
 console.log(JSON.stringify({ bench: 'features', speedup: +(rows.recompute.wall_s / rows.cached.wall_s).toFixed(1) }));

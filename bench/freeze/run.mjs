@@ -32,13 +32,31 @@ if (!existsSync(target)) await writeDemoDataset(target, { size });
 if (!existsSync(source)) await writeDemoSourceDataset(source, { size });
 
 // The demo's hyper-parameters (examples/demo.yaml).
-const hyper = { ...DEFAULT_CELL, model: 'resnet_tiny', epochs: Number(values.epochs), batchSize: 16, lr: 0.02, lrStepEpochs: 7, imageSize: size };
+const hyper = {
+  ...DEFAULT_CELL,
+  model: 'resnet_tiny',
+  epochs: Number(values.epochs),
+  batchSize: 16,
+  lr: 0.02,
+  lrStepEpochs: 7,
+  imageSize: size,
+};
 const pretrainDir = path.join(dir, 'pretrain');
 const t0 = performance.now();
-const pre = await runCell({ ...hyper, dataset: source, weights: null, strategy: 'finetune', seed: 0 }, { backend, outDir: pretrainDir });
+const pre = await runCell(
+  { ...hyper, dataset: source, weights: null, strategy: 'finetune', seed: 0 },
+  { backend, outDir: pretrainDir },
+);
 const weights = path.join(pretrainDir, 'best.safetensors');
 console.log(
-  JSON.stringify({ bench: 'freeze', phase: 'pretrain', dataset: 'demo-source', classes: pre.classes.length, best_val_accuracy: pre.bestValAccuracy, wall_s: +((performance.now() - t0) / 1000).toFixed(1) }),
+  JSON.stringify({
+    bench: 'freeze',
+    phase: 'pretrain',
+    dataset: 'demo-source',
+    classes: pre.classes.length,
+    best_val_accuracy: pre.bestValAccuracy,
+    wall_s: +((performance.now() - t0) / 1000).toFixed(1),
+  }),
 );
 
 const strategies = values.strategies.split(',');
@@ -98,6 +116,15 @@ for (const color of ['rgb', 'gray']) {
     const rows = results.filter((r) => r.color === color && r.strategy === other);
     if (rows.length !== freeze.length || rows.length === 0) continue;
     const diffs = rows.map((r, i) => r.best_val_accuracy - freeze[i].best_val_accuracy);
-    console.log(JSON.stringify({ bench: 'freeze', versus: 'freeze', color, strategy: other, difference: meanStd(diffs), seeds: diffs.length }));
+    console.log(
+      JSON.stringify({
+        bench: 'freeze',
+        versus: 'freeze',
+        color,
+        strategy: other,
+        difference: meanStd(diffs),
+        seeds: diffs.length,
+      }),
+    );
   }
 }

@@ -10,7 +10,9 @@ import { parseArgs } from 'node:util';
 import { Coordinator, parseSweep } from '@ferry/coordinator';
 import { adminClient, coordinatorClient, unary } from '@ferry/worker';
 
-const { values } = parseArgs({ options: { seeds: { type: 'string', default: '100' }, workers: { type: 'string', default: '8' } } });
+const { values } = parseArgs({
+  options: { seeds: { type: 'string', default: '100' }, workers: { type: 'string', default: '8' } },
+});
 const seeds = Array.from({ length: Number(values.seeds) }, (_, i) => i);
 const yaml = `name: big
 datasets: [{ name: a, path: a }, { name: b, path: b }, { name: c, path: c }, { name: d, path: d }, { name: e, path: e }]
@@ -23,23 +25,57 @@ let t = performance.now();
 const sweep = parseSweep(yaml);
 const expandMs = performance.now() - t;
 
-const coordinator = await Coordinator.create({ stateDir: mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-sched-')), listen: '127.0.0.1:0', leaseMs: 60_000, heartbeatIntervalMs: 5_000 });
+const coordinator = await Coordinator.create({
+  stateDir: mkdtempSync(path.join(os.tmpdir(), 'ferry-bench-sched-')),
+  listen: '127.0.0.1:0',
+  leaseMs: 60_000,
+  heartbeatIntervalMs: 5_000,
+});
 const address = await coordinator.run();
 const conn = { address };
 const admin = adminClient(conn);
 t = performance.now();
-const sub = await unary(admin.submitSweep, admin, { yaml, fileName: 'big.yaml', datasetFingerprints: {}, maxAttempts: 0 }, conn, 120_000);
+const sub = await unary(
+  admin.submitSweep,
+  admin,
+  { yaml, fileName: 'big.yaml', datasetFingerprints: {}, maxAttempts: 0 },
+  conn,
+  120_000,
+);
 const submitMs = performance.now() - t;
 
 const result = JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 0, wallMs: 1, imagesPerSec: 1 });
 let dispatched = 0;
 async function fakeWorker(i) {
   const client = coordinatorClient(conn);
-  const reg = await unary(client.register, client, { workerId: `fake-${i}`, name: `fake-${i}`, capabilities: { backend: 'none', device: 'none', memoryBytes: 0, ferryVersion: '0', host: 'bench', gpuIndex: -1 }, running: [] }, conn, 10_000);
+  const reg = await unary(
+    client.register,
+    client,
+    {
+      workerId: `fake-${i}`,
+      name: `fake-${i}`,
+      capabilities: { backend: 'none', device: 'none', memoryBytes: 0, ferryVersion: '0', host: 'bench', gpuIndex: -1 },
+      running: [],
+    },
+    conn,
+    10_000,
+  );
   for (;;) {
-    const a = await unary(client.poll, client, { workerId: `fake-${i}`, sessionId: reg.sessionId, waitMs: 200 }, conn, 10_000);
+    const a = await unary(
+      client.poll,
+      client,
+      { workerId: `fake-${i}`, sessionId: reg.sessionId, waitMs: 200 },
+      conn,
+      10_000,
+    );
     if (!a.hasAssignment) break;
-    await unary(client.start, client, { attemptId: a.attemptId, datasetFingerprint: 'same', fileCount: 0 }, conn, 10_000);
+    await unary(
+      client.start,
+      client,
+      { attemptId: a.attemptId, datasetFingerprint: 'same', fileCount: 0 },
+      conn,
+      10_000,
+    );
     await unary(client.complete, client, { attemptId: a.attemptId, resultJson: result }, conn, 10_000);
     dispatched++;
   }

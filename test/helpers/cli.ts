@@ -13,7 +13,10 @@ class Capture extends Writable {
 }
 
 /** Runs `ferry ...` in-process (the same main() the bin calls) and captures its output. */
-export async function ferry(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function ferry(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new Capture();
   const stderr = new Capture();
   const code = await main(args, { env: { ...process.env, ...env }, stdout, stderr });
@@ -21,7 +24,10 @@ export async function ferry(args: string[], env: Record<string, string> = {}): P
 }
 
 /** Runs the built `ferry` binary as a child process (checks the packaging, not only the code). */
-export function ferryBin(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+export function ferryBin(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,

@@ -35,8 +35,14 @@ function track(child: ChildProcess): Proc {
 }
 
 /** A real `ferry coordinator` process; resolves once it listens. */
-export async function startCoordinator(args: string[], env: Record<string, string> = {}): Promise<Proc & { address: string }> {
-  const child = spawn(process.execPath, [BIN, 'coordinator', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startCoordinator(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<Proc & { address: string }> {
+  const child = spawn(process.execPath, [BIN, 'coordinator', ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const p = track(child);
   const address = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (l) => {
@@ -49,11 +55,42 @@ export async function startCoordinator(args: string[], env: Record<string, strin
 }
 
 /** A real `ferry worker` process (single-threaded wasm, short polls). */
-export function startWorker(address: string, opts: { name: string; dataRoot: string; workDir: string; cacheDir: string; extra?: string[]; env?: Record<string, string> }): Proc {
+export function startWorker(
+  address: string,
+  opts: {
+    name: string;
+    dataRoot: string;
+    workDir: string;
+    cacheDir: string;
+    extra?: string[];
+    env?: Record<string, string>;
+  },
+): Proc {
   const child = spawn(
     process.execPath,
-    [BIN, 'worker', '--coordinator', address, '--name', opts.name, '--data-root', opts.dataRoot, '--work-dir', opts.workDir, '--backend', 'wasm', '--threads', '1', '--poll-ms', '300', ...(opts.extra ?? [])],
-    { env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: opts.cacheDir, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    [
+      BIN,
+      'worker',
+      '--coordinator',
+      address,
+      '--name',
+      opts.name,
+      '--data-root',
+      opts.dataRoot,
+      '--work-dir',
+      opts.workDir,
+      '--backend',
+      'wasm',
+      '--threads',
+      '1',
+      '--poll-ms',
+      '300',
+      ...(opts.extra ?? []),
+    ],
+    {
+      env: { ...process.env, FERRY_WASM_THREADS: '1', FERRY_CACHE: opts.cacheDir, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
   );
   return track(child);
 }
@@ -70,14 +107,27 @@ export async function getSweep(conn: ConnectionOptions, sweepId: string): Promis
 export async function submit(conn: ConnectionOptions, yaml: string, maxAttempts = 0): Promise<string> {
   const admin = adminClient(conn);
   try {
-    return (await unary(admin.submitSweep, admin, { yaml, fileName: 'test.yaml', datasetFingerprints: {}, maxAttempts }, conn, 10_000)).sweepId;
+    return (
+      await unary(
+        admin.submitSweep,
+        admin,
+        { yaml, fileName: 'test.yaml', datasetFingerprints: {}, maxAttempts },
+        conn,
+        10_000,
+      )
+    ).sweepId;
   } finally {
     admin.close();
   }
 }
 
 /** Polls `check` until it returns a value (not undefined), or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  check: () => Promise<T | undefined>,
+  everyMs = 100,
+): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -87,7 +137,8 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => P
     } catch (e) {
       last = e;
     }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    if (Date.now() > until)
+      throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
@@ -98,15 +149,28 @@ export function kill(p: Proc, signal: NodeJS.Signals = 'SIGKILL'): Promise<numbe
 }
 
 /** A real nats-server with JetStream on a free port (Debian's, /usr/sbin). */
-export async function startNats(storeDir: string, port?: number, extra: string[] = []): Promise<Proc & { url: string; port: number }> {
+export async function startNats(
+  storeDir: string,
+  port?: number,
+  extra: string[] = [],
+): Promise<Proc & { url: string; port: number }> {
   const p = port ?? (await freePort());
-  const bin = ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((f) => existsSync(f)) ?? 'nats-server';
-  const child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(p), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const bin =
+    ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'].find((f) => existsSync(f)) ??
+    'nats-server';
+  const child = spawn(bin, ['-js', '-sd', storeDir, '-a', '127.0.0.1', '-p', String(p), ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const proc = track(child);
-  await waitFor('nats-server to listen', 10_000, async () => {
-    if (/Server is ready/.test(proc.log())) return true;
-    if (child.exitCode !== null) throw new Error(`nats-server exited: ${proc.log()}`);
-    return undefined;
-  }, 50);
+  await waitFor(
+    'nats-server to listen',
+    10_000,
+    async () => {
+      if (/Server is ready/.test(proc.log())) return true;
+      if (child.exitCode !== null) throw new Error(`nats-server exited: ${proc.log()}`);
+      return undefined;
+    },
+    50,
+  );
   return { ...proc, url: `nats://127.0.0.1:${p}`, port: p };
 }

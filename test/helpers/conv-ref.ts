@@ -18,7 +18,11 @@ export interface ConvGeometry {
  * Calls `visit` for every (output position, filter tap) pair that reads a pixel inside the input,
  * with the offsets of that pixel in x, of that output position in dy, and the tap's index.
  */
-function forEachTap(g: ConvGeometry, channelsOut: number, visit: (xBase: number, dyBase: number, tap: number) => void): void {
+function forEachTap(
+  g: ConvGeometry,
+  channelsOut: number,
+  visit: (xBase: number, dyBase: number, tap: number) => void,
+): void {
   const [n, h, w, cin] = g.x;
   const { k, stride, pad, outH, outW } = g;
   for (let b = 0; b < n; b++) {

@@ -16,22 +16,27 @@ export function photoPixels(width: number, height: number, seed: number): Buffer
   for (let y = 0; y < height; y++)
     for (let x = 0; x < width; x++) {
       let c = [(x / width) * 200 + 20, (y / height) * 180 + 30, ((x + y) / (width + height)) * 160 + 40];
-      for (const b of blobs) if ((x - b.x) ** 2 + (y - b.y) ** 2 < b.r ** 2) c = b.c.map((v, i) => 0.7 * v + 0.3 * c[i]!);
-      for (let ch = 0; ch < 3; ch++) buf[(y * width + x) * 3 + ch] = Math.max(0, Math.min(255, Math.round(c[ch]! + rng.normal() * 6)));
+      for (const b of blobs)
+        if ((x - b.x) ** 2 + (y - b.y) ** 2 < b.r ** 2) c = b.c.map((v, i) => 0.7 * v + 0.3 * c[i]!);
+      for (let ch = 0; ch < 3; ch++)
+        buf[(y * width + x) * 3 + ch] = Math.max(0, Math.min(255, Math.round(c[ch]! + rng.normal() * 6)));
     }
   return buf;
 }
 
 export async function writeJpeg(file: string, width: number, height: number, seed: number): Promise<void> {
   mkdirSync(path.dirname(file), { recursive: true });
-  await sharp(photoPixels(width, height, seed), { raw: { width, height, channels: 3 } }).jpeg({ quality: 90 }).toFile(file);
+  await sharp(photoPixels(width, height, seed), { raw: { width, height, channels: 3 } })
+    .jpeg({ quality: 90 })
+    .toFile(file);
 }
 
 /** Every kind of awkward file the data pipeline must survive, keyed by what it is. */
 export async function writeAwkwardFiles(dir: string): Promise<Record<string, { file: string; readable: boolean }>> {
   mkdirSync(dir, { recursive: true });
   const p = (n: string): string => path.join(dir, n);
-  const raw = (w: number, h: number, seed: number) => sharp(photoPixels(w, h, seed), { raw: { width: w, height: h, channels: 3 } });
+  const raw = (w: number, h: number, seed: number) =>
+    sharp(photoPixels(w, h, seed), { raw: { width: w, height: h, channels: 3 } });
   const good = await raw(120, 90, 1).jpeg().toBuffer();
   writeFileSync(p('truncated.jpg'), good.subarray(0, Math.floor(good.length / 2)));
   writeFileSync(p('zero.jpg'), Buffer.alloc(0));

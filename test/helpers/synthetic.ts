@@ -30,14 +30,27 @@ export function syntheticImages(opts: { n: number; size: number; classes: number
   return { images, labels };
 }
 
-export function syntheticSources(opts: { train: number; val: number; size: number; classes: number; batchSize: number; seed: number }): {
+export function syntheticSources(opts: {
+  train: number;
+  val: number;
+  size: number;
+  classes: number;
+  batchSize: number;
+  seed: number;
+}): {
   train: ArrayBatchSource;
   val: ArrayBatchSource;
 } {
   const t = syntheticImages({ n: opts.train, size: opts.size, classes: opts.classes, seed: opts.seed });
   const v = syntheticImages({ n: opts.val, size: opts.size, classes: opts.classes, seed: opts.seed + 1 });
   return {
-    train: new ArrayBatchSource(t.images, t.labels, [opts.size, opts.size, 3], opts.classes, { batchSize: opts.batchSize, shuffle: true }),
-    val: new ArrayBatchSource(v.images, v.labels, [opts.size, opts.size, 3], opts.classes, { batchSize: opts.batchSize, shuffle: false }),
+    train: new ArrayBatchSource(t.images, t.labels, [opts.size, opts.size, 3], opts.classes, {
+      batchSize: opts.batchSize,
+      shuffle: true,
+    }),
+    val: new ArrayBatchSource(v.images, v.labels, [opts.size, opts.size, 3], opts.classes, {
+      batchSize: opts.batchSize,
+      shuffle: false,
+    }),
   };
 }

@@ -28,6 +28,7 @@ export function readState64(base: string): Map<string, RefTensor64> {
   const bytes = readFileSync(`${base}.f64`);
   const all = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
   const out = new Map<string, RefTensor64>();
-  for (const [name, [offset, count, shape]] of Object.entries(index)) out.set(name, { data: all.subarray(offset, offset + count), shape });
+  for (const [name, [offset, count, shape]] of Object.entries(index))
+    out.set(name, { data: all.subarray(offset, offset + count), shape });
   return out;
 }

@@ -54,6 +54,7 @@ export class Args {
 export function intOption(value: string | undefined, name: string, fallback: number, min = 0): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`--${name} must be an integer >= ${min} (got "${value}")`);
+  if (!Number.isInteger(n) || n < min)
+    throw new InvalidArgumentError(`--${name} must be an integer >= ${min} (got "${value}")`);
   return n;
 }

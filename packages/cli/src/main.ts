@@ -13,18 +13,102 @@ interface CommandEntry {
 }
 
 const COMMANDS: Readonly<Record<string, CommandEntry>> = {
-  info: { synopsis: 'info', summary: 'backend chosen, the others and why they are unavailable, GPUs, versions', load: async () => { const m = await import('./commands/info.js'); return { run: m.infoCommand, usage: m.USAGE }; } },
-  models: { synopsis: 'models', summary: 'the model zoo: parameter counts, stages, default weights', load: async () => { const m = await import('./commands/models.js'); return { run: m.modelsCommand, usage: m.USAGE }; } },
-  weights: { synopsis: 'weights pull MODEL', summary: 'download official torchvision weights (SHA-256 checked, resumable)', load: async () => { const m = await import('./commands/weights.js'); return { run: m.weightsCommand, usage: m.USAGE }; } },
-  predict: { synopsis: 'predict', summary: 'logits of an NCHW .npy (--input) or top-k classes of an image (--image)', load: async () => { const m = await import('./commands/predict.js'); return { run: m.predictCommand, usage: m.USAGE }; } },
-  run: { synopsis: 'run SWEEP.yaml', summary: 'the embedded default: coordinator + N local workers, supervised; the sweep, the results table and report', load: async () => { const m = await import('./commands/run.js'); return { run: m.runCommand, usage: m.USAGE }; } },
-  coordinator: { synopsis: 'coordinator', summary: "the cluster's coordinator (gRPC, SQLite state)", load: async () => { const m = await import('./commands/cluster.js'); return { run: m.coordinatorCommand, usage: m.COORD_USAGE }; } },
-  worker: { synopsis: 'worker', summary: 'a worker (one per GPU; --gpus all starts one per GPU)', load: async () => { const m = await import('./commands/cluster.js'); return { run: m.workerCommand, usage: m.WORKER_USAGE }; } },
-  sweep: { synopsis: 'sweep', summary: 'submit | status | results | retry | cancel | list, against a coordinator', load: async () => { const m = await import('./commands/cluster.js'); return { run: m.sweepCommand, usage: m.SWEEP_USAGE }; } },
-  dashboard: { synopsis: 'dashboard', summary: 'live progress, curves and the comparison table in a browser (NATS, a coordinator, or a run folder)', load: async () => { const m = await import('./commands/dashboard.js'); return { run: m.dashboardCommand, usage: m.USAGE }; } },
-  health: { synopsis: 'health', summary: 'exit 0 when a coordinator, dashboard or worker is healthy (probes)', load: async () => { const m = await import('./commands/cluster.js'); return { run: m.healthCommand, usage: m.HEALTH_USAGE }; } },
-  train: { synopsis: 'train', summary: "one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...", load: async () => { const m = await import('./commands/train.js'); return { run: m.trainCommand, usage: m.USAGE }; } },
-  data: { synopsis: 'data', summary: 'dataset tools: split, stats, import, pull, gray, demo', load: async () => { const m = await import('./commands/data.js'); return { run: m.dataCommand, usage: m.USAGE }; } },
+  info: {
+    synopsis: 'info',
+    summary: 'backend chosen, the others and why they are unavailable, GPUs, versions',
+    load: async () => {
+      const m = await import('./commands/info.js');
+      return { run: m.infoCommand, usage: m.USAGE };
+    },
+  },
+  models: {
+    synopsis: 'models',
+    summary: 'the model zoo: parameter counts, stages, default weights',
+    load: async () => {
+      const m = await import('./commands/models.js');
+      return { run: m.modelsCommand, usage: m.USAGE };
+    },
+  },
+  weights: {
+    synopsis: 'weights pull MODEL',
+    summary: 'download official torchvision weights (SHA-256 checked, resumable)',
+    load: async () => {
+      const m = await import('./commands/weights.js');
+      return { run: m.weightsCommand, usage: m.USAGE };
+    },
+  },
+  predict: {
+    synopsis: 'predict',
+    summary: 'logits of an NCHW .npy (--input) or top-k classes of an image (--image)',
+    load: async () => {
+      const m = await import('./commands/predict.js');
+      return { run: m.predictCommand, usage: m.USAGE };
+    },
+  },
+  run: {
+    synopsis: 'run SWEEP.yaml',
+    summary: 'the embedded default: coordinator + N local workers, supervised; the sweep, the results table and report',
+    load: async () => {
+      const m = await import('./commands/run.js');
+      return { run: m.runCommand, usage: m.USAGE };
+    },
+  },
+  coordinator: {
+    synopsis: 'coordinator',
+    summary: "the cluster's coordinator (gRPC, SQLite state)",
+    load: async () => {
+      const m = await import('./commands/cluster.js');
+      return { run: m.coordinatorCommand, usage: m.COORD_USAGE };
+    },
+  },
+  worker: {
+    synopsis: 'worker',
+    summary: 'a worker (one per GPU; --gpus all starts one per GPU)',
+    load: async () => {
+      const m = await import('./commands/cluster.js');
+      return { run: m.workerCommand, usage: m.WORKER_USAGE };
+    },
+  },
+  sweep: {
+    synopsis: 'sweep',
+    summary: 'submit | status | results | retry | cancel | list, against a coordinator',
+    load: async () => {
+      const m = await import('./commands/cluster.js');
+      return { run: m.sweepCommand, usage: m.SWEEP_USAGE };
+    },
+  },
+  dashboard: {
+    synopsis: 'dashboard',
+    summary: 'live progress, curves and the comparison table in a browser (NATS, a coordinator, or a run folder)',
+    load: async () => {
+      const m = await import('./commands/dashboard.js');
+      return { run: m.dashboardCommand, usage: m.USAGE };
+    },
+  },
+  health: {
+    synopsis: 'health',
+    summary: 'exit 0 when a coordinator, dashboard or worker is healthy (probes)',
+    load: async () => {
+      const m = await import('./commands/cluster.js');
+      return { run: m.healthCommand, usage: m.HEALTH_USAGE };
+    },
+  },
+  train: {
+    synopsis: 'train',
+    summary: "one training run (the study script's flags): -d DATASET -m MODEL -f 1|0 ...",
+    load: async () => {
+      const m = await import('./commands/train.js');
+      return { run: m.trainCommand, usage: m.USAGE };
+    },
+  },
+  data: {
+    synopsis: 'data',
+    summary: 'dataset tools: split, stats, import, pull, gray, demo',
+    load: async () => {
+      const m = await import('./commands/data.js');
+      return { run: m.dataCommand, usage: m.USAGE };
+    },
+  },
 };
 
 const LIMITS_HELP = `input limits (any command, before or after its name; or the environment variable):
@@ -105,7 +189,10 @@ async function dispatch(argv: readonly string[], io: CliIo): Promise<number> {
   if (rest.includes('--help') || rest.includes('-h')) {
     // This command's own usage, not the list of commands.
     const { usage } = await entry.load();
-    out(io, `ferry ${name}: ${entry.summary}\n\nusage: ${usage}\n\n${LIMITS_HELP}\n\nDocs: README.md and docs/ in the repository (errors: docs/errors.md).`);
+    out(
+      io,
+      `ferry ${name}: ${entry.summary}\n\nusage: ${usage}\n\n${LIMITS_HELP}\n\nDocs: README.md and docs/ in the repository (errors: docs/errors.md).`,
+    );
     return 0;
   }
   try {

@@ -64,10 +64,15 @@ export class RunProgress {
         news.push(`${c.state === 'failed' ? 'failed' : 'error (will retry)'}: ${cellLabel(c)}: ${c.error}`);
       }
       const p = this.pace.get(c.cellId);
-      if (!p || done < p.epoch) this.pace.set(c.cellId, { epoch: done, at: t, secondsPerEpoch: p?.secondsPerEpoch ?? null });
+      if (!p || done < p.epoch)
+        this.pace.set(c.cellId, { epoch: done, at: t, secondsPerEpoch: p?.secondsPerEpoch ?? null });
       else if (done > p.epoch) {
         const spe = (t - p.at) / 1000 / (done - p.epoch);
-        this.pace.set(c.cellId, { epoch: done, at: t, secondsPerEpoch: p.secondsPerEpoch === null ? spe : 0.5 * p.secondsPerEpoch + 0.5 * spe });
+        this.pace.set(c.cellId, {
+          epoch: done,
+          at: t,
+          secondsPerEpoch: p.secondsPerEpoch === null ? spe : 0.5 * p.secondsPerEpoch + 0.5 * spe,
+        });
         if (!this.tty && c.state === 'running') news.push(this.cellLine(c, done));
       }
       if (c.state !== 'running') continue;

@@ -31,7 +31,10 @@ export function esc(s: string): string {
 }
 
 /** Val accuracy per epoch of several cells on one chart: axes with ticks, a legend, each best epoch marked. */
-export function overlaySvg(title: string, series: readonly { label: string; values: readonly number[]; best: number }[]): string {
+export function overlaySvg(
+  title: string,
+  series: readonly { label: string; values: readonly number[]; best: number }[],
+): string {
   const W = 560;
   const H = 260;
   const pad = { l: 48, r: 16, t: 16, b: 40 };
@@ -39,19 +42,28 @@ export function overlaySvg(title: string, series: readonly { label: string; valu
   const xs = (i: number): number => pad.l + (maxEpochs === 1 ? 0 : (i / (maxEpochs - 1)) * (W - pad.l - pad.r));
   const ys = (v: number): number => pad.t + (1 - v) * (H - pad.t - pad.b);
   const yTicks = [0, 0.2, 0.4, 0.6, 0.8, 1]
-    .map((v) => `<line x1="${pad.l}" x2="${W - pad.r}" y1="${ys(v)}" y2="${ys(v)}" stroke="#ddd"/><text x="${pad.l - 6}" y="${ys(v) + 4}" text-anchor="end">${(v * 100).toFixed(0)}%</text>`)
+    .map(
+      (v) =>
+        `<line x1="${pad.l}" x2="${W - pad.r}" y1="${ys(v)}" y2="${ys(v)}" stroke="#ddd"/><text x="${pad.l - 6}" y="${ys(v) + 4}" text-anchor="end">${(v * 100).toFixed(0)}%</text>`,
+    )
     .join('');
   const step = Math.max(1, Math.ceil(maxEpochs / 10));
   const xTicks = Array.from({ length: maxEpochs }, (_, i) => i)
     .filter((i) => i % step === 0 || i === maxEpochs - 1)
-    .map((i) => `<line x1="${xs(i)}" x2="${xs(i)}" y1="${H - pad.b}" y2="${H - pad.b + 4}" stroke="#555"/><text x="${xs(i)}" y="${H - pad.b + 16}" text-anchor="middle">${i + 1}</text>`)
+    .map(
+      (i) =>
+        `<line x1="${xs(i)}" x2="${xs(i)}" y1="${H - pad.b}" y2="${H - pad.b + 4}" stroke="#555"/><text x="${xs(i)}" y="${H - pad.b + 16}" text-anchor="middle">${i + 1}</text>`,
+    )
     .join('');
   const lines = series
     .map((s, k) => {
       const color = PALETTE[k % PALETTE.length]!;
       const dash = DASHES[k % DASHES.length]!;
       const pts = s.values.map((v, i) => `${xs(i).toFixed(1)},${ys(v).toFixed(1)}`).join(' ');
-      const best = s.best >= 0 && s.best < s.values.length ? `<circle class="best" cx="${xs(s.best).toFixed(1)}" cy="${ys(s.values[s.best]!).toFixed(1)}" r="4" fill="${color}"><title>${esc(s.label)}: best epoch ${s.best + 1}, ${(s.values[s.best]! * 100).toFixed(1)}%</title></circle>` : '';
+      const best =
+        s.best >= 0 && s.best < s.values.length
+          ? `<circle class="best" cx="${xs(s.best).toFixed(1)}" cy="${ys(s.values[s.best]!).toFixed(1)}" r="4" fill="${color}"><title>${esc(s.label)}: best epoch ${s.best + 1}, ${(s.values[s.best]! * 100).toFixed(1)}%</title></circle>`
+          : '';
       return `<polyline class="series" fill="none" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${pts}"><title>${esc(s.label)}</title></polyline>${best}`;
     })
     .join('');
@@ -89,31 +101,56 @@ export function confusionHtml(title: string, classes: readonly string[], m: read
   return `<figure class="confusion"><table>${head}${rows}</table><figcaption>${esc(title)} (shade: share of the true class)</figcaption></figure>`;
 }
 
-export function resultsHtml(name: string, t: ResultsTable, cells: readonly ReportCell[], generatedAt = new Date()): string {
+export function resultsHtml(
+  name: string,
+  t: ResultsTable,
+  cells: readonly ReportCell[],
+  generatedAt = new Date(),
+): string {
   const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
   const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.strategies, 'verdict'];
   const body = t.rows
     .map((r) => {
-      const tds = t.strategies.map((s) => `<td${r.winner === s ? ' class="winner"' : ''}>${esc(cellText(r.byStrategy[s] ?? null))}</td>`).join('');
+      const tds = t.strategies
+        .map((s) => `<td${r.winner === s ? ' class="winner"' : ''}>${esc(cellText(r.byStrategy[s] ?? null))}</td>`)
+        .join('');
       return `<tr><td>${esc(r.dataset)}</td><td>${esc(r.color)}</td>${multiModel ? `<td>${esc(r.model)}</td>` : ''}${tds}<td>${esc(r.verdict)}</td></tr>`;
     })
     .join('');
   const colors = t.colorComparisons.length
     ? `<h2>rgb against gray, on the same images</h2><table class="results"><tr><th>dataset</th>${multiModel ? '<th>model</th>' : ''}<th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>` +
       t.colorComparisons
-        .map((c) => `<tr><td>${esc(c.dataset)}</td>${multiModel ? `<td>${esc(c.model)}</td>` : ''}<td>${esc(c.strategy)}</td><td${c.comparison.winner === 'rgb' ? ' class="winner"' : ''}>${esc(cellText(c.rgb))}</td><td${c.comparison.winner === 'gray' ? ' class="winner"' : ''}>${esc(cellText(c.gray))}</td><td>${esc(c.verdict)}</td></tr>`)
+        .map(
+          (c) =>
+            `<tr><td>${esc(c.dataset)}</td>${multiModel ? `<td>${esc(c.model)}</td>` : ''}<td>${esc(c.strategy)}</td><td${c.comparison.winner === 'rgb' ? ' class="winner"' : ''}>${esc(cellText(c.rgb))}</td><td${c.comparison.winner === 'gray' ? ' class="winner"' : ''}>${esc(cellText(c.gray))}</td><td>${esc(c.verdict)}</td></tr>`,
+        )
         .join('') +
       '</table>'
     : '';
-  const notes = [...t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc(t.semantics[s] ?? 'unknown strategy')}</li>`), `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).</li>`].join('');
+  const notes = [
+    ...t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc(t.semantics[s] ?? 'unknown strategy')}</li>`),
+    `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).</li>`,
+  ].join('');
   const label = (c: ReportCell): string => `${c.strategy} seed ${c.seed}`;
   const charts = t.rows
     .map((r) => {
       const mine = cells.filter((c) => c.dataset === r.dataset && c.color === r.color && c.model === r.model);
       if (mine.length === 0) return '';
       const title = `${r.dataset} ${r.color}${multiModel ? ` ${r.model}` : ''}`;
-      const chart = overlaySvg(`${title}: val accuracy per epoch`, mine.map((c) => ({ label: label(c), values: c.epochs.map((e) => e.valAccuracy), best: c.bestEpoch })));
-      const matrices = mine.filter((c) => c.confusion.length > 0).map((c) => confusionHtml(`${title} ${label(c)}: confusion at the best epoch (${(c.bestValAccuracy * 100).toFixed(1)}%)`, c.classes, c.confusion)).join('');
+      const chart = overlaySvg(
+        `${title}: val accuracy per epoch`,
+        mine.map((c) => ({ label: label(c), values: c.epochs.map((e) => e.valAccuracy), best: c.bestEpoch })),
+      );
+      const matrices = mine
+        .filter((c) => c.confusion.length > 0)
+        .map((c) =>
+          confusionHtml(
+            `${title} ${label(c)}: confusion at the best epoch (${(c.bestValAccuracy * 100).toFixed(1)}%)`,
+            c.classes,
+            c.confusion,
+          ),
+        )
+        .join('');
       return `<section class="row"><h3>${esc(title)}</h3>${chart}<div class="matrices">${matrices}</div></section>`;
     })
     .join('');
@@ -148,7 +185,10 @@ ${charts}
 }
 
 /** A finished cell's report fields from its spec and result JSON (undefined when it has no result). */
-export function reportCell(spec: { dataset: string; color: string; strategy: string; model: string; seed: number }, resultJson: string): ReportCell | undefined {
+export function reportCell(
+  spec: { dataset: string; color: string; strategy: string; model: string; seed: number },
+  resultJson: string,
+): ReportCell | undefined {
   if (!resultJson) return undefined;
   const r = JSON.parse(resultJson) as Partial<ReportCell> & { epochs?: ReportCell['epochs'] };
   return {

@@ -64,9 +64,23 @@ export function describeExit(code: number | null, signal: NodeJS.Signals | null)
 }
 
 export type SupervisorEvent =
-  | { readonly type: 'crashed'; readonly child: ChildSpec; readonly exit: string; readonly restartInMs: number; readonly restarts: number; readonly tail: readonly string[] }
+  | {
+      readonly type: 'crashed';
+      readonly child: ChildSpec;
+      readonly exit: string;
+      readonly restartInMs: number;
+      readonly restarts: number;
+      readonly tail: readonly string[];
+    }
   | { readonly type: 'restarted'; readonly child: ChildSpec; readonly pid: number; readonly restarts: number }
-  | { readonly type: 'gave-up'; readonly child: ChildSpec; readonly exit: string; readonly crashes: number; readonly windowMs: number; readonly tail: readonly string[] }
+  | {
+      readonly type: 'gave-up';
+      readonly child: ChildSpec;
+      readonly exit: string;
+      readonly crashes: number;
+      readonly windowMs: number;
+      readonly tail: readonly string[];
+    }
   | { readonly type: 'warning'; readonly child: ChildSpec; readonly line: string };
 
 const TAIL_LINES = 8;
@@ -130,7 +144,9 @@ export class Supervised {
     const ready = new Promise<string>((resolve, reject) => {
       const timeoutMs = s.readyTimeoutMs ?? 60_000;
       const timer = setTimeout(() => {
-        reject(new FerryError('FERRY_ERR_CRASH_LOOP', `${s.name} was not ready within ${timeoutMs} ms; its log: ${s.log}`));
+        reject(
+          new FerryError('FERRY_ERR_CRASH_LOOP', `${s.name} was not ready within ${timeoutMs} ms; its log: ${s.log}`),
+        );
         child.kill('SIGKILL'); // a hung start is one more crash
       }, timeoutMs);
       const settle = (address: string): void => {
@@ -139,14 +155,23 @@ export class Supervised {
       };
       child.once('exit', (code, signal) => {
         clearTimeout(timer);
-        reject(new FerryError('FERRY_ERR_CRASH_LOOP', `${s.name} exited (${describeExit(code, signal)}) before it was ready${this.tailText()}`));
+        reject(
+          new FerryError(
+            'FERRY_ERR_CRASH_LOOP',
+            `${s.name} exited (${describeExit(code, signal)}) before it was ready${this.tailText()}`,
+          ),
+        );
       });
       child.once('error', (e) => {
         clearTimeout(timer);
         reject(new FerryError('FERRY_ERR_CRASH_LOOP', `${s.name} could not start: ${e.message}`));
       });
       if (s.readyLine) onReadyLine = settle;
-      else if (s.readyPort !== undefined) void waitForPort(s.readyPort, timeoutMs).then(() => settle(`127.0.0.1:${s.readyPort}`), () => undefined);
+      else if (s.readyPort !== undefined)
+        void waitForPort(s.readyPort, timeoutMs).then(
+          () => settle(`127.0.0.1:${s.readyPort}`),
+          () => undefined,
+        );
       else settle('');
     });
     // 'close' (not 'exit'): its output has been read to the end, so the tail holds its last lines.
@@ -172,16 +197,36 @@ export class Supervised {
     if (delay === null) {
       this.gaveUp = true;
       const windowMs = this.supervisor.policy.windowMs;
-      this.supervisor.emit({ type: 'gave-up', child: this.spec, exit, crashes: this.crashes.filter((t) => now - t <= windowMs).length, windowMs, tail });
+      this.supervisor.emit({
+        type: 'gave-up',
+        child: this.spec,
+        exit,
+        crashes: this.crashes.filter((t) => now - t <= windowMs).length,
+        windowMs,
+        tail,
+      });
       return;
     }
     this.restarts++;
-    this.supervisor.emit({ type: 'crashed', child: this.spec, exit, restartInMs: delay, restarts: this.restarts, tail });
+    this.supervisor.emit({
+      type: 'crashed',
+      child: this.spec,
+      exit,
+      restartInMs: delay,
+      restarts: this.restarts,
+      tail,
+    });
     this.timer = setTimeout(() => {
       if (this.supervisor.stopping) return;
       // A restart that fails before it is ready is one more crash (handled by exited()).
       this.start().then(
-        () => this.supervisor.emit({ type: 'restarted', child: this.spec, pid: this.process?.pid ?? 0, restarts: this.restarts }),
+        () =>
+          this.supervisor.emit({
+            type: 'restarted',
+            child: this.spec,
+            pid: this.process?.pid ?? 0,
+            restarts: this.restarts,
+          }),
         () => undefined,
       );
     }, delay);
@@ -253,7 +298,8 @@ export async function waitForPort(port: number, timeoutMs: number): Promise<void
       sock.on('error', () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > until) throw new FerryError('FERRY_ERR_CRASH_LOOP', `nothing listens on port ${port} after ${timeoutMs} ms`);
+    if (Date.now() > until)
+      throw new FerryError('FERRY_ERR_CRASH_LOOP', `nothing listens on port ${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

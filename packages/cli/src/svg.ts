@@ -31,19 +31,34 @@ export function curvesSvg(title: string, epochs: readonly EpochMetrics[], bestEp
         return `<polyline fill="none" stroke="${s.color}" stroke-width="2" points="${pts}"/><text x="${x0 + pad.l + 8 + k * 60}" y="${pad.t - 8}" font-size="11" fill="${s.color}">${esc(s.label)}</text>`;
       })
       .join('');
-    const best = bestEpoch >= 0 ? `<line x1="${px(bestEpoch)}" x2="${px(bestEpoch)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#999" stroke-dasharray="3 3"/>` : '';
+    const best =
+      bestEpoch >= 0
+        ? `<line x1="${px(bestEpoch)}" x2="${px(bestEpoch)}" y1="${pad.t}" y2="${H - pad.b}" stroke="#999" stroke-dasharray="3 3"/>`
+        : '';
     return `<g><text x="${x0 + W / 2}" y="${H - 6}" text-anchor="middle" font-size="11">epoch (${esc(name)})</text>${grid}${best}${lines}</g>`;
   };
   const losses = epochs.flatMap((e) => [e.trainLoss, e.valLoss]);
   const maxLoss = Math.max(0.1, ...losses.filter(Number.isFinite));
   const body =
-    panel(0, 'loss', [
-      { label: 'train', color: '#1f77b4', values: epochs.map((e) => e.trainLoss) },
-      { label: 'val', color: '#d62728', values: epochs.map((e) => e.valLoss) },
-    ], 0, maxLoss) +
-    panel(W, 'accuracy', [
-      { label: 'train', color: '#1f77b4', values: epochs.map((e) => e.trainAccuracy) },
-      { label: 'val', color: '#d62728', values: epochs.map((e) => e.valAccuracy) },
-    ], 0, 1);
+    panel(
+      0,
+      'loss',
+      [
+        { label: 'train', color: '#1f77b4', values: epochs.map((e) => e.trainLoss) },
+        { label: 'val', color: '#d62728', values: epochs.map((e) => e.valLoss) },
+      ],
+      0,
+      maxLoss,
+    ) +
+    panel(
+      W,
+      'accuracy',
+      [
+        { label: 'train', color: '#1f77b4', values: epochs.map((e) => e.trainAccuracy) },
+        { label: 'val', color: '#d62728', values: epochs.map((e) => e.valAccuracy) },
+      ],
+      0,
+      1,
+    );
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H + 20}" font-family="sans-serif"><text x="8" y="14" font-size="12">${esc(title)}</text><g transform="translate(0,10)">${body}</g></svg>\n`;
 }

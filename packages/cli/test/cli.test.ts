@@ -36,11 +36,16 @@ describe('ferry models / info', () => {
     expect(info.tfjs).toBe('4.22.0');
   });
 
-  test('info reports the WebGPU adapter, ferry\'s WebGPU kernels and timestamp queries; auto passes over a software adapter', async () => {
+  test("info reports the WebGPU adapter, ferry's WebGPU kernels and timestamp queries; auto passes over a software adapter", async () => {
     interface Info {
       backend: { name: string; registeredKernels: string[] };
       backends: { name: string; available: boolean; device: string | null }[];
-      webgpu: { adapter: string; software: boolean; fastKernels: string[]; timestampQuery: { offeredByAdapter: boolean; enabled: boolean | null } } | null;
+      webgpu: {
+        adapter: string;
+        software: boolean;
+        fastKernels: string[];
+        timestampQuery: { offeredByAdapter: boolean; enabled: boolean | null };
+      } | null;
     }
     // The test machines' WebGPU is Mesa's lavapipe (scripts/test.sh installs it): a CPU adapter,
     // which auto passes over; on a host whose Dawn finds a real GPU, auto takes it instead.
@@ -48,20 +53,37 @@ describe('ferry models / info', () => {
     expect(auto.webgpu).not.toBeNull();
     const software = auto.webgpu!.software;
     expect(auto.backend.name).toBe(software ? 'wasm' : 'webgpu');
-    expect(auto.webgpu!.fastKernels.map((k) => k.split(':')[0])).toEqual(['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'Conv2DBackpropInput']);
+    expect(auto.webgpu!.fastKernels.map((k) => k.split(':')[0])).toEqual([
+      'Conv2DBackpropFilter',
+      'DepthwiseConv2dNativeBackpropFilter',
+      'Conv2DBackpropInput',
+    ]);
     if (software) expect(auto.webgpu!.timestampQuery.enabled).toBeNull();
 
-    const gpu = JSON.parse((await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_PROFILE: '1' })).stdout) as Info;
+    const gpu = JSON.parse(
+      (await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_PROFILE: '1' })).stdout,
+    ) as Info;
     expect(gpu.backend.name).toBe('webgpu');
     expect(gpu.backend.registeredKernels.join('\n')).toContain('im2col');
     expect(gpu.webgpu!.timestampQuery.enabled).toBe(gpu.webgpu!.timestampQuery.offeredByAdapter);
 
     // auto decides on a software adapter in a child process: nothing of lavapipe's on stderr.
-    const quiet = await ferryBin(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--input', ref('resnet18_input.npy'), '--json']);
+    const quiet = await ferryBin([
+      'predict',
+      '--model',
+      'resnet18',
+      '--weights',
+      ref('resnet18.pth'),
+      '--input',
+      ref('resnet18_input.npy'),
+      '--json',
+    ]);
     expect(quiet.code).toBe(0);
     expect(quiet.stderr).toBe('');
 
-    const plain = JSON.parse((await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_FAST: '0' })).stdout) as Info;
+    const plain = JSON.parse(
+      (await ferryBin(['info', '--json', '--backend', 'webgpu'], { FERRY_WEBGPU_FAST: '0' })).stdout,
+    ) as Info;
     expect(plain.backend.registeredKernels).toEqual([]);
     const text = (await ferryBin(['info', '--backend', 'webgpu'])).stdout;
     expect(text).toMatch(software ? /webgpu adapter: .*llvmpipe/ : /webgpu adapter: \S/);
@@ -69,7 +91,14 @@ describe('ferry models / info', () => {
   });
 
   test("every command's --help prints that command's usage, not the list of commands", async () => {
-    for (const [cmd, flag] of [['run', '--serve'], ['sweep', '--format md|csv|json|html'], ['dashboard', '--run runs/<sweep>'], ['coordinator', '--recovery-grace-ms'], ['train', '-d DATASET'], ['data', 'stats DIR']] as const) {
+    for (const [cmd, flag] of [
+      ['run', '--serve'],
+      ['sweep', '--format md|csv|json|html'],
+      ['dashboard', '--run runs/<sweep>'],
+      ['coordinator', '--recovery-grace-ms'],
+      ['train', '-d DATASET'],
+      ['data', 'stats DIR'],
+    ] as const) {
       const r = await ferry([cmd, '--help']);
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^ferry ${cmd}: `));
@@ -94,8 +123,19 @@ describe('ferry models / info', () => {
 });
 
 describe('ferry predict', () => {
-  test('the built binary prints resnet18 logits equal to torchvision\'s within 1e-4', async () => {
-    const r = await ferryBin(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--input', ref('resnet18_input.npy'), '--backend', 'wasm', '--json']);
+  test("the built binary prints resnet18 logits equal to torchvision's within 1e-4", async () => {
+    const r = await ferryBin([
+      'predict',
+      '--model',
+      'resnet18',
+      '--weights',
+      ref('resnet18.pth'),
+      '--input',
+      ref('resnet18_input.npy'),
+      '--backend',
+      'wasm',
+      '--json',
+    ]);
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const got = (JSON.parse(r.stdout) as { logits: number[][] }).logits.flat();
@@ -108,8 +148,23 @@ describe('ferry predict', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ferry-img-'));
     const file = path.join(dir, 'photo.jpg');
     const raw = Buffer.alloc(300 * 200 * 3).map((_, i) => (i * 37) % 251);
-    await sharp(raw, { raw: { width: 300, height: 200, channels: 3 } }).jpeg().toFile(file);
-    const r = await ferry(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--image', file, '--top', '3', '--backend', 'wasm', '--json']);
+    await sharp(raw, { raw: { width: 300, height: 200, channels: 3 } })
+      .jpeg()
+      .toFile(file);
+    const r = await ferry([
+      'predict',
+      '--model',
+      'resnet18',
+      '--weights',
+      ref('resnet18.pth'),
+      '--image',
+      file,
+      '--top',
+      '3',
+      '--backend',
+      'wasm',
+      '--json',
+    ]);
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout) as { top: { index: number; probability: number }[] };
     expect(out.top).toHaveLength(3);
@@ -117,7 +172,17 @@ describe('ferry predict', () => {
     expect(out.top.every((t) => t.index >= 0 && t.index < 1000)).toBe(true);
     const broken = path.join(dir, 'broken.jpg');
     writeFileSync(broken, 'not an image');
-    const bad = await ferry(['predict', '--model', 'resnet18', '--weights', ref('resnet18.pth'), '--image', broken, '--backend', 'wasm']);
+    const bad = await ferry([
+      'predict',
+      '--model',
+      'resnet18',
+      '--weights',
+      ref('resnet18.pth'),
+      '--image',
+      broken,
+      '--backend',
+      'wasm',
+    ]);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('FERRY_ERR_IMAGE_UNREADABLE');
     expect(bad.stderr).toContain('broken.jpg');
@@ -162,7 +227,17 @@ describe('ferry weights pull (against a local HTTP server)', () => {
 
   test('an interrupted download resumes with a Range request, is verified, then comes from the cache', async () => {
     const cache = mkdtempSync(path.join(tmpdir(), 'ferry-cache-'));
-    const args = ['weights', 'pull', 'mobilenet_v2', '--cache', cache, '--url', `${base}/mobilenet_v2.pth`, '--sha256', sha];
+    const args = [
+      'weights',
+      'pull',
+      'mobilenet_v2',
+      '--cache',
+      cache,
+      '--url',
+      `${base}/mobilenet_v2.pth`,
+      '--sha256',
+      sha,
+    ];
     cutAfter = 5_000_000;
     const first = await ferry(args);
     expect(first.code).toBe(2);
@@ -189,7 +264,17 @@ describe('ferry weights pull (against a local HTTP server)', () => {
 
   test('a checksum mismatch fails and leaves no file behind', async () => {
     const cache = mkdtempSync(path.join(tmpdir(), 'ferry-cache-'));
-    const r = await ferry(['weights', 'pull', 'mobilenet_v2', '--cache', cache, '--url', `${base}/m.pth`, '--sha256', '0'.repeat(64)]);
+    const r = await ferry([
+      'weights',
+      'pull',
+      'mobilenet_v2',
+      '--cache',
+      cache,
+      '--url',
+      `${base}/m.pth`,
+      '--sha256',
+      '0'.repeat(64),
+    ]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain('checksum mismatch');
     expect(r.stderr).toContain('FERRY_ERR_DOWNLOAD');
@@ -197,14 +282,14 @@ describe('ferry weights pull (against a local HTTP server)', () => {
     expect(existsSync(path.join(cache, 'weights', 'm.pth.part'))).toBe(false);
   });
 
-  test('a hash prefix (torch hub\'s file-name rule, used for official sources) is enforced', async () => {
+  test("a hash prefix (torch hub's file-name rule, used for official sources) is enforced", async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'ferry-dl-'));
     const ok = await download({ url: `${base}/a.pth`, dest: path.join(dir, 'a.pth'), sha256Prefix: sha.slice(0, 8) });
     expect(ok.how).toBe('downloaded');
     const wrong = sha.startsWith('0') ? 'f' : '0';
-    await expect(download({ url: `${base}/b.pth`, dest: path.join(dir, 'b.pth'), sha256Prefix: `${wrong}${sha.slice(1, 8)}` })).rejects.toThrow(
-      /checksum mismatch/,
-    );
+    await expect(
+      download({ url: `${base}/b.pth`, dest: path.join(dir, 'b.pth'), sha256Prefix: `${wrong}${sha.slice(1, 8)}` }),
+    ).rejects.toThrow(/checksum mismatch/);
   });
 
   test('a model without official weights needs --url and --sha256', async () => {

@@ -3,9 +3,21 @@ import { describe, expect, test } from 'vitest';
 import { CellSpec, type SweepStatus } from '@ferry/protocol';
 import { RunProgress, formatDuration } from '../src/progress.js';
 
-const cell = (id: string, state: string, epoch: number, extra: Partial<SweepStatus['cells'][number]> = {}): SweepStatus['cells'][number] => ({
+const cell = (
+  id: string,
+  state: string,
+  epoch: number,
+  extra: Partial<SweepStatus['cells'][number]> = {},
+): SweepStatus['cells'][number] => ({
   cellId: id,
-  spec: CellSpec.fromPartial({ dataset: 'demo', color: id === 'a' ? 'rgb' : 'gray', strategy: 'finetune', model: 'resnet18', seed: 0, epochs: 10 }),
+  spec: CellSpec.fromPartial({
+    dataset: 'demo',
+    color: id === 'a' ? 'rgb' : 'gray',
+    strategy: 'finetune',
+    model: 'resnet18',
+    seed: 0,
+    epochs: 10,
+  }),
   state,
   attempts: 1,
   worker: 'local-0',
@@ -41,7 +53,12 @@ class Sink extends Writable {
 
 describe('ferry run progress', () => {
   test('durations read as a person would say them', () => {
-    expect([0, 42_400, 61_000, 3_600_000 + 120_000].map(formatDuration)).toEqual(['0 s', '42 s', '1 min 01 s', '1 h 02 min']);
+    expect([0, 42_400, 61_000, 3_600_000 + 120_000].map(formatDuration)).toEqual([
+      '0 s',
+      '42 s',
+      '1 min 01 s',
+      '1 h 02 min',
+    ]);
   });
 
   test('a line per running cell with its epoch, last val accuracy and ETA from its pace; an overall ETA; a failure when it happens', () => {
@@ -54,9 +71,13 @@ describe('ferry run progress', () => {
     expect(l.cells).toEqual(['  demo rgb finetune resnet18 seed 0: epoch 4/10, val 62.5%, ETA 30 s (local-0)']);
     // 16 epochs left at 0.2 epochs/s
     expect(l.overall).toBe(' 20% 0/2 done, 1 running, 0 failed; epochs 4/20; ETA 1 min 20 s');
-    const f = p.lines(sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })]));
+    const f = p.lines(
+      sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })]),
+    );
     expect(f.news).toEqual(['failed: demo gray finetune resnet18 seed 0: FERRY_ERR_DATASET: no val/']);
-    expect(p.lines(sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })])).news).toEqual([]);
+    expect(
+      p.lines(sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })])).news,
+    ).toEqual([]);
   });
 
   test('without a terminal: the overall line at each tenth, a cell line at each finished epoch', () => {

@@ -24,8 +24,16 @@ describe('Supervisor (real child processes)', () => {
     const sup = new Supervisor(fast);
     const events: SupervisorEvent[] = [];
     sup.on((e) => events.push(e));
-    const script = "console.log('ready at 127.0.0.1:1'); console.error('warning: something odd'); setInterval(() => {}, 1000);";
-    const child = await sup.add({ name: 'toy', kind: 'worker', command: node, args: () => ['-e', script], log, readyLine: /^ready at (\S+)$/ });
+    const script =
+      "console.log('ready at 127.0.0.1:1'); console.error('warning: something odd'); setInterval(() => {}, 1000);";
+    const child = await sup.add({
+      name: 'toy',
+      kind: 'worker',
+      command: node,
+      args: () => ['-e', script],
+      log,
+      readyLine: /^ready at (\S+)$/,
+    });
     expect(child.address).toBe('127.0.0.1:1');
     const firstPid = child.pid!;
     await waitUntil(() => events.some((e) => e.type === 'warning'));
@@ -48,10 +56,24 @@ describe('Supervisor (real child processes)', () => {
     const sup = new Supervisor(fast);
     const events: SupervisorEvent[] = [];
     sup.on((e) => events.push(e));
-    const child = await sup.add({ name: 'flaky', kind: 'worker', command: node, args: () => ['-e', "console.error('FERRY_ERR_DEVICE: lost'); setTimeout(() => process.exit(3), 50)"], log });
+    const child = await sup.add({
+      name: 'flaky',
+      kind: 'worker',
+      command: node,
+      args: () => ['-e', "console.error('FERRY_ERR_DEVICE: lost'); setTimeout(() => process.exit(3), 50)"],
+      log,
+    });
     await waitUntil(() => child.gaveUp);
-    expect(events.filter((e) => e.type === 'crashed').map((e) => e.type === 'crashed' && e.exit)).toEqual(['exit code 3', 'exit code 3']);
-    expect(events.at(-1)).toMatchObject({ type: 'gave-up', crashes: 3, exit: 'exit code 3', tail: ['FERRY_ERR_DEVICE: lost'] });
+    expect(events.filter((e) => e.type === 'crashed').map((e) => e.type === 'crashed' && e.exit)).toEqual([
+      'exit code 3',
+      'exit code 3',
+    ]);
+    expect(events.at(-1)).toMatchObject({
+      type: 'gave-up',
+      crashes: 3,
+      exit: 'exit code 3',
+      tail: ['FERRY_ERR_DEVICE: lost'],
+    });
     expect(child.lastExit).toBe('exit code 3');
     await sup.stopAll(['worker']);
   });

@@ -6,7 +6,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DEFAULT_CELL, DEMO_CLASSES, DEMO_SOURCE_CLASSES, runCell, selectBackend, writeDemoDataset, type CellResult } from '@ferry/core';
+import {
+  DEFAULT_CELL,
+  DEMO_CLASSES,
+  DEMO_SOURCE_CLASSES,
+  runCell,
+  selectBackend,
+  writeDemoDataset,
+  type CellResult,
+} from '@ferry/core';
 import type { ResultsTable } from '@ferry/common';
 import { ferry } from '../../../test/helpers/cli.js';
 import { writeJpeg } from '../../../test/helpers/images.js';
@@ -21,10 +29,34 @@ beforeAll(async () => {
 });
 
 describe('ferry train', () => {
-  test('trains one cell with the study\'s flags, prints the epoch table, writes result.json and curves; a rerun resumes', async () => {
+  test("trains one cell with the study's flags, prints the epoch table, writes result.json and curves; a rerun resumes", async () => {
     const out = path.join(tmp(), 'run');
     const cache = tmp();
-    const args = ['train', '-d', demo, '-m', 'resnet_tiny', '--size', '32', '-b', '16', '-e', '3', '-lr', '0.02', '-lre', '2', '-lrs', '0.5', '-f', '1', '--backend', 'wasm', '--out', out];
+    const args = [
+      'train',
+      '-d',
+      demo,
+      '-m',
+      'resnet_tiny',
+      '--size',
+      '32',
+      '-b',
+      '16',
+      '-e',
+      '3',
+      '-lr',
+      '0.02',
+      '-lre',
+      '2',
+      '-lrs',
+      '0.5',
+      '-f',
+      '1',
+      '--backend',
+      'wasm',
+      '--out',
+      out,
+    ];
     const r = await ferry(args, { FERRY_CACHE: cache });
     expect(r.stderr).not.toContain('unexpected');
     expect(r.code).toBe(0);
@@ -32,7 +64,14 @@ describe('ferry train', () => {
     expect(r.stdout).toMatch(/best val accuracy \d+\.\d% at epoch \d/);
     const result = JSON.parse(readFileSync(path.join(out, 'result.json'), 'utf8')) as CellResult;
     expect(result.epochs.map((e) => e.lr)).toEqual([0.02, 0.02, 0.01]);
-    expect(result.config).toMatchObject({ model: 'resnet_tiny', strategy: 'finetune', epochs: 3, batchSize: 16, lrGamma: 0.5, lrStepEpochs: 2 });
+    expect(result.config).toMatchObject({
+      model: 'resnet_tiny',
+      strategy: 'finetune',
+      epochs: 3,
+      batchSize: 16,
+      lrGamma: 0.5,
+      lrStepEpochs: 2,
+    });
     expect(result.classes).toEqual(['green_circle', 'green_square', 'red_circle', 'red_square']);
     expect(result.confusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
     expect(result.backend).toBe('wasm');
@@ -52,8 +91,23 @@ describe('ferry train', () => {
     expect(missing.stderr).toContain('no such folder');
     expect(missing.stderr).toContain('FERRY_ERR_DATASET');
     const one = tmp();
-    for (const split of ['train', 'val']) for (let i = 0; i < 2; i++) await writeJpeg(path.join(one, split, 'only', `${i}.jpg`), 16, 16, i);
-    const single = await ferry(['train', '-d', one, '-m', 'resnet_tiny', '--size', '16', '-e', '1', '--backend', 'cpu', '--out', path.join(tmp(), 'o')]);
+    for (const split of ['train', 'val'])
+      for (let i = 0; i < 2; i++) await writeJpeg(path.join(one, split, 'only', `${i}.jpg`), 16, 16, i);
+    const single = await ferry([
+      'train',
+      '-d',
+      one,
+      '-m',
+      'resnet_tiny',
+      '--size',
+      '16',
+      '-e',
+      '1',
+      '--backend',
+      'cpu',
+      '--out',
+      path.join(tmp(), 'o'),
+    ]);
     expect(single.code).toBe(2);
     expect(single.stderr).toContain('has 1 class (only); a classifier needs at least 2 class folders');
     expect(single.stderr).not.toContain('    at ');
@@ -80,7 +134,9 @@ describe('ferry train', () => {
 
   test('bad flags are refused with the reason', async () => {
     expect((await ferry(['train', '-d', demo, '-f', '2'])).stderr).toContain('-f must be 1 (finetune) or 0 (freeze)');
-    expect((await ferry(['train', '-d', demo, '-m', 'resnet18', '--weights', 'pretrained'], { FERRY_CACHE: tmp() })).stderr).toContain('ferry weights pull resnet18');
+    expect(
+      (await ferry(['train', '-d', demo, '-m', 'resnet18', '--weights', 'pretrained'], { FERRY_CACHE: tmp() })).stderr,
+    ).toContain('ferry weights pull resnet18');
     const missing = await ferry(['train', '-d', path.join(demo, 'nope'), '-m', 'resnet_tiny', '--backend', 'cpu']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('FERRY_ERR_DATASET');
@@ -88,26 +144,52 @@ describe('ferry train', () => {
 });
 
 describe('feature cache for probe and adapt', () => {
-  test.each(['probe', 'adapt'])('%s: cached features give the same val accuracy as recomputing the backbone, and the second run hits the cache', async (strategy) => {
-    const backend = await selectBackend('wasm');
-    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, strategy, imageSize: 32, epochs: 3, batchSize: 16, lr: 0.05, augmentViews: 0, seed: 4 };
-    const cacheDir = tmp();
-    const cached = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
-    const plain = await runCell({ ...base, featureCache: false }, { backend });
-    expect(cached.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
-    expect(plain.featureCache.used).toBe(false);
-    expect(cached.bestValAccuracy).toBe(plain.bestValAccuracy);
-    cached.epochs.forEach((e, i) => expect(e.trainLoss).toBeCloseTo(plain.epochs[i]!.trainLoss, 4));
-    const again = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
-    expect(again.featureCache).toMatchObject({ hits: 2, misses: 0 });
-    expect(again.bestValAccuracy).toBe(cached.bestValAccuracy);
-  });
+  test.each(['probe', 'adapt'])(
+    '%s: cached features give the same val accuracy as recomputing the backbone, and the second run hits the cache',
+    async (strategy) => {
+      const backend = await selectBackend('wasm');
+      const base = {
+        ...DEFAULT_CELL,
+        dataset: demo,
+        model: 'resnet_tiny',
+        weights: null,
+        strategy,
+        imageSize: 32,
+        epochs: 3,
+        batchSize: 16,
+        lr: 0.05,
+        augmentViews: 0,
+        seed: 4,
+      };
+      const cacheDir = tmp();
+      const cached = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
+      const plain = await runCell({ ...base, featureCache: false }, { backend });
+      expect(cached.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
+      expect(plain.featureCache.used).toBe(false);
+      expect(cached.bestValAccuracy).toBe(plain.bestValAccuracy);
+      cached.epochs.forEach((e, i) => expect(e.trainLoss).toBeCloseTo(plain.epochs[i]!.trainLoss, 4));
+      const again = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
+      expect(again.featureCache).toMatchObject({ hits: 2, misses: 0 });
+      expect(again.bestValAccuracy).toBe(cached.bestValAccuracy);
+    },
+  );
 });
 
 describe('frozen BatchNorm and the feature cache', () => {
   test("the cache key holds the frozen stages' BatchNorm statistics: adapt after probe recomputes, freeze (training mode) caches nothing", async () => {
     const backend = await selectBackend('wasm');
-    const base = { ...DEFAULT_CELL, dataset: demo, model: 'resnet_tiny', weights: null, imageSize: 32, epochs: 2, batchSize: 16, lr: 0.05, augmentViews: 1, seed: 5 };
+    const base = {
+      ...DEFAULT_CELL,
+      dataset: demo,
+      model: 'resnet_tiny',
+      weights: null,
+      imageSize: 32,
+      epochs: 2,
+      batchSize: 16,
+      lr: 0.05,
+      augmentViews: 1,
+      seed: 5,
+    };
     const cacheDir = tmp();
     const probe = await runCell({ ...base, strategy: 'probe' }, { backend, cacheDir });
     expect(probe.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
@@ -125,9 +207,26 @@ describe('ferry data', () => {
   test('demo --source writes the 4-class target and the 8-class source domain', async () => {
     const dest = path.join(tmp(), 'demo');
     const source = path.join(tmp(), 'demo-source');
-    const r = await ferry(['data', 'demo', dest, '--source', source, '--train-per-class', '2', '--val-per-class', '1', '--size', '16']);
+    const r = await ferry([
+      'data',
+      'demo',
+      dest,
+      '--source',
+      source,
+      '--train-per-class',
+      '2',
+      '--val-per-class',
+      '1',
+      '--size',
+      '16',
+    ]);
     expect(r.code).toBe(0);
-    expect(readdirSync(path.join(dest, 'train')).sort()).toEqual(['green_circle', 'green_square', 'red_circle', 'red_square']);
+    expect(readdirSync(path.join(dest, 'train')).sort()).toEqual([
+      'green_circle',
+      'green_square',
+      'red_circle',
+      'red_square',
+    ]);
     expect(readdirSync(path.join(source, 'train')).sort()).toEqual([...DEMO_SOURCE_CLASSES].sort());
     expect(DEMO_SOURCE_CLASSES.filter((c) => (DEMO_CLASSES as readonly string[]).includes(c))).toEqual([]);
     expect(count(path.join(source, 'val', 'blue_ring'))).toBe(1);
@@ -139,7 +238,9 @@ describe('ferry data', () => {
     for (const c of ['a', 'b']) for (let i = 0; i < 10; i++) await writeJpeg(path.join(src, c, `${i}.jpg`), 16, 16, i);
     const d1 = path.join(tmp(), 'x');
     const d2 = path.join(tmp(), 'y');
-    expect((await ferry(['data', 'split', src, d1, '--val', '0.3', '--seed', '2'])).stdout).toContain('2 classes, 14 train / 6 val');
+    expect((await ferry(['data', 'split', src, d1, '--val', '0.3', '--seed', '2'])).stdout).toContain(
+      '2 classes, 14 train / 6 val',
+    );
     await ferry(['data', 'split', src, d2, '--val', '0.3', '--seed', '2']);
     expect(readdirSync(path.join(d1, 'val', 'a'))).toEqual(readdirSync(path.join(d2, 'val', 'a')));
     expect(count(path.join(d1, 'val', 'b'))).toBe(3);
@@ -148,7 +249,7 @@ describe('ferry data', () => {
     expect(again.stderr).toContain('not empty');
   });
 
-  test('import reads the study\'s raw layouts', async () => {
+  test("import reads the study's raw layouts", async () => {
     const raw = tmp();
     // Dogs vs Cats: flat train/cat.N.jpg, dog.N.jpg
     for (let i = 0; i < 5; i++) {
@@ -158,12 +259,21 @@ describe('ferry data', () => {
     const dvc = await ferry(['data', 'import', 'dogs-vs-cats', path.join(raw, 'dvc'), path.join(raw, 'out-dvc')]);
     expect(dvc.stdout).toContain('2 classes, 8 train / 2 val');
     // Simpsons: the 20 characters with the most images, out of 22.
-    for (let c = 0; c < 22; c++) for (let i = 0; i < 2 + (c % 3 === 0 ? 3 : 0) + (c < 20 ? 1 : 0); i++) await writeJpeg(path.join(raw, 's', 'simpsons_dataset', `char${String(c).padStart(2, '0')}`, `pic_${i}.jpg`), 8, 8, i);
+    for (let c = 0; c < 22; c++)
+      for (let i = 0; i < 2 + (c % 3 === 0 ? 3 : 0) + (c < 20 ? 1 : 0); i++)
+        await writeJpeg(
+          path.join(raw, 's', 'simpsons_dataset', `char${String(c).padStart(2, '0')}`, `pic_${i}.jpg`),
+          8,
+          8,
+          i,
+        );
     const simp = await ferry(['data', 'import', 'simpsons', path.join(raw, 's'), path.join(raw, 'out-s')]);
     expect(simp.stdout).toContain('20 classes');
     expect(readdirSync(path.join(raw, 'out-s', 'train'))).not.toContain('char20');
     // Caltech 256: 256_ObjectCategories/001.ak47/001_0001.jpg
-    for (const c of ['001.ak47', '257.clutter']) for (let i = 1; i <= 5; i++) await writeJpeg(path.join(raw, 'c', '256_ObjectCategories', c, `${c.slice(0, 3)}_000${i}.jpg`), 8, 8, i);
+    for (const c of ['001.ak47', '257.clutter'])
+      for (let i = 1; i <= 5; i++)
+        await writeJpeg(path.join(raw, 'c', '256_ObjectCategories', c, `${c.slice(0, 3)}_000${i}.jpg`), 8, 8, i);
     const cal = await ferry(['data', 'import', 'caltech256', path.join(raw, 'c'), path.join(raw, 'out-c')]);
     expect(cal.stdout).toContain('2 classes, 8 train / 2 val');
     const bad = await ferry(['data', 'import', 'mnist', raw, path.join(raw, 'z')]);
@@ -202,8 +312,16 @@ describe('ferry data', () => {
     let zip: Buffer;
     beforeAll(async () => {
       const dir = tmp();
-      for (const split of ['train', 'val']) for (const c of ['ants', 'bees']) for (let i = 0; i < 2; i++) await writeJpeg(path.join(dir, 'hymenoptera_data', split, c, `${i}.jpg`), 10, 10, i);
-      execFileSync('/usr/bin/python3', ['-c', 'import shutil,sys; shutil.make_archive(sys.argv[1], "zip", sys.argv[2], "hymenoptera_data")', path.join(dir, 'h'), dir]);
+      for (const split of ['train', 'val'])
+        for (const c of ['ants', 'bees'])
+          for (let i = 0; i < 2; i++)
+            await writeJpeg(path.join(dir, 'hymenoptera_data', split, c, `${i}.jpg`), 10, 10, i);
+      execFileSync('/usr/bin/python3', [
+        '-c',
+        'import shutil,sys; shutil.make_archive(sys.argv[1], "zip", sys.argv[2], "hymenoptera_data")',
+        path.join(dir, 'h'),
+        dir,
+      ]);
       zip = readFileSync(path.join(dir, 'h.zip'));
       server = createServer((_req, res) => {
         res.writeHead(200, { 'content-length': String(zip.length) });
@@ -224,10 +342,30 @@ describe('ferry data', () => {
       expect(r.stdout).toContain('2 classes, 4 train / 4 val');
       const digest = createHash('sha256').update(zip).digest('hex');
       expect(readFileSync(path.join(cache, 'datasets', 'hymenoptera_data.zip.sha256'), 'utf8').trim()).toBe(digest);
-      const again = await ferry(['data', 'pull', 'hymenoptera', path.join(tmp(), 'h2'), '--url', url, '--cache', cache]);
+      const again = await ferry([
+        'data',
+        'pull',
+        'hymenoptera',
+        path.join(tmp(), 'h2'),
+        '--url',
+        url,
+        '--cache',
+        cache,
+      ]);
       expect(again.stderr).toContain('cached');
       expect(again.stderr).not.toContain('no pinned');
-      const wrong = await ferry(['data', 'pull', 'hymenoptera', path.join(tmp(), 'h3'), '--url', url, '--cache', tmp(), '--sha256', 'ab'.repeat(32)]);
+      const wrong = await ferry([
+        'data',
+        'pull',
+        'hymenoptera',
+        path.join(tmp(), 'h3'),
+        '--url',
+        url,
+        '--cache',
+        tmp(),
+        '--sha256',
+        'ab'.repeat(32),
+      ]);
       expect(wrong.code).toBe(2);
       expect(wrong.stderr).toContain('checksum mismatch');
     });
@@ -249,7 +387,20 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
     );
     const out = path.join(tmp(), 'runs');
-    const args = ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--workers', '2', '--dashboard-port', '0'];
+    const args = [
+      'run',
+      sweep,
+      '--data-root',
+      root,
+      '--out',
+      out,
+      '--backend',
+      'wasm',
+      '--workers',
+      '2',
+      '--dashboard-port',
+      '0',
+    ];
     const first = await ferry(args, { FERRY_CACHE: tmp() });
     expect(first.code).toBe(0);
     expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| verdict \|/);
@@ -258,12 +409,20 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     );
     type Cells = {
       table: ResultsTable;
-      cells: { state: string; attempts: number; result: { bestValAccuracy: number; valPredictions: number[]; valLabels: number[] } | null }[];
+      cells: {
+        state: string;
+        attempts: number;
+        result: { bestValAccuracy: number; valPredictions: number[]; valLabels: number[] } | null;
+      }[];
     };
     const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
     // Per-image predictions crossed worker -> coordinator -> CLI and decided the verdict.
     expect(json.cells[0]!.result!.valPredictions).toHaveLength(json.cells[0]!.result!.valLabels.length);
-    expect(json.table.rows[0]!.comparison).toMatchObject({ a: expect.any(String), test: 'mcnemar-exact', pairedSeeds: 1 });
+    expect(json.table.rows[0]!.comparison).toMatchObject({
+      a: expect.any(String),
+      test: 'mcnemar-exact',
+      pairedSeeds: 1,
+    });
     expect(json.table.rows[0]!.byStrategy['finetune']!.ci95).toHaveLength(2);
     expect(json.cells.map((c) => [c.state, c.attempts])).toEqual([
       ['done', 1],
@@ -279,7 +438,11 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     const second = await ferry(args, { FERRY_CACHE: tmp() });
     expect(second.code).toBe(0);
     // The same table (the dashboard line names a fresh port each time).
-    const table = (s: string): string => s.split('\n').filter((l) => !l.startsWith('dashboard:')).join('\n');
+    const table = (s: string): string =>
+      s
+        .split('\n')
+        .filter((l) => !l.startsWith('dashboard:'))
+        .join('\n');
     expect(table(second.stdout)).toBe(table(first.stdout));
     expect(first.stdout).toMatch(/^dashboard: http:\/\/127\.0\.0\.1:\d+\/$/m);
     const again = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
@@ -301,21 +464,43 @@ hyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32 }
     );
     const out = path.join(tmp(), 'runs');
     const t0 = Date.now();
-    const r = await ferry(['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--no-nats'], { FERRY_CACHE: tmp() });
+    const r = await ferry(['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--no-nats'], {
+      FERRY_CACHE: tmp(),
+    });
     expect(r.code).toBe(2);
     expect(Date.now() - t0).toBeLessThan(60_000);
     expect(r.stderr).toContain('no worker can run 1 pending cell(s)');
-    expect(r.stderr).toContain('ghost rgb finetune resnet_tiny seed 0: FERRY_ERR_DATASET_MISMATCH: dataset ghost is not on this worker');
+    expect(r.stderr).toContain(
+      'ghost rgb finetune resnet_tiny seed 0: FERRY_ERR_DATASET_MISMATCH: dataset ghost is not on this worker',
+    );
     expect(r.stderr).toContain('[FERRY_ERR_DATASET_MISMATCH]');
     expect(readFileSync(path.join(out, 'logs', 'worker-0.log'), 'utf8')).toContain('worker');
   }, 120_000);
 
   test('cells that only a backend no local worker has can run are said, not waited on', async () => {
     const sweep = path.join(tmp(), 'gpu-only.yaml');
-    writeFileSync(sweep, `name: gpuonly\ndatasets: [{ name: demo, path: ${path.basename(demo)} }]\ncolors: [rgb]\nstrategies: [finetune]\nmodels: [resnet_tiny]\nhyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32, backends: [webgpu] }\n`);
-    const r = await ferry(['run', sweep, '--data-root', path.dirname(demo), '--out', path.join(tmp(), 'runs'), '--backend', 'wasm', '--no-nats'], { FERRY_CACHE: tmp() });
+    writeFileSync(
+      sweep,
+      `name: gpuonly\ndatasets: [{ name: demo, path: ${path.basename(demo)} }]\ncolors: [rgb]\nstrategies: [finetune]\nmodels: [resnet_tiny]\nhyper: { weights: none, epochs: 1, batchSize: 16, imageSize: 32, backends: [webgpu] }\n`,
+    );
+    const r = await ferry(
+      [
+        'run',
+        sweep,
+        '--data-root',
+        path.dirname(demo),
+        '--out',
+        path.join(tmp(), 'runs'),
+        '--backend',
+        'wasm',
+        '--no-nats',
+      ],
+      { FERRY_CACHE: tmp() },
+    );
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('demo rgb finetune resnet_tiny seed 0: FERRY_ERR_BACKEND_UNAVAILABLE: the cell runs only on webgpu; the local workers run wasm (see --backend)');
+    expect(r.stderr).toContain(
+      'demo rgb finetune resnet_tiny seed 0: FERRY_ERR_BACKEND_UNAVAILABLE: the cell runs only on webgpu; the local workers run wasm (see --backend)',
+    );
     expect(r.stderr).toContain('[FERRY_ERR_BACKEND_UNAVAILABLE]');
   }, 120_000);
 

@@ -22,23 +22,59 @@ export interface LimitDefinition {
 // already-compressed images, so 1 GiB per deflated entry and 64 GiB in all stop a bomb long before
 // memory runs out.
 export const LIMITS = {
-  maxSweepCells: { flag: '--max-sweep-cells', env: 'FERRY_MAX_SWEEP_CELLS', default: 10_000, what: 'cells one sweep file may expand to (checked before expansion)' },
-  maxSweepBytes: { flag: '--max-sweep-bytes', env: 'FERRY_MAX_SWEEP_BYTES', default: 1 << 20, what: 'bytes of one sweep file (YAML aliases are bounded too)' },
-  maxImagePixels: { flag: '--max-image-pixels', env: 'FERRY_MAX_IMAGE_PIXELS', default: 100_000_000, what: 'pixels of one image, checked from its header before it is decoded' },
-  maxTensorElements: { flag: '--max-tensor-elements', env: 'FERRY_MAX_TENSOR_ELEMENTS', default: 2 ** 30, what: 'elements of one tensor in a `.pth`/`.safetensors`/`.npy` file, checked before allocation' },
-  maxZipEntryBytes: { flag: '--max-zip-entry-bytes', env: 'FERRY_MAX_ZIP_ENTRY_BYTES', default: 2 ** 30, what: 'bytes one zip entry (a `.pth` archive member, a dataset archive file) may inflate to' },
-  maxZipTotalBytes: { flag: '--max-zip-total-bytes', env: 'FERRY_MAX_ZIP_TOTAL_BYTES', default: 64 * 2 ** 30, what: 'bytes all entries of one zip archive may inflate to together' },
+  maxSweepCells: {
+    flag: '--max-sweep-cells',
+    env: 'FERRY_MAX_SWEEP_CELLS',
+    default: 10_000,
+    what: 'cells one sweep file may expand to (checked before expansion)',
+  },
+  maxSweepBytes: {
+    flag: '--max-sweep-bytes',
+    env: 'FERRY_MAX_SWEEP_BYTES',
+    default: 1 << 20,
+    what: 'bytes of one sweep file (YAML aliases are bounded too)',
+  },
+  maxImagePixels: {
+    flag: '--max-image-pixels',
+    env: 'FERRY_MAX_IMAGE_PIXELS',
+    default: 100_000_000,
+    what: 'pixels of one image, checked from its header before it is decoded',
+  },
+  maxTensorElements: {
+    flag: '--max-tensor-elements',
+    env: 'FERRY_MAX_TENSOR_ELEMENTS',
+    default: 2 ** 30,
+    what: 'elements of one tensor in a `.pth`/`.safetensors`/`.npy` file, checked before allocation',
+  },
+  maxZipEntryBytes: {
+    flag: '--max-zip-entry-bytes',
+    env: 'FERRY_MAX_ZIP_ENTRY_BYTES',
+    default: 2 ** 30,
+    what: 'bytes one zip entry (a `.pth` archive member, a dataset archive file) may inflate to',
+  },
+  maxZipTotalBytes: {
+    flag: '--max-zip-total-bytes',
+    env: 'FERRY_MAX_ZIP_TOTAL_BYTES',
+    default: 64 * 2 ** 30,
+    what: 'bytes all entries of one zip archive may inflate to together',
+  },
 } as const satisfies Readonly<Record<string, LimitDefinition>>;
 
 export type LimitName = keyof typeof LIMITS;
 export type Limits = Readonly<Record<LimitName, number>>;
 
-export const DEFAULT_LIMITS: Limits = Object.fromEntries(Object.entries(LIMITS).map(([k, d]) => [k, d.default])) as Limits;
+export const DEFAULT_LIMITS: Limits = Object.fromEntries(
+  Object.entries(LIMITS).map(([k, d]) => [k, d.default]),
+) as Limits;
 
 /** A limit's value as written on the command line or in the environment: a positive integer. */
 export function parseLimit(name: LimitName, raw: string, source: string): number {
   const v = Number(raw.replace(/_/g, ''));
-  if (!Number.isSafeInteger(v) || v <= 0) throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `${source} must be a positive integer (got ${JSON.stringify(raw)}); the default is ${LIMITS[name].default}`);
+  if (!Number.isSafeInteger(v) || v <= 0)
+    throw new FerryError(
+      'FERRY_ERR_INVALID_ARGUMENT',
+      `${source} must be a positive integer (got ${JSON.stringify(raw)}); the default is ${LIMITS[name].default}`,
+    );
   return v;
 }
 
@@ -49,10 +85,12 @@ export function limits(env: Readonly<Record<string, string | undefined>> = globa
   const names = Object.keys(LIMITS) as LimitName[];
   const key = names.map((n) => env[LIMITS[n].env] ?? '').join('\0');
   if (key === cache.key) return cache.value;
-  const value = Object.fromEntries(names.map((n) => {
-    const raw = env[LIMITS[n].env];
-    return [n, raw === undefined || raw === '' ? LIMITS[n].default : parseLimit(n, raw, LIMITS[n].env)];
-  })) as Limits;
+  const value = Object.fromEntries(
+    names.map((n) => {
+      const raw = env[LIMITS[n].env];
+      return [n, raw === undefined || raw === '' ? LIMITS[n].default : parseLimit(n, raw, LIMITS[n].env)];
+    }),
+  ) as Limits;
   cache.key = key;
   cache.value = value;
   return value;
@@ -79,7 +117,11 @@ export function extractLimitFlags(argv: readonly string[]): { argv: string[]; en
       continue;
     }
     const raw = inline ?? argv[++i];
-    if (raw === undefined) throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `${flag} needs a value (a positive integer; the default is ${LIMITS[name].default})`);
+    if (raw === undefined)
+      throw new FerryError(
+        'FERRY_ERR_INVALID_ARGUMENT',
+        `${flag} needs a value (a positive integer; the default is ${LIMITS[name].default})`,
+      );
     env[LIMITS[name].env] = String(parseLimit(name, raw, flag));
   }
   return { argv: rest, env };

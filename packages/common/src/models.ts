@@ -3,7 +3,15 @@
  * (`@ferry/core` models/zoo.ts) defines each one and is checked against this list; the coordinator
  * refuses a sweep naming any other at submit, before a worker spends an attempt on it.
  */
-export const MODEL_NAMES = ['resnet18', 'resnet34', 'resnet50', 'mobilenet_v2', 'resnet_tiny', 'resnet_tiny_bottleneck', 'mobilenet_v2_tiny'] as const;
+export const MODEL_NAMES = [
+  'resnet18',
+  'resnet34',
+  'resnet50',
+  'mobilenet_v2',
+  'resnet_tiny',
+  'resnet_tiny_bottleneck',
+  'mobilenet_v2_tiny',
+] as const;
 
 export type ModelName = (typeof MODEL_NAMES)[number];
 

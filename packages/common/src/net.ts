@@ -5,7 +5,10 @@
  * IPv4-mapped `::ffff:127.x.y.z`; brackets around IPv6 are allowed.
  */
 export function isLoopbackHost(host: string): boolean {
-  const h = host.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const h = host
+    .trim()
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1');
   if (h === 'localhost') return true;
   const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(h);
   if (v4) return v4.slice(1).every((o) => Number(o) <= 255) && v4[1] === '127';

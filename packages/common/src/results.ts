@@ -61,7 +61,9 @@ export function parseCellResult(json: string): CellResultSummary {
     classes: list<string>(r['classes']),
     confusion: list<number[]>(r['confusion']),
     perClassAccuracy: list<number>(r['perClassAccuracy']).map(num),
-    ...(labels.length > 0 && predicted.length === labels.length && valSetHash ? { predictions: { predicted, labels, valSetHash } } : {}),
+    ...(labels.length > 0 && predicted.length === labels.length && valSetHash
+      ? { predictions: { predicted, labels, valSetHash } }
+      : {}),
   };
 }
 
@@ -184,7 +186,13 @@ function tableCell(xs: readonly CellOutcome[]): TableCell {
  * pooled over the seeds whose two cells saw the same val images, and a paired t-test on the
  * per-seed accuracies when 3 or more seeds pair up.
  */
-export function compareColumns(a: string, as: readonly CellOutcome[], b: string, bs: readonly CellOutcome[], alpha = DEFAULT_ALPHA): Comparison {
+export function compareColumns(
+  a: string,
+  as: readonly CellOutcome[],
+  b: string,
+  bs: readonly CellOutcome[],
+  alpha = DEFAULT_ALPHA,
+): Comparison {
   const bySeed = new Map(bs.map((o) => [o.spec.seed, o]));
   const pairs = as.flatMap((x) => {
     const y = bySeed.get(x.spec.seed);
@@ -213,15 +221,40 @@ export function compareColumns(a: string, as: readonly CellOutcome[], b: string,
       else if (rb && !ra) onlyB++;
     }
   }
-  const seeds = pairs.length >= 3 ? { test: 'paired-t' as const, pValue: pairedTTest(pairs.map(([x, y]) => x.bestValAccuracy - y.bestValAccuracy)).pValue, n: pairs.length } : null;
+  const seeds =
+    pairs.length >= 3
+      ? {
+          test: 'paired-t' as const,
+          pValue: pairedTTest(pairs.map(([x, y]) => x.bestValAccuracy - y.bestValAccuracy)).pValue,
+          n: pairs.length,
+        }
+      : null;
   const better = (diff: number): string | null => (diff > 0 ? a : diff < 0 ? b : null);
   if (pairedSeeds > 0) {
     const pValue = mcnemarExact(onlyA, onlyB);
-    return { a, b, test: 'mcnemar-exact', pValue, winner: pValue < alpha ? better(onlyA - onlyB) : null, discordant: [onlyA, onlyB], pairedSeeds, seeds };
+    return {
+      a,
+      b,
+      test: 'mcnemar-exact',
+      pValue,
+      winner: pValue < alpha ? better(onlyA - onlyB) : null,
+      discordant: [onlyA, onlyB],
+      pairedSeeds,
+      seeds,
+    };
   }
   if (seeds) {
     const diff = pairs.reduce((s, [x, y]) => s + x.bestValAccuracy - y.bestValAccuracy, 0);
-    return { a, b, test: 'paired-t', pValue: seeds.pValue, winner: seeds.pValue < alpha ? better(diff) : null, discordant: null, pairedSeeds: 0, seeds };
+    return {
+      a,
+      b,
+      test: 'paired-t',
+      pValue: seeds.pValue,
+      winner: seeds.pValue < alpha ? better(diff) : null,
+      discordant: null,
+      pairedSeeds: 0,
+      seeds,
+    };
   }
   return {
     a,
@@ -232,7 +265,8 @@ export function compareColumns(a: string, as: readonly CellOutcome[], b: string,
     discordant: null,
     pairedSeeds: 0,
     seeds: null,
-    reason: pairs.length === 0 ? 'no seed ran in both columns' : `${reason ?? 'no paired images'}, and fewer than 3 seeds`,
+    reason:
+      pairs.length === 0 ? 'no seed ran in both columns' : `${reason ?? 'no paired images'}, and fewer than 3 seeds`,
   };
 }
 
@@ -267,9 +301,29 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
             alpha,
           )
         : null;
-    return { dataset, color, model, byStrategy, comparison, winner: comparison?.winner ?? null, verdict: verdictText(comparison) };
+    return {
+      dataset,
+      color,
+      model,
+      byStrategy,
+      comparison,
+      winner: comparison?.winner ?? null,
+      verdict: verdictText(comparison),
+    };
   });
-  rows.sort((x, y) => (x.dataset < y.dataset ? -1 : x.dataset > y.dataset ? 1 : x.model < y.model ? -1 : x.model > y.model ? 1 : x.color === 'rgb' ? -1 : 1));
+  rows.sort((x, y) =>
+    x.dataset < y.dataset
+      ? -1
+      : x.dataset > y.dataset
+        ? 1
+        : x.model < y.model
+          ? -1
+          : x.model > y.model
+            ? 1
+            : x.color === 'rgb'
+              ? -1
+              : 1,
+  );
 
   const colorComparisons: ColorComparison[] = [];
   const seen = new Set<string>();
@@ -277,7 +331,14 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
     const k = key(o.spec.dataset, o.spec.model, o.spec.strategy);
     if (seen.has(k)) continue;
     seen.add(k);
-    const same = (c: string) => outcomes.filter((x) => x.spec.dataset === o.spec.dataset && x.spec.model === o.spec.model && x.spec.strategy === o.spec.strategy && x.spec.color === c);
+    const same = (c: string) =>
+      outcomes.filter(
+        (x) =>
+          x.spec.dataset === o.spec.dataset &&
+          x.spec.model === o.spec.model &&
+          x.spec.strategy === o.spec.strategy &&
+          x.spec.color === c,
+      );
     const rgb = same('rgb');
     const gray = same('gray');
     if (rgb.length === 0 || gray.length === 0) continue;
@@ -292,7 +353,9 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
       verdict: verdictText(comparison),
     });
   }
-  const semantics = Object.fromEntries(strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']));
+  const semantics = Object.fromEntries(
+    strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']),
+  );
   return { strategies, semantics, alpha, rows, colorComparisons };
 }
 
@@ -311,7 +374,11 @@ export function cellText(c: TableCell | null): string {
   return c.ci95 ? `${mean} [${(c.ci95[0] * 100).toFixed(1)}, ${(c.ci95[1] * 100).toFixed(1)}]` : mean;
 }
 
-const TEST_NAMES: Readonly<Record<ComparisonTest, string>> = { 'mcnemar-exact': 'McNemar', 'paired-t': 'paired t over seeds', none: '' };
+const TEST_NAMES: Readonly<Record<ComparisonTest, string>> = {
+  'mcnemar-exact': 'McNemar',
+  'paired-t': 'paired t over seeds',
+  none: '',
+};
 
 /** "finetune (McNemar p = 0.003)", "no significant difference (McNemar p = 0.41)", or why there is no test. */
 export function verdictText(c: Comparison | null): string {
@@ -356,7 +423,8 @@ function csvField(v: string): string {
   return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
 }
 
-const num = (v: number | null | undefined, digits = 4): string => (v === null || v === undefined ? '' : v.toFixed(digits));
+const num = (v: number | null | undefined, digits = 4): string =>
+  v === null || v === undefined ? '' : v.toFixed(digits);
 const pv = (v: number | null | undefined): string => (v === null || v === undefined ? '' : v.toPrecision(6));
 
 export function tableCsv(t: ResultsTable): string {
@@ -364,7 +432,16 @@ export function tableCsv(t: ResultsTable): string {
     'dataset',
     'color',
     'model',
-    ...t.strategies.flatMap((s) => [`${s}_mean`, `${s}_std`, `${s}_n`, `${s}_ci95_low`, `${s}_ci95_high`, `${s}_best_epoch`, `${s}_wall_s`, `${s}_images_per_sec`]),
+    ...t.strategies.flatMap((s) => [
+      `${s}_mean`,
+      `${s}_std`,
+      `${s}_n`,
+      `${s}_ci95_low`,
+      `${s}_ci95_high`,
+      `${s}_best_epoch`,
+      `${s}_wall_s`,
+      `${s}_images_per_sec`,
+    ]),
     'compared',
     'test',
     'p_value',
@@ -379,7 +456,16 @@ export function tableCsv(t: ResultsTable): string {
     ...t.strategies.flatMap((s) => {
       const c = r.byStrategy[s];
       return c
-        ? [num(c.mean), num(c.std), String(c.n), num(c.ci95?.[0]), num(c.ci95?.[1]), c.bestEpochMean.toFixed(1), (c.wallMsMean / 1000).toFixed(1), c.imagesPerSecMean.toFixed(1)]
+        ? [
+            num(c.mean),
+            num(c.std),
+            String(c.n),
+            num(c.ci95?.[0]),
+            num(c.ci95?.[1]),
+            c.bestEpochMean.toFixed(1),
+            (c.wallMsMean / 1000).toFixed(1),
+            c.imagesPerSecMean.toFixed(1),
+          ]
         : ['', '', '0', '', '', '', '', ''];
     }),
     r.comparison ? `${r.comparison.a} vs ${r.comparison.b}` : '',
@@ -387,7 +473,9 @@ export function tableCsv(t: ResultsTable): string {
     pv(r.comparison?.pValue),
     r.winner ?? '',
     ...t.strategies.flatMap((s) => {
-      const c = t.colorComparisons.find((x) => x.dataset === r.dataset && x.model === r.model && x.strategy === s)?.comparison;
+      const c = t.colorComparisons.find(
+        (x) => x.dataset === r.dataset && x.model === r.model && x.strategy === s,
+      )?.comparison;
       return c ? [c.test, pv(c.pValue), c.winner ?? ''] : ['', '', ''];
     }),
     ...t.strategies.map((s) => t.semantics[s] ?? ''),

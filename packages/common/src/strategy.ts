@@ -61,7 +61,8 @@ export const STRATEGIES: Readonly<Record<StrategyKind, StrategyDefinition>> = {
     revision: 2,
   },
   probe: {
-    summary: "linear probe: backbone frozen with the source's BatchNorm statistics (inference mode), head trained on cached features",
+    summary:
+      "linear probe: backbone frozen with the source's BatchNorm statistics (inference mode), head trained on cached features",
     frozenBatchNorm: 'source',
     cachesFeatures: true,
     revision: 1,

@@ -10,7 +10,8 @@ const ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 function documented(): Map<string, { grpc: string; exit: number; retry: string }> {
   const text = readFileSync(path.join(ROOT, 'docs/errors.md'), 'utf8');
   const out = new Map<string, { grpc: string; exit: number; retry: string }>();
-  for (const m of text.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \| `([A-Z_]+)` \| (\d) \| (\w+) \|/gm)) out.set(m[1]!, { grpc: m[2]!, exit: Number(m[3]), retry: m[4]! });
+  for (const m of text.matchAll(/^\| `(FERRY_ERR_[A-Z_]+)` \| `([A-Z_]+)` \| (\d) \| (\w+) \|/gm))
+    out.set(m[1]!, { grpc: m[2]!, exit: Number(m[3]), retry: m[4]! });
   return out;
 }
 
@@ -27,13 +28,15 @@ function sources(dir: string, out: string[] = []): string[] {
 test('docs/errors.md lists exactly the registry: every code, its gRPC status, exit code and retry policy', () => {
   const doc = documented();
   expect([...doc.keys()].sort()).toEqual(Object.keys(ERRORS).sort());
-  for (const [code, def] of Object.entries(ERRORS)) expect(doc.get(code), code).toEqual({ grpc: def.grpc, exit: def.exit, retry: def.retry });
+  for (const [code, def] of Object.entries(ERRORS))
+    expect(doc.get(code), code).toEqual({ grpc: def.grpc, exit: def.exit, retry: def.retry });
 });
 
 test('every FERRY_ERR_ code written in the sources is in the registry', () => {
   const unknown = new Set<string>();
   for (const file of sources(path.join(ROOT, 'packages'))) {
-    for (const m of readFileSync(file, 'utf8').matchAll(/FERRY_ERR_[A-Z_]+/g)) if (!isErrorCode(m[0])) unknown.add(`${path.relative(ROOT, file)}: ${m[0]}`);
+    for (const m of readFileSync(file, 'utf8').matchAll(/FERRY_ERR_[A-Z_]+/g))
+      if (!isErrorCode(m[0])) unknown.add(`${path.relative(ROOT, file)}: ${m[0]}`);
   }
   expect([...unknown]).toEqual([]);
 });

@@ -1,9 +1,24 @@
 import { describe, expect, test } from 'vitest';
-import { formatP, parseCellResult, resultsTable, tableCsv, tableMarkdown, wilsonInterval, type CellOutcome } from '@ferry/common';
+import {
+  formatP,
+  parseCellResult,
+  resultsTable,
+  tableCsv,
+  tableMarkdown,
+  wilsonInterval,
+  type CellOutcome,
+} from '@ferry/common';
 
 /** 20 val images, labels 0/1 alternating; `right` lists the images a cell classified correctly. */
 const LABELS = Array.from({ length: 20 }, (_, i) => i % 2);
-function outcome(dataset: string, color: string, strategy: string, seed: number, right: readonly number[], hash = 'h'): CellOutcome {
+function outcome(
+  dataset: string,
+  color: string,
+  strategy: string,
+  seed: number,
+  right: readonly number[],
+  hash = 'h',
+): CellOutcome {
   const predicted = LABELS.map((l, i) => (right.includes(i) ? l : 1 - l));
   return {
     spec: { dataset, color, strategy, model: 'resnet18', seed },
@@ -19,24 +34,41 @@ const range = (from: number, to: number): number[] => Array.from({ length: to - 
 describe('results table: the verdict rests on a paired test', () => {
   test('finetune right on 18 images, freeze on 10, 9 vs 1 discordant: exact McNemar p = 2 (C(10,0) + C(10,1)) / 2^10, finetune wins', () => {
     // finetune: 0..17 right; freeze: 0..8 and 18 right -> only finetune: 9..17 (9), only freeze: 18 (1).
-    const t = resultsTable([outcome('ants', 'rgb', 'finetune', 0, range(0, 18)), outcome('ants', 'rgb', 'freeze', 0, [...range(0, 9), 18])]);
+    const t = resultsTable([
+      outcome('ants', 'rgb', 'finetune', 0, range(0, 18)),
+      outcome('ants', 'rgb', 'freeze', 0, [...range(0, 9), 18]),
+    ]);
     const row = t.rows[0]!;
     expect(row.byStrategy['finetune']).toMatchObject({ correct: 18, total: 20, mean: 0.9 });
     expect(row.byStrategy['finetune']!.ci95).toEqual(wilsonInterval(18, 20));
-    expect(row.comparison).toMatchObject({ a: 'finetune', b: 'freeze', test: 'mcnemar-exact', discordant: [9, 1], pairedSeeds: 1, winner: 'finetune', seeds: null });
+    expect(row.comparison).toMatchObject({
+      a: 'finetune',
+      b: 'freeze',
+      test: 'mcnemar-exact',
+      discordant: [9, 1],
+      pairedSeeds: 1,
+      winner: 'finetune',
+      seeds: null,
+    });
     expect(row.comparison!.pValue).toBeCloseTo((2 * (1 + 10)) / 1024, 12);
     expect(row.winner).toBe('finetune');
     const md = tableMarkdown(t);
     expect(md).toContain('| ants | rgb | **90.0% [69.9, 97.2]** | 50.0% [29.9, 70.1] | finetune (McNemar p = 0.021) |');
     // The same data at alpha 0.01: no winner, the p-value still shown.
-    const strict = resultsTable([outcome('ants', 'rgb', 'finetune', 0, range(0, 18)), outcome('ants', 'rgb', 'freeze', 0, [...range(0, 9), 18])], { alpha: 0.01 });
+    const strict = resultsTable(
+      [outcome('ants', 'rgb', 'finetune', 0, range(0, 18)), outcome('ants', 'rgb', 'freeze', 0, [...range(0, 9), 18])],
+      { alpha: 0.01 },
+    );
     expect(strict.rows[0]!.winner).toBeNull();
     expect(tableMarkdown(strict)).toContain('no significant difference (McNemar p = 0.021)');
   });
 
   test('a gap of 2 images on 20 is no significant difference, whatever the means say', () => {
     // finetune: 0..11 right (12); freeze: 0..8 and 12 (10): only finetune 9,10,11 (3), only freeze 12 (1); p = 2 (1 + 4) / 16.
-    const t = resultsTable([outcome('ants', 'gray', 'finetune', 0, range(0, 12)), outcome('ants', 'gray', 'freeze', 0, [...range(0, 9), 12])]);
+    const t = resultsTable([
+      outcome('ants', 'gray', 'finetune', 0, range(0, 12)),
+      outcome('ants', 'gray', 'freeze', 0, [...range(0, 9), 12]),
+    ]);
     const c = t.rows[0]!.comparison!;
     expect(c.discordant).toEqual([3, 1]);
     expect(c.pValue).toBeCloseTo(0.625, 12);
@@ -46,7 +78,10 @@ describe('results table: the verdict rests on a paired test', () => {
   });
 
   test('seeds pool into one McNemar test; 3 seeds add a paired t-test over seeds', () => {
-    const outcomes = [0, 1, 2].flatMap((seed) => [outcome('d', 'rgb', 'finetune', seed, range(0, 16 + seed)), outcome('d', 'rgb', 'freeze', seed, range(0, 12))]);
+    const outcomes = [0, 1, 2].flatMap((seed) => [
+      outcome('d', 'rgb', 'finetune', seed, range(0, 16 + seed)),
+      outcome('d', 'rgb', 'freeze', seed, range(0, 12)),
+    ]);
     const c = resultsTable(outcomes).rows[0]!.comparison!;
     // only finetune: 4 + 5 + 6 images, only freeze: none.
     expect(c.discordant).toEqual([15, 0]);
@@ -59,8 +94,19 @@ describe('results table: the verdict rests on a paired test', () => {
   });
 
   test('without per-image predictions, 3 seeds fall back to the paired t-test; fewer say there is no test', () => {
-    const strip = (o: CellOutcome): CellOutcome => ({ spec: o.spec, bestValAccuracy: o.bestValAccuracy, bestEpoch: o.bestEpoch, wallMs: o.wallMs, imagesPerSec: o.imagesPerSec });
-    const three = [0, 1, 2].flatMap((seed) => [outcome('d', 'rgb', 'finetune', seed, range(0, 16 + seed)), outcome('d', 'rgb', 'freeze', seed, range(0, 12))]).map(strip);
+    const strip = (o: CellOutcome): CellOutcome => ({
+      spec: o.spec,
+      bestValAccuracy: o.bestValAccuracy,
+      bestEpoch: o.bestEpoch,
+      wallMs: o.wallMs,
+      imagesPerSec: o.imagesPerSec,
+    });
+    const three = [0, 1, 2]
+      .flatMap((seed) => [
+        outcome('d', 'rgb', 'finetune', seed, range(0, 16 + seed)),
+        outcome('d', 'rgb', 'freeze', seed, range(0, 12)),
+      ])
+      .map(strip);
     const c = resultsTable(three).rows[0]!.comparison!;
     expect(c.test).toBe('paired-t');
     expect(c.pValue).toBeCloseTo(0.013072, 5);
@@ -68,12 +114,20 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(resultsTable(three).rows[0]!.byStrategy['finetune']!.ci95).toBeNull();
     const one = resultsTable(three.filter((o) => o.spec.seed === 0)).rows[0]!;
     expect(one.comparison).toMatchObject({ test: 'none', winner: null, pValue: null });
-    expect(tableMarkdown(resultsTable(three.filter((o) => o.spec.seed === 0)))).toContain('no test: per-image predictions were not kept, and fewer than 3 seeds');
+    expect(tableMarkdown(resultsTable(three.filter((o) => o.spec.seed === 0)))).toContain(
+      'no test: per-image predictions were not kept, and fewer than 3 seeds',
+    );
   });
 
   test('cells evaluated on different val images are not paired', () => {
-    const t = resultsTable([outcome('d', 'rgb', 'finetune', 0, range(0, 18), 'a'), outcome('d', 'rgb', 'freeze', 0, range(0, 10), 'b')]);
-    expect(t.rows[0]!.comparison).toMatchObject({ test: 'none', reason: 'the cells were evaluated on different val images, and fewer than 3 seeds' });
+    const t = resultsTable([
+      outcome('d', 'rgb', 'finetune', 0, range(0, 18), 'a'),
+      outcome('d', 'rgb', 'freeze', 0, range(0, 10), 'b'),
+    ]);
+    expect(t.rows[0]!.comparison).toMatchObject({
+      test: 'none',
+      reason: 'the cells were evaluated on different val images, and fewer than 3 seeds',
+    });
   });
 
   test('rgb against gray per dataset and strategy, on the same images; CSV and the legend carry it all', () => {
@@ -93,14 +147,20 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(md).toContain('rgb against gray, on the same images:');
     expect(md).toContain('| d | finetune | **95.0% [76.4, 99.1]** | 40.0% [21.9, 61.3] | rgb (McNemar p = 0.00098) |');
     expect(md).toContain("- freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode");
-    expect(md).toContain('95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < 0.05');
+    expect(md).toContain(
+      '95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < 0.05',
+    );
     const [head, rgbRow] = tableCsv(t).split('\n');
     expect(head).toContain('finetune_ci95_low,finetune_ci95_high');
-    expect(head).toContain('compared,test,p_value,winner,finetune_rgb_vs_gray_test,finetune_rgb_vs_gray_p_value,finetune_rgb_vs_gray_winner');
+    expect(head).toContain(
+      'compared,test,p_value,winner,finetune_rgb_vs_gray_test,finetune_rgb_vs_gray_p_value,finetune_rgb_vs_gray_winner',
+    );
     expect(head!.endsWith('finetune_semantics,freeze_semantics')).toBe(true);
     expect(rgbRow).toContain(',finetune vs freeze,mcnemar-exact,');
     expect(rgbRow).toContain(',mcnemar-exact,0.000976562,rgb,');
-    expect(rgbRow).toContain('"the study\'s freeze: backbone weights fixed, its BatchNorm in training mode (batch statistics; running statistics adapt to the target), new head trained"');
+    expect(rgbRow).toContain(
+      '"the study\'s freeze: backbone weights fixed, its BatchNorm in training mode (batch statistics; running statistics adapt to the target), new head trained"',
+    );
   });
 
   test('p-values read as a reader expects', () => {
@@ -110,11 +170,37 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(formatP(3e-7)).toBe('p < 0.0001');
   });
 
-  test("a reported result is read once for every view: predictions only when complete, an old report without them", () => {
-    const full = parseCellResult(JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3, classes: ['a', 'b'], confusion: [[1, 0], [1, 0]], perClassAccuracy: [1, 0], valPredictions: [0, 0], valLabels: [0, 1], valSetHash: 'h' }));
+  test('a reported result is read once for every view: predictions only when complete, an old report without them', () => {
+    const full = parseCellResult(
+      JSON.stringify({
+        bestValAccuracy: 0.5,
+        bestEpoch: 2,
+        wallMs: 10,
+        imagesPerSec: 3,
+        classes: ['a', 'b'],
+        confusion: [
+          [1, 0],
+          [1, 0],
+        ],
+        perClassAccuracy: [1, 0],
+        valPredictions: [0, 0],
+        valLabels: [0, 1],
+        valSetHash: 'h',
+      }),
+    );
     expect(full.predictions).toEqual({ predicted: [0, 0], labels: [0, 1], valSetHash: 'h' });
     const old = parseCellResult(JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3 }));
-    expect(old).toEqual({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3, classes: [], confusion: [], perClassAccuracy: [] });
-    expect(parseCellResult(JSON.stringify({ valPredictions: [0], valLabels: [0, 1], valSetHash: 'h' })).predictions).toBeUndefined();
+    expect(old).toEqual({
+      bestValAccuracy: 0.5,
+      bestEpoch: 2,
+      wallMs: 10,
+      imagesPerSec: 3,
+      classes: [],
+      confusion: [],
+      perClassAccuracy: [],
+    });
+    expect(
+      parseCellResult(JSON.stringify({ valPredictions: [0], valLabels: [0, 1], valSetHash: 'h' })).predictions,
+    ).toBeUndefined();
   });
 });

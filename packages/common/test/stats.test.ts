@@ -49,7 +49,9 @@ const request = {
 };
 
 /** scipy's answers to the same questions (Debian's python3-scipy): an independent implementation. */
-const scipy = JSON.parse(execFileSync('/usr/bin/python3', [SCRIPT], { input: JSON.stringify(request), encoding: 'utf8' })) as {
+const scipy = JSON.parse(
+  execFileSync('/usr/bin/python3', [SCRIPT], { input: JSON.stringify(request), encoding: 'utf8' }),
+) as {
   mcnemar: number[];
   wilson: [number, number][];
   paired: number[];
@@ -61,7 +63,9 @@ describe('statistics against scipy', () => {
     request.mcnemar.forEach(([b, c], i) => {
       const want = scipy.mcnemar[i]!;
       // log-space binomial sums: relative error near 1e-12, far below what a p-value needs.
-      expect(Math.abs(mcnemarExact(b!, c!) - want), `b=${b} c=${c}`).toBeLessThanOrEqual(1e-9 * Math.max(want, 1e-300) + 1e-15);
+      expect(Math.abs(mcnemarExact(b!, c!) - want), `b=${b} c=${c}`).toBeLessThanOrEqual(
+        1e-9 * Math.max(want, 1e-300) + 1e-15,
+      );
     });
   });
 

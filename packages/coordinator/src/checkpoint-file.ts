@@ -15,7 +15,8 @@ export async function checkpointProblem(file: string, format: string): Promise<s
     const lenBuf = Buffer.alloc(8);
     await fh.read(lenBuf, 0, 8, 0);
     const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    if (headerLen < 2 || headerLen > 100_000_000 || 8 + headerLen > size) return `header length ${headerLen} does not fit the ${size}-byte file`;
+    if (headerLen < 2 || headerLen > 100_000_000 || 8 + headerLen > size)
+      return `header length ${headerLen} does not fit the ${size}-byte file`;
     const headerBuf = Buffer.alloc(headerLen);
     await fh.read(headerBuf, 0, headerLen, 8);
     let header: unknown;
@@ -24,7 +25,8 @@ export async function checkpointProblem(file: string, format: string): Promise<s
     } catch {
       return 'the safetensors header is not JSON';
     }
-    if (typeof header !== 'object' || header === null || Array.isArray(header)) return 'the safetensors header is not a JSON object';
+    if (typeof header !== 'object' || header === null || Array.isArray(header))
+      return 'the safetensors header is not a JSON object';
     const entries = header as Record<string, unknown>;
     const meta = entries['__metadata__'] as Record<string, unknown> | undefined;
     let parsed: unknown;
@@ -33,13 +35,20 @@ export async function checkpointProblem(file: string, format: string): Promise<s
     } catch {
       parsed = undefined;
     }
-    if ((parsed as { format?: unknown } | undefined)?.format !== format) return `no ${format} metadata: a weights file or something else, not a checkpoint`;
+    if ((parsed as { format?: unknown } | undefined)?.format !== format)
+      return `no ${format} metadata: a weights file or something else, not a checkpoint`;
     const dataBytes = size - 8 - headerLen;
     const spans: [number, number][] = [];
     for (const [name, e] of Object.entries(entries)) {
       if (name === '__metadata__') continue;
       const o = (e as { data_offsets?: unknown } | null)?.data_offsets;
-      if (!Array.isArray(o) || o.length !== 2 || !o.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) || o[0] > o[1] || o[1] > dataBytes) {
+      if (
+        !Array.isArray(o) ||
+        o.length !== 2 ||
+        !o.every((x) => Number.isSafeInteger(x) && (x as number) >= 0) ||
+        o[0] > o[1] ||
+        o[1] > dataBytes
+      ) {
         return `tensor ${name}: data_offsets outside the file`;
       }
       spans.push([o[0] as number, o[1] as number]);

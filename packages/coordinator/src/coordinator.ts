@@ -1,6 +1,24 @@
-import { CHECKPOINT_FORMAT, FerryError, grpcStatusOf, isErrorCode, isFerryError, isLoopbackHost, parseCellResult, retryOf } from '@ferry/common';
+import {
+  CHECKPOINT_FORMAT,
+  FerryError,
+  grpcStatusOf,
+  isErrorCode,
+  isFerryError,
+  isLoopbackHost,
+  parseCellResult,
+  retryOf,
+} from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -39,7 +57,14 @@ import { cellEvent, epochEvent, storeEvents } from './events.js';
 import { toProtoSpec } from './spec.js';
 import { checkpointProblem } from './checkpoint-file.js';
 import { splitHostPort } from './net.js';
-import { initialState, step, type CellEntry, type SchedulerAction, type SchedulerEvent, type SchedulerState } from './scheduler.js';
+import {
+  initialState,
+  step,
+  type CellEntry,
+  type SchedulerAction,
+  type SchedulerEvent,
+  type SchedulerState,
+} from './scheduler.js';
 import { Store } from './store.js';
 import { parseSweep } from './sweep.js';
 
@@ -103,9 +128,14 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
   const { host } = splitHostPort(listen);
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? 2_000;
   const leaseMs = o.leaseMs ?? 30_000;
-  if (leaseMs < 3 * heartbeatIntervalMs) throw new CoordinatorConfigError(`leaseMs (${leaseMs}) must be at least 3 x heartbeatIntervalMs (${heartbeatIntervalMs})`);
+  if (leaseMs < 3 * heartbeatIntervalMs)
+    throw new CoordinatorConfigError(
+      `leaseMs (${leaseMs}) must be at least 3 x heartbeatIntervalMs (${heartbeatIntervalMs})`,
+    );
   if (!isLoopbackHost(host) && !o.insecure && (!o.tls || !o.token)) {
-    throw new CoordinatorConfigError(`binding ${listen} (not loopback) needs --tls-cert/--tls-key and --token, or an explicit --insecure`);
+    throw new CoordinatorConfigError(
+      `binding ${listen} (not loopback) needs --tls-cert/--tls-key and --token, or an explicit --insecure`,
+    );
   }
   return Object.freeze({
     listen,
@@ -116,7 +146,9 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     tickMs: o.tickMs ?? 500,
     gangTimeoutMs: o.gangTimeoutMs ?? 30_000,
     token: o.token ?? null,
-    tls: o.tls ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null } : null,
+    tls: o.tls
+      ? { cert: readFileSync(o.tls.cert), key: readFileSync(o.tls.key), ca: o.tls.ca ? readFileSync(o.tls.ca) : null }
+      : null,
     insecure: o.insecure ?? false,
     nats: o.nats ?? null,
     maxCheckpointBytes: o.maxCheckpointBytes ?? 4 * 2 ** 30,
@@ -151,7 +183,10 @@ export class Coordinator {
   private tickTimer: NodeJS.Timeout | undefined;
   private readonly stops = new Map<string, Set<string>>();
   private readonly reregister = new Set<string>();
-  private readonly pollers = new Map<string, { sessionId: string; done: (a: Assignment) => void; timer: NodeJS.Timeout }>();
+  private readonly pollers = new Map<
+    string,
+    { sessionId: string; done: (a: Assignment) => void; timer: NodeJS.Timeout }
+  >();
   private boundPort = 0;
   private readonly events: EventPublisher | null;
   /** Events.Watch subscribers (dashboards without NATS). */
@@ -162,12 +197,19 @@ export class Coordinator {
     private readonly store: Store,
   ) {
     this.state = initialState(
-      { leaseMs: options.leaseMs, heartbeatIntervalMs: options.heartbeatIntervalMs, defaultMaxAttempts: options.maxAttempts, gangTimeoutMs: options.gangTimeoutMs },
+      {
+        leaseMs: options.leaseMs,
+        heartbeatIntervalMs: options.heartbeatIntervalMs,
+        defaultMaxAttempts: options.maxAttempts,
+        gangTimeoutMs: options.gangTimeoutMs,
+      },
       store.cells(),
       store.workers(),
       { now: Date.now(), graceMs: options.recoveryGraceMs },
     );
-    this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? 'ferry-coordinator' } }) : null;
+    this.events = options.nats
+      ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? 'ferry-coordinator' } })
+      : null;
   }
 
   static async create(options: CoordinatorOptions): Promise<Coordinator> {
@@ -191,7 +233,11 @@ export class Coordinator {
     this.server.addService(AdminService, this.wrap(this.adminHandlers()));
     this.server.addService(EventsService, this.wrap(this.eventHandlers()));
     const creds = this.options.tls
-      ? grpc.ServerCredentials.createSsl(this.options.tls.ca, [{ private_key: this.options.tls.key, cert_chain: this.options.tls.cert }], this.options.tls.ca !== null)
+      ? grpc.ServerCredentials.createSsl(
+          this.options.tls.ca,
+          [{ private_key: this.options.tls.key, cert_chain: this.options.tls.cert }],
+          this.options.tls.ca !== null,
+        )
       : grpc.ServerCredentials.createInsecure();
     this.boundPort = await new Promise<number>((resolve, reject) =>
       this.server.bindAsync(this.options.listen, creds, (err, port) => (err ? reject(err) : resolve(port))),
@@ -232,7 +278,8 @@ export class Coordinator {
     this.state = r.state;
     if (this.publishing) this.publish(r.actions);
     for (const a of r.actions) {
-      if (a.type === 'stopAttempt') this.stops.set(a.workerId, new Set([...(this.stops.get(a.workerId) ?? []), a.attemptId]));
+      if (a.type === 'stopAttempt')
+        this.stops.set(a.workerId, new Set([...(this.stops.get(a.workerId) ?? []), a.attemptId]));
       if (a.type === 'reregister') this.reregister.add(a.workerId);
     }
     if (event.type !== 'poll' && r.actions.some((a) => a.type === 'saveCell')) this.wakePollers();
@@ -253,7 +300,10 @@ export class Coordinator {
       // bound; it reconnects and gets a fresh snapshot.
       if (w.writableLength > WATCH_BUFFER_EVENTS) {
         this.watchers.delete(w);
-        w.emit('error', status(grpc.status.RESOURCE_EXHAUSTED, 'event watcher too slow; reconnect for a fresh snapshot'));
+        w.emit(
+          'error',
+          status(grpc.status.RESOURCE_EXHAUSTED, 'event watcher too slow; reconnect for a fresh snapshot'),
+        );
       } else w.write(event);
     }
   }
@@ -267,15 +317,31 @@ export class Coordinator {
     for (const a of actions) {
       if (a.type === 'saveCell') {
         const c = a.cell;
-        const cell = cellEvent(c, c.state === 'done' ? this.store.result(c.id) : undefined, c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '');
-        for (const sweepId of c.sweepIds) this.emitEvent(SUBJECTS.cell(sweepId, c.id), FerryEvent.fromPartial({ sweepId, time, cell }));
+        const cell = cellEvent(
+          c,
+          c.state === 'done' ? this.store.result(c.id) : undefined,
+          c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '',
+        );
+        for (const sweepId of c.sweepIds)
+          this.emitEvent(SUBJECTS.cell(sweepId, c.id), FerryEvent.fromPartial({ sweepId, time, cell }));
       } else if (a.type === 'saveWorker') {
         const w = a.worker;
         const cellId = this.state.byWorker.get(w.id);
         const sweepId = cellId ? (this.state.cells.get(cellId)?.sweepIds[0] ?? SUBJECTS.CLUSTER) : SUBJECTS.CLUSTER;
         this.emitEvent(
           SUBJECTS.worker(sweepId, w.id),
-          FerryEvent.fromPartial({ sweepId, time, worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state, cellId: cellId ?? '' } }),
+          FerryEvent.fromPartial({
+            sweepId,
+            time,
+            worker: {
+              workerId: w.id,
+              name: w.name,
+              backend: w.backend,
+              device: w.device,
+              state: w.state,
+              cellId: cellId ?? '',
+            },
+          }),
         );
       }
     }
@@ -353,13 +419,19 @@ export class Coordinator {
     for (const [name, h] of Object.entries(handlers)) {
       // A server stream (no callback) ends with a status through emit('error'): destroy() would
       // drop the call without one and leave the client waiting for its deadline.
-      out[name] = (call: { metadata: grpc.Metadata; emit: (event: 'error', e: Error) => boolean }, cb?: (e: grpc.ServiceError | null, r?: unknown) => void) => {
+      out[name] = (
+        call: { metadata: grpc.Metadata; emit: (event: 'error', e: Error) => boolean },
+        cb?: (e: grpc.ServiceError | null, r?: unknown) => void,
+      ) => {
         if (token) {
           const got = String(call.metadata.get('authorization')[0] ?? '');
           const want = `Bearer ${token}`;
           const ok = got.length === want.length && timingSafeEqual(Buffer.from(got), Buffer.from(want));
           if (!ok) {
-            const e = status(grpcStatusOf('FERRY_ERR_UNAUTHENTICATED'), 'missing or wrong bearer token [FERRY_ERR_UNAUTHENTICATED]');
+            const e = status(
+              grpcStatusOf('FERRY_ERR_UNAUTHENTICATED'),
+              'missing or wrong bearer token [FERRY_ERR_UNAUTHENTICATED]',
+            );
             if (cb) cb(e);
             else call.emit('error', e);
             return;
@@ -369,7 +441,9 @@ export class Coordinator {
           (h as (c: unknown, cb?: unknown) => void)(call, cb);
         } catch (e) {
           // The registry decides what a client sees for ferry's own errors; anything else is a bug.
-          const err = isFerryError(e) ? status(grpcStatusOf(e.code), `${e.message} [${e.code}]`) : status(grpc.status.INTERNAL, (e as Error).message);
+          const err = isFerryError(e)
+            ? status(grpcStatusOf(e.code), `${e.message} [${e.code}]`)
+            : status(grpc.status.INTERNAL, (e as Error).message);
           if (cb) cb(err);
           else call.emit('error', err);
         }
@@ -399,12 +473,20 @@ export class Coordinator {
         sessionId,
         heartbeatIntervalMs: this.options.heartbeatIntervalMs,
         leaseMs: this.options.leaseMs,
-        abandonAttempts: actions.filter((a) => a.type === 'stopAttempt').map((a) => (a as { attemptId: string }).attemptId),
+        abandonAttempts: actions
+          .filter((a) => a.type === 'stopAttempt')
+          .map((a) => (a as { attemptId: string }).attemptId),
       });
     };
     const heartbeat: Handler<HeartbeatRequest, HeartbeatResponse> = (call, cb) => {
       const r = call.request;
-      this.apply({ type: 'heartbeat', now: Date.now(), workerId: r.workerId, sessionId: r.sessionId, running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })) });
+      this.apply({
+        type: 'heartbeat',
+        now: Date.now(),
+        workerId: r.workerId,
+        sessionId: r.sessionId,
+        running: r.running.map((x) => ({ cellId: x.cellId, attemptId: x.attemptId, epoch: x.epoch })),
+      });
       const stops = [...(this.stops.get(r.workerId) ?? [])];
       this.stops.delete(r.workerId);
       const rereg = this.reregister.has(r.workerId);
@@ -414,16 +496,20 @@ export class Coordinator {
       const r = call.request;
       const a = this.tryAssign(r.workerId, r.sessionId);
       if (a) return cb(null, a);
-      if (this.reregister.has(r.workerId)) return cb(status(grpc.status.FAILED_PRECONDITION, 'unknown session: register again'));
+      if (this.reregister.has(r.workerId))
+        return cb(status(grpc.status.FAILED_PRECONDITION, 'unknown session: register again'));
       const previous = this.pollers.get(r.workerId);
       if (previous) {
         clearTimeout(previous.timer);
         previous.done(Assignment.fromPartial({ hasAssignment: false }));
       }
-      const timer = setTimeout(() => {
-        this.pollers.delete(r.workerId);
-        cb(null, Assignment.fromPartial({ hasAssignment: false }));
-      }, Math.min(r.waitMs || 10_000, 30_000));
+      const timer = setTimeout(
+        () => {
+          this.pollers.delete(r.workerId);
+          cb(null, Assignment.fromPartial({ hasAssignment: false }));
+        },
+        Math.min(r.waitMs || 10_000, 30_000),
+      );
       this.pollers.set(r.workerId, { sessionId: r.sessionId, done: (x) => cb(null, x), timer });
       call.on('cancelled', () => {
         clearTimeout(timer);
@@ -491,7 +577,10 @@ export class Coordinator {
      * capped, a stream idle for checkpointIdleMs is cut, and the finished file must match its
      * SHA-256 and parse as a ferry checkpoint before it replaces the previous one.
      */
-    const uploadCheckpoint = (call: grpc.ServerReadableStream<CheckpointChunk, Ack>, cb: grpc.sendUnaryData<Ack>): void => {
+    const uploadCheckpoint = (
+      call: grpc.ServerReadableStream<CheckpointChunk, Ack>,
+      cb: grpc.sendUnaryData<Ack>,
+    ): void => {
       let fh: Awaited<ReturnType<typeof open>> | undefined;
       let tmp = '';
       let first: CheckpointChunk | undefined;
@@ -518,13 +607,25 @@ export class Coordinator {
         call.pause();
         return finish({ ok: false, message });
       };
-      let idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
+      let idle = setTimeout(
+        () =>
+          void finish(
+            status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`),
+          ),
+        checkpointIdleMs,
+      );
       call.on('error', () => void finish({ ok: false, message: 'upload stream broke; checkpoint discarded' }));
       call.on('data', (chunk: CheckpointChunk) => {
         if (answered) return;
         call.pause();
         clearTimeout(idle);
-        idle = setTimeout(() => void finish(status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`)), checkpointIdleMs);
+        idle = setTimeout(
+          () =>
+            void finish(
+              status(grpc.status.DEADLINE_EXCEEDED, `checkpoint upload idle for ${checkpointIdleMs} ms; discarded`),
+            ),
+          checkpointIdleMs,
+        );
         busy = true;
         void (async () => {
           if (!first) {
@@ -536,9 +637,14 @@ export class Coordinator {
             tmp = path.join(dir, `upload-${chunk.attemptId}.tmp`);
             fh = await open(tmp, 'w');
           }
-          if (chunk.attemptId !== first.attemptId || chunk.cellId !== first.cellId) return refuse('every chunk of an upload belongs to one attempt and cell');
-          if (chunk.offset !== written) return refuse(`chunk at offset ${chunk.offset}; the next byte expected is ${written} (chunks follow each other from 0)`);
-          if (written + chunk.data.length > maxCheckpointBytes) return refuse(`checkpoint larger than the ${maxCheckpointBytes}-byte limit (--max-checkpoint-mb)`);
+          if (chunk.attemptId !== first.attemptId || chunk.cellId !== first.cellId)
+            return refuse('every chunk of an upload belongs to one attempt and cell');
+          if (chunk.offset !== written)
+            return refuse(
+              `chunk at offset ${chunk.offset}; the next byte expected is ${written} (chunks follow each other from 0)`,
+            );
+          if (written + chunk.data.length > maxCheckpointBytes)
+            return refuse(`checkpoint larger than the ${maxCheckpointBytes}-byte limit (--max-checkpoint-mb)`);
           hash.update(chunk.data);
           await fh!.write(chunk.data, 0, chunk.data.length, written);
           written += chunk.data.length;
@@ -554,13 +660,19 @@ export class Coordinator {
         const settle = async (): Promise<void> => {
           while (busy && !answered) await new Promise((r) => setTimeout(r, 5));
           if (answered) return;
-          if (!first || !last || !tmp) return finish({ ok: false, message: 'upload ended without its last chunk; checkpoint discarded' });
+          if (!first || !last || !tmp)
+            return finish({ ok: false, message: 'upload ended without its last chunk; checkpoint discarded' });
           await fh?.close();
           fh = undefined;
           const digest = hash.digest('hex');
-          if (digest !== last.sha256) return finish({ ok: false, message: `checkpoint checksum mismatch (${digest} != ${last.sha256})` });
+          if (digest !== last.sha256)
+            return finish({ ok: false, message: `checkpoint checksum mismatch (${digest} != ${last.sha256})` });
           const problem = await checkpointProblem(tmp, CHECKPOINT_FORMAT);
-          if (problem) return finish({ ok: false, message: `not a ferry checkpoint: ${problem}; discarded, the previous one is kept` });
+          if (problem)
+            return finish({
+              ok: false,
+              message: `not a ferry checkpoint: ${problem}; discarded, the previous one is kept`,
+            });
           // A later epoch's upload replaces an earlier one atomically.
           renameSync(tmp, path.join(path.dirname(tmp), 'last.safetensors'));
           this.apply({ type: 'checkpoint', now: Date.now(), attemptId: last.attemptId, epochsDone: last.epochsDone });
@@ -573,7 +685,10 @@ export class Coordinator {
       const c = this.cellByAttempt(call.request.attemptId);
       const file = c && c.id === call.request.cellId ? this.checkpointFile(c.id) : undefined;
       if (!c || !file) {
-        call.emit('error', status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), 'no checkpoint for this attempt [FERRY_ERR_NOT_FOUND]'));
+        call.emit(
+          'error',
+          status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), 'no checkpoint for this attempt [FERRY_ERR_NOT_FOUND]'),
+        );
         return;
       }
       const total = statSync(file).size;
@@ -584,7 +699,16 @@ export class Coordinator {
         const data = buf as Buffer;
         hash.update(data);
         const last = offset + data.length >= total;
-        const more = call.write({ attemptId: c.attemptId!, cellId: c.id, epochsDone: c.checkpointEpochs, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total });
+        const more = call.write({
+          attemptId: c.attemptId!,
+          cellId: c.id,
+          epochsDone: c.checkpointEpochs,
+          offset,
+          data,
+          last,
+          sha256: last ? hash.digest('hex') : '',
+          totalBytes: total,
+        });
         offset += data.length;
         if (!more) {
           stream.pause();
@@ -594,7 +718,18 @@ export class Coordinator {
       stream.on('end', () => call.end());
       stream.on('error', (e) => call.emit('error', status(grpc.status.INTERNAL, e.message)));
     };
-    return { register, heartbeat, poll, start, reportEpoch, complete, fail, release, uploadCheckpoint, downloadCheckpoint };
+    return {
+      register,
+      heartbeat,
+      poll,
+      start,
+      reportEpoch,
+      complete,
+      fail,
+      release,
+      uploadCheckpoint,
+      downloadCheckpoint,
+    };
   }
 
   /**
@@ -602,10 +737,15 @@ export class Coordinator {
    * `offset`, at most `limit` cells (0: no count limit) and about PAGE_BYTES encoded, so that a
    * 10,000-cell sweep never makes an answer larger than a client accepts.
    */
-  private sweepStatus(sweepId: string, page: { offset: number; limit: number; withResults: boolean } | null): SweepStatus | undefined {
+  private sweepStatus(
+    sweepId: string,
+    page: { offset: number; limit: number; withResults: boolean } | null,
+  ): SweepStatus | undefined {
     const row = this.store.sweep(sweepId);
     if (!row) return undefined;
-    const cells = [...this.state.cells.values()].filter((c) => c.sweepIds.includes(sweepId)).sort((a, b) => a.seq - b.seq);
+    const cells = [...this.state.cells.values()]
+      .filter((c) => c.sweepIds.includes(sweepId))
+      .sort((a, b) => a.seq - b.seq);
     const count = (s: string): number => cells.filter((c) => c.state === s).length;
     const out: CellStatus[] = [];
     let next = 0;
@@ -675,34 +815,65 @@ export class Coordinator {
       const ids = sweep.cells.map((c) => c.id).sort();
       const sweepId = `${sweep.name}-${createHash('sha256').update(ids.join(',')).digest('hex').slice(0, 8)}`;
       const before = new Set(this.state.cells.keys());
-      if (!this.store.sweep(sweepId)) this.store.addSweep({ id: sweepId, name: sweep.name, yaml: r.yaml, createdAt: new Date().toISOString() });
+      if (!this.store.sweep(sweepId))
+        this.store.addSweep({ id: sweepId, name: sweep.name, yaml: r.yaml, createdAt: new Date().toISOString() });
       for (const [name, fp] of Object.entries(r.datasetFingerprints)) {
         const ds = sweep.cells.find((c) => c.spec.dataset === name);
         if (ds) this.store.pinFingerprint(name, ds.spec.path, fp);
       }
       const created = this.store.sweep(sweepId)!.createdAt;
-      this.emitEvent(SUBJECTS.sweep(sweepId), FerryEvent.fromPartial({ sweepId, time: new Date().toISOString(), sweep: { name: sweep.name, cells: sweep.cells.length, createdAt: created } }));
-      this.apply({ type: 'submit', now: Date.now(), sweepId, cells: sweep.cells, ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}) });
+      this.emitEvent(
+        SUBJECTS.sweep(sweepId),
+        FerryEvent.fromPartial({
+          sweepId,
+          time: new Date().toISOString(),
+          sweep: { name: sweep.name, cells: sweep.cells.length, createdAt: created },
+        }),
+      );
+      this.apply({
+        type: 'submit',
+        now: Date.now(),
+        sweepId,
+        cells: sweep.cells,
+        ...(r.maxAttempts ? { maxAttempts: r.maxAttempts } : {}),
+      });
       // A resubmission adds no cell events for existing cells: republish their state for this sweep.
-      if (this.publishing) for (const c of sweep.cells) if (before.has(c.id)) this.publish([{ type: 'saveCell', cell: this.state.cells.get(c.id)! }]);
-      cb(null, { sweepId, name: sweep.name, cells: sweep.cells.length, newCells: sweep.cells.filter((c) => !before.has(c.id)).length });
+      if (this.publishing)
+        for (const c of sweep.cells)
+          if (before.has(c.id)) this.publish([{ type: 'saveCell', cell: this.state.cells.get(c.id)! }]);
+      cb(null, {
+        sweepId,
+        name: sweep.name,
+        cells: sweep.cells.length,
+        newCells: sweep.cells.filter((c) => !before.has(c.id)).length,
+      });
     };
     const getSweep: Handler<SweepRef, SweepStatus> = (call, cb) => {
       const r = call.request;
       const page = { offset: r.offset, limit: r.limit, withResults: r.withResults };
       const s = this.sweepStatus(r.sweepId, page) ?? this.sweepStatus(this.latestSweepNamed(r.sweepId) ?? '', page);
-      if (!s) return cb(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`));
+      if (!s)
+        return cb(
+          status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`),
+        );
       cb(null, s);
     };
     const listSweeps: Handler<ListSweepsRequest, ListSweepsResponse> = (_call, cb) => {
       cb(null, { sweeps: this.store.sweeps().map((s) => this.sweepStatus(s.id, null)!) });
     };
-    const byRef = (type: 'cancel' | 'retry'): Handler<SweepRef, CountResponse> => (call, cb) => {
-      const id = this.store.sweep(call.request.sweepId) ? call.request.sweepId : this.latestSweepNamed(call.request.sweepId);
-      if (!id) return cb(status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`));
-      const actions = this.apply({ type, now: Date.now(), sweepId: id });
-      cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
-    };
+    const byRef =
+      (type: 'cancel' | 'retry'): Handler<SweepRef, CountResponse> =>
+      (call, cb) => {
+        const id = this.store.sweep(call.request.sweepId)
+          ? call.request.sweepId
+          : this.latestSweepNamed(call.request.sweepId);
+        if (!id)
+          return cb(
+            status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${call.request.sweepId} [FERRY_ERR_NOT_FOUND]`),
+          );
+        const actions = this.apply({ type, now: Date.now(), sweepId: id });
+        cb(null, { count: actions.filter((a) => a.type === 'saveCell').length });
+      };
     const listWorkers: Handler<ListWorkersRequest, ListWorkersResponse> = (_call, cb) => {
       const running = (id: string): string[] => {
         const cell = this.state.byWorker.get(id);
@@ -712,14 +883,29 @@ export class Coordinator {
         workers: [...this.state.workers.values()].map((w) => ({
           workerId: w.id,
           name: w.name,
-          capabilities: { backend: w.backend, device: w.device, memoryBytes: 0, ferryVersion: '', host: '', gpuIndex: -1, peerAddress: w.peerAddress },
+          capabilities: {
+            backend: w.backend,
+            device: w.device,
+            memoryBytes: 0,
+            ferryVersion: '',
+            host: '',
+            gpuIndex: -1,
+            peerAddress: w.peerAddress,
+          },
           state: w.state,
           lastSeen: new Date(w.lastSeen).toISOString(),
           runningCells: running(w.id),
         })),
       });
     };
-    return { submitSweep, getSweep, listSweeps, cancelSweep: byRef('cancel'), retryFailed: byRef('retry'), listWorkers };
+    return {
+      submitSweep,
+      getSweep,
+      listSweeps,
+      cancelSweep: byRef('cancel'),
+      retryFailed: byRef('retry'),
+      listWorkers,
+    };
   }
 
   /** A sweep may be named by its id or by its name (the most recent with that name). */

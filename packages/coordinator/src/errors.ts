@@ -5,6 +5,9 @@ export class SweepError extends FerryError {
     readonly problems: readonly string[],
     readonly file: string,
   ) {
-    super('FERRY_ERR_SWEEP_INVALID', `${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.join('\n  ')}`);
+    super(
+      'FERRY_ERR_SWEEP_INVALID',
+      `${file}: ${problems.length} problem${problems.length > 1 ? 's' : ''}:\n  ${problems.join('\n  ')}`,
+    );
   }
 }

@@ -50,7 +50,9 @@ export function epochEvent(cellId: string, worker: string, metricsJson: string, 
     trainAccuracy: num('trainAccuracy'),
     valLoss: num('valLoss'),
     valAccuracy: num('valAccuracy'),
-    confusion: confusion.map((row) => ConfusionRow.fromPartial({ counts: row.map((v) => Math.max(0, Math.trunc(Number(v) || 0))) })),
+    confusion: confusion.map((row) =>
+      ConfusionRow.fromPartial({ counts: row.map((v) => Math.max(0, Math.trunc(Number(v) || 0))) }),
+    ),
     perClassAccuracy: perClass.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0)),
     trainMs: num('trainMs'),
     valMs: num('valMs'),
@@ -73,7 +75,14 @@ export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
   const workers = new Map(store.workers().map((w) => [w.id, w] as [string, WorkerEntry]));
   for (const s of store.sweeps()) {
     const count = cells.filter((c) => c.sweepIds.includes(s.id)).length;
-    out.push({ subject: SUBJECTS.sweep(s.id), event: FerryEvent.fromPartial({ sweepId: s.id, time, sweep: { name: s.name, cells: count, createdAt: s.createdAt } }) });
+    out.push({
+      subject: SUBJECTS.sweep(s.id),
+      event: FerryEvent.fromPartial({
+        sweepId: s.id,
+        time,
+        sweep: { name: s.name, cells: count, createdAt: s.createdAt },
+      }),
+    });
   }
   for (const c of cells) {
     const worker = c.workerId ? (workers.get(c.workerId)?.name ?? c.workerId) : '';
@@ -87,12 +96,20 @@ export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
     });
     const cell = cellEvent(c, c.state === 'done' ? store.result(c.id) : undefined, worker);
     for (const sweepId of c.sweepIds) {
-      for (const epoch of epochEvents) out.push({ subject: SUBJECTS.epoch(sweepId, c.id), event: FerryEvent.fromPartial({ sweepId, time, epoch }) });
+      for (const epoch of epochEvents)
+        out.push({ subject: SUBJECTS.epoch(sweepId, c.id), event: FerryEvent.fromPartial({ sweepId, time, epoch }) });
       out.push({ subject: SUBJECTS.cell(sweepId, c.id), event: FerryEvent.fromPartial({ sweepId, time, cell }) });
     }
   }
   for (const w of workers.values()) {
-    out.push({ subject: SUBJECTS.worker(SUBJECTS.CLUSTER, w.id), event: FerryEvent.fromPartial({ sweepId: SUBJECTS.CLUSTER, time, worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state } }) });
+    out.push({
+      subject: SUBJECTS.worker(SUBJECTS.CLUSTER, w.id),
+      event: FerryEvent.fromPartial({
+        sweepId: SUBJECTS.CLUSTER,
+        time,
+        worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state },
+      }),
+    });
   }
   return out;
 }

@@ -1,9 +1,26 @@
 /** @ferry/coordinator: sweeps, scheduling and results. Never imports TensorFlow.js. */
 export { SweepError } from './errors.js';
 export { STUDY_DEFAULTS, cellId, parseSweep, type Cell, type CellSpec, type Sweep, type SweepLimits } from './sweep.js';
-export { Coordinator, CoordinatorConfigError, resolveCoordinatorOptions, type CoordinatorLifecycle, type CoordinatorOptions, type ResolvedCoordinatorOptions } from './coordinator.js';
+export {
+  Coordinator,
+  CoordinatorConfigError,
+  resolveCoordinatorOptions,
+  type CoordinatorLifecycle,
+  type CoordinatorOptions,
+  type ResolvedCoordinatorOptions,
+} from './coordinator.js';
 export { fromProtoSpec, toProtoSpec } from './spec.js';
 export { cellEvent, epochEvent, storeEvents, type SubjectEvent } from './events.js';
-export { initialState, step, type CellEntry, type CellState, type SchedulerAction, type SchedulerConfig, type SchedulerEvent, type SchedulerState, type WorkerEntry } from './scheduler.js';
+export {
+  initialState,
+  step,
+  type CellEntry,
+  type CellState,
+  type SchedulerAction,
+  type SchedulerConfig,
+  type SchedulerEvent,
+  type SchedulerState,
+  type WorkerEntry,
+} from './scheduler.js';
 export { Store } from './store.js';
 export { splitHostPort } from './net.js';

@@ -93,7 +93,13 @@ export interface RunningClaim {
 }
 
 export type SchedulerEvent =
-  | { readonly type: 'submit'; readonly now: number; readonly sweepId: string; readonly cells: readonly { id: string; spec: CellSpec }[]; readonly maxAttempts?: number }
+  | {
+      readonly type: 'submit';
+      readonly now: number;
+      readonly sweepId: string;
+      readonly cells: readonly { id: string; spec: CellSpec }[];
+      readonly maxAttempts?: number;
+    }
   | {
       readonly type: 'register';
       readonly now: number;
@@ -105,12 +111,31 @@ export type SchedulerEvent =
       readonly running: readonly RunningClaim[];
       readonly peerAddress?: string;
     }
-  | { readonly type: 'heartbeat'; readonly now: number; readonly workerId: string; readonly sessionId: string; readonly running: readonly RunningClaim[] }
-  | { readonly type: 'poll'; readonly now: number; readonly workerId: string; readonly sessionId: string; readonly newAttemptId: string }
+  | {
+      readonly type: 'heartbeat';
+      readonly now: number;
+      readonly workerId: string;
+      readonly sessionId: string;
+      readonly running: readonly RunningClaim[];
+    }
+  | {
+      readonly type: 'poll';
+      readonly now: number;
+      readonly workerId: string;
+      readonly sessionId: string;
+      readonly newAttemptId: string;
+    }
   | { readonly type: 'epoch'; readonly now: number; readonly attemptId: string; readonly epoch: number }
   | { readonly type: 'checkpoint'; readonly now: number; readonly attemptId: string; readonly epochsDone: number }
   | { readonly type: 'complete'; readonly now: number; readonly attemptId: string }
-  | { readonly type: 'fail'; readonly now: number; readonly attemptId: string; readonly message: string; readonly retryable: boolean; readonly excludeWorker?: boolean }
+  | {
+      readonly type: 'fail';
+      readonly now: number;
+      readonly attemptId: string;
+      readonly message: string;
+      readonly retryable: boolean;
+      readonly excludeWorker?: boolean;
+    }
   | { readonly type: 'release'; readonly now: number; readonly attemptId: string; readonly reason: string }
   | { readonly type: 'tick'; readonly now: number }
   | { readonly type: 'cancel'; readonly now: number; readonly sweepId: string }
@@ -129,8 +154,20 @@ export type SchedulerAction =
   /** Persist the cell's row. */
   | { readonly type: 'saveCell'; readonly cell: CellEntry }
   | { readonly type: 'saveWorker'; readonly worker: WorkerEntry }
-  | { readonly type: 'attemptStarted'; readonly attemptId: string; readonly cellId: string; readonly workerId: string; readonly at: number }
-  | { readonly type: 'attemptEnded'; readonly attemptId: string; readonly outcome: 'done' | 'failed' | 'lost' | 'released' | 'cancelled'; readonly error: string | null; readonly at: number }
+  | {
+      readonly type: 'attemptStarted';
+      readonly attemptId: string;
+      readonly cellId: string;
+      readonly workerId: string;
+      readonly at: number;
+    }
+  | {
+      readonly type: 'attemptEnded';
+      readonly attemptId: string;
+      readonly outcome: 'done' | 'failed' | 'lost' | 'released' | 'cancelled';
+      readonly error: string | null;
+      readonly at: number;
+    }
   /** Tell a worker to stop an attempt (in its next heartbeat response). */
   | { readonly type: 'stopAttempt'; readonly workerId: string; readonly attemptId: string }
   /** The worker's session is unknown: it must register again. */
@@ -143,10 +180,17 @@ export interface StepResult {
   readonly actions: readonly SchedulerAction[];
 }
 
-export function initialState(config: SchedulerConfig, cells: readonly CellEntry[] = [], workers: readonly WorkerEntry[] = [], recovery?: Recovery): SchedulerState {
+export function initialState(
+  config: SchedulerConfig,
+  cells: readonly CellEntry[] = [],
+  workers: readonly WorkerEntry[] = [],
+  recovery?: Recovery,
+): SchedulerState {
   const recoveringUntil = recovery ? recovery.now + Math.max(recovery.graceMs, config.leaseMs) : 0;
   // Running cells get a fresh lease: their workers have until then to reconnect and claim them.
-  const sorted = [...cells].sort((a, b) => a.seq - b.seq).map((c) => (recovery && c.state === 'running' ? { ...c, leaseUntil: recoveringUntil } : c));
+  const sorted = [...cells]
+    .sort((a, b) => a.seq - b.seq)
+    .map((c) => (recovery && c.state === 'running' ? { ...c, leaseUntil: recoveringUntil } : c));
   const running = sorted.filter((c) => c.state === 'running' && c.attemptId);
   return {
     config,
@@ -201,10 +245,17 @@ class Builder {
   }
 
   /** Ends the running attempt of `c`: back to pending, or failed when attempts are used up. */
-  endAttempt(c: CellEntry, outcome: 'failed' | 'lost' | 'released', error: string | null, now: number, opts: { countsAsFailure: boolean; retryable: boolean; excludeWorker?: boolean }): void {
+  endAttempt(
+    c: CellEntry,
+    outcome: 'failed' | 'lost' | 'released',
+    error: string | null,
+    now: number,
+    opts: { countsAsFailure: boolean; retryable: boolean; excludeWorker?: boolean },
+  ): void {
     this.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome, error, at: now });
     // A gang attempt ends for all its ranks (the generation is over).
-    for (const m of c.members.slice(1)) this.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
+    for (const m of c.members.slice(1))
+      this.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
     const attempts = opts.countsAsFailure ? c.attempts : Math.max(0, c.attempts - 1);
     const exhausted = !opts.retryable || attempts >= c.maxAttempts;
     this.setCell({
@@ -242,7 +293,8 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         const existing = b.cells.get(c.id);
         if (existing) {
           // Never run a cell twice: a resubmitted cell keeps its state (only gains the sweep).
-          if (!existing.sweepIds.includes(event.sweepId)) b.setCell({ ...existing, sweepIds: [...existing.sweepIds, event.sweepId] });
+          if (!existing.sweepIds.includes(event.sweepId))
+            b.setCell({ ...existing, sweepIds: [...existing.sweepIds, event.sweepId] });
           continue;
         }
         b.setCell({
@@ -293,7 +345,10 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       const held = b.byWorker.get(event.workerId);
       const c = held === undefined ? undefined : b.cells.get(held);
       if (c && c.state === 'running' && c.members.includes(event.workerId) && !claimed.has(c.attemptId!)) {
-        b.endAttempt(c, 'lost', 'the worker restarted without it', event.now, { countsAsFailure: true, retryable: true });
+        b.endAttempt(c, 'lost', 'the worker restarted without it', event.now, {
+          countsAsFailure: true,
+          retryable: true,
+        });
       }
       break;
     }
@@ -326,12 +381,21 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
         // (a gang member woken later, or a lost response). Deliver it (again).
         const held = b.cells.get(heldId)!;
         b.setWorker({ ...w, lastSeen: event.now, idleSince: null });
-        b.actions.push({ type: 'assign', workerId: w.id, cellId: held.id, attemptId: held.attemptId!, rank: held.members.indexOf(w.id), members: held.members, generation: held.generation });
+        b.actions.push({
+          type: 'assign',
+          workerId: w.id,
+          cellId: held.id,
+          attemptId: held.attemptId!,
+          rank: held.members.indexOf(w.id),
+          members: held.members,
+          generation: held.generation,
+        });
         break;
       }
       const me: WorkerEntry = { ...w, lastSeen: event.now, idleSince: w.idleSince ?? event.now };
       b.setWorker(me);
-      const capable = (c: CellEntry, x: WorkerEntry): boolean => c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
+      const capable = (c: CellEntry, x: WorkerEntry): boolean =>
+        c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
       const start = (c: CellEntry, members: string[]): void => {
         const generation = c.generation + 1;
         b.setCell({
@@ -346,10 +410,24 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
           leaseUntil: event.now + leaseMs,
           error: null,
         });
-        b.actions.push({ type: 'attemptStarted', attemptId: event.newAttemptId, cellId: c.id, workerId: members.join(','), at: event.now });
+        b.actions.push({
+          type: 'attemptStarted',
+          attemptId: event.newAttemptId,
+          cellId: c.id,
+          workerId: members.join(','),
+          at: event.now,
+        });
         members.forEach((m, rank) => {
           b.setWorker({ ...b.workers.get(m)!, idleSince: null });
-          b.actions.push({ type: 'assign', workerId: m, cellId: c.id, attemptId: event.newAttemptId, rank, members, generation });
+          b.actions.push({
+            type: 'assign',
+            workerId: m,
+            cellId: c.id,
+            attemptId: event.newAttemptId,
+            rank,
+            members,
+            generation,
+          });
         });
       };
       // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
@@ -363,7 +441,10 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
           const waitingSince = c.waitingSince ?? event.now;
           if (c.waitingSince === null) b.setCell({ ...c, waitingSince });
           const idle = [...b.workers.values()]
-            .filter((x) => x.state === 'alive' && x.idleSince !== null && x.id !== me.id && !b.byWorker.has(x.id) && capable(c, x))
+            .filter(
+              (x) =>
+                x.state === 'alive' && x.idleSince !== null && x.id !== me.id && !b.byWorker.has(x.id) && capable(c, x),
+            )
             .sort((x, y) => x.idleSince! - y.idleSince!);
           if (idle.length + 1 >= k) {
             start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, k - 1).map((x) => x.id)]);
@@ -390,7 +471,11 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
     case 'checkpoint': {
       const c = findByAttempt(state, event.attemptId);
       if (!c) {
-        b.actions.push({ type: 'rejected', attemptId: event.attemptId, reason: 'attempt is not leased (lost, cancelled or finished)' });
+        b.actions.push({
+          type: 'rejected',
+          attemptId: event.attemptId,
+          reason: 'attempt is not leased (lost, cancelled or finished)',
+        });
         break;
       }
       b.setCell(
@@ -403,11 +488,16 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
     case 'complete': {
       const c = findByAttempt(state, event.attemptId);
       if (!c) {
-        b.actions.push({ type: 'rejected', attemptId: event.attemptId, reason: 'attempt is not leased; its result is not recorded' });
+        b.actions.push({
+          type: 'rejected',
+          attemptId: event.attemptId,
+          reason: 'attempt is not leased; its result is not recorded',
+        });
         break;
       }
       b.actions.push({ type: 'attemptEnded', attemptId: event.attemptId, outcome: 'done', error: null, at: event.now });
-      for (const m of c.members.slice(1)) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: event.attemptId });
+      for (const m of c.members.slice(1))
+        b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: event.attemptId });
       b.setCell({ ...c, state: 'done', attemptId: null, workerId: null, members: [], leaseUntil: 0, error: null });
       break;
     }
@@ -434,30 +524,57 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
     }
     case 'tick': {
       for (const w of [...b.workers.values()]) {
-        if (w.state === 'alive' && Math.max(w.lastSeen + leaseMs, state.recoveringUntil) < event.now) b.setWorker({ ...w, state: 'lost', idleSince: null });
+        if (w.state === 'alive' && Math.max(w.lastSeen + leaseMs, state.recoveringUntil) < event.now)
+          b.setWorker({ ...w, state: 'lost', idleSince: null });
       }
       for (const id of [...b.byAttempt.values()]) {
         const c = b.cells.get(id)!;
         const lostRank = c.members.findIndex((m) => b.workers.get(m)?.state === 'lost');
         if (c.state === 'running' && c.members.length > 1 && lostRank >= 0) {
           // One lost rank ends the generation; the group re-forms from the last checkpoint.
-          for (const m of c.members.slice(0, 1)) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
-          b.endAttempt(c, 'lost', `rank ${lostRank} (worker ${b.workers.get(c.members[lostRank]!)?.name ?? '?'}) was lost`, event.now, { countsAsFailure: true, retryable: true });
+          for (const m of c.members.slice(0, 1))
+            b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
+          b.endAttempt(
+            c,
+            'lost',
+            `rank ${lostRank} (worker ${b.workers.get(c.members[lostRank]!)?.name ?? '?'}) was lost`,
+            event.now,
+            { countsAsFailure: true, retryable: true },
+          );
           continue;
         }
         if (c.state === 'running' && c.leaseUntil < event.now) {
           const w = c.workerId ? b.workers.get(c.workerId) : undefined;
           if (w) b.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: c.attemptId! });
-          b.endAttempt(c, 'lost', `lease expired (worker ${w?.name ?? c.workerId ?? '?'} stopped heartbeating)`, event.now, { countsAsFailure: true, retryable: true });
+          b.endAttempt(
+            c,
+            'lost',
+            `lease expired (worker ${w?.name ?? c.workerId ?? '?'} stopped heartbeating)`,
+            event.now,
+            { countsAsFailure: true, retryable: true },
+          );
         }
       }
       // A gang that cannot form: fewer capable workers alive than it needs, for twice the gang timeout.
       for (const c of b.cells.values()) {
-        if (c.state !== 'pending' || c.waitingSince === null || event.now - c.waitingSince < 2 * state.config.gangTimeoutMs) continue;
+        if (
+          c.state !== 'pending' ||
+          c.waitingSince === null ||
+          event.now - c.waitingSince < 2 * state.config.gangTimeoutMs
+        )
+          continue;
         if (c.generation > 0) continue; // a group that ran once re-forms smaller instead
         const k = Math.max(1, c.spec.workers);
-        const alive = [...b.workers.values()].filter((x) => x.state === 'alive' && (c.spec.backends.length === 0 || c.spec.backends.includes(x.backend))).length;
-        if (alive < k) b.setCell({ ...c, state: 'failed', waitingSince: null, error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive` });
+        const alive = [...b.workers.values()].filter(
+          (x) => x.state === 'alive' && (c.spec.backends.length === 0 || c.spec.backends.includes(x.backend)),
+        ).length;
+        if (alive < k)
+          b.setCell({
+            ...c,
+            state: 'failed',
+            waitingSince: null,
+            error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive`,
+          });
       }
       break;
     }
@@ -465,10 +582,24 @@ export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
       for (const c of [...b.cells.values()]) {
         if (!c.sweepIds.includes(event.sweepId) || (c.state !== 'pending' && c.state !== 'running')) continue;
         if (c.state === 'running') {
-          b.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome: 'cancelled', error: null, at: event.now });
+          b.actions.push({
+            type: 'attemptEnded',
+            attemptId: c.attemptId!,
+            outcome: 'cancelled',
+            error: null,
+            at: event.now,
+          });
           for (const m of c.members) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
         }
-        b.setCell({ ...c, state: 'cancelled', attemptId: null, workerId: null, members: [], leaseUntil: 0, waitingSince: null });
+        b.setCell({
+          ...c,
+          state: 'cancelled',
+          attemptId: null,
+          workerId: null,
+          members: [],
+          leaseUntil: 0,
+          waitingSince: null,
+        });
       }
       break;
     }

@@ -67,46 +67,52 @@ export class Store {
   }
 
   addSweep(s: SweepRow): void {
-    this.stmt('INSERT OR REPLACE INTO sweeps (id, name, yaml, created_at) VALUES (?, ?, ?, ?)').run(s.id, s.name, s.yaml, s.createdAt);
+    this.stmt('INSERT OR REPLACE INTO sweeps (id, name, yaml, created_at) VALUES (?, ?, ?, ?)').run(
+      s.id,
+      s.name,
+      s.yaml,
+      s.createdAt,
+    );
   }
 
   sweeps(): SweepRow[] {
-    return (this.stmt('SELECT id, name, yaml, created_at AS createdAt FROM sweeps ORDER BY created_at').all() as SweepRow[]);
+    return this.stmt(
+      'SELECT id, name, yaml, created_at AS createdAt FROM sweeps ORDER BY created_at',
+    ).all() as SweepRow[];
   }
 
   sweep(id: string): SweepRow | undefined {
-    return this.stmt('SELECT id, name, yaml, created_at AS createdAt FROM sweeps WHERE id = ?').get(id) as SweepRow | undefined;
+    return this.stmt('SELECT id, name, yaml, created_at AS createdAt FROM sweeps WHERE id = ?').get(id) as
+      SweepRow | undefined;
   }
 
   saveCell(c: CellEntry): void {
-    this
-      .stmt(
-        `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at, members, generation, waiting_since)
+    this.stmt(
+      `INSERT INTO cells (id, spec_json, sweep_ids, state, attempts, max_attempts, attempt_id, worker_id, lease_until, checkpoint_epochs, epoch, error, seq, excluded_workers, updated_at, members, generation, waiting_since)
          VALUES (@id, @spec, @sweeps, @state, @attempts, @maxAttempts, @attemptId, @workerId, @leaseUntil, @checkpointEpochs, @epoch, @error, @seq, @excluded, @now, @members, @generation, @waitingSince)
          ON CONFLICT(id) DO UPDATE SET sweep_ids=@sweeps, state=@state, attempts=@attempts, max_attempts=@maxAttempts, attempt_id=@attemptId,
            worker_id=@workerId, lease_until=@leaseUntil, checkpoint_epochs=@checkpointEpochs, epoch=@epoch, error=@error, excluded_workers=@excluded, updated_at=@now,
            members=@members, generation=@generation, waiting_since=@waitingSince`,
-      )
-      .run({
-        id: c.id,
-        spec: JSON.stringify(c.spec),
-        sweeps: JSON.stringify(c.sweepIds),
-        state: c.state,
-        attempts: c.attempts,
-        maxAttempts: c.maxAttempts,
-        attemptId: c.attemptId,
-        workerId: c.workerId,
-        leaseUntil: c.leaseUntil,
-        checkpointEpochs: c.checkpointEpochs,
-        epoch: c.epoch,
-        error: c.error,
-        seq: c.seq,
-        excluded: JSON.stringify(c.excludedWorkers),
-        now: new Date().toISOString(),
-        members: JSON.stringify(c.members),
-        generation: c.generation,
-        waitingSince: c.waitingSince,
-      });
+    ).run({
+      id: c.id,
+      spec: JSON.stringify(c.spec),
+      sweeps: JSON.stringify(c.sweepIds),
+      state: c.state,
+      attempts: c.attempts,
+      maxAttempts: c.maxAttempts,
+      attemptId: c.attemptId,
+      workerId: c.workerId,
+      leaseUntil: c.leaseUntil,
+      checkpointEpochs: c.checkpointEpochs,
+      epoch: c.epoch,
+      error: c.error,
+      seq: c.seq,
+      excluded: JSON.stringify(c.excludedWorkers),
+      now: new Date().toISOString(),
+      members: JSON.stringify(c.members),
+      generation: c.generation,
+      waitingSince: c.waitingSince,
+    });
   }
 
   cells(): CellEntry[] {
@@ -137,58 +143,95 @@ export class Store {
   }
 
   result(cellId: string): string | undefined {
-    const r = this.stmt('SELECT result_json FROM cells WHERE id = ?').get(cellId) as { result_json: string | null } | undefined;
+    const r = this.stmt('SELECT result_json FROM cells WHERE id = ?').get(cellId) as
+      { result_json: string | null } | undefined;
     return r?.result_json ?? undefined;
   }
 
   saveWorker(w: WorkerEntry): void {
-    this
-      .stmt(
-        `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress)
+    this.stmt(
+      `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress)
          ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress`,
-      )
-      .run(w);
+    ).run(w);
   }
 
   workers(): WorkerEntry[] {
     // Idle-since does not survive a restart: a worker is idle again once it polls.
-    return (this.stmt('SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress FROM workers').all() as Omit<WorkerEntry, 'idleSince'>[]).map(
-      (w) => ({ ...w, idleSince: null }),
-    );
+    return (
+      this.stmt(
+        'SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress FROM workers',
+      ).all() as Omit<WorkerEntry, 'idleSince'>[]
+    ).map((w) => ({ ...w, idleSince: null }));
   }
 
   attemptStarted(id: string, cellId: string, workerId: string, at: number): void {
-    this.stmt('INSERT OR REPLACE INTO attempts (id, cell_id, worker_id, started_at) VALUES (?, ?, ?, ?)').run(id, cellId, workerId, at);
+    this.stmt('INSERT OR REPLACE INTO attempts (id, cell_id, worker_id, started_at) VALUES (?, ?, ?, ?)').run(
+      id,
+      cellId,
+      workerId,
+      at,
+    );
   }
 
   attemptEnded(id: string, outcome: string, error: string | null, at: number): void {
     this.stmt('UPDATE attempts SET ended_at = ?, outcome = ?, error = ? WHERE id = ?').run(at, outcome, error, id);
   }
 
-  attempts(cellId: string): { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[] {
-    return this
-      .stmt('SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at')
-      .all(cellId) as { id: string; workerId: string; startedAt: number; endedAt: number | null; outcome: string | null; error: string | null }[];
+  attempts(cellId: string): {
+    id: string;
+    workerId: string;
+    startedAt: number;
+    endedAt: number | null;
+    outcome: string | null;
+    error: string | null;
+  }[] {
+    return this.stmt(
+      'SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at',
+    ).all(cellId) as {
+      id: string;
+      workerId: string;
+      startedAt: number;
+      endedAt: number | null;
+      outcome: string | null;
+      error: string | null;
+    }[];
   }
 
   saveEpoch(cellId: string, attemptId: string, epoch: number, metricsJson: string): void {
-    this.stmt('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(cellId, attemptId, epoch, metricsJson);
+    this.stmt('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(
+      cellId,
+      attemptId,
+      epoch,
+      metricsJson,
+    );
   }
 
   /** The validation accuracy of a cell's latest epoch report (0 when none). */
   lastValAccuracy(cellId: string): number {
-    const r = this.stmt("SELECT json_extract(metrics_json, '$.valAccuracy') AS v FROM epochs WHERE cell_id = ? ORDER BY epoch DESC LIMIT 1").get(cellId) as { v: number | null } | undefined;
+    const r = this.stmt(
+      "SELECT json_extract(metrics_json, '$.valAccuracy') AS v FROM epochs WHERE cell_id = ? ORDER BY epoch DESC LIMIT 1",
+    ).get(cellId) as { v: number | null } | undefined;
     return typeof r?.v === 'number' ? r.v : 0;
   }
 
   epochs(cellId: string): { epoch: number; metricsJson: string }[] {
-    return this.stmt('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(cellId) as { epoch: number; metricsJson: string }[];
+    return this.stmt('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(
+      cellId,
+    ) as { epoch: number; metricsJson: string }[];
   }
 
   /** The dataset's recorded fingerprint, or records `fingerprint` as it when there is none yet. */
   pinFingerprint(name: string, datasetPath: string, fingerprint: string): string {
-    this.stmt('INSERT OR IGNORE INTO datasets (name, path, fingerprint) VALUES (?, ?, ?)').run(name, datasetPath, fingerprint);
-    return (this.stmt('SELECT fingerprint FROM datasets WHERE name = ? AND path = ?').get(name, datasetPath) as { fingerprint: string }).fingerprint;
+    this.stmt('INSERT OR IGNORE INTO datasets (name, path, fingerprint) VALUES (?, ?, ?)').run(
+      name,
+      datasetPath,
+      fingerprint,
+    );
+    return (
+      this.stmt('SELECT fingerprint FROM datasets WHERE name = ? AND path = ?').get(name, datasetPath) as {
+        fingerprint: string;
+      }
+    ).fingerprint;
   }
 
   close(): void {

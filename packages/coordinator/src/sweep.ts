@@ -1,4 +1,12 @@
-import { LIMITS, MODEL_NAMES, STRATEGY_HINT, isModelName, limits as limitsInForce, strategyDefinition, tryParseStrategy } from '@ferry/common';
+import {
+  LIMITS,
+  MODEL_NAMES,
+  STRATEGY_HINT,
+  isModelName,
+  limits as limitsInForce,
+  strategyDefinition,
+  tryParseStrategy,
+} from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
@@ -89,7 +97,18 @@ const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
 const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
-const TOP_KEYS = ['name', 'datasets', 'colors', 'strategies', 'models', 'seeds', 'hyper', 'overrides', 'include', 'exclude'];
+const TOP_KEYS = [
+  'name',
+  'datasets',
+  'colors',
+  'strategies',
+  'models',
+  'seeds',
+  'hyper',
+  'overrides',
+  'include',
+  'exclude',
+];
 
 /** What a sweep file may be, checked before it is expanded or stored. */
 export interface SweepLimits {
@@ -138,7 +157,11 @@ class Checker {
   /** `line L:C path`: the key's position for a mapping entry, the item's for a list entry; for
    * something missing, the position of the nearest enclosing node. */
   where(path: readonly (string | number)[]): string {
-    const label = path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`)).join('').replace(/^\./, '') || '(top)';
+    const label =
+      path
+        .map((p) => (typeof p === 'number' ? `[${p}]` : `.${p}`))
+        .join('')
+        .replace(/^\./, '') || '(top)';
     for (let depth = path.length; depth >= 0; depth--) {
       const at = path.slice(0, depth);
       const last = at[at.length - 1];
@@ -189,12 +212,21 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
         continue;
       }
     } else if (typeof d === 'number') {
-      const intOnly = ['epochs', 'batchSize', 'lrStepEpochs', 'imageSize', 'augmentViews', 'microBatch', 'workers'].includes(k);
+      const intOnly = [
+        'epochs',
+        'batchSize',
+        'lrStepEpochs',
+        'imageSize',
+        'augmentViews',
+        'microBatch',
+        'workers',
+      ].includes(k);
       if (typeof val !== 'number' || !Number.isFinite(val) || (intOnly && !Number.isInteger(val))) {
         c.fail(p, `must be ${intOnly ? 'an integer' : 'a number'} (got ${JSON.stringify(val)})`);
         continue;
       }
-      const min = k === 'lr' ? Number.MIN_VALUE : ['epochs', 'batchSize', 'workers'].includes(k) ? 1 : k === 'imageSize' ? 16 : 0;
+      const min =
+        k === 'lr' ? Number.MIN_VALUE : ['epochs', 'batchSize', 'workers'].includes(k) ? 1 : k === 'imageSize' ? 16 : 0;
       if (val < min || (k === 'momentum' && val >= 1)) {
         c.fail(p, `out of range (got ${val})`);
         continue;
@@ -205,7 +237,12 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
     } else if (typeof d === 'string' && (typeof val !== 'string' || val.length === 0)) {
       c.fail(p, `must be pretrained, none or a file path (got ${JSON.stringify(val)})`);
       continue;
-    } else if (k === 'weights' && typeof val === 'string' && !['pretrained', 'none'].includes(val) && (val.startsWith('/') || val.split(/[\\/]/).includes('..'))) {
+    } else if (
+      k === 'weights' &&
+      typeof val === 'string' &&
+      !['pretrained', 'none'].includes(val) &&
+      (val.startsWith('/') || val.split(/[\\/]/).includes('..'))
+    ) {
       // Workers resolve it under their --data-root: nothing outside it may be named.
       c.fail(p, `a weights file is a path relative to --data-root, without .. (got ${JSON.stringify(val)})`);
       continue;
@@ -237,7 +274,8 @@ function checkMatch(c: Checker, v: unknown, path: (string | number)[]): Match | 
     c.fail(path, `must be a mapping of ${AXES.join(', ')}`);
     return undefined;
   }
-  for (const k of Object.keys(v)) if (!(AXES as readonly string[]).includes(k)) c.fail([...path, k], `unknown key; allowed: ${AXES.join(', ')}`);
+  for (const k of Object.keys(v))
+    if (!(AXES as readonly string[]).includes(k)) c.fail([...path, k], `unknown key; allowed: ${AXES.join(', ')}`);
   return v as Match;
 }
 
@@ -254,10 +292,18 @@ function matches(m: Match, cell: Record<(typeof AXES)[number], string | number>)
 export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
   const { maxYamlBytes, maxCells } = { ...sweepLimits(), ...limits };
   const bytes = Buffer.byteLength(text);
-  if (bytes > maxYamlBytes) throw new SweepError([`the file is ${bytes} bytes; a sweep file may hold ${maxYamlBytes} (${LIMITS.maxSweepBytes.flag})`], file);
+  if (bytes > maxYamlBytes)
+    throw new SweepError(
+      [`the file is ${bytes} bytes; a sweep file may hold ${maxYamlBytes} (${LIMITS.maxSweepBytes.flag})`],
+      file,
+    );
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
-  if (doc.errors.length > 0) throw new SweepError(doc.errors.map((e) => e.message.split('\n')[0]!), file);
+  if (doc.errors.length > 0)
+    throw new SweepError(
+      doc.errors.map((e) => e.message.split('\n')[0]!),
+      file,
+    );
   const c = new Checker(doc, lines);
   let root: unknown;
   try {
@@ -266,20 +312,35 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   } catch (e) {
     throw new SweepError([`the file expands past what a sweep file needs (${(e as Error).message})`], file);
   }
-  if (!isObj(root)) throw new SweepError(['the file must be a YAML mapping (name, datasets, colors, strategies, models, seeds, hyper)'], file);
-  for (const k of Object.keys(root)) if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
-  const name = typeof root['name'] === 'string' && /^[A-Za-z0-9_.-]+$/.test(root['name']) ? root['name'] : (c.fail(['name'], 'required: letters, digits, _ . - only'), '');
+  if (!isObj(root))
+    throw new SweepError(
+      ['the file must be a YAML mapping (name, datasets, colors, strategies, models, seeds, hyper)'],
+      file,
+    );
+  for (const k of Object.keys(root))
+    if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
+  const name =
+    typeof root['name'] === 'string' && /^[A-Za-z0-9_.-]+$/.test(root['name'])
+      ? root['name']
+      : (c.fail(['name'], 'required: letters, digits, _ . - only'), '');
   const datasets: { name: string; path: string; valFraction: number | null; hyper: Partial<Hyper> }[] = [];
-  if (!Array.isArray(root['datasets']) || root['datasets'].length === 0) c.fail(['datasets'], 'must be a non-empty list of {name, path}');
+  if (!Array.isArray(root['datasets']) || root['datasets'].length === 0)
+    c.fail(['datasets'], 'must be a non-empty list of {name, path}');
   else
     (root['datasets'] as unknown[]).forEach((d, i) => {
       if (!isObj(d)) return c.fail(['datasets', i], 'must be a mapping {name, path, valFraction?, hyper?}');
-      for (const k of Object.keys(d)) if (!['name', 'path', 'valFraction', 'hyper'].includes(k)) c.fail(['datasets', i, k], 'unknown key; allowed: name, path, valFraction, hyper');
-      if (typeof d['name'] !== 'string' || d['name'].length === 0) c.fail(['datasets', i, 'name'], 'required (a string)');
-      if (typeof d['path'] !== 'string' || d['path'].length === 0) c.fail(['datasets', i, 'path'], 'required: the folder relative to each worker\'s --data-root');
-      else if (d['path'].startsWith('/') || d['path'].split('/').includes('..')) c.fail(['datasets', i, 'path'], 'must be relative to --data-root, without ..');
+      for (const k of Object.keys(d))
+        if (!['name', 'path', 'valFraction', 'hyper'].includes(k))
+          c.fail(['datasets', i, k], 'unknown key; allowed: name, path, valFraction, hyper');
+      if (typeof d['name'] !== 'string' || d['name'].length === 0)
+        c.fail(['datasets', i, 'name'], 'required (a string)');
+      if (typeof d['path'] !== 'string' || d['path'].length === 0)
+        c.fail(['datasets', i, 'path'], "required: the folder relative to each worker's --data-root");
+      else if (d['path'].startsWith('/') || d['path'].split('/').includes('..'))
+        c.fail(['datasets', i, 'path'], 'must be relative to --data-root, without ..');
       const vf = d['valFraction'];
-      if (vf !== undefined && !(typeof vf === 'number' && vf > 0 && vf < 1)) c.fail(['datasets', i, 'valFraction'], 'must be a number between 0 and 1');
+      if (vf !== undefined && !(typeof vf === 'number' && vf > 0 && vf < 1))
+        c.fail(['datasets', i, 'valFraction'], 'must be a number between 0 and 1');
       datasets.push({
         name: String(d['name']),
         path: String(d['path']),
@@ -287,24 +348,32 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
         hyper: checkHyper(c, d['hyper'], ['datasets', i, 'hyper']),
       });
     });
-  if (new Set(datasets.map((d) => d.name)).size !== datasets.length) c.fail(['datasets'], 'dataset names must be unique');
+  if (new Set(datasets.map((d) => d.name)).size !== datasets.length)
+    c.fail(['datasets'], 'dataset names must be unique');
   const colors = stringList(c, root['colors'] ?? ['rgb'], 'colors', ['rgb', 'gray']) as ('rgb' | 'gray')[];
   const strategies = stringList(c, root['strategies'] ?? ['finetune', 'freeze'], 'strategies');
   (Array.isArray(root['strategies']) ? (root['strategies'] as unknown[]) : []).forEach((x, i) => {
-    if (typeof x === 'string' && !tryParseStrategy(x)) c.fail(['strategies', i], `${JSON.stringify(x)} is not a strategy; ${STRATEGY_HINT}`);
+    if (typeof x === 'string' && !tryParseStrategy(x))
+      c.fail(['strategies', i], `${JSON.stringify(x)} is not a strategy; ${STRATEGY_HINT}`);
   });
   const models = stringList(c, root['models'], 'models', MODEL_NAMES);
   const seedsRaw = root['seeds'] ?? [0];
   const seeds: number[] = [];
   if (!Array.isArray(seedsRaw) || seedsRaw.length === 0) c.fail(['seeds'], 'must be a non-empty list of integers');
-  else seedsRaw.forEach((s, i) => (Number.isInteger(s) && (s as number) >= 0 ? seeds.push(s as number) : c.fail(['seeds', i], 'must be an integer >= 0')));
+  else
+    seedsRaw.forEach((s, i) =>
+      Number.isInteger(s) && (s as number) >= 0
+        ? seeds.push(s as number)
+        : c.fail(['seeds', i], 'must be an integer >= 0'),
+    );
   const hyper = checkHyper(c, root['hyper'], ['hyper']);
   const overrides: { match: Match; set: Partial<Hyper> }[] = [];
   if (root['overrides'] !== undefined) {
     if (!Array.isArray(root['overrides'])) c.fail(['overrides'], 'must be a list of {match, set}');
     else
       (root['overrides'] as unknown[]).forEach((o, i) => {
-        if (!isObj(o) || !isObj(o['match']) || !isObj(o['set'])) return c.fail(['overrides', i], 'must be {match: {...}, set: {...}}');
+        if (!isObj(o) || !isObj(o['match']) || !isObj(o['set']))
+          return c.fail(['overrides', i], 'must be {match: {...}, set: {...}}');
         const m = checkMatch(c, o['match'], ['overrides', i, 'match']);
         if (m) overrides.push({ match: m, set: checkHyper(c, o['set'], ['overrides', i, 'set']) });
       });
@@ -324,11 +393,16 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
         if (!mm) return;
         if (key === 'include') {
           for (const a of AXES) if (mm[a] === undefined) c.fail([key, i], `an include names every axis; missing ${a}`);
-          if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset)) c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
-          if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy))) c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
-          if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray') c.fail([key, i, 'color'], 'must be rgb or gray');
-          if (mm.model !== undefined && !(typeof mm.model === 'string' && isModelName(mm.model))) c.fail([key, i, 'model'], `${JSON.stringify(mm.model)} is not a model; use ${MODEL_NAMES.join(', ')}`);
-          if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0)) c.fail([key, i, 'seed'], 'must be an integer >= 0');
+          if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset))
+            c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
+          if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy)))
+            c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
+          if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray')
+            c.fail([key, i, 'color'], 'must be rgb or gray');
+          if (mm.model !== undefined && !(typeof mm.model === 'string' && isModelName(mm.model)))
+            c.fail([key, i, 'model'], `${JSON.stringify(mm.model)} is not a model; use ${MODEL_NAMES.join(', ')}`);
+          if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0))
+            c.fail([key, i, 'seed'], 'must be an integer >= 0');
         }
         list.push(mm);
       });
@@ -354,7 +428,9 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   const product = datasets.length * colors.length * strategies.length * models.length * seeds.length + include.length;
   if (product > maxCells) {
     throw new SweepError(
-      [`the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`],
+      [
+        `the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
+      ],
       file,
     );
   }

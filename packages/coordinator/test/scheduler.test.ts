@@ -1,11 +1,31 @@
 import { describe, expect, test } from 'vitest';
-import { STUDY_DEFAULTS, initialState, step, type CellSpec, type SchedulerAction, type SchedulerEvent, type SchedulerState } from '@ferry/coordinator';
+import {
+  STUDY_DEFAULTS,
+  initialState,
+  step,
+  type CellSpec,
+  type SchedulerAction,
+  type SchedulerEvent,
+  type SchedulerState,
+} from '@ferry/coordinator';
 
 const CONFIG = { leaseMs: 1000, heartbeatIntervalMs: 100, defaultMaxAttempts: 2, gangTimeoutMs: 500 };
-const spec = (seed: number): CellSpec => ({ ...STUDY_DEFAULTS, dataset: 'd', path: 'd', valFraction: null, color: 'rgb', strategy: 'finetune', model: 'resnet_tiny', seed });
+const spec = (seed: number): CellSpec => ({
+  ...STUDY_DEFAULTS,
+  dataset: 'd',
+  path: 'd',
+  valFraction: null,
+  color: 'rgb',
+  strategy: 'finetune',
+  model: 'resnet_tiny',
+  seed,
+});
 
 /** Drives the pure scheduler with a list of events; returns the final state and every action. */
-function run(events: SchedulerEvent[], state: SchedulerState = initialState(CONFIG)): { state: SchedulerState; actions: SchedulerAction[] } {
+function run(
+  events: SchedulerEvent[],
+  state: SchedulerState = initialState(CONFIG),
+): { state: SchedulerState; actions: SchedulerAction[] } {
   const actions: SchedulerAction[] = [];
   for (const e of events) {
     const r = step(state, e);
@@ -15,8 +35,17 @@ function run(events: SchedulerEvent[], state: SchedulerState = initialState(CONF
   return { state, actions };
 }
 
-const submit = (now: number, ...seeds: number[]): SchedulerEvent => ({ type: 'submit', now, sweepId: 's', cells: seeds.map((s) => ({ id: `c${s}`, spec: spec(s) })) });
-const reg = (now: number, w: string, running: { cellId: string; attemptId: string; epoch: number }[] = []): SchedulerEvent => ({
+const submit = (now: number, ...seeds: number[]): SchedulerEvent => ({
+  type: 'submit',
+  now,
+  sweepId: 's',
+  cells: seeds.map((s) => ({ id: `c${s}`, spec: spec(s) })),
+});
+const reg = (
+  now: number,
+  w: string,
+  running: { cellId: string; attemptId: string; epoch: number }[] = [],
+): SchedulerEvent => ({
   type: 'register',
   now,
   workerId: w,
@@ -26,57 +55,123 @@ const reg = (now: number, w: string, running: { cellId: string; attemptId: strin
   device: 'cpu',
   running,
 });
-const poll = (now: number, w: string, attempt: string): SchedulerEvent => ({ type: 'poll', now, workerId: w, sessionId: `sess-${w}`, newAttemptId: attempt });
-const gang = (id: string, k: number, extra: Partial<CellSpec> = {}) => ({ id, spec: { ...spec(100 + k), workers: k, ...extra } });
+const poll = (now: number, w: string, attempt: string): SchedulerEvent => ({
+  type: 'poll',
+  now,
+  workerId: w,
+  sessionId: `sess-${w}`,
+  newAttemptId: attempt,
+});
+const gang = (id: string, k: number, extra: Partial<CellSpec> = {}) => ({
+  id,
+  spec: { ...spec(100 + k), workers: k, ...extra },
+});
 const assignedRanks = (actions: SchedulerAction[]) =>
-  actions.filter((a) => a.type === 'assign').map((a) => {
-    const x = a as { workerId: string; cellId: string; rank: number; generation: number };
-    return `${x.workerId}:${x.cellId}#${x.rank}g${x.generation}`;
-  });
-const assigned = (actions: SchedulerAction[]) => actions.filter((a) => a.type === 'assign').map((a) => `${(a as { workerId: string }).workerId}:${(a as { cellId: string }).cellId}`);
+  actions
+    .filter((a) => a.type === 'assign')
+    .map((a) => {
+      const x = a as { workerId: string; cellId: string; rank: number; generation: number };
+      return `${x.workerId}:${x.cellId}#${x.rank}g${x.generation}`;
+    });
+const assigned = (actions: SchedulerAction[]) =>
+  actions
+    .filter((a) => a.type === 'assign')
+    .map((a) => `${(a as { workerId: string }).workerId}:${(a as { cellId: string }).cellId}`);
 
 describe('scheduler (pure step function)', () => {
   test('assigns pending cells first in, first out, one cell per worker (a holder polling again gets its cell again)', () => {
-    const r = run([submit(0, 1, 2, 3), reg(0, 'w1'), reg(0, 'w2'), poll(1, 'w1', 'a1'), poll(1, 'w2', 'a2'), poll(2, 'w1', 'a3')]);
+    const r = run([
+      submit(0, 1, 2, 3),
+      reg(0, 'w1'),
+      reg(0, 'w2'),
+      poll(1, 'w1', 'a1'),
+      poll(1, 'w2', 'a2'),
+      poll(2, 'w1', 'a3'),
+    ]);
     expect(assigned(r.actions)).toEqual(['w1:c1', 'w2:c2', 'w1:c1']);
     expect(r.state.cells.get('c3')!.state).toBe('pending');
-    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1, attemptId: 'a1', workerId: 'w1', leaseUntil: 1001 });
+    expect(r.state.cells.get('c1')).toMatchObject({
+      state: 'running',
+      attempts: 1,
+      attemptId: 'a1',
+      workerId: 'w1',
+      leaseUntil: 1001,
+    });
   });
 
   test('heartbeats renew the lease; a worker that stops heartbeating loses its cell to another', () => {
-    const r = run([submit(0, 1), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'),
-      { type: 'heartbeat', now: 800, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'c1', attemptId: 'a1', epoch: 2 }] },
+    const r = run([
+      submit(0, 1),
+      reg(0, 'w1'),
+      reg(0, 'w2'),
+      poll(0, 'w1', 'a1'),
+      {
+        type: 'heartbeat',
+        now: 800,
+        workerId: 'w1',
+        sessionId: 'sess-w1',
+        running: [{ cellId: 'c1', attemptId: 'a1', epoch: 2 }],
+      },
       { type: 'heartbeat', now: 1500, workerId: 'w2', sessionId: 'sess-w2', running: [] },
-      { type: 'tick', now: 1700 }]);
+      { type: 'tick', now: 1700 },
+    ]);
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', leaseUntil: 1800, epoch: 2 });
     const later = run([{ type: 'tick', now: 1900 }, poll(1900, 'w2', 'a2')], r.state);
     expect(later.state.workers.get('w1')!.state).toBe('lost');
-    expect(later.actions).toContainEqual({ type: 'attemptEnded', attemptId: 'a1', outcome: 'lost', error: 'lease expired (worker w1 stopped heartbeating)', at: 1900 });
+    expect(later.actions).toContainEqual({
+      type: 'attemptEnded',
+      attemptId: 'a1',
+      outcome: 'lost',
+      error: 'lease expired (worker w1 stopped heartbeating)',
+      at: 1900,
+    });
     expect(assigned(later.actions)).toEqual(['w2:c1']);
     expect(later.state.cells.get('c1')).toMatchObject({ attempts: 2, attemptId: 'a2' });
     // The lost worker comes back: told to re-register; its stale completion is not recorded.
-    const stale = run([{ type: 'heartbeat', now: 2000, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }] }, { type: 'complete', now: 2000, attemptId: 'a1' }], later.state);
+    const stale = run(
+      [
+        {
+          type: 'heartbeat',
+          now: 2000,
+          workerId: 'w1',
+          sessionId: 'sess-w1',
+          running: [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }],
+        },
+        { type: 'complete', now: 2000, attemptId: 'a1' },
+      ],
+      later.state,
+    );
     expect(stale.actions).toContainEqual({ type: 'reregister', workerId: 'w1' });
     expect(stale.actions.find((a) => a.type === 'rejected')).toBeDefined();
     expect(stale.state.cells.get('c1')!.state).toBe('running');
   });
 
   test('a failing cell is retried up to maxAttempts, then failed with its error; others are unaffected', () => {
-    const r = run([submit(0, 1, 2), reg(0, 'w1'), poll(0, 'w1', 'a1'),
+    const r = run([
+      submit(0, 1, 2),
+      reg(0, 'w1'),
+      poll(0, 'w1', 'a1'),
       { type: 'fail', now: 1, attemptId: 'a1', message: 'boom', retryable: true },
       poll(2, 'w1', 'a2'), // c1 again: it is still first in line
       { type: 'fail', now: 3, attemptId: 'a2', message: 'boom again', retryable: true },
       poll(4, 'w1', 'a3'),
-      { type: 'complete', now: 5, attemptId: 'a3' }]);
+      { type: 'complete', now: 5, attemptId: 'a3' },
+    ]);
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'failed', attempts: 2, error: 'boom again' });
     expect(r.state.cells.get('c2')!.state).toBe('done');
     expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c1', 'w1:c2']);
   });
 
   test('a non-retryable failure fails at once; a release (SIGTERM) does not count as an attempt', () => {
-    const r = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2'),
+    const r = run([
+      submit(0, 1, 2),
+      reg(0, 'w1'),
+      reg(0, 'w2'),
+      poll(0, 'w1', 'a1'),
+      poll(0, 'w2', 'a2'),
       { type: 'fail', now: 1, attemptId: 'a1', message: 'bad model', retryable: false },
-      { type: 'release', now: 1, attemptId: 'a2', reason: 'SIGTERM' }]);
+      { type: 'release', now: 1, attemptId: 'a2', reason: 'SIGTERM' },
+    ]);
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'failed', attempts: 1 });
     expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 0 });
   });
@@ -93,7 +188,13 @@ describe('scheduler (pure step function)', () => {
     const before = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2')]);
     // Restart: state reloaded from the store.
     const restored = initialState(CONFIG, [...before.state.cells.values()], [...before.state.workers.values()]);
-    const r = run([{ ...reg(5, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 4 }]), sessionId: 'new-1' } as SchedulerEvent, { ...reg(5, 'w2', []), sessionId: 'new-2' } as SchedulerEvent], restored);
+    const r = run(
+      [
+        { ...reg(5, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 4 }]), sessionId: 'new-1' } as SchedulerEvent,
+        { ...reg(5, 'w2', []), sessionId: 'new-2' } as SchedulerEvent,
+      ],
+      restored,
+    );
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attemptId: 'a1', epoch: 4, leaseUntil: 1005 });
     expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
   });
@@ -101,19 +202,30 @@ describe('scheduler (pure step function)', () => {
   test('a restarted coordinator gives workers its recovery grace: no worker lost, no lease expired before it ends', () => {
     const before = run([submit(0, 1, 2, 3), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), poll(0, 'w2', 'a2')]);
     // Down for 10 lease lengths; restarted at t=10,000 with a grace of 5,000 ms (lease 1,000 ms).
-    const restored = initialState(CONFIG, [...before.state.cells.values()], [...before.state.workers.values()], { now: 10_000, graceMs: 5_000 });
+    const restored = initialState(CONFIG, [...before.state.cells.values()], [...before.state.workers.values()], {
+      now: 10_000,
+      graceMs: 5_000,
+    });
     expect(restored.cells.get('c1')!.leaseUntil).toBe(15_000);
     const within = run([{ type: 'tick', now: 14_900 }], restored);
     expect([...within.state.workers.values()].map((w) => w.state)).toEqual(['alive', 'alive']);
     expect(within.actions.filter((a) => a.type === 'attemptEnded')).toEqual([]);
     // w1 comes back late but within the grace and keeps its attempt; w2 never does.
-    const r = run([{ ...reg(14_950, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }]), sessionId: 'new-1' } as SchedulerEvent, { type: 'tick', now: 15_100 }], within.state);
+    const r = run(
+      [
+        { ...reg(14_950, 'w1', [{ cellId: 'c1', attemptId: 'a1', epoch: 3 }]), sessionId: 'new-1' } as SchedulerEvent,
+        { type: 'tick', now: 15_100 },
+      ],
+      within.state,
+    );
     expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', attemptId: 'a1', attempts: 1 });
     expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
     expect(r.state.workers.get('w2')!.state).toBe('lost');
     expect(r.state.workers.get('w1')!.state).toBe('alive');
     // A grace shorter than the lease is the lease.
-    expect(initialState(CONFIG, [...before.state.cells.values()], [], { now: 100, graceMs: 10 }).cells.get('c1')!.leaseUntil).toBe(1100);
+    expect(
+      initialState(CONFIG, [...before.state.cells.values()], [], { now: 100, graceMs: 10 }).cells.get('c1')!.leaseUntil,
+    ).toBe(1100);
   });
 
   test('cancel stops running attempts and retry requeues failed and cancelled cells', () => {
@@ -126,15 +238,35 @@ describe('scheduler (pure step function)', () => {
 
   test('a cell that names backends goes only to a worker with one of them', () => {
     const gpuOnly = { id: 'g', spec: { ...spec(9), backends: ['tensorflow-gpu', 'webgpu'] } };
-    const r = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gpuOnly, { id: 'c1', spec: spec(1) }] }, reg(0, 'cpu1'), poll(0, 'cpu1', 'a1'),
-      { ...reg(0, 'gpu1'), backend: 'webgpu' } as SchedulerEvent, poll(0, 'gpu1', 'a2')]);
+    const r = run([
+      { type: 'submit', now: 0, sweepId: 's', cells: [gpuOnly, { id: 'c1', spec: spec(1) }] },
+      reg(0, 'cpu1'),
+      poll(0, 'cpu1', 'a1'),
+      { ...reg(0, 'gpu1'), backend: 'webgpu' } as SchedulerEvent,
+      poll(0, 'gpu1', 'a2'),
+    ]);
     expect(assigned(r.actions)).toEqual(['cpu1:c1', 'gpu1:g']);
   });
 
   test('a worker whose dataset copy differs is not offered the cell again, and it costs no attempt', () => {
-    const r = run([submit(0, 1, 2), reg(0, 'w1'), reg(0, 'w2'), poll(0, 'w1', 'a1'), { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true }, poll(2, 'w1', 'a2'), { type: 'complete', now: 3, attemptId: 'a2' }, poll(4, 'w1', 'a3'), poll(5, 'w2', 'a4')]);
+    const r = run([
+      submit(0, 1, 2),
+      reg(0, 'w1'),
+      reg(0, 'w2'),
+      poll(0, 'w1', 'a1'),
+      { type: 'fail', now: 1, attemptId: 'a1', message: 'mismatch', retryable: true, excludeWorker: true },
+      poll(2, 'w1', 'a2'),
+      { type: 'complete', now: 3, attemptId: 'a2' },
+      poll(4, 'w1', 'a3'),
+      poll(5, 'w2', 'a4'),
+    ]);
     expect(assigned(r.actions)).toEqual(['w1:c1', 'w1:c2', 'w2:c1']);
-    expect(r.state.cells.get('c1')).toMatchObject({ state: 'running', workerId: 'w2', attempts: 1, excludedWorkers: ['w1'] });
+    expect(r.state.cells.get('c1')).toMatchObject({
+      state: 'running',
+      workerId: 'w2',
+      attempts: 1,
+      excludedWorkers: ['w1'],
+    });
     const failed = r.actions.find((a) => a.type === 'saveCell' && a.cell.id === 'c1' && a.cell.error === 'mismatch');
     expect(failed).toMatchObject({ cell: { error: 'mismatch', attempts: 0 } });
   });
@@ -152,12 +284,22 @@ describe('scheduler (pure step function)', () => {
         poll(4, 'w2', 'a4'), // w2 (woken) receives its part
       ]);
       expect(assignedRanks(r.actions)).toEqual(['w1:c1#0g1', 'w1:g#0g1', 'w2:g#1g1', 'w2:g#1g1']);
-      expect(r.state.cells.get('g')).toMatchObject({ state: 'running', members: ['w1', 'w2'], attemptId: 'a3', attempts: 1 });
+      expect(r.state.cells.get('g')).toMatchObject({
+        state: 'running',
+        members: ['w1', 'w2'],
+        attemptId: 'a3',
+        attempts: 1,
+      });
     });
 
     test('after the gang timeout idle workers are held for the gang instead of backfilling', () => {
       const r = run([
-        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2), { id: 'c1', spec: spec(1) }, { id: 'c2', spec: spec(2) }] },
+        {
+          type: 'submit',
+          now: 0,
+          sweepId: 's',
+          cells: [gang('g', 2), { id: 'c1', spec: spec(1) }, { id: 'c2', spec: spec(2) }],
+        },
         reg(0, 'w1'),
         reg(0, 'w2'),
         poll(0, 'w1', 'a1'), // backfill c1
@@ -170,31 +312,82 @@ describe('scheduler (pure step function)', () => {
     });
 
     test('a gang that can never form fails with the reason; a lost rank ends the generation and the group re-forms', () => {
-      const alone = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 3)] }, reg(0, 'w1'), poll(0, 'w1', 'a1'), { type: 'heartbeat', now: 900, workerId: 'w1', sessionId: 'sess-w1', running: [] }, { type: 'tick', now: 1001 }]);
-      expect(alone.state.cells.get('g')).toMatchObject({ state: 'failed', error: 'needs 3 workers at once (workers: 3); only 1 capable worker(s) alive' });
+      const alone = run([
+        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 3)] },
+        reg(0, 'w1'),
+        poll(0, 'w1', 'a1'),
+        { type: 'heartbeat', now: 900, workerId: 'w1', sessionId: 'sess-w1', running: [] },
+        { type: 'tick', now: 1001 },
+      ]);
+      expect(alone.state.cells.get('g')).toMatchObject({
+        state: 'failed',
+        error: 'needs 3 workers at once (workers: 3); only 1 capable worker(s) alive',
+      });
 
-      const formed = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2)] }, reg(0, 'w1'), reg(0, 'w2'), reg(0, 'w3'), poll(0, 'w2', 'x'), poll(0, 'w1', 'a1')]);
+      const formed = run([
+        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 2)] },
+        reg(0, 'w1'),
+        reg(0, 'w2'),
+        reg(0, 'w3'),
+        poll(0, 'w2', 'x'),
+        poll(0, 'w1', 'a1'),
+      ]);
       expect(formed.state.cells.get('g')!.members).toEqual(['w1', 'w2']);
       // w2 goes silent; w1 keeps heartbeating (so the lease alone would not expire).
-      const lost = run([
-        { type: 'heartbeat', now: 800, workerId: 'w1', sessionId: 'sess-w1', running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }] },
-        { type: 'heartbeat', now: 800, workerId: 'w3', sessionId: 'sess-w3', running: [] },
-        { type: 'tick', now: 1100 },
-      ], formed.state);
+      const lost = run(
+        [
+          {
+            type: 'heartbeat',
+            now: 800,
+            workerId: 'w1',
+            sessionId: 'sess-w1',
+            running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }],
+          },
+          { type: 'heartbeat', now: 800, workerId: 'w3', sessionId: 'sess-w3', running: [] },
+          { type: 'tick', now: 1100 },
+        ],
+        formed.state,
+      );
       expect(lost.state.workers.get('w2')!.state).toBe('lost');
-      expect(lost.state.cells.get('g')).toMatchObject({ state: 'pending', members: [], error: 'rank 1 (worker w2) was lost' });
+      expect(lost.state.cells.get('g')).toMatchObject({
+        state: 'pending',
+        members: [],
+        error: 'rank 1 (worker w2) was lost',
+      });
       expect(lost.actions).toContainEqual({ type: 'stopAttempt', workerId: 'w1', attemptId: 'a1' });
       const reformed = run([poll(1200, 'w3', 'y'), poll(1200, 'w1', 'a2')], lost.state);
       expect(assignedRanks(reformed.actions)).toEqual(['w1:g#0g2', 'w3:g#1g2']);
     });
 
     test('a group that lost a rank and finds no spare re-forms smaller after the gang timeout (a size that divides the batch)', () => {
-      const formed = run([{ type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 4, { batchSize: 32 })] }, reg(0, 'w1'), reg(0, 'w2'), reg(0, 'w3'), reg(0, 'w4'), poll(0, 'w2', 'x'), poll(0, 'w3', 'x'), poll(0, 'w4', 'x'), poll(0, 'w1', 'a1')]);
+      const formed = run([
+        { type: 'submit', now: 0, sweepId: 's', cells: [gang('g', 4, { batchSize: 32 })] },
+        reg(0, 'w1'),
+        reg(0, 'w2'),
+        reg(0, 'w3'),
+        reg(0, 'w4'),
+        poll(0, 'w2', 'x'),
+        poll(0, 'w3', 'x'),
+        poll(0, 'w4', 'x'),
+        poll(0, 'w1', 'a1'),
+      ]);
       expect(formed.state.cells.get('g')!.members).toHaveLength(4);
-      const lost = run([
-        ...['w1', 'w2', 'w3'].map((w) => ({ type: 'heartbeat', now: 900, workerId: w, sessionId: `sess-${w}`, running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }] }) as SchedulerEvent),
-        { type: 'tick', now: 1100 },
-      ], formed.state);
+      const lost = run(
+        [
+          ...['w1', 'w2', 'w3'].map(
+            (w) =>
+              ({
+                type: 'heartbeat',
+                now: 900,
+                workerId: w,
+                sessionId: `sess-${w}`,
+                running: [{ cellId: 'g', attemptId: 'a1', epoch: 1 }],
+              }) as SchedulerEvent,
+          ),
+          { type: 'tick', now: 1100 },
+        ],
+        formed.state,
+      );
       expect(lost.state.cells.get('g')!.state).toBe('pending');
       // Three workers left: not enough for 4; after the gang timeout the group re-forms with 2
       // (the largest size <= 3 that divides the batch of 32).

@@ -36,7 +36,10 @@ describe('sweep files', () => {
   test('expand datasets x colors x strategies x models x seeds with layered hyper-parameters', () => {
     const s = parseSweep(base);
     expect(s.cells).toHaveLength(2 * 2 * 2 * 1 * 2);
-    const find = (d: string, st: string) => s.cells.find((c) => c.spec.dataset === d && c.spec.strategy === st && c.spec.color === 'gray' && c.spec.seed === 1)!.spec;
+    const find = (d: string, st: string) =>
+      s.cells.find(
+        (c) => c.spec.dataset === d && c.spec.strategy === st && c.spec.color === 'gray' && c.spec.seed === 1,
+      )!.spec;
     expect(find('ants', 'finetune')).toMatchObject({ lr: 0.01, epochs: STUDY_DEFAULTS.epochs, path: 'hymenoptera' });
     expect(find('ants', 'freeze').lr).toBe(0.1);
     expect(find('simpsons', 'freeze')).toMatchObject({ lr: 0.1, epochs: 20 });
@@ -82,42 +85,66 @@ hyper:
     expect(p).toContain('line 5:15 colors[1]: "purple" is not allowed; use rgb, gray');
     expect(p).toContain('line 9:3 hyper.lr: must be a number (got "fast")');
     expect(p.some((x) => x.startsWith('line 10:3 hyper.epocs: unknown setting; allowed: weights, epochs'))).toBe(true);
-    expect(problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18]\nhyper: { backends: [cuda] }\n')[0]).toContain(
-      'hyper.backends: must be a list of tensorflow-gpu, tensorflow, webgpu, wasm, cpu',
-    );
+    expect(
+      problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18]\nhyper: { backends: [cuda] }\n')[0],
+    ).toContain('hyper.backends: must be a list of tensorflow-gpu, tensorflow, webgpu, wasm, cpu');
   });
 
   test('model names are checked against the zoo at submit (a worker never spends an attempt on a typo)', () => {
-    const p = problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18, resnet19]\ninclude:\n  - { dataset: a, color: rgb, strategy: finetune, model: ../../x, seed: 0 }\n');
-    expect(p).toContain('line 3:20 models[1]: "resnet19" is not allowed; use resnet18, resnet34, resnet50, mobilenet_v2, resnet_tiny, resnet_tiny_bottleneck, mobilenet_v2_tiny');
+    const p = problems(
+      'name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18, resnet19]\ninclude:\n  - { dataset: a, color: rgb, strategy: finetune, model: ../../x, seed: 0 }\n',
+    );
+    expect(p).toContain(
+      'line 3:20 models[1]: "resnet19" is not allowed; use resnet18, resnet34, resnet50, mobilenet_v2, resnet_tiny, resnet_tiny_bottleneck, mobilenet_v2_tiny',
+    );
     expect(p.some((x) => x.includes('include[0].model: "../../x" is not a model; use resnet18'))).toBe(true);
   });
 
   test('includes must name every axis and an existing dataset; paths stay under the data root', () => {
-    const p = problems(`${base}
+    const p = problems(
+      `${base}
 include:
   - { dataset: mnist, color: rgb, strategy: finetune, model: resnet18 }
-`.replace('path: simpsons', 'path: ../simpsons'));
+`.replace('path: simpsons', 'path: ../simpsons'),
+    );
     expect(p.some((x) => x.includes('missing seed'))).toBe(true);
     expect(p.some((x) => x.includes('no dataset named mnist'))).toBe(true);
     expect(p.some((x) => x.includes('must be relative to --data-root'))).toBe(true);
   });
 
   test('strategies: finetune, freeze, probe, adapt and freezeUntil:<stage> are accepted; anything else, in the list or an include, is refused with the list', () => {
-    const s = parseSweep(base.replace('strategies: [finetune, freeze]', 'strategies: [finetune, freeze, probe, adapt, "freezeUntil:layer4"]'));
-    expect(new Set(s.cells.map((c) => c.spec.strategy))).toEqual(new Set(['finetune', 'freeze', 'probe', 'adapt', 'freezeUntil:layer4']));
+    const s = parseSweep(
+      base.replace(
+        'strategies: [finetune, freeze]',
+        'strategies: [finetune, freeze, probe, adapt, "freezeUntil:layer4"]',
+      ),
+    );
+    expect(new Set(s.cells.map((c) => c.spec.strategy))).toEqual(
+      new Set(['finetune', 'freeze', 'probe', 'adapt', 'freezeUntil:layer4']),
+    );
     const p = problems(`${base.replace('strategies: [finetune, freeze]', 'strategies: [finetune, linear]')}
 include:
   - { dataset: ants, color: "<b>purple</b>", strategy: "freezeUntil:../x", model: resnet18, seed: -7.5 }
 `);
-    expect(p).toContain('line 10:24 strategies[1]: "linear" is not a strategy; use finetune, freeze, probe, adapt or freezeUntil:<stage>');
+    expect(p).toContain(
+      'line 10:24 strategies[1]: "linear" is not a strategy; use finetune, freeze, probe, adapt or freezeUntil:<stage>',
+    );
     expect(p.some((x) => x.includes('include[0].strategy: "freezeUntil:../x" is not a strategy'))).toBe(true);
     expect(p.some((x) => x.includes('include[0].color: must be rgb or gray'))).toBe(true);
     expect(p.some((x) => x.includes('include[0].seed: must be an integer >= 0'))).toBe(true);
   });
 
   test("a freeze cell's id carries the strategy's revision (BatchNorm now in training mode); finetune ids are unchanged", () => {
-    const spec: CellSpec = { ...STUDY_DEFAULTS, dataset: 'a', path: 'a', valFraction: null, color: 'rgb', strategy: 'finetune', model: 'resnet18', seed: 0 };
+    const spec: CellSpec = {
+      ...STUDY_DEFAULTS,
+      dataset: 'a',
+      path: 'a',
+      valFraction: null,
+      color: 'rgb',
+      strategy: 'finetune',
+      model: 'resnet18',
+      seed: 0,
+    };
     const plainHash = (x: CellSpec): string => {
       const canon = (v: unknown): string =>
         Array.isArray(v)
@@ -137,22 +164,43 @@ include:
   });
 
   test('limits: an alias bomb, an oversized file, too many cells and weights outside the data root are sweep errors, not crashes', () => {
-    const bomb = ['a: &a [x, x, x, x, x, x, x, x, x]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`)].join('\n');
+    const bomb = [
+      'a: &a [x, x, x, x, x, x, x, x, x]',
+      ...Array.from(
+        { length: 8 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [*${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}, *${String.fromCharCode(97 + i)}]`,
+      ),
+    ].join('\n');
     expect(problems(bomb)[0]).toMatch(/the file expands past what a sweep file needs/);
-    expect(problems(`${base}\n# ${'x'.repeat(1 << 20)}\n`)[0]).toMatch(/^the file is \d+ bytes; a sweep file may hold 1048576 \(--max-sweep-bytes\)$/);
+    expect(problems(`${base}\n# ${'x'.repeat(1 << 20)}\n`)[0]).toMatch(
+      /^the file is \d+ bytes; a sweep file may hold 1048576 \(--max-sweep-bytes\)$/,
+    );
     const many = base.replace('seeds: [0, 1]', `seeds: [${Array.from({ length: 1_300 }, (_, i) => i).join(', ')}]`);
-    expect(problems(many)[0]).toBe('the sweep expands to 10400 cells (2 datasets x 2 colors x 2 strategies x 1 models x 1300 seeds + 0 includes); a sweep may hold 10000 (--max-sweep-cells); split it into several sweeps');
+    expect(problems(many)[0]).toBe(
+      'the sweep expands to 10400 cells (2 datasets x 2 colors x 2 strategies x 1 models x 1300 seeds + 0 includes); a sweep may hold 10000 (--max-sweep-cells); split it into several sweeps',
+    );
     expect(parseSweep(many, 'many.yaml', { maxCells: 20_000 }).cells).toHaveLength(10_400);
     for (const w of ['/etc/shadow', '../../secrets/w.pth', 'ok/../../x.pth']) {
-      expect(problems(base.replace('lr: 0.01', `lr: 0.01\n  weights: "${w}"`)).some((p) => p.includes('a weights file is a path relative to --data-root, without ..')), w).toBe(true);
+      expect(
+        problems(base.replace('lr: 0.01', `lr: 0.01\n  weights: "${w}"`)).some((p) =>
+          p.includes('a weights file is a path relative to --data-root, without ..'),
+        ),
+        w,
+      ).toBe(true);
     }
-    expect(parseSweep(base.replace('lr: 0.01', 'lr: 0.01\n  weights: weights/resnet18-source.safetensors')).cells[0]!.spec.weights).toBe('weights/resnet18-source.safetensors');
+    expect(
+      parseSweep(base.replace('lr: 0.01', 'lr: 0.01\n  weights: weights/resnet18-source.safetensors')).cells[0]!.spec
+        .weights,
+    ).toBe('weights/resnet18-source.safetensors');
   });
 
   test('the shipped examples parse: the full study has 16 cells', () => {
     const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
     expect(study.cells).toHaveLength(16);
     expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
-    expect(parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells).toHaveLength(4);
+    expect(
+      parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells,
+    ).toHaveLength(4);
   });
 });

@@ -14,7 +14,13 @@ import { ArrayBatchSource, type BatchSource } from './train/data.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 import type { EpochMetrics, TrainProgress } from './train/result.js';
 import { Trainer, averageOverRing, type TrainConfig } from './train/trainer.js';
-import { adaptBatchNorm, assignVariables, batchNormStatNames, batchNormStatsHash, readVariables } from './train/batchnorm.js';
+import {
+  adaptBatchNorm,
+  assignVariables,
+  batchNormStatNames,
+  batchNormStatsHash,
+  readVariables,
+} from './train/batchnorm.js';
 import type { RingTransport } from './train/collective.js';
 import { readWeightsFile, resolveWeights } from './weights/load.js';
 
@@ -94,7 +100,11 @@ export interface CellRunOptions {
   readonly cacheDir?: string;
   readonly decodeThreads?: number;
   readonly backend: { readonly name: string; readonly device: string };
-  readonly onProgress?: (p: TrainProgress | { readonly type: 'features'; readonly split: string; readonly done: number; readonly total: number }) => void;
+  readonly onProgress?: (
+    p:
+      | TrainProgress
+      | { readonly type: 'features'; readonly split: string; readonly done: number; readonly total: number },
+  ) => void;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
   /**
@@ -126,7 +136,12 @@ export interface CellResult {
   readonly skipped: readonly SkippedFile[];
   readonly wallMs: number;
   readonly imagesPerSec: number;
-  readonly featureCache: { readonly used: boolean; readonly hits: number; readonly misses: number; readonly ms: number };
+  readonly featureCache: {
+    readonly used: boolean;
+    readonly hits: number;
+    readonly misses: number;
+    readonly ms: number;
+  };
   readonly backend: string;
   readonly device: string;
   readonly resumedFromEpoch: number;
@@ -141,11 +156,14 @@ export function validateCell(c: CellConfig): void {
   getZooEntry(c.model);
   if (c.color !== 'rgb' && c.color !== 'gray') bad('color', `must be rgb or gray (got ${String(c.color)})`);
   parseStrategy(c.strategy);
-  if (!Number.isInteger(c.batchSize) || c.batchSize < 1) bad('batchSize', `must be a positive integer (got ${c.batchSize})`);
-  if (!Number.isInteger(c.imageSize) || c.imageSize < 16) bad('imageSize', `must be an integer >= 16 (got ${c.imageSize})`);
+  if (!Number.isInteger(c.batchSize) || c.batchSize < 1)
+    bad('batchSize', `must be a positive integer (got ${c.batchSize})`);
+  if (!Number.isInteger(c.imageSize) || c.imageSize < 16)
+    bad('imageSize', `must be an integer >= 16 (got ${c.imageSize})`);
   if (!Number.isInteger(c.augmentViews) || c.augmentViews < 0) bad('augmentViews', 'must be an integer >= 0');
   if (!Number.isInteger(c.microBatch) || c.microBatch < 0) bad('microBatch', 'must be an integer >= 0 (0: automatic)');
-  if (c.valFraction !== undefined && !(c.valFraction > 0 && c.valFraction < 1)) bad('valFraction', 'must be between 0 and 1');
+  if (c.valFraction !== undefined && !(c.valFraction > 0 && c.valFraction < 1))
+    bad('valFraction', 'must be between 0 and 1');
 }
 
 /**
@@ -170,7 +188,10 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
   if (config.weights) {
     const { tensors } = await readWeightsFile(config.weights);
     resolved = resolveWeights(model, tensors, config.weights);
-    if (resolved.headReplaced) options.onWarning?.(`${path.basename(config.weights)}: ${resolved.fileClasses}-way classifier replaced by a new ${folder.classes.length}-way head`);
+    if (resolved.headReplaced)
+      options.onWarning?.(
+        `${path.basename(config.weights)}: ${resolved.fileClasses}-way classifier replaced by a new ${folder.classes.length}-way head`,
+      );
   }
   const network = Network.create(model, { seed: config.seed, ...(resolved ? { weights: resolved } : {}) });
   const pool = new DecodePool(options.decodeThreads ?? Math.max(1, os.availableParallelism()));
@@ -191,7 +212,10 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
   }
   const dist = options.distributed;
   const k = dist?.transport.worldSize ?? 1;
-  if (config.batchSize % k !== 0) throw new InvalidArgumentError(`batchSize ${config.batchSize} must be divisible by the ${k} workers of a data-parallel cell`);
+  if (config.batchSize % k !== 0)
+    throw new InvalidArgumentError(
+      `batchSize ${config.batchSize} must be divisible by the ${k} workers of a data-parallel cell`,
+    );
   const rankBatch = config.batchSize / k;
   const shard = (pad: boolean) => (dist ? { shard: { rank: dist.transport.rank, worldSize: k, pad } } : {});
   const strategy = STRATEGIES[trainConfig.strategy.kind];
@@ -243,7 +267,21 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
       });
       await adaptFrozenBatchNorm(network, adaptSource, first, {
         seed: config.seed,
-        ...(cache ? { cache, key: { kind: 'bn-adapt', arch: model.arch, weights: weightsId, stage: first, spec: trainImages.spec, seed: config.seed, batchSize: rankBatch, images: trainImagesHash } } : {}),
+        ...(cache
+          ? {
+              cache,
+              key: {
+                kind: 'bn-adapt',
+                arch: model.arch,
+                weights: weightsId,
+                stage: first,
+                spec: trainImages.spec,
+                seed: config.seed,
+                batchSize: rankBatch,
+                images: trainImagesHash,
+              },
+            }
+          : {}),
         ...(dist ? { dist } : {}),
         ...(options.onProgress ? { onProgress: options.onProgress } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
@@ -251,14 +289,30 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     }
     if (cache) {
       const t0 = performance.now();
-      const base = { arch: model.arch, weights: weightsId, stage: first, seed: config.seed, batchNorm: await batchNormStatsHash(network, first) };
+      const base = {
+        arch: model.arch,
+        weights: weightsId,
+        stage: first,
+        seed: config.seed,
+        batchNorm: await batchNormStatsHash(network, first),
+      };
       const viewsOf = async (source: ImageFolderSource, split: 'train' | 'val', count: number) => {
         const images = split === 'train' ? trainImagesHash : await contentHash(folder.val);
         const out = [];
         for (let v = 0; v < count; v++) {
-          const key: FeatureKey = { ...base, spec: split === 'train' ? trainImages.spec : valImages.spec, view: v, images };
+          const key: FeatureKey = {
+            ...base,
+            spec: split === 'train' ? trainImages.spec : valImages.spec,
+            view: v,
+            images,
+          };
           const r = await cache.getOrCompute(key, network, source, (done) =>
-            options.onProgress?.({ type: 'features', split: `${split} view ${v + 1}/${count}`, done, total: source.size }),
+            options.onProgress?.({
+              type: 'features',
+              split: `${split} view ${v + 1}/${count}`,
+              done,
+              total: source.size,
+            }),
           );
           if (r.cached) cacheStats.hits++;
           else cacheStats.misses++;
@@ -291,7 +345,10 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
       train,
       val,
       inputStage,
-      microBatch: config.microBatch > 0 ? config.microBatch : autoMicroBatch(options.backend.name, config.model, config.imageSize, rankBatch),
+      microBatch:
+        config.microBatch > 0
+          ? config.microBatch
+          : autoMicroBatch(options.backend.name, config.model, config.imageSize, rankBatch),
       ...(dist ? { distributed: dist } : {}),
       ...(options.outDir ? { checkpointDir: options.outDir } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
@@ -351,7 +408,11 @@ async function adaptFrozenBatchNorm(
   const names = batchNormStatNames(network, 0, before);
   const cached = o.cache && o.key ? await o.cache.getJson<number[][]>(o.key) : undefined;
   if (cached && cached.length === names.length) {
-    assignVariables(network, names, cached.map((v) => Float32Array.from(v)));
+    assignVariables(
+      network,
+      names,
+      cached.map((v) => Float32Array.from(v)),
+    );
     return;
   }
   await adaptBatchNorm(network, source, before, {
@@ -360,7 +421,11 @@ async function adaptFrozenBatchNorm(
     ...(o.signal ? { signal: o.signal } : {}),
   });
   if (o.dist) await averageOverRing(network, names, o.dist, 'bn/adapt');
-  if (o.cache && o.key) await o.cache.putJson(o.key, (await readVariables(network, names)).map((v) => [...v]));
+  if (o.cache && o.key)
+    await o.cache.putJson(
+      o.key,
+      (await readVariables(network, names)).map((v) => [...v]),
+    );
 }
 
 /** Which val images, in which order: a hash of their paths relative to the dataset and their labels. */

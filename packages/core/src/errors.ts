@@ -13,19 +13,33 @@ export class InvalidArgumentError extends FerryError {
 }
 
 export class UnknownModelError extends FerryError {
-  constructor(readonly model: string, known: readonly string[]) {
-    super('FERRY_ERR_UNKNOWN_MODEL', `unknown model "${model}"; known models: ${known.join(', ')} (see \`ferry models\`)`);
+  constructor(
+    readonly model: string,
+    known: readonly string[],
+  ) {
+    super(
+      'FERRY_ERR_UNKNOWN_MODEL',
+      `unknown model "${model}"; known models: ${known.join(', ')} (see \`ferry models\`)`,
+    );
   }
 }
 
 export class BackendUnavailableError extends FerryError {
-  constructor(readonly backend: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly backend: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super('FERRY_ERR_BACKEND_UNAVAILABLE', `backend "${backend}" is unavailable: ${reason}`, options);
   }
 }
 
 export class WeightsCorruptError extends FerryError {
-  constructor(readonly file: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super('FERRY_ERR_WEIGHTS_CORRUPT', `${file}: ${reason}`, options);
   }
 }
@@ -73,7 +87,11 @@ export class CheckpointError extends FerryError {
 }
 
 export class ImageUnreadableError extends FerryError {
-  constructor(readonly file: string, reason: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly file: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
     super('FERRY_ERR_IMAGE_UNREADABLE', `${file}: cannot decode image: ${reason}`, options);
   }
 }
@@ -89,4 +107,3 @@ export class DeviceError extends FerryError {
     super('FERRY_ERR_DEVICE', message, options);
   }
 }
-

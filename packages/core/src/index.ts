@@ -17,15 +17,37 @@ export {
   type WebGpuAdapterReport,
   describeAdapter,
 } from './backends/select.js';
-export { WORKAROUNDS, describeWorkarounds, registerBackendWorkarounds, restoreNativeKernels, setWebGpuFastPath } from './backends/workarounds.js';
+export {
+  WORKAROUNDS,
+  describeWorkarounds,
+  registerBackendWorkarounds,
+  restoreNativeKernels,
+  setWebGpuFastPath,
+} from './backends/workarounds.js';
 export {
   conv2dBackpropFilterComposite,
   conv2dBackpropInputComposite,
   depthwiseBackpropFilterComposite,
   depthwiseBackpropInputComposite,
 } from './backends/composite-kernels.js';
-export { batchNormTrain, disposeBnStats, fusedWebGpuActive, sgdMomentumStep, updateRunningStats, type Activation, type BnStats } from './backends/fused.js';
-export { DEFAULT_TUNING, bnStats, conv2dFilterGrad, depthwiseFilterGrad, setWebGpuTuning, splitCount, type WebGpuTuning } from './backends/webgpu/ops.js';
+export {
+  batchNormTrain,
+  disposeBnStats,
+  fusedWebGpuActive,
+  sgdMomentumStep,
+  updateRunningStats,
+  type Activation,
+  type BnStats,
+} from './backends/fused.js';
+export {
+  DEFAULT_TUNING,
+  bnStats,
+  conv2dFilterGrad,
+  depthwiseFilterGrad,
+  setWebGpuTuning,
+  splitCount,
+  type WebGpuTuning,
+} from './backends/webgpu/ops.js';
 export { listNvidiaGpus, type GpuDevice } from './backends/devices.js';
 export type { ParamSpec, ParamKind, ForwardContext, BnBatchStats } from './models/layers.js';
 export { SpecBuilder, globalAvgPool, relu } from './models/layers.js';
@@ -40,14 +62,42 @@ export { torchToTf, tfToTorch } from './weights/layout.js';
 export { download, type DownloadOptions, type DownloadResult } from './weights/download.js';
 export { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 export { Sgd, type SgdOptions } from './train/sgd.js';
-export { adaptBatchNorm, batchNormStatNames, batchNormStatsHash, type AdaptBatchNormOptions } from './train/batchnorm.js';
-export { ArrayBatchSource, applyShard, shardSize, streamSeed, type Batch, type BatchSource, type ShardSpec } from './train/data.js';
-export { DEFAULT_TRAIN_CONFIG, Trainer, configHash, crossEntropy, type TrainConfig, type TrainerOptions } from './train/trainer.js';
+export {
+  adaptBatchNorm,
+  batchNormStatNames,
+  batchNormStatsHash,
+  type AdaptBatchNormOptions,
+} from './train/batchnorm.js';
+export {
+  ArrayBatchSource,
+  applyShard,
+  shardSize,
+  streamSeed,
+  type Batch,
+  type BatchSource,
+  type ShardSpec,
+} from './train/data.js';
+export {
+  DEFAULT_TRAIN_CONFIG,
+  Trainer,
+  configHash,
+  crossEntropy,
+  type TrainConfig,
+  type TrainerOptions,
+} from './train/trainer.js';
 export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta } from './train/checkpoint.js';
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';
 export { tfjsVersion } from './version.js';
-export { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, type ColorMode, type RgbImage } from './data/image.js';
+export {
+  IMAGENET_MEAN,
+  IMAGENET_STD,
+  decodeRgb,
+  resizedSize,
+  toGray3,
+  type ColorMode,
+  type RgbImage,
+} from './data/image.js';
 export { transformImage, normalise } from './data/pipeline.js';
 export {
   centerCropBox,
@@ -58,13 +108,64 @@ export {
   type CropBox,
   type TransformSpec,
 } from './data/transforms.js';
-export { IMAGE_EXTENSIONS, isImageFile, openImageFolder, stratifiedSplit, type ImageFolder, type Sample } from './data/folder.js';
+export {
+  IMAGE_EXTENSIONS,
+  isImageFile,
+  openImageFolder,
+  stratifiedSplit,
+  type ImageFolder,
+  type Sample,
+} from './data/folder.js';
 export { DecodePool, type DecodeResult } from './data/decode-pool.js';
 export { ImageFolderSource, type SkippedFile, type ImageFolderSourceOptions } from './data/folder-source.js';
-export { FeatureCache, computeFeatures, contentHash, featureKeyHash, sha256File, type FeatureKey, type FeatureView } from './data/feature-cache.js';
-export { DEFAULT_CELL, autoMicroBatch, runCell, validateCell, type CellConfig, type CellResult, type CellRunOptions } from './cell.js';
-export { DEMO_CLASSES, DEMO_DEFAULTS, DEMO_SOURCE_CLASSES, writeDemoDataset, writeDemoSourceDataset, type DemoOptions } from './data/demo.js';
-export { IMPORT_KINDS, datasetStats, extractZip, grayCopy, importDataset, splitFolder, type DatasetStats, type ImportKind, type SplitReport } from './data/tools.js';
+export {
+  FeatureCache,
+  computeFeatures,
+  contentHash,
+  featureKeyHash,
+  sha256File,
+  type FeatureKey,
+  type FeatureView,
+} from './data/feature-cache.js';
+export {
+  DEFAULT_CELL,
+  autoMicroBatch,
+  runCell,
+  validateCell,
+  type CellConfig,
+  type CellResult,
+  type CellRunOptions,
+} from './cell.js';
+export {
+  DEMO_CLASSES,
+  DEMO_DEFAULTS,
+  DEMO_SOURCE_CLASSES,
+  writeDemoDataset,
+  writeDemoSourceDataset,
+  type DemoOptions,
+} from './data/demo.js';
+export {
+  IMPORT_KINDS,
+  datasetStats,
+  extractZip,
+  grayCopy,
+  importDataset,
+  splitFolder,
+  type DatasetStats,
+  type ImportKind,
+  type SplitReport,
+} from './data/tools.js';
 export { DATASET_SOURCES, type DatasetSource } from './data/sources.js';
 export { datasetFingerprint } from './data/fingerprint.js';
-export { CHUNK_ELEMENTS, CollectiveError, Mailbox, broadcastFromRank0, distributedShard, memoryRing, ringAllReduceMean, ringAllReduceSum, segments, type RingTransport } from './train/collective.js';
+export {
+  CHUNK_ELEMENTS,
+  CollectiveError,
+  Mailbox,
+  broadcastFromRank0,
+  distributedShard,
+  memoryRing,
+  ringAllReduceMean,
+  ringAllReduceSum,
+  segments,
+  type RingTransport,
+} from './train/collective.js';

@@ -1,5 +1,14 @@
 import { describe, expect, test } from 'vitest';
-import { CollectiveError, Rng, broadcastFromRank0, distributedShard, memoryRing, ringAllReduceMean, ringAllReduceSum, segments } from '@ferry/core';
+import {
+  CollectiveError,
+  Rng,
+  broadcastFromRank0,
+  distributedShard,
+  memoryRing,
+  ringAllReduceMean,
+  ringAllReduceSum,
+  segments,
+} from '@ferry/core';
 
 const rand = (n: number, seed: number): Float32Array => {
   const r = Rng.fromSeed(seed);
@@ -21,35 +30,45 @@ describe('ring all-reduce (pure, in-memory transport)', () => {
     ]);
   });
 
-  test.each([1, 2, 3, 4, 5])('%i ranks: every rank ends with the element-wise sum / mean, bitwise identical', async (k) => {
-    for (const n of [1, 7, 1000, 600_001]) {
-      const ring = memoryRing(k);
-      const inputs = Array.from({ length: k }, (_, r) => rand(n, r * 31 + n));
-      const want = new Float64Array(n);
-      for (const x of inputs) x.forEach((v, i) => (want[i]! += v));
-      const outs = await Promise.all(ring.map((t, r) => ringAllReduceMean(t, inputs[r]!.slice(), `op-${n}`, 5_000)));
-      for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 997))) expect(outs[0]![i]).toBeCloseTo(want[i]! / k, 4);
-      for (const o of outs.slice(1)) expect(Buffer.from(o.buffer).equals(Buffer.from(outs[0]!.buffer))).toBe(true);
-    }
-  });
+  test.each([1, 2, 3, 4, 5])(
+    '%i ranks: every rank ends with the element-wise sum / mean, bitwise identical',
+    async (k) => {
+      for (const n of [1, 7, 1000, 600_001]) {
+        const ring = memoryRing(k);
+        const inputs = Array.from({ length: k }, (_, r) => rand(n, r * 31 + n));
+        const want = new Float64Array(n);
+        for (const x of inputs) x.forEach((v, i) => (want[i]! += v));
+        const outs = await Promise.all(ring.map((t, r) => ringAllReduceMean(t, inputs[r]!.slice(), `op-${n}`, 5_000)));
+        for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 997))) expect(outs[0]![i]).toBeCloseTo(want[i]! / k, 4);
+        for (const o of outs.slice(1)) expect(Buffer.from(o.buffer).equals(Buffer.from(outs[0]!.buffer))).toBe(true);
+      }
+    },
+  );
 
   test('hand-checked: 3 ranks of [1,2,3,4] [10,20,30,40] [100,200,300,400]', async () => {
     const ring = memoryRing(3);
-    const outs = await Promise.all(ring.map((t, r) => ringAllReduceSum(t, Float32Array.from([1, 2, 3, 4].map((v) => v * 10 ** r)), 'x', 1_000)));
+    const outs = await Promise.all(
+      ring.map((t, r) => ringAllReduceSum(t, Float32Array.from([1, 2, 3, 4].map((v) => v * 10 ** r)), 'x', 1_000)),
+    );
     for (const o of outs) expect([...o]).toEqual([111, 222, 333, 444]);
   });
 
-  test('broadcast gives every rank rank 0\'s buffer exactly', async () => {
+  test("broadcast gives every rank rank 0's buffer exactly", async () => {
     const ring = memoryRing(3);
     const src = rand(5000, 9);
-    const outs = await Promise.all(ring.map((t, r) => broadcastFromRank0(t, r === 0 ? src.slice() : rand(5000, r), 'b', 1_000)));
+    const outs = await Promise.all(
+      ring.map((t, r) => broadcastFromRank0(t, r === 0 ? src.slice() : rand(5000, r), 'b', 1_000)),
+    );
     for (const o of outs) expect(Buffer.from(o.buffer).equals(Buffer.from(src.buffer))).toBe(true);
   });
 
   test('a rank that never answers aborts the collective within its deadline', async () => {
     const ring = memoryRing(3);
     const t0 = Date.now();
-    const results = await Promise.allSettled([ringAllReduceSum(ring[0]!, rand(10, 1), 'dead', 300), ringAllReduceSum(ring[1]!, rand(10, 2), 'dead', 300)]);
+    const results = await Promise.allSettled([
+      ringAllReduceSum(ring[0]!, rand(10, 1), 'dead', 300),
+      ringAllReduceSum(ring[1]!, rand(10, 2), 'dead', 300),
+    ]);
     expect(Date.now() - t0).toBeLessThan(2_000);
     expect(results.every((r) => r.status === 'rejected' && r.reason instanceof CollectiveError)).toBe(true);
   });

@@ -1,7 +1,12 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, test } from 'vitest';
 import { relErr } from '../../../test/helpers/compare.js';
-import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef, depthwiseInputGradRef } from '../../../test/helpers/conv-ref.js';
+import {
+  conv2dFilterGradRef,
+  conv2dInputGradRef,
+  depthwiseFilterGradRef,
+  depthwiseInputGradRef,
+} from '../../../test/helpers/conv-ref.js';
 import {
   Rng,
   conv2dBackpropFilterComposite,
@@ -43,7 +48,15 @@ function refGrads(
   co: number,
   depthwise: boolean,
 ): { dw: Float64Array; dx: Float64Array } {
-  const g = { x: shape, k, cout: co, stride: s, pad: p, outH: outSize(shape[1], k, s, p), outW: outSize(shape[2], k, s, p) };
+  const g = {
+    x: shape,
+    k,
+    cout: co,
+    stride: s,
+    pad: p,
+    outH: outSize(shape[1], k, s, p),
+    outW: outSize(shape[2], k, s, p),
+  };
   return depthwise
     ? { dw: depthwiseFilterGradRef(x, dy, g), dx: depthwiseInputGradRef(dy, w, g) }
     : { dw: conv2dFilterGradRef(x, dy, g), dx: conv2dInputGradRef(dy, w, g) };
@@ -61,8 +74,20 @@ describe.each(['cpu', 'wasm'] as const)('composite convolution gradients on %s',
       const w = random([k, k, ci, co], rng);
       const dy = random([n, oh, oh, co], rng);
       const want = refGrads(x, w, dy, [n, h, h, ci], k, s, p, co, false);
-      const dw = conv2dBackpropFilterComposite(tf.tensor4d(x, [n, h, h, ci]), tf.tensor4d(dy, [n, oh, oh, co]), [k, k, ci, co], s, p);
-      const dx = conv2dBackpropInputComposite([n, h, h, ci], tf.tensor4d(dy, [n, oh, oh, co]), tf.tensor4d(w, [k, k, ci, co]), s, p);
+      const dw = conv2dBackpropFilterComposite(
+        tf.tensor4d(x, [n, h, h, ci]),
+        tf.tensor4d(dy, [n, oh, oh, co]),
+        [k, k, ci, co],
+        s,
+        p,
+      );
+      const dx = conv2dBackpropInputComposite(
+        [n, h, h, ci],
+        tf.tensor4d(dy, [n, oh, oh, co]),
+        tf.tensor4d(w, [k, k, ci, co]),
+        s,
+        p,
+      );
       expect(dw.shape).toEqual([k, k, ci, co]);
       expect(dx.shape).toEqual([n, h, h, ci]);
       expect(relErr(await dw.data(), want.dw)).toBeLessThan(1e-4);
@@ -87,8 +112,20 @@ describe.each(['cpu', 'wasm'] as const)('composite convolution gradients on %s',
       const w = random([k, k, c, 1], rng);
       const dy = random([n, oh, oh, c], rng);
       const want = refGrads(x, w, dy, [n, h, h, c], k, s, p, c, true);
-      const dw = depthwiseBackpropFilterComposite(tf.tensor4d(x, [n, h, h, c]), tf.tensor4d(dy, [n, oh, oh, c]), [k, k, c, 1], s, p);
-      const dx = depthwiseBackpropInputComposite([n, h, h, c], tf.tensor4d(dy, [n, oh, oh, c]), tf.tensor4d(w, [k, k, c, 1]), s, p);
+      const dw = depthwiseBackpropFilterComposite(
+        tf.tensor4d(x, [n, h, h, c]),
+        tf.tensor4d(dy, [n, oh, oh, c]),
+        [k, k, c, 1],
+        s,
+        p,
+      );
+      const dx = depthwiseBackpropInputComposite(
+        [n, h, h, c],
+        tf.tensor4d(dy, [n, oh, oh, c]),
+        tf.tensor4d(w, [k, k, c, 1]),
+        s,
+        p,
+      );
       expect(relErr(await dw.data(), want.dw)).toBeLessThan(1e-4);
       expect(relErr(await dx.data(), want.dx)).toBeLessThan(1e-4);
       const [gx, gw] = tf.grads((a: tf.Tensor, b: tf.Tensor) =>

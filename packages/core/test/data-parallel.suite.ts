@@ -29,7 +29,11 @@ function noBnModel(classes: number): ModelDef {
     numClasses: classes,
     params: b.specs,
     stages: [
-      { name: 'features', prefixes: ['conv1', 'conv2'], apply: (ctx, x) => relu(c2(ctx, relu(c1(ctx, x as tf.Tensor4D)))) },
+      {
+        name: 'features',
+        prefixes: ['conv1', 'conv2'],
+        apply: (ctx, x) => relu(c2(ctx, relu(c1(ctx, x as tf.Tensor4D)))),
+      },
       { name: 'avgpool', prefixes: [], apply: (_ctx, x) => globalAvgPool(x as tf.Tensor4D) },
       { name: 'fc', prefixes: ['fc'], apply: (ctx, x) => fc(ctx, x as tf.Tensor2D) },
     ],
@@ -56,7 +60,10 @@ async function single(
     network: net,
     config: cfg,
     microBatch,
-    train: new ArrayBatchSource(data.images, data.labels, [SIZE, SIZE, 3], CLASSES, { batchSize: batch, shuffle: data.shuffle }),
+    train: new ArrayBatchSource(data.images, data.labels, [SIZE, SIZE, 3], CLASSES, {
+      batchSize: batch,
+      shuffle: data.shuffle,
+    }),
     val: new ArrayBatchSource(val.images, val.labels, [SIZE, SIZE, 3], CLASSES, { batchSize: 5, shuffle: false }),
   });
   const r = await t.run();
@@ -66,7 +73,13 @@ async function single(
   return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.bestPredictions, labels: r.valLabels };
 }
 
-async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: TrainConfig = config, shuffle = true): Promise<{ state: StateDict; valAcc: number[]; predictions: readonly number[]; labels: readonly number[] }[]> {
+async function parallel(
+  model: ModelDef,
+  k: number,
+  globalBatch: number,
+  cfg: TrainConfig = config,
+  shuffle = true,
+): Promise<{ state: StateDict; valAcc: number[]; predictions: readonly number[]; labels: readonly number[] }[]> {
   const ring = memoryRing(k);
   return Promise.all(
     ring.map(async (transport) => {
@@ -76,8 +89,16 @@ async function parallel(model: ModelDef, k: number, globalBatch: number, cfg: Tr
       const t = new Trainer({
         network: net,
         config: cfg,
-        train: new ArrayBatchSource(images, labels, [SIZE, SIZE, 3], CLASSES, { batchSize: globalBatch / k, shuffle, shard: shard(true) }),
-        val: new ArrayBatchSource(val.images, val.labels, [SIZE, SIZE, 3], CLASSES, { batchSize: 5, shuffle: false, shard: shard(false) }),
+        train: new ArrayBatchSource(images, labels, [SIZE, SIZE, 3], CLASSES, {
+          batchSize: globalBatch / k,
+          shuffle,
+          shard: shard(true),
+        }),
+        val: new ArrayBatchSource(val.images, val.labels, [SIZE, SIZE, 3], CLASSES, {
+          batchSize: 5,
+          shuffle: false,
+          shard: shard(false),
+        }),
         distributed: { transport, deadlineMs: 30_000 },
       });
       const r = await t.run();
@@ -129,14 +150,15 @@ export function dataParallelSuite(backend: 'wasm' | 'webgpu'): void {
     expect(maxRelDiff(ranks[0]!.state, ranks[3]!.state).rel).toBe(0);
   });
 
-
-  test('with BatchNorm: 2 ranks equal 1 rank whose micro-batches are the ranks\' shards (per-shard statistics, as nn.DataParallel), within 1e-5 of the update', async () => {
+  test("with BatchNorm: 2 ranks equal 1 rank whose micro-batches are the ranks' shards (per-shard statistics, as nn.DataParallel), within 1e-5 of the update", async () => {
     const model = buildModel('resnet_tiny', CLASSES);
     const cfg: TrainConfig = { ...config, epochs: 2, lr: 0.01 };
     // Unshuffled, rank r's shard is images r, r+2, ...; reorder so that one rank's micro-batches are
     // exactly those shards: evens first, then odds.
     const per = SIZE * SIZE * 3;
-    const order = [...Array(32).keys()].filter((i) => i % 2 === 0).concat([...Array(32).keys()].filter((i) => i % 2 === 1));
+    const order = [...Array(32).keys()]
+      .filter((i) => i % 2 === 0)
+      .concat([...Array(32).keys()].filter((i) => i % 2 === 1));
     const reordered = { images: new Float32Array(images.length), labels: new Int32Array(32), shuffle: false };
     order.forEach((src, i) => {
       reordered.images.set(images.subarray(src * per, (src + 1) * per), i * per);
@@ -147,11 +169,12 @@ export function dataParallelSuite(backend: 'wasm' | 'webgpu'): void {
     const [r0, r1] = await parallel(buildModel('resnet_tiny', CLASSES), 2, 32, cfg, false);
     const vsChunked = await updateRelDiff(model, chunked.state, r0!.state);
     const vsFull = await updateRelDiff(model, full.state, r0!.state);
-    console.log(JSON.stringify({ test: 'dp-bn-tolerance', vsPerShardBatchNorm: vsChunked, vsFullBatchBatchNorm: vsFull }));
+    console.log(
+      JSON.stringify({ test: 'dp-bn-tolerance', vsPerShardBatchNorm: vsChunked, vsFullBatchBatchNorm: vsFull }),
+    );
     expect(vsChunked).toBeLessThan(1e-5);
     expect(maxRelDiff(r0!.state, r1!.state).rel).toBe(0);
   });
-
 }
 
 /** Largest difference between two runs' learnable tensors, relative to how far training moved them. */

@@ -63,7 +63,7 @@ describe('transform geometry (pure, hand-checked)', () => {
     expect(b).toEqual({ top: 0, left: 493, height: 10, width: 13 });
   });
 
-  test('grayscale is PIL\'s L: (R*299 + G*587 + B*114) / 1000, rounded, in 3 channels', () => {
+  test("grayscale is PIL's L: (R*299 + G*587 + B*114) / 1000, rounded, in 3 channels", () => {
     const g = toGray3({ width: 3, height: 1, data: Uint8Array.from([255, 0, 0, 0, 255, 0, 10, 20, 30]) });
     expect([...g.data]).toEqual([76, 76, 76, 150, 150, 150, 18, 18, 18]);
   });
@@ -77,36 +77,53 @@ describe('transform geometry (pure, hand-checked)', () => {
 });
 
 describe('val transform parity with torchvision + PIL', () => {
-  test.each(['rgb', 'gray'] as const)('%s: Resize(256)+CenterCrop(224) of real JPEGs matches within the stated tolerance', async (color) => {
-    const dir = tmp();
-    const files = [path.join(dir, 'a.jpg'), path.join(dir, 'b.jpg'), path.join(dir, 'c.jpg')];
-    await writeJpeg(files[0]!, 500, 375, 1);
-    await writeJpeg(files[1]!, 333, 500, 2);
-    await writeJpeg(files[2]!, 640, 427, 3);
-    const out = path.join(dir, 'ref.npy');
-    execFileSync('/usr/bin/python3', [path.join(REPO_ROOT, 'test/fixtures/pil_transform.py'), out, '256', '224', color, ...files]);
-    const want = readNpy(readFileSync(out));
-    expect(want.shape).toEqual([3, 224, 224, 3]);
-    const spec = studyTransforms(224, color).val;
-    let maxDiff = 0;
-    let sumDiff = 0;
-    for (let i = 0; i < files.length; i++) {
-      const got = await transformImage(files[i]!, spec, 0);
-      const per = 224 * 224 * 3;
-      for (let k = 0; k < per; k++) {
-        const d = Math.abs(got[k]! - want.data[i * per + k]!);
-        maxDiff = Math.max(maxDiff, d);
-        sumDiff += d;
+  test.each(['rgb', 'gray'] as const)(
+    '%s: Resize(256)+CenterCrop(224) of real JPEGs matches within the stated tolerance',
+    async (color) => {
+      const dir = tmp();
+      const files = [path.join(dir, 'a.jpg'), path.join(dir, 'b.jpg'), path.join(dir, 'c.jpg')];
+      await writeJpeg(files[0]!, 500, 375, 1);
+      await writeJpeg(files[1]!, 333, 500, 2);
+      await writeJpeg(files[2]!, 640, 427, 3);
+      const out = path.join(dir, 'ref.npy');
+      execFileSync('/usr/bin/python3', [
+        path.join(REPO_ROOT, 'test/fixtures/pil_transform.py'),
+        out,
+        '256',
+        '224',
+        color,
+        ...files,
+      ]);
+      const want = readNpy(readFileSync(out));
+      expect(want.shape).toEqual([3, 224, 224, 3]);
+      const spec = studyTransforms(224, color).val;
+      let maxDiff = 0;
+      let sumDiff = 0;
+      for (let i = 0; i < files.length; i++) {
+        const got = await transformImage(files[i]!, spec, 0);
+        const per = 224 * 224 * 3;
+        for (let k = 0; k < per; k++) {
+          const d = Math.abs(got[k]! - want.data[i * per + k]!);
+          maxDiff = Math.max(maxDiff, d);
+          sumDiff += d;
+        }
       }
-    }
-    const meanDiff = sumDiff / want.data.length;
-    // Stated tolerance, in normalised units (one 8-bit level is 1/255/std = 0.017 to 0.0175):
-    // mean |diff| under 0.01 (measured 0.004, a quarter level), max |diff| under 0.06
-    // (measured 0.035, two levels: JPEG IDCT rounding and libvips vs PIL bilinear kernels).
-    expect(meanDiff).toBeLessThan(0.01);
-    expect(maxDiff).toBeLessThan(0.06);
-    console.log(JSON.stringify({ test: 'val-transform-parity', color, meanAbsDiff: +meanDiff.toFixed(5), maxAbsDiff: +maxDiff.toFixed(4) }));
-  });
+      const meanDiff = sumDiff / want.data.length;
+      // Stated tolerance, in normalised units (one 8-bit level is 1/255/std = 0.017 to 0.0175):
+      // mean |diff| under 0.01 (measured 0.004, a quarter level), max |diff| under 0.06
+      // (measured 0.035, two levels: JPEG IDCT rounding and libvips vs PIL bilinear kernels).
+      expect(meanDiff).toBeLessThan(0.01);
+      expect(maxDiff).toBeLessThan(0.06);
+      console.log(
+        JSON.stringify({
+          test: 'val-transform-parity',
+          color,
+          meanAbsDiff: +meanDiff.toFixed(5),
+          maxAbsDiff: +maxDiff.toFixed(4),
+        }),
+      );
+    },
+  );
 });
 
 describe('bad input never kills a run', () => {
@@ -161,7 +178,14 @@ describe('bad input never kills a run', () => {
       return Buffer.concat([l, b, c]);
     };
     // A few bytes of image data: the decoder needs the stream to start, the limit stops it first.
-    const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), len, body, crcBuf, chunk('IDAT', deflateSync(Buffer.alloc(64))), chunk('IEND', Buffer.alloc(0))]);
+    const png = Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      len,
+      body,
+      crcBuf,
+      chunk('IDAT', deflateSync(Buffer.alloc(64))),
+      chunk('IEND', Buffer.alloc(0)),
+    ]);
     const rss0 = process.memoryUsage().rss;
     const e = await decodeRgb(png).catch((x: unknown) => x as FerryError);
     expect(e).toBeInstanceOf(FerryError);
@@ -169,7 +193,9 @@ describe('bad input never kills a run', () => {
     expect((e as FerryError).message).toContain(`more than ${LIMITS.maxImagePixels.default} pixels; resize it first`);
     expect(process.memoryUsage().rss - rss0).toBeLessThan(100 << 20);
     // The limit is an option: a small one refuses a small image the same way.
-    const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } }).png().toBuffer();
+    const small = await sharp({ create: { width: 64, height: 64, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer();
     expect((await decodeRgb(small)).width).toBe(64);
     await expect(decodeRgb(small, { maxPixels: 1000 })).rejects.toThrow('more than 1000 pixels');
   });
@@ -177,7 +203,8 @@ describe('bad input never kills a run', () => {
   test('a split with unreadable files trains on the rest and reports each skipped file once', async () => {
     const root = tmp();
     for (const split of ['train', 'val'])
-      for (const c of ['ants', 'bees']) for (let i = 0; i < 3; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 50, 40, i);
+      for (const c of ['ants', 'bees'])
+        for (let i = 0; i < 3; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 50, 40, i);
     writeFileSync(path.join(root, 'train', 'ants', 'broken.jpg'), 'nope');
     writeFileSync(path.join(root, 'train', 'bees', 'empty.png'), '');
     writeFileSync(path.join(root, 'train', 'bees', 'notes.txt'), 'ignored: not an image extension');
@@ -206,10 +233,19 @@ describe('bad input never kills a run', () => {
 
   test('same seed, same batches; another epoch, other augmentations', async () => {
     const root = tmp();
-    for (const split of ['train', 'val']) for (const c of ['a', 'b']) for (let i = 0; i < 4; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 60, 45, i + 10);
+    for (const split of ['train', 'val'])
+      for (const c of ['a', 'b'])
+        for (let i = 0; i < 4; i++) await writeJpeg(path.join(root, split, c, `${i}.jpg`), 60, 45, i + 10);
     const folder = await openImageFolder(root);
     const mk = (threads: DecodePool) =>
-      new ImageFolderSource({ samples: folder.train, classNames: folder.classes, spec: studyTransforms(32).train, batchSize: 4, shuffle: true, pool: threads });
+      new ImageFolderSource({
+        samples: folder.train,
+        classNames: folder.classes,
+        spec: studyTransforms(32).train,
+        batchSize: 4,
+        shuffle: true,
+        pool: threads,
+      });
     const collect = async (s: ImageFolderSource, epoch: number) => {
       const out: number[] = [];
       for await (const b of s.batches(epoch, 5)) out.push(...b.labels, ...b.x.subarray(0, 50));
@@ -264,17 +300,25 @@ describe('dataset structure errors fail before training, saying what to fix', ()
     const outside = tmp();
     await writeJpeg(path.join(outside, 'elsewhere.jpg'), 16, 16, 1);
     mkdirSync(path.join(outside, 'more'));
-    for (const split of ['train', 'val']) for (const c of ['a', 'b']) await writeJpeg(path.join(root, split, c, '0.jpg'), 16, 16, 2);
+    for (const split of ['train', 'val'])
+      for (const c of ['a', 'b']) await writeJpeg(path.join(root, split, c, '0.jpg'), 16, 16, 2);
     symlinkSync(path.join(outside, 'elsewhere.jpg'), path.join(root, 'train', 'a', 'link.jpg'));
     symlinkSync(path.join(outside, 'more'), path.join(root, 'train', 'b', 'linked-dir'));
     const f = await openImageFolder(root);
-    expect(f.train.map((x) => path.relative(root, x.file)).sort()).toEqual([path.join('train', 'a', '0.jpg'), path.join('train', 'b', '0.jpg')]);
-    expect(f.skippedLinks.map((l) => path.relative(root, l)).sort()).toEqual([path.join('train', 'a', 'link.jpg'), path.join('train', 'b', 'linked-dir')]);
+    expect(f.train.map((x) => path.relative(root, x.file)).sort()).toEqual([
+      path.join('train', 'a', '0.jpg'),
+      path.join('train', 'b', '0.jpg'),
+    ]);
+    expect(f.skippedLinks.map((l) => path.relative(root, l)).sort()).toEqual([
+      path.join('train', 'a', 'link.jpg'),
+      path.join('train', 'b', 'linked-dir'),
+    ]);
   });
 
   test('a flat folder is split on the fly, stratified and seeded', async () => {
     const root = tmp();
-    for (const c of ['cat', 'dog']) for (let i = 0; i < 10; i++) await writeJpeg(path.join(root, c, `${i}.JPEG`), 16, 16, i);
+    for (const c of ['cat', 'dog'])
+      for (let i = 0; i < 10; i++) await writeJpeg(path.join(root, c, `${i}.JPEG`), 16, 16, i);
     const a = await openImageFolder(root, { valFraction: 0.2, seed: 3 });
     expect(a.val.filter((s) => s.label === 0)).toHaveLength(2);
     expect(a.val.filter((s) => s.label === 1)).toHaveLength(2);

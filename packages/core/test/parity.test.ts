@@ -135,10 +135,20 @@ describe('resnet18 training steps against torch in float64', () => {
     const { net, init } = await setup();
     const nhwc = input('train_input.npy');
     const labels = Int32Array.from(npy('train_labels.npy').data);
-    const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, { batchSize: 4, shuffle: false });
+    const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, {
+      batchSize: 4,
+      shuffle: false,
+    });
     const trainer = new Trainer({
       network: net,
-      config: { ...DEFAULT_TRAIN_CONFIG, epochs: 1, lr: 0.01, momentum: 0.9, weightDecay: 1e-4, strategy: parseStrategy(protocol) },
+      config: {
+        ...DEFAULT_TRAIN_CONFIG,
+        epochs: 1,
+        lr: 0.01,
+        momentum: 0.9,
+        weightDecay: 1e-4,
+        strategy: parseStrategy(protocol),
+      },
       train: source,
       val: source,
     });
@@ -158,7 +168,9 @@ describe('resnet18 training steps against torch in float64', () => {
     expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
     if (protocol === 'freeze') {
       // Frozen weights are bitwise what they were; the running statistics moved to the batch's.
-      const frozen = names.filter((n) => !n.startsWith('fc.') && !n.endsWith('running_mean') && !n.endsWith('running_var'));
+      const frozen = names.filter(
+        (n) => !n.startsWith('fc.') && !n.endsWith('running_mean') && !n.endsWith('running_var'),
+      );
       for (const n of frozen) expect(maxAbsDiff(got.get(n)!.data, init.get(n)!.data), n).toBe(0);
       const moved = maxAbsDiff(got.get('layer4.1.bn2.running_var')!.data, init.get('layer4.1.bn2.running_var')!.data);
       expect(moved).toBeGreaterThan(1e-3);
@@ -174,7 +186,10 @@ describe('resnet18 training steps against torch in float64', () => {
     const both = new Float32Array(a.data.length + b.data.length);
     both.set(a.data);
     both.set(b.data, a.data.length);
-    const source = new ArrayBatchSource(both, new Int32Array(8), [a.shape[1], a.shape[2], 3], 10, { batchSize: 4, shuffle: false });
+    const source = new ArrayBatchSource(both, new Int32Array(8), [a.shape[1], a.shape[2], 3], 10, {
+      batchSize: 4,
+      shuffle: false,
+    });
     const head = model.stages.findIndex((s) => s.name === model.headStage);
     expect(await adaptBatchNorm(net, source, head, { seed: 0 })).toBe(2);
     const got = await net.exportState();

@@ -53,7 +53,9 @@ describe('trainer', () => {
     expect(r.bestValAccuracy).toBeGreaterThan(0.8);
     expect(r.epochs[r.bestEpoch]!.valAccuracy).toBe(r.bestValAccuracy);
     // StepLR: 0.05 for epochs 0-2, 0.005 from epoch 3.
-    expect(r.epochs.map((e) => e.lr)).toEqual([0.05, 0.05, 0.05, 0.005, 0.005, 0.005].map((v, i) => (i < 3 ? v : 0.05 * 0.1)));
+    expect(r.epochs.map((e) => e.lr)).toEqual(
+      [0.05, 0.05, 0.05, 0.005, 0.005, 0.005].map((v, i) => (i < 3 ? v : 0.05 * 0.1)),
+    );
     // The confusion matrix of the best epoch accounts for every val image.
     expect(r.bestConfusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
     // The network ends with its best weights, as the study keeps them.
@@ -85,7 +87,12 @@ describe('trainer', () => {
     const net = Network.create(model, { seed: 2 });
     const before = await net.exportState();
     const { train, val } = data();
-    const trainer = new Trainer({ network: net, config: config({ epochs: 1, strategy: { kind: 'freeze' } }), train, val });
+    const trainer = new Trainer({
+      network: net,
+      config: config({ epochs: 1, strategy: { kind: 'freeze' } }),
+      train,
+      val,
+    });
     await trainer.run();
     const after = await net.exportState();
     for (const p of model.params) {
@@ -101,7 +108,12 @@ describe('trainer', () => {
     const net = Network.create(model, { seed: 2 });
     const before = await net.exportState();
     const { train, val } = data();
-    const trainer = new Trainer({ network: net, config: config({ epochs: 1, strategy: { kind: 'probe' } }), train, val });
+    const trainer = new Trainer({
+      network: net,
+      config: config({ epochs: 1, strategy: { kind: 'probe' } }),
+      train,
+      val,
+    });
     await trainer.run();
     const after = await net.exportState();
     for (const p of model.params) expect(same(before, after, p.name), p.name).toBe(!p.name.startsWith('fc.'));
@@ -192,7 +204,13 @@ describe('trainer', () => {
     const { train, val } = data();
     const net = Network.create(buildModel('resnet_tiny', 4), { seed: 1 });
     await new Trainer({ network: net, config: config({ epochs: 1 }), train, val, checkpointDir: dir }).run();
-    const other = new Trainer({ network: net, config: config({ epochs: 1, lr: 0.123 }), train, val, checkpointDir: dir });
+    const other = new Trainer({
+      network: net,
+      config: config({ epochs: 1, lr: 0.123 }),
+      train,
+      val,
+      checkpointDir: dir,
+    });
     await expect(other.run()).rejects.toBeInstanceOf(CheckpointError);
     net.dispose();
   });
@@ -216,7 +234,9 @@ describe('trainer', () => {
       },
     };
     const net = Network.create(buildModel('resnet_tiny', 4), { seed: 1 });
-    const err = await new Trainer({ network: net, config: config({ epochs: 3 }), train: poisoned, val }).run().catch((e: unknown) => e);
+    const err = await new Trainer({ network: net, config: config({ epochs: 3 }), train: poisoned, val })
+      .run()
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NonFiniteLossError);
     expect((err as NonFiniteLossError).epoch).toBe(1);
     expect((err as NonFiniteLossError).step).toBe(2);
@@ -232,14 +252,23 @@ describe('trainer', () => {
     const states = [];
     for (const microBatch of [0, 5]) {
       const net = Network.create(model, { seed: 9 });
-      const t = new Trainer({ network: net, config: config({ strategy: { kind: 'probe' } }), train, val: train, microBatch });
+      const t = new Trainer({
+        network: net,
+        config: config({ strategy: { kind: 'probe' } }),
+        train,
+        val: train,
+        microBatch,
+      });
       const r1 = await t.trainStep(batch, 0.1);
       const r2 = await t.trainStep(batch, 0.1);
       states.push({ state: await net.exportState(), loss: r1.lossSum + r2.lossSum, correct: r1.correct });
       t.dispose();
       net.dispose();
     }
-    const [full, micro] = states as [{ state: StateDict; loss: number; correct: number }, { state: StateDict; loss: number; correct: number }];
+    const [full, micro] = states as [
+      { state: StateDict; loss: number; correct: number },
+      { state: StateDict; loss: number; correct: number },
+    ];
     expect(micro.loss).toBeCloseTo(full.loss, 4);
     expect(micro.correct).toBe(full.correct);
     const a = full.state.get('fc.weight')!.data;
@@ -262,10 +291,18 @@ describe('trainer', () => {
     const net = Network.create(buildModel('resnet_tiny', 3), { seed: 1 });
     expect(() => new Trainer({ network: net, config: config(), train, val })).toThrow(/3 classes but the data has 4/);
     const net4 = Network.create(buildModel('resnet_tiny', 4), { seed: 1 });
-    expect(() => new Trainer({ network: net4, config: config({ lr: -1 }), train, val })).toThrow(/lr must be a positive number/);
-    expect(() => new Trainer({ network: net4, config: config({ strategy: { kind: 'freezeUntil', stage: 'layer9' } }), train, val })).toThrow(
-      /no stage "layer9"/,
+    expect(() => new Trainer({ network: net4, config: config({ lr: -1 }), train, val })).toThrow(
+      /lr must be a positive number/,
     );
+    expect(
+      () =>
+        new Trainer({
+          network: net4,
+          config: config({ strategy: { kind: 'freezeUntil', stage: 'layer9' } }),
+          train,
+          val,
+        }),
+    ).toThrow(/no stage "layer9"/);
     net.dispose();
     net4.dispose();
   });

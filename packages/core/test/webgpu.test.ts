@@ -90,7 +90,11 @@ beforeAll(async () => {
   const sel = await selectBackend('webgpu');
   // The adapter ferry found must be a real WebGPU device (lavapipe here, a GPU elsewhere).
   expect(sel.name).toBe('webgpu');
-  expect(sel.workarounds.map((w) => w.split(':')[0])).toEqual(['Conv2DBackpropFilter', 'DepthwiseConv2dNativeBackpropFilter', 'Conv2DBackpropInput']);
+  expect(sel.workarounds.map((w) => w.split(':')[0])).toEqual([
+    'Conv2DBackpropFilter',
+    'DepthwiseConv2dNativeBackpropFilter',
+    'Conv2DBackpropInput',
+  ]);
 }, 120_000);
 
 afterEach(() => {
@@ -102,15 +106,25 @@ afterEach(() => {
 
 describe('webgpu adapter report', () => {
   test('software adapters are recognised, hardware ones are not', () => {
-    expect(describeAdapter({ info: { vendor: 'mesa', architecture: '', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' } }).software).toBe(true);
-    expect(describeAdapter({ info: { vendor: 'google', description: 'SwiftShader Device (Subzero)' } }).software).toBe(true);
+    expect(
+      describeAdapter({ info: { vendor: 'mesa', architecture: '', description: 'llvmpipe (LLVM 15.0.6, 256 bits)' } })
+        .software,
+    ).toBe(true);
+    expect(describeAdapter({ info: { vendor: 'google', description: 'SwiftShader Device (Subzero)' } }).software).toBe(
+      true,
+    );
     expect(describeAdapter({ isFallbackAdapter: true }).software).toBe(true);
-    const h = describeAdapter({ info: { vendor: 'nvidia', architecture: 'hopper', description: 'NVIDIA H200' }, features: new Set(['timestamp-query']) });
+    const h = describeAdapter({
+      info: { vendor: 'nvidia', architecture: 'hopper', description: 'NVIDIA H200' },
+      features: new Set(['timestamp-query']),
+    });
     expect(h).toMatchObject({ software: false, timestampQueryOffered: true, description: 'nvidia hopper NVIDIA H200' });
   });
 
   test('a program the device rejects surfaces as FERRY_ERR_DEVICE at the next check', async () => {
-    const be = tf.backend() as unknown as { runWebGPUProgram: (p: unknown, i: tf.TensorInfo[], d: string) => tf.TensorInfo };
+    const be = tf.backend() as unknown as {
+      runWebGPUProgram: (p: unknown, i: tf.TensorInfo[], d: string) => tf.TensorInfo;
+    };
     const bad = {
       variableNames: ['x'],
       outputShape: [4],
@@ -168,12 +182,22 @@ describe('convolution gradients on webgpu agree with float64 references within 1
       const xd = randn(2 * 9 * 9 * 4);
       const dyd = randn(2 * out * out * cout);
       const filter = [k, k, 4, depthwise ? 1 : cout];
-      const [want] = await on('cpu', () =>
-        tf.engine().runKernel(
-          depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter',
-          { x: tf.tensor4d(xd, x), dy: tf.tensor4d(dyd, [2, out, out, cout]) },
-          { strides: [stride, stride], pad, dataFormat: 'NHWC', filterShape: filter, dilations: [1, 1] } as unknown as tf.NamedAttrMap,
-        ) as tf.Tensor,
+      const [want] = await on(
+        'cpu',
+        () =>
+          tf
+            .engine()
+            .runKernel(
+              depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter',
+              { x: tf.tensor4d(xd, x), dy: tf.tensor4d(dyd, [2, out, out, cout]) },
+              {
+                strides: [stride, stride],
+                pad,
+                dataFormat: 'NHWC',
+                filterShape: filter,
+                dilations: [1, 1],
+              } as unknown as tf.NamedAttrMap,
+            ) as tf.Tensor,
       );
       const g = { x, k, cout, stride, pad, outH: out, outW: out };
       const ref = depthwise ? depthwiseFilterGradRef(xd, dyd, g) : conv2dFilterGradRef(xd, dyd, g);
@@ -197,8 +221,16 @@ describe('convolution gradients on webgpu agree with float64 references within 1
         const dyd = randn(dys.reduce((a, b) => a * b, 1));
         const kernel = c.depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter';
         const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC', filterShape: c.filter, dilations: [1, 1] };
-        const [got] = await on('webgpu', () =>
-          tf.engine().runKernel(kernel, { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+        const [got] = await on(
+          'webgpu',
+          () =>
+            tf
+              .engine()
+              .runKernel(
+                kernel,
+                { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) },
+                attrs as unknown as tf.NamedAttrMap,
+              ) as tf.Tensor,
         );
         const g = { x: xs, k: c.filter[0], cout: c.out[3], stride, pad, outH: c.out[1], outW: c.out[2] };
         const ref = c.depthwise ? depthwiseFilterGradRef(xd, dyd, g) : conv2dFilterGradRef(xd, dyd, g);
@@ -207,12 +239,17 @@ describe('convolution gradients on webgpu agree with float64 references within 1
         if (!c.depthwise) {
           // The input gradient: TF.js's matmul-tiled program, which ferry's fast path selects.
           const wd = randn(c.filter.reduce((a, b) => a * b, 1));
-          const [dx] = await on('webgpu', () =>
-            tf.engine().runKernel(
-              'Conv2DBackpropInput',
-              { dy: tf.tensor4d(dyd, dys), filter: tf.tensor4d(wd, c.filter) },
-              { strides: [stride, stride], pad, dataFormat: 'NHWC', inputShape: xs } as unknown as tf.NamedAttrMap,
-            ) as tf.Tensor,
+          const [dx] = await on(
+            'webgpu',
+            () =>
+              tf
+                .engine()
+                .runKernel('Conv2DBackpropInput', { dy: tf.tensor4d(dyd, dys), filter: tf.tensor4d(wd, c.filter) }, {
+                  strides: [stride, stride],
+                  pad,
+                  dataFormat: 'NHWC',
+                  inputShape: xs,
+                } as unknown as tf.NamedAttrMap) as tf.Tensor,
           );
           results.push({ shape: `dX ${label}`, err: relErr(dx!, conv2dInputGradRef(dyd, wd, g)) });
         }
@@ -236,11 +273,12 @@ describe('convolution gradients on webgpu agree with float64 references within 1
       const dys: [number, number, number, number] = [3, c.out, c.out, c.filter[3]];
       const dyd = randn(dys.reduce((a, b) => a * b, 1));
       const f = (): tf.Tensor =>
-        tf.engine().runKernel(
-          'Conv2DBackpropFilter',
-          { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) },
-          { strides: [c.stride, c.stride], pad: c.pad, dataFormat: 'NHWC', filterShape: c.filter } as unknown as tf.NamedAttrMap,
-        ) as tf.Tensor;
+        tf.engine().runKernel('Conv2DBackpropFilter', { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) }, {
+          strides: [c.stride, c.stride],
+          pad: c.pad,
+          dataFormat: 'NHWC',
+          filterShape: c.filter,
+        } as unknown as tf.NamedAttrMap) as tf.Tensor;
       const [want] = await on('cpu', f);
       for (const t of [{}, { minRowsPerSplit: 1, targetWorkgroups: 1 << 20 }, { maxIm2colBytes: 1 }]) {
         setWebGpuTuning(t);
@@ -263,7 +301,12 @@ describe('fused BatchNorm on webgpu', () => {
   ];
   for (const k of cases) {
     test(`act ${k.act}${k.residual ? ' + residual' : ''}, ${k.c} channels, ${(k.rows ?? [4, 7, 5]).join('x')} rows: output, statistics and all gradients match the cpu composite`, async () => {
-      const shape: [number, number, number, number] = [...(k.rows ?? [4, 7, 5]), k.c] as [number, number, number, number];
+      const shape: [number, number, number, number] = [...(k.rows ?? [4, 7, 5]), k.c] as [
+        number,
+        number,
+        number,
+        number,
+      ];
       const size = shape.reduce((a, b) => a * b, 1);
       // A large common offset: the variance must not cancel.
       const xd = randn(size).map((v) => 3 * v + 50);
@@ -278,7 +321,14 @@ describe('fused BatchNorm on webgpu', () => {
         const res = k.residual ? tf.tensor4d(resd, shape) : undefined;
         const fn = (xx: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor, rr?: tf.Tensor): tf.Tensor =>
           tf.mul(
-            batchNormTrain(xx as tf.Tensor4D, gg as tf.Tensor1D, bb as tf.Tensor1D, BN_EPS_FOR_TESTS, k.act, rr as tf.Tensor4D | undefined),
+            batchNormTrain(
+              xx as tf.Tensor4D,
+              gg as tf.Tensor1D,
+              bb as tf.Tensor1D,
+              BN_EPS_FOR_TESTS,
+              k.act,
+              rr as tf.Tensor4D | undefined,
+            ),
             tf.tensor4d(dyd, shape),
           );
         const inputs = res ? [x, gamma, beta, res] : [x, gamma, beta];
@@ -308,7 +358,9 @@ describe('fused SGD on webgpu', () => {
       const shapes = [[3, 3, 2, 4], [5], [7, 3]];
       const init = shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1)));
       const gs = [0, 1, 2, 3].map(() => shapes.map((sh) => randn(sh.reduce((a, b) => a * b, 1))));
-      const runOn = async (backend: 'cpu' | 'webgpu'): Promise<{ params: Float32Array[]; momentum: Map<string, Float32Array> }> => {
+      const runOn = async (
+        backend: 'cpu' | 'webgpu',
+      ): Promise<{ params: Float32Array[]; momentum: Map<string, Float32Array> }> => {
         await tf.setBackend(backend);
         const vars = new Map(shapes.map((sh, i) => [`p${i}`, tf.variable(tf.tensor(init[i]!, sh))]));
         let sgd = new Sgd(opts);
@@ -354,8 +406,16 @@ async function resnet18Steps(fast: boolean, steps: number): Promise<{ states: St
   for (const spec of model.params) {
     const n = spec.shape.reduce((a, b) => a * b, 1);
     const draw = (f: () => number): Float32Array => Float32Array.from({ length: n }, f);
-    if (spec.kind === 'bn_bias') values.set(spec.name, draw(() => 0.5 * init.normal()));
-    if (spec.kind === 'bn_weight') values.set(spec.name, draw(() => 1 + 0.2 * init.normal()));
+    if (spec.kind === 'bn_bias')
+      values.set(
+        spec.name,
+        draw(() => 0.5 * init.normal()),
+      );
+    if (spec.kind === 'bn_weight')
+      values.set(
+        spec.name,
+        draw(() => 1 + 0.2 * init.normal()),
+      );
   }
   net.assign(values);
   const r = Rng.fromSeed(5);
@@ -381,82 +441,107 @@ async function resnet18Steps(fast: boolean, steps: number): Promise<{ states: St
 }
 
 describe('a full ResNet18 training step on webgpu', () => {
-  test('3 SGD steps with ferry kernels and fused programs agree with TensorFlow.js own kernels within 1e-4 relative', { timeout: 300_000 }, async () => {
-    await tf.setBackend('webgpu');
-    const tfjs = await resnet18Steps(false, 3);
-    const ferry = await resnet18Steps(true, 3);
-    const learnable = [...tfjs.states[0]!.keys()].filter((n) => !n.includes('running_') && !n.endsWith('num_batches_tracked'));
-    // Each step's update of every convolution and linear weight (what the replaced filter
-    // gradients produce, through the whole backward pass): ferry's against TensorFlow.js's.
-    const weightsOnly = learnable.filter((n) => n.endsWith('.weight') && tfjs.states[0]!.get(n)!.shape.length > 1);
-    const stepErrors = [1, 2, 3].map((k) => {
-      let worst = { name: '', err: 0 };
-      for (const name of weightsOnly) {
-        const upd = (st: StateDict[]): Float64Array => {
-          const a = st[k]!.get(name)!.data;
-          const b = st[k - 1]!.get(name)!.data;
-          return Float64Array.from(a, (v, i) => v - b[i]!);
-        };
-        const err = normErr(upd(ferry.states), upd(tfjs.states));
-        if (err > worst.err) worst = { name, err };
+  test(
+    '3 SGD steps with ferry kernels and fused programs agree with TensorFlow.js own kernels within 1e-4 relative',
+    { timeout: 300_000 },
+    async () => {
+      await tf.setBackend('webgpu');
+      const tfjs = await resnet18Steps(false, 3);
+      const ferry = await resnet18Steps(true, 3);
+      const learnable = [...tfjs.states[0]!.keys()].filter(
+        (n) => !n.includes('running_') && !n.endsWith('num_batches_tracked'),
+      );
+      // Each step's update of every convolution and linear weight (what the replaced filter
+      // gradients produce, through the whole backward pass): ferry's against TensorFlow.js's.
+      const weightsOnly = learnable.filter((n) => n.endsWith('.weight') && tfjs.states[0]!.get(n)!.shape.length > 1);
+      const stepErrors = [1, 2, 3].map((k) => {
+        let worst = { name: '', err: 0 };
+        for (const name of weightsOnly) {
+          const upd = (st: StateDict[]): Float64Array => {
+            const a = st[k]!.get(name)!.data;
+            const b = st[k - 1]!.get(name)!.data;
+            return Float64Array.from(a, (v, i) => v - b[i]!);
+          };
+          const err = normErr(upd(ferry.states), upd(tfjs.states));
+          if (err > worst.err) worst = { name, err };
+        }
+        return worst;
+      });
+      // The weights after 3 steps, all learnable tensors together and the worst single tensor.
+      let num = 0;
+      let den = 0;
+      let worstTensor = { name: '', err: 0 };
+      for (const name of learnable) {
+        const a = ferry.states[3]!.get(name)!.data;
+        const b = tfjs.states[3]!.get(name)!.data;
+        for (let i = 0; i < b.length; i++) {
+          num += (a[i]! - b[i]!) ** 2;
+          den += b[i]! ** 2;
+        }
+        const err = normErr(a, b);
+        if (err > worstTensor.err) worstTensor = { name, err };
       }
-      return worst;
-    });
-    // The weights after 3 steps, all learnable tensors together and the worst single tensor.
-    let num = 0;
-    let den = 0;
-    let worstTensor = { name: '', err: 0 };
-    for (const name of learnable) {
-      const a = ferry.states[3]!.get(name)!.data;
-      const b = tfjs.states[3]!.get(name)!.data;
-      for (let i = 0; i < b.length; i++) {
-        num += (a[i]! - b[i]!) ** 2;
-        den += b[i]! ** 2;
-      }
-      const err = normErr(a, b);
-      if (err > worstTensor.err) worstTensor = { name, err };
-    }
-    const weights = Math.sqrt(num / den);
-    console.log(JSON.stringify({ test: 'webgpu-resnet18-3-steps', weights, worstTensor, stepErrors, lossesFerry: ferry.losses, lossesTfjs: tfjs.losses }));
-    expect(weights).toBeLessThan(1e-4);
-    ferry.losses.forEach((l, i) => expect(Math.abs(l - tfjs.losses[i]!) / tfjs.losses[i]!).toBeLessThan(1e-5));
-    // The gradients themselves: each step updates every convolution and linear weight alike
-    // within 1e-4. (A ReLU/max-pool near-tie can flip on a 1e-6 difference in either path and move
-    // one tensor's update by ~1e-3: seen here before BatchNorm's statistics got their workgroup
-    // reduction, when they differed from TF.js's by ~1e-6; it would show here first.)
-    stepErrors.forEach((e, i) => expect(e.err, `step ${i + 1}: ${e.name}`).toBeLessThan(1e-4));
-    // Training happened: the loss moved.
-    expect(Math.abs(ferry.losses[2]! - ferry.losses[0]!)).toBeGreaterThan(1e-3);
-  });
+      const weights = Math.sqrt(num / den);
+      console.log(
+        JSON.stringify({
+          test: 'webgpu-resnet18-3-steps',
+          weights,
+          worstTensor,
+          stepErrors,
+          lossesFerry: ferry.losses,
+          lossesTfjs: tfjs.losses,
+        }),
+      );
+      expect(weights).toBeLessThan(1e-4);
+      ferry.losses.forEach((l, i) => expect(Math.abs(l - tfjs.losses[i]!) / tfjs.losses[i]!).toBeLessThan(1e-5));
+      // The gradients themselves: each step updates every convolution and linear weight alike
+      // within 1e-4. (A ReLU/max-pool near-tie can flip on a 1e-6 difference in either path and move
+      // one tensor's update by ~1e-3: seen here before BatchNorm's statistics got their workgroup
+      // reduction, when they differed from TF.js's by ~1e-6; it would show here first.)
+      stepErrors.forEach((e, i) => expect(e.err, `step ${i + 1}: ${e.name}`).toBeLessThan(1e-4));
+      // Training happened: the loss moved.
+      expect(Math.abs(ferry.losses[2]! - ferry.losses[0]!)).toBeGreaterThan(1e-3);
+    },
+  );
 });
 
 describe('training on webgpu end to end', () => {
-  test('Trainer.run: a tiny ResNet and a tiny MobileNetV2 learn the synthetic task, with checkpoints and best-val weights', { timeout: 300_000 }, async () => {
-    await tf.setBackend('webgpu');
-    for (const arch of ['resnet_tiny', 'mobilenet_v2_tiny']) {
-      const { train, val } = syntheticSources({ train: 64, val: 32, size: 32, classes: 4, batchSize: 16, seed: 7 });
-      const net = Network.create(buildModel(arch, 4), { seed: 1 });
-      const dir = mkdtempSync(path.join(tmpdir(), 'ferry-webgpu-'));
-      const trainer = new Trainer({
-        network: net,
-        config: { ...DEFAULT_TRAIN_CONFIG, epochs: 6, lr: 0.05, lrStepEpochs: 3, seed: 11 },
-        train,
-        val,
-        checkpointDir: dir,
-      });
-      const r = await trainer.run();
-      console.log(JSON.stringify({ test: 'webgpu-train', arch, best: r.bestValAccuracy, losses: r.epochs.map((e) => +e.trainLoss.toFixed(3)) }));
-      expect(r.epochs[5]!.trainLoss).toBeLessThan(0.5 * r.epochs[0]!.trainLoss);
-      // (mobilenet_v2_tiny's val accuracy stays at chance for 6 epochs on wasm too: its running
-      // BatchNorm statistics lag; the ResNet is the accuracy check.)
-      if (arch === 'resnet_tiny') expect(r.bestValAccuracy).toBeGreaterThan(0.8);
-      expect(existsSync(path.join(dir, 'last.safetensors'))).toBe(true);
-      // The network ends with its best weights, as the study keeps them.
-      const again = await trainer.evaluate(val);
-      expect(again.confusion.reduce((a, row, i) => a + row[i]!, 0) / 32).toBe(r.bestValAccuracy);
-      trainer.dispose();
-      net.dispose();
-    }
-  });
+  test(
+    'Trainer.run: a tiny ResNet and a tiny MobileNetV2 learn the synthetic task, with checkpoints and best-val weights',
+    { timeout: 300_000 },
+    async () => {
+      await tf.setBackend('webgpu');
+      for (const arch of ['resnet_tiny', 'mobilenet_v2_tiny']) {
+        const { train, val } = syntheticSources({ train: 64, val: 32, size: 32, classes: 4, batchSize: 16, seed: 7 });
+        const net = Network.create(buildModel(arch, 4), { seed: 1 });
+        const dir = mkdtempSync(path.join(tmpdir(), 'ferry-webgpu-'));
+        const trainer = new Trainer({
+          network: net,
+          config: { ...DEFAULT_TRAIN_CONFIG, epochs: 6, lr: 0.05, lrStepEpochs: 3, seed: 11 },
+          train,
+          val,
+          checkpointDir: dir,
+        });
+        const r = await trainer.run();
+        console.log(
+          JSON.stringify({
+            test: 'webgpu-train',
+            arch,
+            best: r.bestValAccuracy,
+            losses: r.epochs.map((e) => +e.trainLoss.toFixed(3)),
+          }),
+        );
+        expect(r.epochs[5]!.trainLoss).toBeLessThan(0.5 * r.epochs[0]!.trainLoss);
+        // (mobilenet_v2_tiny's val accuracy stays at chance for 6 epochs on wasm too: its running
+        // BatchNorm statistics lag; the ResNet is the accuracy check.)
+        if (arch === 'resnet_tiny') expect(r.bestValAccuracy).toBeGreaterThan(0.8);
+        expect(existsSync(path.join(dir, 'last.safetensors'))).toBe(true);
+        // The network ends with its best weights, as the study keeps them.
+        const again = await trainer.evaluate(val);
+        expect(again.confusion.reduce((a, row, i) => a + row[i]!, 0) / 32).toBe(r.bestValAccuracy);
+        trainer.dispose();
+        net.dispose();
+      }
+    },
+  );
 });
-

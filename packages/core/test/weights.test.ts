@@ -40,7 +40,7 @@ describe('model zoo', () => {
     ['resnet34', 21_797_672],
     ['resnet50', 25_557_032],
     ['mobilenet_v2', 3_504_872],
-  ])('%s has torchvision\'s %i learnable parameters', (name, count) => {
+  ])("%s has torchvision's %i learnable parameters", (name, count) => {
     expect(countParams(buildModel(name, 1000), true)).toBe(count);
   });
 
@@ -91,7 +91,9 @@ describe('weight import', () => {
     const { tensors } = await readWeightsFile(ref('resnet18.pth'));
     const e = await errorOf(() => resolveWeights(buildModel('resnet50', 1000), tensors, 'resnet18.pth'));
     expect(e.code).toBe('FERRY_ERR_WEIGHTS_MISMATCH');
-    expect(e.message).toMatch(/shape mismatch for layer1\.0\.conv1\.weight: file has \[64, 64, 3, 3\], resnet50 expects \[64, 64, 1, 1\]/);
+    expect(e.message).toMatch(
+      /shape mismatch for layer1\.0\.conv1\.weight: file has \[64, 64, 3, 3\], resnet50 expects \[64, 64, 1, 1\]/,
+    );
     expect(e.message).toMatch(/missing tensor layer1\.0\.conv3\.weight/);
   });
 
@@ -133,7 +135,10 @@ describe('weight import', () => {
     };
     const cases: [unknown, string][] = [
       [[1, 2], 'not a JSON object'],
-      [{ w: { dtype: 'F32', shape: 'x', data_offsets: [0, 4] } }, 'tensor w: shape must be a list of non-negative integers'],
+      [
+        { w: { dtype: 'F32', shape: 'x', data_offsets: [0, 4] } },
+        'tensor w: shape must be a list of non-negative integers',
+      ],
       [{ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, 'tensor w: shape must be a list'],
       [{ w: { dtype: 'F32', shape: [1], data_offsets: [-8, -4] } }, 'tensor w: data_offsets must be [begin, end]'],
       [{ w: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }, 'data_offsets must be [begin, end]'],
@@ -158,7 +163,8 @@ describe('weight import', () => {
   test('malformed .npy arrays are FERRY_ERR_INVALID_ARGUMENT with the reason, checked before allocation', async () => {
     const good = writeNpy(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]);
     expect(readNpy(good, 'good.npy')).toEqual({ shape: [2, 3], data: new Float32Array([1, 2, 3, 4, 5, 6]) });
-    const withShape = (shape: string): Uint8Array => Buffer.from(Buffer.from(good).toString('latin1').replace("'shape': (2, 3)", `'shape': ${shape}`), 'latin1');
+    const withShape = (shape: string): Uint8Array =>
+      Buffer.from(Buffer.from(good).toString('latin1').replace("'shape': (2, 3)", `'shape': ${shape}`), 'latin1');
     const cases: [Uint8Array, string][] = [
       [good.subarray(0, good.length - 4), 'but the file holds 20 (truncated?)'],
       [withShape('(8000, 8000)'), 'declares shape (8000, 8000) <f4, 256000000 bytes'],
@@ -232,7 +238,16 @@ if kind == 'expanded':
       const src = Float32Array.from({ length: n }, (_, i) => i);
       expect(tfToTorch(spec, torchToTf(spec, src))).toEqual(src);
     }
-    expect([...kinds].sort()).toEqual(['bias', 'bn_bias', 'bn_mean', 'bn_var', 'bn_weight', 'conv', 'depthwise', 'linear']);
+    expect([...kinds].sort()).toEqual([
+      'bias',
+      'bn_bias',
+      'bn_mean',
+      'bn_var',
+      'bn_weight',
+      'conv',
+      'depthwise',
+      'linear',
+    ]);
   });
 
   test('conv weights go OIHW -> HWIO: element [o,i,h,w] lands at [h,w,i,o]', () => {

@@ -7,8 +7,16 @@ let sweepTimer = null;
 let lastLoad = 0;
 
 const pct = (v) => (v * 100).toFixed(1) + '%';
-const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-const eta = (ms) => (ms > 0 ? (ms > 3600e3 ? (ms / 3600e3).toFixed(1) + ' h' : ms > 60e3 ? Math.round(ms / 60e3) + ' min' : Math.round(ms / 1e3) + ' s') : '');
+const esc = (s) =>
+  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+const eta = (ms) =>
+  ms > 0
+    ? ms > 3600e3
+      ? (ms / 3600e3).toFixed(1) + ' h'
+      : ms > 60e3
+        ? Math.round(ms / 60e3) + ' min'
+        : Math.round(ms / 1e3) + ' s'
+    : '';
 // Okabe-Ito (colour-blind safe), and a dash pattern per series so that colour is never the only cue.
 const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#999999', '#F0E442'];
 const DASHES = [[], [8, 4], [2, 3], [10, 4, 2, 4], [1, 3], [14, 6]];
@@ -51,29 +59,68 @@ function writeRoute() {
 async function renderList() {
   sweepView = null;
   const sweeps = await get('/api/sweeps');
-  main.innerHTML = '<h2>Sweeps</h2>' + (sweeps.length === 0 ? '<p class="muted">No sweep yet: submit one with <code>ferry sweep submit</code> or <code>ferry run</code>.</p>' :
-    '<table id="sweeps"><tr><th>sweep</th><th>name</th><th>cells</th><th>done</th><th>running</th><th>failed</th><th>created</th></tr>' +
-    sweeps.map((s) => `<tr><td><a href="#/sweep/${encodeURIComponent(s.sweepId)}">${esc(s.sweepId)}</a></td><td>${esc(s.name)}</td><td class="num">${s.cells}</td><td class="num">${s.done}</td><td class="num">${s.running}</td><td class="num">${s.failed}</td><td>${esc(s.createdAt)}</td></tr>`).join('') + '</table>');
+  main.innerHTML =
+    '<h2>Sweeps</h2>' +
+    (sweeps.length === 0
+      ? '<p class="muted">No sweep yet: submit one with <code>ferry sweep submit</code> or <code>ferry run</code>.</p>'
+      : '<table id="sweeps"><tr><th>sweep</th><th>name</th><th>cells</th><th>done</th><th>running</th><th>failed</th><th>created</th></tr>' +
+        sweeps
+          .map(
+            (s) =>
+              `<tr><td><a href="#/sweep/${encodeURIComponent(s.sweepId)}">${esc(s.sweepId)}</a></td><td>${esc(s.name)}</td><td class="num">${s.cells}</td><td class="num">${s.done}</td><td class="num">${s.running}</td><td class="num">${s.failed}</td><td>${esc(s.createdAt)}</td></tr>`,
+          )
+          .join('') +
+        '</table>');
 }
 
 function accText(c) {
   const mean = c.n > 1 ? `${pct(c.mean)} ± ${(c.std * 100).toFixed(1)}` : pct(c.mean);
-  return c.ci95 ? `${mean} <span class="ci">[${(c.ci95[0] * 100).toFixed(1)}, ${(c.ci95[1] * 100).toFixed(1)}]</span>` : mean;
+  return c.ci95
+    ? `${mean} <span class="ci">[${(c.ci95[0] * 100).toFixed(1)}, ${(c.ci95[1] * 100).toFixed(1)}]</span>`
+    : mean;
 }
 
 function tableHtml(t, id) {
-  if (t.rows.length === 0) return '<p class="muted" id="table-empty">The comparison table fills in as cells finish.</p>';
-  const head = '<tr><th>dataset</th><th>color</th><th>model</th>' + t.strategies.map((s) => `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`).join('') + '<th>verdict</th></tr>';
-  const rows = t.rows.map((r) => '<tr>' + `<td>${esc(r.dataset)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` + t.strategies.map((s) => {
-    const c = r.byStrategy[s];
-    if (!c) return '<td>-</td><td></td><td></td><td></td>';
-    return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
-  }).join('') + `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td></tr>`).join('');
-  const colors = (t.colorComparisons || []).length === 0 ? '' :
-    '<h3>rgb against gray, on the same images</h3><table id="color-table"><tr><th>dataset</th><th>model</th><th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>' +
-    t.colorComparisons.map((c) => `<tr><td>${esc(c.dataset)}</td><td>${esc(c.model)}</td><td>${esc(c.strategy)}</td><td class="num ${c.comparison.winner === 'rgb' ? 'winner' : ''}">${accText(c.rgb)}</td><td class="num ${c.comparison.winner === 'gray' ? 'winner' : ''}">${accText(c.gray)}</td><td class="verdict ${c.comparison.winner ? '' : 'noise'}">${esc(c.verdict)}</td></tr>`).join('') + '</table>';
+  if (t.rows.length === 0)
+    return '<p class="muted" id="table-empty">The comparison table fills in as cells finish.</p>';
+  const head =
+    '<tr><th>dataset</th><th>color</th><th>model</th>' +
+    t.strategies
+      .map(
+        (s) =>
+          `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`,
+      )
+      .join('') +
+    '<th>verdict</th></tr>';
+  const rows = t.rows
+    .map(
+      (r) =>
+        '<tr>' +
+        `<td>${esc(r.dataset)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` +
+        t.strategies
+          .map((s) => {
+            const c = r.byStrategy[s];
+            if (!c) return '<td>-</td><td></td><td></td><td></td>';
+            return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
+          })
+          .join('') +
+        `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td></tr>`,
+    )
+    .join('');
+  const colors =
+    (t.colorComparisons || []).length === 0
+      ? ''
+      : '<h3>rgb against gray, on the same images</h3><table id="color-table"><tr><th>dataset</th><th>model</th><th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>' +
+        t.colorComparisons
+          .map(
+            (c) =>
+              `<tr><td>${esc(c.dataset)}</td><td>${esc(c.model)}</td><td>${esc(c.strategy)}</td><td class="num ${c.comparison.winner === 'rgb' ? 'winner' : ''}">${accText(c.rgb)}</td><td class="num ${c.comparison.winner === 'gray' ? 'winner' : ''}">${accText(c.gray)}</td><td class="verdict ${c.comparison.winner ? '' : 'noise'}">${esc(c.verdict)}</td></tr>`,
+          )
+          .join('') +
+        '</table>';
   const q = encodeURIComponent(id);
-  const legend = `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}` +
+  const legend =
+    `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}` +
     `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${esc(t.alpha)}.</li></ul>`;
   return `<table id="table">${head}${rows}</table>${colors}${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
@@ -97,7 +144,14 @@ function plotCells(boxId, c) {
   const box = document.getElementById(boxId);
   if (!box) return;
   box.dataset.points = String(c.points);
-  const key = c.kind + '|' + c.cells.map((x) => x.cellId).join(',') + '|' + (document.body.clientWidth > 700 ? 'wide' : 'narrow') + '|' + (DARK.matches ? 'dark' : 'light');
+  const key =
+    c.kind +
+    '|' +
+    c.cells.map((x) => x.cellId).join(',') +
+    '|' +
+    (document.body.clientWidth > 700 ? 'wide' : 'narrow') +
+    '|' +
+    (DARK.matches ? 'dark' : 'light');
   const old = charts.get(boxId);
   if (old && old.key === key && document.body.contains(old.plot.root)) {
     old.best = c.best;
@@ -109,7 +163,13 @@ function plotCells(boxId, c) {
   const fg = cssVar('--fg');
   const grid = cssVar('--grid');
   const entry = { plot: null, key, best: c.best };
-  const axis = (label, values) => ({ label, stroke: fg, grid: { stroke: grid }, ticks: { stroke: grid }, ...(values ? { values } : {}) });
+  const axis = (label, values) => ({
+    label,
+    stroke: fg,
+    grid: { stroke: grid },
+    ticks: { stroke: grid },
+    ...(values ? { values } : {}),
+  });
   const opts = {
     title: c.title,
     width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
@@ -156,7 +216,10 @@ function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
     kind: 'epochs',
     title,
     cells,
-    data: [Array.from({ length: n }, (_, i) => i + 1), ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null)))],
+    data: [
+      Array.from({ length: n }, (_, i) => i + 1),
+      ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null))),
+    ],
     points: Math.max(0, ...cells.map((c) => c.curves.length)),
     best: cells.map((c) => c.bestEpoch),
     xSeries: 'epoch',
@@ -193,14 +256,25 @@ function drawStepChart(boxId, cells) {
 /** A confusion matrix as a heat map (shade: share of the true class); counts or row percentages. */
 function heatmapHtml(c, norm) {
   if (!c.confusion.length) return '';
-  const head = '<tr><th scope="col">true \\ predicted</th>' + c.confusion.map((_, j) => `<th scope="col">${esc(c.classes[j] ?? j)}</th>`).join('') + '</tr>';
-  const rows = c.confusion.map((row, i) => {
-    const total = row.reduce((a, b) => a + b, 0);
-    return `<tr><th scope="row">${esc(c.classes[i] ?? i)}</th>` + row.map((v) => {
-      const share = total ? v / total : 0;
-      return `<td class="num heat" style="--share:${share.toFixed(3)}" title="${v} of ${total}">${norm ? (share * 100).toFixed(0) + '%' : v}</td>`;
-    }).join('') + '</tr>';
-  }).join('');
+  const head =
+    '<tr><th scope="col">true \\ predicted</th>' +
+    c.confusion.map((_, j) => `<th scope="col">${esc(c.classes[j] ?? j)}</th>`).join('') +
+    '</tr>';
+  const rows = c.confusion
+    .map((row, i) => {
+      const total = row.reduce((a, b) => a + b, 0);
+      return (
+        `<tr><th scope="row">${esc(c.classes[i] ?? i)}</th>` +
+        row
+          .map((v) => {
+            const share = total ? v / total : 0;
+            return `<td class="num heat" style="--share:${share.toFixed(3)}" title="${v} of ${total}">${norm ? (share * 100).toFixed(0) + '%' : v}</td>`;
+          })
+          .join('') +
+        '</tr>'
+      );
+    })
+    .join('');
   return `<figure class="heatmap" data-cell="${esc(c.cellId)}"><table class="cm">${head}${rows}</table><figcaption>${esc(c.dataset)} ${esc(c.color)} ${esc(c.strategy)} seed ${c.seed}: best val ${pct(c.bestValAccuracy)}</figcaption></figure>`;
 }
 
@@ -208,8 +282,22 @@ function heatmapHtml(c, norm) {
 function perClassHtml(cells) {
   const classes = cells.find((c) => c.classes.length)?.classes ?? [];
   if (!classes.length) return '';
-  return '<table id="per-class"><tr><th scope="col">class</th>' + cells.map((c) => `<th scope="col">${esc(c.strategy)} ${esc(c.color)} s${c.seed}</th>`).join('') + '</tr>' +
-    classes.map((name, i) => `<tr><th scope="row">${esc(name)}</th>` + cells.map((c) => `<td class="num">${c.perClassAccuracy[i] !== undefined ? pct(c.perClassAccuracy[i]) : ''}</td>`).join('') + '</tr>').join('') + '</table>';
+  return (
+    '<table id="per-class"><tr><th scope="col">class</th>' +
+    cells.map((c) => `<th scope="col">${esc(c.strategy)} ${esc(c.color)} s${c.seed}</th>`).join('') +
+    '</tr>' +
+    classes
+      .map(
+        (name, i) =>
+          `<tr><th scope="row">${esc(name)}</th>` +
+          cells
+            .map((c) => `<td class="num">${c.perClassAccuracy[i] !== undefined ? pct(c.perClassAccuracy[i]) : ''}</td>`)
+            .join('') +
+          '</tr>',
+      )
+      .join('') +
+    '</table>'
+  );
 }
 
 /** The selected cells: overlaid curves, heat maps, per-class accuracy. */
@@ -219,12 +307,16 @@ async function renderSelection() {
   if (route.cells.length === 0) {
     for (const c of charts.values()) c.plot.destroy();
     charts.clear();
-    box.innerHTML = '<p class="muted" id="select-hint">Select cells (click, or Enter on a row) to overlay their curves.</p>';
+    box.innerHTML =
+      '<p class="muted" id="select-hint">Select cells (click, or Enter on a row) to overlay their curves.</p>';
     return;
   }
-  const cells = (await Promise.all(route.cells.map((id) => get('/api/cells/' + encodeURIComponent(id)).catch(() => null)))).filter(Boolean);
+  const cells = (
+    await Promise.all(route.cells.map((id) => get('/api/cells/' + encodeURIComponent(id)).catch(() => null)))
+  ).filter(Boolean);
   if (!document.getElementById('overlay')) {
-    box.innerHTML = '<h3>Selected cells</h3><div class="panels"><div class="chart-box"><div id="overlay"></div></div><div class="chart-box"><div id="loss"></div></div></div>' +
+    box.innerHTML =
+      '<h3>Selected cells</h3><div class="panels"><div class="chart-box"><div id="overlay"></div></div><div class="chart-box"><div id="loss"></div></div></div>' +
       '<h3>Confusion matrices <label><input type="checkbox" id="norm"> normalised (share of each true class)</label></h3><div id="heatmaps" class="panels"></div>' +
       '<h3>Per-class accuracy</h3><div id="per-class-box" class="scroll"></div>';
   }
@@ -243,13 +335,22 @@ async function renderSelection() {
 function cellRow(c, selected) {
   return [
     ['', `<input type="checkbox" tabindex="-1" aria-label="select"${selected ? ' checked' : ''}>`],
-    ['', esc(c.dataset)], ['', esc(c.color)], ['', esc(c.strategy)], ['', esc(c.model)], ['num', String(c.seed)],
+    ['', esc(c.dataset)],
+    ['', esc(c.color)],
+    ['', esc(c.strategy)],
+    ['', esc(c.model)],
+    ['num', String(c.seed)],
     [`state-${esc(c.state)}`, esc(c.state)],
-    ['', `<span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}`],
+    [
+      '',
+      `<span class="bar"><span style="width:${(c.progress * 100).toFixed(1)}%"></span></span> ${c.epoch}/${c.epochs}`,
+    ],
     ['', eta(c.etaMs)],
     ['num', c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''],
     ['num', c.bestValAccuracy ? pct(c.bestValAccuracy) : ''],
-    ['', esc(c.worker)], ['num', String(c.attempts)], ['', esc(c.error).slice(0, 80)],
+    ['', esc(c.worker)],
+    ['num', String(c.attempts)],
+    ['', esc(c.error).slice(0, 80)],
   ];
 }
 
@@ -268,23 +369,44 @@ function setHtml(id, html) {
 let sweepView = null;
 
 const COLUMNS = [
-  ['', null], ['dataset', 'dataset'], ['color', 'color'], ['strategy', 'strategy'], ['model', 'model'], ['seed', 'seed'], ['state', 'state'],
-  ['progress', 'progress'], ['ETA', 'etaMs'], ['img/s', 'imagesPerSec'], ['best val', 'bestValAccuracy'], ['worker', 'worker'], ['attempts', 'attempts'], ['error', 'error'],
+  ['', null],
+  ['dataset', 'dataset'],
+  ['color', 'color'],
+  ['strategy', 'strategy'],
+  ['model', 'model'],
+  ['seed', 'seed'],
+  ['state', 'state'],
+  ['progress', 'progress'],
+  ['ETA', 'etaMs'],
+  ['img/s', 'imagesPerSec'],
+  ['best val', 'bestValAccuracy'],
+  ['worker', 'worker'],
+  ['attempts', 'attempts'],
+  ['error', 'error'],
 ];
 
 function headerHtml() {
-  return '<tr>' + COLUMNS.map(([label, key]) => {
-    if (!key) return '<th scope="col"><span class="sr">select</span></th>';
-    const sorted = route.sort && route.sort.key === key ? route.sort.dir : null;
-    const aria = sorted ? ` aria-sort="${sorted === 'asc' ? 'ascending' : 'descending'}"` : ' aria-sort="none"';
-    return `<th scope="col" class="sortable" tabindex="0" data-key="${key}"${aria}>${esc(label)}${sorted ? (sorted === 'asc' ? ' ▲' : ' ▼') : ''}</th>`;
-  }).join('') + '</tr>';
+  return (
+    '<tr>' +
+    COLUMNS.map(([label, key]) => {
+      if (!key) return '<th scope="col"><span class="sr">select</span></th>';
+      const sorted = route.sort && route.sort.key === key ? route.sort.dir : null;
+      const aria = sorted ? ` aria-sort="${sorted === 'asc' ? 'ascending' : 'descending'}"` : ' aria-sort="none"';
+      return `<th scope="col" class="sortable" tabindex="0" data-key="${key}"${aria}>${esc(label)}${sorted ? (sorted === 'asc' ? ' ▲' : ' ▼') : ''}</th>`;
+    }).join('') +
+    '</tr>'
+  );
 }
 
 function matches(c, q) {
   if (!q) return true;
-  const hay = `${c.dataset} ${c.color} ${c.strategy} ${c.model} seed ${c.seed} ${c.state} ${c.worker} ${c.error}`.toLowerCase();
-  return q.toLowerCase().split(/\s+/).filter(Boolean).every((w) => hay.includes(w));
+  const hay =
+    `${c.dataset} ${c.color} ${c.strategy} ${c.model} seed ${c.seed} ${c.state} ${c.worker} ${c.error}`.toLowerCase();
+  return q
+    .toLowerCase()
+    .split(/\s+/)
+    .filter(Boolean)
+    .every((w) => hay.includes(w));
 }
 
 function ordered(cells) {
@@ -292,8 +414,12 @@ function ordered(cells) {
   const { key, dir } = route.sort;
   const sign = dir === 'desc' ? -1 : 1;
   return [...cells].sort((a, b) => {
-    const x = a[key], y = b[key];
-    const c = typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
+    const x = a[key],
+      y = b[key];
+    const c =
+      typeof x === 'number' && typeof y === 'number'
+        ? x - y
+        : String(x).localeCompare(String(y), undefined, { numeric: true });
     return sign * c;
   });
 }
@@ -303,11 +429,13 @@ async function renderSweep() {
   const s = await get('/api/sweeps/' + encodeURIComponent(route.id));
   const ids = s.cells.map((c) => c.cellId).join('\n');
   if (!sweepView || sweepView.sweepId !== s.sweepId || sweepView.ids !== ids || !document.getElementById('cells')) {
-    main.innerHTML = `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
+    main.innerHTML =
+      `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
       '<h3>Comparison (best val accuracy)</h3><div id="comparison" class="scroll"></div><h3>Workers</h3><div id="workers-box" class="scroll"></div><div id="processes" class="scroll"></div>' +
       `<h3>Cells</h3><p><label>filter <input id="filter" type="search" placeholder="e.g. gray freeze" value="${esc(route.q)}"></label> <span id="shown" class="muted"></span></p>` +
       '<div class="scroll"><table id="cells"><thead id="cells-head"></thead><tbody id="cells-body">' +
-      s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') + '</tbody></table></div><div id="cell"></div>';
+      s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') +
+      '</tbody></table></div><div id="cell"></div>';
     const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
     sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map(), flags: new Map(), order: '' };
     for (const c of charts.values()) c.plot.destroy();
@@ -354,14 +482,24 @@ async function renderSweep() {
     sweepView.order = order.join('\n');
   }
   const shownText = route.q ? `${shown} of ${s.cells.length} shown` : '';
-  if (document.getElementById('shown').textContent !== shownText) document.getElementById('shown').textContent = shownText;
+  if (document.getElementById('shown').textContent !== shownText)
+    document.getElementById('shown').textContent = shownText;
   const done = s.cells.filter((c) => c.state === 'done').length;
   const summary = document.getElementById('summary');
   const text = `${done}/${s.cells.length} cells done`;
   if (summary.textContent !== text) summary.textContent = text;
   setHtml('comparison', tableHtml(s.table, s.sweepId));
-  setHtml('workers-box', '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
-    s.workers.map((w) => `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`).join('') + '</table>');
+  setHtml(
+    'workers-box',
+    '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
+      s.workers
+        .map(
+          (w) =>
+            `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`,
+        )
+        .join('') +
+      '</table>',
+  );
   setHtml('processes', processesHtml(s.processes || []));
   await renderSelection();
 }
@@ -373,7 +511,12 @@ function toggleCell(id) {
 }
 
 function sortBy(key) {
-  route.sort = route.sort && route.sort.key === key ? (route.sort.dir === 'asc' ? { key, dir: 'desc' } : null) : { key, dir: 'asc' };
+  route.sort =
+    route.sort && route.sort.key === key
+      ? route.sort.dir === 'asc'
+        ? { key, dir: 'desc' }
+        : null
+      : { key, dir: 'asc' };
   writeRoute();
   void renderSweep();
 }
@@ -416,14 +559,23 @@ main.addEventListener('change', (e) => {
 function processesHtml(ps) {
   if (ps.length === 0) return '';
   const what = { crashed: 'exited unexpectedly', restarted: 'restarted', 'gave-up': 'crash loop: not restarted' };
-  return '<h3>Process restarts</h3><table id="process-events"><tr><th>time</th><th>process</th><th>event</th><th>exit</th><th>restarts</th><th>last log line</th></tr>' +
-    ps.map((p) => `<tr class="process-${esc(p.state)}"><td>${esc(new Date(p.time).toLocaleTimeString())}</td><td>${esc(p.name)}</td><td>${esc(what[p.state] || p.state)}</td><td>${esc(p.exit)}</td>` +
-      `<td class="num">${esc(String(p.restarts || ''))}</td><td title="${esc(p.log)}">${esc(p.logTail.length ? p.logTail[p.logTail.length - 1] : '')}</td></tr>`).join('') + '</table>';
+  return (
+    '<h3>Process restarts</h3><table id="process-events"><tr><th>time</th><th>process</th><th>event</th><th>exit</th><th>restarts</th><th>last log line</th></tr>' +
+    ps
+      .map(
+        (p) =>
+          `<tr class="process-${esc(p.state)}"><td>${esc(new Date(p.time).toLocaleTimeString())}</td><td>${esc(p.name)}</td><td>${esc(what[p.state] || p.state)}</td><td>${esc(p.exit)}</td>` +
+          `<td class="num">${esc(String(p.restarts || ''))}</td><td title="${esc(p.log)}">${esc(p.logTail.length ? p.logTail[p.logTail.length - 1] : '')}</td></tr>`,
+      )
+      .join('') +
+    '</table>'
+  );
 }
 
 async function render() {
   try {
-    if (route.page === 'sweep') await renderSweep(); else await renderList();
+    if (route.page === 'sweep') await renderSweep();
+    else await renderList();
   } catch (e) {
     main.innerHTML = '<p class="state-failed">' + esc(e.message) + '</p>';
   }
@@ -432,17 +584,30 @@ async function render() {
 function schedule() {
   // At most two re-renders a second, whatever the event rate (1,000 cells stay responsive).
   if (sweepTimer) return;
-  sweepTimer = setTimeout(() => { sweepTimer = null; void render(); }, Math.max(0, 500 - (Date.now() - lastLoad)));
+  sweepTimer = setTimeout(
+    () => {
+      sweepTimer = null;
+      void render();
+    },
+    Math.max(0, 500 - (Date.now() - lastLoad)),
+  );
 }
 
 const es = new EventSource('/api/events');
-es.onopen = () => { statusEl.textContent = 'live'; };
-es.onerror = () => { statusEl.textContent = 'reconnecting…'; };
+es.onopen = () => {
+  statusEl.textContent = 'live';
+};
+es.onerror = () => {
+  statusEl.textContent = 'reconnecting…';
+};
 es.onmessage = (m) => {
   const d = JSON.parse(m.data);
   statusEl.textContent = 'live · updated ' + new Date().toLocaleTimeString();
   if (route.page === 'list' || (route.page === 'sweep' && (d.sweeps.includes(route.id) || d.workers))) schedule();
 };
-window.addEventListener('hashchange', () => { parseRoute(); void render(); });
+window.addEventListener('hashchange', () => {
+  parseRoute();
+  void render();
+});
 parseRoute();
 void render();

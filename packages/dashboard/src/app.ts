@@ -32,7 +32,11 @@ export class ChangeFeed {
 
   private flush(): void {
     this.timer = null;
-    const data = JSON.stringify({ sweeps: [...this.pending.sweeps], cells: [...this.pending.cells].slice(0, 200), workers: this.pending.workers });
+    const data = JSON.stringify({
+      sweeps: [...this.pending.sweeps],
+      cells: [...this.pending.cells].slice(0, 200),
+      workers: this.pending.workers,
+    });
     this.pending = { sweeps: new Set(), cells: new Set(), workers: false };
     for (const l of this.listeners) l(data);
   }
@@ -76,7 +80,8 @@ function safeDecode(v: string): string {
  * (the progress bars set their width).
  */
 const SECURITY_HEADERS: Readonly<Record<string, string>> = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 };
@@ -102,15 +107,22 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
       const cookie = /(?:^|;\s*)ferry_token=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1] ?? '';
       const ok = [header, typeof query === 'string' ? query : '', safeDecode(cookie)].some((t) => sameSecret(t, want));
       if (!ok) {
-        await reply.code(401).send({ error: 'missing or wrong token (Authorization: Bearer, ?token= or the ferry_token cookie)' });
+        await reply
+          .code(401)
+          .send({ error: 'missing or wrong token (Authorization: Bearer, ?token= or the ferry_token cookie)' });
         return;
       }
-      if (query) void reply.header('set-cookie', `ferry_token=${encodeURIComponent(query)}; HttpOnly; SameSite=Strict; Path=/`);
+      if (query)
+        void reply.header('set-cookie', `ferry_token=${encodeURIComponent(query)}; HttpOnly; SameSite=Strict; Path=/`);
     });
   }
 
   const statics: Record<string, string> = { '/': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
-  const types: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+  const types: Record<string, string> = {
+    html: 'text/html; charset=utf-8',
+    js: 'text/javascript; charset=utf-8',
+    css: 'text/css; charset=utf-8',
+  };
   for (const [route, file] of Object.entries(statics)) {
     const body = readFileSync(PUBLIC(file), 'utf8');
     app.get(route, async (_req, reply) => reply.type(types[file.split('.').pop()!]!).send(body));
@@ -135,7 +147,15 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
       .map((s) => {
         const cells = [...s.cells.values()];
         const count = (st: string): number => cells.filter((c) => c.state === st).length;
-        return { sweepId: s.sweepId, name: s.name, createdAt: s.createdAt, cells: Math.max(s.declaredCells, cells.length), done: count('done'), running: count('running'), failed: count('failed') };
+        return {
+          sweepId: s.sweepId,
+          name: s.name,
+          createdAt: s.createdAt,
+          cells: Math.max(s.declaredCells, cells.length),
+          done: count('done'),
+          running: count('running'),
+          failed: count('failed'),
+        };
       }),
   );
 
@@ -159,8 +179,16 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
     if (!state.sweeps.has(id)) return reply.code(404).send({ error: 'no such sweep' });
     const t = state.table(id);
     const format = (req.query as { format?: string }).format ?? 'json';
-    if (format === 'csv') return reply.type('text/csv; charset=utf-8').header('content-disposition', `attachment; filename="${id}.csv"`).send(`${tableCsv(t)}\n`);
-    if (format === 'md') return reply.type('text/markdown; charset=utf-8').header('content-disposition', `attachment; filename="${id}.md"`).send(`${tableMarkdown(t)}\n`);
+    if (format === 'csv')
+      return reply
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', `attachment; filename="${id}.csv"`)
+        .send(`${tableCsv(t)}\n`);
+    if (format === 'md')
+      return reply
+        .type('text/markdown; charset=utf-8')
+        .header('content-disposition', `attachment; filename="${id}.md"`)
+        .send(`${tableMarkdown(t)}\n`);
     if (format === 'json') return t;
     return reply.code(400).send({ error: 'format must be json, csv or md' });
   });
@@ -170,13 +198,26 @@ export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; 
     for (const s of state.sweeps.values()) {
       const c = s.cells.get(id);
       if (!c) continue;
-      return { ...cellSummary(c), spec: c.spec, curves: downsample(c.epochs, 200), steps: downsample(c.steps, 300), classes: c.classes, confusion: c.confusion, perClassAccuracy: c.perClassAccuracy, bestEpoch: c.bestEpoch };
+      return {
+        ...cellSummary(c),
+        spec: c.spec,
+        curves: downsample(c.epochs, 200),
+        steps: downsample(c.steps, 300),
+        classes: c.classes,
+        confusion: c.confusion,
+        perClassAccuracy: c.perClassAccuracy,
+        bestEpoch: c.bestEpoch,
+      };
     }
     return reply.code(404).send({ error: 'no such cell' });
   });
 
   app.get('/api/events', (req, reply) => {
-    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    });
     reply.raw.write(': connected\n\n');
     const unsubscribe = feed.subscribe((data) => reply.raw.write(`data: ${data}\n\n`));
     const ping = setInterval(() => reply.raw.write(': ping\n\n'), 15_000);

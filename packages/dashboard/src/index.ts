@@ -1,4 +1,12 @@
 /** @ferry/dashboard: `buildApp(options)` (fastify) and the dashboard process (`startDashboard`). */
 export { ChangeFeed, buildApp, type DashboardAppOptions } from './app.js';
 export { startDashboard, type DashboardOptions, type EventFeed } from './server.js';
-export { DashboardState, cellSummary, downsample, type CellView, type EpochPoint, type SweepView, type WorkerView } from './state.js';
+export {
+  DashboardState,
+  cellSummary,
+  downsample,
+  type CellView,
+  type EpochPoint,
+  type SweepView,
+  type WorkerView,
+} from './state.js';

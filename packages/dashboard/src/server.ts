@@ -24,14 +24,16 @@ export interface DashboardOptions {
   readonly log?: (line: string) => void;
 }
 
-
 /** The dashboard process: replays and follows the FERRY stream, serves the app. Returns its URL and a stop function. */
-export async function startDashboard(o: DashboardOptions): Promise<{ url: string; state: DashboardState; stop: () => Promise<void> }> {
+export async function startDashboard(
+  o: DashboardOptions,
+): Promise<{ url: string; state: DashboardState; stop: () => Promise<void> }> {
   const listen = o.listen ?? '127.0.0.1:8080';
   const m = /^(.*):(\d+)$/.exec(listen);
   if (!m) throw new Error(`--listen ${listen}: expected host:port`);
   const host = m[1]!.replace(/^\[|\]$/g, '');
-  if (!isLoopbackHost(host) && !o.token && !o.insecure) throw new Error(`binding the dashboard to ${listen} (not loopback) needs --token, or an explicit --insecure`);
+  if (!isLoopbackHost(host) && !o.token && !o.insecure)
+    throw new Error(`binding the dashboard to ${listen} (not loopback) needs --token, or an explicit --insecure`);
   const state = new DashboardState();
   const { app, feed } = buildApp({ state, ...(o.token ? { token: o.token } : {}) });
   const onEvent = (e: FerryEvent): void => {

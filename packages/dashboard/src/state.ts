@@ -20,7 +20,16 @@ export interface CellView {
   worker: string;
   error: string;
   epochs: EpochPoint[];
-  progress: { epoch: number; step: number; stepsPerEpoch: number; epochs: number; loss: number; imagesPerSec: number; etaMs: number; time: string } | null;
+  progress: {
+    epoch: number;
+    step: number;
+    stepsPerEpoch: number;
+    epochs: number;
+    loss: number;
+    imagesPerSec: number;
+    etaMs: number;
+    time: string;
+  } | null;
   /** Step-level training loss as it was published (x: epochs elapsed, fractional), at most STEP_POINTS. */
   steps: { x: number; loss: number }[];
   bestValAccuracy: number;
@@ -133,7 +142,10 @@ export class DashboardState {
         c.classes = x.classes;
         c.confusion = x.confusion.map((r) => r.counts);
         c.perClassAccuracy = x.perClassAccuracy;
-        c.predictions = x.valLabels.length > 0 && x.valSetHash ? { predicted: x.valPredictions, labels: x.valLabels, valSetHash: x.valSetHash } : null;
+        c.predictions =
+          x.valLabels.length > 0 && x.valSetHash
+            ? { predicted: x.valPredictions, labels: x.valLabels, valSetHash: x.valSetHash }
+            : null;
         c.progress = null;
       }
       // A new attempt resumes from a checkpoint: its epochs replace the old attempt's from there.
@@ -142,7 +154,16 @@ export class DashboardState {
     if (e.step) {
       const c = this.cell(sweepId, e.step.cellId);
       const s = e.step;
-      c.progress = { epoch: s.epoch, step: s.step, stepsPerEpoch: s.stepsPerEpoch, epochs: s.epochs, loss: s.loss, imagesPerSec: s.imagesPerSec, etaMs: s.etaMs, time: e.time };
+      c.progress = {
+        epoch: s.epoch,
+        step: s.step,
+        stepsPerEpoch: s.stepsPerEpoch,
+        epochs: s.epochs,
+        loss: s.loss,
+        imagesPerSec: s.imagesPerSec,
+        etaMs: s.etaMs,
+        time: e.time,
+      };
       if (s.stepsPerEpoch > 0 && Number.isFinite(s.loss)) {
         const x = s.epoch + s.step / s.stepsPerEpoch;
         // A resumed attempt goes back in time: drop what it will publish again.
@@ -158,7 +179,14 @@ export class DashboardState {
       const c = this.cell(sweepId, e.epoch.cellId);
       const m = e.epoch;
       c.epochs = c.epochs.filter((p) => p.epoch < m.epoch);
-      c.epochs.push({ epoch: m.epoch, trainLoss: m.trainLoss, trainAccuracy: m.trainAccuracy, valLoss: m.valLoss, valAccuracy: m.valAccuracy, imagesPerSec: m.imagesPerSec });
+      c.epochs.push({
+        epoch: m.epoch,
+        trainLoss: m.trainLoss,
+        trainAccuracy: m.trainAccuracy,
+        valLoss: m.valLoss,
+        valAccuracy: m.valAccuracy,
+        imagesPerSec: m.imagesPerSec,
+      });
       if (c.state !== 'done') {
         c.confusion = m.confusion.map((r) => r.counts);
         c.perClassAccuracy = m.perClassAccuracy;

@@ -4,7 +4,19 @@ import { resultsTable, tableCsv } from '@ferry/common';
 import { CellSpec, FerryEvent, type DeepPartial } from '@ferry/protocol';
 
 const spec = (color: string, strategy: string, seed: number): CellSpec =>
-  CellSpec.fromPartial({ dataset: 'ants', path: 'ants', color, strategy, model: 'resnet18', seed, epochs: 4, batchSize: 8, lr: 0.01, imageSize: 224, workers: 1 });
+  CellSpec.fromPartial({
+    dataset: 'ants',
+    path: 'ants',
+    color,
+    strategy,
+    model: 'resnet18',
+    seed,
+    epochs: 4,
+    batchSize: 8,
+    lr: 0.01,
+    imageSize: 224,
+    workers: 1,
+  });
 
 function feed(state: DashboardState, events: DeepPartial<FerryEvent>[]): void {
   for (const e of events) state.apply(FerryEvent.fromPartial({ sweepId: 's1', time: '2026-11-27T00:00:00Z', ...e }));
@@ -27,11 +39,52 @@ function sampleState(): DashboardState {
     const valPredictions = labels.map((l, i) => (i < right ? l : 1 - l));
     feed(state, [
       { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'running', attempts: 1, worker: 'w1' } },
-      ...[0, 1, 2].map((e) => ({ epoch: { cellId: id, worker: 'w1', epoch: e, trainLoss: 1 - e * 0.2, valLoss: 1.1 - e * 0.2, trainAccuracy: 0.5 + e * 0.1, valAccuracy: acc - (2 - e) * 0.05, confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6] } })),
-      { cell: { cellId: id, spec: spec(color, strategy, seed), state: 'done', attempts: 1, bestValAccuracy: acc, bestEpoch: 2, wallMs: 1000, imagesPerSec: 50, classes: ['ants', 'bees'], confusion: [{ counts: [5, 1] }, { counts: [2, 4] }], perClassAccuracy: [5 / 6, 4 / 6], valPredictions, valLabels: labels, valSetHash: `seed${seed}` } },
+      ...[0, 1, 2].map((e) => ({
+        epoch: {
+          cellId: id,
+          worker: 'w1',
+          epoch: e,
+          trainLoss: 1 - e * 0.2,
+          valLoss: 1.1 - e * 0.2,
+          trainAccuracy: 0.5 + e * 0.1,
+          valAccuracy: acc - (2 - e) * 0.05,
+          confusion: [{ counts: [5, 1] }, { counts: [2, 4] }],
+          perClassAccuracy: [5 / 6, 4 / 6],
+        },
+      })),
+      {
+        cell: {
+          cellId: id,
+          spec: spec(color, strategy, seed),
+          state: 'done',
+          attempts: 1,
+          bestValAccuracy: acc,
+          bestEpoch: 2,
+          wallMs: 1000,
+          imagesPerSec: 50,
+          classes: ['ants', 'bees'],
+          confusion: [{ counts: [5, 1] }, { counts: [2, 4] }],
+          perClassAccuracy: [5 / 6, 4 / 6],
+          valPredictions,
+          valLabels: labels,
+          valSetHash: `seed${seed}`,
+        },
+      },
     ]);
   }
-  feed(state, [{ worker: { workerId: 'w1', name: 'gpu0', backend: 'webgpu', device: 'H100', state: 'alive', imagesPerSec: 123, cellId: '' } }]);
+  feed(state, [
+    {
+      worker: {
+        workerId: 'w1',
+        name: 'gpu0',
+        backend: 'webgpu',
+        device: 'H100',
+        state: 'alive',
+        imagesPerSec: 123,
+        cellId: '',
+      },
+    },
+  ]);
   return state;
 }
 
@@ -39,7 +92,9 @@ describe('dashboard routes (fastify inject)', () => {
   test('sweep list, sweep page with cells, workers and the comparison table', async () => {
     const { app } = buildApp({ state: sampleState() });
     const list = await app.inject('/api/sweeps');
-    expect(list.json()).toEqual([{ sweepId: 's1', name: 'study', createdAt: '2026-11-27T00:00:00Z', cells: 4, done: 4, running: 0, failed: 0 }]);
+    expect(list.json()).toEqual([
+      { sweepId: 's1', name: 'study', createdAt: '2026-11-27T00:00:00Z', cells: 4, done: 4, running: 0, failed: 0 },
+    ]);
     const page = (await app.inject('/api/sweeps/s1')).json() as {
       cells: { cellId: string; state: string; progress: number; bestValAccuracy: number }[];
       workers: { name: string; imagesPerSec: number; backend: string }[];
@@ -89,9 +144,28 @@ describe('dashboard routes (fastify inject)', () => {
   test('a cell page has its curves, confusion matrix and per-class accuracy; a resumed attempt replaces epochs from its start', async () => {
     const state = sampleState();
     // c1 is re-run from epoch 1 (resume): epochs 1.. are replaced, epoch 0 stays.
-    feed(state, [{ epoch: { cellId: 'c1', worker: 'w2', epoch: 1, trainLoss: 0.42, valLoss: 0.5, trainAccuracy: 0.7, valAccuracy: 0.8, confusion: [], perClassAccuracy: [] } }]);
+    feed(state, [
+      {
+        epoch: {
+          cellId: 'c1',
+          worker: 'w2',
+          epoch: 1,
+          trainLoss: 0.42,
+          valLoss: 0.5,
+          trainAccuracy: 0.7,
+          valAccuracy: 0.8,
+          confusion: [],
+          perClassAccuracy: [],
+        },
+      },
+    ]);
     const { app } = buildApp({ state });
-    const c = (await app.inject('/api/cells/c1')).json() as { curves: { epoch: number; trainLoss: number }[]; confusion: number[][]; perClassAccuracy: number[]; classes: string[] };
+    const c = (await app.inject('/api/cells/c1')).json() as {
+      curves: { epoch: number; trainLoss: number }[];
+      confusion: number[][];
+      perClassAccuracy: number[];
+      classes: string[];
+    };
     expect(c.curves.map((p) => [p.epoch, p.trainLoss])).toEqual([
       [0, 1],
       [1, 0.42],
@@ -109,10 +183,49 @@ describe('dashboard routes (fastify inject)', () => {
     const state = new DashboardState();
     feed(state, [{ sweep: { name: 'big', cells: 1000, createdAt: '' } }]);
     for (let i = 0; i < 1000; i++) {
-      feed(state, [{ cell: { cellId: `c${i}`, spec: spec(i % 2 ? 'gray' : 'rgb', i % 4 < 2 ? 'finetune' : 'freeze', i), state: 'running', attempts: 1, worker: 'w' } }]);
-      feed(state, [{ step: { cellId: `c${i}`, worker: 'w', epoch: 1, step: 5, stepsPerEpoch: 10, loss: 0.5, imagesPerSec: 10, etaMs: 1000, epochs: 4 } }]);
+      feed(state, [
+        {
+          cell: {
+            cellId: `c${i}`,
+            spec: spec(i % 2 ? 'gray' : 'rgb', i % 4 < 2 ? 'finetune' : 'freeze', i),
+            state: 'running',
+            attempts: 1,
+            worker: 'w',
+          },
+        },
+      ]);
+      feed(state, [
+        {
+          step: {
+            cellId: `c${i}`,
+            worker: 'w',
+            epoch: 1,
+            step: 5,
+            stepsPerEpoch: 10,
+            loss: 0.5,
+            imagesPerSec: 10,
+            etaMs: 1000,
+            epochs: 4,
+          },
+        },
+      ]);
     }
-    for (let e = 0; e < 1000; e++) feed(state, [{ epoch: { cellId: 'c0', worker: 'w', epoch: e, trainLoss: 1 / (e + 1), valLoss: 1, trainAccuracy: 0.5, valAccuracy: 0.5, confusion: [], perClassAccuracy: [] } }]);
+    for (let e = 0; e < 1000; e++)
+      feed(state, [
+        {
+          epoch: {
+            cellId: 'c0',
+            worker: 'w',
+            epoch: e,
+            trainLoss: 1 / (e + 1),
+            valLoss: 1,
+            trainAccuracy: 0.5,
+            valAccuracy: 0.5,
+            confusion: [],
+            perClassAccuracy: [],
+          },
+        },
+      ]);
     const { app } = buildApp({ state });
     const t0 = performance.now();
     const r = await app.inject('/api/sweeps/s1');
@@ -153,8 +266,12 @@ describe('dashboard routes (fastify inject)', () => {
     // 8 characters, 16 bytes: same length as the token in characters only.
     const multibyte = await app.inject(`/api/sweeps?token=${encodeURIComponent('éééééééé')}`);
     expect(multibyte.statusCode).toBe(401);
-    expect((await app.inject({ url: '/api/sweeps', headers: { cookie: 'ferry_token=%E0%A4%A' } })).statusCode).toBe(401);
-    expect((await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer abcdefgX' } })).statusCode).toBe(401);
+    expect((await app.inject({ url: '/api/sweeps', headers: { cookie: 'ferry_token=%E0%A4%A' } })).statusCode).toBe(
+      401,
+    );
+    expect((await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer abcdefgX' } })).statusCode).toBe(
+      401,
+    );
     const ok = await app.inject({ url: '/api/sweeps', headers: { authorization: 'Bearer abcdefgh' } });
     expect(ok.statusCode).toBe(200);
     for (const r of [ok, multibyte, await app.inject('/healthz')]) {

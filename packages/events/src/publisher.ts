@@ -45,7 +45,9 @@ export class EventPublisher {
         await nc.close().catch(() => undefined);
         return;
       }
-      await ensureStream(nc).catch((e: Error) => this.options.log?.(`cannot create the JetStream stream: ${e.message}`));
+      await ensureStream(nc).catch((e: Error) =>
+        this.options.log?.(`cannot create the JetStream stream: ${e.message}`),
+      );
       this.connected = true;
       this.flush();
       this.markReady();

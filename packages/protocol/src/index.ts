@@ -3,6 +3,19 @@
  * proto/ferry/v1 (`npm run proto`); `npm run proto:check` fails when it is stale.
  */
 export * from './gen/ferry/v1/cluster.js';
-export { ConfusionRow, CellEvent, EpochEvent, EventsClient, EventsService, FerryEvent, ProcessEvent, StepEvent, SweepEvent, WatchRequest, WorkerEvent, type EventsServer } from './gen/ferry/v1/events.js';
+export {
+  ConfusionRow,
+  CellEvent,
+  EpochEvent,
+  EventsClient,
+  EventsService,
+  FerryEvent,
+  ProcessEvent,
+  StepEvent,
+  SweepEvent,
+  WatchRequest,
+  WorkerEvent,
+  type EventsServer,
+} from './gen/ferry/v1/events.js';
 export { PeerClient, PeerService, RingAck, RingChunk, type PeerServer } from './gen/ferry/v1/peer.js';
 export { SUBJECTS, STREAM_NAME, STREAM_SUBJECTS } from './subjects.js';

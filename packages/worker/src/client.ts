@@ -45,7 +45,12 @@ export function adminClient(o: ConnectionOptions): AdminClient {
   return new AdminClient(o.address, credentials(o), channelOptions(o));
 }
 
-type Unary<Req, Res> = (req: Req, md: grpc.Metadata, opts: Partial<grpc.CallOptions>, cb: (e: grpc.ServiceError | null, r: Res) => void) => grpc.ClientUnaryCall;
+type Unary<Req, Res> = (
+  req: Req,
+  md: grpc.Metadata,
+  opts: Partial<grpc.CallOptions>,
+  cb: (e: grpc.ServiceError | null, r: Res) => void,
+) => grpc.ClientUnaryCall;
 
 /**
  * A gRPC failure as the FerryError a user can act on: the code the coordinator put in the details
@@ -57,10 +62,15 @@ export function ferryErrorFromGrpc(e: unknown, address: string): FerryError | un
   if (typeof se.code !== 'number' || typeof se.details !== 'string') return undefined;
   const tagged = /\[(FERRY_ERR_[A-Z_]+)\]$/.exec(se.details)?.[1];
   const details = se.details.replace(/\s*\[FERRY_ERR_[A-Z_]+\]$/, '');
-  if (tagged && isErrorCode(tagged)) return new FerryError(tagged, `coordinator at ${address}: ${details}`, { cause: e });
+  if (tagged && isErrorCode(tagged))
+    return new FerryError(tagged, `coordinator at ${address}: ${details}`, { cause: e });
   if (se.code === grpc.status.UNAVAILABLE || se.code === grpc.status.DEADLINE_EXCEEDED) {
     const why = se.code === grpc.status.DEADLINE_EXCEEDED ? 'did not answer in time' : 'cannot be reached';
-    return new FerryError('FERRY_ERR_UNAVAILABLE', `coordinator at ${address} ${why} (${details.split(/\.?\s*Resolution note:/)[0]}); is it running, and are the address and TLS flags right?`, { cause: e });
+    return new FerryError(
+      'FERRY_ERR_UNAVAILABLE',
+      `coordinator at ${address} ${why} (${details.split(/\.?\s*Resolution note:/)[0]}); is it running, and are the address and TLS flags right?`,
+      { cause: e },
+    );
   }
   // Untagged (a coordinator of another version, or grpc-js itself): the registry's code for the status.
   const byStatus: Partial<Record<number, ErrorCode>> = {
@@ -68,11 +78,21 @@ export function ferryErrorFromGrpc(e: unknown, address: string): FerryError | un
     [grpc.status.NOT_FOUND]: 'FERRY_ERR_NOT_FOUND',
     [grpc.status.UNAUTHENTICATED]: 'FERRY_ERR_UNAUTHENTICATED',
   };
-  return new FerryError(byStatus[se.code] ?? 'FERRY_ERR_INTERNAL', `coordinator at ${address}: ${details} (gRPC status ${se.code})`, { cause: e });
+  return new FerryError(
+    byStatus[se.code] ?? 'FERRY_ERR_INTERNAL',
+    `coordinator at ${address}: ${details} (gRPC status ${se.code})`,
+    { cause: e },
+  );
 }
 
 /** A unary call as a promise, with the token and a deadline. */
-export function unary<Req, Res>(fn: Unary<Req, Res>, self: grpc.Client, req: Req, conn: ConnectionOptions, timeoutMs: number): Promise<Res> {
+export function unary<Req, Res>(
+  fn: Unary<Req, Res>,
+  self: grpc.Client,
+  req: Req,
+  conn: ConnectionOptions,
+  timeoutMs: number,
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r)));
   });
@@ -83,11 +103,22 @@ export function unary<Req, Res>(fn: Unary<Req, Res>, self: grpc.Client, req: Req
  * a 10,000-cell sweep never exceeds what a client accepts). `withResults` adds each done cell's
  * result_json (per-image predictions: large); status views leave it out.
  */
-export async function getSweepAll(admin: AdminClient, conn: ConnectionOptions, sweepId: string, opts: { withResults: boolean; timeoutMs?: number }): Promise<SweepStatus> {
+export async function getSweepAll(
+  admin: AdminClient,
+  conn: ConnectionOptions,
+  sweepId: string,
+  opts: { withResults: boolean; timeoutMs?: number },
+): Promise<SweepStatus> {
   const pages: SweepStatus[] = [];
   let offset = 0;
   do {
-    const page = await unary(admin.getSweep, admin, { sweepId, offset, limit: 0, withResults: opts.withResults }, conn, opts.timeoutMs ?? 10_000);
+    const page = await unary(
+      admin.getSweep,
+      admin,
+      { sweepId, offset, limit: 0, withResults: opts.withResults },
+      conn,
+      opts.timeoutMs ?? 10_000,
+    );
     pages.push(page);
     offset = page.nextOffset;
   } while (offset > 0);
@@ -99,7 +130,11 @@ export async function getSweepAll(admin: AdminClient, conn: ConnectionOptions, s
  * event; reconnects after a second when the stream ends or fails (a restarting coordinator sends
  * its history again, which a dashboard applies idempotently). Resolves once the first history is in.
  */
-export function watchCoordinatorEvents(conn: ConnectionOptions, onEvent: (e: FerryEvent) => void, log?: (line: string) => void): { ready: Promise<void>; stop: () => void } {
+export function watchCoordinatorEvents(
+  conn: ConnectionOptions,
+  onEvent: (e: FerryEvent) => void,
+  log?: (line: string) => void,
+): { ready: Promise<void>; stop: () => void } {
   const client = new EventsClient(conn.address, credentials(conn), channelOptions(conn));
   let stopped = false;
   let call: grpc.ClientReadableStream<FerryEvent> | null = null;

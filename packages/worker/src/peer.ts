@@ -14,7 +14,11 @@ export interface PeerLimits {
   readonly joinWaitMs: number;
 }
 
-export const DEFAULT_PEER_LIMITS: PeerLimits = { maxChunkBytes: 16 << 20, maxGroupBytes: 256 << 20, joinWaitMs: 30_000 };
+export const DEFAULT_PEER_LIMITS: PeerLimits = {
+  maxChunkBytes: 16 << 20,
+  maxGroupBytes: 256 << 20,
+  joinWaitMs: 30_000,
+};
 
 /** TLS for the Peer link: this worker's certificate and key, and the CA its neighbours' certificates chain to. */
 export interface PeerTls {
@@ -69,7 +73,10 @@ export class PeerServer {
     }
     this.limits = { ...DEFAULT_PEER_LIMITS, ...options.limits };
     this.server = new grpc.Server({ 'grpc.max_receive_message_length': this.limits.maxChunkBytes + (64 << 10) });
-    this.server.addService(PeerService, { ring: (call: grpc.ServerReadableStream<RingChunk, RingAck>, cb: grpc.sendUnaryData<RingAck>) => this.ring(call, cb) });
+    this.server.addService(PeerService, {
+      ring: (call: grpc.ServerReadableStream<RingChunk, RingAck>, cb: grpc.sendUnaryData<RingAck>) =>
+        this.ring(call, cb),
+    });
   }
 
   private ring(call: grpc.ServerReadableStream<RingChunk, RingAck>, cb: grpc.sendUnaryData<RingAck>): void {
@@ -111,7 +118,10 @@ export class PeerServer {
           return;
         }
         n++;
-        group.box.put(c.key, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+        group.box.put(
+          c.key,
+          new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)),
+        );
       });
       call.on('end', () => close(null, n));
       call.resume();
@@ -124,7 +134,10 @@ export class PeerServer {
     if (now || !name) return Promise.resolve(now);
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.joinWaiters.set(name, (this.joinWaiters.get(name) ?? []).filter((w) => w !== wake));
+        this.joinWaiters.set(
+          name,
+          (this.joinWaiters.get(name) ?? []).filter((w) => w !== wake),
+        );
         resolve(undefined);
       }, this.limits.joinWaitMs);
       const wake = (): void => {
@@ -137,7 +150,8 @@ export class PeerServer {
 
   /** Accepts chunks of `group` from rank `left` presenting `secret`; returns the group's mailbox. */
   join(group: string, secret: string, left: number): Mailbox {
-    if (!secret) throw new CollectiveError(`group ${group} has no secret; the coordinator must hand one out with the assignment`);
+    if (!secret)
+      throw new CollectiveError(`group ${group} has no secret; the coordinator must hand one out with the assignment`);
     const g = { secret: Buffer.from(secret), left, box: new Mailbox() };
     this.groups.set(group, g);
     for (const wake of this.joinWaiters.get(group) ?? []) wake();
@@ -158,9 +172,13 @@ export class PeerServer {
 
   async start(): Promise<string> {
     const tls = this.options.tls;
-    const creds = tls ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], false) : grpc.ServerCredentials.createInsecure();
+    const creds = tls
+      ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], false)
+      : grpc.ServerCredentials.createInsecure();
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${this.options.host}:${this.options.port ?? 0}`, creds, (e, p) => (e ? reject(e) : resolve(p))),
+      this.server.bindAsync(`${this.options.host}:${this.options.port ?? 0}`, creds, (e, p) =>
+        e ? reject(e) : resolve(p),
+      ),
     );
     return `${this.options.advertiseHost ?? this.options.host}:${this.port}`;
   }
@@ -201,10 +219,15 @@ export class GrpcRing implements RingTransport {
       let done: () => void = () => undefined;
       this.finished = new Promise((r) => (done = r));
       this.stream = this.client.ring(md, (e) => {
-        if (e) this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`);
+        if (e)
+          this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`);
         done();
       });
-      this.stream.on('error', (e: Error) => (this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`)));
+      this.stream.on(
+        'error',
+        (e: Error) =>
+          (this.failed = new CollectiveError(`ring to rank ${(this.rank + 1) % this.worldSize} broke: ${e.message}`)),
+      );
     }
     return this.stream;
   }
@@ -212,7 +235,12 @@ export class GrpcRing implements RingTransport {
   async send(key: string, data: Float32Array): Promise<void> {
     if (this.failed) throw this.failed;
     const s = this.open();
-    const ok = s.write({ group: this.group, fromRank: this.rank, key, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) });
+    const ok = s.write({
+      group: this.group,
+      fromRank: this.rank,
+      key,
+      data: Buffer.from(data.buffer, data.byteOffset, data.byteLength),
+    });
     if (!ok) await new Promise<void>((r) => s.once('drain', () => r()));
   }
 

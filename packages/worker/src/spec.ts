@@ -10,7 +10,10 @@ export function cellConfigFromSpec(spec: CellSpec, dataRoot: string, cacheDir: s
     const src = getZooEntry(spec.model).weights;
     if (!src) throw new InvalidArgumentError(`${spec.model} has no pretrained weights; set weights: none`);
     weights = path.join(cacheDir, 'weights', src.fileName);
-    if (!existsSync(weights)) throw new InvalidArgumentError(`pretrained ${spec.model} weights are not on this worker (${weights}); run \`ferry weights pull ${spec.model}\``);
+    if (!existsSync(weights))
+      throw new InvalidArgumentError(
+        `pretrained ${spec.model} weights are not on this worker (${weights}); run \`ferry weights pull ${spec.model}\``,
+      );
   } else if (spec.weights !== 'none') weights = path.resolve(dataRoot, spec.weights);
   return {
     ...DEFAULT_CELL,

@@ -4,7 +4,15 @@ import { open, rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import { datasetFingerprint, isFerryError, runCell, selectBackend, type BackendOptions, type BackendRequest, type BackendSelection } from '@ferry/core';
+import {
+  datasetFingerprint,
+  isFerryError,
+  runCell,
+  selectBackend,
+  type BackendOptions,
+  type BackendRequest,
+  type BackendSelection,
+} from '@ferry/core';
 import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
@@ -114,16 +122,34 @@ export class FerryWorker {
       host: peerHost,
       port: options.peerPort ?? 0,
       advertiseHost: options.peerAdvertise ?? (peerHost === '0.0.0.0' ? os.hostname() : peerHost),
-      ...(tls?.cert && tls.key ? { tls: { cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...(this.peerTlsCa ? { ca: this.peerTlsCa } : {}) } } : {}),
+      ...(tls?.cert && tls.key
+        ? {
+            tls: {
+              cert: readFileSync(tls.cert),
+              key: readFileSync(tls.key),
+              ...(this.peerTlsCa ? { ca: this.peerTlsCa } : {}),
+            },
+          }
+        : {}),
       ...(options.peerInsecure ? { insecure: true } : {}),
     });
-    this.events = options.nats ? new EventPublisher({ target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` }, log: (l) => this.log(l) }) : null;
+    this.events = options.nats
+      ? new EventPublisher({
+          target: { ...options.nats, name: options.nats.name ?? `ferry-worker-${this.name}` },
+          log: (l) => this.log(l),
+        })
+      : null;
   }
 
   private emit(kind: 'step' | 'epoch' | 'worker', event: FerryEvent): void {
     if (!this.events) return;
     const cell = event.step?.cellId ?? event.epoch?.cellId ?? '';
-    const subject = kind === 'step' ? SUBJECTS.step(event.sweepId, cell) : kind === 'epoch' ? SUBJECTS.epoch(event.sweepId, cell) : SUBJECTS.worker(event.sweepId, this.workerId);
+    const subject =
+      kind === 'step'
+        ? SUBJECTS.step(event.sweepId, cell)
+        : kind === 'epoch'
+          ? SUBJECTS.epoch(event.sweepId, cell)
+          : SUBJECTS.worker(event.sweepId, this.workerId);
     this.events.publish(subject, event);
   }
 
@@ -145,7 +171,8 @@ export class FerryWorker {
   }
 
   private running(): RunningCell[] {
-    if (this.current) return [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }];
+    if (this.current)
+      return [{ cellId: this.current.cellId, attemptId: this.current.attemptId, epoch: this.current.epoch }];
     return this.recovered ? [this.recovered] : [];
   }
 
@@ -164,30 +191,39 @@ export class FerryWorker {
     for (;;) {
       if (this.stopping) return;
       try {
-        const r = await unary(this.client.register, this.client, {
-          workerId: this.workerId,
-          name: this.name,
-          capabilities: {
-            backend: this.backend.name,
-            device: this.backend.device,
-            memoryBytes: os.totalmem(),
-            ferryVersion: '0.1.0',
-            host: os.hostname(),
-            gpuIndex: this.options.gpuIndex ?? -1,
-            peerAddress: this.peerAddress,
+        const r = await unary(
+          this.client.register,
+          this.client,
+          {
+            workerId: this.workerId,
+            name: this.name,
+            capabilities: {
+              backend: this.backend.name,
+              device: this.backend.device,
+              memoryBytes: os.totalmem(),
+              ferryVersion: '0.1.0',
+              host: os.hostname(),
+              gpuIndex: this.options.gpuIndex ?? -1,
+              peerAddress: this.peerAddress,
+            },
+            running: this.running(),
           },
-          running: this.running(),
-        }, this.conn(), 10_000);
+          this.conn(),
+          10_000,
+        );
         this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
         if (this.current && r.abandonAttempts.includes(this.current.attemptId)) this.abortCurrent('cancelled');
-        if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId)) this.dropClaim('the coordinator moved it on');
+        if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId))
+          this.dropClaim('the coordinator moved it on');
         clearInterval(this.heartbeatTimer);
         this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
         this.lifecycle = this.current ? 'running' : 'idle';
         this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
         return;
       } catch (e) {
-        this.log(`cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`);
+        this.log(
+          `cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`,
+        );
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
       }
@@ -201,12 +237,31 @@ export class FerryWorker {
       FerryEvent.fromPartial({
         sweepId: cur?.sweepId ?? SUBJECTS.CLUSTER,
         time: new Date().toISOString(),
-        worker: { workerId: this.workerId, name: this.name, backend: this.backend.name, device: this.backend.device, state: 'alive', imagesPerSec: cur?.imagesPerSec ?? 0, cellId: cur?.cellId ?? '' },
+        worker: {
+          workerId: this.workerId,
+          name: this.name,
+          backend: this.backend.name,
+          device: this.backend.device,
+          state: 'alive',
+          imagesPerSec: cur?.imagesPerSec ?? 0,
+          cellId: cur?.cellId ?? '',
+        },
       }),
     );
     if (!this.session) return;
     try {
-      const r = await unary(this.client.heartbeat, this.client, { workerId: this.workerId, sessionId: this.session.id, running: this.running(), imagesPerSec: cur?.imagesPerSec ?? 0 }, this.conn(), 5_000);
+      const r = await unary(
+        this.client.heartbeat,
+        this.client,
+        {
+          workerId: this.workerId,
+          sessionId: this.session.id,
+          running: this.running(),
+          imagesPerSec: cur?.imagesPerSec ?? 0,
+        },
+        this.conn(),
+        5_000,
+      );
       // For `ferry health --worker`: the time of the last heartbeat the coordinator answered.
       writeFileSync(path.join(this.options.workDir, 'heartbeat'), `${new Date().toISOString()}\n`);
       if (this.current && r.cancelAttempts.includes(this.current.attemptId)) {
@@ -227,7 +282,9 @@ export class FerryWorker {
 
   private dropClaim(why: string): void {
     if (!this.recovered) return;
-    this.log(`not resuming attempt ${this.recovered.attemptId} of cell ${this.recovered.cellId} after a restart: ${why}`);
+    this.log(
+      `not resuming attempt ${this.recovered.attemptId} of cell ${this.recovered.cellId} after a restart: ${why}`,
+    );
     this.recovered = null;
     rmSync(this.claimFile, { force: true });
   }
@@ -263,7 +320,8 @@ export class FerryWorker {
       }
       if (this.recovered) {
         // The coordinator delivers a kept attempt again (with its latest checkpoint); anything else means it is gone.
-        if (a.hasAssignment && a.attemptId === this.recovered.attemptId) this.log(`resuming attempt ${a.attemptId} of cell ${a.cellId} after a restart`);
+        if (a.hasAssignment && a.attemptId === this.recovered.attemptId)
+          this.log(`resuming attempt ${a.attemptId} of cell ${a.cellId} after a restart`);
         else this.dropClaim('the coordinator did not deliver it again');
         this.recovered = null;
       }
@@ -280,7 +338,20 @@ export class FerryWorker {
     clearInterval(this.heartbeatTimer);
     this.client.close();
     await this.peer.stop();
-    this.emit('worker', FerryEvent.fromPartial({ sweepId: SUBJECTS.CLUSTER, time: new Date().toISOString(), worker: { workerId: this.workerId, name: this.name, backend: this.backend.name, device: this.backend.device, state: 'stopped' } }));
+    this.emit(
+      'worker',
+      FerryEvent.fromPartial({
+        sweepId: SUBJECTS.CLUSTER,
+        time: new Date().toISOString(),
+        worker: {
+          workerId: this.workerId,
+          name: this.name,
+          backend: this.backend.name,
+          device: this.backend.device,
+          state: 'stopped',
+        },
+      }),
+    );
     await this.events?.close();
     this.lifecycle = 'stopped';
   }
@@ -298,12 +369,26 @@ export class FerryWorker {
     const spec = a.spec!;
     const dir = path.join(this.options.workDir, 'cells', a.cellId);
     const abort = new AbortController();
-    this.current = { cellId: a.cellId, sweepId: a.sweepId, attemptId: a.attemptId, epoch: a.checkpointEpochs, abort, why: null, imagesPerSec: 0 };
-    if (a.worldSize <= 1) writeFileSync(this.claimFile, `${JSON.stringify({ cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs } satisfies RunningCell)}\n`);
+    this.current = {
+      cellId: a.cellId,
+      sweepId: a.sweepId,
+      attemptId: a.attemptId,
+      epoch: a.checkpointEpochs,
+      abort,
+      why: null,
+      imagesPerSec: 0,
+    };
+    if (a.worldSize <= 1)
+      writeFileSync(
+        this.claimFile,
+        `${JSON.stringify({ cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs } satisfies RunningCell)}\n`,
+      );
     let lastStepEvent = 0;
     this.lifecycle = 'running';
     const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
-    this.log(`cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`);
+    this.log(
+      `cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`,
+    );
     let uploads: Promise<void> = Promise.resolve();
     let ring: GrpcRing | undefined;
     try {
@@ -313,11 +398,22 @@ export class FerryWorker {
       if (a.checkpointEpochs > 0) await this.download(a, path.join(dir, 'last.safetensors'));
       const datasetDir = path.resolve(this.options.dataRoot, spec.path);
       if (!existsSync(datasetDir)) {
-        await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', `dataset ${spec.dataset} is not on this worker (${datasetDir})`, true);
+        await this.fail(
+          a.attemptId,
+          'FERRY_ERR_DATASET_MISMATCH',
+          `dataset ${spec.dataset} is not on this worker (${datasetDir})`,
+          true,
+        );
         return;
       }
       const fp = await datasetFingerprint(datasetDir);
-      const started = await unary(this.client.start, this.client, { attemptId: a.attemptId, datasetFingerprint: fp.fingerprint, fileCount: fp.files }, this.conn(), 10_000);
+      const started = await unary(
+        this.client.start,
+        this.client,
+        { attemptId: a.attemptId, datasetFingerprint: fp.fingerprint, fileCount: fp.files },
+        this.conn(),
+        10_000,
+      );
       if (!started.ok) {
         await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', started.message, true);
         return;
@@ -327,7 +423,15 @@ export class FerryWorker {
       if (a.worldSize > 1) {
         const right = a.peerAddresses[(a.rank + 1) % a.worldSize];
         if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${(a.rank + 1) % a.worldSize}`);
-        ring = new GrpcRing(a.rank, a.worldSize, `${a.cellId}/${a.generation}`, right, this.peer, a.groupSecret, this.peerTlsCa);
+        ring = new GrpcRing(
+          a.rank,
+          a.worldSize,
+          `${a.cellId}/${a.generation}`,
+          right,
+          this.peer,
+          a.groupSecret,
+          this.peerTlsCa,
+        );
         this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
       }
       const result = await runCell(config, {
@@ -349,7 +453,24 @@ export class FerryWorker {
             const now = Date.now();
             if (now - lastStepEvent >= (this.options.stepEventMs ?? 500) || p.step === p.stepsPerEpoch) {
               lastStepEvent = now;
-              this.emit('step', FerryEvent.fromPartial({ sweepId: a.sweepId, time, step: { cellId: a.cellId, worker: this.name, epoch: p.epoch, step: p.step, stepsPerEpoch: p.stepsPerEpoch, loss: p.loss, imagesPerSec: p.imagesPerSec, etaMs: p.etaMs, epochs: spec.epochs } }));
+              this.emit(
+                'step',
+                FerryEvent.fromPartial({
+                  sweepId: a.sweepId,
+                  time,
+                  step: {
+                    cellId: a.cellId,
+                    worker: this.name,
+                    epoch: p.epoch,
+                    step: p.step,
+                    stepsPerEpoch: p.stepsPerEpoch,
+                    loss: p.loss,
+                    imagesPerSec: p.imagesPerSec,
+                    etaMs: p.etaMs,
+                    epochs: spec.epochs,
+                  },
+                }),
+              );
             }
           } else if (p.type === 'epoch') {
             const m = p.metrics;
@@ -380,10 +501,18 @@ export class FerryWorker {
           }
           if (p.type === 'epoch') {
             this.current!.epoch = p.metrics.epoch + 1;
-            void unary(this.client.reportEpoch, this.client, { attemptId: a.attemptId, epoch: p.metrics.epoch, metricsJson: JSON.stringify(p.metrics) }, this.conn(), 10_000).catch(() => undefined);
+            void unary(
+              this.client.reportEpoch,
+              this.client,
+              { attemptId: a.attemptId, epoch: p.metrics.epoch, metricsJson: JSON.stringify(p.metrics) },
+              this.conn(),
+              10_000,
+            ).catch(() => undefined);
           } else if (p.type === 'checkpoint') {
             const epochsDone = p.epoch + 1;
-            uploads = uploads.then(() => this.upload(a, p.file, epochsDone)).catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`));
+            uploads = uploads
+              .then(() => this.upload(a, p.file, epochsDone))
+              .catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`));
           }
         },
       });
@@ -392,13 +521,29 @@ export class FerryWorker {
         this.log(`cell ${a.cellId}: rank ${a.rank} done`);
         return;
       }
-      const ack = await this.retrying(() => unary(this.client.complete, this.client, { attemptId: a.attemptId, resultJson: JSON.stringify(result) }, this.conn(), 30_000));
-      this.log(`cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`);
+      const ack = await this.retrying(() =>
+        unary(
+          this.client.complete,
+          this.client,
+          { attemptId: a.attemptId, resultJson: JSON.stringify(result) },
+          this.conn(),
+          30_000,
+        ),
+      );
+      this.log(
+        `cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`,
+      );
     } catch (e) {
       await uploads;
       const why = this.current?.why;
       if (why === 'shutdown') {
-        await unary(this.client.release, this.client, { attemptId: a.attemptId, reason: 'worker shutting down' }, this.conn(), 5_000).catch(() => undefined);
+        await unary(
+          this.client.release,
+          this.client,
+          { attemptId: a.attemptId, reason: 'worker shutting down' },
+          this.conn(),
+          5_000,
+        ).catch(() => undefined);
         this.log(`cell ${a.cellId}: released (shutdown)`);
       } else if (why === 'cancelled') {
         this.log(`cell ${a.cellId}: stopped (cancelled by the coordinator)`);
@@ -418,7 +563,9 @@ export class FerryWorker {
   }
 
   private async fail(attemptId: string, code: string, message: string, retryable: boolean): Promise<void> {
-    await this.retrying(() => unary(this.client.fail, this.client, { attemptId, code, message, retryable }, this.conn(), 10_000)).catch(() => undefined);
+    await this.retrying(() =>
+      unary(this.client.fail, this.client, { attemptId, code, message, retryable }, this.conn(), 10_000),
+    ).catch(() => undefined);
   }
 
   /**
@@ -456,7 +603,16 @@ export class FerryWorker {
         const data = buf as Buffer;
         hash.update(data);
         const last = offset + data.length >= total;
-        const chunk: CheckpointChunk = { attemptId: a.attemptId, cellId: a.cellId, epochsDone, offset, data, last, sha256: last ? hash.digest('hex') : '', totalBytes: total };
+        const chunk: CheckpointChunk = {
+          attemptId: a.attemptId,
+          cellId: a.cellId,
+          epochsDone,
+          offset,
+          data,
+          last,
+          sha256: last ? hash.digest('hex') : '',
+          totalBytes: total,
+        };
         offset += data.length;
         if (!call.write(chunk)) {
           stream.pause();
@@ -477,7 +633,10 @@ export class FerryWorker {
     let expected = '';
     try {
       await new Promise<void>((resolve, reject) => {
-        const call = this.client.downloadCheckpoint({ attemptId: a.attemptId, cellId: a.cellId }, metadataFor(this.conn()));
+        const call = this.client.downloadCheckpoint(
+          { attemptId: a.attemptId, cellId: a.cellId },
+          metadataFor(this.conn()),
+        );
         const writes: Promise<unknown>[] = [];
         call.on('data', (c: CheckpointChunk) => {
           hash.update(c.data);
@@ -501,7 +660,8 @@ function readClaim(file: string): RunningCell | null {
   if (!existsSync(file)) return null;
   try {
     const c = JSON.parse(readFileSync(file, 'utf8')) as Partial<RunningCell>;
-    if (typeof c.cellId === 'string' && typeof c.attemptId === 'string' && typeof c.epoch === 'number') return { cellId: c.cellId, attemptId: c.attemptId, epoch: c.epoch };
+    if (typeof c.cellId === 'string' && typeof c.attemptId === 'string' && typeof c.epoch === 'number')
+      return { cellId: c.cellId, attemptId: c.attemptId, epoch: c.epoch };
   } catch {
     // a claim cut short by the crash: nothing to resume
   }

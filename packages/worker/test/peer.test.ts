@@ -11,15 +11,24 @@ import { REPO_ROOT } from '../../../test/helpers/torch-ref.js';
 
 const SECRET = 'a-group-secret-handed-out-by-the-coordinator';
 
-async function servers(k: number, options: Partial<PeerServerOptions> = {}): Promise<{ s: PeerServer; addr: string }[]> {
-  return Promise.all(Array.from({ length: k }, async () => {
-    const s = new PeerServer({ host: '127.0.0.1', ...options });
-    return { s, addr: await s.start() };
-  }));
+async function servers(
+  k: number,
+  options: Partial<PeerServerOptions> = {},
+): Promise<{ s: PeerServer; addr: string }[]> {
+  return Promise.all(
+    Array.from({ length: k }, async () => {
+      const s = new PeerServer({ host: '127.0.0.1', ...options });
+      return { s, addr: await s.start() };
+    }),
+  );
 }
 
 /** A raw client stream to a Peer service, as an attacker or a confused process would open one. */
-function rawStream(addr: string, metadata: Record<string, string>, chunks: { group: string; fromRank: number; key: string; data: Buffer }[]): Promise<{ code: number; details: string } | null> {
+function rawStream(
+  addr: string,
+  metadata: Record<string, string>,
+  chunks: { group: string; fromRank: number; key: string; data: Buffer }[],
+): Promise<{ code: number; details: string } | null> {
   const client = new PeerClient(addr, grpc.credentials.createInsecure());
   const md = new grpc.Metadata();
   for (const [k, v] of Object.entries(metadata)) md.set(k, v);
@@ -65,17 +74,48 @@ test('ring all-reduce over the Peer gRPC service: every element of random buffer
 test('the Peer service refuses streams without the group secret, for groups it is not in, from the wrong rank, of partial floats and floods, and keeps serving', async () => {
   const [a, b] = await servers(2, { limits: { joinWaitMs: 300, maxGroupBytes: 4 << 20 } });
   const ringB = new GrpcRing(1, 2, 'cell/1', a!.addr, b!.s, SECRET); // b accepts cell/1 from rank 0
-  const chunk = (over: Partial<{ group: string; fromRank: number; key: string; data: Buffer }> = {}) => ({ group: 'cell/1', fromRank: 0, key: 'k', data: Buffer.alloc(8), ...over });
+  const chunk = (over: Partial<{ group: string; fromRank: number; key: string; data: Buffer }> = {}) => ({
+    group: 'cell/1',
+    fromRank: 0,
+    key: 'k',
+    data: Buffer.alloc(8),
+    ...over,
+  });
   const good = { authorization: `Bearer ${SECRET}`, 'x-ferry-group': 'cell/1' };
   const cases: [Record<string, string>, ReturnType<typeof chunk>[], number, string][] = [
     [{ 'x-ferry-group': 'cell/1' }, [chunk()], grpc.status.UNAUTHENTICATED, 'not a member of this group'],
-    [{ ...good, authorization: `Bearer ${SECRET.replace('a', 'b')}` }, [chunk()], grpc.status.UNAUTHENTICATED, 'not a member of this group'],
+    [
+      { ...good, authorization: `Bearer ${SECRET.replace('a', 'b')}` },
+      [chunk()],
+      grpc.status.UNAUTHENTICATED,
+      'not a member of this group',
+    ],
     [{ ...good, authorization: 'Bearer short' }, [chunk()], grpc.status.UNAUTHENTICATED, 'not a member'],
-    [{ ...good, 'x-ferry-group': 'made-up/9' }, [chunk({ group: 'made-up/9' })], grpc.status.UNAUTHENTICATED, 'not a member of this group'],
-    [good, [chunk({ data: Buffer.alloc(3) })], grpc.status.INVALID_ARGUMENT, 'a chunk of 3 bytes is not whole float32 values'],
+    [
+      { ...good, 'x-ferry-group': 'made-up/9' },
+      [chunk({ group: 'made-up/9' })],
+      grpc.status.UNAUTHENTICATED,
+      'not a member of this group',
+    ],
+    [
+      good,
+      [chunk({ data: Buffer.alloc(3) })],
+      grpc.status.INVALID_ARGUMENT,
+      'a chunk of 3 bytes is not whole float32 values',
+    ],
     [good, [chunk({ fromRank: 1 })], grpc.status.INVALID_ARGUMENT, 'only rank 0 sends here'],
-    [good, [chunk({ group: 'other/1' })], grpc.status.INVALID_ARGUMENT, 'a chunk for group other/1 on a stream of cell/1'],
-    [good, Array.from({ length: 6 }, (_, i) => chunk({ key: `f${i}`, data: Buffer.alloc(1 << 20) })), grpc.status.INVALID_ARGUMENT, 'bytes waiting for group cell/1'],
+    [
+      good,
+      [chunk({ group: 'other/1' })],
+      grpc.status.INVALID_ARGUMENT,
+      'a chunk for group other/1 on a stream of cell/1',
+    ],
+    [
+      good,
+      Array.from({ length: 6 }, (_, i) => chunk({ key: `f${i}`, data: Buffer.alloc(1 << 20) })),
+      grpc.status.INVALID_ARGUMENT,
+      'bytes waiting for group cell/1',
+    ],
   ];
   for (const [md, chunks, code, why] of cases) {
     const r = await rawStream(b!.addr, md, chunks);
@@ -87,8 +127,13 @@ test('the Peer service refuses streams without the group secret, for groups it i
   expect(b!.s.joinedGroups).toEqual(['cell/1']);
   ringB.close().catch(() => undefined);
   await new Promise((r) => setTimeout(r, 50));
-  const rings = [new GrpcRing(0, 2, 'cell/2', b!.addr, a!.s, SECRET), new GrpcRing(1, 2, 'cell/2', a!.addr, b!.s, SECRET)];
-  const outs = await Promise.all(rings.map((t, r) => ringAllReduceSum(t, Float32Array.from([r + 1, 10 * (r + 1)]), 'ok', 5_000)));
+  const rings = [
+    new GrpcRing(0, 2, 'cell/2', b!.addr, a!.s, SECRET),
+    new GrpcRing(1, 2, 'cell/2', a!.addr, b!.s, SECRET),
+  ];
+  const outs = await Promise.all(
+    rings.map((t, r) => ringAllReduceSum(t, Float32Array.from([r + 1, 10 * (r + 1)]), 'ok', 5_000)),
+  );
   expect([...outs[0]!]).toEqual([3, 30]);
   await Promise.all(rings.map((t) => t.close()));
   await Promise.all([a!.s.stop(), b!.s.stop()]);
@@ -101,14 +146,36 @@ test('the Peer service binds off loopback only with TLS or an explicit insecure 
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-peer-tls-'));
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1'], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      key,
+      '-out',
+      cert,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ],
+    { stdio: 'ignore' },
+  );
   const tls = { cert: readFileSync(cert), key: readFileSync(key), ca: readFileSync(cert) };
   const peers = await servers(2, { tls });
   const rings = peers.map((x, r) => new GrpcRing(r, 2, 'cell/1', peers[(r + 1) % 2]!.addr, x.s, SECRET, tls.ca));
   const outs = await Promise.all(rings.map((t, r) => ringAllReduceSum(t, Float32Array.from([r + 1]), 'tls', 5_000)));
   expect([...outs[1]!]).toEqual([3]);
   // A plain-text client gets nothing from a TLS Peer service.
-  expect((await rawStream(peers[0]!.addr, { authorization: `Bearer ${SECRET}`, 'x-ferry-group': 'cell/1' }, [])) ?.code).toBe(grpc.status.UNAVAILABLE);
+  expect(
+    (await rawStream(peers[0]!.addr, { authorization: `Bearer ${SECRET}`, 'x-ferry-group': 'cell/1' }, []))?.code,
+  ).toBe(grpc.status.UNAVAILABLE);
   await Promise.all(rings.map((t) => t.close()));
   await Promise.all(peers.map((x) => x.s.stop()));
 });
@@ -117,8 +184,11 @@ test('ranks in separate threads finish every collective (closing never drops chu
   // Each rank has its own event loop here; a rank that closes its stream as soon as its own part
   // is done used to drop the last chunks its neighbour still needed (a hang until the deadline).
   const out = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, [path.join(REPO_ROOT, 'bench/allreduce/run.mjs'), '--ranks', '3', '--mb', '4', '--repeat', '3'], { timeout: 90_000 }, (e, stdout, stderr) =>
-      e ? reject(new Error(`${e.message}\n${stderr}`)) : resolve(stdout),
+    execFile(
+      process.execPath,
+      [path.join(REPO_ROOT, 'bench/allreduce/run.mjs'), '--ranks', '3', '--mb', '4', '--repeat', '3'],
+      { timeout: 90_000 },
+      (e, stdout, stderr) => (e ? reject(new Error(`${e.message}\n${stderr}`)) : resolve(stdout)),
     ),
   );
   const line = JSON.parse(out.trim().split('\n').at(-1)!) as { ranks: number; ms: number };

@@ -4,10 +4,25 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordinator';
-import { DEFAULT_ALPHA, isLoopbackHost, parseCellResult, resultsTable, tableCsv, tableMarkdown, type CellOutcome } from '@ferry/common';
+import {
+  DEFAULT_ALPHA,
+  isLoopbackHost,
+  parseCellResult,
+  resultsTable,
+  tableCsv,
+  tableMarkdown,
+  type CellOutcome,
+} from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
-import { FerryWorker, adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
+import {
+  FerryWorker,
+  adminClient,
+  ferryErrorFromGrpc,
+  getSweepAll,
+  unary,
+  type ConnectionOptions,
+} from '@ferry/worker';
 import { Args } from '../args.js';
 import { reportCell, resultsHtml, type ReportCell } from '../report.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
@@ -33,7 +48,15 @@ export function connectionFrom(args: Args, io: CliIo): ConnectionOptions {
   const cert = args.string('tls-cert');
   const key = args.string('tls-key');
   const serverName = args.string('tls-server-name');
-  const tls = ca || cert || key ? { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(serverName ? { serverName } : {}) } : undefined;
+  const tls =
+    ca || cert || key
+      ? {
+          ...(ca ? { ca } : {}),
+          ...(cert ? { cert } : {}),
+          ...(key ? { key } : {}),
+          ...(serverName ? { serverName } : {}),
+        }
+      : undefined;
   const host = /^(\[[^\]]+\]|[^:]+)(?::\d+)?$/.exec(address)?.[1] ?? address;
   if (token && !tls && !isLoopbackHost(host) && !args.flag('insecure-token')) {
     throw new InvalidArgumentError(
@@ -71,7 +94,8 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
   const nats = args.string('nats') ?? io.env['FERRY_NATS'];
   const cert = args.string('tls-cert');
   const key = args.string('tls-key');
-  if ((cert === undefined) !== (key === undefined)) throw new InvalidArgumentError('--tls-cert and --tls-key go together');
+  if ((cert === undefined) !== (key === undefined))
+    throw new InvalidArgumentError('--tls-cert and --tls-key go together');
   const token = args.string('token') ?? io.env['FERRY_TOKEN'];
   const ca = args.string('tls-ca');
   const opts: CoordinatorOptions = {
@@ -83,7 +107,9 @@ export async function coordinatorCommand(argv: readonly string[], io: CliIo): Pr
     ...(args.string('lease-ms') ? { leaseMs: args.int('lease-ms', 30_000, 100) } : {}),
     ...(args.string('heartbeat-ms') ? { heartbeatIntervalMs: args.int('heartbeat-ms', 2_000, 10) } : {}),
     ...(args.string('max-attempts') ? { maxAttempts: args.int('max-attempts', 3, 1) } : {}),
-    ...(args.string('max-checkpoint-mb') ? { maxCheckpointBytes: args.int('max-checkpoint-mb', 4096, 1) * 2 ** 20 } : {}),
+    ...(args.string('max-checkpoint-mb')
+      ? { maxCheckpointBytes: args.int('max-checkpoint-mb', 4096, 1) * 2 ** 20 }
+      : {}),
     ...(args.string('checkpoint-idle-ms') ? { checkpointIdleMs: args.int('checkpoint-idle-ms', 60_000, 100) } : {}),
     ...(args.string('recovery-grace-ms') ? { recoveryGraceMs: args.int('recovery-grace-ms', 20_000, 0) } : {}),
     ...(nats ? { nats: { url: nats } } : {}),
@@ -136,18 +162,35 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
   if (args.string('gpus') !== undefined) {
     if (args.string('gpus') !== 'all') throw new InvalidArgumentError('--gpus takes "all"');
     const { gpus, reason } = await listNvidiaGpus();
-    if (gpus.length === 0) throw new InvalidArgumentError(`--gpus all: no GPU found (${reason ?? 'nvidia-smi lists none'})`);
-    const rest = argv.filter((a, i) => a !== '--gpus' && argv[i - 1] !== '--gpus' && a !== '--work-dir' && argv[i - 1] !== '--work-dir');
+    if (gpus.length === 0)
+      throw new InvalidArgumentError(`--gpus all: no GPU found (${reason ?? 'nvidia-smi lists none'})`);
+    const rest = argv.filter(
+      (a, i) => a !== '--gpus' && argv[i - 1] !== '--gpus' && a !== '--work-dir' && argv[i - 1] !== '--work-dir',
+    );
     const children = gpus.map((g) =>
-      spawn(ferryBin()[0], [ferryBin()[1], 'worker', ...rest, '--work-dir', path.join(workDir, `gpu${g.index}`), '--name', `${os.hostname()}-gpu${g.index}`], {
-        env: { ...process.env, CUDA_VISIBLE_DEVICES: String(g.index) },
-        stdio: 'inherit',
-      }),
+      spawn(
+        ferryBin()[0],
+        [
+          ferryBin()[1],
+          'worker',
+          ...rest,
+          '--work-dir',
+          path.join(workDir, `gpu${g.index}`),
+          '--name',
+          `${os.hostname()}-gpu${g.index}`,
+        ],
+        {
+          env: { ...process.env, CUDA_VISIBLE_DEVICES: String(g.index) },
+          stdio: 'inherit',
+        },
+      ),
     );
     const forward = (sig: NodeJS.Signals): void => children.forEach((c) => c.kill(sig));
     process.on('SIGINT', () => forward('SIGTERM'));
     process.on('SIGTERM', () => forward('SIGTERM'));
-    const codes = await Promise.all(children.map((c) => new Promise<number>((r) => c.on('exit', (code) => r(code ?? 1)))));
+    const codes = await Promise.all(
+      children.map((c) => new Promise<number>((r) => c.on('exit', (code) => r(code ?? 1)))),
+    );
     return codes.every((c) => c === 0) ? 0 : 1;
   }
   const worker = await FerryWorker.create({
@@ -167,7 +210,9 @@ export async function workerCommand(argv: readonly string[], io: CliIo): Promise
     ...(args.flag('insecure-peer') ? { peerInsecure: true } : {}),
     ...(args.string('peer-port') ? { peerPort: args.int('peer-port', 0, 0) } : {}),
     ...(args.string('peer-advertise') ? { peerAdvertise: args.string('peer-advertise')! } : {}),
-    ...(args.string('collective-deadline-ms') ? { collectiveDeadlineMs: args.int('collective-deadline-ms', 60_000, 100) } : {}),
+    ...(args.string('collective-deadline-ms')
+      ? { collectiveDeadlineMs: args.int('collective-deadline-ms', 60_000, 100) }
+      : {}),
   });
   const stop = (): void => void worker.shutdown();
   process.once('SIGINT', stop);
@@ -210,7 +255,17 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
 /** `ferry sweep ...`: administration against a coordinator. */
 export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const [sub, ...rest] = argv;
-  const args = Args.parse(rest, { ...CONNECTION_FLAGS, 'data-root': { type: 'string' }, format: { type: 'string' }, alpha: { type: 'string' }, 'max-attempts': { type: 'string' } }, SWEEP_USAGE);
+  const args = Args.parse(
+    rest,
+    {
+      ...CONNECTION_FLAGS,
+      'data-root': { type: 'string' },
+      format: { type: 'string' },
+      alpha: { type: 'string' },
+      'max-attempts': { type: 'string' },
+    },
+    SWEEP_USAGE,
+  );
   const conn = connectionFrom(args, io);
   const admin = adminClient(conn);
   try {
@@ -228,18 +283,47 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         const sweep = parseSweep(yaml, file);
         const fingerprints: Record<string, string> = {};
         const root = args.string('data-root');
-        if (root) for (const c of sweep.cells) fingerprints[c.spec.dataset] ??= (await datasetFingerprint(path.resolve(root, c.spec.path))).fingerprint;
-        const r = await unary(admin.submitSweep, admin, { yaml, fileName: path.basename(file), datasetFingerprints: fingerprints, maxAttempts: args.int('max-attempts', 0, 0) }, conn, 30_000);
+        if (root)
+          for (const c of sweep.cells)
+            fingerprints[c.spec.dataset] ??= (await datasetFingerprint(path.resolve(root, c.spec.path))).fingerprint;
+        const r = await unary(
+          admin.submitSweep,
+          admin,
+          {
+            yaml,
+            fileName: path.basename(file),
+            datasetFingerprints: fingerprints,
+            maxAttempts: args.int('max-attempts', 0, 0),
+          },
+          conn,
+          30_000,
+        );
         out(io, `sweep ${r.sweepId}: ${r.cells} cells (${r.newCells} new)`);
         return 0;
       }
       case 'status': {
         const s = await getSweepAll(admin, conn, ref(), { withResults: false });
-        out(io, `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`);
+        out(
+          io,
+          `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`,
+        );
         out(
           io,
           table([
-            ['CELL', 'DATASET', 'COLOR', 'STRATEGY', 'MODEL', 'SEED', 'STATE', 'EPOCH', 'ATTEMPTS', 'WORKER', 'BEST VAL', 'ERROR'],
+            [
+              'CELL',
+              'DATASET',
+              'COLOR',
+              'STRATEGY',
+              'MODEL',
+              'SEED',
+              'STATE',
+              'EPOCH',
+              'ATTEMPTS',
+              'WORKER',
+              'BEST VAL',
+              'ERROR',
+            ],
             ...s.cells.map((c) => [
               c.cellId.slice(0, 10),
               c.spec!.dataset,
@@ -267,7 +351,8 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
         else if (format === 'md') out(io, tableMarkdown(t));
         else if (format === 'html') out(io, resultsHtml(s.name, t, reportCells(s)));
         else throw new InvalidArgumentError(`--format must be md, csv, json or html (got ${format})`);
-        if (s.done < s.cells.length) err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
+        if (s.done < s.cells.length)
+          err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
         return 0;
       }
       case 'retry':
@@ -279,7 +364,21 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
       }
       case 'list': {
         const r = await unary(admin.listSweeps, admin, {}, conn, 10_000);
-        out(io, table([['SWEEP', 'NAME', 'DONE', 'RUNNING', 'PENDING', 'FAILED', 'CREATED'], ...r.sweeps.map((s) => [s.sweepId, s.name, String(s.done), String(s.running), String(s.pending), String(s.failed), s.createdAt])]));
+        out(
+          io,
+          table([
+            ['SWEEP', 'NAME', 'DONE', 'RUNNING', 'PENDING', 'FAILED', 'CREATED'],
+            ...r.sweeps.map((s) => [
+              s.sweepId,
+              s.name,
+              String(s.done),
+              String(s.running),
+              String(s.pending),
+              String(s.failed),
+              s.createdAt,
+            ]),
+          ]),
+        );
         return 0;
       }
       default:
@@ -292,11 +391,22 @@ export async function sweepCommand(argv: readonly string[], io: CliIo): Promise<
   }
 }
 
-export const HEALTH_USAGE = 'ferry health [--coordinator HOST:PORT [--token T] [--tls-ca F]] | --dashboard URL | --worker [--work-dir DIR] [--max-age-s 60]';
+export const HEALTH_USAGE =
+  'ferry health [--coordinator HOST:PORT [--token T] [--tls-ca F]] | --dashboard URL | --worker [--work-dir DIR] [--max-age-s 60]';
 
 /** `ferry health`: exit 0 when the component answers (container health checks and probes). */
 export async function healthCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const args = Args.parse(argv, { ...CONNECTION_FLAGS, dashboard: { type: 'string' }, worker: { type: 'boolean' }, 'work-dir': { type: 'string' }, 'max-age-s': { type: 'string' } }, HEALTH_USAGE);
+  const args = Args.parse(
+    argv,
+    {
+      ...CONNECTION_FLAGS,
+      dashboard: { type: 'string' },
+      worker: { type: 'boolean' },
+      'work-dir': { type: 'string' },
+      'max-age-s': { type: 'string' },
+    },
+    HEALTH_USAGE,
+  );
   if (args.flag('worker')) {
     const file = path.join(args.string('work-dir') ?? path.join('.ferry', 'worker'), 'heartbeat');
     let age: number;
@@ -306,7 +416,8 @@ export async function healthCommand(argv: readonly string[], io: CliIo): Promise
       throw new InvalidArgumentError(`no heartbeat yet (${file})`);
     }
     const max = args.int('max-age-s', 60, 1);
-    if (age > max) throw new InvalidArgumentError(`last heartbeat answered ${age.toFixed(0)} s ago (more than ${max} s)`);
+    if (age > max)
+      throw new InvalidArgumentError(`last heartbeat answered ${age.toFixed(0)} s ago (more than ${max} s)`);
     out(io, `worker ok (heartbeat ${age.toFixed(0)} s ago)`);
     return 0;
   }
@@ -324,7 +435,9 @@ export async function healthCommand(argv: readonly string[], io: CliIo): Promise
   try {
     await unary(admin.listSweeps, admin, {}, conn, 5_000);
   } catch (e) {
-    throw new InvalidArgumentError(`coordinator at ${conn.address}: ${(e as { details?: string }).details ?? (e as Error).message}`);
+    throw new InvalidArgumentError(
+      `coordinator at ${conn.address}: ${(e as { details?: string }).details ?? (e as Error).message}`,
+    );
   } finally {
     admin.close();
   }

@@ -18,14 +18,23 @@ export const USAGE =
 export async function dashboardCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const args = Args.parse(
     argv,
-    { nats: { type: 'string' }, coordinator: { type: 'string' }, 'coordinator-token': { type: 'string' }, run: { type: 'string' }, listen: { type: 'string' }, token: { type: 'string' }, insecure: { type: 'boolean' } },
+    {
+      nats: { type: 'string' },
+      coordinator: { type: 'string' },
+      'coordinator-token': { type: 'string' },
+      run: { type: 'string' },
+      listen: { type: 'string' },
+      token: { type: 'string' },
+      insecure: { type: 'boolean' },
+    },
     USAGE,
   );
   const log = (l: string): void => err(io, `[dashboard] ${l}`);
   const coordinator = args.string('coordinator');
   const run = args.string('run');
   const nats = coordinator || run ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']);
-  if ([nats, coordinator, run].filter((x) => x !== undefined).length !== 1) throw new InvalidArgumentError(`give one of --nats, --coordinator or --run\nusage: ${USAGE}`);
+  if ([nats, coordinator, run].filter((x) => x !== undefined).length !== 1)
+    throw new InvalidArgumentError(`give one of --nats, --coordinator or --run\nusage: ${USAGE}`);
   const token = args.string('token') ?? io.env['FERRY_DASHBOARD_TOKEN'];
   let feed: EventFeed | undefined;
   if (coordinator) {
@@ -63,7 +72,10 @@ export async function dashboardCommand(argv: readonly string[], io: CliIo): Prom
 /** A finished (or stopped) run's output folder: its coordinator state, read once and never written. */
 function runFolderFeed(dir: string): EventFeed {
   const file = path.join(dir, 'state', 'ferry.sqlite');
-  if (!existsSync(file)) throw new InvalidArgumentError(`${dir} is not a ferry run's output folder (no state/ferry.sqlite); give the --out of a ferry run`);
+  if (!existsSync(file))
+    throw new InvalidArgumentError(
+      `${dir} is not a ferry run's output folder (no state/ferry.sqlite); give the --out of a ferry run`,
+    );
   return {
     start: async (onEvent) => {
       const store = new Store(file, { readOnly: true });

@@ -48,8 +48,12 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
     case 'import': {
       const args = Args.parse(rest, { val: { type: 'string' }, seed: { type: 'string' } }, USAGE);
       const [kind, src, dest] = need(args, 3, 'KIND, SRC and DEST') as [string, string, string];
-      if (!(IMPORT_KINDS as readonly string[]).includes(kind)) throw new InvalidArgumentError(`unknown dataset kind "${kind}"; one of ${IMPORT_KINDS.join(', ')}`);
-      const r = await importDataset(kind as ImportKind, src, dest, { valFraction: args.number('val', 0.2), seed: args.int('seed', 0, 0) });
+      if (!(IMPORT_KINDS as readonly string[]).includes(kind))
+        throw new InvalidArgumentError(`unknown dataset kind "${kind}"; one of ${IMPORT_KINDS.join(', ')}`);
+      const r = await importDataset(kind as ImportKind, src, dest, {
+        valFraction: args.number('val', 0.2),
+        seed: args.int('seed', 0, 0),
+      });
       out(io, `${dest}: ${r.classes} classes, ${r.train} train / ${r.val} val images`);
       return 0;
     }
@@ -63,9 +67,23 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
       }
       const splits = Object.keys(s.counts);
       out(io, `${dir}: ${s.classes.length} classes, ${s.images} images, ${s.unreadable.length} unreadable`);
-      out(io, table([['CLASS', ...splits.map((x) => x.toUpperCase())], ...s.classes.map((c) => [c, ...splits.map((x) => String(s.counts[x]?.[c] ?? 0))])]));
-      out(io, `sizes: width ${s.sizes.minWidth}-${s.sizes.maxWidth} (median ${s.sizes.medianWidth}), height ${s.sizes.minHeight}-${s.sizes.maxHeight} (median ${s.sizes.medianHeight})`);
-      out(io, `shorter side: ${Object.entries(s.sizes.histogram).map(([k, v]) => `${k}: ${v}`).join(', ')}`);
+      out(
+        io,
+        table([
+          ['CLASS', ...splits.map((x) => x.toUpperCase())],
+          ...s.classes.map((c) => [c, ...splits.map((x) => String(s.counts[x]?.[c] ?? 0))]),
+        ]),
+      );
+      out(
+        io,
+        `sizes: width ${s.sizes.minWidth}-${s.sizes.maxWidth} (median ${s.sizes.medianWidth}), height ${s.sizes.minHeight}-${s.sizes.maxHeight} (median ${s.sizes.medianHeight})`,
+      );
+      out(
+        io,
+        `shorter side: ${Object.entries(s.sizes.histogram)
+          .map(([k, v]) => `${k}: ${v}`)
+          .join(', ')}`,
+      );
       for (const u of s.unreadable) out(io, `unreadable: ${u.file}: ${u.reason}`);
       return 0;
     }
@@ -78,21 +96,39 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
       return 0;
     }
     case 'pull': {
-      const args = Args.parse(rest, { url: { type: 'string' }, sha256: { type: 'string' }, cache: { type: 'string' } }, USAGE);
+      const args = Args.parse(
+        rest,
+        { url: { type: 'string' }, sha256: { type: 'string' }, cache: { type: 'string' } },
+        USAGE,
+      );
       const [name] = need(args, 1, 'dataset name') as [string];
       const source = DATASET_SOURCES.find((d) => d.name === name);
-      if (!source) throw new InvalidArgumentError(`unknown dataset "${name}"; known: ${DATASET_SOURCES.map((d) => d.name).join(', ')}`);
+      if (!source)
+        throw new InvalidArgumentError(
+          `unknown dataset "${name}"; known: ${DATASET_SOURCES.map((d) => d.name).join(', ')}`,
+        );
       const cache = path.join(args.string('cache') ?? defaultCacheDir(io), 'datasets');
       const archive = path.join(cache, source.fileName);
       const recorded = `${archive}.sha256`;
-      const pinned = args.string('sha256') ?? source.sha256 ?? (existsSync(recorded) ? (await readFile(recorded, 'utf8')).trim() : undefined);
-      if (!pinned) err(io, `warning: no pinned SHA-256 for ${name}; the digest of this download is recorded in ${recorded} and checked from now on`);
+      const pinned =
+        args.string('sha256') ??
+        source.sha256 ??
+        (existsSync(recorded) ? (await readFile(recorded, 'utf8')).trim() : undefined);
+      if (!pinned)
+        err(
+          io,
+          `warning: no pinned SHA-256 for ${name}; the digest of this download is recorded in ${recorded} and checked from now on`,
+        );
       const progress = new ProgressLine(io);
       const r = await download({
         url: args.string('url') ?? source.url,
         dest: archive,
         ...(pinned ? { sha256: pinned } : { unpinned: true }),
-        onProgress: (got, total) => progress.update(total ? got / total : 0, `${formatBytes(got)}${total ? ` of ${formatBytes(total)}` : ''} ${source.fileName}`),
+        onProgress: (got, total) =>
+          progress.update(
+            total ? got / total : 0,
+            `${formatBytes(got)}${total ? ` of ${formatBytes(total)}` : ''} ${source.fileName}`,
+          ),
       });
       progress.done(`${r.how}: ${r.file} (${formatBytes(r.bytes)}, sha256 ${r.sha256})`);
       if (!pinned) await writeFile(recorded, `${r.sha256}\n`);
@@ -108,7 +144,13 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
     case 'demo': {
       const args = Args.parse(
         rest,
-        { source: { type: 'string' }, 'train-per-class': { type: 'string' }, 'val-per-class': { type: 'string' }, size: { type: 'string' }, seed: { type: 'string' } },
+        {
+          source: { type: 'string' },
+          'train-per-class': { type: 'string' },
+          'val-per-class': { type: 'string' },
+          size: { type: 'string' },
+          seed: { type: 'string' },
+        },
         USAGE,
       );
       const [dest] = need(args, 1, 'DEST') as [string];
@@ -123,7 +165,10 @@ export async function dataCommand(argv: readonly string[], io: CliIo): Promise<n
       const source = args.string('source');
       if (source !== undefined) {
         const s = await writeDemoSourceDataset(source, options);
-        out(io, `wrote ${s.images} images to ${source} (the source domain: ${DEMO_SOURCE_CLASSES.length} classes, ${DEMO_SOURCE_CLASSES.join(', ')})`);
+        out(
+          io,
+          `wrote ${s.images} images to ${source} (the source domain: ${DEMO_SOURCE_CLASSES.length} classes, ${DEMO_SOURCE_CLASSES.join(', ')})`,
+        );
       }
       return 0;
     }

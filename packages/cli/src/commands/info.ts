@@ -48,7 +48,13 @@ export async function infoCommand(argv: readonly string[], io: CliIo): Promise<n
     io,
     table([
       ['BACKEND', 'STATUS', 'DETAIL'],
-      ...probes.map((p) => [p.name, p.name === chosen.name ? 'chosen' : p.available ? 'available' : 'unavailable', p.available ? `${p.device ?? ''}${p.webgpu?.software ? ' [software adapter: auto passes it over]' : ''}` : (p.reason ?? '')]),
+      ...probes.map((p) => [
+        p.name,
+        p.name === chosen.name ? 'chosen' : p.available ? 'available' : 'unavailable',
+        p.available
+          ? `${p.device ?? ''}${p.webgpu?.software ? ' [software adapter: auto passes it over]' : ''}`
+          : (p.reason ?? ''),
+      ]),
     ]),
   );
   out(io);
@@ -56,8 +62,16 @@ export async function infoCommand(argv: readonly string[], io: CliIo): Promise<n
     out(io, `webgpu adapter: ${webgpu.adapter}${webgpu.software ? ' (software: runs on the CPU)' : ''}`);
     for (const k of webgpu.fastKernels) out(io, `  webgpu kernel: ${k}`);
     const ts = webgpu.timestampQuery;
-    const enabled = ts.enabled === null ? 'select webgpu to see if enabled' : ts.enabled ? 'enabled' : 'not enabled (FERRY_WEBGPU_PROFILE=1 enables them)';
-    out(io, `  timestamp queries (kernel times in profiles): ${ts.offeredByAdapter ? 'offered by the adapter' : 'not offered by the adapter'}, ${enabled}`);
+    const enabled =
+      ts.enabled === null
+        ? 'select webgpu to see if enabled'
+        : ts.enabled
+          ? 'enabled'
+          : 'not enabled (FERRY_WEBGPU_PROFILE=1 enables them)';
+    out(
+      io,
+      `  timestamp queries (kernel times in profiles): ${ts.offeredByAdapter ? 'offered by the adapter' : 'not offered by the adapter'}, ${enabled}`,
+    );
     out(io);
   }
   if (gpus.gpus.length === 0) out(io, `GPUs: none (${gpus.reason ?? 'nvidia-smi lists none'})`);

@@ -25,7 +25,12 @@ export function modelsCommand(argv: readonly string[], io: CliIo): number {
     io,
     table([
       ['MODEL', 'PARAMS (1000 cls)', 'DEFAULT WEIGHTS', 'DESCRIPTION'],
-      ...rows.map((r) => [r.name, r.parameters.toLocaleString('en-US'), r.weights ?? '(none: random init)', r.description]),
+      ...rows.map((r) => [
+        r.name,
+        r.parameters.toLocaleString('en-US'),
+        r.weights ?? '(none: random init)',
+        r.description,
+      ]),
     ]),
   );
   return 0;

@@ -59,7 +59,9 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
   const model = buildModel(values.model, classes);
   const resolved = resolveWeights(model, tensors, values.weights);
   if (resolved.headReplaced) {
-    throw new InvalidArgumentError(`${values.weights} has a ${resolved.fileClasses}-way classifier; --classes ${classes} does not fit it`);
+    throw new InvalidArgumentError(
+      `${values.weights} has a ${resolved.fileClasses}-way classifier; --classes ${classes} does not fit it`,
+    );
   }
   const net = Network.create(model, { seed: 0, weights: resolved });
   try {
@@ -67,7 +69,9 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
     if (values.input !== undefined) {
       const arr = readNpy(await readFile(values.input), values.input);
       if (arr.shape.length !== 4 || arr.shape[1] !== 3) {
-        throw new InvalidArgumentError(`${values.input}: expected float32 NCHW [N, 3, H, W], got [${arr.shape.join(', ')}]`);
+        throw new InvalidArgumentError(
+          `${values.input}: expected float32 NCHW [N, 3, H, W], got [${arr.shape.join(', ')}]`,
+        );
       }
       const nhwc = nchwToNhwc(arr.data, arr.shape);
       logits = await net.predictArray(nhwc.data, nhwc.shape);
@@ -77,7 +81,11 @@ export async function predictCommand(argv: readonly string[], io: CliIo): Promis
       logits = await net.predictArray(pixels, [1, crop, crop, 3]);
     }
     if (values.input !== undefined) {
-      if (values.json) out(io, JSON.stringify({ model: values.model, backend: backend.name, shape: [logits.length, classes], logits }));
+      if (values.json)
+        out(
+          io,
+          JSON.stringify({ model: values.model, backend: backend.name, shape: [logits.length, classes], logits }),
+        );
       else for (const row of logits) out(io, row.map((v) => v.toPrecision(7)).join(' '));
       return 0;
     }

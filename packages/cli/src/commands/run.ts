@@ -20,7 +20,8 @@ import { resultsHtml } from '../report.js';
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
 
-export const USAGE = 'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--serve] [--alpha 0.05]';
+export const USAGE =
+  'ferry run SWEEP.yaml [--workers N] [--data-root data] [--out runs/<sweep>] [--backend B] [--nats URL | --no-nats] [--dashboard-port 8080] [--serve] [--alpha 0.05]';
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
 export function findExecutable(name: string, env: Readonly<Record<string, string | undefined>>): string | undefined {
@@ -61,7 +62,6 @@ function portFree(port: number): Promise<boolean> {
 export function ferryBin(): [string, string] {
   return [process.execPath, fileURLToPath(new URL('../../bin/ferry.js', import.meta.url))];
 }
-
 
 interface RunPlan {
   readonly file: string;
@@ -156,11 +156,18 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     const coordinator = await sup.add(coordinatorSpec(p, natsUrl, () => bound.address));
     bound.address = coordinator.address;
     // With NATS the dashboard follows JetStream; without it, the coordinator's own event feed.
-    const dashboardUrl = await startDashboard(sup, p, natsUrl ? ['--nats', natsUrl] : ['--coordinator', coordinator.address]);
+    const dashboardUrl = await startDashboard(
+      sup,
+      p,
+      natsUrl ? ['--nats', natsUrl] : ['--coordinator', coordinator.address],
+    );
     const threads = Math.max(1, Math.floor(os.availableParallelism() / p.workers));
     for (let i = 0; i < p.workers; i++) await sup.add(workerSpec(p, i, threads, coordinator.address, natsUrl));
     await writeChildren(p.outRoot, sup);
-    err(io, `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`);
+    err(
+      io,
+      `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`,
+    );
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
     const code = await watch(p, sup, coordinator, run, progress, io);
     if (code !== 130 && dashboardUrl && p.serve) {
@@ -189,12 +196,23 @@ async function startNats(sup: Supervisor, p: RunPlan, io: CliIo): Promise<string
   const given = io.env['FERRY_NATS_SERVER'];
   const natsBin = given !== undefined ? given || undefined : findExecutable('nats-server', io.env);
   if (!natsBin) {
-    err(io, 'ferry run: nats-server is not on PATH (or FERRY_NATS_SERVER): the dashboard follows the coordinator (epochs, no step-level progress; apt-get install nats-server for more)');
+    err(
+      io,
+      'ferry run: nats-server is not on PATH (or FERRY_NATS_SERVER): the dashboard follows the coordinator (epochs, no step-level progress; apt-get install nats-server for more)',
+    );
     return undefined;
   }
   const port = await freePort();
   const args = ['-js', '-sd', path.join(p.outRoot, 'nats'), '-a', '127.0.0.1', '-p', String(port)];
-  await sup.add({ name: 'nats-server', kind: 'nats-server', command: natsBin, args: () => args, log: logPath(p, 'nats-server'), readyPort: port, readyTimeoutMs: 10_000 });
+  await sup.add({
+    name: 'nats-server',
+    kind: 'nats-server',
+    command: natsBin,
+    args: () => args,
+    log: logPath(p, 'nats-server'),
+    readyPort: port,
+    readyTimeoutMs: 10_000,
+  });
   return `nats://127.0.0.1:${port}`;
 }
 
@@ -205,7 +223,15 @@ function coordinatorSpec(p: RunPlan, natsUrl: string | undefined, bound: () => s
     kind: 'coordinator',
     command: node,
     // A restart binds the address of the first start: workers reconnect to it and keep their cells.
-    args: () => [bin, 'coordinator', '--listen', bound() || '127.0.0.1:0', '--state', path.join(p.outRoot, 'state'), ...(natsUrl ? ['--nats', natsUrl] : [])],
+    args: () => [
+      bin,
+      'coordinator',
+      '--listen',
+      bound() || '127.0.0.1:0',
+      '--state',
+      path.join(p.outRoot, 'state'),
+      ...(natsUrl ? ['--nats', natsUrl] : []),
+    ],
     log: logPath(p, 'coordinator'),
     readyLine: /^listening on (\S+)$/,
   };
@@ -225,16 +251,57 @@ async function startDashboard(sup: Supervisor, p: RunPlan, source: readonly stri
   return dashboard.address;
 }
 
-function workerSpec(p: RunPlan, i: number, threads: number, coordinator: string, natsUrl: string | undefined): ChildSpec {
+function workerSpec(
+  p: RunPlan,
+  i: number,
+  threads: number,
+  coordinator: string,
+  natsUrl: string | undefined,
+): ChildSpec {
   const [node, bin] = ferryBin();
-  const args = [bin, 'worker', '--coordinator', coordinator, '--data-root', p.dataRoot, '--work-dir', path.join(p.outRoot, 'workers', `w${i}`), '--name', `local-${i}`, '--backend', p.backend, '--threads', String(threads), '--poll-ms', '1000', ...(natsUrl ? ['--nats', natsUrl] : [])];
-  return { name: `worker local-${i}`, kind: 'worker', command: node, args: () => args, env: { ...process.env, FERRY_WASM_THREADS: String(threads) }, log: logPath(p, `worker-${i}`) };
+  const args = [
+    bin,
+    'worker',
+    '--coordinator',
+    coordinator,
+    '--data-root',
+    p.dataRoot,
+    '--work-dir',
+    path.join(p.outRoot, 'workers', `w${i}`),
+    '--name',
+    `local-${i}`,
+    '--backend',
+    p.backend,
+    '--threads',
+    String(threads),
+    '--poll-ms',
+    '1000',
+    ...(natsUrl ? ['--nats', natsUrl] : []),
+  ];
+  return {
+    name: `worker local-${i}`,
+    kind: 'worker',
+    command: node,
+    args: () => args,
+    env: { ...process.env, FERRY_WASM_THREADS: String(threads) },
+    log: logPath(p, `worker-${i}`),
+  };
 }
 
 /** `<out>/children.json`: each child's pid, log and restarts, rewritten at every (re)start. */
 async function writeChildren(outRoot: string, sup: Supervisor): Promise<void> {
-  const children = sup.list().map((c) => ({ name: c.spec.name, kind: c.spec.kind, pid: c.pid ?? null, alive: c.alive, restarts: c.restarts, gaveUp: c.gaveUp, log: c.spec.log }));
-  await writeFile(path.join(outRoot, 'children.json'), `${JSON.stringify({ children }, null, 2)}\n`).catch(() => undefined);
+  const children = sup.list().map((c) => ({
+    name: c.spec.name,
+    kind: c.spec.kind,
+    pid: c.pid ?? null,
+    alive: c.alive,
+    restarts: c.restarts,
+    gaveUp: c.gaveUp,
+    log: c.spec.log,
+  }));
+  await writeFile(path.join(outRoot, 'children.json'), `${JSON.stringify({ children }, null, 2)}\n`).catch(
+    () => undefined,
+  );
 }
 
 /** A supervisor event as terminal lines: warnings as they happen, each crash and restart. */
@@ -245,14 +312,25 @@ function report(io: CliIo, e: SupervisorEvent): void {
       err(io, `${e.child.name}: ${e.line}`);
       break;
     case 'crashed':
-      err(io, `ferry run: ${e.child.name} exited unexpectedly (${e.exit}); restart ${e.restarts} in ${(e.restartInMs / 1000).toFixed(1)} s${tail(e.tail)}`);
+      err(
+        io,
+        `ferry run: ${e.child.name} exited unexpectedly (${e.exit}); restart ${e.restarts} in ${(e.restartInMs / 1000).toFixed(1)} s${tail(e.tail)}`,
+      );
       break;
     case 'restarted':
       err(io, `ferry run: ${e.child.name} restarted (pid ${e.pid})`);
       break;
     case 'gave-up': {
-      const without = e.child.kind === 'dashboard' ? '; continuing without the dashboard' : e.child.kind === 'nats-server' ? '; continuing without live events' : '';
-      err(io, `ferry run: ${e.child.name} crashed ${e.crashes} times within ${e.windowMs / 60_000} minutes: not restarting it${without} (last: ${e.exit})${tail(e.tail)}`);
+      const without =
+        e.child.kind === 'dashboard'
+          ? '; continuing without the dashboard'
+          : e.child.kind === 'nats-server'
+            ? '; continuing without live events'
+            : '';
+      err(
+        io,
+        `ferry run: ${e.child.name} crashed ${e.crashes} times within ${e.windowMs / 60_000} minutes: not restarting it${without} (last: ${e.exit})${tail(e.tail)}`,
+      );
       break;
     }
   }
@@ -298,7 +376,14 @@ function coordinatorAway(e: unknown): boolean {
 }
 
 /** Submits the sweep and follows it to the end: progress, stalls, crash loops, the results. */
-async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: { interrupted: boolean; sweepId: string }, progress: RunProgress, io: CliIo): Promise<number> {
+async function watch(
+  p: RunPlan,
+  sup: Supervisor,
+  coordinator: Supervised,
+  run: { interrupted: boolean; sweepId: string },
+  progress: RunProgress,
+  io: CliIo,
+): Promise<number> {
   const conn: ConnectionOptions = { address: coordinator.address };
   const admin = adminClient(conn);
   // Every call waits out a coordinator restart; a coordinator in a crash loop ends the run.
@@ -316,7 +401,15 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
     }
   };
   try {
-    const sub = await call(() => unary(admin.submitSweep, admin, { yaml: p.yaml, fileName: path.basename(p.file), datasetFingerprints: {}, maxAttempts: 0 }, conn, 30_000));
+    const sub = await call(() =>
+      unary(
+        admin.submitSweep,
+        admin,
+        { yaml: p.yaml, fileName: path.basename(p.file), datasetFingerprints: {}, maxAttempts: 0 },
+        conn,
+        30_000,
+      ),
+    );
     run.sweepId = sub.sweepId;
     const stall = { since: undefined as number | undefined };
     for (;;) {
@@ -331,11 +424,19 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
       progress.update(s);
       // Cells that name backends no local worker has wait for nothing: give the reason.
       const needBackends = s.running === 0 && s.cells.some((c) => c.state === 'pending' && c.spec!.backends.length > 0);
-      const backends = needBackends ? (await call(() => unary(admin.listWorkers, admin, {}, conn, 10_000))).workers.filter((w) => w.state === 'alive').map((w) => w.capabilities?.backend ?? '') : [];
+      const backends = needBackends
+        ? (await call(() => unary(admin.listWorkers, admin, {}, conn, 10_000))).workers
+            .filter((w) => w.state === 'alive')
+            .map((w) => w.capabilities?.backend ?? '')
+        : [];
       checkStall(s, backends, stall, progress, p.outRoot);
       if (s.done + s.failed + s.cancelled === total) {
         progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
-        return await finish(p, await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })), io);
+        return await finish(
+          p,
+          await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })),
+          io,
+        );
       }
       await new Promise((r) => setTimeout(r, 500));
     }
@@ -352,7 +453,13 @@ async function watch(p: RunPlan, sup: Supervisor, coordinator: Supervised, run: 
  * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
  * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
  */
-function checkStall(s: SweepStatus, workerBackends: readonly string[], stall: { since: number | undefined }, progress: RunProgress, outRoot: string): void {
+function checkStall(
+  s: SweepStatus,
+  workerBackends: readonly string[],
+  stall: { since: number | undefined },
+  progress: RunProgress,
+  outRoot: string,
+): void {
   const unrunnable = (c: SweepStatus['cells'][number]): string => {
     if (c.state !== 'pending') return '';
     if (c.error) return c.error;
@@ -382,10 +489,22 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));
-  const cells = s.cells.map((c) => ({ cellId: c.cellId, state: c.state, attempts: c.attempts, result: c.resultJson ? JSON.parse(c.resultJson) : null, error: c.error || null }));
-  await writeFile(path.join(p.outRoot, 'results.json'), `${JSON.stringify({ sweep: s.sweepId, table: t, cells }, null, 2)}\n`);
+  const cells = s.cells.map((c) => ({
+    cellId: c.cellId,
+    state: c.state,
+    attempts: c.attempts,
+    result: c.resultJson ? JSON.parse(c.resultJson) : null,
+    error: c.error || null,
+  }));
+  await writeFile(
+    path.join(p.outRoot, 'results.json'),
+    `${JSON.stringify({ sweep: s.sweepId, table: t, cells }, null, 2)}\n`,
+  );
   out(io, tableMarkdown(t));
   out(io);
-  out(io, `results: ${path.join(p.outRoot, 'results.md')} (.csv, .json), report: ${path.join(p.outRoot, 'results.html')}; coordinator state: ${path.join(p.outRoot, 'state')}; logs: ${path.join(p.outRoot, 'logs')}`);
+  out(
+    io,
+    `results: ${path.join(p.outRoot, 'results.md')} (.csv, .json), report: ${path.join(p.outRoot, 'results.html')}; coordinator state: ${path.join(p.outRoot, 'state')}; logs: ${path.join(p.outRoot, 'logs')}`,
+  );
   return s.failed > 0 ? 1 : 0;
 }

@@ -46,10 +46,13 @@ function resolveWeights(flag: string | undefined, model: string, io: CliIo): str
     if (!existsSync(choice)) throw new InvalidArgumentError(`--weights ${choice}: no such file`);
     return choice;
   }
-  if (!entry.weights) throw new InvalidArgumentError(`${model} has no pretrained weights; pass --weights FILE or --weights none`);
+  if (!entry.weights)
+    throw new InvalidArgumentError(`${model} has no pretrained weights; pass --weights FILE or --weights none`);
   const file = path.join(defaultCacheDir(io), 'weights', entry.weights.fileName);
   if (!existsSync(file)) {
-    throw new InvalidArgumentError(`pretrained ${model} weights are not in the cache (${file}); run \`ferry weights pull ${model}\`, or pass --weights FILE or --weights none`);
+    throw new InvalidArgumentError(
+      `pretrained ${model} weights are not in the cache (${file}); run \`ferry weights pull ${model}\`, or pass --weights FILE or --weights none`,
+    );
   }
   return file;
 }
@@ -91,8 +94,10 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
   const model = args.string('model') ?? 'resnet18';
   getZooEntry(model);
   const f = args.string('finetune');
-  if (f !== undefined && f !== '0' && f !== '1') throw new InvalidArgumentError(`-f must be 1 (finetune) or 0 (freeze), got "${f}"`);
-  if (f !== undefined && args.string('strategy') !== undefined) throw new InvalidArgumentError('give -f or --strategy, not both');
+  if (f !== undefined && f !== '0' && f !== '1')
+    throw new InvalidArgumentError(`-f must be 1 (finetune) or 0 (freeze), got "${f}"`);
+  if (f !== undefined && args.string('strategy') !== undefined)
+    throw new InvalidArgumentError('give -f or --strategy, not both');
   const strategy = args.string('strategy') ?? (f === '0' ? 'freeze' : 'finetune');
   const color = (args.string('color') ?? 'rgb') as ColorMode;
   const valFraction = args.string('val-fraction');
@@ -118,12 +123,21 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
     microBatch: args.int('micro-batch', DEFAULT_CELL.microBatch, 0),
   };
   const outDir =
-    args.string('out') ?? path.join('runs', `${path.basename(path.resolve(dataset))}-${model}-${color}-${strategy.replace(':', '-')}-s${config.seed}`);
+    args.string('out') ??
+    path.join(
+      'runs',
+      `${path.basename(path.resolve(dataset))}-${model}-${color}-${strategy.replace(':', '-')}-s${config.seed}`,
+    );
   const backend = await selectBackend(backendRequest(args.string('backend')), backendOptionsFromEnv(io));
-  err(io, `ferry train: ${model} ${strategy} ${color} on ${dataset}, ${config.epochs} epochs, backend ${backend.name} (${backend.device}), output ${outDir}`);
+  err(
+    io,
+    `ferry train: ${model} ${strategy} ${color} on ${dataset}, ${config.epochs} epochs, backend ${backend.name} (${backend.device}), output ${outDir}`,
+  );
   err(io, `  ${strategyLegend([strategy])[0]}`);
   const progress = new ProgressLine(io);
-  const rows: string[][] = [['EPOCH', 'LR', 'TRAIN LOSS', 'TRAIN ACC', 'VAL LOSS', 'VAL ACC', 'IMG/S', 'DATA WAIT', 'TIME']];
+  const rows: string[][] = [
+    ['EPOCH', 'LR', 'TRAIN LOSS', 'TRAIN ACC', 'VAL LOSS', 'VAL ACC', 'IMG/S', 'DATA WAIT', 'TIME'],
+  ];
   const result = await runCell(config, {
     outDir,
     cacheDir: path.join(defaultCacheDir(io), 'features'),
@@ -133,7 +147,10 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
     onProgress: (p) => {
       if (p.type === 'step') {
         const done = (p.epoch * p.stepsPerEpoch + p.step) / (config.epochs * p.stepsPerEpoch);
-        progress.update(done, `epoch ${p.epoch + 1}/${config.epochs} step ${p.step}/${p.stepsPerEpoch} loss ${p.loss.toFixed(3)} ${p.imagesPerSec.toFixed(1)} img/s ETA ${Math.ceil(p.etaMs / 1000)}s`);
+        progress.update(
+          done,
+          `epoch ${p.epoch + 1}/${config.epochs} step ${p.step}/${p.stepsPerEpoch} loss ${p.loss.toFixed(3)} ${p.imagesPerSec.toFixed(1)} img/s ETA ${Math.ceil(p.etaMs / 1000)}s`,
+        );
       } else if (p.type === 'features') {
         progress.update(p.total ? p.done / p.total : 0, `features ${p.split}: ${p.done}/${p.total}`);
       } else if (p.type === 'epoch') {
@@ -156,16 +173,32 @@ export async function trainCommand(argv: readonly string[], io: CliIo): Promise<
   });
   await mkdir(outDir, { recursive: true });
   await writeFile(path.join(outDir, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
-  await writeFile(path.join(outDir, 'curves.svg'), curvesSvg(`${model} ${strategy} ${color}: best val ${pct(result.bestValAccuracy)}`, result.epochs, result.bestEpoch));
+  await writeFile(
+    path.join(outDir, 'curves.svg'),
+    curvesSvg(
+      `${model} ${strategy} ${color}: best val ${pct(result.bestValAccuracy)}`,
+      result.epochs,
+      result.bestEpoch,
+    ),
+  );
   if (args.flag('json')) {
     out(io, JSON.stringify(result));
     return 0;
   }
   out(io, table(rows));
   out(io);
-  out(io, `best val accuracy ${pct(result.bestValAccuracy)} at epoch ${result.bestEpoch + 1} (* marks improvements); ${result.trainImages} train / ${result.valImages} val images, ${result.skipped.length} skipped`);
+  out(
+    io,
+    `best val accuracy ${pct(result.bestValAccuracy)} at epoch ${result.bestEpoch + 1} (* marks improvements); ${result.trainImages} train / ${result.valImages} val images, ${result.skipped.length} skipped`,
+  );
   out(io, `per class: ${result.classes.map((c, i) => `${c} ${pct(result.perClassAccuracy[i] ?? 0)}`).join(', ')}`);
-  out(io, `wall ${(result.wallMs / 1000).toFixed(1)}s, ${result.imagesPerSec.toFixed(1)} img/s${result.featureCache.used ? `, feature cache ${result.featureCache.hits} hit(s) ${result.featureCache.misses} miss(es)` : ''}`);
-  out(io, `wrote ${path.join(outDir, 'result.json')}, ${path.join(outDir, 'curves.svg')}, checkpoints last/best.safetensors`);
+  out(
+    io,
+    `wall ${(result.wallMs / 1000).toFixed(1)}s, ${result.imagesPerSec.toFixed(1)} img/s${result.featureCache.used ? `, feature cache ${result.featureCache.hits} hit(s) ${result.featureCache.misses} miss(es)` : ''}`,
+  );
+  out(
+    io,
+    `wrote ${path.join(outDir, 'result.json')}, ${path.join(outDir, 'curves.svg')}, checkpoints last/best.safetensors`,
+  );
   return 0;
 }

@@ -117,9 +117,7 @@ export function conv2dBackpropInputComposite(
     const right = w + kw - 1 - dyD.shape[2] - left;
     const wT = tf.transpose(flipSpatial(filter), [0, 1, 3, 2]) as tf.Tensor4D;
     const input =
-      top < 0 || left < 0
-        ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1])
-        : dyD;
+      top < 0 || left < 0 ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1]) : dyD;
     const out = tf.conv2d(input, wT, 1, [
       [0, 0],
       [Math.max(top, 0), Math.max(bottom, 0)],
@@ -142,7 +140,8 @@ export function depthwiseBackpropFilterComposite(
 ): tf.Tensor4D {
   requireUnitDilation(dilations, 'DepthwiseConv2dNativeBackpropFilter');
   const [kh, kw, c, m] = filterShape;
-  if (m !== 1) throw new InvalidArgumentError('DepthwiseConv2dNativeBackpropFilter: composite supports channel multiplier 1 only');
+  if (m !== 1)
+    throw new InvalidArgumentError('DepthwiseConv2dNativeBackpropFilter: composite supports channel multiplier 1 only');
   return tf.tidy(() => {
     const [sh, sw] = pair(strides);
     const [n, h, w] = x.shape;
@@ -180,7 +179,8 @@ export function depthwiseBackpropInputComposite(
   dimRoundingMode?: 'floor' | 'round' | 'ceil',
 ): tf.Tensor4D {
   requireUnitDilation(dilations, 'DepthwiseConv2dNativeBackpropInput');
-  if (filter.shape[3] !== 1) throw new InvalidArgumentError('DepthwiseConv2dNativeBackpropInput: composite supports channel multiplier 1 only');
+  if (filter.shape[3] !== 1)
+    throw new InvalidArgumentError('DepthwiseConv2dNativeBackpropInput: composite supports channel multiplier 1 only');
   return tf.tidy(() => {
     const [n, h, w, c] = inputShape;
     const [kh, kw] = filter.shape;
@@ -193,9 +193,7 @@ export function depthwiseBackpropInputComposite(
     const right = w + kw - 1 - dyD.shape[2] - left;
     const flipped = flipSpatial(filter);
     const input =
-      top < 0 || left < 0
-        ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1])
-        : dyD;
+      top < 0 || left < 0 ? tf.slice(dyD, [0, Math.max(-top, 0), Math.max(-left, 0), 0], [-1, -1, -1, -1]) : dyD;
     const out = tf.depthwiseConv2d(input, flipped, 1, [
       [0, 0],
       [Math.max(top, 0), Math.max(bottom, 0)],

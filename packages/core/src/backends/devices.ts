@@ -16,7 +16,10 @@ export function listNvidiaGpus(): Promise<{ gpus: GpuDevice[]; reason?: string }
       { timeout: 10_000 },
       (err, stdout) => {
         if (err) {
-          resolve({ gpus: [], reason: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'nvidia-smi not found' : err.message });
+          resolve({
+            gpus: [],
+            reason: (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'nvidia-smi not found' : err.message,
+          });
           return;
         }
         const gpus = stdout

@@ -112,7 +112,12 @@ function batchNormTrainWebGpu(
       },
     };
   };
-  const f = tf.customGrad(body as (...args: (tf.Tensor | tf.GradSaveFunc)[]) => { value: tf.Tensor; gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[] });
+  const f = tf.customGrad(
+    body as (...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      value: tf.Tensor;
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
+    },
+  );
   return (residual ? f(x, gamma, beta, residual) : f(x, gamma, beta)) as tf.Tensor4D;
 }
 

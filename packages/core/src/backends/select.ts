@@ -194,15 +194,20 @@ async function askChildForAdapter(): Promise<WebGpuAdapterReport | undefined> {
   }
   const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--input-type=module', '-e', PREFLIGHT, url, JSON.stringify(flags)], { timeout: 20_000 }, (err, stdout) => {
-      if (err) return resolve(undefined);
-      try {
-        const adapter = JSON.parse(stdout) as (AdapterLike & { features: string[] }) | null;
-        resolve(adapter ? describeAdapter({ ...adapter, features: new Set(adapter.features) }) : undefined);
-      } catch {
-        resolve(undefined);
-      }
-    });
+    execFile(
+      process.execPath,
+      ['--input-type=module', '-e', PREFLIGHT, url, JSON.stringify(flags)],
+      { timeout: 20_000 },
+      (err, stdout) => {
+        if (err) return resolve(undefined);
+        try {
+          const adapter = JSON.parse(stdout) as (AdapterLike & { features: string[] }) | null;
+          resolve(adapter ? describeAdapter({ ...adapter, features: new Set(adapter.features) }) : undefined);
+        } catch {
+          resolve(undefined);
+        }
+      },
+    );
   });
 }
 
@@ -222,7 +227,8 @@ async function getWebGpu(): Promise<GpuLike> {
   Object.assign(globalThis, mod.globals);
   const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
   const gpu = mod.create(flags);
-  if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+  if (!g.navigator)
+    Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
   else Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
   webgpuInstance = gpu;
   return gpu;
@@ -242,7 +248,13 @@ export async function probeBackend(name: BackendName): Promise<BackendProbe> {
     if (!ok) throw new Error('TensorFlow.js could not initialise it');
     if (name === 'tensorflow-gpu' && !isCudaBuild()) throw new Error('libtensorflow was built without CUDA');
     if (before && before !== tfNameOf(name)) await tf.setBackend(before);
-    probe = { name, available: true, reason: null, device, ...(name === 'webgpu' && webgpuReport ? { webgpu: webgpuReport } : {}) };
+    probe = {
+      name,
+      available: true,
+      reason: null,
+      device,
+      ...(name === 'webgpu' && webgpuReport ? { webgpu: webgpuReport } : {}),
+    };
   } catch (e) {
     probe = { name, available: false, reason: message(e) };
   }
@@ -269,7 +281,9 @@ export async function probeAllBackends(): Promise<BackendProbe[]> {
 export async function selectBackend(request: BackendRequest, opts?: BackendOptions): Promise<BackendSelection> {
   if (opts) options = opts;
   if (request !== 'auto' && !(BACKEND_NAMES as readonly string[]).includes(request)) {
-    throw new InvalidArgumentError(`unknown backend "${String(request)}"; use auto or one of ${BACKEND_NAMES.join(', ')}`);
+    throw new InvalidArgumentError(
+      `unknown backend "${String(request)}"; use auto or one of ${BACKEND_NAMES.join(', ')}`,
+    );
   }
   const candidates: readonly BackendName[] = request === 'auto' ? BACKEND_NAMES : [request];
   const probes: BackendProbe[] = [];
@@ -308,14 +322,23 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     device: chosen.device ?? chosen.name,
     probes,
     // Registered once per backend; later calls return the same lines.
-    workarounds: chosen.name === 'webgpu' ? setWebGpuFastPath(options.webgpuFastPath !== false) : registerBackendWorkarounds(tfNameOf(chosen.name)),
-    ...(chosen.name === 'webgpu' ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true } : {}),
+    workarounds:
+      chosen.name === 'webgpu'
+        ? setWebGpuFastPath(options.webgpuFastPath !== false)
+        : registerBackendWorkarounds(tfNameOf(chosen.name)),
+    ...(chosen.name === 'webgpu'
+      ? { timestampQuery: (tf.backend() as { supportTimestampQuery?: boolean }).supportTimestampQuery === true }
+      : {}),
   };
 }
 
 /** Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter. */
 function passedOver(probe: BackendProbe): BackendProbe {
-  return { ...probe, available: false, reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it` };
+  return {
+    ...probe,
+    available: false,
+    reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it`,
+  };
 }
 
 /** Errors the WebGPU device reported since selection (validation, out-of-memory, loss). */

@@ -41,7 +41,8 @@ export async function startThreadedWasm(
   const SavedWorker = wt.Worker;
   try {
     g.Blob = FileBlob;
-    URL.createObjectURL = ((b: unknown) => ((b as FileBlob | null)?.__ferryFile ?? savedCreate(b as Blob))) as typeof URL.createObjectURL;
+    URL.createObjectURL = ((b: unknown) =>
+      (b as FileBlob | null)?.__ferryFile ?? savedCreate(b as Blob)) as typeof URL.createObjectURL;
     os.cpus = () => {
       const c = savedCpus();
       return [...c, ...c];

@@ -37,11 +37,16 @@ type Workaround =
   | {
       readonly kernelName: string;
       readonly why: string;
-      readonly kernelFunc: (inputs: Record<string, tf.Tensor>, attrs: ConvAttrs, native?: NativeKernel) => tf.Tensor | tf.TensorInfo | tf.TensorInfo[];
+      readonly kernelFunc: (
+        inputs: Record<string, tf.Tensor>,
+        attrs: ConvAttrs,
+        native?: NativeKernel,
+      ) => tf.Tensor | tf.TensorInfo | tf.TensorInfo[];
     }
   | { readonly kernelName: string; readonly why: string; readonly flag: string; readonly value: boolean };
 
-const isNhwc = (attrs: ConvAttrs): boolean => attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC' || attrs.dataFormat === 'channelsLast';
+const isNhwc = (attrs: ConvAttrs): boolean =>
+  attrs.dataFormat === undefined || attrs.dataFormat === 'NHWC' || attrs.dataFormat === 'channelsLast';
 
 const WEBGPU_CONV_FILTER: Workaround = {
   kernelName: 'Conv2DBackpropFilter',
@@ -49,7 +54,14 @@ const WEBGPU_CONV_FILTER: Workaround = {
   kernelFunc: (inputs, attrs, native) => {
     const x = inputs['x'] as tf.Tensor4D;
     if (!isNhwc(attrs) || x.dtype !== 'float32') return native!(inputs, attrs);
-    return conv2dFilterGrad(x, inputs['dy'] as tf.Tensor4D, attrs.filterShape as Shape4, attrs.strides as [number, number], attrs.pad, attrs.dimRoundingMode);
+    return conv2dFilterGrad(
+      x,
+      inputs['dy'] as tf.Tensor4D,
+      attrs.filterShape as Shape4,
+      attrs.strides as [number, number],
+      attrs.pad,
+      attrs.dimRoundingMode,
+    );
   },
 };
 
@@ -60,8 +72,16 @@ const WEBGPU_DW_FILTER: Workaround = {
     const shape = attrs.filterShape as Shape4;
     const [dh, dw] = pair(attrs.dilations ?? 1);
     const x = inputs['x'] as tf.Tensor4D;
-    if (!isNhwc(attrs) || shape[3] !== 1 || dh !== 1 || dw !== 1 || x.dtype !== 'float32') return native!(inputs, attrs);
-    return depthwiseFilterGrad(x, inputs['dy'] as tf.Tensor4D, shape, attrs.strides as [number, number], attrs.pad, attrs.dimRoundingMode);
+    if (!isNhwc(attrs) || shape[3] !== 1 || dh !== 1 || dw !== 1 || x.dtype !== 'float32')
+      return native!(inputs, attrs);
+    return depthwiseFilterGrad(
+      x,
+      inputs['dy'] as tf.Tensor4D,
+      shape,
+      attrs.strides as [number, number],
+      attrs.pad,
+      attrs.dimRoundingMode,
+    );
   },
 };
 
@@ -173,7 +193,8 @@ export function registerBackendWorkarounds(backendName: string): string[] {
       if (previous !== undefined) tf.registerKernel(previous);
     });
     const native: NativeKernel | undefined = previous
-      ? (inputs, attrs) => previous.kernelFunc({ inputs, attrs: attrs as unknown as tf.NamedAttrMap, backend: tf.backend() })
+      ? (inputs, attrs) =>
+          previous.kernelFunc({ inputs, attrs: attrs as unknown as tf.NamedAttrMap, backend: tf.backend() })
       : undefined;
     tf.registerKernel({
       kernelName: w.kernelName,
@@ -181,7 +202,11 @@ export function registerBackendWorkarounds(backendName: string): string[] {
       // The engine accepts a Tensor as a kernel output (it has a rank), so a composite of ops can
       // stand in for a native kernel; the backward pass runs outside the gradient tape.
       kernelFunc: ({ inputs, attrs }) =>
-        w.kernelFunc(inputs as Record<string, tf.Tensor>, attrs as unknown as ConvAttrs, native) as unknown as tf.TensorInfo,
+        w.kernelFunc(
+          inputs as Record<string, tf.Tensor>,
+          attrs as unknown as ConvAttrs,
+          native,
+        ) as unknown as tf.TensorInfo,
     });
   }
   const lines = describeWorkarounds(backendName);

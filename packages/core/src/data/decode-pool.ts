@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { TransformSpec } from './transforms.js';
 
-export type DecodeResult = { readonly ok: true; readonly data: Float32Array } | { readonly ok: false; readonly reason: string };
+export type DecodeResult =
+  { readonly ok: true; readonly data: Float32Array } | { readonly ok: false; readonly reason: string };
 
 interface Pending {
   readonly resolve: (r: DecodeResult) => void;

@@ -79,7 +79,11 @@ function drawImage(shape: Shape, colour: Colour, size: number, rng: Rng): Buffer
   return buf;
 }
 
-async function writeClasses(dest: string, classes: readonly string[], options: Partial<DemoOptions>): Promise<{ images: number }> {
+async function writeClasses(
+  dest: string,
+  classes: readonly string[],
+  options: Partial<DemoOptions>,
+): Promise<{ images: number }> {
   const o = { ...DEMO_DEFAULTS, ...options };
   const rng = Rng.fromSeed(o.seed);
   let images = 0;
@@ -93,7 +97,9 @@ async function writeClasses(dest: string, classes: readonly string[], options: P
       await mkdir(dir, { recursive: true });
       for (let i = 0; i < count; i++) {
         const raw = drawImage(shape, COLOURS[colourName]!, o.size, rng);
-        const png = await sharp(raw, { raw: { width: o.size, height: o.size, channels: 3 } }).png().toBuffer();
+        const png = await sharp(raw, { raw: { width: o.size, height: o.size, channels: 3 } })
+          .png()
+          .toBuffer();
         await writeFile(path.join(dir, `${String(i).padStart(4, '0')}.png`), png);
         images++;
       }
@@ -108,6 +114,9 @@ export async function writeDemoDataset(dest: string, options: Partial<DemoOption
 }
 
 /** The source domain (DEMO_SOURCE_CLASSES) in the same layout, with images of its own (seed + 1). */
-export async function writeDemoSourceDataset(dest: string, options: Partial<DemoOptions> = {}): Promise<{ images: number }> {
+export async function writeDemoSourceDataset(
+  dest: string,
+  options: Partial<DemoOptions> = {},
+): Promise<{ images: number }> {
   return writeClasses(dest, DEMO_SOURCE_CLASSES, { ...options, seed: (options.seed ?? DEMO_DEFAULTS.seed) + 1 });
 }

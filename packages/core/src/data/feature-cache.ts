@@ -75,7 +75,10 @@ export class FeatureCache {
   async put(key: FeatureKey, view: FeatureView): Promise<void> {
     const p = this.paths(key);
     await mkdir(this.dir, { recursive: true });
-    await writeFile(`${p.bin}.tmp`, Buffer.from(view.features.buffer, view.features.byteOffset, view.features.byteLength));
+    await writeFile(
+      `${p.bin}.tmp`,
+      Buffer.from(view.features.buffer, view.features.byteOffset, view.features.byteLength),
+    );
     await rename(`${p.bin}.tmp`, p.bin);
     const meta = { count: view.labels.length, dim: view.dim, labels: [...view.labels], key };
     await writeFile(`${p.meta}.tmp`, JSON.stringify(meta));
@@ -99,11 +102,19 @@ export class FeatureCache {
   }
 
   private jsonPath(key: object): string {
-    return path.join(this.dir, `${createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 24)}.doc.json`);
+    return path.join(
+      this.dir,
+      `${createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 24)}.doc.json`,
+    );
   }
 
   /** The cached view, or computes it by running `network` stages [0, stage) in inference mode. */
-  async getOrCompute(key: FeatureKey, network: Network, source: BatchSource, onBatch?: (done: number) => void): Promise<FeatureView & { cached: boolean }> {
+  async getOrCompute(
+    key: FeatureKey,
+    network: Network,
+    source: BatchSource,
+    onBatch?: (done: number) => void,
+  ): Promise<FeatureView & { cached: boolean }> {
     const hit = await this.get(key);
     if (hit) return { ...hit, cached: true };
     const view = await computeFeatures(network, key.stage, source, key.view, key.seed, onBatch);

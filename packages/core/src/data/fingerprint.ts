@@ -20,7 +20,8 @@ export async function datasetFingerprint(root: string): Promise<{ fingerprint: s
     for (const e of entries) {
       const p = path.join(dir, e.name);
       if (e.isDirectory()) await walk(p);
-      else if (e.isFile() && isImageFile(e.name)) lines.push(`${path.relative(root, p).split(path.sep).join('/')}\t${(await stat(p)).size}`);
+      else if (e.isFile() && isImageFile(e.name))
+        lines.push(`${path.relative(root, p).split(path.sep).join('/')}\t${(await stat(p)).size}`);
     }
   };
   await walk(root);

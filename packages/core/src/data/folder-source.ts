@@ -1,5 +1,14 @@
 import { Rng } from '../util/rng.js';
-import { STREAM_AUGMENT, STREAM_SHUFFLE, applyShard, shardSize, streamSeed, type Batch, type BatchSource, type ShardSpec } from '../train/data.js';
+import {
+  STREAM_AUGMENT,
+  STREAM_SHUFFLE,
+  applyShard,
+  shardSize,
+  streamSeed,
+  type Batch,
+  type BatchSource,
+  type ShardSpec,
+} from '../train/data.js';
 import type { DecodePool, DecodeResult } from './decode-pool.js';
 import type { Sample } from './folder.js';
 import type { TransformSpec } from './transforms.js';
@@ -54,16 +63,19 @@ export class ImageFolderSource implements BatchSource {
   async *batches(epoch: number, seed: number): AsyncIterable<Batch> {
     const { samples, spec, pool, batchSize } = this.options;
     const order = applyShard(
-      (this.options.shuffle ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(samples.length) : samples.map((_, i) => i)).filter(
-        (i) => !this.bad.has(samples[i]!.file),
-      ),
+      (this.options.shuffle
+        ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(samples.length)
+        : samples.map((_, i) => i)
+      ).filter((i) => !this.bad.has(samples[i]!.file)),
       this.options.shard,
     );
     const augmentSeed = streamSeed(seed, epoch, STREAM_AUGMENT);
     const starts: number[] = [];
     for (let s = 0; s < order.length; s += batchSize) starts.push(s);
     const submit = (s: number): Promise<DecodeResult[]> =>
-      Promise.all(order.slice(s, s + batchSize).map((i) => pool.run(samples[i]!.file, spec, streamSeed(augmentSeed, i, 0))));
+      Promise.all(
+        order.slice(s, s + batchSize).map((i) => pool.run(samples[i]!.file, spec, streamSeed(augmentSeed, i, 0))),
+      );
     const ahead = Math.max(1, this.options.prefetchBatches ?? 2);
     const queue: Promise<DecodeResult[]>[] = [];
     let next = 0;

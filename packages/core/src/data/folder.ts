@@ -44,7 +44,9 @@ export async function listDirs(dir: string): Promise<string[]> {
 async function listImages(dir: string, links: string[] = []): Promise<{ file: string; bytes: number }[]> {
   const out: { file: string; bytes: number }[] = [];
   const walk = async (d: string): Promise<void> => {
-    const entries = (await readdir(d, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const entries = (await readdir(d, { withFileTypes: true })).sort((a, b) =>
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
+    );
     for (const e of entries) {
       const p = path.join(d, e.name);
       if (e.isSymbolicLink()) links.push(p);
@@ -65,9 +67,14 @@ export async function isDir(p: string): Promise<boolean> {
   }
 }
 
-async function readClasses(dir: string, what: string, links: string[]): Promise<Map<string, { file: string; bytes: number }[]>> {
+async function readClasses(
+  dir: string,
+  what: string,
+  links: string[],
+): Promise<Map<string, { file: string; bytes: number }[]>> {
   const classes = await listDirs(dir);
-  if (classes.length === 0) throw new DatasetError(`${what} (${dir}) has no class folders; expected ${dir}/<class>/<image>`);
+  if (classes.length === 0)
+    throw new DatasetError(`${what} (${dir}) has no class folders; expected ${dir}/<class>/<image>`);
   const out = new Map<string, { file: string; bytes: number }[]>();
   const empty: string[] = [];
   for (const c of classes) {
@@ -91,11 +98,16 @@ async function readClasses(dir: string, what: string, links: string[]): Promise<
 /** A classifier of one class learns nothing (and its one-hot labels have depth 1): say so first. */
 function needTwoClasses(root: string, classes: readonly string[]): void {
   if (classes.length < 2) {
-    throw new DatasetError(`${root} has ${classes.length} class (${classes.join(', ')}); a classifier needs at least 2 class folders`);
+    throw new DatasetError(
+      `${root} has ${classes.length} class (${classes.join(', ')}); a classifier needs at least 2 class folders`,
+    );
   }
 }
 
-export async function openImageFolder(root: string, options: { valFraction?: number; seed?: number } = {}): Promise<ImageFolder> {
+export async function openImageFolder(
+  root: string,
+  options: { valFraction?: number; seed?: number } = {},
+): Promise<ImageFolder> {
   if (!(await isDir(root))) throw new DatasetError(`dataset folder ${root} does not exist`);
   const links: string[] = [];
   const hasTrain = await isDir(path.join(root, 'train'));
@@ -136,7 +148,11 @@ export async function openImageFolder(root: string, options: { valFraction?: num
   }
   const all = await readClasses(root, 'dataset', links);
   const seed = options.seed ?? 0;
-  const split = stratifiedSplit([...all.values()].map((files) => files.length), options.valFraction, seed);
+  const split = stratifiedSplit(
+    [...all.values()].map((files) => files.length),
+    options.valFraction,
+    seed,
+  );
   const classes = [...all.keys()];
   needTwoClasses(root, classes);
   const train: Sample[] = [];
@@ -155,7 +171,8 @@ export async function openImageFolder(root: string, options: { valFraction?: num
  * (at least one when n > 1), chosen by a per-class seeded shuffle. Deterministic and stratified.
  */
 export function stratifiedSplit(counts: readonly number[], valFraction: number, seed: number): number[][] {
-  if (!(valFraction > 0 && valFraction < 1)) throw new DatasetError(`val fraction must be between 0 and 1 (got ${valFraction})`);
+  if (!(valFraction > 0 && valFraction < 1))
+    throw new DatasetError(`val fraction must be between 0 and 1 (got ${valFraction})`);
   return counts.map((n, c) => {
     let k = Math.round(valFraction * n);
     if (n > 1) k = Math.min(Math.max(k, 1), n - 1);

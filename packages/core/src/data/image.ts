@@ -14,9 +14,11 @@ export interface RgbImage {
   readonly data: Uint8Array;
 }
 
-
 /** Decodes any format sharp reads into 8-bit sRGB (alpha dropped, palettes and 16-bit converted). */
-export async function decodeRgb(input: string | Buffer, options: { readonly maxPixels?: number } = {}): Promise<RgbImage> {
+export async function decodeRgb(
+  input: string | Buffer,
+  options: { readonly maxPixels?: number } = {},
+): Promise<RgbImage> {
   const name = typeof input === 'string' ? input : '(buffer)';
   const maxPixels = options.maxPixels ?? limits().maxImagePixels;
   let decoded;
@@ -29,7 +31,12 @@ export async function decodeRgb(input: string | Buffer, options: { readonly maxP
       .toBuffer({ resolveWithObject: true });
   } catch (e) {
     const message = (e as Error).message;
-    if (/pixel limit/i.test(message)) throw new ImageUnreadableError(name, `more than ${maxPixels} pixels; resize it first, or raise ${LIMITS.maxImagePixels.flag} (the limit keeps one image from taking the machine's memory)`, { cause: e });
+    if (/pixel limit/i.test(message))
+      throw new ImageUnreadableError(
+        name,
+        `more than ${maxPixels} pixels; resize it first, or raise ${LIMITS.maxImagePixels.flag} (the limit keeps one image from taking the machine's memory)`,
+        { cause: e },
+      );
     throw new ImageUnreadableError(name, message, { cause: e });
   }
   const { data, info } = decoded;

@@ -26,7 +26,12 @@ async function extractResize(img: RgbImage, box: CropBox, size: number): Promise
 }
 
 /** HWC uint8 -> normalised float32 for a box of the image (zero-padded outside), optional mirror. */
-export function normalise(img: RgbImage, box: CropBox, flip: boolean, out: Float32Array = new Float32Array(box.height * box.width * 3)): Float32Array {
+export function normalise(
+  img: RgbImage,
+  box: CropBox,
+  flip: boolean,
+  out: Float32Array = new Float32Array(box.height * box.width * 3),
+): Float32Array {
   const m0 = IMAGENET_MEAN[0];
   const m1 = IMAGENET_MEAN[1];
   const m2 = IMAGENET_MEAN[2];

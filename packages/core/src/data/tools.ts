@@ -8,7 +8,11 @@ import { isDir, isImageFile, listDirs, openImageFolder, stratifiedSplit } from '
 import { decodeRgb, toGray3 } from './image.js';
 
 /** Runs `fn` over `items` with at most `limit` in flight (sharp works on libuv's thread pool). */
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+async function mapLimit<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, i: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
@@ -40,12 +44,22 @@ export interface SplitReport {
  * Copies class folders (`classFiles`: class -> absolute files) into DEST/train and DEST/val,
  * stratified and seeded (see stratifiedSplit). Refuses a non-empty destination.
  */
-async function writeSplit(classFiles: ReadonlyMap<string, readonly string[]>, dest: string, valFraction: number, seed: number): Promise<SplitReport> {
-  if ((await isDir(dest)) && (await readdir(dest)).length > 0) throw new DatasetError(`destination ${dest} is not empty; choose a new folder`);
+async function writeSplit(
+  classFiles: ReadonlyMap<string, readonly string[]>,
+  dest: string,
+  valFraction: number,
+  seed: number,
+): Promise<SplitReport> {
+  if ((await isDir(dest)) && (await readdir(dest)).length > 0)
+    throw new DatasetError(`destination ${dest} is not empty; choose a new folder`);
   const classes = [...classFiles.keys()];
   const empty = classes.filter((c) => classFiles.get(c)!.length === 0);
   if (empty.length > 0) throw new DatasetError(`class folder(s) with no images: ${empty.join(', ')}`);
-  const picks = stratifiedSplit(classes.map((c) => classFiles.get(c)!.length), valFraction, seed);
+  const picks = stratifiedSplit(
+    classes.map((c) => classFiles.get(c)!.length),
+    valFraction,
+    seed,
+  );
   let train = 0;
   let val = 0;
   for (const [ci, c] of classes.entries()) {
@@ -68,7 +82,11 @@ export async function splitFolder(src: string, dest: string, valFraction: number
   const classes = await listDirs(src);
   if (classes.length === 0) throw new DatasetError(`${src} has no class folders`);
   const map = new Map<string, string[]>();
-  for (const c of classes) map.set(c, (await listImages(path.join(src, c))).map((f) => path.join(src, c, f)));
+  for (const c of classes)
+    map.set(
+      c,
+      (await listImages(path.join(src, c))).map((f) => path.join(src, c, f)),
+    );
   return writeSplit(map, dest, valFraction, seed);
 }
 
@@ -79,7 +97,8 @@ export const IMPORT_KINDS: readonly ImportKind[] = ['hymenoptera', 'dogs-vs-cats
 async function locate(src: string, name: string): Promise<string | undefined> {
   if (path.basename(src) === name && (await isDir(src))) return src;
   if (await isDir(path.join(src, name))) return path.join(src, name);
-  for (const d of await listDirs(src).catch(() => [])) if (await isDir(path.join(src, d, name))) return path.join(src, d, name);
+  for (const d of await listDirs(src).catch(() => []))
+    if (await isDir(path.join(src, d, name))) return path.join(src, d, name);
   return undefined;
 }
 
@@ -87,20 +106,28 @@ async function locate(src: string, name: string): Promise<string | undefined> {
  * `ferry data import`: the study's raw layouts (REFERENCE.md) -> ImageFolder train/val (80/20,
  * stratified, seeded, as the study's code did).
  */
-export async function importDataset(kind: ImportKind, src: string, dest: string, options: { valFraction?: number; seed?: number } = {}): Promise<SplitReport> {
+export async function importDataset(
+  kind: ImportKind,
+  src: string,
+  dest: string,
+  options: { valFraction?: number; seed?: number } = {},
+): Promise<SplitReport> {
   const valFraction = options.valFraction ?? 0.2;
   const seed = options.seed ?? 0;
   switch (kind) {
     case 'hymenoptera': {
       const root = (await locate(src, 'hymenoptera_data')) ?? src;
       const folder = await openImageFolder(root);
-      if ((await isDir(dest)) && (await readdir(dest)).length > 0) throw new DatasetError(`destination ${dest} is not empty`);
+      if ((await isDir(dest)) && (await readdir(dest)).length > 0)
+        throw new DatasetError(`destination ${dest} is not empty`);
       for (const [split, samples] of [
         ['train', folder.train],
         ['val', folder.val],
       ] as const) {
         for (const c of folder.classes) await mkdir(path.join(dest, split, c), { recursive: true });
-        await mapLimit(samples, 16, (s) => copyFile(s.file, path.join(dest, split, folder.classes[s.label]!, path.basename(s.file))));
+        await mapLimit(samples, 16, (s) =>
+          copyFile(s.file, path.join(dest, split, folder.classes[s.label]!, path.basename(s.file))),
+        );
       }
       return { classes: folder.classes.length, train: folder.train.length, val: folder.val.length };
     }
@@ -121,7 +148,8 @@ export async function importDataset(kind: ImportKind, src: string, dest: string,
       const root = await locate(src, 'simpsons_dataset');
       if (!root) throw new DatasetError(`${src}: no simpsons_dataset/<character>/ folders`);
       const counts: { c: string; files: string[] }[] = [];
-      for (const c of await listDirs(root)) counts.push({ c, files: (await listImages(path.join(root, c))).map((f) => path.join(root, c, f)) });
+      for (const c of await listDirs(root))
+        counts.push({ c, files: (await listImages(path.join(root, c))).map((f) => path.join(root, c, f)) });
       // The study's subset: the 20 characters with the most images (ties by name).
       const top = counts.sort((a, b) => b.files.length - a.files.length || (a.c < b.c ? -1 : 1)).slice(0, 20);
       const map = new Map(top.sort((a, b) => (a.c < b.c ? -1 : 1)).map((t) => [t.c, t.files]));
@@ -131,7 +159,11 @@ export async function importDataset(kind: ImportKind, src: string, dest: string,
       const root = await locate(src, '256_ObjectCategories');
       if (!root) throw new DatasetError(`${src}: no 256_ObjectCategories/<nnn.name>/ folders`);
       const map = new Map<string, string[]>();
-      for (const c of await listDirs(root)) map.set(c, (await listImages(path.join(root, c))).map((f) => path.join(root, c, f)));
+      for (const c of await listDirs(root))
+        map.set(
+          c,
+          (await listImages(path.join(root, c))).map((f) => path.join(root, c, f)),
+        );
       return writeSplit(map, dest, valFraction, seed);
     }
   }
@@ -143,7 +175,15 @@ export interface DatasetStats {
   /** split -> class -> image count */
   readonly counts: Readonly<Record<string, Readonly<Record<string, number>>>>;
   readonly images: number;
-  readonly sizes: { readonly minWidth: number; readonly maxWidth: number; readonly minHeight: number; readonly maxHeight: number; readonly medianWidth: number; readonly medianHeight: number; readonly histogram: Readonly<Record<string, number>> };
+  readonly sizes: {
+    readonly minWidth: number;
+    readonly maxWidth: number;
+    readonly minHeight: number;
+    readonly maxHeight: number;
+    readonly medianWidth: number;
+    readonly medianHeight: number;
+    readonly histogram: Readonly<Record<string, number>>;
+  };
   readonly unreadable: readonly { readonly file: string; readonly reason: string }[];
 }
 
@@ -155,7 +195,10 @@ function median(xs: number[]): number {
 
 /** `ferry data stats`: classes, per-split counts, size distribution, unreadable files (full decode). */
 export async function datasetStats(root: string): Promise<DatasetStats> {
-  if (!(await isDir(root))) throw new DatasetError(`${root}: no such folder; give a dataset folder (class folders, or train/ and val/ of class folders)`);
+  if (!(await isDir(root)))
+    throw new DatasetError(
+      `${root}: no such folder; give a dataset folder (class folders, or train/ and val/ of class folders)`,
+    );
   const hasSplits = (await isDir(path.join(root, 'train'))) || (await isDir(path.join(root, 'val')));
   const splits = hasSplits ? ['train', 'val'] : ['all'];
   const counts: Record<string, Record<string, number>> = {};
@@ -182,7 +225,8 @@ export async function datasetStats(root: string): Promise<DatasetStats> {
       widths.push(img.width);
       heights.push(img.height);
       const short = Math.min(img.width, img.height);
-      const bucket = short < 128 ? '<128' : short < 256 ? '128-255' : short < 512 ? '256-511' : short < 1024 ? '512-1023' : '>=1024';
+      const bucket =
+        short < 128 ? '<128' : short < 256 ? '128-255' : short < 512 ? '256-511' : short < 1024 ? '512-1023' : '>=1024';
       histogram[bucket] = (histogram[bucket] ?? 0) + 1;
     } catch (e) {
       unreadable.push({ file, reason: (e as Error).message.replace(/^.*cannot decode image: /, '') });
@@ -208,13 +252,17 @@ export async function datasetStats(root: string): Promise<DatasetStats> {
 }
 
 /** `ferry data gray`: a materialised PIL-`L` copy of a dataset (same layout, same formats). */
-export async function grayCopy(src: string, dest: string): Promise<{ written: number; skipped: { file: string; reason: string }[] }> {
+export async function grayCopy(
+  src: string,
+  dest: string,
+): Promise<{ written: number; skipped: { file: string; reason: string }[] }> {
   if (!(await isDir(src))) throw new DatasetError(`${src} does not exist`);
   const jobs: { from: string; to: string }[] = [];
   const walk = async (dir: string, rel: string): Promise<void> => {
     for (const e of await readdir(dir, { withFileTypes: true })) {
       if (e.isDirectory()) await walk(path.join(dir, e.name), path.join(rel, e.name));
-      else if (e.isFile() && isImageFile(e.name)) jobs.push({ from: path.join(dir, e.name), to: path.join(dest, rel, e.name) });
+      else if (e.isFile() && isImageFile(e.name))
+        jobs.push({ from: path.join(dir, e.name), to: path.join(dest, rel, e.name) });
     }
   };
   await walk(src, '');
@@ -228,7 +276,14 @@ export async function grayCopy(src: string, dest: string): Promise<{ written: nu
       await mkdir(path.dirname(to), { recursive: true });
       const img = sharp(l, { raw: { width: g.width, height: g.height, channels: 1 } }).toColourspace('b-w');
       const ext = path.extname(to).toLowerCase();
-      const out = ext === '.png' ? img.png() : ext === '.webp' ? img.webp({ lossless: true }) : ext === '.bmp' ? img.png() : img.jpeg({ quality: 95 });
+      const out =
+        ext === '.png'
+          ? img.png()
+          : ext === '.webp'
+            ? img.webp({ lossless: true })
+            : ext === '.bmp'
+              ? img.png()
+              : img.jpeg({ quality: 95 });
       await writeFile(to, await out.toBuffer());
       written++;
     } catch (e) {
@@ -250,7 +305,8 @@ export async function extractZip(zipFile: string, dest: string, limits: ZipLimit
     for (const name of zip.entries.keys()) {
       if (name.endsWith('/')) continue;
       const target = path.resolve(dest, name);
-      if (!target.startsWith(path.resolve(dest) + path.sep)) throw new DatasetError(`${zipFile}: entry ${name} would be written outside ${dest}`);
+      if (!target.startsWith(path.resolve(dest) + path.sep))
+        throw new DatasetError(`${zipFile}: entry ${name} would be written outside ${dest}`);
       await mkdir(path.dirname(target), { recursive: true });
       await writeFile(target, zip.read(name));
       n++;
@@ -261,4 +317,3 @@ export async function extractZip(zipFile: string, dest: string, limits: ZipLimit
     throw e;
   }
 }
-

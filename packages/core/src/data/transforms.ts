@@ -82,7 +82,12 @@ export function randomResizedCropBox(
 }
 
 /** The random choices of one training view of one image, drawn from its own seed. */
-export function trainViewParams(width: number, height: number, spec: TransformSpec, seed: number): { box: CropBox; flip: boolean } {
+export function trainViewParams(
+  width: number,
+  height: number,
+  spec: TransformSpec,
+  seed: number,
+): { box: CropBox; flip: boolean } {
   const rng = Rng.fromSeed(seed);
   const box = randomResizedCropBox(width, height, rng, spec.scale, spec.ratio);
   const flip = spec.flip && rng.next() < 0.5;

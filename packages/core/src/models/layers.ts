@@ -106,25 +106,73 @@ export class SpecBuilder {
       mean: `${name}.running_mean`,
       var: `${name}.running_var`,
     };
-    this.add({ name: names.weight, kind: 'bn_weight', torchShape: [c], shape: [c], learnable: true, init: { type: 'ones' } });
-    this.add({ name: names.bias, kind: 'bn_bias', torchShape: [c], shape: [c], learnable: true, init: { type: 'zeros' } });
-    this.add({ name: names.mean, kind: 'bn_mean', torchShape: [c], shape: [c], learnable: false, init: { type: 'zeros' } });
-    this.add({ name: names.var, kind: 'bn_var', torchShape: [c], shape: [c], learnable: false, init: { type: 'ones' } });
+    this.add({
+      name: names.weight,
+      kind: 'bn_weight',
+      torchShape: [c],
+      shape: [c],
+      learnable: true,
+      init: { type: 'ones' },
+    });
+    this.add({
+      name: names.bias,
+      kind: 'bn_bias',
+      torchShape: [c],
+      shape: [c],
+      learnable: true,
+      init: { type: 'zeros' },
+    });
+    this.add({
+      name: names.mean,
+      kind: 'bn_mean',
+      torchShape: [c],
+      shape: [c],
+      learnable: false,
+      init: { type: 'zeros' },
+    });
+    this.add({
+      name: names.var,
+      kind: 'bn_var',
+      torchShape: [c],
+      shape: [c],
+      learnable: false,
+      init: { type: 'ones' },
+    });
     return (ctx, x, residual) => {
       const gamma = get(ctx, names.weight) as tf.Tensor1D;
       const beta = get(ctx, names.bias) as tf.Tensor1D;
       if (!ctx.training) {
-        const y = tf.batchNorm(x, get(ctx, names.mean) as tf.Tensor1D, get(ctx, names.var) as tf.Tensor1D, beta, gamma, BN_EPS);
+        const y = tf.batchNorm(
+          x,
+          get(ctx, names.mean) as tf.Tensor1D,
+          get(ctx, names.var) as tf.Tensor1D,
+          beta,
+          gamma,
+          BN_EPS,
+        );
         return addAndActivate(y, residual, act);
       }
       const collect = ctx.bnStats;
       const [n, h, w] = x.shape;
-      return batchNormTrain(x, gamma, beta, BN_EPS, act, residual, collect ? (stats) => collect.push({ name, stats, count: n * h * w }) : undefined);
+      return batchNormTrain(
+        x,
+        gamma,
+        beta,
+        BN_EPS,
+        act,
+        residual,
+        collect ? (stats) => collect.push({ name, stats, count: n * h * w }) : undefined,
+      );
     };
   }
 
   /** Linear layer on [batch, in]; weight stored [in, out]. */
-  linear(name: string, cin: number, cout: number, init: 'torch-default' | 'normal-0.01'): (ctx: ForwardContext, x: tf.Tensor2D) => tf.Tensor2D {
+  linear(
+    name: string,
+    cin: number,
+    cout: number,
+    init: 'torch-default' | 'normal-0.01',
+  ): (ctx: ForwardContext, x: tf.Tensor2D) => tf.Tensor2D {
     const bound = 1 / Math.sqrt(cin);
     this.add({
       name: `${name}.weight`,

@@ -27,13 +27,28 @@ const SETTINGS: readonly (readonly [number, number, number, number])[] = [
   [6, 320, 1, 1],
 ];
 
-function convBnRelu6(b: SpecBuilder, name: string, cin: number, cout: number, k: number, stride: number, groups = 1): Layer {
+function convBnRelu6(
+  b: SpecBuilder,
+  name: string,
+  cin: number,
+  cout: number,
+  k: number,
+  stride: number,
+  groups = 1,
+): Layer {
   const conv = b.conv(`${name}.0`, cin, cout, k, stride, (k - 1) >> 1, groups);
   const bn = b.bnAct(`${name}.1`, cout, 'relu6');
   return (ctx, x) => bn(ctx, conv(ctx, x));
 }
 
-function invertedResidual(b: SpecBuilder, name: string, inp: number, oup: number, stride: number, expand: number): Layer {
+function invertedResidual(
+  b: SpecBuilder,
+  name: string,
+  inp: number,
+  oup: number,
+  stride: number,
+  expand: number,
+): Layer {
   const hidden = Math.round(inp * expand);
   const useRes = stride === 1 && inp === oup;
   const layers: Layer[] = [];

@@ -40,7 +40,13 @@ function bottleneck(b: SpecBuilder, name: string, inplanes: number, planes: numb
   };
 }
 
-function downsample(b: SpecBuilder, name: string, inplanes: number, outplanes: number, stride: number): Layer | undefined {
+function downsample(
+  b: SpecBuilder,
+  name: string,
+  inplanes: number,
+  outplanes: number,
+  stride: number,
+): Layer | undefined {
   if (stride === 1 && inplanes === outplanes) return undefined;
   const conv = b.conv(`${name}.downsample.0`, inplanes, outplanes, 1, stride, 0);
   const bn = b.bn(`${name}.downsample.1`, outplanes);

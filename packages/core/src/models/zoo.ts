@@ -45,7 +45,11 @@ const ENTRIES: readonly ZooEntry[] = [
     build: (n) => buildResNet({ arch: 'resnet18', block: 'basic', layers: [2, 2, 2, 2], baseWidth: 64 }, n),
     // Full SHA-256 as recorded by public reproductions of torchvision's file (it begins with the
     // f37072fd of the file name); the other models are checked by that prefix, as torch hub does.
-    weights: torchvisionSource('resnet18-f37072fd.pth', 'torchvision IMAGENET1K_V1', 'f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec'),
+    weights: torchvisionSource(
+      'resnet18-f37072fd.pth',
+      'torchvision IMAGENET1K_V1',
+      'f37072fd47e89c5e827621c5baffa7500819f7896bbacec160b1a16c560e07ec',
+    ),
     tiny: false,
   },
   {
@@ -83,7 +87,8 @@ const ENTRIES: readonly ZooEntry[] = [
     name: 'resnet_tiny_bottleneck',
     family: 'resnet',
     description: 'ResNet-50 layout at 1/8 width, one block per stage (tests)',
-    build: (n) => buildResNet({ arch: 'resnet_tiny_bottleneck', block: 'bottleneck', layers: [1, 1, 1, 1], baseWidth: 8 }, n),
+    build: (n) =>
+      buildResNet({ arch: 'resnet_tiny_bottleneck', block: 'bottleneck', layers: [1, 1, 1, 1], baseWidth: 8 }, n),
     tiny: true,
   },
   {
@@ -98,7 +103,8 @@ const ENTRIES: readonly ZooEntry[] = [
 // The zoo defines exactly the names @ferry/common lists (the coordinator checks sweeps against them).
 {
   const defined = ENTRIES.map((e) => e.name).sort();
-  if (defined.join() !== [...MODEL_NAMES].sort().join()) throw new Error(`model zoo ${defined.join()} differs from MODEL_NAMES ${MODEL_NAMES.join()}`);
+  if (defined.join() !== [...MODEL_NAMES].sort().join())
+    throw new Error(`model zoo ${defined.join()} differs from MODEL_NAMES ${MODEL_NAMES.join()}`);
 }
 
 export function listModels(): readonly ZooEntry[] {

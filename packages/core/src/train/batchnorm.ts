@@ -18,7 +18,9 @@ export function batchNormStatNames(network: Network, from: number, to: number): 
 
 /** Host copies of the named variables, in order. */
 export async function readVariables(network: Network, names: readonly string[]): Promise<Float32Array[]> {
-  return Promise.all(names.map(async (n) => Float32Array.from((await network.variables.get(n)!.data()) as Float32Array)));
+  return Promise.all(
+    names.map(async (n) => Float32Array.from((await network.variables.get(n)!.data()) as Float32Array)),
+  );
 }
 
 /** Overwrites the named variables with host values (as read by readVariables). */
@@ -58,7 +60,12 @@ export interface AdaptBatchNormOptions {
  * source should shuffle: class-sorted batches would average within-class variances.
  * Resolves to the number of batches seen.
  */
-export async function adaptBatchNorm(network: Network, source: BatchSource, before: number, options: AdaptBatchNormOptions): Promise<number> {
+export async function adaptBatchNorm(
+  network: Network,
+  source: BatchSource,
+  before: number,
+  options: AdaptBatchNormOptions,
+): Promise<number> {
   let batches = 0;
   let done = 0;
   for await (const batch of source.batches(0, options.seed)) {

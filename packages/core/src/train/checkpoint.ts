@@ -44,7 +44,11 @@ export async function saveCheckpoint(file: string, network: Network, sgd: Sgd, m
   const specs = new Map(network.model.params.map((p) => [p.name, p]));
   for (const [name, data] of await sgd.momentumArrays()) {
     const spec = specs.get(name)!;
-    tensors.set(`optimizer.momentum.${name}`, { dtype: 'float32', shape: spec.torchShape, data: tfToTorch(spec, data) });
+    tensors.set(`optimizer.momentum.${name}`, {
+      dtype: 'float32',
+      shape: spec.torchShape,
+      data: tfToTorch(spec, data),
+    });
   }
   await writeAtomic(file, writeSafetensors(tensors, { ferry: JSON.stringify(meta) }));
 }
@@ -83,7 +87,8 @@ export async function readCheckpoint(file: string): Promise<LoadedCheckpoint> {
   const raw = st.metadata['ferry'];
   if (raw === undefined) throw new CheckpointError(`${file} is a weights file, not a ferry checkpoint (no metadata)`);
   const meta = JSON.parse(raw) as CheckpointMeta;
-  if (meta.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: unknown checkpoint format ${String(meta.format)}`);
+  if (meta.format !== CHECKPOINT_FORMAT)
+    throw new CheckpointError(`${file}: unknown checkpoint format ${String(meta.format)}`);
   const model: StateDict = new Map();
   const momentum: StateDict = new Map();
   for (const [k, v] of st.tensors) {

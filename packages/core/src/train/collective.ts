@@ -51,7 +51,12 @@ function* chunksOf(from: number, to: number): Generator<[number, number]> {
  * Summation order is the same on every rank for each element (it follows the ring), so all ranks
  * end with bitwise-identical buffers.
  */
-export async function ringAllReduceSum(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+export async function ringAllReduceSum(
+  t: RingTransport,
+  buf: Float32Array,
+  op: string,
+  deadlineMs: number,
+): Promise<Float32Array> {
   const k = t.worldSize;
   if (k === 1) return buf;
   const segs = segments(buf.length, k);
@@ -94,21 +99,34 @@ async function ringStep(
 }
 
 /** Mean across ranks (sum, then divide by the world size). */
-export async function ringAllReduceMean(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+export async function ringAllReduceMean(
+  t: RingTransport,
+  buf: Float32Array,
+  op: string,
+  deadlineMs: number,
+): Promise<Float32Array> {
   await ringAllReduceSum(t, buf, op, deadlineMs);
   if (t.worldSize > 1) for (let i = 0; i < buf.length; i++) buf[i]! /= t.worldSize;
   return buf;
 }
 
 /** Rank 0's buffer on every rank (a sum in which the other ranks contribute zeros: exact). */
-export async function broadcastFromRank0(t: RingTransport, buf: Float32Array, op: string, deadlineMs: number): Promise<Float32Array> {
+export async function broadcastFromRank0(
+  t: RingTransport,
+  buf: Float32Array,
+  op: string,
+  deadlineMs: number,
+): Promise<Float32Array> {
   if (t.rank !== 0) buf.fill(0);
   return ringAllReduceSum(t, buf, op, deadlineMs);
 }
 
 /** Chunks that arrived before anyone asked for them, and receivers waiting for chunks (keyed). */
 export class Mailbox {
-  private readonly slots = new Map<string, { value?: Float32Array; waiter?: (v: Float32Array) => void; fail?: (e: Error) => void }>();
+  private readonly slots = new Map<
+    string,
+    { value?: Float32Array; waiter?: (v: Float32Array) => void; fail?: (e: Error) => void }
+  >();
 
   put(key: string, data: Float32Array): void {
     const slot = this.slots.get(key);

@@ -16,7 +16,9 @@ export function applyShard(order: readonly number[], shard: ShardSpec | undefine
 
 export function shardSize(n: number, shard: ShardSpec | undefined): number {
   if (!shard) return n;
-  return shard.pad ? Math.ceil(n / shard.worldSize) : Math.floor(n / shard.worldSize) + (shard.rank < n % shard.worldSize ? 1 : 0);
+  return shard.pad
+    ? Math.ceil(n / shard.worldSize)
+    : Math.floor(n / shard.worldSize) + (shard.rank < n % shard.worldSize ? 1 : 0);
 }
 
 /** One batch: NHWC float32 images, already normalised (or, for cached features, [N, D]). */
@@ -65,13 +67,20 @@ export class ArrayBatchSource implements BatchSource {
     private readonly labels: Int32Array,
     private readonly itemShape: readonly number[],
     readonly numClasses: number,
-    private readonly options: { batchSize: number; shuffle: boolean; classNames?: readonly string[]; shard?: ShardSpec },
+    private readonly options: {
+      batchSize: number;
+      shuffle: boolean;
+      classNames?: readonly string[];
+      shard?: ShardSpec;
+    },
   ) {
     this.views = values instanceof Float32Array ? [values] : values;
     this.itemSize = itemShape.reduce((a, b) => a * b, 1);
     for (const v of this.views) {
       if (v.length !== labels.length * this.itemSize) {
-        throw new InvalidArgumentError(`ArrayBatchSource: ${v.length} values for ${labels.length} items of shape [${itemShape.join(', ')}]`);
+        throw new InvalidArgumentError(
+          `ArrayBatchSource: ${v.length} values for ${labels.length} items of shape [${itemShape.join(', ')}]`,
+        );
       }
     }
     if (this.views.length === 0) throw new InvalidArgumentError('ArrayBatchSource needs at least one view');
@@ -85,7 +94,9 @@ export class ArrayBatchSource implements BatchSource {
     const values = this.views[epoch % this.views.length]!;
     const n = this.labels.length;
     const order = applyShard(
-      this.options.shuffle ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(n) : Array.from({ length: n }, (_, i) => i),
+      this.options.shuffle
+        ? Rng.fromSeed(streamSeed(seed, epoch, STREAM_SHUFFLE)).permutation(n)
+        : Array.from({ length: n }, (_, i) => i),
       this.options.shard,
     );
     for (let start = 0; start < order.length; start += this.options.batchSize) {

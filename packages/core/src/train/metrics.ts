@@ -1,7 +1,11 @@
 /** Pure metric functions over plain arrays. */
 
 /** Row = true class, column = predicted class (torch/sklearn convention). */
-export function confusionMatrix(labels: ArrayLike<number>, predictions: ArrayLike<number>, numClasses: number): number[][] {
+export function confusionMatrix(
+  labels: ArrayLike<number>,
+  predictions: ArrayLike<number>,
+  numClasses: number,
+): number[][] {
   const m = Array.from({ length: numClasses }, () => new Array<number>(numClasses).fill(0));
   for (let i = 0; i < labels.length; i++) {
     const row = m[labels[i]!];

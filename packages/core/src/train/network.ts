@@ -116,7 +116,8 @@ export class Network {
     const out = new Map<string, tf.Variable>();
     this.model.stages.forEach((stage, i) => {
       if (i < first) return;
-      for (const spec of paramsOfStage(this.model, stage)) if (spec.learnable) out.set(spec.name, this.variables.get(spec.name)!);
+      for (const spec of paramsOfStage(this.model, stage))
+        if (spec.learnable) out.set(spec.name, this.variables.get(spec.name)!);
     });
     return out;
   }

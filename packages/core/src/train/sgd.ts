@@ -60,7 +60,10 @@ export class Sgd {
     const { momentum, weightDecay, nesterov } = this.options;
     const names = [...grads.keys()].filter((n) => params.has(n));
     if (names.length === 0) return;
-    const same = this.flat !== undefined && this.flat.names.length === names.length && this.flat.names.every((n, i) => n === names[i]);
+    const same =
+      this.flat !== undefined &&
+      this.flat.names.length === names.length &&
+      this.flat.names.every((n, i) => n === names[i]);
     if (!same) {
       // First step, or another parameter set: gather the buffers there are (zeros elsewhere).
       this.unflatten();
@@ -107,7 +110,13 @@ export class Sgd {
     const flat = this.flat;
     if (!flat) return;
     for (const [n, offset, size] of this.segments(flat)) {
-      this.buffers.set(n, tf.variable(tf.tidy(() => tf.slice(flat.buf, [offset], [size])), false));
+      this.buffers.set(
+        n,
+        tf.variable(
+          tf.tidy(() => tf.slice(flat.buf, [offset], [size])),
+          false,
+        ),
+      );
     }
     flat.buf.dispose();
     this.flat = undefined;

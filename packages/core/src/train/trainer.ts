@@ -12,7 +12,14 @@ import { paramsOfStage } from '../models/model.js';
 import { Rng } from '../util/rng.js';
 import type { StateDict } from '../weights/host-tensor.js';
 import { readWeightsFile, resolveWeights } from '../weights/load.js';
-import { CHECKPOINT_FORMAT, momentumTensors, readCheckpoint, saveCheckpoint, saveWeights, type CheckpointMeta } from './checkpoint.js';
+import {
+  CHECKPOINT_FORMAT,
+  momentumTensors,
+  readCheckpoint,
+  saveCheckpoint,
+  saveWeights,
+  type CheckpointMeta,
+} from './checkpoint.js';
 import { STREAM_DROPOUT, streamSeed, type Batch, type BatchSource } from './data.js';
 import { batchNormStatNames } from './batchnorm.js';
 import { broadcastFromRank0, ringAllReduceSum, type RingTransport } from './collective.js';
@@ -138,7 +145,9 @@ async function readFlat(items: readonly (tf.Tensor | number)[], extra = 0): Prom
     }
     return flat;
   }
-  const joined = tf.tidy(() => tf.concat(items.map((t) => (typeof t === 'number' ? tf.zeros([t]) : tf.reshape(t, [-1])))));
+  const joined = tf.tidy(() =>
+    tf.concat(items.map((t) => (typeof t === 'number' ? tf.zeros([t]) : tf.reshape(t, [-1])))),
+  );
   try {
     flat.set((await joined.data()) as Float32Array, 0);
   } finally {
@@ -161,9 +170,19 @@ export async function averageOverRing(
   const vars = names.map((n) => network.variables.get(n)!);
   const flat = await readFlat(vars);
   await ringAllReduceSum(dist.transport, flat, tag, dist.deadlineMs);
-  segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
+  segmentsOf(
+    flat,
+    vars.map((v) => v.size),
+  ).forEach((part, i) => {
     const v = vars[i]!;
-    tf.tidy(() => v.assign(tf.tensor(part.map((x) => x / dist.transport.worldSize), v.shape)));
+    tf.tidy(() =>
+      v.assign(
+        tf.tensor(
+          part.map((x) => x / dist.transport.worldSize),
+          v.shape,
+        ),
+      ),
+    );
   });
 }
 
@@ -202,7 +221,8 @@ function validate(config: TrainConfig): void {
   const bad = (name: string, why: string): never => {
     throw new InvalidArgumentError(`train config: ${name} ${why}`);
   };
-  if (!Number.isInteger(config.epochs) || config.epochs < 1) bad('epochs', `must be a positive integer (got ${config.epochs})`);
+  if (!Number.isInteger(config.epochs) || config.epochs < 1)
+    bad('epochs', `must be a positive integer (got ${config.epochs})`);
   if (!(config.lr > 0) || !Number.isFinite(config.lr)) bad('lr', `must be a positive number (got ${config.lr})`);
   if (config.momentum < 0 || config.momentum >= 1) bad('momentum', `must be in [0, 1) (got ${config.momentum})`);
   if (config.weightDecay < 0) bad('weightDecay', 'must not be negative');
@@ -213,7 +233,13 @@ function validate(config: TrainConfig): void {
 export function configHash(arch: string, numClasses: number, config: TrainConfig): string {
   // A strategy whose meaning changed (revision > 1) never resumes a checkpoint of the old meaning.
   const revision = STRATEGIES[config.strategy.kind].revision;
-  const canon = JSON.stringify({ arch, numClasses, ...config, strategy: strategyName(config.strategy), ...(revision > 1 ? { strategyRevision: revision } : {}) });
+  const canon = JSON.stringify({
+    arch,
+    numClasses,
+    ...config,
+    strategy: strategyName(config.strategy),
+    ...(revision > 1 ? { strategyRevision: revision } : {}),
+  });
   return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
@@ -256,7 +282,9 @@ export class Trainer {
     }
     this.changing = [
       ...(this.frozenInTrainingMode ? batchNormStatNames(network, 0, this.first) : []),
-      ...network.model.stages.slice(this.first).flatMap((stage) => paramsOfStage(network.model, stage).map((p) => p.name)),
+      ...network.model.stages
+        .slice(this.first)
+        .flatMap((stage) => paramsOfStage(network.model, stage).map((p) => p.name)),
     ];
     this.byTfName = new Map([...this.trainable].map(([k, v]) => [v.name, k]));
     this.sgd = new Sgd(options.config);
@@ -294,14 +322,21 @@ export class Trainer {
     for (let s = 0; s < n; s += micro) {
       const m = Math.min(micro, n - s);
       const r = this.forwardBackward(
-        { x: batch.x.subarray(s * per, (s + m) * per), shape: [m, ...itemShape], labels: batch.labels.subarray(s, s + m) },
+        {
+          x: batch.x.subarray(s * per, (s + m) * per),
+          shape: [m, ...itemShape],
+          labels: batch.labels.subarray(s, s + m),
+        },
         rng,
       );
       pending.push(r.pending);
       const next = new Map<string, tf.Tensor>();
       for (const [name, g] of r.grads) {
         const prev = accum?.get(name);
-        next.set(name, tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, m / n)) : tf.mul(g, m / n))));
+        next.set(
+          name,
+          tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, m / n)) : tf.mul(g, m / n))),
+        );
         g.dispose();
         prev?.dispose();
       }
@@ -313,7 +348,12 @@ export class Trainer {
   }
 
   /** One data-parallel step: local gradients, averaged over the ring (with loss and accuracy), one update. */
-  private async trainStepDistributed(batch: Batch, lr: number, step: string, rng?: Rng): Promise<{ lossSum: number; correct: number; n: number }> {
+  private async trainStepDistributed(
+    batch: Batch,
+    lr: number,
+    step: string,
+    rng?: Rng,
+  ): Promise<{ lossSum: number; correct: number; n: number }> {
     const d = this.options.distributed!;
     const r = this.forwardBackward(batch, rng);
     const local = await readOutcome([r.pending]);
@@ -343,7 +383,12 @@ export class Trainer {
   /** Averages BatchNorm running statistics over the ring (they drift apart on different shards). */
   private async syncBatchNorm(epoch: number): Promise<void> {
     const network = this.options.network;
-    await averageOverRing(network, batchNormStatNames(network, 0, network.model.stages.length), this.options.distributed!, `bn/${epoch}`);
+    await averageOverRing(
+      network,
+      batchNormStatNames(network, 0, network.model.stages.length),
+      this.options.distributed!,
+      `bn/${epoch}`,
+    );
   }
 
   /** Every rank starts from rank 0's weights and momentum (after any resume). */
@@ -352,7 +397,10 @@ export class Trainer {
     const vars = [...this.options.network.variables.values()];
     const flat = await readFlat(vars);
     await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
-    segmentsOf(flat, vars.map((v) => v.size)).forEach((part, i) => {
+    segmentsOf(
+      flat,
+      vars.map((v) => v.size),
+    ).forEach((part, i) => {
       const v = vars[i]!;
       tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
     });
@@ -441,7 +489,12 @@ export class Trainer {
       const all = await gatherShards(d, Math.round(count), [predictions, labels], `valpred/${opTag}`);
       return { loss: count === 0 ? 0 : lossSum / count, confusion, predictions: all[0]!, labels: all[1]! };
     }
-    return { loss: count === 0 ? 0 : lossSum / count, confusion, predictions: Int32Array.from(predictions), labels: Int32Array.from(labels) };
+    return {
+      loss: count === 0 ? 0 : lossSum / count,
+      confusion,
+      predictions: Int32Array.from(predictions),
+      labels: Int32Array.from(labels),
+    };
   }
 
   async run(): Promise<TrainResult> {
@@ -463,7 +516,9 @@ export class Trainer {
     if (lastFile && existsSync(lastFile)) {
       const ck = await readCheckpoint(lastFile);
       if (ck.meta.configHash !== hash) {
-        throw new CheckpointError(`${lastFile} belongs to another configuration (${ck.meta.configHash}, this run is ${hash}); use another --out directory`);
+        throw new CheckpointError(
+          `${lastFile} belongs to another configuration (${ck.meta.configHash}, this run is ${hash}); use another --out directory`,
+        );
       }
       network.assign(resolveWeights(model, ck.model, lastFile).values);
       const mom = momentumTensors(model, ck.momentum);
@@ -508,7 +563,15 @@ export class Trainer {
         const elapsed = performance.now() - t0;
         const ips = (seen / elapsed) * 1000;
         const remainingImages = (config.epochs - epoch) * this.options.train.size - seen;
-        onProgress?.({ type: 'step', epoch, step: f.step + 1, stepsPerEpoch, loss: r.lossSum / r.n, imagesPerSec: ips, etaMs: (remainingImages / ips) * 1000 });
+        onProgress?.({
+          type: 'step',
+          epoch,
+          step: f.step + 1,
+          stepsPerEpoch,
+          loss: r.lossSum / r.n,
+          imagesPerSec: ips,
+          etaMs: (remainingImages / ips) * 1000,
+        });
       };
       const it = this.options.train.batches(epoch, config.seed)[Symbol.asyncIterator]();
       for (;;) {
@@ -567,7 +630,11 @@ export class Trainer {
         for (const t of bestSnapshot?.values() ?? []) t.dispose();
         bestSnapshot = network.snapshot(this.changing);
         bestFromFile = undefined;
-        if (bestFile && writer) await saveWeights(bestFile, await network.exportState(), { ferry_best_epoch: String(epoch), ferry_arch: model.arch });
+        if (bestFile && writer)
+          await saveWeights(bestFile, await network.exportState(), {
+            ferry_best_epoch: String(epoch),
+            ferry_arch: model.arch,
+          });
       }
       onProgress?.({ type: 'epoch', metrics, best: improved });
       if (lastFile && writer) {

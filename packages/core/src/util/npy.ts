@@ -14,7 +14,8 @@ const DESCR: Readonly<Record<string, string>> = {
 /** Reads a NumPy .npy array (C order, little-endian) as float32. */
 export function readNpy(bytes: Uint8Array, file = 'array'): { shape: number[]; data: Float32Array } {
   const magic = [0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59];
-  if (bytes.length < 10 || !magic.every((b, i) => bytes[i] === b)) throw new InvalidArgumentError(`${file}: not a .npy file`);
+  if (bytes.length < 10 || !magic.every((b, i) => bytes[i] === b))
+    throw new InvalidArgumentError(`${file}: not a .npy file`);
   const major = bytes[6]!;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = major === 1 ? view.getUint16(8, true) : view.getUint32(8, true);
@@ -25,22 +26,29 @@ export function readNpy(bytes: Uint8Array, file = 'array'): { shape: number[]; d
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
   const dtype = descr ? DESCR[descr] : undefined;
   if (!dtype) throw new InvalidArgumentError(`${file}: unsupported dtype ${descr ?? '?'} (use float32)`);
-  if (fortran === 'True') throw new InvalidArgumentError(`${file}: Fortran-ordered arrays are not supported (np.ascontiguousarray)`);
+  if (fortran === 'True')
+    throw new InvalidArgumentError(`${file}: Fortran-ordered arrays are not supported (np.ascontiguousarray)`);
   if (shapeText === undefined) throw new InvalidArgumentError(`${file}: the .npy header has no shape`);
   const shape = shapeText
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0)
     .map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
-  if (shape.some((d) => !Number.isSafeInteger(d))) throw new InvalidArgumentError(`${file}: the .npy shape (${shapeText}) must hold non-negative integers`);
+  if (shape.some((d) => !Number.isSafeInteger(d)))
+    throw new InvalidArgumentError(`${file}: the .npy shape (${shapeText}) must hold non-negative integers`);
   const n = shape.reduce((a, b) => a * b, 1);
   const max = limits().maxTensorElements;
-  if (n > max) throw new InvalidArgumentError(`${file}: the .npy shape (${shape.join(', ')}) has ${n} elements, more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`);
+  if (n > max)
+    throw new InvalidArgumentError(
+      `${file}: the .npy shape (${shape.join(', ')}) has ${n} elements, more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`,
+    );
   const dataStart = start + headerLen;
   // Checked before allocating: a header may declare more elements than the file holds.
   const need = n * (DTYPE_BYTES[dtype] ?? 4);
   if (!Number.isSafeInteger(need) || dataStart + need > bytes.length) {
-    throw new InvalidArgumentError(`${file}: the .npy header declares shape (${shape.join(', ')}) ${descr}, ${need} bytes, but the file holds ${Math.max(0, bytes.length - dataStart)} (truncated?)`);
+    throw new InvalidArgumentError(
+      `${file}: the .npy header declares shape (${shape.join(', ')}) ${descr}, ${need} bytes, but the file holds ${Math.max(0, bytes.length - dataStart)} (truncated?)`,
+    );
   }
   return { shape, data: decodeElements(bytes, dataStart, n, dtype) };
 }
@@ -60,7 +68,10 @@ export function writeNpy(data: Float32Array, shape: readonly number[]): Buffer {
 }
 
 /** NCHW -> NHWC for a 4-D float array. */
-export function nchwToNhwc(data: Float32Array, shape: readonly number[]): { data: Float32Array; shape: [number, number, number, number] } {
+export function nchwToNhwc(
+  data: Float32Array,
+  shape: readonly number[],
+): { data: Float32Array; shape: [number, number, number, number] } {
   if (shape.length !== 4) throw new InvalidArgumentError(`expected a 4-D NCHW array, got shape [${shape.join(', ')}]`);
   const [n, c, h, w] = shape as [number, number, number, number];
   const out = new Float32Array(data.length);

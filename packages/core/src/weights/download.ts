@@ -103,9 +103,12 @@ export async function download(opts: DownloadOptions): Promise<DownloadResult> {
     } catch (e) {
       throw e instanceof DownloadError
         ? e
-        : new DownloadError(`download of ${opts.url} broke off at ${received} bytes (run again to resume): ${(e as Error).message}`, {
-            cause: e,
-          });
+        : new DownloadError(
+            `download of ${opts.url} broke off at ${received} bytes (run again to resume): ${(e as Error).message}`,
+            {
+              cause: e,
+            },
+          );
     } finally {
       await new Promise<void>((r) => out.end(() => r()));
     }

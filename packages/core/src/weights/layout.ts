@@ -16,7 +16,8 @@ export function torchToTf(spec: ParamSpec, src: Float32Array): Float32Array {
       const [c, , kh, kw] = spec.torchShape as [number, number, number, number];
       const out = new Float32Array(src.length);
       for (let o = 0; o < c; o++)
-        for (let h = 0; h < kh; h++) for (let w = 0; w < kw; w++) out[(h * kw + w) * c + o] = src[(o * kh + h) * kw + w]!;
+        for (let h = 0; h < kh; h++)
+          for (let w = 0; w < kw; w++) out[(h * kw + w) * c + o] = src[(o * kh + h) * kw + w]!;
       return out;
     }
     case 'linear':
@@ -42,7 +43,8 @@ export function tfToTorch(spec: ParamSpec, src: Float32Array): Float32Array {
       const [c, , kh, kw] = spec.torchShape as [number, number, number, number];
       const out = new Float32Array(src.length);
       for (let o = 0; o < c; o++)
-        for (let h = 0; h < kh; h++) for (let w = 0; w < kw; w++) out[(o * kh + h) * kw + w] = src[(h * kw + w) * c + o]!;
+        for (let h = 0; h < kh; h++)
+          for (let w = 0; w < kw; w++) out[(o * kh + h) * kw + w] = src[(h * kw + w) * c + o]!;
       return out;
     }
     case 'linear':

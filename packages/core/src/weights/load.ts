@@ -21,7 +21,10 @@ export async function readWeightsFile(file: string): Promise<{ tensors: StateDic
   return parseWeights(bytes, file);
 }
 
-export function parseWeights(bytes: Uint8Array, file: string): { tensors: StateDict; metadata: Record<string, string> } {
+export function parseWeights(
+  bytes: Uint8Array,
+  file: string,
+): { tensors: StateDict; metadata: Record<string, string> } {
   if (bytes.length === 0) throw new WeightsCorruptError(file, 'file is empty');
   if (ZipReader.isZip(bytes) || bytes[0] === 0x80) return { tensors: readPth(bytes, file), metadata: {} };
   const st = readSafetensors(bytes, file);
@@ -64,7 +67,9 @@ export function resolveWeights(model: ModelDef, state: StateDict, source: string
       continue;
     }
     if (t.shape.length !== spec.torchShape.length || t.shape.some((d, i) => d !== spec.torchShape[i])) {
-      problems.push(`shape mismatch for ${spec.name}: file has [${t.shape.join(', ')}], ${model.arch} expects [${spec.torchShape.join(', ')}]`);
+      problems.push(
+        `shape mismatch for ${spec.name}: file has [${t.shape.join(', ')}], ${model.arch} expects [${spec.torchShape.join(', ')}]`,
+      );
       continue;
     }
     values.set(spec.name, torchToTf(spec, t.data));
@@ -76,7 +81,10 @@ export function resolveWeights(model: ModelDef, state: StateDict, source: string
     problems.push(`unexpected tensor ${name}`);
   }
   if (problems.length > 0) {
-    throw new WeightsMismatchError(problems, `${source} does not fit ${model.arch} (${problems.length} problem${problems.length > 1 ? 's' : ''})`);
+    throw new WeightsMismatchError(
+      problems,
+      `${source} does not fit ${model.arch} (${problems.length} problem${problems.length > 1 ? 's' : ''})`,
+    );
   }
   return { values, headReplaced, fileClasses };
 }

@@ -116,7 +116,9 @@ export function unpickle(bytes: Uint8Array, options: UnpickleOptions): unknown {
     const g = new PyGlobal(module, name);
     const q = g.qualified;
     if (!options.reducers.has(q) && !options.classes?.has(q) && !options.values?.has(q)) {
-      throw new PickleError(`pickle refers to ${q}, which ferry does not load (only tensors and state dicts are allowed)`);
+      throw new PickleError(
+        `pickle refers to ${q}, which ferry does not load (only tensors and state dicts are allowed)`,
+      );
     }
     return g;
   };

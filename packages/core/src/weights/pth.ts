@@ -59,16 +59,21 @@ export function readPth(bytes: Uint8Array, file: string): StateDict {
   const pkl = [...zip.entries.keys()].find((n) => n.endsWith('/data.pkl') || n === 'data.pkl');
   if (pkl === undefined) throw new WeightsCorruptError(file, 'archive has no data.pkl; not a torch.save file');
   const prefix = pkl.slice(0, pkl.length - 'data.pkl'.length);
-  const byteorder = zip.entries.has(`${prefix}byteorder`) ? new TextDecoder().decode(zip.read(`${prefix}byteorder`)) : 'little';
+  const byteorder = zip.entries.has(`${prefix}byteorder`)
+    ? new TextDecoder().decode(zip.read(`${prefix}byteorder`))
+    : 'little';
   if (byteorder.trim() !== 'little') throw new UnsupportedFormatError(`${file}: big-endian tensors are not supported`);
 
   const reducers = new Map<string, Reducer>([
-    ['collections.OrderedDict', (args) => {
-      const d = new PyDict();
-      const items = args[0];
-      if (Array.isArray(items)) for (const kv of items) if (Array.isArray(kv)) d.set(kv[0], kv[1]);
-      return d;
-    }],
+    [
+      'collections.OrderedDict',
+      (args) => {
+        const d = new PyDict();
+        const items = args[0];
+        if (Array.isArray(items)) for (const kv of items) if (Array.isArray(kv)) d.set(kv[0], kv[1]);
+        return d;
+      },
+    ],
     ['torch._utils._rebuild_tensor_v2', rebuildTensor],
     ['torch._utils._rebuild_tensor', rebuildTensor],
     ['torch._utils._rebuild_parameter', (args) => args[0]],
@@ -85,7 +90,8 @@ export function readPth(bytes: Uint8Array, file: string): StateDict {
         if (!Array.isArray(pid) || pid[0] !== 'storage') throw new PickleError(`unknown persistent id ${String(pid)}`);
         const type = pid[1];
         const dtype = type instanceof PyGlobal ? STORAGE_DTYPES[type.name] : undefined;
-        if (!dtype) throw new PickleError(`unsupported storage type ${type instanceof PyGlobal ? type.qualified : String(type)}`);
+        if (!dtype)
+          throw new PickleError(`unsupported storage type ${type instanceof PyGlobal ? type.qualified : String(type)}`);
         return { kind: 'storage', key: String(pid[2]), dtype } satisfies StorageRef;
       },
     });
@@ -119,8 +125,14 @@ export function readPth(bytes: Uint8Array, file: string): StateDict {
 
 function rebuildTensor(args: readonly unknown[]): TensorRef {
   const [storage, offset, shape, stride] = args;
-  const storageOk = typeof storage === 'object' && storage !== null && (storage as { kind?: unknown }).kind === 'storage';
-  if (!storageOk || !Array.isArray(shape) || !Array.isArray(stride) || (typeof offset !== 'number' && typeof offset !== 'bigint')) {
+  const storageOk =
+    typeof storage === 'object' && storage !== null && (storage as { kind?: unknown }).kind === 'storage';
+  if (
+    !storageOk ||
+    !Array.isArray(shape) ||
+    !Array.isArray(stride) ||
+    (typeof offset !== 'number' && typeof offset !== 'bigint')
+  ) {
     throw new PickleError('_rebuild_tensor needs (storage, offset, shape tuple, stride tuple)');
   }
   return {
@@ -148,14 +160,24 @@ function materialise(t: TensorRef, storage: Uint8Array, file: string, name: stri
   const size = DTYPE_BYTES[t.storage.dtype] ?? 4;
   // Checked before anything is allocated: what the pickle declares is not trusted.
   if (!isIndex(t.offset) || !t.shape.every(isIndex) || !t.stride.every(isIndex) || t.stride.length !== t.shape.length) {
-    throw new WeightsCorruptError(file, `tensor ${name}: offset, shape [${t.shape.join(', ')}] and stride [${t.stride.join(', ')}] must be non-negative integers of one length`);
+    throw new WeightsCorruptError(
+      file,
+      `tensor ${name}: offset, shape [${t.shape.join(', ')}] and stride [${t.stride.join(', ')}] must be non-negative integers of one length`,
+    );
   }
   const n = numel(t.shape);
   // A parameter never repeats elements of its storage (a stride-0 "expanded" view does): a tensor
   // with more elements than its storage holds is refused rather than blown up in memory.
-  if (n > limits().maxTensorElements) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${limits().maxTensorElements} allowed (${LIMITS.maxTensorElements.flag})`);
+  if (n > limits().maxTensorElements)
+    throw new WeightsCorruptError(
+      file,
+      `tensor ${name}: ${n} elements is more than the ${limits().maxTensorElements} allowed (${LIMITS.maxTensorElements.flag})`,
+    );
   if (n * size > storage.length) {
-    throw new WeightsCorruptError(file, `tensor ${name}: shape [${t.shape.join(', ')}] has ${n} elements, more than its ${storage.length}-byte storage holds`);
+    throw new WeightsCorruptError(
+      file,
+      `tensor ${name}: shape [${t.shape.join(', ')}] has ${n} elements, more than its ${storage.length}-byte storage holds`,
+    );
   }
   // Contiguous row-major strides read straight through; anything else is gathered element by element.
   const contiguous = t.shape.every((_, i) => t.shape[i] === 1 || t.stride[i] === numel(t.shape.slice(i + 1)));
@@ -165,7 +187,11 @@ function materialise(t: TensorRef, storage: Uint8Array, file: string, name: stri
     throw new WeightsCorruptError(file, `tensor ${name} needs more bytes than its storage holds (truncated file?)`);
   }
   if (contiguous) {
-    return { dtype: t.storage.dtype, shape: t.shape, data: decodeElements(storage, t.offset * size, n, t.storage.dtype) };
+    return {
+      dtype: t.storage.dtype,
+      shape: t.shape,
+      data: decodeElements(storage, t.offset * size, n, t.storage.dtype),
+    };
   }
   const all = decodeElements(storage, 0, storage.length / size, t.storage.dtype);
   const out = new Float32Array(n);

@@ -42,7 +42,10 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFil
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
   if (headerLen <= 0 || headerLen > MAX_SAFETENSORS_HEADER_BYTES || 8 + headerLen > bytes.length) {
-    throw new WeightsCorruptError(file, `safetensors header length ${headerLen} exceeds the file or the format's 100 MB limit (truncated or not safetensors)`);
+    throw new WeightsCorruptError(
+      file,
+      `safetensors header length ${headerLen} exceeds the file or the format's 100 MB limit (truncated or not safetensors)`,
+    );
   }
   let header: unknown;
   try {
@@ -50,7 +53,8 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFil
   } catch (e) {
     throw new WeightsCorruptError(file, 'safetensors header is not valid JSON', { cause: e });
   }
-  if (typeof header !== 'object' || header === null || Array.isArray(header)) throw new WeightsCorruptError(file, 'safetensors header is not a JSON object');
+  if (typeof header !== 'object' || header === null || Array.isArray(header))
+    throw new WeightsCorruptError(file, 'safetensors header is not a JSON object');
   const dataStart = 8 + headerLen;
   const dataBytes = bytes.length - dataStart;
   const tensors: StateDict = new Map();
@@ -66,16 +70,28 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFil
     const e = (typeof raw === 'object' && raw !== null ? raw : {}) as Partial<Record<keyof HeaderEntry, unknown>>;
     const dtype = typeof e.dtype === 'string' ? ST_TO_DTYPE[e.dtype] : undefined;
     if (!dtype) throw new WeightsCorruptError(file, `tensor ${name}: unsupported dtype ${JSON.stringify(e.dtype)}`);
-    if (!Array.isArray(e.shape) || !e.shape.every(isCount)) throw new WeightsCorruptError(file, `tensor ${name}: shape must be a list of non-negative integers`);
+    if (!Array.isArray(e.shape) || !e.shape.every(isCount))
+      throw new WeightsCorruptError(file, `tensor ${name}: shape must be a list of non-negative integers`);
     const shape = e.shape as number[];
     const n = numel(shape);
     const max = limits().maxTensorElements;
-    if (n > max) throw new WeightsCorruptError(file, `tensor ${name}: ${n} elements is more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`);
+    if (n > max)
+      throw new WeightsCorruptError(
+        file,
+        `tensor ${name}: ${n} elements is more than the ${max} allowed (${LIMITS.maxTensorElements.flag})`,
+      );
     const offsets = e.data_offsets;
-    const [begin, end] = Array.isArray(offsets) && offsets.length === 2 && offsets.every(isCount) ? (offsets as [number, number]) : [-1, -1];
-    if (begin < 0 || begin > end) throw new WeightsCorruptError(file, `tensor ${name}: data_offsets must be [begin, end] with 0 <= begin <= end`);
+    const [begin, end] =
+      Array.isArray(offsets) && offsets.length === 2 && offsets.every(isCount)
+        ? (offsets as [number, number])
+        : [-1, -1];
+    if (begin < 0 || begin > end)
+      throw new WeightsCorruptError(file, `tensor ${name}: data_offsets must be [begin, end] with 0 <= begin <= end`);
     if (end - begin !== n * (DTYPE_BYTES[dtype] ?? 4)) {
-      throw new WeightsCorruptError(file, `tensor ${name}: ${end - begin} bytes for shape [${shape.join(', ')}] ${String(e.dtype)}`);
+      throw new WeightsCorruptError(
+        file,
+        `tensor ${name}: ${end - begin} bytes for shape [${shape.join(', ')}] ${String(e.dtype)}`,
+      );
     }
     if (end > dataBytes) throw new WeightsCorruptError(file, `tensor ${name} is truncated`);
     tensors.set(name, { dtype, shape, data: decodeElements(bytes, dataStart + begin, n, dtype) });
@@ -84,7 +100,10 @@ export function readSafetensors(bytes: Uint8Array, file: string): SafetensorsFil
 }
 
 /** Writes float32 tensors (and string metadata) as a .safetensors buffer. */
-export function writeSafetensors(tensors: ReadonlyMap<string, HostTensor>, metadata: Record<string, string> = {}): Buffer {
+export function writeSafetensors(
+  tensors: ReadonlyMap<string, HostTensor>,
+  metadata: Record<string, string> = {},
+): Buffer {
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header['__metadata__'] = metadata;
   let offset = 0;

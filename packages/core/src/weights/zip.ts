@@ -130,18 +130,25 @@ export class ZipReader {
       // The declared size bounds the output before anything is inflated: a bomb that declares its
       // size is refused here, one that lies is cut off by zlib at the declared size.
       if (e.size > this.limits.maxEntryBytes) {
-        throw new ZipFormatError(`entry ${name} would inflate to ${e.size} bytes, over the ${this.limits.maxEntryBytes}-byte limit per entry (${LIMITS.maxZipEntryBytes.flag})`);
+        throw new ZipFormatError(
+          `entry ${name} would inflate to ${e.size} bytes, over the ${this.limits.maxEntryBytes}-byte limit per entry (${LIMITS.maxZipEntryBytes.flag})`,
+        );
       }
       if (this.inflated + e.size > this.limits.maxTotalBytes) {
-        throw new ZipFormatError(`inflating ${name} would pass the archive's ${this.limits.maxTotalBytes}-byte limit (${LIMITS.maxZipTotalBytes.flag})`);
+        throw new ZipFormatError(
+          `inflating ${name} would pass the archive's ${this.limits.maxTotalBytes}-byte limit (${LIMITS.maxZipTotalBytes.flag})`,
+        );
       }
       let out: Buffer;
       try {
         out = inflateRawSync(raw, { maxOutputLength: Math.max(1, e.size) });
       } catch (err) {
-        throw new ZipFormatError(`entry ${name} does not inflate to its declared ${e.size} bytes (${(err as Error).message})`);
+        throw new ZipFormatError(
+          `entry ${name} does not inflate to its declared ${e.size} bytes (${(err as Error).message})`,
+        );
       }
-      if (out.length !== e.size) throw new ZipFormatError(`entry ${name} inflates to ${out.length} bytes, not its declared ${e.size}`);
+      if (out.length !== e.size)
+        throw new ZipFormatError(`entry ${name} inflates to ${out.length} bytes, not its declared ${e.size}`);
       this.inflated += out.length;
       return new Uint8Array(out.buffer, out.byteOffset, out.length);
     }

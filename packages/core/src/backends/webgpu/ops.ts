@@ -28,7 +28,12 @@ import {
  */
 
 interface WebGpuBackendLike {
-  runWebGPUProgram(program: GpuProgram, inputs: tf.TensorInfo[], outputDtype: tf.DataType, uniforms?: UniformValue[]): tf.TensorInfo;
+  runWebGPUProgram(
+    program: GpuProgram,
+    inputs: tf.TensorInfo[],
+    outputDtype: tf.DataType,
+    uniforms?: UniformValue[],
+  ): tf.TensorInfo;
   readonly device?: { readonly limits?: { readonly maxStorageBufferBindingSize?: number } };
 }
 
@@ -93,7 +98,17 @@ type Pad = 'valid' | 'same' | number | tf.backend_util.ExplicitPadding;
 
 /** The uniforms GEOMETRY_UNIFORMS declares, in its order. */
 function geometry(h: number, w: number, info: tf.backend_util.Conv2DInfo): UniformValue[] {
-  return [h, w, info.outHeight, info.outWidth, info.filterWidth, info.strideHeight, info.strideWidth, info.padInfo.top, info.padInfo.left].map(int);
+  return [
+    h,
+    w,
+    info.outHeight,
+    info.outWidth,
+    info.filterWidth,
+    info.strideHeight,
+    info.strideWidth,
+    info.padInfo.top,
+    info.padInfo.left,
+  ].map(int);
 }
 
 /**
@@ -130,28 +145,49 @@ export function conv2dFilterGrad(
   });
 }
 
-function filterGradRows(x: tf.Tensor4D, dy: tf.Tensor4D, info: tf.backend_util.Conv2DInfo, rows: number, cols: number, cout: number): tf.Tensor {
+function filterGradRows(
+  x: tf.Tensor4D,
+  dy: tf.Tensor4D,
+  info: tf.backend_util.Conv2DInfo,
+  rows: number,
+  cols: number,
+  cout: number,
+): tf.Tensor {
   const [, h, w, cin] = x.shape;
   const p = info.padInfo;
   const identity =
-    info.filterHeight === 1 && info.filterWidth === 1 && info.strideHeight === 1 && info.strideWidth === 1 && p.top === 0 && p.left === 0;
+    info.filterHeight === 1 &&
+    info.filterWidth === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    p.top === 0 &&
+    p.left === 0;
   let a: tf.Tensor;
   if (identity) a = tf.reshape(x, [rows, cin]);
   else {
     const c = lanesOf(cin);
-    a = run(new Im2ColProgram(rows, cols, c), [x], [
-      int((rows * cols) / c),
-      int(cols),
-      int(cin),
-      ...geometry(h, w, info),
-      int(info.dilationHeight),
-      int(info.dilationWidth),
-    ]);
+    a = run(
+      new Im2ColProgram(rows, cols, c),
+      [x],
+      [
+        int((rows * cols) / c),
+        int(cols),
+        int(cin),
+        ...geometry(h, w, info),
+        int(info.dilationHeight),
+        int(info.dilationWidth),
+      ],
+    );
   }
   const b = tf.reshape(dy, [rows, cout]);
   const s = splitCount(rows, cols, cout);
   if (s === 1) return tf.matMul(a as tf.Tensor2D, b as tf.Tensor2D, true, false);
-  const parts = tf.matMul(tf.reshape(a, [s, rows / s, cols]) as tf.Tensor3D, tf.reshape(b, [s, rows / s, cout]) as tf.Tensor3D, true, false);
+  const parts = tf.matMul(
+    tf.reshape(a, [s, rows / s, cols]) as tf.Tensor3D,
+    tf.reshape(b, [s, rows / s, cout]) as tf.Tensor3D,
+    true,
+    false,
+  );
   return leadingSum(parts, s, cols * cout, cols * cout, 0);
 }
 
@@ -174,14 +210,11 @@ export function depthwiseFilterGrad(
     const chunk = Math.ceil(rows / want);
     const s = Math.ceil(rows / chunk);
     const c = lanesOf(ch);
-    const parts = run(new DepthwiseFilterPartsProgram(s, taps, ch, c), [x, dy], [
-      int((s * taps * ch) / c),
-      int(ch),
-      int(taps),
-      int(rows),
-      int(chunk),
-      ...geometry(h, w, info),
-    ]);
+    const parts = run(
+      new DepthwiseFilterPartsProgram(s, taps, ch, c),
+      [x, dy],
+      [int((s * taps * ch) / c), int(ch), int(taps), int(rows), int(chunk), ...geometry(h, w, info)],
+    );
     const total = s === 1 ? parts : leadingSum(parts, s, taps * ch, taps * ch, 0);
     return tf.reshape(total, [kh, kw, ch, 1]) as tf.Tensor4D;
   });
@@ -221,7 +254,10 @@ export function bnApply(
   const ch = x.shape[3];
   const c = lanesOf(ch);
   const inputs = residual ? [x, stats, gamma, beta, residual] : [x, stats, gamma, beta];
-  return tf.reshape(run(new BnApplyProgram(x.size, c, act, residual !== undefined), inputs, [int(x.size / c), int(ch), float(eps)]), x.shape) as tf.Tensor4D;
+  return tf.reshape(
+    run(new BnApplyProgram(x.size, c, act, residual !== undefined), inputs, [int(x.size / c), int(ch), float(eps)]),
+    x.shape,
+  ) as tf.Tensor4D;
 }
 
 /**
@@ -259,15 +295,28 @@ export function bnGrad(
     x.shape,
   ) as tf.Tensor4D;
   if (!withResidual) return { dx, dgamma, dbeta };
-  const dres = act === 'none' ? dy : (tf.reshape(run(new ActMaskProgram(x.size, c, act), [dy, y], [int(x.size / c)]), x.shape) as tf.Tensor4D);
+  const dres =
+    act === 'none'
+      ? dy
+      : (tf.reshape(run(new ActMaskProgram(x.size, c, act), [dy, y], [int(x.size / c)]), x.shape) as tf.Tensor4D);
   return { dx, dgamma, dbeta, dres };
 }
 
 /** torch's running-statistic update of one [c] tensor from row `row` of [mean; var] (one program). */
-export function runningStat(running: tf.Tensor1D, stats: tf.Tensor2D, row: 0 | 1, momentum: number, factor: number): tf.Tensor1D {
+export function runningStat(
+  running: tf.Tensor1D,
+  stats: tf.Tensor2D,
+  row: 0 | 1,
+  momentum: number,
+  factor: number,
+): tf.Tensor1D {
   const ch = running.shape[0];
   const c = lanesOf(ch);
-  return run(new RunningStatProgram(ch, c), [running, stats], [int(ch / c), int(row), float(momentum), float(factor)]) as tf.Tensor1D;
+  return run(
+    new RunningStatProgram(ch, c),
+    [running, stats],
+    [int(ch / c), int(row), float(momentum), float(factor)],
+  ) as tf.Tensor1D;
 }
 
 /**
@@ -289,12 +338,22 @@ export function sgdMomentumFlat(
   const decay = weightDecay !== 0;
   const c = lanesOf(buf.size);
   const inputs = decay ? [buf, g, flat(params)] : [buf, g];
-  const next = run(new FlatMomentumProgram(buf.size, c, decay), inputs, [int(buf.size / c), float(momentum), float(weightDecay)]) as tf.Tensor1D;
+  const next = run(new FlatMomentumProgram(buf.size, c, decay), inputs, [
+    int(buf.size / c),
+    float(momentum),
+    float(weightDecay),
+  ]) as tf.Tensor1D;
   let offset = 0;
   const out = params.map((p, i) => {
     const ins = nesterov ? [tf.reshape(p, [-1]), next, tf.reshape(grads[i]!, [-1])] : [tf.reshape(p, [-1]), next];
     const r = tf.reshape(
-      run(new SgdFromFlatProgram(p.size, nesterov), ins, [int(p.size), int(offset), float(lr), float(momentum), float(weightDecay)]),
+      run(new SgdFromFlatProgram(p.size, nesterov), ins, [
+        int(p.size),
+        int(offset),
+        float(lr),
+        float(momentum),
+        float(weightDecay),
+      ]),
       p.shape,
     );
     offset += p.size;
@@ -302,4 +361,3 @@ export function sgdMomentumFlat(
   });
   return { buf: next, params: out };
 }
-

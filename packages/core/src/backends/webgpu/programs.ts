@@ -72,7 +72,8 @@ abstract class FlatProgram implements GpuProgram {
  * width, output height and width, filter width, strides, top/left padding. `tapSource` maps an
  * output row p = (n, oh, ow) and a tap (kh, kw) to the input pixel it reads, (n, ih, iw).
  */
-const GEOMETRY_UNIFORMS = 'inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,';
+const GEOMETRY_UNIFORMS =
+  'inH : i32, inW : i32, outH : i32, outW : i32, kW : i32, strideH : i32, strideW : i32, padT : i32, padL : i32,';
 
 const TAP_SOURCE = `
       fn tapSource(p : i32, kh : i32, kw : i32, dilH : i32, dilW : i32) -> vec3<i32> {
@@ -94,7 +95,14 @@ const TAP_SOURCE = `
  */
 export class Im2ColProgram extends FlatProgram {
   constructor(rows: number, cols: number, c: number) {
-    super(['x'], [rows, cols], c, (rows * cols) / c, `count : i32, cols : i32, cin : i32, ${GEOMETRY_UNIFORMS} dilH : i32, dilW : i32,`, 'im2col');
+    super(
+      ['x'],
+      [rows, cols],
+      c,
+      (rows * cols) / c,
+      `count : i32, cols : i32, cin : i32, ${GEOMETRY_UNIFORMS} dilH : i32, dilW : i32,`,
+      'im2col',
+    );
   }
 
   getUserCode(): string {
@@ -196,7 +204,14 @@ export class DepthwiseFilterPartsProgram extends FlatProgram {
  */
 export class BnStatsPartsProgram extends FlatProgram {
   constructor(parts: number, channels: number, c: number) {
-    super(['x'], [parts, 2, channels], c, (parts * channels) / c, 'count : i32, ch : i32, rows : i32, parts : i32,', 'bn_stats_parts');
+    super(
+      ['x'],
+      [parts, 2, channels],
+      c,
+      (parts * channels) / c,
+      'count : i32, ch : i32, rows : i32, parts : i32,',
+      'bn_stats_parts',
+    );
   }
 
   getUserCode(): string {
@@ -240,7 +255,14 @@ function pairedPartsMain(c: number, setup: string, body: string, a: string, b: s
  * discard instead of returning early.
  */
 abstract class GroupReduceProgram extends FlatProgram {
-  constructor(variableNames: string[], outputShape: number[], c: number, outputs: number, uniforms: string, key: string) {
+  constructor(
+    variableNames: string[],
+    outputShape: number[],
+    c: number,
+    outputs: number,
+    uniforms: string,
+    key: string,
+  ) {
     super(variableNames, outputShape, c, outputs * WORKGROUP, uniforms, key);
   }
 
@@ -293,7 +315,14 @@ export class GroupSumProgram extends GroupReduceProgram {
 /** BatchNorm statistics, second pass: [mean; biased variance] per channel from the parts. */
 export class BnStatsFinalProgram extends GroupReduceProgram {
   constructor(channels: number, c: number) {
-    super(['parts', 'x'], [2, channels], c, channels / c, 'count : i32, ch : i32, parts : i32, n : f32,', 'bn_stats_final');
+    super(
+      ['parts', 'x'],
+      [2, channels],
+      c,
+      channels / c,
+      'count : i32, ch : i32, parts : i32, n : f32,',
+      'bn_stats_final',
+    );
   }
 
   getUserCode(): string {
@@ -418,7 +447,9 @@ export class BnGradInputProgram extends FlatProgram {
   ) {
     super(
       // At most 7 inputs: WebGPU's default limit is 8 storage buffers per shader stage.
-      act !== 'none' ? ['x', 'stats', 'gamma', 'dbeta', 'dgamma', 'dy', 'y'] : ['x', 'stats', 'gamma', 'dbeta', 'dgamma', 'dy'],
+      act !== 'none'
+        ? ['x', 'stats', 'gamma', 'dbeta', 'dgamma', 'dy', 'y']
+        : ['x', 'stats', 'gamma', 'dbeta', 'dgamma', 'dy'],
       [size],
       c,
       size / c,
@@ -471,7 +502,14 @@ export class ActMaskProgram extends FlatProgram {
  */
 export class RunningStatProgram extends FlatProgram {
   constructor(channels: number, c: number) {
-    super(['running', 'stats'], [channels], c, channels / c, 'count : i32, row : i32, momentum : f32, factor : f32,', 'bn_running');
+    super(
+      ['running', 'stats'],
+      [channels],
+      c,
+      channels / c,
+      'count : i32, row : i32, momentum : f32, factor : f32,',
+      'bn_running',
+    );
   }
 
   getUserCode(): string {
@@ -491,7 +529,14 @@ export class FlatMomentumProgram extends FlatProgram {
     c: number,
     readonly decay: boolean,
   ) {
-    super(decay ? ['buf', 'g', 'p'] : ['buf', 'g'], [size], c, size / c, 'count : i32, momentum : f32, weightDecay : f32,', `sgd_flat_buffer_${decay ? 'wd' : 'nowd'}`);
+    super(
+      decay ? ['buf', 'g', 'p'] : ['buf', 'g'],
+      [size],
+      c,
+      size / c,
+      'count : i32, momentum : f32, weightDecay : f32,',
+      `sgd_flat_buffer_${decay ? 'wd' : 'nowd'}`,
+    );
   }
 
   getUserCode(): string {
@@ -513,7 +558,14 @@ export class SgdFromFlatProgram extends FlatProgram {
     size: number,
     readonly nesterov: boolean,
   ) {
-    super(nesterov ? ['p', 'buf', 'g'] : ['p', 'buf'], [size], 1, size, 'count : i32, offset : i32, lr : f32, momentum : f32, weightDecay : f32,', `sgd_from_flat_${nesterov ? 'nesterov' : 'plain'}`);
+    super(
+      nesterov ? ['p', 'buf', 'g'] : ['p', 'buf'],
+      [size],
+      1,
+      size,
+      'count : i32, offset : i32, lr : f32, momentum : f32, weightDecay : f32,',
+      `sgd_from_flat_${nesterov ? 'nesterov' : 'plain'}`,
+    );
   }
 
   getUserCode(): string {
@@ -526,4 +578,3 @@ export class SgdFromFlatProgram extends FlatProgram {
       }`;
   }
 }
-
