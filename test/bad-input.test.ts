@@ -9,6 +9,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Network, buildModel, writeDemoDataset, writeNpy, writeSafetensors } from '@ferry/core';
 import { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from '@ferry/worker';
+import { CellResult } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import {
   getSweep,
@@ -36,7 +37,11 @@ let dataRoot = '';
 let conn: ConnectionOptions = { address: '' };
 let dashboardUrl = '';
 let workerDir = '';
-let keeper = { sweepId: '', resultJson: '', sweeps: 0 };
+let keeper: { sweepId: string; result: CellResult | undefined; sweeps: number } = {
+  sweepId: '',
+  result: undefined,
+  sweeps: 0,
+};
 
 const yamlOf = (name: string, dataset: string, weights = 'none'): string =>
   `name: ${name}\ndatasets: [{ name: ${dataset}, path: ${dataset} }]\ncolors: [rgb]\nstrategies: [finetune]\nmodels: [resnet_tiny]\nhyper: { weights: ${weights}, epochs: 1, batchSize: 16, imageSize: 32 }\n`;
@@ -124,7 +129,7 @@ beforeAll(async () => {
     },
     300,
   );
-  keeper = { sweepId, resultJson: done.cells[0]!.resultJson, sweeps: await sweeps() };
+  keeper = { sweepId, result: done.cells[0]!.result, sweeps: await sweeps() };
 }, 300_000);
 
 afterAll(async () => {
@@ -135,7 +140,7 @@ afterAll(async () => {
 async function assertHealthy(): Promise<void> {
   const s = await getSweep(conn, keeper.sweepId);
   expect(s.done).toBe(1);
-  expect(s.cells[0]!.resultJson).toBe(keeper.resultJson);
+  expect(s.cells[0]!.result).toEqual(keeper.result);
   expect(await sweeps()).toBe(keeper.sweeps);
   const r = await fetch(`${dashboardUrl}healthz`);
   expect(r.status).toBe(200);
@@ -422,7 +427,7 @@ describe('weight files and images reach a worker: the cell ends with the code, t
       300,
     );
     expect(cell.state, cell.error).toBe('done');
-    const skipped = (JSON.parse(cell.resultJson) as { skipped: { file: string; reason: string }[] }).skipped;
+    const skipped = cell.result!.skipped;
     expect(skipped.map((x) => x.file)).toEqual([victim]);
     expect(skipped[0]!.reason).toContain(fix);
     await assertHealthy();
@@ -500,7 +505,7 @@ describe('gRPC: every method answers random bytes with a status, never a crash',
       const completed = await unary(
         c.complete,
         c,
-        { attemptId: 'made-up', resultJson: '{"bestValAccuracy": 1}' },
+        { attemptId: 'made-up', result: CellResult.fromPartial({ bestValAccuracy: 1 }) },
         conn,
         5_000,
       );

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/worker';
+import { CellResult } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import {
@@ -54,8 +55,6 @@ function worker(address: string, name: string): Proc {
   return p;
 }
 
-type Result = { resumedFromEpoch: number; bestValAccuracy: number; epochs: unknown[] };
-
 describe('cluster faults (real processes, real gRPC)', () => {
   test('kill -9 of a worker mid-epoch: its cell resumes from the last checkpoint on another worker; every cell exactly once', async () => {
     const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
@@ -82,7 +81,7 @@ describe('cluster faults (real processes, real gRPC)', () => {
     const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
     expect(moved.attempts).toBe(2);
     expect(moved.worker).toBe('');
-    const result = JSON.parse(moved.resultJson) as Result;
+    const result = moved.result!;
     expect(result.resumedFromEpoch).toBeGreaterThanOrEqual(victim.checkpointEpochs);
     expect(result.epochs).toHaveLength(12);
   });
@@ -119,7 +118,7 @@ describe('cluster faults (real processes, real gRPC)', () => {
       expect(c.state).toBe('done');
       // The worker kept its lease across the restart: no second attempt, no duplicate.
       expect(c.attempts).toBe(1);
-      const epochs = (JSON.parse(c.resultJson) as { epochs: { epoch: number }[] }).epochs;
+      const epochs = c.result!.epochs;
       expect(epochs.map((e) => e.epoch)).toEqual([...Array(8).keys()]);
     }
   });
@@ -181,7 +180,7 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     a.child.kill('SIGCONT');
     await new Promise((r) => setTimeout(r, 1500));
     const after = await getSweep(conn, sweepId);
-    expect(after.cells[0]!.resultJson).toBe(done.cells[0]!.resultJson);
+    expect(after.cells[0]!.result).toEqual(done.cells[0]!.result);
     expect(after.cells[0]!.attempts).toBe(2);
   });
 });
@@ -341,7 +340,13 @@ describe('coordinator protocol edges', () => {
     );
     expect(a.hasAssignment).toBe(false);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
-    const stale = await unary(client.complete, client, { attemptId: 'nope', resultJson: '{}' }, conn, 5_000);
+    const stale = await unary(
+      client.complete,
+      client,
+      { attemptId: 'nope', result: CellResult.fromPartial({}) },
+      conn,
+      5_000,
+    );
     expect(stale).toEqual({ ok: false, message: 'attempt is not leased; result not recorded' });
     client.close();
   });
@@ -586,7 +591,7 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
       250,
     );
     expect(s.cells[0]!.attempts).toBe(1);
-    expect((JSON.parse(s.cells[0]!.resultJson) as Result).epochs).toHaveLength(3);
+    expect(s.cells[0]!.result!.epochs).toHaveLength(3);
     const logs = a.log() + b.log();
     expect(logs).toContain('rank 0 of 2 (generation 1)');
     expect(logs).toContain('rank 1 of 2 (generation 1)');
@@ -614,7 +619,7 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
       },
       250,
     );
-    const r = JSON.parse(done.cells[0]!.resultJson) as Result;
+    const r = done.cells[0]!.result!;
     expect(done.cells[0]!.attempts).toBe(2);
     expect(r.resumedFromEpoch).toBeGreaterThanOrEqual(2);
     expect(r.epochs).toHaveLength(10);

@@ -162,6 +162,6 @@ test('coordinator and two workers on separate network namespaces, TLS + token; a
   );
   const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
   expect(moved.attempts).toBe(2);
-  expect((JSON.parse(moved.resultJson) as { resumedFromEpoch: number }).resumedFromEpoch).toBeGreaterThanOrEqual(2);
+  expect(moved.result!.resumedFromEpoch).toBeGreaterThanOrEqual(2);
   expect(workers[1]!.log()).toContain(`cell ${victim.cellId}`);
 });

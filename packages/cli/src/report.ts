@@ -1,4 +1,5 @@
 import { cellText, type ResultsTable } from '@ferry/common';
+import type { CellResult } from '@ferry/protocol';
 
 /**
  * results.html: the study's answer as one self-contained file (no scripts, no network requests),
@@ -184,19 +185,18 @@ ${charts}
 `;
 }
 
-/** A finished cell's report fields from its spec and result JSON (undefined when it has no result). */
+/** A finished cell's report fields from its spec and result (undefined when it has none). */
 export function reportCell(
   spec: { dataset: string; color: string; strategy: string; model: string; seed: number },
-  resultJson: string,
+  result: CellResult | undefined,
 ): ReportCell | undefined {
-  if (!resultJson) return undefined;
-  const r = JSON.parse(resultJson) as Partial<ReportCell> & { epochs?: ReportCell['epochs'] };
+  if (!result) return undefined;
   return {
     ...spec,
-    bestEpoch: typeof r.bestEpoch === 'number' ? r.bestEpoch : -1,
-    bestValAccuracy: typeof r.bestValAccuracy === 'number' ? r.bestValAccuracy : 0,
-    epochs: Array.isArray(r.epochs) ? r.epochs : [],
-    classes: Array.isArray(r.classes) ? r.classes : [],
-    confusion: Array.isArray(r.confusion) ? r.confusion : [],
+    bestEpoch: result.bestEpoch,
+    bestValAccuracy: result.bestValAccuracy,
+    epochs: result.epochs,
+    classes: result.classes,
+    confusion: result.confusion.map((row) => row.counts),
   };
 }

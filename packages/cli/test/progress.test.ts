@@ -24,7 +24,6 @@ const cell = (
   epoch,
   bestValAccuracy: 0,
   error: '',
-  resultJson: '',
   checkpointEpochs: 0,
   lastValAccuracy: 0,
   ...extra,

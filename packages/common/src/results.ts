@@ -30,8 +30,8 @@ export interface CellOutcome {
 }
 
 /**
- * What the coordinator, the CLI and the dashboard read of a finished cell's result (the engine's
- * CellResult as the worker reports it in `result_json`).
+ * What the coordinator, the CLI and the dashboard read of a finished cell's result (the wire
+ * message `ferry.v1.CellResult`, which this dependency-free package knows only by its shape).
  */
 export interface CellResultSummary {
   readonly bestValAccuracy: number;
@@ -41,28 +41,37 @@ export interface CellResultSummary {
   readonly classes: readonly string[];
   readonly confusion: readonly (readonly number[])[];
   readonly perClassAccuracy: readonly number[];
-  /** Absent in results of ferry versions that did not keep them. */
+  /** Absent in results that did not keep them. */
   readonly predictions?: CellPredictions;
 }
 
-/** Reads a reported result; numbers that are missing read as 0 and lists as empty (an old or partial report). */
-export function parseCellResult(json: string): CellResultSummary {
-  const r = JSON.parse(json) as Partial<Record<string, unknown>>;
-  const num = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) ? v : 0);
-  const list = <T>(v: unknown): T[] => (Array.isArray(v) ? (v as T[]) : []);
-  const predicted = list<number>(r['valPredictions']);
-  const labels = list<number>(r['valLabels']);
-  const valSetHash = typeof r['valSetHash'] === 'string' ? r['valSetHash'] : '';
+/** The fields of `ferry.v1.CellResult` a summary reads (the generated type satisfies it). */
+export interface WireCellResult {
+  readonly bestValAccuracy: number;
+  readonly bestEpoch: number;
+  readonly wallMs: number;
+  readonly imagesPerSec: number;
+  readonly classes: readonly string[];
+  readonly confusion: readonly { readonly counts: readonly number[] }[];
+  readonly perClassAccuracy: readonly number[];
+  readonly valPredictions: readonly number[];
+  readonly valLabels: readonly number[];
+  readonly valSetHash: string;
+}
+
+/** A reported result as the table and the views read it; predictions only when they pair up with labels. */
+export function summarizeResult(r: WireCellResult): CellResultSummary {
+  const pairable = r.valLabels.length > 0 && r.valPredictions.length === r.valLabels.length && r.valSetHash !== '';
   return {
-    bestValAccuracy: num(r['bestValAccuracy']),
-    bestEpoch: num(r['bestEpoch']),
-    wallMs: num(r['wallMs']),
-    imagesPerSec: num(r['imagesPerSec']),
-    classes: list<string>(r['classes']),
-    confusion: list<number[]>(r['confusion']),
-    perClassAccuracy: list<number>(r['perClassAccuracy']).map(num),
-    ...(labels.length > 0 && predicted.length === labels.length && valSetHash
-      ? { predictions: { predicted, labels, valSetHash } }
+    bestValAccuracy: r.bestValAccuracy,
+    bestEpoch: r.bestEpoch,
+    wallMs: r.wallMs,
+    imagesPerSec: r.imagesPerSec,
+    classes: r.classes,
+    confusion: r.confusion.map((row) => row.counts),
+    perClassAccuracy: r.perClassAccuracy,
+    ...(pairable
+      ? { predictions: { predicted: r.valPredictions, labels: r.valLabels, valSetHash: r.valSetHash } }
       : {}),
   };
 }

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import {
   formatP,
-  parseCellResult,
+  summarizeResult,
   resultsTable,
   tableCsv,
   tableMarkdown,
@@ -170,37 +170,36 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(formatP(3e-7)).toBe('p < 0.0001');
   });
 
-  test('a reported result is read once for every view: predictions only when complete, an old report without them', () => {
-    const full = parseCellResult(
-      JSON.stringify({
-        bestValAccuracy: 0.5,
-        bestEpoch: 2,
-        wallMs: 10,
-        imagesPerSec: 3,
-        classes: ['a', 'b'],
-        confusion: [
-          [1, 0],
-          [1, 0],
-        ],
-        perClassAccuracy: [1, 0],
-        valPredictions: [0, 0],
-        valLabels: [0, 1],
-        valSetHash: 'h',
-      }),
-    );
-    expect(full.predictions).toEqual({ predicted: [0, 0], labels: [0, 1], valSetHash: 'h' });
-    const old = parseCellResult(JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 2, wallMs: 10, imagesPerSec: 3 }));
-    expect(old).toEqual({
+  test('a reported result is read once for every view: predictions only when complete, none without them', () => {
+    const base = {
       bestValAccuracy: 0.5,
       bestEpoch: 2,
       wallMs: 10,
       imagesPerSec: 3,
-      classes: [],
-      confusion: [],
-      perClassAccuracy: [],
+      classes: ['a', 'b'],
+      confusion: [{ counts: [1, 0] }, { counts: [1, 0] }],
+      perClassAccuracy: [1, 0],
+      valPredictions: [0, 0],
+      valLabels: [0, 1],
+      valSetHash: 'h',
+    };
+    const full = summarizeResult(base);
+    expect(full.predictions).toEqual({ predicted: [0, 0], labels: [0, 1], valSetHash: 'h' });
+    expect(full.confusion).toEqual([
+      [1, 0],
+      [1, 0],
+    ]);
+    const none = summarizeResult({ ...base, valPredictions: [], valLabels: [], valSetHash: '' });
+    expect(none).toEqual({
+      bestValAccuracy: 0.5,
+      bestEpoch: 2,
+      wallMs: 10,
+      imagesPerSec: 3,
+      classes: ['a', 'b'],
+      confusion: full.confusion,
+      perClassAccuracy: [1, 0],
     });
-    expect(
-      parseCellResult(JSON.stringify({ valPredictions: [0], valLabels: [0, 1], valSetHash: 'h' })).predictions,
-    ).toBeUndefined();
+    expect(summarizeResult({ ...base, valPredictions: [0] }).predictions).toBeUndefined();
+    expect(summarizeResult({ ...base, valSetHash: '' }).predictions).toBeUndefined();
   });
 });

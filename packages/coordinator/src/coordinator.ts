@@ -5,7 +5,6 @@ import {
   isErrorCode,
   isFerryError,
   isLoopbackHost,
-  parseCellResult,
   retryOf,
 } from '@ferry/common';
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
@@ -28,6 +27,8 @@ import {
   CoordinatorService,
   type Ack,
   CellStatus,
+  CellResult,
+  EpochMetrics,
   type CheckpointChunk,
   type SweepStatus,
   type CheckpointRequest,
@@ -532,17 +533,14 @@ export class Coordinator {
     const reportEpoch: Handler<EpochReport, Ack> = (call, cb) => {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, ack(false, 'attempt is not leased'));
-      this.store.saveEpoch(c.id, call.request.attemptId, call.request.epoch, call.request.metricsJson);
+      const metrics = EpochMetrics.fromPartial({ ...call.request.metrics, epoch: call.request.epoch });
+      this.store.saveEpoch(c.id, call.request.attemptId, metrics);
       if (this.watchers.size > 0) {
         // Workers publish epochs to NATS themselves; the coordinator's own feed carries them too.
-        try {
-          const worker = c.workerId ? (this.state.workers.get(c.workerId)?.name ?? '') : '';
-          const epoch = epochEvent(c.id, worker, call.request.metricsJson, false);
-          const time = new Date().toISOString();
-          for (const sweepId of c.sweepIds) this.sendToWatchers(FerryEvent.fromPartial({ sweepId, time, epoch }));
-        } catch {
-          // metrics that are not JSON are stored as sent; the feed skips them
-        }
+        const worker = c.workerId ? (this.state.workers.get(c.workerId)?.name ?? '') : '';
+        const epoch = epochEvent(c.id, worker, metrics, false);
+        const time = new Date().toISOString();
+        for (const sweepId of c.sweepIds) this.sendToWatchers(FerryEvent.fromPartial({ sweepId, time, epoch }));
       }
       this.apply({ type: 'epoch', now: Date.now(), attemptId: call.request.attemptId, epoch: call.request.epoch + 1 });
       cb(null, ack(true));
@@ -550,7 +548,7 @@ export class Coordinator {
     const complete: Handler<CompleteRequest, Ack> = (call, cb) => {
       const c = this.cellByAttempt(call.request.attemptId);
       if (!c) return cb(null, ack(false, 'attempt is not leased; result not recorded'));
-      this.store.setResult(c.id, call.request.resultJson);
+      this.store.setResult(c.id, CellResult.fromPartial(call.request.result ?? {}));
       this.apply({ type: 'complete', now: Date.now(), attemptId: call.request.attemptId });
       cb(null, ack(true));
     };
@@ -778,7 +776,7 @@ export class Coordinator {
   }
 
   private cellStatus(c: CellEntry, withResult: boolean): CellStatus {
-    const result = c.state === 'done' ? (this.store.result(c.id) ?? '') : '';
+    const result = c.state === 'done' && withResult ? this.store.result(c.id) : undefined;
     return {
       cellId: c.id,
       spec: toProtoSpec(c.spec),
@@ -786,9 +784,9 @@ export class Coordinator {
       attempts: c.attempts,
       worker: c.workerId ? (this.state.workers.get(c.workerId)?.name ?? c.workerId) : '',
       epoch: c.epoch,
-      bestValAccuracy: result ? parseCellResult(result).bestValAccuracy : 0,
+      bestValAccuracy: c.state === 'done' ? this.store.bestValAccuracy(c.id) : 0,
       error: c.error ?? '',
-      resultJson: withResult ? result : '',
+      ...(result ? { result } : {}),
       checkpointEpochs: c.checkpointEpochs,
       // One query per running cell (a handful), not per pending one: ferry run asks twice a second.
       lastValAccuracy: c.state === 'running' ? this.store.lastValAccuracy(c.id) : 0,
@@ -799,6 +797,7 @@ export class Coordinator {
     /** Everything the store holds, then each event as it happens, until the client goes. */
     const watch = (call: grpc.ServerWritableStream<WatchRequest, FerryEvent>): void => {
       for (const e of storeEvents(this.store)) call.write(e.event);
+      call.write(FerryEvent.fromPartial({ time: new Date().toISOString(), historyEnd: {} }));
       this.watchers.add(call);
       const drop = (): void => void this.watchers.delete(call);
       call.on('cancelled', drop);

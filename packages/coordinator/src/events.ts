@@ -1,5 +1,4 @@
-import { parseCellResult } from '@ferry/common';
-import { CellEvent, ConfusionRow, EpochEvent, FerryEvent, SUBJECTS } from '@ferry/protocol';
+import { CellEvent, EpochEvent, FerryEvent, SUBJECTS, type CellResult, type EpochMetrics } from '@ferry/protocol';
 import type { CellEntry, WorkerEntry } from './scheduler.js';
 import type { Store } from './store.js';
 import { toProtoSpec } from './spec.js';
@@ -9,8 +8,7 @@ import { toProtoSpec } from './spec.js';
  * Events.Watch feed (and `ferry dashboard --run DIR`) replays from the store. One mapping for all.
  */
 
-export function cellEvent(c: CellEntry, resultJson: string | undefined, workerName: string): CellEvent {
-  const r = resultJson ? parseCellResult(resultJson) : undefined;
+export function cellEvent(c: CellEntry, result: CellResult | undefined, workerName: string): CellEvent {
   return CellEvent.fromPartial({
     cellId: c.id,
     spec: toProtoSpec(c.spec),
@@ -18,48 +16,26 @@ export function cellEvent(c: CellEntry, resultJson: string | undefined, workerNa
     attempts: c.attempts,
     worker: workerName,
     error: c.error ?? '',
-    ...(r
+    ...(result
       ? {
-          bestValAccuracy: r.bestValAccuracy,
-          bestEpoch: r.bestEpoch,
-          wallMs: r.wallMs,
-          imagesPerSec: r.imagesPerSec,
-          classes: [...r.classes],
-          confusion: r.confusion.map((row) => ConfusionRow.fromPartial({ counts: [...row] })),
-          perClassAccuracy: [...r.perClassAccuracy],
-          valPredictions: [...(r.predictions?.predicted ?? [])],
-          valLabels: [...(r.predictions?.labels ?? [])],
-          valSetHash: r.predictions?.valSetHash ?? '',
+          bestValAccuracy: result.bestValAccuracy,
+          bestEpoch: result.bestEpoch,
+          wallMs: result.wallMs,
+          imagesPerSec: result.imagesPerSec,
+          classes: result.classes,
+          confusion: result.confusion,
+          perClassAccuracy: result.perClassAccuracy,
+          valPredictions: result.valPredictions,
+          valLabels: result.valLabels,
+          valSetHash: result.valSetHash,
         }
       : {}),
   });
 }
 
-/** An epoch report (the worker's EpochMetrics JSON) as the event workers publish on NATS. */
-export function epochEvent(cellId: string, worker: string, metricsJson: string, best: boolean): EpochEvent {
-  const m = JSON.parse(metricsJson) as Partial<Record<string, unknown>>;
-  const num = (k: string): number => (typeof m[k] === 'number' && Number.isFinite(m[k]) ? (m[k] as number) : 0);
-  const confusion = Array.isArray(m['confusion']) ? (m['confusion'] as number[][]) : [];
-  const perClass = Array.isArray(m['perClassAccuracy']) ? (m['perClassAccuracy'] as unknown[]) : [];
-  return EpochEvent.fromPartial({
-    cellId,
-    worker,
-    epoch: num('epoch'),
-    lr: num('lr'),
-    trainLoss: num('trainLoss'),
-    trainAccuracy: num('trainAccuracy'),
-    valLoss: num('valLoss'),
-    valAccuracy: num('valAccuracy'),
-    confusion: confusion.map((row) =>
-      ConfusionRow.fromPartial({ counts: row.map((v) => Math.max(0, Math.trunc(Number(v) || 0))) }),
-    ),
-    perClassAccuracy: perClass.map((v) => (typeof v === 'number' && Number.isFinite(v) ? v : 0)),
-    trainMs: num('trainMs'),
-    valMs: num('valMs'),
-    dataWaitMs: num('dataWaitMs'),
-    imagesPerSec: num('imagesPerSec'),
-    best,
-  });
+/** An epoch report as the event workers publish on NATS (the same fields, with the cell and worker). */
+export function epochEvent(cellId: string, worker: string, metrics: EpochMetrics, best: boolean): EpochEvent {
+  return EpochEvent.fromPartial({ ...metrics, cellId, worker, best });
 }
 
 export interface SubjectEvent {
@@ -89,7 +65,7 @@ export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
     const epochs = store.epochs(c.id);
     let bestAcc = -1;
     const epochEvents = epochs.map((e) => {
-      const ev = epochEvent(c.id, worker, e.metricsJson, false);
+      const ev = epochEvent(c.id, worker, e.metrics, false);
       const best = ev.valAccuracy > bestAcc;
       if (best) bestAcc = ev.valAccuracy;
       return { ...ev, best };

@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { CellResult, EpochMetrics } from '@ferry/protocol';
 import type { CellEntry, WorkerEntry } from './scheduler.js';
 import type { CellSpec } from './sweep.js';
 
@@ -138,14 +139,22 @@ export class Store {
     }));
   }
 
-  setResult(cellId: string, resultJson: string): void {
-    this.stmt('UPDATE cells SET result_json = ? WHERE id = ?').run(resultJson, cellId);
+  setResult(cellId: string, result: CellResult): void {
+    this.stmt('UPDATE cells SET result_json = ? WHERE id = ?').run(JSON.stringify(CellResult.toJSON(result)), cellId);
   }
 
-  result(cellId: string): string | undefined {
+  result(cellId: string): CellResult | undefined {
     const r = this.stmt('SELECT result_json FROM cells WHERE id = ?').get(cellId) as
       { result_json: string | null } | undefined;
-    return r?.result_json ?? undefined;
+    return r?.result_json ? readResult(r.result_json) : undefined;
+  }
+
+  /** A done cell's best validation accuracy without reading its whole result (status polls). */
+  bestValAccuracy(cellId: string): number {
+    const r = this.stmt("SELECT json_extract(result_json, '$.bestValAccuracy') AS v FROM cells WHERE id = ?").get(
+      cellId,
+    ) as { v: number | null } | undefined;
+    return typeof r?.v === 'number' ? r.v : 0;
   }
 
   saveWorker(w: WorkerEntry): void {
@@ -197,12 +206,12 @@ export class Store {
     }[];
   }
 
-  saveEpoch(cellId: string, attemptId: string, epoch: number, metricsJson: string): void {
+  saveEpoch(cellId: string, attemptId: string, metrics: EpochMetrics): void {
     this.stmt('INSERT OR REPLACE INTO epochs (cell_id, attempt_id, epoch, metrics_json) VALUES (?, ?, ?, ?)').run(
       cellId,
       attemptId,
-      epoch,
-      metricsJson,
+      metrics.epoch,
+      JSON.stringify(EpochMetrics.toJSON(metrics)),
     );
   }
 
@@ -214,10 +223,11 @@ export class Store {
     return typeof r?.v === 'number' ? r.v : 0;
   }
 
-  epochs(cellId: string): { epoch: number; metricsJson: string }[] {
-    return this.stmt('SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch').all(
-      cellId,
-    ) as { epoch: number; metricsJson: string }[];
+  epochs(cellId: string): { epoch: number; metrics: EpochMetrics }[] {
+    const rows = this.stmt(
+      'SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch',
+    ).all(cellId) as { epoch: number; metricsJson: string }[];
+    return rows.map((r) => ({ epoch: r.epoch, metrics: readMetrics(r.metricsJson) }));
   }
 
   /** The dataset's recorded fingerprint, or records `fingerprint` as it when there is none yet. */
@@ -237,4 +247,27 @@ export class Store {
   close(): void {
     this.db.close();
   }
+}
+
+/*
+ * Results and epoch metrics are kept as the proto3 JSON of their wire messages (readable with
+ * sqlite3's json_extract). Rows written before they were messages hold the engine's JSON, the same
+ * field names but confusion matrices as plain arrays of rows: read as rows of counts.
+ */
+function confusionRows(v: unknown): unknown {
+  return Array.isArray(v) ? v.map((row: unknown) => (Array.isArray(row) ? { counts: row } : row)) : v;
+}
+
+function metricsJson(o: Record<string, unknown>): Record<string, unknown> {
+  return { ...o, confusion: confusionRows(o['confusion']) };
+}
+
+function readMetrics(text: string): EpochMetrics {
+  return EpochMetrics.fromJSON(metricsJson(JSON.parse(text) as Record<string, unknown>));
+}
+
+function readResult(text: string): CellResult {
+  const o = metricsJson(JSON.parse(text) as Record<string, unknown>);
+  const epochs = Array.isArray(o['epochs']) ? (o['epochs'] as Record<string, unknown>[]).map(metricsJson) : [];
+  return CellResult.fromJSON({ ...o, epochs });
 }

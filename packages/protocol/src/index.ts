@@ -4,12 +4,12 @@
  */
 export * from './gen/ferry/v1/cluster.js';
 export {
-  ConfusionRow,
   CellEvent,
   EpochEvent,
   EventsClient,
   EventsService,
   FerryEvent,
+  HistoryEnd,
   ProcessEvent,
   StepEvent,
   SweepEvent,

@@ -101,7 +101,7 @@ export function unary<Req, Res>(
 /**
  * A sweep with every cell, page by page (GetSweep answers at most about 4 MiB of cells at a time, so
  * a 10,000-cell sweep never exceeds what a client accepts). `withResults` adds each done cell's
- * result_json (per-image predictions: large); status views leave it out.
+ * result (per-image predictions: large); status views leave it out.
  */
 export async function getSweepAll(
   admin: AdminClient,
@@ -144,19 +144,12 @@ export function watchCoordinatorEvents(
     if (stopped) return;
     const c = client.watch({}, metadataFor(conn));
     call = c;
-    // The history comes first; the stream is "ready" once it pauses (the first live gap).
-    let quiet: NodeJS.Timeout | undefined;
-    const armQuiet = (): void => {
-      clearTimeout(quiet);
-      quiet = setTimeout(markReady, 300);
-    };
-    armQuiet();
+    // The history comes first, closed by a HistoryEnd marker; live events follow.
     c.on('data', (e: FerryEvent) => {
-      onEvent(e);
-      armQuiet();
+      if (e.historyEnd) markReady();
+      else onEvent(e);
     });
     const again = (why: string): void => {
-      clearTimeout(quiet);
       if (stopped || call !== c) return;
       call = null;
       log?.(`coordinator event feed ${why}; reconnecting in 1 s`);

@@ -16,10 +16,11 @@ import {
 import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
-import { ConfusionRow, FerryEvent, SUBJECTS } from '@ferry/protocol';
+import { FerryEvent, SUBJECTS } from '@ferry/protocol';
 import { coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
 import { GrpcRing, PeerServer } from './peer.js';
 import { cellConfigFromSpec } from './spec.js';
+import { wireMetrics, wireResult } from './wire.js';
 
 export interface WorkerOptions {
   readonly connection: ConnectionOptions;
@@ -479,23 +480,7 @@ export class FerryWorker {
               FerryEvent.fromPartial({
                 sweepId: a.sweepId,
                 time,
-                epoch: {
-                  cellId: a.cellId,
-                  worker: this.name,
-                  epoch: m.epoch,
-                  lr: m.lr,
-                  trainLoss: m.trainLoss,
-                  trainAccuracy: m.trainAccuracy,
-                  valLoss: m.valLoss,
-                  valAccuracy: m.valAccuracy,
-                  confusion: m.confusion.map((row) => ConfusionRow.fromPartial({ counts: [...row] })),
-                  perClassAccuracy: m.perClassAccuracy.map((v) => (Number.isFinite(v) ? v : 0)),
-                  trainMs: m.trainMs,
-                  valMs: m.valMs,
-                  dataWaitMs: m.dataWaitMs,
-                  imagesPerSec: m.imagesPerSec,
-                  best: p.best,
-                },
+                epoch: { ...wireMetrics(m), cellId: a.cellId, worker: this.name, best: p.best },
               }),
             );
           }
@@ -504,7 +489,7 @@ export class FerryWorker {
             void unary(
               this.client.reportEpoch,
               this.client,
-              { attemptId: a.attemptId, epoch: p.metrics.epoch, metricsJson: JSON.stringify(p.metrics) },
+              { attemptId: a.attemptId, epoch: p.metrics.epoch, metrics: wireMetrics(p.metrics) },
               this.conn(),
               10_000,
             ).catch(() => undefined);
@@ -525,7 +510,7 @@ export class FerryWorker {
         unary(
           this.client.complete,
           this.client,
-          { attemptId: a.attemptId, resultJson: JSON.stringify(result) },
+          { attemptId: a.attemptId, result: wireResult(result) },
           this.conn(),
           30_000,
         ),

@@ -7,7 +7,7 @@ import { Coordinator, parseSweep, type CoordinatorOptions } from '@ferry/coordin
 import {
   DEFAULT_ALPHA,
   isLoopbackHost,
-  parseCellResult,
+  summarizeResult,
   resultsTable,
   tableCsv,
   tableMarkdown,
@@ -232,14 +232,14 @@ export function significanceLevel(args: Args): number {
 
 /** The done cells of a sweep (with results) as the HTML report draws them. */
 export function reportCells(s: SweepStatus): ReportCell[] {
-  return s.cells.filter((c) => c.state === 'done').flatMap((c) => reportCell(c.spec!, c.resultJson) ?? []);
+  return s.cells.filter((c) => c.state === 'done').flatMap((c) => reportCell(c.spec!, c.result) ?? []);
 }
 
 export function outcomes(s: SweepStatus): CellOutcome[] {
   return s.cells
-    .filter((c) => c.state === 'done' && c.resultJson)
+    .filter((c) => c.state === 'done' && c.result)
     .map((c) => {
-      const r = parseCellResult(c.resultJson);
+      const r = summarizeResult(c.result!);
       const { valFraction, ...spec } = c.spec!;
       return {
         spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },

@@ -8,7 +8,7 @@ import { parseSweep } from '@ferry/coordinator';
 import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
-import { FerryEvent, SUBJECTS, type SweepStatus } from '@ferry/protocol';
+import { FerryEvent, SUBJECTS, type CellResult, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
 import { Args } from '../args.js';
 import { err, out, type CliIo } from '../io.js';
@@ -482,6 +482,19 @@ function checkStall(
   );
 }
 
+/**
+ * A result as results.json holds it: every field of ferry.v1.CellResult (zeros too, unlike proto3
+ * JSON), confusion matrices as arrays of rows.
+ */
+function plainResult(r: CellResult): unknown {
+  const matrix = (rows: readonly { counts: readonly number[] }[]): (readonly number[])[] => rows.map((x) => x.counts);
+  return {
+    ...r,
+    confusion: matrix(r.confusion),
+    epochs: r.epochs.map((e) => ({ ...e, confusion: matrix(e.confusion) })),
+  };
+}
+
 /** The results table on stdout and in results.md/.csv/.json. */
 async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${cellLabel(c)}: ${c.error}`);
@@ -493,7 +506,7 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
     cellId: c.cellId,
     state: c.state,
     attempts: c.attempts,
-    result: c.resultJson ? JSON.parse(c.resultJson) : null,
+    result: c.result ? plainResult(c.result) : null,
     error: c.error || null,
   }));
   await writeFile(

@@ -155,8 +155,75 @@ export interface StartResponse {
 export interface EpochReport {
   attemptId: string;
   epoch: number;
-  /** The engine's EpochMetrics as JSON. */
-  metricsJson: string;
+  metrics?: EpochMetrics | undefined;
+}
+
+/** A row of a confusion matrix: row = true class, column = predicted. */
+export interface ConfusionRow {
+  counts: number[];
+}
+
+/** One finished epoch of a cell, as the study's script records it. */
+export interface EpochMetrics {
+  /** 0-based. */
+  epoch: number;
+  lr: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number;
+  valAccuracy: number;
+  confusion: ConfusionRow[];
+  perClassAccuracy: number[];
+  trainMs: number;
+  valMs: number;
+  /** Time the trainer waited for the data pipeline during this epoch. */
+  dataWaitMs: number;
+  imagesPerSec: number;
+}
+
+/** An image the data pipeline could not decode (skipped, once, with the reason). */
+export interface SkippedFile {
+  file: string;
+  reason: string;
+}
+
+/** Frozen-backbone feature cache use of a cell (probe, adapt). */
+export interface FeatureCacheUse {
+  used: boolean;
+  hits: number;
+  misses: number;
+  ms: number;
+}
+
+/** A finished cell: what the worker reports and the coordinator keeps. */
+export interface CellResult {
+  /** Class names in label order. */
+  classes: string[];
+  trainImages: number;
+  valImages: number;
+  epochs: EpochMetrics[];
+  bestValAccuracy: number;
+  /** 0-based epoch whose weights are kept. */
+  bestEpoch: number;
+  /** At the best epoch. */
+  confusion: ConfusionRow[];
+  perClassAccuracy: number[];
+  /**
+   * At the best epoch, per val image in val order: the predicted class and the label; with a hash
+   * of the val image list, so cells evaluated on the same images are compared image by image.
+   */
+  valPredictions: number[];
+  valLabels: number[];
+  valSetHash: string;
+  skipped: SkippedFile[];
+  wallMs: number;
+  imagesPerSec: number;
+  featureCache?: FeatureCacheUse | undefined;
+  backend: string;
+  device: string;
+  resumedFromEpoch: number;
+  /** RFC 3339. */
+  finishedAt: string;
 }
 
 export interface CheckpointChunk {
@@ -179,8 +246,7 @@ export interface CheckpointRequest {
 
 export interface CompleteRequest {
   attemptId: string;
-  /** The engine's CellResult as JSON. */
-  resultJson: string;
+  result?: CellResult | undefined;
 }
 
 export interface FailRequest {
@@ -231,7 +297,7 @@ export interface SweepRef {
    */
   offset: number;
   limit: number;
-  /** Include each done cell's result_json (large: per-image predictions); status views leave it out. */
+  /** Include each done cell's result (large: per-image predictions); status views leave it out. */
   withResults: boolean;
 }
 
@@ -247,7 +313,10 @@ export interface CellStatus {
   epoch: number;
   bestValAccuracy: number;
   error: string;
-  resultJson: string;
+  /** Done cells, when asked for (SweepRef.with_results). */
+  result?:
+    | CellResult
+    | undefined;
   /** Epochs in the checkpoint the coordinator holds (where a new attempt resumes). */
   checkpointEpochs: number;
   /** Running cells: validation accuracy of the last epoch reported (0 before the first, and for cells not running). */
@@ -2138,7 +2207,7 @@ export const StartResponse: MessageFns<StartResponse> = {
 };
 
 function createBaseEpochReport(): EpochReport {
-  return { attemptId: "", epoch: 0, metricsJson: "" };
+  return { attemptId: "", epoch: 0, metrics: undefined };
 }
 
 export const EpochReport: MessageFns<EpochReport> = {
@@ -2149,8 +2218,8 @@ export const EpochReport: MessageFns<EpochReport> = {
     if (message.epoch !== 0) {
       writer.uint32(16).uint32(message.epoch);
     }
-    if (message.metricsJson !== "") {
-      writer.uint32(26).string(message.metricsJson);
+    if (message.metrics !== undefined) {
+      EpochMetrics.encode(message.metrics, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -2184,12 +2253,12 @@ export const EpochReport: MessageFns<EpochReport> = {
             message.epoch = reader.uint32();
             continue;
           }
-          case 3: {
-            if (tag !== 26) {
+          case 4: {
+            if (tag !== 34) {
               break;
             }
 
-            message.metricsJson = reader.string();
+            message.metrics = EpochMetrics.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -2212,11 +2281,7 @@ export const EpochReport: MessageFns<EpochReport> = {
         ? globalThis.String(object.attempt_id)
         : "",
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
-      metricsJson: isSet(object.metricsJson)
-        ? globalThis.String(object.metricsJson)
-        : isSet(object.metrics_json)
-        ? globalThis.String(object.metrics_json)
-        : "",
+      metrics: isSet(object.metrics) ? EpochMetrics.fromJSON(object.metrics) : undefined,
     };
   },
 
@@ -2228,8 +2293,8 @@ export const EpochReport: MessageFns<EpochReport> = {
     if (message.epoch !== 0) {
       obj.epoch = Math.round(message.epoch);
     }
-    if (message.metricsJson !== "") {
-      obj.metricsJson = message.metricsJson;
+    if (message.metrics !== undefined) {
+      obj.metrics = EpochMetrics.toJSON(message.metrics);
     }
     return obj;
   },
@@ -2241,7 +2306,1081 @@ export const EpochReport: MessageFns<EpochReport> = {
     const message = createBaseEpochReport();
     message.attemptId = object.attemptId ?? "";
     message.epoch = object.epoch ?? 0;
-    message.metricsJson = object.metricsJson ?? "";
+    message.metrics = (object.metrics !== undefined && object.metrics !== null)
+      ? EpochMetrics.fromPartial(object.metrics)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseConfusionRow(): ConfusionRow {
+  return { counts: [] };
+}
+
+export const ConfusionRow: MessageFns<ConfusionRow> = {
+  encode(message: ConfusionRow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.counts.length !== 0) {
+      writer.uint32(10).fork();
+      for (const v of message.counts) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ConfusionRow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConfusionRow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag === 8) {
+              message.counts.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 10) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.counts.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ConfusionRow {
+    return {
+      counts: globalThis.Array.isArray(object?.counts) ? object.counts.map((e: any) => globalThis.Number(e)) : [],
+    };
+  },
+
+  toJSON(message: ConfusionRow): unknown {
+    const obj: any = {};
+    if (message.counts?.length) {
+      obj.counts = message.counts.map((e) => Math.round(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ConfusionRow>): ConfusionRow {
+    return ConfusionRow.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ConfusionRow>): ConfusionRow {
+    const message = createBaseConfusionRow();
+    message.counts = object.counts?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseEpochMetrics(): EpochMetrics {
+  return {
+    epoch: 0,
+    lr: 0,
+    trainLoss: 0,
+    trainAccuracy: 0,
+    valLoss: 0,
+    valAccuracy: 0,
+    confusion: [],
+    perClassAccuracy: [],
+    trainMs: 0,
+    valMs: 0,
+    dataWaitMs: 0,
+    imagesPerSec: 0,
+  };
+}
+
+export const EpochMetrics: MessageFns<EpochMetrics> = {
+  encode(message: EpochMetrics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.epoch !== 0) {
+      writer.uint32(8).uint32(message.epoch);
+    }
+    if (message.lr !== 0) {
+      writer.uint32(17).double(message.lr);
+    }
+    if (message.trainLoss !== 0) {
+      writer.uint32(25).double(message.trainLoss);
+    }
+    if (message.trainAccuracy !== 0) {
+      writer.uint32(33).double(message.trainAccuracy);
+    }
+    if (message.valLoss !== 0) {
+      writer.uint32(41).double(message.valLoss);
+    }
+    if (message.valAccuracy !== 0) {
+      writer.uint32(49).double(message.valAccuracy);
+    }
+    for (const v of message.confusion) {
+      ConfusionRow.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.perClassAccuracy.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.perClassAccuracy) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.trainMs !== 0) {
+      writer.uint32(73).double(message.trainMs);
+    }
+    if (message.valMs !== 0) {
+      writer.uint32(81).double(message.valMs);
+    }
+    if (message.dataWaitMs !== 0) {
+      writer.uint32(89).double(message.dataWaitMs);
+    }
+    if (message.imagesPerSec !== 0) {
+      writer.uint32(97).double(message.imagesPerSec);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EpochMetrics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEpochMetrics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.epoch = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.lr = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.trainLoss = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.trainAccuracy = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.valLoss = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.valAccuracy = reader.double();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.confusion.push(ConfusionRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag === 65) {
+              message.perClassAccuracy.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.perClassAccuracy.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.trainMs = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.valMs = reader.double();
+            continue;
+          }
+          case 11: {
+            if (tag !== 89) {
+              break;
+            }
+
+            message.dataWaitMs = reader.double();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.imagesPerSec = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EpochMetrics {
+    return {
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      lr: isSet(object.lr) ? globalThis.Number(object.lr) : 0,
+      trainLoss: isSet(object.trainLoss)
+        ? globalThis.Number(object.trainLoss)
+        : isSet(object.train_loss)
+        ? globalThis.Number(object.train_loss)
+        : 0,
+      trainAccuracy: isSet(object.trainAccuracy)
+        ? globalThis.Number(object.trainAccuracy)
+        : isSet(object.train_accuracy)
+        ? globalThis.Number(object.train_accuracy)
+        : 0,
+      valLoss: isSet(object.valLoss)
+        ? globalThis.Number(object.valLoss)
+        : isSet(object.val_loss)
+        ? globalThis.Number(object.val_loss)
+        : 0,
+      valAccuracy: isSet(object.valAccuracy)
+        ? globalThis.Number(object.valAccuracy)
+        : isSet(object.val_accuracy)
+        ? globalThis.Number(object.val_accuracy)
+        : 0,
+      confusion: globalThis.Array.isArray(object?.confusion)
+        ? object.confusion.map((e: any) => ConfusionRow.fromJSON(e))
+        : [],
+      perClassAccuracy: globalThis.Array.isArray(object?.perClassAccuracy)
+        ? object.perClassAccuracy.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.per_class_accuracy)
+        ? object.per_class_accuracy.map((e: any) => globalThis.Number(e))
+        : [],
+      trainMs: isSet(object.trainMs)
+        ? globalThis.Number(object.trainMs)
+        : isSet(object.train_ms)
+        ? globalThis.Number(object.train_ms)
+        : 0,
+      valMs: isSet(object.valMs)
+        ? globalThis.Number(object.valMs)
+        : isSet(object.val_ms)
+        ? globalThis.Number(object.val_ms)
+        : 0,
+      dataWaitMs: isSet(object.dataWaitMs)
+        ? globalThis.Number(object.dataWaitMs)
+        : isSet(object.data_wait_ms)
+        ? globalThis.Number(object.data_wait_ms)
+        : 0,
+      imagesPerSec: isSet(object.imagesPerSec)
+        ? globalThis.Number(object.imagesPerSec)
+        : isSet(object.images_per_sec)
+        ? globalThis.Number(object.images_per_sec)
+        : 0,
+    };
+  },
+
+  toJSON(message: EpochMetrics): unknown {
+    const obj: any = {};
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.lr !== 0) {
+      obj.lr = floatToJson(message.lr);
+    }
+    if (message.trainLoss !== 0) {
+      obj.trainLoss = floatToJson(message.trainLoss);
+    }
+    if (message.trainAccuracy !== 0) {
+      obj.trainAccuracy = floatToJson(message.trainAccuracy);
+    }
+    if (message.valLoss !== 0) {
+      obj.valLoss = floatToJson(message.valLoss);
+    }
+    if (message.valAccuracy !== 0) {
+      obj.valAccuracy = floatToJson(message.valAccuracy);
+    }
+    if (message.confusion?.length) {
+      obj.confusion = message.confusion.map((e) => ConfusionRow.toJSON(e));
+    }
+    if (message.perClassAccuracy?.length) {
+      obj.perClassAccuracy = message.perClassAccuracy.map((e) => floatToJson(e));
+    }
+    if (message.trainMs !== 0) {
+      obj.trainMs = floatToJson(message.trainMs);
+    }
+    if (message.valMs !== 0) {
+      obj.valMs = floatToJson(message.valMs);
+    }
+    if (message.dataWaitMs !== 0) {
+      obj.dataWaitMs = floatToJson(message.dataWaitMs);
+    }
+    if (message.imagesPerSec !== 0) {
+      obj.imagesPerSec = floatToJson(message.imagesPerSec);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EpochMetrics>): EpochMetrics {
+    return EpochMetrics.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EpochMetrics>): EpochMetrics {
+    const message = createBaseEpochMetrics();
+    message.epoch = object.epoch ?? 0;
+    message.lr = object.lr ?? 0;
+    message.trainLoss = object.trainLoss ?? 0;
+    message.trainAccuracy = object.trainAccuracy ?? 0;
+    message.valLoss = object.valLoss ?? 0;
+    message.valAccuracy = object.valAccuracy ?? 0;
+    message.confusion = object.confusion?.map((e) => ConfusionRow.fromPartial(e)) || [];
+    message.perClassAccuracy = object.perClassAccuracy?.map((e) => e) || [];
+    message.trainMs = object.trainMs ?? 0;
+    message.valMs = object.valMs ?? 0;
+    message.dataWaitMs = object.dataWaitMs ?? 0;
+    message.imagesPerSec = object.imagesPerSec ?? 0;
+    return message;
+  },
+};
+
+function createBaseSkippedFile(): SkippedFile {
+  return { file: "", reason: "" };
+}
+
+export const SkippedFile: MessageFns<SkippedFile> = {
+  encode(message: SkippedFile, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.file !== "") {
+      writer.uint32(10).string(message.file);
+    }
+    if (message.reason !== "") {
+      writer.uint32(18).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SkippedFile {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSkippedFile();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.file = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SkippedFile {
+    return {
+      file: isSet(object.file) ? globalThis.String(object.file) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: SkippedFile): unknown {
+    const obj: any = {};
+    if (message.file !== "") {
+      obj.file = message.file;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SkippedFile>): SkippedFile {
+    return SkippedFile.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SkippedFile>): SkippedFile {
+    const message = createBaseSkippedFile();
+    message.file = object.file ?? "";
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseFeatureCacheUse(): FeatureCacheUse {
+  return { used: false, hits: 0, misses: 0, ms: 0 };
+}
+
+export const FeatureCacheUse: MessageFns<FeatureCacheUse> = {
+  encode(message: FeatureCacheUse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.used !== false) {
+      writer.uint32(8).bool(message.used);
+    }
+    if (message.hits !== 0) {
+      writer.uint32(16).uint32(message.hits);
+    }
+    if (message.misses !== 0) {
+      writer.uint32(24).uint32(message.misses);
+    }
+    if (message.ms !== 0) {
+      writer.uint32(33).double(message.ms);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FeatureCacheUse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseFeatureCacheUse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.used = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.hits = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.misses = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.ms = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): FeatureCacheUse {
+    return {
+      used: isSet(object.used) ? globalThis.Boolean(object.used) : false,
+      hits: isSet(object.hits) ? globalThis.Number(object.hits) : 0,
+      misses: isSet(object.misses) ? globalThis.Number(object.misses) : 0,
+      ms: isSet(object.ms) ? globalThis.Number(object.ms) : 0,
+    };
+  },
+
+  toJSON(message: FeatureCacheUse): unknown {
+    const obj: any = {};
+    if (message.used !== false) {
+      obj.used = message.used;
+    }
+    if (message.hits !== 0) {
+      obj.hits = Math.round(message.hits);
+    }
+    if (message.misses !== 0) {
+      obj.misses = Math.round(message.misses);
+    }
+    if (message.ms !== 0) {
+      obj.ms = floatToJson(message.ms);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FeatureCacheUse>): FeatureCacheUse {
+    return FeatureCacheUse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FeatureCacheUse>): FeatureCacheUse {
+    const message = createBaseFeatureCacheUse();
+    message.used = object.used ?? false;
+    message.hits = object.hits ?? 0;
+    message.misses = object.misses ?? 0;
+    message.ms = object.ms ?? 0;
+    return message;
+  },
+};
+
+function createBaseCellResult(): CellResult {
+  return {
+    classes: [],
+    trainImages: 0,
+    valImages: 0,
+    epochs: [],
+    bestValAccuracy: 0,
+    bestEpoch: 0,
+    confusion: [],
+    perClassAccuracy: [],
+    valPredictions: [],
+    valLabels: [],
+    valSetHash: "",
+    skipped: [],
+    wallMs: 0,
+    imagesPerSec: 0,
+    featureCache: undefined,
+    backend: "",
+    device: "",
+    resumedFromEpoch: 0,
+    finishedAt: "",
+  };
+}
+
+export const CellResult: MessageFns<CellResult> = {
+  encode(message: CellResult, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.classes) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.trainImages !== 0) {
+      writer.uint32(16).uint32(message.trainImages);
+    }
+    if (message.valImages !== 0) {
+      writer.uint32(24).uint32(message.valImages);
+    }
+    for (const v of message.epochs) {
+      EpochMetrics.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.bestValAccuracy !== 0) {
+      writer.uint32(41).double(message.bestValAccuracy);
+    }
+    if (message.bestEpoch !== 0) {
+      writer.uint32(48).uint32(message.bestEpoch);
+    }
+    for (const v of message.confusion) {
+      ConfusionRow.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.perClassAccuracy.length !== 0) {
+      writer.uint32(66).fork();
+      for (const v of message.perClassAccuracy) {
+        writer.double(v);
+      }
+      writer.join();
+    }
+    if (message.valPredictions.length !== 0) {
+      writer.uint32(74).fork();
+      for (const v of message.valPredictions) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.valLabels.length !== 0) {
+      writer.uint32(82).fork();
+      for (const v of message.valLabels) {
+        writer.uint32(v);
+      }
+      writer.join();
+    }
+    if (message.valSetHash !== "") {
+      writer.uint32(90).string(message.valSetHash);
+    }
+    for (const v of message.skipped) {
+      SkippedFile.encode(v!, writer.uint32(98).fork()).join();
+    }
+    if (message.wallMs !== 0) {
+      writer.uint32(105).double(message.wallMs);
+    }
+    if (message.imagesPerSec !== 0) {
+      writer.uint32(113).double(message.imagesPerSec);
+    }
+    if (message.featureCache !== undefined) {
+      FeatureCacheUse.encode(message.featureCache, writer.uint32(122).fork()).join();
+    }
+    if (message.backend !== "") {
+      writer.uint32(130).string(message.backend);
+    }
+    if (message.device !== "") {
+      writer.uint32(138).string(message.device);
+    }
+    if (message.resumedFromEpoch !== 0) {
+      writer.uint32(144).uint32(message.resumedFromEpoch);
+    }
+    if (message.finishedAt !== "") {
+      writer.uint32(154).string(message.finishedAt);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CellResult {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCellResult();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.classes.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.trainImages = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.valImages = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.epochs.push(EpochMetrics.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.bestValAccuracy = reader.double();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.bestEpoch = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.confusion.push(ConfusionRow.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag === 65) {
+              message.perClassAccuracy.push(reader.double());
+
+              continue;
+            }
+
+            if (tag === 66) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.perClassAccuracy.push(reader.double());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 9: {
+            if (tag === 72) {
+              message.valPredictions.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 74) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.valPredictions.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 10: {
+            if (tag === 80) {
+              message.valLabels.push(reader.uint32());
+
+              continue;
+            }
+
+            if (tag === 82) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.valLabels.push(reader.uint32());
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.valSetHash = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.skipped.push(SkippedFile.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 13: {
+            if (tag !== 105) {
+              break;
+            }
+
+            message.wallMs = reader.double();
+            continue;
+          }
+          case 14: {
+            if (tag !== 113) {
+              break;
+            }
+
+            message.imagesPerSec = reader.double();
+            continue;
+          }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.featureCache = FeatureCacheUse.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.backend = reader.string();
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.resumedFromEpoch = reader.uint32();
+            continue;
+          }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.finishedAt = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CellResult {
+    return {
+      classes: globalThis.Array.isArray(object?.classes) ? object.classes.map((e: any) => globalThis.String(e)) : [],
+      trainImages: isSet(object.trainImages)
+        ? globalThis.Number(object.trainImages)
+        : isSet(object.train_images)
+        ? globalThis.Number(object.train_images)
+        : 0,
+      valImages: isSet(object.valImages)
+        ? globalThis.Number(object.valImages)
+        : isSet(object.val_images)
+        ? globalThis.Number(object.val_images)
+        : 0,
+      epochs: globalThis.Array.isArray(object?.epochs) ? object.epochs.map((e: any) => EpochMetrics.fromJSON(e)) : [],
+      bestValAccuracy: isSet(object.bestValAccuracy)
+        ? globalThis.Number(object.bestValAccuracy)
+        : isSet(object.best_val_accuracy)
+        ? globalThis.Number(object.best_val_accuracy)
+        : 0,
+      bestEpoch: isSet(object.bestEpoch)
+        ? globalThis.Number(object.bestEpoch)
+        : isSet(object.best_epoch)
+        ? globalThis.Number(object.best_epoch)
+        : 0,
+      confusion: globalThis.Array.isArray(object?.confusion)
+        ? object.confusion.map((e: any) => ConfusionRow.fromJSON(e))
+        : [],
+      perClassAccuracy: globalThis.Array.isArray(object?.perClassAccuracy)
+        ? object.perClassAccuracy.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.per_class_accuracy)
+        ? object.per_class_accuracy.map((e: any) => globalThis.Number(e))
+        : [],
+      valPredictions: globalThis.Array.isArray(object?.valPredictions)
+        ? object.valPredictions.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.val_predictions)
+        ? object.val_predictions.map((e: any) => globalThis.Number(e))
+        : [],
+      valLabels: globalThis.Array.isArray(object?.valLabels)
+        ? object.valLabels.map((e: any) => globalThis.Number(e))
+        : globalThis.Array.isArray(object?.val_labels)
+        ? object.val_labels.map((e: any) => globalThis.Number(e))
+        : [],
+      valSetHash: isSet(object.valSetHash)
+        ? globalThis.String(object.valSetHash)
+        : isSet(object.val_set_hash)
+        ? globalThis.String(object.val_set_hash)
+        : "",
+      skipped: globalThis.Array.isArray(object?.skipped)
+        ? object.skipped.map((e: any) => SkippedFile.fromJSON(e))
+        : [],
+      wallMs: isSet(object.wallMs)
+        ? globalThis.Number(object.wallMs)
+        : isSet(object.wall_ms)
+        ? globalThis.Number(object.wall_ms)
+        : 0,
+      imagesPerSec: isSet(object.imagesPerSec)
+        ? globalThis.Number(object.imagesPerSec)
+        : isSet(object.images_per_sec)
+        ? globalThis.Number(object.images_per_sec)
+        : 0,
+      featureCache: isSet(object.featureCache)
+        ? FeatureCacheUse.fromJSON(object.featureCache)
+        : isSet(object.feature_cache)
+        ? FeatureCacheUse.fromJSON(object.feature_cache)
+        : undefined,
+      backend: isSet(object.backend) ? globalThis.String(object.backend) : "",
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+      resumedFromEpoch: isSet(object.resumedFromEpoch)
+        ? globalThis.Number(object.resumedFromEpoch)
+        : isSet(object.resumed_from_epoch)
+        ? globalThis.Number(object.resumed_from_epoch)
+        : 0,
+      finishedAt: isSet(object.finishedAt)
+        ? globalThis.String(object.finishedAt)
+        : isSet(object.finished_at)
+        ? globalThis.String(object.finished_at)
+        : "",
+    };
+  },
+
+  toJSON(message: CellResult): unknown {
+    const obj: any = {};
+    if (message.classes?.length) {
+      obj.classes = message.classes;
+    }
+    if (message.trainImages !== 0) {
+      obj.trainImages = Math.round(message.trainImages);
+    }
+    if (message.valImages !== 0) {
+      obj.valImages = Math.round(message.valImages);
+    }
+    if (message.epochs?.length) {
+      obj.epochs = message.epochs.map((e) => EpochMetrics.toJSON(e));
+    }
+    if (message.bestValAccuracy !== 0) {
+      obj.bestValAccuracy = floatToJson(message.bestValAccuracy);
+    }
+    if (message.bestEpoch !== 0) {
+      obj.bestEpoch = Math.round(message.bestEpoch);
+    }
+    if (message.confusion?.length) {
+      obj.confusion = message.confusion.map((e) => ConfusionRow.toJSON(e));
+    }
+    if (message.perClassAccuracy?.length) {
+      obj.perClassAccuracy = message.perClassAccuracy.map((e) => floatToJson(e));
+    }
+    if (message.valPredictions?.length) {
+      obj.valPredictions = message.valPredictions.map((e) => Math.round(e));
+    }
+    if (message.valLabels?.length) {
+      obj.valLabels = message.valLabels.map((e) => Math.round(e));
+    }
+    if (message.valSetHash !== "") {
+      obj.valSetHash = message.valSetHash;
+    }
+    if (message.skipped?.length) {
+      obj.skipped = message.skipped.map((e) => SkippedFile.toJSON(e));
+    }
+    if (message.wallMs !== 0) {
+      obj.wallMs = floatToJson(message.wallMs);
+    }
+    if (message.imagesPerSec !== 0) {
+      obj.imagesPerSec = floatToJson(message.imagesPerSec);
+    }
+    if (message.featureCache !== undefined) {
+      obj.featureCache = FeatureCacheUse.toJSON(message.featureCache);
+    }
+    if (message.backend !== "") {
+      obj.backend = message.backend;
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    if (message.resumedFromEpoch !== 0) {
+      obj.resumedFromEpoch = Math.round(message.resumedFromEpoch);
+    }
+    if (message.finishedAt !== "") {
+      obj.finishedAt = message.finishedAt;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CellResult>): CellResult {
+    return CellResult.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CellResult>): CellResult {
+    const message = createBaseCellResult();
+    message.classes = object.classes?.map((e) => e) || [];
+    message.trainImages = object.trainImages ?? 0;
+    message.valImages = object.valImages ?? 0;
+    message.epochs = object.epochs?.map((e) => EpochMetrics.fromPartial(e)) || [];
+    message.bestValAccuracy = object.bestValAccuracy ?? 0;
+    message.bestEpoch = object.bestEpoch ?? 0;
+    message.confusion = object.confusion?.map((e) => ConfusionRow.fromPartial(e)) || [];
+    message.perClassAccuracy = object.perClassAccuracy?.map((e) => e) || [];
+    message.valPredictions = object.valPredictions?.map((e) => e) || [];
+    message.valLabels = object.valLabels?.map((e) => e) || [];
+    message.valSetHash = object.valSetHash ?? "";
+    message.skipped = object.skipped?.map((e) => SkippedFile.fromPartial(e)) || [];
+    message.wallMs = object.wallMs ?? 0;
+    message.imagesPerSec = object.imagesPerSec ?? 0;
+    message.featureCache = (object.featureCache !== undefined && object.featureCache !== null)
+      ? FeatureCacheUse.fromPartial(object.featureCache)
+      : undefined;
+    message.backend = object.backend ?? "";
+    message.device = object.device ?? "";
+    message.resumedFromEpoch = object.resumedFromEpoch ?? 0;
+    message.finishedAt = object.finishedAt ?? "";
     return message;
   },
 };
@@ -2546,7 +3685,7 @@ export const CheckpointRequest: MessageFns<CheckpointRequest> = {
 };
 
 function createBaseCompleteRequest(): CompleteRequest {
-  return { attemptId: "", resultJson: "" };
+  return { attemptId: "", result: undefined };
 }
 
 export const CompleteRequest: MessageFns<CompleteRequest> = {
@@ -2554,8 +3693,8 @@ export const CompleteRequest: MessageFns<CompleteRequest> = {
     if (message.attemptId !== "") {
       writer.uint32(10).string(message.attemptId);
     }
-    if (message.resultJson !== "") {
-      writer.uint32(18).string(message.resultJson);
+    if (message.result !== undefined) {
+      CellResult.encode(message.result, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -2581,12 +3720,12 @@ export const CompleteRequest: MessageFns<CompleteRequest> = {
             message.attemptId = reader.string();
             continue;
           }
-          case 2: {
-            if (tag !== 18) {
+          case 3: {
+            if (tag !== 26) {
               break;
             }
 
-            message.resultJson = reader.string();
+            message.result = CellResult.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -2608,11 +3747,7 @@ export const CompleteRequest: MessageFns<CompleteRequest> = {
         : isSet(object.attempt_id)
         ? globalThis.String(object.attempt_id)
         : "",
-      resultJson: isSet(object.resultJson)
-        ? globalThis.String(object.resultJson)
-        : isSet(object.result_json)
-        ? globalThis.String(object.result_json)
-        : "",
+      result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined,
     };
   },
 
@@ -2621,8 +3756,8 @@ export const CompleteRequest: MessageFns<CompleteRequest> = {
     if (message.attemptId !== "") {
       obj.attemptId = message.attemptId;
     }
-    if (message.resultJson !== "") {
-      obj.resultJson = message.resultJson;
+    if (message.result !== undefined) {
+      obj.result = CellResult.toJSON(message.result);
     }
     return obj;
   },
@@ -2633,7 +3768,9 @@ export const CompleteRequest: MessageFns<CompleteRequest> = {
   fromPartial(object: DeepPartial<CompleteRequest>): CompleteRequest {
     const message = createBaseCompleteRequest();
     message.attemptId = object.attemptId ?? "";
-    message.resultJson = object.resultJson ?? "";
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CellResult.fromPartial(object.result)
+      : undefined;
     return message;
   },
 };
@@ -3449,7 +4586,7 @@ function createBaseCellStatus(): CellStatus {
     epoch: 0,
     bestValAccuracy: 0,
     error: "",
-    resultJson: "",
+    result: undefined,
     checkpointEpochs: 0,
     lastValAccuracy: 0,
   };
@@ -3481,8 +4618,8 @@ export const CellStatus: MessageFns<CellStatus> = {
     if (message.error !== "") {
       writer.uint32(66).string(message.error);
     }
-    if (message.resultJson !== "") {
-      writer.uint32(74).string(message.resultJson);
+    if (message.result !== undefined) {
+      CellResult.encode(message.result, writer.uint32(98).fork()).join();
     }
     if (message.checkpointEpochs !== 0) {
       writer.uint32(80).uint32(message.checkpointEpochs);
@@ -3570,12 +4707,12 @@ export const CellStatus: MessageFns<CellStatus> = {
             message.error = reader.string();
             continue;
           }
-          case 9: {
-            if (tag !== 74) {
+          case 12: {
+            if (tag !== 98) {
               break;
             }
 
-            message.resultJson = reader.string();
+            message.result = CellResult.decode(reader, reader.uint32());
             continue;
           }
           case 10: {
@@ -3624,11 +4761,7 @@ export const CellStatus: MessageFns<CellStatus> = {
         ? globalThis.Number(object.best_val_accuracy)
         : 0,
       error: isSet(object.error) ? globalThis.String(object.error) : "",
-      resultJson: isSet(object.resultJson)
-        ? globalThis.String(object.resultJson)
-        : isSet(object.result_json)
-        ? globalThis.String(object.result_json)
-        : "",
+      result: isSet(object.result) ? CellResult.fromJSON(object.result) : undefined,
       checkpointEpochs: isSet(object.checkpointEpochs)
         ? globalThis.Number(object.checkpointEpochs)
         : isSet(object.checkpoint_epochs)
@@ -3668,8 +4801,8 @@ export const CellStatus: MessageFns<CellStatus> = {
     if (message.error !== "") {
       obj.error = message.error;
     }
-    if (message.resultJson !== "") {
-      obj.resultJson = message.resultJson;
+    if (message.result !== undefined) {
+      obj.result = CellResult.toJSON(message.result);
     }
     if (message.checkpointEpochs !== 0) {
       obj.checkpointEpochs = Math.round(message.checkpointEpochs);
@@ -3693,7 +4826,9 @@ export const CellStatus: MessageFns<CellStatus> = {
     message.epoch = object.epoch ?? 0;
     message.bestValAccuracy = object.bestValAccuracy ?? 0;
     message.error = object.error ?? "";
-    message.resultJson = object.resultJson ?? "";
+    message.result = (object.result !== undefined && object.result !== null)
+      ? CellResult.fromPartial(object.result)
+      : undefined;
     message.checkpointEpochs = object.checkpointEpochs ?? 0;
     message.lastValAccuracy = object.lastValAccuracy ?? 0;
     return message;

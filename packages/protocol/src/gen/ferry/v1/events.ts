@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { CellSpec } from "./cluster.js";
+import { CellSpec, ConfusionRow } from "./cluster.js";
 
 export const protobufPackage = "ferry.v1";
 
@@ -36,6 +36,11 @@ export interface FerryEvent {
   worker?: WorkerEvent | undefined;
   sweep?: SweepEvent | undefined;
   process?: ProcessEvent | undefined;
+  historyEnd?: HistoryEnd | undefined;
+}
+
+/** Events.Watch only: the history the coordinator holds has been sent; live events follow. */
+export interface HistoryEnd {
 }
 
 /** A training step (throttled by the worker to a few per second). */
@@ -49,10 +54,6 @@ export interface StepEvent {
   imagesPerSec: number;
   etaMs: number;
   epochs: number;
-}
-
-export interface ConfusionRow {
-  counts: number[];
 }
 
 /** One finished epoch of a cell. */
@@ -201,6 +202,7 @@ function createBaseFerryEvent(): FerryEvent {
     worker: undefined,
     sweep: undefined,
     process: undefined,
+    historyEnd: undefined,
   };
 }
 
@@ -229,6 +231,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     }
     if (message.process !== undefined) {
       ProcessEvent.encode(message.process, writer.uint32(122).fork()).join();
+    }
+    if (message.historyEnd !== undefined) {
+      HistoryEnd.encode(message.historyEnd, writer.uint32(130).fork()).join();
     }
     return writer;
   },
@@ -310,6 +315,14 @@ export const FerryEvent: MessageFns<FerryEvent> = {
             message.process = ProcessEvent.decode(reader, reader.uint32());
             continue;
           }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.historyEnd = HistoryEnd.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -336,6 +349,11 @@ export const FerryEvent: MessageFns<FerryEvent> = {
       worker: isSet(object.worker) ? WorkerEvent.fromJSON(object.worker) : undefined,
       sweep: isSet(object.sweep) ? SweepEvent.fromJSON(object.sweep) : undefined,
       process: isSet(object.process) ? ProcessEvent.fromJSON(object.process) : undefined,
+      historyEnd: isSet(object.historyEnd)
+        ? HistoryEnd.fromJSON(object.historyEnd)
+        : isSet(object.history_end)
+        ? HistoryEnd.fromJSON(object.history_end)
+        : undefined,
     };
   },
 
@@ -365,6 +383,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     if (message.process !== undefined) {
       obj.process = ProcessEvent.toJSON(message.process);
     }
+    if (message.historyEnd !== undefined) {
+      obj.historyEnd = HistoryEnd.toJSON(message.historyEnd);
+    }
     return obj;
   },
 
@@ -389,6 +410,61 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     message.process = (object.process !== undefined && object.process !== null)
       ? ProcessEvent.fromPartial(object.process)
       : undefined;
+    message.historyEnd = (object.historyEnd !== undefined && object.historyEnd !== null)
+      ? HistoryEnd.fromPartial(object.historyEnd)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseHistoryEnd(): HistoryEnd {
+  return {};
+}
+
+export const HistoryEnd: MessageFns<HistoryEnd> = {
+  encode(_: HistoryEnd, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HistoryEnd {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHistoryEnd();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): HistoryEnd {
+    return {};
+  },
+
+  toJSON(_: HistoryEnd): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<HistoryEnd>): HistoryEnd {
+    return HistoryEnd.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<HistoryEnd>): HistoryEnd {
+    const message = createBaseHistoryEnd();
     return message;
   },
 };
@@ -602,89 +678,6 @@ export const StepEvent: MessageFns<StepEvent> = {
     message.imagesPerSec = object.imagesPerSec ?? 0;
     message.etaMs = object.etaMs ?? 0;
     message.epochs = object.epochs ?? 0;
-    return message;
-  },
-};
-
-function createBaseConfusionRow(): ConfusionRow {
-  return { counts: [] };
-}
-
-export const ConfusionRow: MessageFns<ConfusionRow> = {
-  encode(message: ConfusionRow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.counts.length !== 0) {
-      writer.uint32(10).fork();
-      for (const v of message.counts) {
-        writer.uint32(v);
-      }
-      writer.join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ConfusionRow {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseConfusionRow();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag === 8) {
-              message.counts.push(reader.uint32());
-
-              continue;
-            }
-
-            if (tag === 10) {
-              const end2 = reader.uint32() + reader.pos;
-              while (reader.pos < end2) {
-                message.counts.push(reader.uint32());
-              }
-
-              continue;
-            }
-
-            break;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ConfusionRow {
-    return {
-      counts: globalThis.Array.isArray(object?.counts) ? object.counts.map((e: any) => globalThis.Number(e)) : [],
-    };
-  },
-
-  toJSON(message: ConfusionRow): unknown {
-    const obj: any = {};
-    if (message.counts?.length) {
-      obj.counts = message.counts.map((e) => Math.round(e));
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ConfusionRow>): ConfusionRow {
-    return ConfusionRow.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ConfusionRow>): ConfusionRow {
-    const message = createBaseConfusionRow();
-    message.counts = object.counts?.map((e) => e) || [];
     return message;
   },
 };
