@@ -11,6 +11,7 @@ export default defineConfig({
       '@ferry/cli': src('cli'),
       '@ferry/coordinator': src('coordinator'),
       '@ferry/worker': src('worker'),
+      '@ferry/client': src('client'),
       '@ferry/protocol': src('protocol'),
       '@ferry/events': src('events'),
       '@ferry/dashboard': src('dashboard'),

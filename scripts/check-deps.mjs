@@ -9,11 +9,15 @@ const ALLOWED = {
   protocol: { ferry: [], forbid: [/^@tensorflow\//], skip: /\/gen\// },
   events: { ferry: ['common', 'protocol'], forbid: [/^@tensorflow\//, /^@grpc\//] },
   core: { ferry: ['common', 'protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
-  coordinator: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
-  worker: { ferry: ['common', 'protocol', 'events', 'core'], forbid: [/^@nats-io\//] },
+  client: { ferry: ['common', 'protocol'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//, /^fastify/] },
+  coordinator: {
+    ferry: ['common', 'protocol', 'events', 'client'],
+    forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//],
+  },
+  worker: { ferry: ['common', 'protocol', 'events', 'client', 'core'], forbid: [/^@nats-io\//] },
   dashboard: { ferry: ['common', 'protocol', 'events'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//] },
   cli: {
-    ferry: ['common', 'protocol', 'events', 'core', 'coordinator', 'worker', 'dashboard'],
+    ferry: ['common', 'protocol', 'events', 'client', 'core', 'coordinator', 'worker', 'dashboard'],
     forbid: [/^@tensorflow\//],
   },
 };

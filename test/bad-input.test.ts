@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Network, buildModel, writeDemoDataset, writeNpy, writeSafetensors } from '@ferry/core';
-import { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, coordinatorClient, metadataFor, unary, type ConnectionOptions } from '@ferry/client';
 import { CellResult } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
-import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/worker';
+import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/client';
 import { CellResult } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
-import { adminClient, unary } from '@ferry/worker';
+import { adminClient, unary } from '@ferry/client';
 import { freePort, getSweep, kill, startCoordinator, waitFor, type Proc } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 

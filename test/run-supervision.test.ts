@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
-import { adminClient, getSweepAll, unary } from '@ferry/worker';
+import { adminClient, getSweepAll, unary } from '@ferry/client';
 import type { SweepStatus } from '@ferry/protocol';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { waitFor } from './helpers/cluster.js';

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Coordinator, parseSweep } from '@ferry/coordinator';
-import { adminClient, coordinatorClient, unary } from '@ferry/worker';
+import { adminClient, coordinatorClient, unary } from '@ferry/client';
 
 const { values } = parseArgs({
   options: { seeds: { type: 'string', default: '100' }, workers: { type: 'string', default: '8' } },

@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { SweepStatus } from '@ferry/protocol';
-import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { REPO_ROOT } from './torch-ref.js';
 
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');

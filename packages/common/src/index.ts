@@ -9,5 +9,6 @@ export * from './limits.js';
 export * from './models.js';
 export * from './net.js';
 export * from './results.js';
+export * from './secrets.js';
 export * from './stats.js';
 export * from './strategy.js';

@@ -1,14 +1,13 @@
 /** @ferry/coordinator: sweeps, scheduling and results. Never imports TensorFlow.js. */
 export { SweepError } from './errors.js';
 export { STUDY_DEFAULTS, cellId, parseSweep, type Cell, type CellSpec, type Sweep, type SweepLimits } from './sweep.js';
+export { Coordinator, type CoordinatorLifecycle } from './coordinator.js';
 export {
-  Coordinator,
   CoordinatorConfigError,
   resolveCoordinatorOptions,
-  type CoordinatorLifecycle,
   type CoordinatorOptions,
   type ResolvedCoordinatorOptions,
-} from './coordinator.js';
+} from './options.js';
 export { fromProtoSpec, toProtoSpec } from './spec.js';
 export { cellEvent, epochEvent, storeEvents, type SubjectEvent } from './events.js';
 export {

@@ -1,6 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { isLoopbackHost } from '@ferry/common';
+import { isLoopbackHost, sameSecret } from '@ferry/common';
 import { CollectiveError, InvalidArgumentError, Mailbox, type RingTransport } from '@ferry/core';
 import { PeerClient, PeerService, type RingAck, type RingChunk } from '@ferry/protocol';
 
@@ -93,7 +92,7 @@ export class PeerServer {
     call.on('error', () => undefined);
     void this.waitForGroup(name).then((group) => {
       // One answer for an unknown group and a wrong secret: nothing tells a prober which it was.
-      if (!group || presented.length !== group.secret.length || !timingSafeEqual(presented, group.secret)) {
+      if (!group || !sameSecret(presented, group.secret)) {
         close(refuse(grpc.status.UNAUTHENTICATED, 'not a member of this group'));
         return;
       }

@@ -1,6 +1,6 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -17,7 +17,19 @@ import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, SUBJECTS } from '@ferry/protocol';
-import { coordinatorClient, metadataFor, unary, type ConnectionOptions } from './client.js';
+import {
+  ChunkSink,
+  DEFAULT_BACKOFF,
+  coordinatorClient,
+  fileChunks,
+  isUnavailable,
+  metadataFor,
+  sendChunks,
+  unary,
+  withBackoff,
+  type BackoffPolicy,
+  type ConnectionOptions,
+} from '@ferry/client';
 import { GrpcRing, PeerServer } from './peer.js';
 import { cellConfigFromSpec } from './spec.js';
 import { wireMetrics, wireResult } from './wire.js';
@@ -62,8 +74,6 @@ export interface WorkerOptions {
 export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
 
 /** Errors that another attempt cannot fix. */
-
-const CHUNK_BYTES = 1 << 20;
 
 /**
  * One worker process (one GPU): registers, heartbeats, long-polls for cells, runs each with the
@@ -188,11 +198,9 @@ export class FerryWorker {
 
   private async register(): Promise<void> {
     this.lifecycle = 'connecting';
-    let delay = this.options.reconnectMinMs ?? 250;
-    for (;;) {
-      if (this.stopping) return;
-      try {
-        const r = await unary(
+    const r = await withBackoff(
+      () =>
+        unary(
           this.client.register,
           this.client,
           {
@@ -211,24 +219,35 @@ export class FerryWorker {
           },
           this.conn(),
           10_000,
-        );
-        this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
-        if (this.current && r.abandonAttempts.includes(this.current.attemptId)) this.abortCurrent('cancelled');
-        if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId))
-          this.dropClaim('the coordinator moved it on');
-        clearInterval(this.heartbeatTimer);
-        this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
-        this.lifecycle = this.current ? 'running' : 'idle';
-        this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
-        return;
-      } catch (e) {
-        this.log(
-          `cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`,
-        );
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
-      }
-    }
+        ),
+      {
+        policy: this.backoff,
+        retry: () => !this.stopping,
+        onRetry: (e, delay) =>
+          this.log(
+            `cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`,
+          ),
+      },
+    ).catch((e: unknown) => {
+      if (this.stopping) return null;
+      throw e;
+    });
+    if (!r) return;
+    this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
+    if (this.current && r.abandonAttempts.includes(this.current.attemptId)) this.abortCurrent('cancelled');
+    if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId))
+      this.dropClaim('the coordinator moved it on');
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
+    this.lifecycle = this.current ? 'running' : 'idle';
+    this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
+  }
+
+  private get backoff(): BackoffPolicy {
+    return {
+      minMs: this.options.reconnectMinMs ?? DEFAULT_BACKOFF.minMs,
+      maxMs: this.options.reconnectMaxMs ?? DEFAULT_BACKOFF.maxMs,
+    };
   }
 
   private async heartbeat(): Promise<void> {
@@ -554,23 +573,15 @@ export class FerryWorker {
   }
 
   /**
-   * Retries a call while the coordinator is unreachable (it may be restarting), for up to a lease:
-   * a finished cell's result must not be lost to a coordinator that is down for a few seconds.
+   * Retries a call while the coordinator is unreachable (it may be restarting), for up to two
+   * minutes: a finished cell's result must not be lost to a coordinator that is down for a while.
    */
-  private async retrying<T>(fn: () => Promise<T>): Promise<T> {
+  private retrying<T>(fn: () => Promise<T>): Promise<T> {
     const until = Date.now() + 120_000;
-    let delay = this.options.reconnectMinMs ?? 250;
-    for (;;) {
-      try {
-        return await fn();
-      } catch (e) {
-        const code = (e as grpc.ServiceError).code;
-        // 14 UNAVAILABLE, 4 DEADLINE_EXCEEDED: the coordinator is away; anything else is an answer.
-        if ((code !== 14 && code !== 4) || Date.now() > until || this.stopping) throw e;
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, this.options.reconnectMaxMs ?? 10_000);
-      }
-    }
+    return withBackoff(fn, {
+      policy: this.backoff,
+      retry: (e) => isUnavailable(e) && Date.now() < until && !this.stopping,
+    });
   }
 
   private upload(a: Assignment, file: string, epochsDone: number): Promise<void> {
@@ -580,63 +591,35 @@ export class FerryWorker {
         else if (!r.ok) reject(new Error(r.message));
         else resolve();
       });
-      const total = statSync(file).size;
-      const hash = createHash('sha256');
-      let offset = 0;
-      const stream = createReadStream(file, { highWaterMark: CHUNK_BYTES });
-      stream.on('data', (buf) => {
-        const data = buf as Buffer;
-        hash.update(data);
-        const last = offset + data.length >= total;
-        const chunk: CheckpointChunk = {
-          attemptId: a.attemptId,
-          cellId: a.cellId,
-          epochsDone,
-          offset,
-          data,
-          last,
-          sha256: last ? hash.digest('hex') : '',
-          totalBytes: total,
-        };
-        offset += data.length;
-        if (!call.write(chunk)) {
-          stream.pause();
-          call.once('drain', () => stream.resume());
-        }
-      });
-      stream.on('end', () => call.end());
-      stream.on('error', (e) => {
+      sendChunks(call, fileChunks(file, { attemptId: a.attemptId, cellId: a.cellId, epochsDone })).catch((e: Error) => {
         call.cancel();
         reject(e);
       });
     });
   }
 
+  /** The coordinator's checkpoint of the cell, checked (order, completeness, SHA-256), to `dest`. */
   private async download(a: Assignment, dest: string): Promise<void> {
-    const fh = await open(`${dest}.tmp`, 'w');
-    const hash = createHash('sha256');
-    let expected = '';
+    const sink = await ChunkSink.open(`${dest}.tmp`);
     try {
-      await new Promise<void>((resolve, reject) => {
-        const call = this.client.downloadCheckpoint(
-          { attemptId: a.attemptId, cellId: a.cellId },
-          metadataFor(this.conn()),
-        );
-        const writes: Promise<unknown>[] = [];
-        call.on('data', (c: CheckpointChunk) => {
-          hash.update(c.data);
-          if (c.last) expected = c.sha256;
-          writes.push(fh.write(c.data, 0, c.data.length, c.offset));
-        });
-        call.on('end', () => void Promise.all(writes).then(() => resolve(), reject));
-        call.on('error', reject);
-      });
-    } finally {
-      await fh.close();
+      const call = this.client.downloadCheckpoint(
+        { attemptId: a.attemptId, cellId: a.cellId },
+        metadataFor(this.conn()),
+      );
+      for await (const chunk of call as AsyncIterable<CheckpointChunk>) {
+        const problem = await sink.write(chunk);
+        if (problem) {
+          call.cancel();
+          throw new Error(`downloaded checkpoint refused: ${problem}`);
+        }
+      }
+      const done = await sink.close();
+      if ('problem' in done) throw new Error(`downloaded checkpoint refused: ${done.problem}`);
+      await rename(sink.file, dest);
+    } catch (e) {
+      await sink.discard();
+      throw e;
     }
-    const digest = hash.digest('hex');
-    if (digest !== expected) throw new Error(`downloaded checkpoint checksum mismatch (${digest} != ${expected})`);
-    await rename(`${dest}.tmp`, dest);
   }
 }
 

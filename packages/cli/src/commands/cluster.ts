@@ -15,14 +15,8 @@ import {
 } from '@ferry/common';
 import { InvalidArgumentError, datasetFingerprint, listNvidiaGpus } from '@ferry/core';
 import type { SweepStatus } from '@ferry/protocol';
-import {
-  FerryWorker,
-  adminClient,
-  ferryErrorFromGrpc,
-  getSweepAll,
-  unary,
-  type ConnectionOptions,
-} from '@ferry/worker';
+import { adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
+import { FerryWorker } from '@ferry/worker';
 import { Args } from '../args.js';
 import { reportCell, resultsHtml, type ReportCell } from '../report.js';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Store, storeEvents } from '@ferry/coordinator';
 import { InvalidArgumentError } from '@ferry/core';
 import { startDashboard, type EventFeed } from '@ferry/dashboard';
-import { watchCoordinatorEvents } from '@ferry/worker';
+import { watchCoordinatorEvents } from '@ferry/client';
 import { Args } from '../args.js';
 import { err, out, type CliIo } from '../io.js';
 

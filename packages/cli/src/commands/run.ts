@@ -9,7 +9,7 @@ import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type CellResult, type SweepStatus } from '@ferry/protocol';
-import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/worker';
+import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { Args } from '../args.js';
 import { err, out, type CliIo } from '../io.js';
 import { RunProgress, cellLabel } from '../progress.js';

@@ -1,7 +1,7 @@
 import { FerryError, isErrorCode, type ErrorCode } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { AdminClient, CoordinatorClient, EventsClient, type FerryEvent, type SweepStatus } from '@ferry/protocol';
+import { AdminClient, CoordinatorClient, EventsClient } from '@ferry/protocol';
 
 /** How to reach a coordinator: address, optional TLS (CA; client cert/key for mutual TLS), token. */
 export interface ConnectionOptions {
@@ -10,7 +10,7 @@ export interface ConnectionOptions {
   readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string; readonly serverName?: string };
 }
 
-function credentials(o: ConnectionOptions): grpc.ChannelCredentials {
+export function credentials(o: ConnectionOptions): grpc.ChannelCredentials {
   if (!o.tls) return grpc.credentials.createInsecure();
   return grpc.credentials.createSsl(
     o.tls.ca ? readFileSync(o.tls.ca) : null,
@@ -19,7 +19,7 @@ function credentials(o: ConnectionOptions): grpc.ChannelCredentials {
   );
 }
 
-function channelOptions(o: ConnectionOptions): grpc.ChannelOptions {
+export function channelOptions(o: ConnectionOptions): grpc.ChannelOptions {
   return {
     ...(o.tls?.serverName ? { 'grpc.ssl_target_name_override': o.tls.serverName } : {}),
     'grpc.max_receive_message_length': 8 << 20,
@@ -43,6 +43,10 @@ export function coordinatorClient(o: ConnectionOptions): CoordinatorClient {
 
 export function adminClient(o: ConnectionOptions): AdminClient {
   return new AdminClient(o.address, credentials(o), channelOptions(o));
+}
+
+export function eventsClient(o: ConnectionOptions): EventsClient {
+  return new EventsClient(o.address, credentials(o), channelOptions(o));
 }
 
 type Unary<Req, Res> = (
@@ -96,75 +100,4 @@ export function unary<Req, Res>(
   return new Promise((resolve, reject) => {
     fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r)));
   });
-}
-
-/**
- * A sweep with every cell, page by page (GetSweep answers at most about 4 MiB of cells at a time, so
- * a 10,000-cell sweep never exceeds what a client accepts). `withResults` adds each done cell's
- * result (per-image predictions: large); status views leave it out.
- */
-export async function getSweepAll(
-  admin: AdminClient,
-  conn: ConnectionOptions,
-  sweepId: string,
-  opts: { withResults: boolean; timeoutMs?: number },
-): Promise<SweepStatus> {
-  const pages: SweepStatus[] = [];
-  let offset = 0;
-  do {
-    const page = await unary(
-      admin.getSweep,
-      admin,
-      { sweepId, offset, limit: 0, withResults: opts.withResults },
-      conn,
-      opts.timeoutMs ?? 10_000,
-    );
-    pages.push(page);
-    offset = page.nextOffset;
-  } while (offset > 0);
-  return { ...pages.at(-1)!, cells: pages.flatMap((p) => p.cells), nextOffset: 0 };
-}
-
-/**
- * Follows a coordinator's Events.Watch feed (history, then live) and calls `onEvent` for each
- * event; reconnects after a second when the stream ends or fails (a restarting coordinator sends
- * its history again, which a dashboard applies idempotently). Resolves once the first history is in.
- */
-export function watchCoordinatorEvents(
-  conn: ConnectionOptions,
-  onEvent: (e: FerryEvent) => void,
-  log?: (line: string) => void,
-): { ready: Promise<void>; stop: () => void } {
-  const client = new EventsClient(conn.address, credentials(conn), channelOptions(conn));
-  let stopped = false;
-  let call: grpc.ClientReadableStream<FerryEvent> | null = null;
-  let markReady: () => void = () => undefined;
-  const ready = new Promise<void>((r) => (markReady = r));
-  const open = (): void => {
-    if (stopped) return;
-    const c = client.watch({}, metadataFor(conn));
-    call = c;
-    // The history comes first, closed by a HistoryEnd marker; live events follow.
-    c.on('data', (e: FerryEvent) => {
-      if (e.historyEnd) markReady();
-      else onEvent(e);
-    });
-    const again = (why: string): void => {
-      if (stopped || call !== c) return;
-      call = null;
-      log?.(`coordinator event feed ${why}; reconnecting in 1 s`);
-      setTimeout(open, 1_000);
-    };
-    c.on('error', (e: grpc.ServiceError) => again(`failed (${e.details || e.message})`));
-    c.on('end', () => again('ended'));
-  };
-  open();
-  return {
-    ready,
-    stop: () => {
-      stopped = true;
-      call?.cancel();
-      client.close();
-    },
-  };
 }
