@@ -8,7 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { Coordinator, parseSweep } from '@ferry/coordinator';
-import { adminClient, coordinatorClient, unary } from '@ferry/client';
+import { adminClient, coordinatorClient, getSweepAll, unary } from '@ferry/client';
+import { CellResult } from '@ferry/protocol';
 
 const { values } = parseArgs({
   options: { seeds: { type: 'string', default: '100' }, workers: { type: 'string', default: '8' } },
@@ -44,7 +45,7 @@ const sub = await unary(
 );
 const submitMs = performance.now() - t;
 
-const result = JSON.stringify({ bestValAccuracy: 0.5, bestEpoch: 0, wallMs: 1, imagesPerSec: 1 });
+const result = CellResult.fromPartial({ bestValAccuracy: 0.5, bestEpoch: 0, wallMs: 1, imagesPerSec: 1 });
 let dispatched = 0;
 async function fakeWorker(i) {
   const client = coordinatorClient(conn);
@@ -76,7 +77,7 @@ async function fakeWorker(i) {
       conn,
       10_000,
     );
-    await unary(client.complete, client, { attemptId: a.attemptId, resultJson: result }, conn, 10_000);
+    await unary(client.complete, client, { attemptId: a.attemptId, result }, conn, 10_000);
     dispatched++;
   }
   client.close();
@@ -84,7 +85,7 @@ async function fakeWorker(i) {
 t = performance.now();
 await Promise.all(Array.from({ length: Number(values.workers) }, (_, i) => fakeWorker(i)));
 const dispatchMs = performance.now() - t - 200; // the last empty long-poll waits 200 ms
-const status = await unary(admin.getSweep, admin, { sweepId: sub.sweepId }, conn, 60_000);
+const status = await getSweepAll(admin, conn, sub.sweepId, { withResults: false, timeoutMs: 60_000 });
 admin.close();
 await coordinator.shutdown();
 console.log(

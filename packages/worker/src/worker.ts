@@ -12,6 +12,10 @@ import {
   type BackendOptions,
   type BackendRequest,
   type BackendSelection,
+  type CellConfig,
+  type CellResult,
+  type EpochMetrics as EngineMetrics,
+  type CellRunOptions,
 } from '@ferry/core';
 import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
@@ -71,9 +75,42 @@ export interface WorkerOptions {
   readonly collectiveDeadlineMs?: number;
 }
 
-export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 'stopping' | 'stopped';
+/** An attempt this worker holds: its cell, its progress, and how to stop it. */
+interface AttemptRun {
+  readonly cellId: string;
+  readonly sweepId: string;
+  readonly attemptId: string;
+  /** Epochs done (the coordinator's checkpoint, then each epoch trained here). */
+  epoch: number;
+  imagesPerSec: number;
+  readonly abort: AbortController;
+  /** Why it was aborted, if it was. */
+  why: 'shutdown' | 'cancelled' | null;
+}
 
-/** Errors that another attempt cannot fix. */
+/**
+ * What the worker is doing. An attempt moves preparing (checkpoint, dataset check, Start) ->
+ * training -> releasing (result, failure or release reported); `stopping` is a shutdown that waits
+ * for the attempt it holds, if any. The coordinator session is separate: it can drop and come
+ * back in any state.
+ */
+export type WorkerState =
+  | { readonly kind: 'created' }
+  | { readonly kind: 'idle' }
+  | { readonly kind: 'preparing'; readonly attempt: AttemptRun }
+  | { readonly kind: 'training'; readonly attempt: AttemptRun }
+  | { readonly kind: 'releasing'; readonly attempt: AttemptRun }
+  | { readonly kind: 'stopping'; readonly attempt: AttemptRun | null }
+  | { readonly kind: 'stopped' };
+
+export type WorkerLifecycle = WorkerState['kind'];
+
+/** What the engine reports while it runs a cell. */
+type CellProgress = Parameters<NonNullable<CellRunOptions['onProgress']>>[0];
+
+/** How the engine's run of an attempt ended. */
+type TrainOutcome =
+  { readonly ok: true; readonly result: CellResult } | { readonly ok: false; readonly error: unknown };
 
 /**
  * One worker process (one GPU): registers, heartbeats, long-polls for cells, runs each with the
@@ -81,19 +118,10 @@ export type WorkerLifecycle = 'created' | 'connecting' | 'idle' | 'running' | 's
  * checkpoint when a cell had started elsewhere.
  */
 export class FerryWorker {
-  private lifecycle: WorkerLifecycle = 'created';
+  private state: WorkerState = { kind: 'created' };
   private readonly client: CoordinatorClient;
   private session: { id: string; heartbeatMs: number } | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  private current: {
-    cellId: string;
-    sweepId: string;
-    attemptId: string;
-    epoch: number;
-    abort: AbortController;
-    why: 'shutdown' | 'cancelled' | null;
-    imagesPerSec: number;
-  } | null = null;
   private readonly events: EventPublisher | null;
   private readonly peer: PeerServer;
   /** The CA this worker's Peer neighbours present certificates of (TLS on the Peer link), if any. */
@@ -109,7 +137,6 @@ export class FerryWorker {
    */
   private recovered: RunningCell | null = null;
   private readonly claimFile: string;
-  private stopping = false;
   private wake: (() => void) | null = null;
   readonly workerId: string;
   readonly name: string;
@@ -170,7 +197,21 @@ export class FerryWorker {
   }
 
   get status(): WorkerLifecycle {
-    return this.lifecycle;
+    return this.state.kind;
+  }
+
+  /** The attempt held now, in whatever step. */
+  private get current(): AttemptRun | null {
+    return 'attempt' in this.state ? this.state.attempt : null;
+  }
+
+  private get stopping(): boolean {
+    return this.state.kind === 'stopping' || this.state.kind === 'stopped';
+  }
+
+  /** The next step of the attempt held (a shutdown keeps it in `stopping`). */
+  private step(kind: 'preparing' | 'training' | 'releasing', attempt: AttemptRun): void {
+    if (!this.stopping) this.state = { kind, attempt };
   }
 
   private log(line: string): void {
@@ -197,7 +238,6 @@ export class FerryWorker {
   }
 
   private async register(): Promise<void> {
-    this.lifecycle = 'connecting';
     const r = await withBackoff(
       () =>
         unary(
@@ -239,7 +279,7 @@ export class FerryWorker {
       this.dropClaim('the coordinator moved it on');
     clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
-    this.lifecycle = this.current ? 'running' : 'idle';
+    if (this.state.kind === 'created') this.state = { kind: 'idle' };
     this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
   }
 
@@ -373,197 +413,174 @@ export class FerryWorker {
       }),
     );
     await this.events?.close();
-    this.lifecycle = 'stopped';
+    this.state = { kind: 'stopped' };
   }
 
   /** SIGTERM: stop the running cell (its last epoch checkpoint is on the coordinator), release its lease. */
   async shutdown(): Promise<void> {
     if (this.stopping) return;
-    this.stopping = true;
-    this.lifecycle = 'stopping';
+    this.state = { kind: 'stopping', attempt: this.current };
     this.abortCurrent('shutdown');
     this.wake?.();
   }
 
+  /** One attempt: prepare -> train -> report, each its own step; the claim and ring are let go at the end. */
   private async runAssignment(a: Assignment): Promise<void> {
-    const spec = a.spec!;
-    const dir = path.join(this.options.workDir, 'cells', a.cellId);
-    const abort = new AbortController();
-    this.current = {
+    const run: AttemptRun = {
       cellId: a.cellId,
       sweepId: a.sweepId,
       attemptId: a.attemptId,
       epoch: a.checkpointEpochs,
-      abort,
-      why: null,
       imagesPerSec: 0,
+      abort: new AbortController(),
+      why: null,
     };
-    if (a.worldSize <= 1)
-      writeFileSync(
-        this.claimFile,
-        `${JSON.stringify({ cellId: a.cellId, attemptId: a.attemptId, epoch: a.checkpointEpochs } satisfies RunningCell)}\n`,
-      );
-    let lastStepEvent = 0;
-    this.lifecycle = 'running';
-    const label = `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
+    this.state = this.stopping ? { kind: 'stopping', attempt: run } : { kind: 'preparing', attempt: run };
+    if (a.worldSize <= 1) writeFileSync(this.claimFile, `${JSON.stringify(this.running()[0])}\n`);
+    const s = a.spec!;
     this.log(
-      `cell ${a.cellId} (${label}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`,
+      `cell ${a.cellId} (${s.dataset} ${s.color} ${s.strategy} ${s.model} seed ${s.seed}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`,
     );
-    let uploads: Promise<void> = Promise.resolve();
     let ring: GrpcRing | undefined;
     try {
-      // The coordinator's checkpoint is the truth: drop local leftovers of earlier attempts.
-      rmSync(dir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true });
-      if (a.checkpointEpochs > 0) await this.download(a, path.join(dir, 'last.safetensors'));
-      const datasetDir = path.resolve(this.options.dataRoot, spec.path);
-      if (!existsSync(datasetDir)) {
-        await this.fail(
-          a.attemptId,
-          'FERRY_ERR_DATASET_MISMATCH',
-          `dataset ${spec.dataset} is not on this worker (${datasetDir})`,
-          true,
-        );
+      const prepared = await this.prepare(a).catch((error: unknown) => ({ ok: false as const, error }));
+      if ('problem' in prepared) {
+        this.step('releasing', run);
+        await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', prepared.problem, true);
         return;
       }
-      const fp = await datasetFingerprint(datasetDir);
-      const started = await unary(
-        this.client.start,
-        this.client,
-        { attemptId: a.attemptId, datasetFingerprint: fp.fingerprint, fileCount: fp.files },
-        this.conn(),
-        10_000,
-      );
-      if (!started.ok) {
-        await this.fail(a.attemptId, 'FERRY_ERR_DATASET_MISMATCH', started.message, true);
-        return;
-      }
-      const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
-      const leader = a.rank === 0;
-      if (a.worldSize > 1) {
-        const right = a.peerAddresses[(a.rank + 1) % a.worldSize];
-        if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${(a.rank + 1) % a.worldSize}`);
-        ring = new GrpcRing(
-          a.rank,
-          a.worldSize,
-          `${a.cellId}/${a.generation}`,
-          right,
-          this.peer,
-          a.groupSecret,
-          this.peerTlsCa,
-        );
-        this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
-      }
-      const result = await runCell(config, {
-        ...(ring ? { distributed: { transport: ring, deadlineMs: this.options.collectiveDeadlineMs ?? 60_000 } } : {}),
-        outDir: dir,
+      ring = prepared.ok ? prepared.ring : undefined;
+      this.step('training', run);
+      const outcome = prepared.ok ? await this.train(a, run, prepared) : prepared;
+      this.step('releasing', run);
+      await this.report(a, run, outcome);
+    } finally {
+      await ring?.close();
+      rmSync(this.claimFile, { force: true });
+      this.state = this.stopping ? { kind: 'stopping', attempt: null } : { kind: 'idle' };
+    }
+  }
+
+  /**
+   * Before training: the coordinator's checkpoint (the truth: local leftovers of earlier attempts
+   * go), the dataset present and the same as the sweep's copy (Start), the engine's configuration,
+   * and the data-parallel ring. A problem with this worker's copy of the data is returned, not thrown.
+   */
+  private async prepare(
+    a: Assignment,
+  ): Promise<{ ok: true; config: CellConfig; dir: string; ring: GrpcRing | undefined } | { problem: string }> {
+    const spec = a.spec!;
+    const dir = path.join(this.options.workDir, 'cells', a.cellId);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    if (a.checkpointEpochs > 0) await this.download(a, path.join(dir, 'last.safetensors'));
+    const datasetDir = path.resolve(this.options.dataRoot, spec.path);
+    if (!existsSync(datasetDir)) return { problem: `dataset ${spec.dataset} is not on this worker (${datasetDir})` };
+    const fp = await datasetFingerprint(datasetDir);
+    const started = await unary(
+      this.client.start,
+      this.client,
+      { attemptId: a.attemptId, datasetFingerprint: fp.fingerprint, fileCount: fp.files },
+      this.conn(),
+      10_000,
+    );
+    if (!started.ok) return { problem: started.message };
+    const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
+    return { ok: true, config, dir, ring: a.worldSize > 1 ? this.joinRing(a) : undefined };
+  }
+
+  private joinRing(a: Assignment): GrpcRing {
+    const next = (a.rank + 1) % a.worldSize;
+    const right = a.peerAddresses[next];
+    if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${next}`);
+    this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
+    return new GrpcRing(
+      a.rank,
+      a.worldSize,
+      `${a.cellId}/${a.generation}`,
+      right,
+      this.peer,
+      a.groupSecret,
+      this.peerTlsCa,
+    );
+  }
+
+  /** The engine runs the cell; progress becomes events, epoch reports and checkpoint uploads. */
+  private async train(
+    a: Assignment,
+    run: AttemptRun,
+    p: { config: CellConfig; dir: string; ring: GrpcRing | undefined },
+  ): Promise<TrainOutcome> {
+    const progress = new AttemptProgress(this.progressSink(a), a, run);
+    try {
+      const result = await runCell(p.config, {
+        ...(p.ring
+          ? { distributed: { transport: p.ring, deadlineMs: this.options.collectiveDeadlineMs ?? 60_000 } }
+          : {}),
+        outDir: p.dir,
         cacheDir: path.join(this.options.cacheDir, 'features'),
         backend: this.backend,
-        signal: abort.signal,
+        signal: run.abort.signal,
         ...(this.options.decodeThreads ? { decodeThreads: this.options.decodeThreads } : {}),
         onWarning: (m) => this.log(`warning: ${m}`),
-        onProgress: (p) => {
-          const time = new Date().toISOString();
-          if (!leader) {
-            if (p.type === 'epoch') this.current!.epoch = p.metrics.epoch + 1;
-            return;
-          }
-          if (p.type === 'step') {
-            this.current!.imagesPerSec = p.imagesPerSec;
-            const now = Date.now();
-            if (now - lastStepEvent >= (this.options.stepEventMs ?? 500) || p.step === p.stepsPerEpoch) {
-              lastStepEvent = now;
-              this.emit(
-                'step',
-                FerryEvent.fromPartial({
-                  sweepId: a.sweepId,
-                  time,
-                  step: {
-                    cellId: a.cellId,
-                    worker: this.name,
-                    epoch: p.epoch,
-                    step: p.step,
-                    stepsPerEpoch: p.stepsPerEpoch,
-                    loss: p.loss,
-                    imagesPerSec: p.imagesPerSec,
-                    etaMs: p.etaMs,
-                    epochs: spec.epochs,
-                  },
-                }),
-              );
-            }
-          } else if (p.type === 'epoch') {
-            const m = p.metrics;
-            this.emit(
-              'epoch',
-              FerryEvent.fromPartial({
-                sweepId: a.sweepId,
-                time,
-                epoch: { ...wireMetrics(m), cellId: a.cellId, worker: this.name, best: p.best },
-              }),
-            );
-          }
-          if (p.type === 'epoch') {
-            this.current!.epoch = p.metrics.epoch + 1;
-            void unary(
-              this.client.reportEpoch,
-              this.client,
-              { attemptId: a.attemptId, epoch: p.metrics.epoch, metrics: wireMetrics(p.metrics) },
-              this.conn(),
-              10_000,
-            ).catch(() => undefined);
-          } else if (p.type === 'checkpoint') {
-            const epochsDone = p.epoch + 1;
-            uploads = uploads
-              .then(() => this.upload(a, p.file, epochsDone))
-              .catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`));
-          }
-        },
+        onProgress: (x) => progress.on(x),
       });
-      await uploads;
-      if (!leader) {
-        this.log(`cell ${a.cellId}: rank ${a.rank} done`);
-        return;
-      }
+      await progress.uploads;
+      return { ok: true, result };
+    } catch (error) {
+      await progress.uploads;
+      return { ok: false, error };
+    }
+  }
+
+  /**
+   * After training: rank 0 reports the result (retried while the coordinator is away); a stopped
+   * attempt is released (shutdown) or let go (cancelled); a failure is reported with the registry's
+   * verdict on retrying it.
+   */
+  private async report(a: Assignment, run: AttemptRun, outcome: TrainOutcome): Promise<void> {
+    if (outcome.ok) {
+      if (a.rank !== 0) return this.log(`cell ${a.cellId}: rank ${a.rank} done`);
       const ack = await this.retrying(() =>
         unary(
           this.client.complete,
           this.client,
-          { attemptId: a.attemptId, result: wireResult(result) },
+          { attemptId: a.attemptId, result: wireResult(outcome.result) },
           this.conn(),
           30_000,
         ),
       );
-      this.log(
-        `cell ${a.cellId}: best val ${(result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`,
+      return this.log(
+        `cell ${a.cellId}: best val ${(outcome.result.bestValAccuracy * 100).toFixed(1)}%${ack.ok ? '' : ` (not recorded: ${ack.message})`}`,
       );
-    } catch (e) {
-      await uploads;
-      const why = this.current?.why;
-      if (why === 'shutdown') {
-        await unary(
-          this.client.release,
-          this.client,
-          { attemptId: a.attemptId, reason: 'worker shutting down' },
-          this.conn(),
-          5_000,
-        ).catch(() => undefined);
-        this.log(`cell ${a.cellId}: released (shutdown)`);
-      } else if (why === 'cancelled') {
-        this.log(`cell ${a.cellId}: stopped (cancelled by the coordinator)`);
-      } else {
-        const code = isFerryError(e) ? e.code : 'FERRY_ERR_INTERNAL';
-        const message = e instanceof Error ? e.message : String(e);
-        this.log(`cell ${a.cellId} failed: ${code}: ${message}`);
-        // The registry says whether the cell is retried (again, or only elsewhere) or fails now.
-        await this.fail(a.attemptId, code, message, retryOf(code) !== 'never');
-      }
-    } finally {
-      await ring?.close();
-      rmSync(this.claimFile, { force: true });
-      this.current = null;
-      if (!this.stopping) this.lifecycle = 'idle';
     }
+    if (run.why === 'shutdown') {
+      const release = { attemptId: a.attemptId, reason: 'worker shutting down' };
+      await unary(this.client.release, this.client, release, this.conn(), 5_000).catch(() => undefined);
+      return this.log(`cell ${a.cellId}: released (shutdown)`);
+    }
+    if (run.why === 'cancelled') return this.log(`cell ${a.cellId}: stopped (cancelled by the coordinator)`);
+    const e = outcome.error;
+    const code = isFerryError(e) ? e.code : 'FERRY_ERR_INTERNAL';
+    const message = e instanceof Error ? e.message : String(e);
+    this.log(`cell ${a.cellId} failed: ${code}: ${message}`);
+    // The registry says whether the cell is retried (again, or only elsewhere) or fails now.
+    await this.fail(a.attemptId, code, message, retryOf(code) !== 'never');
+  }
+
+  /** What an attempt's progress needs of this worker. */
+  private progressSink(a: Assignment): ProgressSink {
+    return {
+      name: this.name,
+      stepEventMs: this.options.stepEventMs ?? 500,
+      publish: (kind, event) => this.emit(kind, event),
+      reportEpoch: (metrics) => {
+        const req = { attemptId: a.attemptId, epoch: metrics.epoch, metrics: wireMetrics(metrics) };
+        void unary(this.client.reportEpoch, this.client, req, this.conn(), 10_000).catch(() => undefined);
+      },
+      upload: (file, epochsDone) =>
+        this.upload(a, file, epochsDone).catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`)),
+    };
   }
 
   private async fail(attemptId: string, code: string, message: string, retryable: boolean): Promise<void> {
@@ -636,3 +653,60 @@ function readClaim(file: string): RunningCell | null {
   rmSync(file, { force: true });
   return null;
 }
+
+/**
+ * An attempt's training progress as the worker passes it on: step events (throttled), epoch
+ * events and reports, checkpoint uploads one after another. Only rank 0 speaks for a
+ * data-parallel group; every rank keeps its epoch count for heartbeats.
+ */
+interface ProgressSink {
+  readonly name: string;
+  readonly stepEventMs: number;
+  publish(kind: 'step' | 'epoch', event: FerryEvent): void;
+  reportEpoch(metrics: EngineMetrics): void;
+  upload(file: string, epochsDone: number): Promise<void>;
+}
+
+class AttemptProgress {
+  uploads: Promise<void> = Promise.resolve();
+  private lastStepEvent = 0;
+
+  constructor(
+    private readonly worker: ProgressSink,
+    private readonly a: Assignment,
+    private readonly run: AttemptRun,
+  ) {}
+
+  on(p: CellProgress): void {
+    if (p.type === 'epoch') this.run.epoch = p.metrics.epoch + 1;
+    if (this.a.rank !== 0) return;
+    if (p.type === 'step') this.step(p);
+    else if (p.type === 'epoch') {
+      const epoch = { ...wireMetrics(p.metrics), cellId: this.a.cellId, worker: this.worker.name, best: p.best };
+      this.worker.publish('epoch', FerryEvent.fromPartial({ sweepId: this.a.sweepId, time: now(), epoch }));
+      this.worker.reportEpoch(p.metrics);
+    } else if (p.type === 'checkpoint') {
+      const epochsDone = p.epoch + 1;
+      this.uploads = this.uploads.then(() => this.worker.upload(p.file, epochsDone));
+    }
+  }
+
+  private step(p: Extract<CellProgress, { type: 'step' }>): void {
+    this.run.imagesPerSec = p.imagesPerSec;
+    const t = Date.now();
+    if (t - this.lastStepEvent < this.worker.stepEventMs && p.step !== p.stepsPerEpoch) return;
+    this.lastStepEvent = t;
+    const { epoch, step, stepsPerEpoch, loss, imagesPerSec, etaMs } = p;
+    const event = { cellId: this.a.cellId, worker: this.worker.name, epoch, step, stepsPerEpoch, loss };
+    this.worker.publish(
+      'step',
+      FerryEvent.fromPartial({
+        sweepId: this.a.sweepId,
+        time: now(),
+        step: { ...event, imagesPerSec, etaMs, epochs: this.a.spec!.epochs },
+      }),
+    );
+  }
+}
+
+const now = (): string => new Date().toISOString();
