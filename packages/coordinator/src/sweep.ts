@@ -12,7 +12,7 @@ import {
   type HyperParameterName,
 } from '@ferry/common';
 import { createHash } from 'node:crypto';
-import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
+import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
 
 export type { CellSpec } from '@ferry/common';
@@ -109,24 +109,25 @@ class Checker {
         .join('')
         .replace(/^\./, '') || '(top)';
     for (let depth = path.length; depth >= 0; depth--) {
-      const at = path.slice(0, depth);
-      const last = at[at.length - 1];
-      let range: [number, number, number] | undefined;
-      if (typeof last === 'string') {
-        const parent = this.doc.getIn(at.slice(0, -1), true);
-        if (isMap(parent)) {
-          const pair = parent.items.find((it) => (it.key as { value?: unknown } | null)?.value === last);
-          range = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
-        }
-      } else {
-        range = (this.doc.getIn(at, true) as { range?: [number, number, number] } | undefined)?.range;
-      }
+      const range = this.range(path.slice(0, depth));
       if (range) {
         const { line, col } = this.lines.linePos(range[0]);
         return `line ${line}:${col} ${label}`;
       }
     }
     return label;
+  }
+
+  /** Where the node at `at` is in the text: a mapping entry's key, a list item; null if absent. */
+  private range(at: readonly (string | number)[]): readonly [number, number, number] | null | undefined {
+    const last = at[at.length - 1];
+    if (typeof last !== 'string') {
+      const node = this.doc.getIn(at, true);
+      return isNode(node) ? node.range : undefined;
+    }
+    const parent = this.doc.getIn(at.slice(0, -1), true);
+    const key = isMap(parent) ? parent.items.find((it) => isScalar(it.key) && it.key.value === last)?.key : undefined;
+    return isNode(key) ? key.range : undefined;
   }
 
   fail(path: readonly (string | number)[], message: string): void {
