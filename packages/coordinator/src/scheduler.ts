@@ -1,11 +1,15 @@
+import { CellTable } from './cell-table.js';
+import { StepDraft } from './step-draft.js';
 import type { CellSpec } from './sweep.js';
 
 /**
  * The scheduler as a step function: step(state, event) -> { state, actions }. It decides; the
  * coordinator's I/O loop persists (store.ts) and talks (coordinator.ts). Time arrives in events,
- * so tests drive it without clocks or sockets. No I/O and no clock inside; for speed (10,000-cell
- * sweeps) a step updates the state's maps in place and returns the same state object, so callers
- * keep using only the state a step returns.
+ * so tests drive it without clocks or sockets. No I/O and no clock inside. Each event kind has one
+ * handler; a handler reads and changes a StepDraft (the state it started from plus its changes),
+ * whose commit is the next state: a step never changes the state it was given. The cells live in a
+ * CellTable that shares unchanged entries between states, so a step on a 10,000-cell sweep costs
+ * its changes, not a copy of every cell.
  */
 
 export type CellState = 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
@@ -194,7 +198,7 @@ export function initialState(
   const running = sorted.filter((c) => c.state === 'running' && c.attemptId);
   return {
     config,
-    cells: new Map(sorted.map((c) => [c.id, c])),
+    cells: CellTable.of(sorted),
     workers: new Map(workers.map((w) => [w.id, w])),
     byAttempt: new Map(running.map((c) => [c.attemptId!, c.id])),
     byWorker: new Map(running.flatMap((c) => c.members.map((m) => [m, c.id] as [string, string]))),
@@ -203,79 +207,120 @@ export function initialState(
   };
 }
 
-function findByAttempt(state: SchedulerState, attemptId: string): CellEntry | undefined {
-  const id = state.byAttempt.get(attemptId);
-  const c = id === undefined ? undefined : state.cells.get(id);
+/** The scheduler's one entry point: the event's handler decides on a draft of the next state. */
+export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
+  const d = new StepDraft(state);
+  handle(d, event);
+  return d.commit();
+}
+
+function handle(d: StepDraft, e: SchedulerEvent): void {
+  switch (e.type) {
+    case 'submit':
+      return onSubmit(d, e);
+    case 'register':
+      return onRegister(d, e);
+    case 'heartbeat':
+      return onHeartbeat(d, e);
+    case 'poll':
+      return onPoll(d, e);
+    case 'epoch':
+    case 'checkpoint':
+      return onProgress(d, e);
+    case 'complete':
+      return onComplete(d, e);
+    case 'fail':
+      return onFail(d, e);
+    case 'release':
+      return onRelease(d, e);
+    case 'tick':
+      return onTick(d, e);
+    case 'cancel':
+      return onCancel(d, e);
+    case 'retry':
+      return onRetry(d, e);
+  }
+}
+
+type EventOf<T extends SchedulerEvent['type']> = Extract<SchedulerEvent, { type: T }>;
+
+// --- shared helpers -------------------------------------------------------------------------
+
+/** The running cell of an attempt, or undefined when the attempt is not (or no longer) leased. */
+function leasedCell(d: StepDraft, attemptId: string): CellEntry | undefined {
+  const id = d.cellOfAttempt(attemptId);
+  const c = id === undefined ? undefined : d.cell(id);
   return c && c.state === 'running' && c.attemptId === attemptId ? c : undefined;
 }
 
-class Builder {
-  readonly cells: Map<string, CellEntry>;
-  readonly workers: Map<string, WorkerEntry>;
-  readonly byAttempt: Map<string, string>;
-  readonly byWorker: Map<string, string>;
-  nextSeq: number;
-  readonly actions: SchedulerAction[] = [];
+/** The leased cell of an attempt; otherwise the request is rejected with `reason`. */
+function leasedOrReject(d: StepDraft, attemptId: string, reason: string): CellEntry | undefined {
+  const c = leasedCell(d, attemptId);
+  if (!c) d.actions.push({ type: 'rejected', attemptId, reason });
+  return c;
+}
 
-  constructor(readonly base: SchedulerState) {
-    this.cells = base.cells as Map<string, CellEntry>;
-    this.workers = base.workers as Map<string, WorkerEntry>;
-    this.byAttempt = base.byAttempt as Map<string, string>;
-    this.byWorker = base.byWorker as Map<string, string>;
-    this.nextSeq = base.nextSeq;
-  }
+/** The worker of a live session; otherwise the worker is told to register again. */
+function liveWorker(d: StepDraft, workerId: string, sessionId: string): WorkerEntry | undefined {
+  const w = d.worker(workerId);
+  if (w && w.sessionId === sessionId && w.state !== 'lost') return w;
+  d.actions.push({ type: 'reregister', workerId });
+  return undefined;
+}
 
-  setCell(c: CellEntry): void {
-    const old = this.cells.get(c.id);
-    if (old?.attemptId) {
-      this.byAttempt.delete(old.attemptId);
-      for (const m of old.members) if (this.byWorker.get(m) === c.id) this.byWorker.delete(m);
+/** Claims of running attempts (registration, heartbeat): a valid one renews its lease, any other is stopped. */
+function renewClaims(d: StepDraft, workerId: string, running: readonly RunningClaim[], now: number): void {
+  for (const r of running) {
+    const c = d.cell(r.cellId);
+    if (c && c.state === 'running' && c.attemptId === r.attemptId && c.members.includes(workerId)) {
+      d.setCell({ ...c, leaseUntil: now + d.config.leaseMs, epoch: Math.max(c.epoch, r.epoch) });
+    } else {
+      d.actions.push({ type: 'stopAttempt', workerId, attemptId: r.attemptId });
     }
-    if (c.state === 'running' && c.attemptId) {
-      this.byAttempt.set(c.attemptId, c.id);
-      for (const m of c.members) this.byWorker.set(m, c.id);
-    }
-    this.cells.set(c.id, c);
-    this.actions.push({ type: 'saveCell', cell: c });
   }
+}
 
-  setWorker(w: WorkerEntry): void {
-    this.workers.set(w.id, w);
-    this.actions.push({ type: 'saveWorker', worker: w });
-  }
+/** The attempt's end for every rank but rank 0 (whose own request or handling ends it). */
+function stopOtherRanks(d: StepDraft, c: CellEntry, attemptId: string): void {
+  for (const m of c.members.slice(1)) d.actions.push({ type: 'stopAttempt', workerId: m, attemptId });
+}
 
-  /** Ends the running attempt of `c`: back to pending, or failed when attempts are used up. */
-  endAttempt(
-    c: CellEntry,
-    outcome: 'failed' | 'lost' | 'released',
-    error: string | null,
-    now: number,
-    opts: { countsAsFailure: boolean; retryable: boolean; excludeWorker?: boolean },
-  ): void {
-    this.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome, error, at: now });
-    // A gang attempt ends for all its ranks (the generation is over).
-    for (const m of c.members.slice(1))
-      this.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
-    const attempts = opts.countsAsFailure ? c.attempts : Math.max(0, c.attempts - 1);
-    const exhausted = !opts.retryable || attempts >= c.maxAttempts;
-    this.setCell({
-      ...c,
-      state: exhausted && opts.countsAsFailure ? 'failed' : 'pending',
-      attempts,
-      attemptId: null,
-      workerId: null,
-      members: [],
-      leaseUntil: 0,
-      error: error ?? c.error,
-      excludedWorkers: opts.excludeWorker && c.workerId ? [...c.excludedWorkers, c.workerId] : c.excludedWorkers,
-    });
-  }
+interface EndOptions {
+  readonly countsAsFailure: boolean;
+  readonly retryable: boolean;
+  readonly excludeWorker?: boolean;
+}
 
-  result(): StepResult {
-    const state = this.base as { nextSeq: number } & SchedulerState;
-    state.nextSeq = this.nextSeq;
-    return { state, actions: this.actions };
-  }
+/** Ends the running attempt of `c`: back to pending, or failed when attempts are used up. */
+function endAttempt(
+  d: StepDraft,
+  c: CellEntry,
+  outcome: 'failed' | 'lost' | 'released',
+  error: string | null,
+  now: number,
+  opts: EndOptions,
+): void {
+  d.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome, error, at: now });
+  // A gang attempt ends for all its ranks (the generation is over).
+  stopOtherRanks(d, c, c.attemptId!);
+  const attempts = opts.countsAsFailure ? c.attempts : Math.max(0, c.attempts - 1);
+  const exhausted = !opts.retryable || attempts >= c.maxAttempts;
+  d.setCell({
+    ...c,
+    state: exhausted && opts.countsAsFailure ? 'failed' : 'pending',
+    attempts,
+    attemptId: null,
+    workerId: null,
+    members: [],
+    leaseUntil: 0,
+    error: error ?? c.error,
+    excludedWorkers: opts.excludeWorker && c.workerId ? [...c.excludedWorkers, c.workerId] : c.excludedWorkers,
+  });
+}
+
+/** Whether worker `x` has a backend the cell allows. */
+function capable(c: CellEntry, x: WorkerEntry): boolean {
+  return c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
 }
 
 function largestDivisorAtMost(n: number, max: number): number {
@@ -283,334 +328,252 @@ function largestDivisorAtMost(n: number, max: number): number {
   return 0;
 }
 
-/** The scheduler's one entry point. */
-export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
-  const b = new Builder(state);
-  const { leaseMs } = state.config;
-  switch (event.type) {
-    case 'submit': {
-      for (const c of event.cells) {
-        const existing = b.cells.get(c.id);
-        if (existing) {
-          // Never run a cell twice: a resubmitted cell keeps its state (only gains the sweep).
-          if (!existing.sweepIds.includes(event.sweepId))
-            b.setCell({ ...existing, sweepIds: [...existing.sweepIds, event.sweepId] });
-          continue;
-        }
-        b.setCell({
-          id: c.id,
-          spec: c.spec,
-          sweepIds: [event.sweepId],
-          state: 'pending',
-          attempts: 0,
-          maxAttempts: event.maxAttempts ?? state.config.defaultMaxAttempts,
-          attemptId: null,
-          workerId: null,
-          members: [],
-          generation: 0,
-          waitingSince: null,
-          leaseUntil: 0,
-          checkpointEpochs: 0,
-          epoch: 0,
-          error: null,
-          seq: b.nextSeq++,
-          excludedWorkers: [],
-        });
-      }
-      break;
+// --- one handler per event ------------------------------------------------------------------
+
+function onSubmit(d: StepDraft, e: EventOf<'submit'>): void {
+  for (const c of e.cells) {
+    const existing = d.cell(c.id);
+    if (existing) {
+      // Never run a cell twice: a resubmitted cell keeps its state (only gains the sweep).
+      if (!existing.sweepIds.includes(e.sweepId))
+        d.setCell({ ...existing, sweepIds: [...existing.sweepIds, e.sweepId] });
+      continue;
     }
-    case 'register': {
-      b.setWorker({
-        id: event.workerId,
-        name: event.name,
-        sessionId: event.sessionId,
-        backend: event.backend,
-        device: event.device,
-        lastSeen: event.now,
-        state: 'alive',
-        idleSince: null,
-        peerAddress: event.peerAddress ?? '',
-      });
-      const claimed = new Set(event.running.map((r) => r.attemptId));
-      for (const r of event.running) {
-        const c = b.cells.get(r.cellId);
-        if (c && c.state === 'running' && c.attemptId === r.attemptId && c.members.includes(event.workerId)) {
-          // A reconnecting worker (or a restarted coordinator) keeps the cell it is running.
-          b.setCell({ ...c, leaseUntil: event.now + leaseMs, epoch: Math.max(c.epoch, r.epoch) });
-        } else {
-          b.actions.push({ type: 'stopAttempt', workerId: event.workerId, attemptId: r.attemptId });
-        }
-      }
-      // Attempts the coordinator thinks this worker runs, which it no longer claims, are lost.
-      const held = b.byWorker.get(event.workerId);
-      const c = held === undefined ? undefined : b.cells.get(held);
-      if (c && c.state === 'running' && c.members.includes(event.workerId) && !claimed.has(c.attemptId!)) {
-        b.endAttempt(c, 'lost', 'the worker restarted without it', event.now, {
-          countsAsFailure: true,
-          retryable: true,
-        });
-      }
-      break;
-    }
-    case 'heartbeat': {
-      const w = b.workers.get(event.workerId);
-      if (!w || w.sessionId !== event.sessionId || w.state === 'lost') {
-        b.actions.push({ type: 'reregister', workerId: event.workerId });
-        break;
-      }
-      b.setWorker({ ...w, lastSeen: event.now });
-      for (const r of event.running) {
-        const c = b.cells.get(r.cellId);
-        if (c && c.state === 'running' && c.attemptId === r.attemptId && c.members.includes(w.id)) {
-          b.setCell({ ...c, leaseUntil: event.now + leaseMs, epoch: Math.max(c.epoch, r.epoch) });
-        } else {
-          b.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: r.attemptId });
-        }
-      }
-      break;
-    }
-    case 'poll': {
-      const w = b.workers.get(event.workerId);
-      if (!w || w.sessionId !== event.sessionId || w.state === 'lost') {
-        b.actions.push({ type: 'reregister', workerId: event.workerId });
-        break;
-      }
-      const heldId = b.byWorker.get(w.id);
-      if (heldId !== undefined) {
-        // The worker asks for work while it holds a cell: its assignment was not delivered
-        // (a gang member woken later, or a lost response). Deliver it (again).
-        const held = b.cells.get(heldId)!;
-        b.setWorker({ ...w, lastSeen: event.now, idleSince: null });
-        b.actions.push({
-          type: 'assign',
-          workerId: w.id,
-          cellId: held.id,
-          attemptId: held.attemptId!,
-          rank: held.members.indexOf(w.id),
-          members: held.members,
-          generation: held.generation,
-        });
-        break;
-      }
-      const me: WorkerEntry = { ...w, lastSeen: event.now, idleSince: w.idleSince ?? event.now };
-      b.setWorker(me);
-      const capable = (c: CellEntry, x: WorkerEntry): boolean =>
-        c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
-      const start = (c: CellEntry, members: string[]): void => {
-        const generation = c.generation + 1;
-        b.setCell({
-          ...c,
-          state: 'running',
-          attempts: c.attempts + 1,
-          attemptId: event.newAttemptId,
-          workerId: members[0]!,
-          members,
-          generation,
-          waitingSince: null,
-          leaseUntil: event.now + leaseMs,
-          error: null,
-        });
-        b.actions.push({
-          type: 'attemptStarted',
-          attemptId: event.newAttemptId,
-          cellId: c.id,
-          workerId: members.join(','),
-          at: event.now,
-        });
-        members.forEach((m, rank) => {
-          b.setWorker({ ...b.workers.get(m)!, idleSince: null });
-          b.actions.push({
-            type: 'assign',
-            workerId: m,
-            cellId: c.id,
-            attemptId: event.newAttemptId,
-            rank,
-            members,
-            generation,
-          });
-        });
-      };
-      // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
-      // once (all or nothing); until then later single-worker cells may use idle workers, for up
-      // to gangTimeoutMs, after which the gang holds idle workers back for itself. A worker whose
-      // copy of a cell's dataset did not match is not offered that cell again.
-      for (const c of b.cells.values()) {
-        if (c.state !== 'pending' || !capable(c, me) || c.excludedWorkers.includes(me.id)) continue;
-        const k = Math.max(1, c.spec.workers);
-        if (k > 1) {
-          const waitingSince = c.waitingSince ?? event.now;
-          if (c.waitingSince === null) b.setCell({ ...c, waitingSince });
-          const idle = [...b.workers.values()]
-            .filter(
-              (x) =>
-                x.state === 'alive' && x.idleSince !== null && x.id !== me.id && !b.byWorker.has(x.id) && capable(c, x),
-            )
-            .sort((x, y) => x.idleSince! - y.idleSince!);
-          if (idle.length + 1 >= k) {
-            start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, k - 1).map((x) => x.id)]);
-            break;
-          }
-          if (event.now - waitingSince >= state.config.gangTimeoutMs) {
-            // A group that already ran (it lost a rank) re-forms smaller rather than wait forever:
-            // the largest size the idle workers allow that divides the batch.
-            const smaller = c.generation > 0 ? largestDivisorAtMost(c.spec.batchSize, idle.length + 1) : 0;
-            if (smaller >= 1 && smaller < k) {
-              start(b.cells.get(c.id)!, [me.id, ...idle.slice(0, smaller - 1).map((x) => x.id)]);
-              break;
-            }
-            break; // hold this worker for the gang
-          }
-          continue;
-        }
-        start(c, [me.id]);
-        break;
-      }
-      break;
-    }
-    case 'epoch':
-    case 'checkpoint': {
-      const c = findByAttempt(state, event.attemptId);
-      if (!c) {
-        b.actions.push({
-          type: 'rejected',
-          attemptId: event.attemptId,
-          reason: 'attempt is not leased (lost, cancelled or finished)',
-        });
-        break;
-      }
-      b.setCell(
-        event.type === 'epoch'
-          ? { ...c, epoch: Math.max(c.epoch, event.epoch), leaseUntil: event.now + leaseMs }
-          : { ...c, checkpointEpochs: Math.max(c.checkpointEpochs, event.epochsDone), leaseUntil: event.now + leaseMs },
-      );
-      break;
-    }
-    case 'complete': {
-      const c = findByAttempt(state, event.attemptId);
-      if (!c) {
-        b.actions.push({
-          type: 'rejected',
-          attemptId: event.attemptId,
-          reason: 'attempt is not leased; its result is not recorded',
-        });
-        break;
-      }
-      b.actions.push({ type: 'attemptEnded', attemptId: event.attemptId, outcome: 'done', error: null, at: event.now });
-      for (const m of c.members.slice(1))
-        b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: event.attemptId });
-      b.setCell({ ...c, state: 'done', attemptId: null, workerId: null, members: [], leaseUntil: 0, error: null });
-      break;
-    }
-    case 'fail': {
-      const c = findByAttempt(state, event.attemptId);
-      if (!c) {
-        b.actions.push({ type: 'rejected', attemptId: event.attemptId, reason: 'attempt is not leased' });
-        break;
-      }
-      // A dataset mismatch is the worker's problem, not the cell's: it does not use up an attempt,
-      // and that worker is not offered the cell again (the error stays visible in the status).
-      b.endAttempt(c, 'failed', event.message, event.now, {
-        countsAsFailure: !event.excludeWorker,
-        retryable: event.retryable,
-        ...(event.excludeWorker ? { excludeWorker: true } : {}),
-      });
-      break;
-    }
-    case 'release': {
-      const c = findByAttempt(state, event.attemptId);
-      if (!c) break;
-      b.endAttempt(c, 'released', null, event.now, { countsAsFailure: false, retryable: true });
-      break;
-    }
-    case 'tick': {
-      for (const w of [...b.workers.values()]) {
-        if (w.state === 'alive' && Math.max(w.lastSeen + leaseMs, state.recoveringUntil) < event.now)
-          b.setWorker({ ...w, state: 'lost', idleSince: null });
-      }
-      for (const id of [...b.byAttempt.values()]) {
-        const c = b.cells.get(id)!;
-        const lostRank = c.members.findIndex((m) => b.workers.get(m)?.state === 'lost');
-        if (c.state === 'running' && c.members.length > 1 && lostRank >= 0) {
-          // One lost rank ends the generation; the group re-forms from the last checkpoint.
-          for (const m of c.members.slice(0, 1))
-            b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
-          b.endAttempt(
-            c,
-            'lost',
-            `rank ${lostRank} (worker ${b.workers.get(c.members[lostRank]!)?.name ?? '?'}) was lost`,
-            event.now,
-            { countsAsFailure: true, retryable: true },
-          );
-          continue;
-        }
-        if (c.state === 'running' && c.leaseUntil < event.now) {
-          const w = c.workerId ? b.workers.get(c.workerId) : undefined;
-          if (w) b.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: c.attemptId! });
-          b.endAttempt(
-            c,
-            'lost',
-            `lease expired (worker ${w?.name ?? c.workerId ?? '?'} stopped heartbeating)`,
-            event.now,
-            { countsAsFailure: true, retryable: true },
-          );
-        }
-      }
-      // A gang that cannot form: fewer capable workers alive than it needs, for twice the gang timeout.
-      for (const c of b.cells.values()) {
-        if (
-          c.state !== 'pending' ||
-          c.waitingSince === null ||
-          event.now - c.waitingSince < 2 * state.config.gangTimeoutMs
-        )
-          continue;
-        if (c.generation > 0) continue; // a group that ran once re-forms smaller instead
-        const k = Math.max(1, c.spec.workers);
-        const alive = [...b.workers.values()].filter(
-          (x) => x.state === 'alive' && (c.spec.backends.length === 0 || c.spec.backends.includes(x.backend)),
-        ).length;
-        if (alive < k)
-          b.setCell({
-            ...c,
-            state: 'failed',
-            waitingSince: null,
-            error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive`,
-          });
-      }
-      break;
-    }
-    case 'cancel': {
-      for (const c of [...b.cells.values()]) {
-        if (!c.sweepIds.includes(event.sweepId) || (c.state !== 'pending' && c.state !== 'running')) continue;
-        if (c.state === 'running') {
-          b.actions.push({
-            type: 'attemptEnded',
-            attemptId: c.attemptId!,
-            outcome: 'cancelled',
-            error: null,
-            at: event.now,
-          });
-          for (const m of c.members) b.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
-        }
-        b.setCell({
-          ...c,
-          state: 'cancelled',
-          attemptId: null,
-          workerId: null,
-          members: [],
-          leaseUntil: 0,
-          waitingSince: null,
-        });
-      }
-      break;
-    }
-    case 'retry': {
-      for (const c of [...b.cells.values()]) {
-        if (c.sweepIds.includes(event.sweepId) && (c.state === 'failed' || c.state === 'cancelled')) {
-          b.setCell({ ...c, state: 'pending', attempts: 0, error: null, excludedWorkers: [], waitingSince: null });
-        }
-      }
-      break;
-    }
+    d.setCell({
+      id: c.id,
+      spec: c.spec,
+      sweepIds: [e.sweepId],
+      state: 'pending',
+      attempts: 0,
+      maxAttempts: e.maxAttempts ?? d.config.defaultMaxAttempts,
+      attemptId: null,
+      workerId: null,
+      members: [],
+      generation: 0,
+      waitingSince: null,
+      leaseUntil: 0,
+      checkpointEpochs: 0,
+      epoch: 0,
+      error: null,
+      seq: d.takeSeq(),
+      excludedWorkers: [],
+    });
   }
-  return b.result();
+}
+
+function onRegister(d: StepDraft, e: EventOf<'register'>): void {
+  d.setWorker({
+    id: e.workerId,
+    name: e.name,
+    sessionId: e.sessionId,
+    backend: e.backend,
+    device: e.device,
+    lastSeen: e.now,
+    state: 'alive',
+    idleSince: null,
+    peerAddress: e.peerAddress ?? '',
+  });
+  // A reconnecting worker (or a restarted coordinator) keeps the cell it is running.
+  renewClaims(d, e.workerId, e.running, e.now);
+  // Attempts the coordinator thinks this worker runs, which it no longer claims, are lost.
+  const held = d.cellOfWorker(e.workerId);
+  const c = held === undefined ? undefined : d.cell(held);
+  const claimed = new Set(e.running.map((r) => r.attemptId));
+  if (c && c.state === 'running' && c.members.includes(e.workerId) && !claimed.has(c.attemptId!)) {
+    endAttempt(d, c, 'lost', 'the worker restarted without it', e.now, { countsAsFailure: true, retryable: true });
+  }
+}
+
+function onHeartbeat(d: StepDraft, e: EventOf<'heartbeat'>): void {
+  const w = liveWorker(d, e.workerId, e.sessionId);
+  if (!w) return;
+  d.setWorker({ ...w, lastSeen: e.now });
+  renewClaims(d, w.id, e.running, e.now);
+}
+
+function onPoll(d: StepDraft, e: EventOf<'poll'>): void {
+  const w = liveWorker(d, e.workerId, e.sessionId);
+  if (!w) return;
+  const heldId = d.cellOfWorker(w.id);
+  if (heldId !== undefined) return redeliver(d, w, d.cell(heldId)!, e.now);
+  const me: WorkerEntry = { ...w, lastSeen: e.now, idleSince: w.idleSince ?? e.now };
+  d.setWorker(me);
+  // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
+  // once (all or nothing); until then later single-worker cells may use idle workers, for up
+  // to gangTimeoutMs, after which the gang holds idle workers back for itself. A worker whose
+  // copy of a cell's dataset did not match is not offered that cell again.
+  for (const c of d.cells()) {
+    if (c.state !== 'pending' || !capable(c, me) || c.excludedWorkers.includes(me.id)) continue;
+    const members = Math.max(1, c.spec.workers) > 1 ? gangMembers(d, c, me, e.now) : [me.id];
+    if (members === 'wait') continue;
+    if (members !== 'hold') startAttempt(d, d.cell(c.id)!, members, e.newAttemptId, e.now);
+    return;
+  }
+}
+
+/**
+ * The worker asks for work while it holds a cell: its assignment was not delivered (a gang member
+ * woken later, or a lost response). Deliver it (again).
+ */
+function redeliver(d: StepDraft, w: WorkerEntry, held: CellEntry, now: number): void {
+  d.setWorker({ ...w, lastSeen: now, idleSince: null });
+  d.actions.push({
+    type: 'assign',
+    workerId: w.id,
+    cellId: held.id,
+    attemptId: held.attemptId!,
+    rank: held.members.indexOf(w.id),
+    members: held.members,
+    generation: held.generation,
+  });
+}
+
+/**
+ * Who starts gang cell `c` with the polling worker `me`, by rank: k idle capable workers; after the
+ * gang timeout, a group that already ran re-forms smaller ('hold': `me` waits for the gang);
+ * 'wait': not yet, `me` may take a later cell. Marks when the cell began to wait.
+ */
+function gangMembers(d: StepDraft, c: CellEntry, me: WorkerEntry, now: number): string[] | 'wait' | 'hold' {
+  const k = Math.max(1, c.spec.workers);
+  const waitingSince = c.waitingSince ?? now;
+  if (c.waitingSince === null) d.setCell({ ...c, waitingSince });
+  const idle = d
+    .allWorkers()
+    .filter((x) => x.state === 'alive' && x.idleSince !== null && x.id !== me.id && d.cellOfWorker(x.id) === undefined)
+    .filter((x) => capable(c, x))
+    .sort((x, y) => x.idleSince! - y.idleSince!);
+  if (idle.length + 1 >= k) return [me.id, ...idle.slice(0, k - 1).map((x) => x.id)];
+  if (now - waitingSince < d.config.gangTimeoutMs) return 'wait';
+  // A group that already ran (it lost a rank) re-forms smaller rather than wait forever: the
+  // largest size the idle workers allow that divides the batch.
+  const smaller = c.generation > 0 ? largestDivisorAtMost(c.spec.batchSize, idle.length + 1) : 0;
+  return smaller >= 1 && smaller < k ? [me.id, ...idle.slice(0, smaller - 1).map((x) => x.id)] : 'hold';
+}
+
+/** Starts a new attempt (generation) of `c` on `members`, by rank, and assigns it to each. */
+function startAttempt(d: StepDraft, c: CellEntry, members: string[], attemptId: string, now: number): void {
+  const generation = c.generation + 1;
+  d.setCell({
+    ...c,
+    state: 'running',
+    attempts: c.attempts + 1,
+    attemptId,
+    workerId: members[0]!,
+    members,
+    generation,
+    waitingSince: null,
+    leaseUntil: now + d.config.leaseMs,
+    error: null,
+  });
+  d.actions.push({ type: 'attemptStarted', attemptId, cellId: c.id, workerId: members.join(','), at: now });
+  members.forEach((m, rank) => {
+    d.setWorker({ ...d.worker(m)!, idleSince: null });
+    d.actions.push({ type: 'assign', workerId: m, cellId: c.id, attemptId, rank, members, generation });
+  });
+}
+
+function onProgress(d: StepDraft, e: EventOf<'epoch' | 'checkpoint'>): void {
+  const c = leasedOrReject(d, e.attemptId, 'attempt is not leased (lost, cancelled or finished)');
+  if (!c) return;
+  const leaseUntil = e.now + d.config.leaseMs;
+  d.setCell(
+    e.type === 'epoch'
+      ? { ...c, epoch: Math.max(c.epoch, e.epoch), leaseUntil }
+      : { ...c, checkpointEpochs: Math.max(c.checkpointEpochs, e.epochsDone), leaseUntil },
+  );
+}
+
+function onComplete(d: StepDraft, e: EventOf<'complete'>): void {
+  const c = leasedOrReject(d, e.attemptId, 'attempt is not leased; its result is not recorded');
+  if (!c) return;
+  d.actions.push({ type: 'attemptEnded', attemptId: e.attemptId, outcome: 'done', error: null, at: e.now });
+  stopOtherRanks(d, c, e.attemptId);
+  d.setCell({ ...c, state: 'done', attemptId: null, workerId: null, members: [], leaseUntil: 0, error: null });
+}
+
+function onFail(d: StepDraft, e: EventOf<'fail'>): void {
+  const c = leasedOrReject(d, e.attemptId, 'attempt is not leased');
+  if (!c) return;
+  // A dataset mismatch is the worker's problem, not the cell's: it does not use up an attempt,
+  // and that worker is not offered the cell again (the error stays visible in the status).
+  endAttempt(d, c, 'failed', e.message, e.now, {
+    countsAsFailure: !e.excludeWorker,
+    retryable: e.retryable,
+    ...(e.excludeWorker ? { excludeWorker: true } : {}),
+  });
+}
+
+function onRelease(d: StepDraft, e: EventOf<'release'>): void {
+  const c = leasedCell(d, e.attemptId);
+  if (c) endAttempt(d, c, 'released', null, e.now, { countsAsFailure: false, retryable: true });
+}
+
+function onTick(d: StepDraft, e: EventOf<'tick'>): void {
+  for (const w of d.allWorkers()) {
+    if (w.state === 'alive' && Math.max(w.lastSeen + d.config.leaseMs, d.recoveringUntil) < e.now)
+      d.setWorker({ ...w, state: 'lost', idleSince: null });
+  }
+  for (const id of d.runningCellIds()) endIfLost(d, d.cell(id)!, e.now);
+  failUnformableGangs(d, e.now);
+}
+
+/** Ends a running attempt that lost a rank (gang) or whose lease expired. */
+function endIfLost(d: StepDraft, c: CellEntry, now: number): void {
+  if (c.state !== 'running') return;
+  const lost = { countsAsFailure: true, retryable: true };
+  const lostRank = c.members.findIndex((m) => d.worker(m)?.state === 'lost');
+  if (c.members.length > 1 && lostRank >= 0) {
+    // One lost rank ends the generation; the group re-forms from the last checkpoint.
+    d.actions.push({ type: 'stopAttempt', workerId: c.members[0]!, attemptId: c.attemptId! });
+    const name = d.worker(c.members[lostRank]!)?.name ?? '?';
+    endAttempt(d, c, 'lost', `rank ${lostRank} (worker ${name}) was lost`, now, lost);
+  } else if (c.leaseUntil < now) {
+    const w = c.workerId ? d.worker(c.workerId) : undefined;
+    if (w) d.actions.push({ type: 'stopAttempt', workerId: w.id, attemptId: c.attemptId! });
+    const who = w?.name ?? c.workerId ?? '?';
+    endAttempt(d, c, 'lost', `lease expired (worker ${who} stopped heartbeating)`, now, lost);
+  }
+}
+
+/** A gang that cannot form: fewer capable workers alive than it needs, for twice the gang timeout. */
+function failUnformableGangs(d: StepDraft, now: number): void {
+  for (const c of d.cells()) {
+    if (c.state !== 'pending' || c.waitingSince === null || now - c.waitingSince < 2 * d.config.gangTimeoutMs) continue;
+    if (c.generation > 0) continue; // a group that ran once re-forms smaller instead
+    const k = Math.max(1, c.spec.workers);
+    const alive = d.allWorkers().filter((x) => x.state === 'alive' && capable(c, x)).length;
+    if (alive < k)
+      d.setCell({
+        ...c,
+        state: 'failed',
+        waitingSince: null,
+        error: `needs ${k} workers at once (workers: ${k}); only ${alive} capable worker(s) alive`,
+      });
+  }
+}
+
+function onCancel(d: StepDraft, e: EventOf<'cancel'>): void {
+  for (const c of d.cells()) {
+    if (!c.sweepIds.includes(e.sweepId) || (c.state !== 'pending' && c.state !== 'running')) continue;
+    if (c.state === 'running') {
+      d.actions.push({ type: 'attemptEnded', attemptId: c.attemptId!, outcome: 'cancelled', error: null, at: e.now });
+      for (const m of c.members) d.actions.push({ type: 'stopAttempt', workerId: m, attemptId: c.attemptId! });
+    }
+    d.setCell({
+      ...c,
+      state: 'cancelled',
+      attemptId: null,
+      workerId: null,
+      members: [],
+      leaseUntil: 0,
+      waitingSince: null,
+    });
+  }
+}
+
+function onRetry(d: StepDraft, e: EventOf<'retry'>): void {
+  for (const c of d.cells()) {
+    if (c.sweepIds.includes(e.sweepId) && (c.state === 'failed' || c.state === 'cancelled'))
+      d.setCell({ ...c, state: 'pending', attempts: 0, error: null, excludedWorkers: [], waitingSince: null });
+  }
 }

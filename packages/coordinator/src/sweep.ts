@@ -1,49 +1,21 @@
 import {
+  HYPER_PARAMETER_DEFAULTS,
   LIMITS,
   MODEL_NAMES,
   STRATEGY_HINT,
+  hyperParameterProblem,
   isModelName,
   limits as limitsInForce,
   strategyDefinition,
   tryParseStrategy,
+  type CellSpec,
+  type HyperParameterName,
 } from '@ferry/common';
 import { createHash } from 'node:crypto';
-import { LineCounter, isMap, parseDocument, type Document } from 'yaml';
+import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } from 'yaml';
 import { SweepError } from './errors.js';
 
-/**
- * One training run as the coordinator sees it: plain data, resolved (every default applied).
- * Its id is a hash of exactly this object, so a resubmitted or resumed sweep maps onto the same
- * cells. The worker turns it into the engine's CellConfig (paths relative to its --data-root).
- */
-export interface CellSpec {
-  readonly dataset: string;
-  /** Dataset folder relative to each worker's data root. */
-  readonly path: string;
-  readonly valFraction: number | null;
-  readonly color: 'rgb' | 'gray';
-  readonly strategy: string;
-  readonly model: string;
-  readonly seed: number;
-  /** `pretrained`, `none`, or a weights file path relative to the data root. */
-  readonly weights: string;
-  readonly epochs: number;
-  readonly batchSize: number;
-  readonly lr: number;
-  readonly momentum: number;
-  readonly weightDecay: number;
-  readonly lrStepEpochs: number;
-  readonly lrGamma: number;
-  readonly imageSize: number;
-  readonly featureCache: boolean;
-  readonly augmentViews: number;
-  /** Images per forward/backward chunk (0: automatic for the worker's backend). */
-  readonly microBatch: number;
-  /** Data-parallel group size (1: one worker). */
-  readonly workers: number;
-  /** Backends allowed to run the cell (assignment by capability); empty: any. */
-  readonly backends: readonly string[];
-}
+export type { CellSpec } from '@ferry/common';
 
 export interface Cell {
   readonly id: string;
@@ -57,44 +29,18 @@ export interface Sweep {
   readonly expanded: number;
 }
 
-type Hyper = Pick<
-  CellSpec,
-  | 'weights'
-  | 'epochs'
-  | 'batchSize'
-  | 'lr'
-  | 'momentum'
-  | 'weightDecay'
-  | 'lrStepEpochs'
-  | 'lrGamma'
-  | 'imageSize'
-  | 'featureCache'
-  | 'augmentViews'
-  | 'microBatch'
-  | 'workers'
-  | 'backends'
->;
+/** What a sweep file's `hyper` (and a dataset's `hyper`, an override's `set`) may set. */
+type Hyper = Pick<CellSpec, 'weights' | HyperParameterName | 'backends'>;
 
-/** The study's hyper-parameters (REFERENCE.md); a sweep file overrides any of them. */
-export const STUDY_DEFAULTS: Hyper = {
-  weights: 'pretrained',
-  epochs: 15,
-  batchSize: 32,
-  lr: 0.001,
-  momentum: 0.9,
-  weightDecay: 0,
-  lrStepEpochs: 7,
-  lrGamma: 0.1,
-  imageSize: 224,
-  featureCache: true,
-  augmentViews: 1,
-  microBatch: 0,
-  workers: 1,
-  backends: [],
-};
+/**
+ * The study's hyper-parameters (REFERENCE.md; the numbers are @ferry/common's HYPER_PARAMETERS);
+ * a sweep file overrides any of them.
+ */
+export const STUDY_DEFAULTS: Hyper = { weights: 'pretrained', ...HYPER_PARAMETER_DEFAULTS, backends: [] };
 
 const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 
+/** What `hyper` may set, in the order messages list them: weights, the table's names, backends. */
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
 const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
 const TOP_KEYS = [
@@ -163,24 +109,25 @@ class Checker {
         .join('')
         .replace(/^\./, '') || '(top)';
     for (let depth = path.length; depth >= 0; depth--) {
-      const at = path.slice(0, depth);
-      const last = at[at.length - 1];
-      let range: [number, number, number] | undefined;
-      if (typeof last === 'string') {
-        const parent = this.doc.getIn(at.slice(0, -1), true);
-        if (isMap(parent)) {
-          const pair = parent.items.find((it) => (it.key as { value?: unknown } | null)?.value === last);
-          range = (pair?.key as { range?: [number, number, number] } | undefined)?.range;
-        }
-      } else {
-        range = (this.doc.getIn(at, true) as { range?: [number, number, number] } | undefined)?.range;
-      }
+      const range = this.range(path.slice(0, depth));
       if (range) {
         const { line, col } = this.lines.linePos(range[0]);
         return `line ${line}:${col} ${label}`;
       }
     }
     return label;
+  }
+
+  /** Where the node at `at` is in the text: a mapping entry's key, a list item; null if absent. */
+  private range(at: readonly (string | number)[]): readonly [number, number, number] | null | undefined {
+    const last = at[at.length - 1];
+    if (typeof last !== 'string') {
+      const node = this.doc.getIn(at, true);
+      return isNode(node) ? node.range : undefined;
+    }
+    const parent = this.doc.getIn(at.slice(0, -1), true);
+    const key = isMap(parent) ? parent.items.find((it) => isScalar(it.key) && it.key.value === last)?.key : undefined;
+    return isNode(key) ? key.range : undefined;
   }
 
   fail(path: readonly (string | number)[], message: string): void {
@@ -192,6 +139,22 @@ function isObj(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** What is wrong with one `hyper` value, or null: the table's rule for a hyper-parameter. */
+function hyperProblem(k: keyof Hyper, val: unknown): string | null {
+  if (k === 'backends') {
+    return !Array.isArray(val) || val.some((x) => typeof x !== 'string' || !BACKENDS.includes(x))
+      ? `must be a list of ${BACKENDS.join(', ')} (got ${JSON.stringify(val)})`
+      : null;
+  }
+  if (k !== 'weights') return hyperParameterProblem(k, val);
+  if (typeof val !== 'string' || val.length === 0)
+    return `must be pretrained, none or a file path (got ${JSON.stringify(val)})`;
+  // Workers resolve it under their --data-root: nothing outside it may be named.
+  if (!['pretrained', 'none'].includes(val) && (val.startsWith('/') || val.split(/[\\/]/).includes('..')))
+    return `a weights file is a path relative to --data-root, without .. (got ${JSON.stringify(val)})`;
+  return null;
+}
+
 function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<Hyper> {
   if (v === undefined || v === null) return {};
   if (!isObj(v)) {
@@ -200,54 +163,11 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
   }
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(v)) {
-    const p = [...path, k];
-    if (!(HYPER_KEYS as string[]).includes(k)) {
-      c.fail(p, `unknown setting; allowed: ${HYPER_KEYS.join(', ')}`);
-      continue;
-    }
-    const d = STUDY_DEFAULTS[k as keyof Hyper];
-    if (Array.isArray(d)) {
-      if (!Array.isArray(val) || val.some((x) => typeof x !== 'string' || !BACKENDS.includes(x))) {
-        c.fail(p, `must be a list of ${BACKENDS.join(', ')} (got ${JSON.stringify(val)})`);
-        continue;
-      }
-    } else if (typeof d === 'number') {
-      const intOnly = [
-        'epochs',
-        'batchSize',
-        'lrStepEpochs',
-        'imageSize',
-        'augmentViews',
-        'microBatch',
-        'workers',
-      ].includes(k);
-      if (typeof val !== 'number' || !Number.isFinite(val) || (intOnly && !Number.isInteger(val))) {
-        c.fail(p, `must be ${intOnly ? 'an integer' : 'a number'} (got ${JSON.stringify(val)})`);
-        continue;
-      }
-      const min =
-        k === 'lr' ? Number.MIN_VALUE : ['epochs', 'batchSize', 'workers'].includes(k) ? 1 : k === 'imageSize' ? 16 : 0;
-      if (val < min || (k === 'momentum' && val >= 1)) {
-        c.fail(p, `out of range (got ${val})`);
-        continue;
-      }
-    } else if (typeof d === 'boolean' && typeof val !== 'boolean') {
-      c.fail(p, `must be true or false (got ${JSON.stringify(val)})`);
-      continue;
-    } else if (typeof d === 'string' && (typeof val !== 'string' || val.length === 0)) {
-      c.fail(p, `must be pretrained, none or a file path (got ${JSON.stringify(val)})`);
-      continue;
-    } else if (
-      k === 'weights' &&
-      typeof val === 'string' &&
-      !['pretrained', 'none'].includes(val) &&
-      (val.startsWith('/') || val.split(/[\\/]/).includes('..'))
-    ) {
-      // Workers resolve it under their --data-root: nothing outside it may be named.
-      c.fail(p, `a weights file is a path relative to --data-root, without .. (got ${JSON.stringify(val)})`);
-      continue;
-    }
-    out[k] = val;
+    const problem = (HYPER_KEYS as string[]).includes(k)
+      ? hyperProblem(k as keyof Hyper, val)
+      : `unknown setting; allowed: ${HYPER_KEYS.join(', ')}`;
+    if (problem === null) out[k] = val;
+    else c.fail([...path, k], problem);
   }
   return out as Partial<Hyper>;
 }
@@ -267,7 +187,10 @@ function stringList(c: Checker, v: unknown, path: string, allowed?: readonly str
   return out;
 }
 
-type Match = Partial<Record<(typeof AXES)[number], string | number>>;
+type Axis = (typeof AXES)[number];
+type Match = Partial<Record<Axis, string | number>>;
+/** One cell's place on every axis. */
+type Point = Record<Axis, string | number>;
 
 function checkMatch(c: Checker, v: unknown, path: (string | number)[]): Match | undefined {
   if (!isObj(v)) {
@@ -279,18 +202,40 @@ function checkMatch(c: Checker, v: unknown, path: (string | number)[]): Match | 
   return v as Match;
 }
 
-function matches(m: Match, cell: Record<(typeof AXES)[number], string | number>): boolean {
+function matches(m: Match, cell: Point): boolean {
   return AXES.every((k) => m[k] === undefined || m[k] === cell[k]);
 }
 
+interface DatasetEntry {
+  readonly name: string;
+  readonly path: string;
+  readonly valFraction: number | null;
+  readonly hyper: Partial<Hyper>;
+}
+
+/** A sweep file, checked: everything its expansion needs. */
+interface SweepPlan {
+  readonly name: string;
+  readonly datasets: readonly DatasetEntry[];
+  readonly colors: readonly ('rgb' | 'gray')[];
+  readonly strategies: readonly string[];
+  readonly models: readonly string[];
+  readonly seeds: readonly number[];
+  readonly hyper: Partial<Hyper>;
+  readonly overrides: readonly { readonly match: Match; readonly set: Partial<Hyper> }[];
+  readonly exclude: readonly Match[];
+  readonly include: readonly Match[];
+}
+
 /**
- * Parses and validates a sweep file and expands it into cells:
- * datasets x colors x strategies x models x seeds, hyper-parameters from STUDY_DEFAULTS < `hyper` <
- * per-dataset `hyper` < matching `overrides` (in order); then `exclude` removes and `include` adds
- * cells (an include names every axis). Every problem is reported with its line and path.
+ * The file as a YAML mapping, and a Checker on its document. Whatever stops the checks from
+ * starting (too large, not YAML, aliases expanding past a bound, not a mapping) throws at once.
  */
-export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
-  const { maxYamlBytes, maxCells } = { ...sweepLimits(), ...limits };
+function readSweepDocument(
+  text: string,
+  file: string,
+  maxYamlBytes: number,
+): { root: Record<string, unknown>; checker: Checker } {
   const bytes = Buffer.byteLength(text);
   if (bytes > maxYamlBytes)
     throw new SweepError(
@@ -304,7 +249,6 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
       doc.errors.map((e) => e.message.split('\n')[0]!),
       file,
     );
-  const c = new Checker(doc, lines);
   let root: unknown;
   try {
     // yaml refuses aliases that expand past a bound (a "billion laughs" file) with a ReferenceError.
@@ -317,47 +261,59 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
       ['the file must be a YAML mapping (name, datasets, colors, strategies, models, seeds, hyper)'],
       file,
     );
-  for (const k of Object.keys(root))
-    if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
-  const name =
-    typeof root['name'] === 'string' && /^[A-Za-z0-9_.-]+$/.test(root['name'])
-      ? root['name']
-      : (c.fail(['name'], 'required: letters, digits, _ . - only'), '');
-  const datasets: { name: string; path: string; valFraction: number | null; hyper: Partial<Hyper> }[] = [];
-  if (!Array.isArray(root['datasets']) || root['datasets'].length === 0)
-    c.fail(['datasets'], 'must be a non-empty list of {name, path}');
+  return { root, checker: new Checker(doc, lines) };
+}
+
+function checkName(c: Checker, v: unknown): string {
+  if (typeof v === 'string' && /^[A-Za-z0-9_.-]+$/.test(v)) return v;
+  c.fail(['name'], 'required: letters, digits, _ . - only');
+  return '';
+}
+
+function checkDataset(c: Checker, d: Record<string, unknown>, i: number): DatasetEntry {
+  for (const k of Object.keys(d))
+    if (!['name', 'path', 'valFraction', 'hyper'].includes(k))
+      c.fail(['datasets', i, k], 'unknown key; allowed: name, path, valFraction, hyper');
+  if (typeof d['name'] !== 'string' || d['name'].length === 0) c.fail(['datasets', i, 'name'], 'required (a string)');
+  if (typeof d['path'] !== 'string' || d['path'].length === 0)
+    c.fail(['datasets', i, 'path'], "required: the folder relative to each worker's --data-root");
+  else if (d['path'].startsWith('/') || d['path'].split('/').includes('..'))
+    c.fail(['datasets', i, 'path'], 'must be relative to --data-root, without ..');
+  const vf = d['valFraction'];
+  if (vf !== undefined && !(typeof vf === 'number' && vf > 0 && vf < 1))
+    c.fail(['datasets', i, 'valFraction'], 'must be a number between 0 and 1');
+  return {
+    name: String(d['name']),
+    path: String(d['path']),
+    valFraction: typeof vf === 'number' ? vf : null,
+    hyper: checkHyper(c, d['hyper'], ['datasets', i, 'hyper']),
+  };
+}
+
+function checkDatasets(c: Checker, v: unknown): DatasetEntry[] {
+  const datasets: DatasetEntry[] = [];
+  if (!Array.isArray(v) || v.length === 0) c.fail(['datasets'], 'must be a non-empty list of {name, path}');
   else
-    (root['datasets'] as unknown[]).forEach((d, i) => {
-      if (!isObj(d)) return c.fail(['datasets', i], 'must be a mapping {name, path, valFraction?, hyper?}');
-      for (const k of Object.keys(d))
-        if (!['name', 'path', 'valFraction', 'hyper'].includes(k))
-          c.fail(['datasets', i, k], 'unknown key; allowed: name, path, valFraction, hyper');
-      if (typeof d['name'] !== 'string' || d['name'].length === 0)
-        c.fail(['datasets', i, 'name'], 'required (a string)');
-      if (typeof d['path'] !== 'string' || d['path'].length === 0)
-        c.fail(['datasets', i, 'path'], "required: the folder relative to each worker's --data-root");
-      else if (d['path'].startsWith('/') || d['path'].split('/').includes('..'))
-        c.fail(['datasets', i, 'path'], 'must be relative to --data-root, without ..');
-      const vf = d['valFraction'];
-      if (vf !== undefined && !(typeof vf === 'number' && vf > 0 && vf < 1))
-        c.fail(['datasets', i, 'valFraction'], 'must be a number between 0 and 1');
-      datasets.push({
-        name: String(d['name']),
-        path: String(d['path']),
-        valFraction: typeof vf === 'number' ? vf : null,
-        hyper: checkHyper(c, d['hyper'], ['datasets', i, 'hyper']),
-      });
+    v.forEach((d: unknown, i) => {
+      if (!isObj(d)) c.fail(['datasets', i], 'must be a mapping {name, path, valFraction?, hyper?}');
+      else datasets.push(checkDataset(c, d, i));
     });
   if (new Set(datasets.map((d) => d.name)).size !== datasets.length)
     c.fail(['datasets'], 'dataset names must be unique');
-  const colors = stringList(c, root['colors'] ?? ['rgb'], 'colors', ['rgb', 'gray']) as ('rgb' | 'gray')[];
-  const strategies = stringList(c, root['strategies'] ?? ['finetune', 'freeze'], 'strategies');
-  (Array.isArray(root['strategies']) ? (root['strategies'] as unknown[]) : []).forEach((x, i) => {
+  return datasets;
+}
+
+function checkStrategies(c: Checker, v: unknown): string[] {
+  const strategies = stringList(c, v ?? ['finetune', 'freeze'], 'strategies');
+  (Array.isArray(v) ? (v as unknown[]) : []).forEach((x, i) => {
     if (typeof x === 'string' && !tryParseStrategy(x))
       c.fail(['strategies', i], `${JSON.stringify(x)} is not a strategy; ${STRATEGY_HINT}`);
   });
-  const models = stringList(c, root['models'], 'models', MODEL_NAMES);
-  const seedsRaw = root['seeds'] ?? [0];
+  return strategies;
+}
+
+function checkSeeds(c: Checker, v: unknown): number[] {
+  const seedsRaw = v ?? [0];
   const seeds: number[] = [];
   if (!Array.isArray(seedsRaw) || seedsRaw.length === 0) c.fail(['seeds'], 'must be a non-empty list of integers');
   else
@@ -366,90 +322,143 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
         ? seeds.push(s as number)
         : c.fail(['seeds', i], 'must be an integer >= 0'),
     );
-  const hyper = checkHyper(c, root['hyper'], ['hyper']);
-  const overrides: { match: Match; set: Partial<Hyper> }[] = [];
-  if (root['overrides'] !== undefined) {
-    if (!Array.isArray(root['overrides'])) c.fail(['overrides'], 'must be a list of {match, set}');
-    else
-      (root['overrides'] as unknown[]).forEach((o, i) => {
-        if (!isObj(o) || !isObj(o['match']) || !isObj(o['set']))
-          return c.fail(['overrides', i], 'must be {match: {...}, set: {...}}');
-        const m = checkMatch(c, o['match'], ['overrides', i, 'match']);
-        if (m) overrides.push({ match: m, set: checkHyper(c, o['set'], ['overrides', i, 'set']) });
-      });
-  }
-  const exclude: Match[] = [];
-  const include: Match[] = [];
-  for (const [key, list] of [
-    ['exclude', exclude],
-    ['include', include],
-  ] as const) {
-    const v = root[key];
-    if (v === undefined) continue;
-    if (!Array.isArray(v)) c.fail([key], 'must be a list of mappings');
-    else
-      v.forEach((m, i) => {
-        const mm = checkMatch(c, m, [key, i]);
-        if (!mm) return;
-        if (key === 'include') {
-          for (const a of AXES) if (mm[a] === undefined) c.fail([key, i], `an include names every axis; missing ${a}`);
-          if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset))
-            c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
-          if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy)))
-            c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
-          if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray')
-            c.fail([key, i, 'color'], 'must be rgb or gray');
-          if (mm.model !== undefined && !(typeof mm.model === 'string' && isModelName(mm.model)))
-            c.fail([key, i, 'model'], `${JSON.stringify(mm.model)} is not a model; use ${MODEL_NAMES.join(', ')}`);
-          if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0))
-            c.fail([key, i, 'seed'], 'must be an integer >= 0');
-        }
-        list.push(mm);
-      });
-  }
-  if (c.problems.length > 0) throw new SweepError(c.problems, file);
+  return seeds;
+}
 
-  const build = (axes: Record<(typeof AXES)[number], string | number>): Cell => {
-    const ds = datasets.find((d) => d.name === axes.dataset)!;
-    let h: Hyper = { ...STUDY_DEFAULTS, ...hyper, ...ds.hyper };
-    for (const o of overrides) if (matches(o.match, axes)) h = { ...h, ...o.set };
-    const spec: CellSpec = {
-      dataset: ds.name,
-      path: ds.path,
-      valFraction: ds.valFraction,
-      color: axes.color as 'rgb' | 'gray',
-      strategy: String(axes.strategy),
-      model: String(axes.model),
-      seed: Number(axes.seed),
-      ...h,
-    };
-    return { id: cellId(spec), spec };
+function checkOverrides(c: Checker, v: unknown): SweepPlan['overrides'] {
+  const overrides: { match: Match; set: Partial<Hyper> }[] = [];
+  if (v === undefined) return overrides;
+  if (!Array.isArray(v)) c.fail(['overrides'], 'must be a list of {match, set}');
+  else
+    v.forEach((o: unknown, i) => {
+      if (!isObj(o) || !isObj(o['match']) || !isObj(o['set']))
+        return c.fail(['overrides', i], 'must be {match: {...}, set: {...}}');
+      const m = checkMatch(c, o['match'], ['overrides', i, 'match']);
+      if (m) overrides.push({ match: m, set: checkHyper(c, o['set'], ['overrides', i, 'set']) });
+    });
+  return overrides;
+}
+
+/** An include names one cell: every axis, each with a value the sweep allows. */
+function checkInclude(c: Checker, mm: Match, i: number, datasets: readonly DatasetEntry[]): void {
+  const key = 'include';
+  for (const a of AXES) if (mm[a] === undefined) c.fail([key, i], `an include names every axis; missing ${a}`);
+  if (typeof mm.dataset === 'string' && !datasets.some((d) => d.name === mm.dataset))
+    c.fail([key, i, 'dataset'], `no dataset named ${mm.dataset}`);
+  if (mm.strategy !== undefined && !(typeof mm.strategy === 'string' && tryParseStrategy(mm.strategy)))
+    c.fail([key, i, 'strategy'], `${JSON.stringify(mm.strategy)} is not a strategy; ${STRATEGY_HINT}`);
+  if (mm.color !== undefined && mm.color !== 'rgb' && mm.color !== 'gray')
+    c.fail([key, i, 'color'], 'must be rgb or gray');
+  if (mm.model !== undefined && !(typeof mm.model === 'string' && isModelName(mm.model)))
+    c.fail([key, i, 'model'], `${JSON.stringify(mm.model)} is not a model; use ${MODEL_NAMES.join(', ')}`);
+  if (mm.seed !== undefined && !(Number.isInteger(mm.seed) && (mm.seed as number) >= 0))
+    c.fail([key, i, 'seed'], 'must be an integer >= 0');
+}
+
+function checkMatchList(
+  c: Checker,
+  key: 'exclude' | 'include',
+  v: unknown,
+  datasets: readonly DatasetEntry[],
+): Match[] {
+  const list: Match[] = [];
+  if (v === undefined) return list;
+  if (!Array.isArray(v)) c.fail([key], 'must be a list of mappings');
+  else
+    v.forEach((m: unknown, i) => {
+      const mm = checkMatch(c, m, [key, i]);
+      if (!mm) return;
+      if (key === 'include') checkInclude(c, mm, i, datasets);
+      list.push(mm);
+    });
+  return list;
+}
+
+/** Every key of the file checked, in the file's documented order; the problems stay in `c`. */
+function checkSweep(c: Checker, root: Record<string, unknown>): SweepPlan {
+  for (const k of Object.keys(root))
+    if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
+  const name = checkName(c, root['name']);
+  const datasets = checkDatasets(c, root['datasets']);
+  const colors = stringList(c, root['colors'] ?? ['rgb'], 'colors', ['rgb', 'gray']) as ('rgb' | 'gray')[];
+  const strategies = checkStrategies(c, root['strategies']);
+  const models = stringList(c, root['models'], 'models', MODEL_NAMES);
+  const seeds = checkSeeds(c, root['seeds']);
+  const hyper = checkHyper(c, root['hyper'], ['hyper']);
+  const overrides = checkOverrides(c, root['overrides']);
+  const exclude = checkMatchList(c, 'exclude', root['exclude'], datasets);
+  const include = checkMatchList(c, 'include', root['include'], datasets);
+  return { name, datasets, colors, strategies, models, seeds, hyper, overrides, exclude, include };
+}
+
+/** Refuses, before expanding, a sweep that would hold more cells than `maxCells`. */
+function checkCellCount(p: SweepPlan, maxCells: number, file: string): void {
+  const product =
+    p.datasets.length * p.colors.length * p.strategies.length * p.models.length * p.seeds.length + p.include.length;
+  if (product <= maxCells) return;
+  throw new SweepError(
+    [
+      `the sweep expands to ${product} cells (${p.datasets.length} datasets x ${p.colors.length} colors x ${p.strategies.length} strategies x ${p.models.length} models x ${p.seeds.length} seeds + ${p.include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
+    ],
+    file,
+  );
+}
+
+/** A cell's hyper-parameters: STUDY_DEFAULTS < `hyper` < the dataset's `hyper` < matching overrides. */
+function resolveHyper(p: SweepPlan, ds: DatasetEntry, at: Point): Hyper {
+  let h: Hyper = { ...STUDY_DEFAULTS, ...p.hyper, ...ds.hyper };
+  for (const o of p.overrides) if (matches(o.match, at)) h = { ...h, ...o.set };
+  return h;
+}
+
+function buildCell(p: SweepPlan, at: Point): Cell {
+  const ds = p.datasets.find((d) => d.name === at.dataset)!;
+  const spec: CellSpec = {
+    dataset: ds.name,
+    path: ds.path,
+    valFraction: ds.valFraction,
+    color: at.color as 'rgb' | 'gray',
+    strategy: String(at.strategy),
+    model: String(at.model),
+    seed: Number(at.seed),
+    ...resolveHyper(p, ds, at),
   };
-  const product = datasets.length * colors.length * strategies.length * models.length * seeds.length + include.length;
-  if (product > maxCells) {
-    throw new SweepError(
-      [
-        `the sweep expands to ${product} cells (${datasets.length} datasets x ${colors.length} colors x ${strategies.length} strategies x ${models.length} models x ${seeds.length} seeds + ${include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
-      ],
-      file,
-    );
-  }
+  return { id: cellId(spec), spec };
+}
+
+/** datasets x colors x strategies x models x seeds less `exclude`, plus `include`; one cell per id. */
+function expandCells(p: SweepPlan): { cells: Cell[]; expanded: number } {
   const cells = new Map<string, Cell>();
   let expanded = 0;
-  for (const d of datasets)
-    for (const color of colors)
-      for (const strategy of strategies)
-        for (const model of models)
-          for (const seed of seeds) {
+  for (const d of p.datasets)
+    for (const color of p.colors)
+      for (const strategy of p.strategies)
+        for (const model of p.models)
+          for (const seed of p.seeds) {
             expanded++;
-            const axes = { dataset: d.name, color, strategy, model, seed };
-            if (exclude.some((m) => matches(m, axes))) continue;
-            const cell = build(axes);
+            const at = { dataset: d.name, color, strategy, model, seed };
+            if (p.exclude.some((m) => matches(m, at))) continue;
+            const cell = buildCell(p, at);
             cells.set(cell.id, cell);
           }
-  for (const m of include) {
-    const cell = build(m as Record<(typeof AXES)[number], string | number>);
+  for (const m of p.include) {
+    const cell = buildCell(p, m as Point);
     cells.set(cell.id, cell);
   }
-  return { name, cells: [...cells.values()], expanded };
+  return { cells: [...cells.values()], expanded };
+}
+
+/**
+ * Parses and validates a sweep file and expands it into cells:
+ * datasets x colors x strategies x models x seeds, hyper-parameters from STUDY_DEFAULTS < `hyper` <
+ * per-dataset `hyper` < matching `overrides` (in order); then `exclude` removes and `include` adds
+ * cells (an include names every axis). Every problem is reported with its line and path.
+ */
+export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
+  const { maxYamlBytes, maxCells } = { ...sweepLimits(), ...limits };
+  const { root, checker } = readSweepDocument(text, file, maxYamlBytes);
+  const plan = checkSweep(checker, root);
+  if (checker.problems.length > 0) throw new SweepError(checker.problems, file);
+  checkCellCount(plan, maxCells, file);
+  return { name: plan.name, ...expandCells(plan) };
 }

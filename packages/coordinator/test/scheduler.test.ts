@@ -236,6 +236,37 @@ describe('scheduler (pure step function)', () => {
     expect(again.state.cells.get('c1')).toMatchObject({ state: 'running', attempts: 1 });
   });
 
+  test('a step never changes the state it was given: every earlier state stays as it was', () => {
+    const view = (s: SchedulerState) =>
+      JSON.stringify([[...s.cells.entries()], [...s.workers], [...s.byAttempt], [...s.byWorker], s.nextSeq]);
+    const events: SchedulerEvent[] = [
+      submit(0, 1, 2, 3),
+      reg(0, 'w1'),
+      reg(0, 'w2'),
+      poll(1, 'w1', 'a1'),
+      poll(1, 'w2', 'a2'),
+      { type: 'epoch', now: 2, attemptId: 'a1', epoch: 1 },
+      { type: 'complete', now: 3, attemptId: 'a1' },
+      { type: 'fail', now: 3, attemptId: 'a2', message: 'boom', retryable: true },
+      submit(4, 4),
+      { type: 'tick', now: 5000 },
+      { type: 'cancel', now: 5001, sweepId: 's' },
+      { type: 'retry', now: 5002, sweepId: 's' },
+    ];
+    let state = initialState(CONFIG);
+    const seen: [SchedulerState, string][] = [];
+    for (const e of events) {
+      seen.push([state, view(state)]);
+      state = step(state, e).state;
+    }
+    for (const [s, before] of seen) expect(view(s)).toBe(before);
+    // Stepping again from an earlier state branches from it, unaffected by what came after.
+    const [early] = seen[3]!;
+    expect(step(early, poll(1, 'w1', 'b1')).state.cells.get('c1')).toMatchObject({ state: 'running', attemptId: 'b1' });
+    expect(state.cells.get('c1')!.state).toBe('done');
+    expect([...state.cells.keys()]).toEqual(['c1', 'c2', 'c3', 'c4']);
+  });
+
   test('a cell that names backends goes only to a worker with one of them', () => {
     const gpuOnly = { id: 'g', spec: { ...spec(9), backends: ['tensorflow-gpu', 'webgpu'] } };
     const r = run([

@@ -1,4 +1,4 @@
-import { STRATEGIES } from '@ferry/common';
+import { STRATEGIES, TRAINING_DEFAULTS } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -76,21 +76,12 @@ export function autoMicroBatch(backend: string, model: string, imageSize: number
   return Math.max(1, Math.min(batchSize, Math.floor(2048 / perImageMb)));
 }
 
+/** The study's cell: the hyper-parameters' defaults are @ferry/common's table (TRAINING_DEFAULTS). */
 export const DEFAULT_CELL: Omit<CellConfig, 'dataset' | 'model' | 'weights'> = {
   color: 'rgb',
   strategy: 'finetune',
-  epochs: 15,
-  batchSize: 32,
-  lr: 0.001,
-  momentum: 0.9,
-  weightDecay: 0,
-  lrStepEpochs: 7,
-  lrGamma: 0.1,
   seed: 0,
-  imageSize: 224,
-  featureCache: true,
-  augmentViews: 1,
-  microBatch: 0,
+  ...TRAINING_DEFAULTS,
 };
 
 export interface CellRunOptions {
