@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeBnStats } from '../backends/fused.js';
-import { assertDeviceHealthy } from '../backends/select.js';
+import { assertDeviceHealthy } from '../backends/device-health.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
 import { paramsOfStage } from '../models/model.js';
