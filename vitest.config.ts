@@ -7,6 +7,8 @@ export default defineConfig({
   resolve: {
     alias: {
       '@ferry/common': src('common'),
+      // Before '@ferry/core', which would otherwise match it as a prefix.
+      '@ferry/core/internal': fileURLToPath(new URL('./packages/core/src/internal.ts', import.meta.url)),
       '@ferry/core': src('core'),
       '@ferry/cli': src('cli'),
       '@ferry/coordinator': src('coordinator'),

@@ -5,15 +5,17 @@ import path from 'node:path';
 import { InvalidArgumentError } from './errors.js';
 import { DecodePool } from './data/decode-pool.js';
 import { FeatureCache, contentHash, sha256File, type FeatureKey } from './data/feature-cache.js';
-import { openImageFolder, type Sample } from './data/folder.js';
+import { openImageFolder, type ImageFolder, type Sample } from './data/folder.js';
 import { ImageFolderSource, type SkippedFile } from './data/folder-source.js';
 import type { ColorMode } from './data/image.js';
 import { studyTransforms } from './data/transforms.js';
+import type { ModelDef } from './models/model.js';
 import { buildModel, getZooEntry } from './models/zoo.js';
-import { ArrayBatchSource, type BatchSource } from './train/data.js';
+import { ArrayBatchSource, type BatchSource, type ShardSpec } from './train/data.js';
+import { gradientSync, type GradientSync, type RingGroup } from './train/gradient-sync.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
-import type { EpochMetrics, TrainProgress } from './train/result.js';
-import { Trainer, averageOverRing, type TrainConfig } from './train/trainer.js';
+import type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
+import { Trainer, type TrainConfig } from './train/trainer.js';
 import {
   adaptBatchNorm,
   assignVariables,
@@ -21,8 +23,7 @@ import {
   batchNormStatsHash,
   readVariables,
 } from './train/batchnorm.js';
-import type { RingTransport } from './train/collective.js';
-import { readWeightsFile, resolveWeights } from './weights/load.js';
+import { readWeightsFile, resolveWeights, type ResolvedWeights } from './weights/load.js';
 
 /** Everything that defines one training run (a sweep cell, or `ferry train`). Serialisable. */
 export interface CellConfig {
@@ -102,7 +103,7 @@ export interface CellRunOptions {
    * Data-parallel: this process is one rank of a group. Each rank reads its shard of every epoch
    * with batchSize / worldSize images per step; the feature cache is not used.
    */
-  readonly distributed?: { readonly transport: RingTransport; readonly deadlineMs: number };
+  readonly distributed?: RingGroup;
 }
 
 /** What a run produces: the study's numbers plus how they were obtained. */
@@ -159,33 +160,89 @@ export function validateCell(c: CellConfig): void {
 
 /**
  * Runs one cell end to end: dataset checks, weights, the study's training loop, best-val result.
- * The worker and `ferry train` both call this; it holds no network code.
+ * The worker and `ferry train` both call this; it holds no network code. Prepare (data, model,
+ * weights, cache), run, result: each a function below.
  */
 export async function runCell(config: CellConfig, options: CellRunOptions): Promise<CellResult> {
   validateCell(config);
   const started = performance.now();
+  const folder = await openDataset(config, options.onWarning);
+  const model = buildModel(config.model, folder.classes.length);
+  const weights = config.weights ? await loadWeights(config.weights, model, options.onWarning) : undefined;
+  const plan = planCell(config, model, options.distributed);
+  const network = Network.create(model, { seed: config.seed, ...(weights ? { weights } : {}) });
+  const pool = new DecodePool(options.decodeThreads ?? Math.max(1, os.availableParallelism()));
+  try {
+    const images = imageSources(config, folder, plan, pool, options.onWarning);
+    const inputs = await prepareInputs(config, options, { folder, plan, network, pool, images });
+    const r = await train(config, options, plan, network, inputs);
+    return cellResult(config, options, { folder, images, inputs, r, wallMs: performance.now() - started });
+  } finally {
+    network.dispose();
+    await pool.close();
+  }
+}
+
+/** How a cell trains, decided from its configuration before anything is loaded onto the device. */
+interface CellPlan {
+  readonly trainConfig: TrainConfig;
+  /** The first trained stage. */
+  readonly first: number;
+  /** Images per step on this rank (batchSize / worldSize). */
+  readonly rankBatch: number;
+  readonly useCache: boolean;
+  readonly dist: RingGroup | undefined;
+  readonly sync: GradientSync;
+}
+
+/** The image sources of this rank (its shard in a data-parallel group). */
+interface ImageSources {
+  readonly train: ImageFolderSource;
+  readonly val: ImageFolderSource;
+  /** This rank's shard of a split, as ImageFolderSource options (nothing when alone). */
+  readonly shard: (pad: boolean) => { shard?: ShardSpec };
+}
+
+/** What the trainer is given: image sources, or cached features entering at the first trained stage. */
+interface TrainInputs {
+  readonly train: BatchSource;
+  readonly val: BatchSource;
+  readonly inputStage: number;
+  readonly cacheStats: CellResult['featureCache'];
+}
+
+/** The image folder, with a warning for the symbolic links it did not follow. */
+async function openDataset(config: CellConfig, onWarning: CellRunOptions['onWarning']): Promise<ImageFolder> {
   const folder = await openImageFolder(config.dataset, {
     ...(config.valFraction !== undefined ? { valFraction: config.valFraction } : {}),
     seed: config.seed,
   });
   if (folder.skippedLinks.length > 0) {
     const shown = folder.skippedLinks.slice(0, 5).map((l) => path.relative(config.dataset, l));
-    options.onWarning?.(
+    onWarning?.(
       `skipped ${folder.skippedLinks.length} symbolic link(s) in ${config.dataset} (not followed; copy the files in instead): ${shown.join(', ')}${folder.skippedLinks.length > 5 ? ', ...' : ''}`,
     );
   }
-  const model = buildModel(config.model, folder.classes.length);
-  let resolved;
-  if (config.weights) {
-    const { tensors } = await readWeightsFile(config.weights);
-    resolved = resolveWeights(model, tensors, config.weights);
-    if (resolved.headReplaced)
-      options.onWarning?.(
-        `${path.basename(config.weights)}: ${resolved.fileClasses}-way classifier replaced by a new ${folder.classes.length}-way head`,
-      );
-  }
-  const network = Network.create(model, { seed: config.seed, ...(resolved ? { weights: resolved } : {}) });
-  const pool = new DecodePool(options.decodeThreads ?? Math.max(1, os.availableParallelism()));
+  return folder;
+}
+
+/** The weights file resolved against the model (a classifier of another size is replaced, said). */
+async function loadWeights(
+  file: string,
+  model: ModelDef,
+  onWarning: CellRunOptions['onWarning'],
+): Promise<ResolvedWeights> {
+  const { tensors } = await readWeightsFile(file);
+  const resolved = resolveWeights(model, tensors, file);
+  if (resolved.headReplaced)
+    onWarning?.(
+      `${path.basename(file)}: ${resolved.fileClasses}-way classifier replaced by a new ${model.numClasses}-way head`,
+    );
+  return resolved;
+}
+
+/** The training configuration and the cell's shape (stages, per-rank batch, cache); throws if inconsistent. */
+function planCell(config: CellConfig, model: ModelDef, dist: RingGroup | undefined): CellPlan {
   const trainConfig: TrainConfig = {
     epochs: config.epochs,
     lr: config.lr,
@@ -198,206 +255,137 @@ export async function runCell(config: CellConfig, options: CellRunOptions): Prom
     seed: config.seed,
   };
   const first = firstTrainableStage(model, trainConfig.strategy);
-  if (first === 0 && STRATEGIES[trainConfig.strategy.kind].frozenBatchNorm !== null) {
+  const strategy = STRATEGIES[trainConfig.strategy.kind];
+  if (first === 0 && strategy.frozenBatchNorm !== null) {
     throw new InvalidArgumentError(`${config.strategy} freezes nothing: its first trained stage is the model's first`);
   }
-  const dist = options.distributed;
   const k = dist?.transport.worldSize ?? 1;
   if (config.batchSize % k !== 0)
     throw new InvalidArgumentError(
       `batchSize ${config.batchSize} must be divisible by the ${k} workers of a data-parallel cell`,
     );
-  const rankBatch = config.batchSize / k;
-  const shard = (pad: boolean) => (dist ? { shard: { rank: dist.transport.rank, worldSize: k, pad } } : {});
-  const strategy = STRATEGIES[trainConfig.strategy.kind];
-  const useCache = config.featureCache && !dist && strategy.cachesFeatures;
+  return {
+    trainConfig,
+    first,
+    rankBatch: config.batchSize / k,
+    useCache: config.featureCache && !dist && strategy.cachesFeatures,
+    dist,
+    sync: gradientSync(dist),
+  };
+}
+
+function imageSources(
+  config: CellConfig,
+  folder: ImageFolder,
+  plan: CellPlan,
+  pool: DecodePool,
+  onWarning: CellRunOptions['onWarning'],
+): ImageSources {
+  const { dist, rankBatch } = plan;
+  const shard = (pad: boolean) =>
+    dist ? { shard: { rank: dist.transport.rank, worldSize: dist.transport.worldSize, pad } } : {};
   const specs = studyTransforms(config.imageSize, config.color);
-  const skippedWarn = (s: SkippedFile): void => options.onWarning?.(`skipped ${s.file}: ${s.reason}`);
-  const trainImages = new ImageFolderSource({
-    samples: folder.train,
+  const common = {
     classNames: folder.classes,
-    spec: config.augmentViews === 0 ? specs.val : specs.train,
     batchSize: rankBatch,
-    shuffle: !useCache,
     pool,
-    onSkip: skippedWarn,
+    onSkip: (s: SkippedFile): void => onWarning?.(`skipped ${s.file}: ${s.reason}`),
+  };
+  const train = new ImageFolderSource({
+    ...common,
+    samples: folder.train,
+    spec: config.augmentViews === 0 ? specs.val : specs.train,
+    shuffle: !plan.useCache,
     ...shard(true),
   });
-  const valImages = new ImageFolderSource({
+  const val = new ImageFolderSource({
+    ...common,
     samples: folder.val,
-    classNames: folder.classes,
     spec: specs.val,
-    batchSize: rankBatch,
     shuffle: false,
-    pool,
-    onSkip: skippedWarn,
     ...shard(false),
   });
-  const cacheStats = { used: false, hits: 0, misses: 0, ms: 0 };
-  let train: BatchSource = trainImages;
-  let val: BatchSource = valImages;
-  let inputStage = 0;
-  try {
-    const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
-    if (useCache && !cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
-    const cache = useCache ? new FeatureCache(cacheDir!) : undefined;
-    // What cached features and adapted statistics depend on (only computed when there is a cache).
-    const weightsId = cache && config.weights ? await sha256File(config.weights) : `random:${config.seed}`;
-    const trainImagesHash = cache ? await contentHash(folder.train) : '';
-    if (strategy.frozenBatchNorm === 'adapted') {
-      // Shuffled batches of augmented training images, as the study's freeze normalises them.
-      const adaptSource = new ImageFolderSource({
-        samples: folder.train,
-        classNames: folder.classes,
-        spec: trainImages.spec,
-        batchSize: rankBatch,
-        shuffle: true,
-        pool,
-        onSkip: () => undefined,
-        ...shard(false),
-      });
-      await adaptFrozenBatchNorm(network, adaptSource, first, {
-        seed: config.seed,
-        ...(cache
-          ? {
-              cache,
-              key: {
-                kind: 'bn-adapt',
-                arch: model.arch,
-                weights: weightsId,
-                stage: first,
-                spec: trainImages.spec,
-                seed: config.seed,
-                batchSize: rankBatch,
-                images: trainImagesHash,
-              },
-            }
-          : {}),
-        ...(dist ? { dist } : {}),
-        ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
-    }
-    if (cache) {
-      const t0 = performance.now();
-      const base = {
-        arch: model.arch,
-        weights: weightsId,
-        stage: first,
-        seed: config.seed,
-        batchNorm: await batchNormStatsHash(network, first),
-      };
-      const viewsOf = async (source: ImageFolderSource, split: 'train' | 'val', count: number) => {
-        const images = split === 'train' ? trainImagesHash : await contentHash(folder.val);
-        const out = [];
-        for (let v = 0; v < count; v++) {
-          const key: FeatureKey = {
-            ...base,
-            spec: split === 'train' ? trainImages.spec : valImages.spec,
-            view: v,
-            images,
-          };
-          const r = await cache.getOrCompute(key, network, source, (done) =>
-            options.onProgress?.({
-              type: 'features',
-              split: `${split} view ${v + 1}/${count}`,
-              done,
-              total: source.size,
-            }),
-          );
-          if (r.cached) cacheStats.hits++;
-          else cacheStats.misses++;
-          out.push(r);
-        }
-        return out;
-      };
-      const trainViews = await viewsOf(trainImages, 'train', Math.max(1, config.augmentViews));
-      const [valView] = await viewsOf(valImages, 'val', 1);
-      const tv = trainViews[0]!;
-      train = new ArrayBatchSource(
-        trainViews.map((v) => v.features),
-        tv.labels,
-        [tv.dim],
-        folder.classes.length,
-        { batchSize: config.batchSize, shuffle: true, classNames: folder.classes },
-      );
-      val = new ArrayBatchSource(valView!.features, valView!.labels, [valView!.dim], folder.classes.length, {
-        batchSize: config.batchSize,
-        shuffle: false,
-        classNames: folder.classes,
-      });
-      inputStage = first;
-      cacheStats.used = true;
-      cacheStats.ms = performance.now() - t0;
-    }
-    const trainer = new Trainer({
-      network,
-      config: trainConfig,
-      train,
-      val,
-      inputStage,
-      microBatch:
-        config.microBatch > 0
-          ? config.microBatch
-          : autoMicroBatch(options.backend.name, config.model, config.imageSize, rankBatch),
-      ...(dist ? { distributed: dist } : {}),
-      ...(options.outDir ? { checkpointDir: options.outDir } : {}),
-      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    try {
-      const r = await trainer.run();
-      return {
-        config,
-        classes: folder.classes,
-        trainImages: trainImages.size,
-        valImages: valImages.size,
-        epochs: r.epochs,
-        bestValAccuracy: r.bestValAccuracy,
-        bestEpoch: r.bestEpoch,
-        confusion: r.bestConfusion,
-        perClassAccuracy: r.bestPerClassAccuracy,
-        valPredictions: r.bestPredictions,
-        valLabels: r.valLabels,
-        valSetHash: valSetHash(config.dataset, folder.val),
-        skipped: [...trainImages.skipped, ...valImages.skipped],
-        wallMs: performance.now() - started,
-        imagesPerSec: r.imagesPerSec,
-        featureCache: cacheStats,
-        backend: options.backend.name,
-        device: options.backend.device,
-        resumedFromEpoch: r.resumedFromEpoch,
-        finishedAt: new Date().toISOString(),
-      };
-    } finally {
-      trainer.dispose();
-    }
-  } finally {
-    network.dispose();
-    await pool.close();
-  }
+  return { train, val, shard };
 }
 
 /**
- * Sets the frozen stages' BatchNorm statistics to the target's (adaptBatchNorm): from the cache
+ * The frozen stages' BatchNorm adapted when the strategy says so, then what the trainer reads: the
+ * images, or, with the feature cache, the backbone's features of them (computed once, kept on disk).
+ */
+async function prepareInputs(
+  config: CellConfig,
+  options: CellRunOptions,
+  cell: {
+    readonly folder: ImageFolder;
+    readonly plan: CellPlan;
+    readonly network: Network;
+    readonly pool: DecodePool;
+    readonly images: ImageSources;
+  },
+): Promise<TrainInputs> {
+  const { folder, plan, images } = cell;
+  const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
+  if (plan.useCache && !cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
+  const cache = plan.useCache ? new FeatureCache(cacheDir!) : undefined;
+  // What cached features and adapted statistics depend on (only computed when there is a cache).
+  const ids: CacheIds = {
+    weights: cache && config.weights ? await sha256File(config.weights) : `random:${config.seed}`,
+    trainImages: cache ? await contentHash(folder.train) : '',
+  };
+  if (STRATEGIES[plan.trainConfig.strategy.kind].frozenBatchNorm === 'adapted') {
+    await adaptFrozenBatchNorm(config, options, { ...cell, cache, ids });
+  }
+  if (!cache) {
+    return {
+      train: images.train,
+      val: images.val,
+      inputStage: 0,
+      cacheStats: { used: false, hits: 0, misses: 0, ms: 0 },
+    };
+  }
+  return cachedFeatures(config, options, { ...cell, cache, ids });
+}
+
+/** What cached features and adapted statistics are keyed by, besides the transform. */
+interface CacheIds {
+  /** SHA-256 of the weights file, or the seed of a random initialisation. */
+  readonly weights: string;
+  /** Content hash of the training images. */
+  readonly trainImages: string;
+}
+
+/**
+ * Sets the frozen stages' BatchNorm statistics to the target's (adaptBatchNorm) on shuffled
+ * batches of augmented training images, as the study's freeze normalises them: from the cache
  * when these weights, images, transform and batch size were adapted before; in a data-parallel
  * group each rank adapts on its shard and the ranks average.
  */
 async function adaptFrozenBatchNorm(
-  network: Network,
-  source: ImageFolderSource,
-  before: number,
-  o: {
-    readonly seed: number;
-    readonly cache?: FeatureCache;
-    readonly key?: object;
-    readonly dist?: { readonly transport: RingTransport; readonly deadlineMs: number };
-    readonly onProgress?: NonNullable<CellRunOptions['onProgress']>;
-    readonly signal?: AbortSignal;
+  config: CellConfig,
+  options: CellRunOptions,
+  cell: {
+    readonly folder: ImageFolder;
+    readonly plan: CellPlan;
+    readonly network: Network;
+    readonly pool: DecodePool;
+    readonly images: ImageSources;
+    readonly cache: FeatureCache | undefined;
+    readonly ids: CacheIds;
   },
 ): Promise<void> {
-  const names = batchNormStatNames(network, 0, before);
-  const cached = o.cache && o.key ? await o.cache.getJson<number[][]>(o.key) : undefined;
+  const { folder, plan, network, images, cache } = cell;
+  const names = batchNormStatNames(network, 0, plan.first);
+  const key = {
+    kind: 'bn-adapt',
+    arch: network.model.arch,
+    weights: cell.ids.weights,
+    stage: plan.first,
+    spec: images.train.spec,
+    seed: config.seed,
+    batchSize: plan.rankBatch,
+    images: cell.ids.trainImages,
+  };
+  const cached = cache ? await cache.getJson<number[][]>(key) : undefined;
   if (cached && cached.length === names.length) {
     assignVariables(
       network,
@@ -406,17 +394,155 @@ async function adaptFrozenBatchNorm(
     );
     return;
   }
-  await adaptBatchNorm(network, source, before, {
-    seed: o.seed,
-    onBatch: (done, total) => o.onProgress?.({ type: 'features', split: 'BatchNorm adaptation', done, total }),
-    ...(o.signal ? { signal: o.signal } : {}),
+  const source = new ImageFolderSource({
+    samples: folder.train,
+    classNames: folder.classes,
+    spec: images.train.spec,
+    batchSize: plan.rankBatch,
+    shuffle: true,
+    pool: cell.pool,
+    onSkip: () => undefined,
+    ...images.shard(false),
   });
-  if (o.dist) await averageOverRing(network, names, o.dist, 'bn/adapt');
-  if (o.cache && o.key)
-    await o.cache.putJson(
-      o.key,
+  await adaptBatchNorm(network, source, plan.first, {
+    seed: config.seed,
+    onBatch: (done, total) => options.onProgress?.({ type: 'features', split: 'BatchNorm adaptation', done, total }),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  await plan.sync.averageVariables(network, names, 'bn/adapt');
+  if (cache)
+    await cache.putJson(
+      key,
       (await readVariables(network, names)).map((v) => [...v]),
     );
+}
+
+/**
+ * The backbone's features of the training images (K augmented views) and of the val images, from
+ * the cache or computed into it; the head trains on them (batches enter at the first trained stage).
+ */
+async function cachedFeatures(
+  config: CellConfig,
+  options: CellRunOptions,
+  cell: {
+    readonly folder: ImageFolder;
+    readonly plan: CellPlan;
+    readonly network: Network;
+    readonly images: ImageSources;
+    readonly cache: FeatureCache;
+    readonly ids: CacheIds;
+  },
+): Promise<TrainInputs> {
+  const { folder, plan, network, images, cache } = cell;
+  const t0 = performance.now();
+  const stats = { used: true, hits: 0, misses: 0, ms: 0 };
+  const base = {
+    arch: network.model.arch,
+    weights: cell.ids.weights,
+    stage: plan.first,
+    seed: config.seed,
+    batchNorm: await batchNormStatsHash(network, plan.first),
+  };
+  const viewsOf = async (source: ImageFolderSource, split: 'train' | 'val', count: number) => {
+    const hash = split === 'train' ? cell.ids.trainImages : await contentHash(folder.val);
+    const out = [];
+    for (let v = 0; v < count; v++) {
+      const key: FeatureKey = { ...base, spec: source.spec, view: v, images: hash };
+      const r = await cache.getOrCompute(key, network, source, (done) =>
+        options.onProgress?.({ type: 'features', split: `${split} view ${v + 1}/${count}`, done, total: source.size }),
+      );
+      if (r.cached) stats.hits++;
+      else stats.misses++;
+      out.push(r);
+    }
+    return out;
+  };
+  const trainViews = await viewsOf(images.train, 'train', Math.max(1, config.augmentViews));
+  const [valView] = await viewsOf(images.val, 'val', 1);
+  const tv = trainViews[0]!;
+  const sourceOptions = { batchSize: config.batchSize, classNames: folder.classes };
+  const classes = folder.classes.length;
+  return {
+    train: new ArrayBatchSource(
+      trainViews.map((v) => v.features),
+      tv.labels,
+      [tv.dim],
+      classes,
+      { ...sourceOptions, shuffle: true },
+    ),
+    val: new ArrayBatchSource(valView!.features, valView!.labels, [valView!.dim], classes, {
+      ...sourceOptions,
+      shuffle: false,
+    }),
+    inputStage: plan.first,
+    cacheStats: { ...stats, ms: performance.now() - t0 },
+  };
+}
+
+/** The study's training loop over the prepared inputs. */
+async function train(
+  config: CellConfig,
+  options: CellRunOptions,
+  plan: CellPlan,
+  network: Network,
+  inputs: TrainInputs,
+): Promise<TrainResult> {
+  const trainer = new Trainer({
+    network,
+    config: plan.trainConfig,
+    train: inputs.train,
+    val: inputs.val,
+    inputStage: inputs.inputStage,
+    microBatch:
+      config.microBatch > 0
+        ? config.microBatch
+        : autoMicroBatch(options.backend.name, config.model, config.imageSize, plan.rankBatch),
+    ...(plan.dist ? { distributed: plan.dist } : {}),
+    ...(options.outDir ? { checkpointDir: options.outDir } : {}),
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  });
+  try {
+    return await trainer.run();
+  } finally {
+    trainer.dispose();
+  }
+}
+
+function cellResult(
+  config: CellConfig,
+  options: CellRunOptions,
+  run: {
+    readonly folder: ImageFolder;
+    readonly images: ImageSources;
+    readonly inputs: TrainInputs;
+    readonly r: TrainResult;
+    readonly wallMs: number;
+  },
+): CellResult {
+  const { folder, images, r } = run;
+  return {
+    config,
+    classes: folder.classes,
+    trainImages: images.train.size,
+    valImages: images.val.size,
+    epochs: r.epochs,
+    bestValAccuracy: r.bestValAccuracy,
+    bestEpoch: r.bestEpoch,
+    confusion: r.bestConfusion,
+    perClassAccuracy: r.bestPerClassAccuracy,
+    valPredictions: r.bestPredictions,
+    valLabels: r.valLabels,
+    valSetHash: valSetHash(config.dataset, folder.val),
+    skipped: [...images.train.skipped, ...images.val.skipped],
+    wallMs: run.wallMs,
+    imagesPerSec: r.imagesPerSec,
+    featureCache: run.inputs.cacheStats,
+    backend: options.backend.name,
+    device: options.backend.device,
+    resumedFromEpoch: r.resumedFromEpoch,
+    finishedAt: new Date().toISOString(),
+  };
 }
 
 /** Which val images, in which order: a hash of their paths relative to the dataset and their labels. */

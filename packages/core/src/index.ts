@@ -1,11 +1,13 @@
-/** @ferry/core: the training engine. No network code; the worker and CLI call into it. */
+/**
+ * @ferry/core: the training engine. No network code; the worker and CLI call into it. Backend
+ * kernels are not part of it: they are `@ferry/core/internal` (src/internal.ts).
+ */
 export * from './errors.js';
 export { Rng, type RngState } from './util/rng.js';
 export { readNpy, writeNpy, nchwToNhwc } from './util/npy.js';
 export {
   BACKEND_NAMES,
   isBackendName,
-  assertDeviceHealthy,
   probeAllBackends,
   probeBackend,
   selectBackend,
@@ -14,40 +16,12 @@ export {
   type BackendProbe,
   type BackendRequest,
   type BackendSelection,
-  type WebGpuAdapterReport,
-  describeAdapter,
 } from './backends/select.js';
-export {
-  WORKAROUNDS,
-  describeWorkarounds,
-  registerBackendWorkarounds,
-  restoreNativeKernels,
-  setWebGpuFastPath,
-} from './backends/workarounds.js';
-export {
-  conv2dBackpropFilterComposite,
-  conv2dBackpropInputComposite,
-  depthwiseBackpropFilterComposite,
-  depthwiseBackpropInputComposite,
-} from './backends/composite-kernels.js';
-export {
-  batchNormTrain,
-  disposeBnStats,
-  fusedWebGpuActive,
-  sgdMomentumStep,
-  updateRunningStats,
-  type Activation,
-  type BnStats,
-} from './backends/fused.js';
-export {
-  DEFAULT_TUNING,
-  bnStats,
-  conv2dFilterGrad,
-  depthwiseFilterGrad,
-  setWebGpuTuning,
-  splitCount,
-  type WebGpuTuning,
-} from './backends/webgpu/ops.js';
+export { describeAdapter, type WebGpuAdapterReport } from './backends/webgpu-adapter.js';
+export { assertDeviceHealthy } from './backends/device-health.js';
+// The kernels themselves (workarounds, composites, fused programs, WebGPU ops) are internal:
+// `@ferry/core/internal` (src/internal.ts), for ferry's tests and benchmarks.
+export { describeWorkarounds } from './backends/workarounds.js';
 export { listNvidiaGpus, type GpuDevice } from './backends/devices.js';
 export type { ParamSpec, ParamKind, ForwardContext, BnBatchStats } from './models/layers.js';
 export { SpecBuilder, globalAvgPool, relu } from './models/layers.js';

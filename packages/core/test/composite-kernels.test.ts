@@ -7,14 +7,13 @@ import {
   depthwiseFilterGradRef,
   depthwiseInputGradRef,
 } from '../../../test/helpers/conv-ref.js';
+import { Rng, selectBackend } from '@ferry/core';
 import {
-  Rng,
   conv2dBackpropFilterComposite,
   conv2dBackpropInputComposite,
   depthwiseBackpropFilterComposite,
   depthwiseBackpropInputComposite,
-  selectBackend,
-} from '@ferry/core';
+} from '@ferry/core/internal';
 
 /** Every (kernel, stride, padding) the zoo's convolutions use, torch padding. */
 const CONV_SHAPES = [

@@ -20,15 +20,12 @@ import {
   Rng,
   Sgd,
   Trainer,
-  batchNormTrain,
   buildModel,
   describeAdapter,
   selectBackend,
-  setWebGpuFastPath,
-  setWebGpuTuning,
-  splitCount,
   type StateDict,
 } from '@ferry/core';
+import { batchNormTrain, setWebGpuFastPath, setWebGpuTuning, splitCount } from '@ferry/core/internal';
 
 const BN_EPS_FOR_TESTS = 1e-5;
 const rng = Rng.fromSeed(123);

@@ -9,8 +9,9 @@ export const USAGE = 'ferry info [--backend auto|tensorflow-gpu|tensorflow|webgp
 /** The chosen backend, why each other one is unavailable, devices and versions. */
 export async function infoCommand(argv: readonly string[], io: CliIo): Promise<number> {
   const args = Args.parse(argv, { backend: { type: 'string' }, json: { type: 'boolean' } }, USAGE);
-  const chosen = await selectBackend(backendRequest(args.string('backend')), backendOptionsFromEnv(io));
-  const probes = await probeAllBackends();
+  const options = backendOptionsFromEnv(io);
+  const chosen = await selectBackend(backendRequest(args.string('backend')), options);
+  const probes = await probeAllBackends(options);
   const gpus = await listNvidiaGpus();
   // The WebGPU adapter whenever one answered, chosen or not: what it is, ferry's kernels for it,
   // and whether kernel times can be profiled.

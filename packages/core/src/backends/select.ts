@@ -1,16 +1,24 @@
-import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 // Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
 // the union package's Node build registers them (kernel registries are process-global).
 import '@tensorflow/tfjs';
-import { BackendUnavailableError, DeviceError, InvalidArgumentError } from '../errors.js';
+import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
+import { watchWebGpuDevice } from './device-health.js';
 import { startThreadedWasm } from './wasm-threads.js';
+import { preflightWebGpu, requestAdapter, type WebGpuAdapterReport } from './webgpu-adapter.js';
 import { registerBackendWorkarounds, setWebGpuFastPath } from './workarounds.js';
+
+/**
+ * The one selection point for TensorFlow.js backends (what to try, in which order, and why each
+ * one was not taken). WebGPU's adapter checks live in webgpu-adapter.ts, the WebGPU device's
+ * error reports in device-health.ts.
+ */
+
+export type { WebGpuAdapterReport } from './webgpu-adapter.js';
 
 /** Backends in the order `auto` prefers them (fastest first). */
 export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
@@ -27,20 +35,6 @@ export interface BackendProbe {
   readonly device?: string;
   /** webgpu only: what the adapter is and offers. */
   readonly webgpu?: WebGpuAdapterReport;
-}
-
-/** A WebGPU adapter as `ferry info` reports it. */
-export interface WebGpuAdapterReport {
-  readonly vendor: string;
-  readonly architecture: string;
-  readonly description: string;
-  /**
-   * A CPU implementation (Mesa's llvmpipe/lavapipe, SwiftShader, WARP): correct, and how the
-   * tests run WebGPU without a GPU, but slower than wasm, so `auto` passes it over.
-   */
-  readonly software: boolean;
-  /** The adapter offers `timestamp-query` (kernel times in tf.profile). */
-  readonly timestampQueryOffered: boolean;
 }
 
 export interface BackendSelection {
@@ -90,176 +84,83 @@ export interface BackendOptions {
   readonly webgpuFastPath?: boolean;
 }
 
-let options: BackendOptions = {};
-let wasmThreadsObtained = 1;
+/** What loading a backend found: its device, and for webgpu the adapter. */
+interface Loaded {
+  readonly device: string;
+  readonly webgpu?: WebGpuAdapterReport;
+}
 
-/** Loads and registers a backend's module; returns the device name, or throws with a reason. */
-async function load(name: BackendName): Promise<string> {
+/** Loads and registers a backend's module; returns the device, or throws with a reason. */
+async function load(name: BackendName, options: BackendOptions): Promise<Loaded> {
   switch (name) {
     case 'cpu':
-      return 'cpu (pure JavaScript)';
-    case 'wasm': {
-      const wasm = await import('@tensorflow/tfjs-backend-wasm');
-      const dir = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
-      // The multi-threaded build cannot start its worker from a blob: URL in Node; the SIMD
-      // single-threaded build is the one that works.
-      wasm.setWasmPaths(`${dir}${path.sep}`);
-      const wanted = options.wasmThreads ?? os.availableParallelism();
-      if (wanted > 1 && tf.findBackend('wasm') === null) {
-        try {
-          wasmThreadsObtained = await startThreadedWasm(wasm, wanted);
-        } catch {
-          // Fall back to the single-threaded SIMD build below.
-          tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
-          wasmThreadsObtained = 1;
-        }
-      }
-      return `cpu (WebAssembly SIMD, ${wasmThreadsObtained} thread${wasmThreadsObtained > 1 ? 's' : ''})`;
-    }
+      return { device: 'cpu (pure JavaScript)' };
+    case 'wasm':
+      return { device: await loadWasm(options.wasmThreads ?? os.availableParallelism()) };
     case 'webgpu': {
-      const gpu = await getWebGpu();
-      const adapter = (await gpu.requestAdapter()) as AdapterLike | null;
-      if (adapter === null) throw new Error('no WebGPU adapter found (no GPU, or no Vulkan/Metal/D3D12 driver)');
-      await import('@tensorflow/tfjs-backend-webgpu');
-      webgpuReport = describeAdapter(adapter);
-      return webgpuReport.description;
+      const webgpu = await requestAdapter(options.webgpuProfiling === true);
+      return { device: webgpu.description, webgpu };
     }
     case 'tensorflow-gpu':
       await import(/* optional */ '@tensorflow/tfjs-node-gpu' as string);
-      return 'CUDA (libtensorflow)';
+      return { device: 'CUDA (libtensorflow)' };
     case 'tensorflow':
       await import(/* optional */ '@tensorflow/tfjs-node' as string);
-      return 'cpu (libtensorflow)';
+      return { device: 'cpu (libtensorflow)' };
   }
 }
 
-interface GpuLike {
-  requestAdapter(): Promise<unknown>;
+/** Registers the wasm backend, multi-threaded when `wanted` > 1 and the threaded build starts. */
+async function loadWasm(wanted: number): Promise<string> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const dir = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist');
+  // The multi-threaded build cannot start its worker from a blob: URL in Node; the SIMD
+  // single-threaded build is the one that works.
+  wasm.setWasmPaths(`${dir}${path.sep}`);
+  let threads = 1;
+  if (wanted > 1 && tf.findBackend('wasm') === null) {
+    try {
+      threads = await startThreadedWasm(wasm, wanted);
+    } catch {
+      // Fall back to the single-threaded SIMD build below.
+      tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+      threads = 1;
+    }
+  }
+  return `cpu (WebAssembly SIMD, ${threads} thread${threads > 1 ? 's' : ''})`;
 }
-
-interface AdapterLike {
-  readonly info?: { vendor?: string; architecture?: string; device?: string; description?: string };
-  readonly features?: ReadonlySet<string>;
-  readonly isFallbackAdapter?: boolean;
-}
-
-const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|software|microsoft basic render|warp/i;
-
-/** Pure: the report for an adapter (exported for tests). */
-export function describeAdapter(adapter: AdapterLike): WebGpuAdapterReport {
-  const info = adapter.info ?? {};
-  const parts = [info.vendor, info.architecture, info.device, info.description].filter((s): s is string => !!s);
-  const description = parts.length > 0 ? parts.join(' ') : 'webgpu adapter';
-  return {
-    vendor: info.vendor ?? '',
-    architecture: info.architecture ?? '',
-    description,
-    software: adapter.isFallbackAdapter === true || SOFTWARE_ADAPTER.test(description),
-    timestampQueryOffered: adapter.features?.has('timestamp-query') ?? false,
-  };
-}
-
-let webgpuReport: WebGpuAdapterReport | undefined;
-
-const PREFLIGHT = `
-const [url, flags] = process.argv.slice(1);
-const { create } = await import(url);
-const a = await create(JSON.parse(flags)).requestAdapter();
-const info = a?.info ?? {};
-process.stdout.write(JSON.stringify(a ? { info: { vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description }, isFallbackAdapter: a.isFallbackAdapter === true, features: [...a.features] } : null));
-process.exit(0);
-`;
 
 /**
- * What WebGPU adapter this machine offers, asked in a child process: for `auto`, a software
- * adapter is passed over without ever being created in this process (Mesa's lavapipe prints
- * warnings on stderr when it is). undefined when the child cannot tell (the in-process probe then
- * reports why).
+ * One probe per backend and process, memoised as a promise: TensorFlow.js's backend registry is
+ * process-global and a backend registers once, so a second probe could not find anything else;
+ * sharing the promise also makes concurrent callers wait for the one load instead of starting a
+ * second. The options a backend loads with (wasm threads, WebGPU profiling) are therefore those of
+ * its first probe: the process's backend options, given once by its caller (CLI or worker).
  */
-function preflightWebGpu(): Promise<WebGpuAdapterReport | undefined> {
-  preflight ??= askChildForAdapter();
-  return preflight;
-}
+const probes = new Map<BackendName, Promise<BackendProbe>>();
 
-/** Asked once per process, like the in-process probes. */
-let preflight: Promise<WebGpuAdapterReport | undefined> | undefined;
-
-async function askChildForAdapter(): Promise<WebGpuAdapterReport | undefined> {
-  if ((globalThis as { navigator?: { gpu?: unknown } }).navigator?.gpu) return undefined;
-  let url: string;
-  try {
-    url = pathToFileURL(require.resolve('webgpu')).href;
-  } catch {
-    return undefined;
+/** Tries to start one backend (without switching to it). Memoised per process (see `probes`). */
+export function probeBackend(name: BackendName, options: BackendOptions = {}): Promise<BackendProbe> {
+  let probe = probes.get(name);
+  if (!probe) {
+    probe = tryBackend(name, options);
+    probes.set(name, probe);
   }
-  const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--input-type=module', '-e', PREFLIGHT, url, JSON.stringify(flags)],
-      { timeout: 20_000 },
-      (err, stdout) => {
-        if (err) return resolve(undefined);
-        try {
-          const adapter = JSON.parse(stdout) as (AdapterLike & { features: string[] }) | null;
-          resolve(adapter ? describeAdapter({ ...adapter, features: new Set(adapter.features) }) : undefined);
-        } catch {
-          resolve(undefined);
-        }
-      },
-    );
-  });
+  return probe;
 }
 
-let webgpuInstance: GpuLike | undefined;
-
-async function getWebGpu(): Promise<GpuLike> {
-  if (webgpuInstance) return webgpuInstance;
-  const g = globalThis as { navigator?: { gpu?: GpuLike } };
-  if (g.navigator?.gpu) {
-    webgpuInstance = g.navigator.gpu;
-    return webgpuInstance;
-  }
-  const mod = (await import(/* optional */ 'webgpu' as string)) as {
-    create: (flags: string[]) => GpuLike;
-    globals: Record<string, unknown>;
-  };
-  Object.assign(globalThis, mod.globals);
-  const flags = options.webgpuProfiling ? ['enable-dawn-features=allow_unsafe_apis'] : [];
-  const gpu = mod.create(flags);
-  if (!g.navigator)
-    Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
-  else Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
-  webgpuInstance = gpu;
-  return gpu;
-}
-
-const probeCache = new Map<BackendName, BackendProbe>();
-
-/** Tries to start one backend (without switching to it). Cached per process. */
-export async function probeBackend(name: BackendName): Promise<BackendProbe> {
-  const cached = probeCache.get(name);
-  if (cached) return cached;
-  let probe: BackendProbe;
+async function tryBackend(name: BackendName, options: BackendOptions): Promise<BackendProbe> {
   try {
-    const device = await load(name);
+    const { device, webgpu } = await load(name, options);
     const before = tf.getBackend();
     const ok = await tf.setBackend(tfNameOf(name));
     if (!ok) throw new Error('TensorFlow.js could not initialise it');
     if (name === 'tensorflow-gpu' && !isCudaBuild()) throw new Error('libtensorflow was built without CUDA');
     if (before && before !== tfNameOf(name)) await tf.setBackend(before);
-    probe = {
-      name,
-      available: true,
-      reason: null,
-      device,
-      ...(name === 'webgpu' && webgpuReport ? { webgpu: webgpuReport } : {}),
-    };
+    return { name, available: true, reason: null, device, ...(webgpu ? { webgpu } : {}) };
   } catch (e) {
-    probe = { name, available: false, reason: message(e) };
+    return { name, available: false, reason: message(e) };
   }
-  probeCache.set(name, probe);
-  return probe;
 }
 
 function isCudaBuild(): boolean {
@@ -267,10 +168,10 @@ function isCudaBuild(): boolean {
   return b.binding?.isUsingGpuDevice?.() ?? false;
 }
 
-/** Probes every backend; used by `ferry info`. */
-export async function probeAllBackends(): Promise<BackendProbe[]> {
+/** Probes every backend; used by `ferry info` (with the options it selected with). */
+export async function probeAllBackends(options: BackendOptions = {}): Promise<BackendProbe[]> {
   const out: BackendProbe[] = [];
-  for (const name of BACKEND_NAMES) out.push(await probeBackend(name));
+  for (const name of BACKEND_NAMES) out.push(await probeBackend(name, options));
   return out;
 }
 
@@ -278,41 +179,13 @@ export async function probeAllBackends(): Promise<BackendProbe[]> {
  * The one selection point. `auto` takes the first backend in BACKEND_NAMES order that initialises;
  * an explicit name either starts or fails with FERRY_ERR_BACKEND_UNAVAILABLE and the reason.
  */
-export async function selectBackend(request: BackendRequest, opts?: BackendOptions): Promise<BackendSelection> {
-  if (opts) options = opts;
+export async function selectBackend(request: BackendRequest, options: BackendOptions = {}): Promise<BackendSelection> {
   if (request !== 'auto' && !(BACKEND_NAMES as readonly string[]).includes(request)) {
     throw new InvalidArgumentError(
       `unknown backend "${String(request)}"; use auto or one of ${BACKEND_NAMES.join(', ')}`,
     );
   }
-  const candidates: readonly BackendName[] = request === 'auto' ? BACKEND_NAMES : [request];
-  const probes: BackendProbe[] = [];
-  let chosen: BackendProbe | undefined;
-  for (const name of candidates) {
-    if (chosen) {
-      probes.push({ name, available: false, reason: `not tried: ${chosen.name} comes first` });
-      continue;
-    }
-    if (request === 'auto' && name === 'webgpu' && !probeCache.has('webgpu')) {
-      const pre = await preflightWebGpu();
-      if (pre?.software) {
-        // Decided without creating the adapter here (a software Vulkan driver prints warnings).
-        probes.push(passedOver({ name, available: true, reason: null, device: pre.description, webgpu: pre }));
-        continue;
-      }
-    }
-    const probe = await probeBackend(name);
-    if (request === 'auto' && probe.available && probe.webgpu?.software) {
-      probes.push(passedOver(probe));
-      continue;
-    }
-    probes.push(probe);
-    if (probe.available) chosen = probe;
-  }
-  if (!chosen) {
-    const last = probes[probes.length - 1];
-    throw new BackendUnavailableError(request, last?.reason ?? 'nothing initialised');
-  }
+  const { chosen, considered } = await choose(request, options);
   await tf.setBackend(tfNameOf(chosen.name));
   await tf.ready();
   if (chosen.name === 'webgpu') watchWebGpuDevice();
@@ -320,7 +193,7 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
     name: chosen.name,
     tfName: tfNameOf(chosen.name),
     device: chosen.device ?? chosen.name,
-    probes,
+    probes: considered,
     // Registered once per backend; later calls return the same lines.
     workarounds:
       chosen.name === 'webgpu'
@@ -332,6 +205,42 @@ export async function selectBackend(request: BackendRequest, opts?: BackendOptio
   };
 }
 
+/** Probes the candidates in order until one starts; every candidate is reported, with why it is not used. */
+async function choose(
+  request: BackendRequest,
+  options: BackendOptions,
+): Promise<{ chosen: BackendProbe; considered: BackendProbe[] }> {
+  const candidates: readonly BackendName[] = request === 'auto' ? BACKEND_NAMES : [request];
+  const considered: BackendProbe[] = [];
+  let chosen: BackendProbe | undefined;
+  for (const name of candidates) {
+    if (chosen) {
+      considered.push({ name, available: false, reason: `not tried: ${chosen.name} comes first` });
+      continue;
+    }
+    if (request === 'auto' && name === 'webgpu' && !probes.has('webgpu')) {
+      const pre = await preflightWebGpu(options.webgpuProfiling === true);
+      if (pre?.software) {
+        // Decided without creating the adapter here (a software Vulkan driver prints warnings).
+        considered.push(passedOver({ name, available: true, reason: null, device: pre.description, webgpu: pre }));
+        continue;
+      }
+    }
+    const probe = await probeBackend(name, options);
+    if (request === 'auto' && probe.available && probe.webgpu?.software) {
+      considered.push(passedOver(probe));
+      continue;
+    }
+    considered.push(probe);
+    if (probe.available) chosen = probe;
+  }
+  if (!chosen) {
+    const last = considered[considered.length - 1];
+    throw new BackendUnavailableError(request, last?.reason ?? 'nothing initialised');
+  }
+  return { chosen, considered };
+}
+
 /** Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter. */
 function passedOver(probe: BackendProbe): BackendProbe {
   return {
@@ -339,33 +248,6 @@ function passedOver(probe: BackendProbe): BackendProbe {
     available: false,
     reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it`,
   };
-}
-
-/** Errors the WebGPU device reported since selection (validation, out-of-memory, loss). */
-const deviceErrors: string[] = [];
-let watched: unknown;
-
-/**
- * WebGPU reports invalid programs and out-of-memory asynchronously, as events, and the commands
- * concerned then do nothing: the results would be silently wrong. ferry records every such
- * report; assertDeviceHealthy turns them into an error at the next read-back.
- */
-function watchWebGpuDevice(): void {
-  const device = (tf.backend() as { device?: EventTarget & { lost?: Promise<{ message?: string }> } }).device;
-  if (!device || watched === device) return;
-  watched = device;
-  device.addEventListener('uncapturederror', (e) => {
-    const err = (e as Event & { error?: { message?: string } }).error;
-    if (deviceErrors.length < 20) deviceErrors.push(err?.message?.split('\n')[0] ?? 'unknown device error');
-  });
-  void device.lost?.then((info) => deviceErrors.push(`device lost: ${info.message ?? ''}`));
-}
-
-/** Throws FERRY_ERR_DEVICE if the WebGPU device reported an error since the last check. */
-export function assertDeviceHealthy(): void {
-  if (deviceErrors.length === 0) return;
-  const all = deviceErrors.splice(0);
-  throw new DeviceError(`the WebGPU device reported ${all.length} error(s); first: ${all[0]}`);
 }
 
 export function isBackendName(s: string): s is BackendName {

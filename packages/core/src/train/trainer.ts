@@ -4,13 +4,11 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeBnStats } from '../backends/fused.js';
-import { assertDeviceHealthy } from '../backends/select.js';
-import { tensorsInHostMemory } from '../backends/shared.js';
+import { assertDeviceHealthy } from '../backends/device-health.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
 import { paramsOfStage } from '../models/model.js';
 import { Rng } from '../util/rng.js';
-import type { StateDict } from '../weights/host-tensor.js';
 import { readWeightsFile, resolveWeights } from '../weights/load.js';
 import {
   CHECKPOINT_FORMAT,
@@ -22,7 +20,15 @@ import {
 } from './checkpoint.js';
 import { STREAM_DROPOUT, streamSeed, type Batch, type BatchSource } from './data.js';
 import { batchNormStatNames } from './batchnorm.js';
-import { broadcastFromRank0, ringAllReduceSum, type RingTransport } from './collective.js';
+import { BestWeights } from './best-weights.js';
+import {
+  gradientSync,
+  type CountedOutcome,
+  type EvalSums,
+  type GradientSync,
+  type LocalStep,
+  type RingGroup,
+} from './gradient-sync.js';
 import { accuracyOf, addConfusion, argmaxRows, confusionMatrix, perClassAccuracy, stepLr } from './metrics.js';
 import { firstTrainableStage, type Network } from './network.js';
 import type { EpochMetrics, TrainProgress, TrainResult } from './result.js';
@@ -75,8 +81,11 @@ export interface TrainerOptions {
    * averaged over the ring every step, BatchNorm statistics at every epoch end, validation
    * confusion matrices summed; rank 0 starts everyone from its weights and alone writes files.
    */
-  readonly distributed?: { readonly transport: RingTransport; readonly deadlineMs: number };
+  readonly distributed?: RingGroup;
 }
+
+const LAST_FILE = 'last.safetensors';
+const BEST_FILE = 'best.safetensors';
 
 /** What a training step reports: loss summed over its images, and how many it classified right. */
 export interface StepOutcome {
@@ -122,93 +131,6 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
   return { lossSum, correct };
 }
 
-/** Consecutive views of `flat`, one per size (the inverse of readFlat). */
-function segmentsOf(flat: Float32Array, sizes: readonly number[]): Float32Array[] {
-  let o = 0;
-  return sizes.map((size) => flat.subarray(o, (o += size)));
-}
-
-/**
- * The tensors' values end to end in one host array with `extra` free slots after them; a number
- * stands for that many zeros. On a GPU the tensors are concatenated on the device and read back
- * once (one round trip instead of one per tensor).
- */
-async function readFlat(items: readonly (tf.Tensor | number)[], extra = 0): Promise<Float32Array> {
-  const sizeOf = (t: tf.Tensor | number): number => (typeof t === 'number' ? t : t.size);
-  const total = items.reduce<number>((a, t) => a + sizeOf(t), 0);
-  const flat = new Float32Array(total + extra);
-  if (tensorsInHostMemory()) {
-    let o = 0;
-    for (const t of items) {
-      if (typeof t !== 'number') flat.set((await t.data()) as Float32Array, o);
-      o += sizeOf(t);
-    }
-    return flat;
-  }
-  const joined = tf.tidy(() =>
-    tf.concat(items.map((t) => (typeof t === 'number' ? tf.zeros([t]) : tf.reshape(t, [-1])))),
-  );
-  try {
-    flat.set((await joined.data()) as Float32Array, 0);
-  } finally {
-    joined.dispose();
-  }
-  return flat;
-}
-
-/**
- * Replaces the named variables by their mean over the ranks of a data-parallel group (BatchNorm
- * statistics, which each rank estimates on its own shard).
- */
-export async function averageOverRing(
-  network: Network,
-  names: readonly string[],
-  dist: { readonly transport: RingTransport; readonly deadlineMs: number },
-  tag: string,
-): Promise<void> {
-  if (names.length === 0) return;
-  const vars = names.map((n) => network.variables.get(n)!);
-  const flat = await readFlat(vars);
-  await ringAllReduceSum(dist.transport, flat, tag, dist.deadlineMs);
-  segmentsOf(
-    flat,
-    vars.map((v) => v.size),
-  ).forEach((part, i) => {
-    const v = vars[i]!;
-    tf.tidy(() =>
-      v.assign(
-        tf.tensor(
-          part.map((x) => x / dist.transport.worldSize),
-          v.shape,
-        ),
-      ),
-    );
-  });
-}
-
-/**
- * Puts the ranks' shards of per-image values back into val order: rank r evaluated images r, r + k,
- * r + 2k, ... (distributedShard without padding), so its j-th value belongs at r + j k. One sum over
- * the ring (values shifted by 1 so that 0 means "not mine"; float32 holds integers exactly to 2^24).
- */
-async function gatherShards(
-  d: { readonly transport: RingTransport; readonly deadlineMs: number },
-  total: number,
-  parts: readonly (readonly number[])[],
-  tag: string,
-): Promise<Int32Array[]> {
-  const { rank, worldSize } = d.transport;
-  const flat = new Float32Array(total * parts.length);
-  parts.forEach((values, p) =>
-    values.forEach((v, j) => {
-      const at = rank + j * worldSize;
-      if (at < total) flat[p * total + at] = v + 1;
-    }),
-  );
-  await ringAllReduceSum(d.transport, flat, tag, d.deadlineMs);
-  return parts.map((_, p) => Int32Array.from(flat.subarray(p * total, (p + 1) * total), (v) => v - 1));
-}
-
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
   return tf.tidy(() => {
@@ -243,9 +165,45 @@ export function configHash(arch: string, numClasses: number, config: TrainConfig
   return createHash('sha256').update(canon).digest('hex').slice(0, 16);
 }
 
+/** An evaluation over a whole val set. */
+export interface Evaluation {
+  readonly loss: number;
+  readonly confusion: number[][];
+  readonly predictions: Int32Array;
+  readonly labels: Int32Array;
+}
+
+/** What resuming found: the epochs done, and the best epoch so far. */
+interface RunState {
+  readonly history: EpochMetrics[];
+  readonly best: BestWeights;
+  readonly start: number;
+}
+
+/** Running sums over one epoch's training steps. */
+interface EpochTally {
+  lossSum: number;
+  correct: number;
+  seen: number;
+  dataWaitMs: number;
+  readonly t0: number;
+}
+
+/** A step whose outcome is still being read back (see localStep). */
+interface InFlight {
+  readonly outcome: Promise<CountedOutcome>;
+  readonly step: number;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+}
+
 /**
  * One training run with the study's semantics: per epoch a pass over `train` (StepLR learning rate,
- * SGD with torch momentum), a pass over `val`, best-val weights kept, a checkpoint written.
+ * SGD with torch momentum), a pass over `val`, best-val weights kept, a checkpoint written. The
+ * same loop runs alone or as one rank of a data-parallel group: what differs is the GradientSync
+ * it is given (gradient-sync.ts).
  */
 export class Trainer {
   private readonly first: number;
@@ -257,6 +215,9 @@ export class Trainer {
   private readonly frozenInTrainingMode: boolean;
   /** Every tensor training changes: what the best-val snapshot keeps. */
   private readonly changing: string[];
+  private readonly sync: GradientSync;
+  /** Images per forward/backward chunk (0: the whole batch). */
+  private readonly microBatch: number;
 
   constructor(private readonly options: TrainerOptions) {
     validate(options.config);
@@ -288,6 +249,9 @@ export class Trainer {
     ];
     this.byTfName = new Map([...this.trainable].map(([k, v]) => [v.name, k]));
     this.sgd = new Sgd(options.config);
+    this.sync = gradientSync(options.distributed);
+    // A data-parallel rank's batch is already its shard (batchSize / worldSize): taken whole.
+    this.microBatch = options.distributed ? 0 : (options.microBatch ?? 0);
   }
 
   /**
@@ -298,112 +262,59 @@ export class Trainer {
    * the study.
    */
   async trainStep(batch: Batch, lr: number, rng?: Rng): Promise<StepOutcome> {
-    return readOutcome(this.enqueueStep(batch, lr, rng));
+    const local = this.localStep(batch, rng);
+    this.apply(local.grads, lr);
+    return local.read();
   }
 
   /**
-   * Queues one step's device work (forward, backward, update) and returns what is left to read
-   * back. Nothing here waits for the device, so a GPU backend can run this step while the host
-   * queues the next (the training loop reads each step's loss one step later).
+   * One step of the training loop: this replica's gradients, synchronised, one update. Resolves
+   * once the update is queued; the outcome is read back after the next step is queued (on a GPU,
+   * the device runs this step while the host queues the next).
    */
-  private enqueueStep(batch: Batch, lr: number, rng?: Rng): PendingOutcome[] {
+  private async step(batch: Batch, lr: number, tag: string, rng: Rng): Promise<{ outcome: Promise<CountedOutcome> }> {
+    const synced = await this.sync.average(this.localStep(batch, rng), this.trainable, tag);
+    this.apply(synced.grads, lr);
+    const outcome = synced.read();
+    // Read back later; never an unhandled rejection meanwhile.
+    outcome.catch(() => undefined);
+    return { outcome };
+  }
+
+  /** The SGD update with these gradients, which it frees. */
+  private apply(grads: Map<string, tf.Tensor>, lr: number): void {
+    this.sgd.step(this.trainable, grads, lr);
+    for (const g of grads.values()) g.dispose();
+  }
+
+  /**
+   * Queues one batch's forward and backward (in micro-batches when set) and returns the gradients
+   * and how to read the outcome back. Nothing here waits for the device.
+   */
+  private localStep(batch: Batch, rng?: Rng): LocalStep {
     const n = batch.labels.length;
-    const micro = this.options.microBatch && this.options.microBatch < n ? this.options.microBatch : n;
+    const micro = this.microBatch && this.microBatch < n ? this.microBatch : n;
+    const read = (pending: readonly PendingOutcome[]) => () => readOutcome(pending).then((r) => ({ ...r, n }));
     if (micro === n) {
       const r = this.forwardBackward(batch, rng);
-      this.sgd.step(this.trainable, r.grads, lr);
-      for (const g of r.grads.values()) g.dispose();
-      return [r.pending];
+      return { grads: r.grads, read: read([r.pending]) };
     }
     const per = batch.x.length / n;
     const itemShape = batch.shape.slice(1);
-    let accum: Map<string, tf.Tensor> | undefined;
+    let accum = new Map<string, tf.Tensor>();
     const pending: PendingOutcome[] = [];
     for (let s = 0; s < n; s += micro) {
       const m = Math.min(micro, n - s);
-      const r = this.forwardBackward(
-        {
-          x: batch.x.subarray(s * per, (s + m) * per),
-          shape: [m, ...itemShape],
-          labels: batch.labels.subarray(s, s + m),
-        },
-        rng,
-      );
+      const chunk = {
+        x: batch.x.subarray(s * per, (s + m) * per),
+        shape: [m, ...itemShape],
+        labels: batch.labels.subarray(s, s + m),
+      };
+      const r = this.forwardBackward(chunk, rng);
       pending.push(r.pending);
-      const next = new Map<string, tf.Tensor>();
-      for (const [name, g] of r.grads) {
-        const prev = accum?.get(name);
-        next.set(
-          name,
-          tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, m / n)) : tf.mul(g, m / n))),
-        );
-        g.dispose();
-        prev?.dispose();
-      }
-      accum = next;
+      accum = accumulate(accum, r.grads, m / n);
     }
-    this.sgd.step(this.trainable, accum!, lr);
-    for (const g of accum!.values()) g.dispose();
-    return pending;
-  }
-
-  /** One data-parallel step: local gradients, averaged over the ring (with loss and accuracy), one update. */
-  private async trainStepDistributed(
-    batch: Batch,
-    lr: number,
-    step: string,
-    rng?: Rng,
-  ): Promise<{ lossSum: number; correct: number; n: number }> {
-    const d = this.options.distributed!;
-    const r = this.forwardBackward(batch, rng);
-    const local = await readOutcome([r.pending]);
-    const names = [...this.trainable.keys()];
-    const sizes = names.map((n) => this.trainable.get(n)!.size);
-    const total = sizes.reduce((a, b) => a + b, 0);
-    const flat = await readFlat(
-      names.map((n, i) => r.grads.get(n) ?? sizes[i]!),
-      3,
-    );
-    for (const g of r.grads.values()) g.dispose();
-    flat[total] = local.lossSum;
-    flat[total + 1] = local.correct;
-    flat[total + 2] = batch.labels.length;
-    await ringAllReduceSum(d.transport, flat, `grad/${step}`, d.deadlineMs);
-    const k = d.transport.worldSize;
-    const grads = new Map<string, tf.Tensor>();
-    segmentsOf(flat, sizes).forEach((part, i) => {
-      for (let j = 0; j < part.length; j++) part[j]! /= k;
-      grads.set(names[i]!, tf.tensor(part, this.trainable.get(names[i]!)!.shape));
-    });
-    this.sgd.step(this.trainable, grads, lr);
-    for (const g of grads.values()) g.dispose();
-    return { lossSum: flat[total]!, correct: flat[total + 1]!, n: flat[total + 2]! };
-  }
-
-  /** Averages BatchNorm running statistics over the ring (they drift apart on different shards). */
-  private async syncBatchNorm(epoch: number): Promise<void> {
-    const network = this.options.network;
-    await averageOverRing(
-      network,
-      batchNormStatNames(network, 0, network.model.stages.length),
-      this.options.distributed!,
-      `bn/${epoch}`,
-    );
-  }
-
-  /** Every rank starts from rank 0's weights and momentum (after any resume). */
-  private async broadcastState(): Promise<void> {
-    const d = this.options.distributed!;
-    const vars = [...this.options.network.variables.values()];
-    const flat = await readFlat(vars);
-    await broadcastFromRank0(d.transport, flat, 'init/weights', d.deadlineMs);
-    segmentsOf(
-      flat,
-      vars.map((v) => v.size),
-    ).forEach((part, i) => {
-      const v = vars[i]!;
-      tf.tidy(() => v.assign(tf.tensor(part, v.shape)));
-    });
+    return { grads: accum, read: read(pending) };
   }
 
   /** Forward and backward on one (micro-)batch; updates BatchNorm running statistics. */
@@ -449,11 +360,20 @@ export class Trainer {
    * Loss, confusion matrix and per-image predictions over a source, in inference mode. In a
    * data-parallel group every rank returns the whole val set's numbers.
    */
-  async evaluate(
-    source: BatchSource,
-    opTag = 'eval',
-  ): Promise<{ loss: number; confusion: number[][]; predictions: Int32Array; labels: Int32Array }> {
-    const k = this.options.network.model.numClasses;
+  async evaluate(source: BatchSource, opTag = 'eval'): Promise<Evaluation> {
+    const sums = await this.sync.sumEvaluation(await this.evaluateLocally(source), opTag);
+    return {
+      loss: sums.count === 0 ? 0 : sums.lossSum / sums.count,
+      confusion: sums.confusion,
+      predictions: Int32Array.from(sums.predictions),
+      labels: Int32Array.from(sums.labels),
+    };
+  }
+
+  /** This replica's sums over a source (its shard in a data-parallel group). */
+  private async evaluateLocally(source: BatchSource): Promise<EvalSums> {
+    const net = this.options.network;
+    const k = net.model.numClasses;
     const confusion = confusionMatrix([], [], k);
     const predictions: number[] = [];
     const labels: number[] = [];
@@ -462,10 +382,8 @@ export class Trainer {
     for await (const batch of source.batches(0, this.options.config.seed)) {
       const n = batch.labels.length;
       const [lossT, logitsT] = tf.tidy(() => {
-        const net = this.options.network;
-        const logits = net.runStages(tf.tensor(batch.x, [...batch.shape]), this.inputStage, net.model.stages.length, {
-          training: false,
-        }) as tf.Tensor2D;
+        const x = tf.tensor(batch.x, [...batch.shape]);
+        const logits = net.runStages(x, this.inputStage, net.model.stages.length, { training: false }) as tf.Tensor2D;
         return [crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k), logits] as const;
       });
       const { loss, preds } = await readPredictions(lossT, logitsT);
@@ -478,205 +396,207 @@ export class Trainer {
       }
     }
     assertDeviceHealthy();
-    const d = this.options.distributed;
-    if (d) {
-      // Each rank evaluated its shard of the val set: sum the confusion matrices and losses.
-      const flat = Float32Array.from([...confusion.flat(), lossSum, count]);
-      await ringAllReduceSum(d.transport, flat, `val/${opTag}`, d.deadlineMs);
-      confusion.forEach((row, i) => row.forEach((_, j) => (row[j] = flat[i * k + j]!)));
-      lossSum = flat[k * k]!;
-      count = flat[k * k + 1]!;
-      const all = await gatherShards(d, Math.round(count), [predictions, labels], `valpred/${opTag}`);
-      return { loss: count === 0 ? 0 : lossSum / count, confusion, predictions: all[0]!, labels: all[1]! };
-    }
-    return {
-      loss: count === 0 ? 0 : lossSum / count,
-      confusion,
-      predictions: Int32Array.from(predictions),
-      labels: Int32Array.from(labels),
-    };
+    return { confusion, lossSum, count, predictions, labels };
   }
 
   async run(): Promise<TrainResult> {
-    const { network, config, checkpointDir, onProgress, signal } = this.options;
-    const model = network.model;
-    const hash = configHash(model.arch, model.numClasses, config);
-    const history: EpochMetrics[] = [];
-    let bestAcc = -1;
-    let bestEpoch = -1;
-    // Best-val weights: a device-side copy of what training can change (cheap), plus the file.
-    let bestSnapshot: Map<string, tf.Tensor> | undefined;
-    let bestPredictions: readonly number[] = [];
-    let valLabels: readonly number[] = [];
-    let bestFromFile: StateDict | undefined;
-    let start = 0;
-    const lastFile = checkpointDir ? path.join(checkpointDir, 'last.safetensors') : undefined;
-    const bestFile = checkpointDir ? path.join(checkpointDir, 'best.safetensors') : undefined;
-
-    if (lastFile && existsSync(lastFile)) {
-      const ck = await readCheckpoint(lastFile);
-      if (ck.meta.configHash !== hash) {
-        throw new CheckpointError(
-          `${lastFile} belongs to another configuration (${ck.meta.configHash}, this run is ${hash}); use another --out directory`,
-        );
-      }
-      network.assign(resolveWeights(model, ck.model, lastFile).values);
-      const mom = momentumTensors(model, ck.momentum);
-      this.sgd.load(mom);
-      for (const t of mom.values()) t.dispose();
-      history.push(...ck.meta.history);
-      start = ck.meta.epochsDone;
-      bestAcc = ck.meta.bestValAccuracy;
-      bestEpoch = ck.meta.bestEpoch;
-      bestPredictions = ck.meta.bestPredictions ?? [];
-      valLabels = ck.meta.valLabels ?? [];
-      if (bestFile && existsSync(bestFile)) bestFromFile = (await readWeightsFile(bestFile)).tensors;
-    }
-    const resumedFrom = start;
-    const dist = this.options.distributed;
-    const writer = !dist || dist.transport.rank === 0;
-    if (dist) await this.broadcastState();
-
+    const { network, config } = this.options;
+    const state = await this.resume();
+    // Every rank starts from rank 0's weights (after any resume).
+    await this.sync.broadcast([...network.variables.values()], 'init/weights');
     const wallStart = performance.now();
     let trainImages = 0;
     let trainMsTotal = 0;
-    const stepsPerEpoch = Math.ceil(this.options.train.size / this.options.train.batchSize);
-    for (let epoch = start; epoch < config.epochs; epoch++) {
-      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
-      const lr = stepLr(config.lr, epoch, config.lrStepEpochs, config.lrGamma);
-      const rng = Rng.fromSeed(streamSeed(config.seed, epoch, STREAM_DROPOUT));
-      let lossSum = 0;
-      let correct = 0;
-      let seen = 0;
-      let step = 0;
-      let dataWaitMs = 0;
-      const t0 = performance.now();
-      // The step whose loss is still being read back (see enqueueStep).
-      type InFlight = { outcome: Promise<StepOutcome & { n: number }>; step: number };
-      let inFlight: InFlight | undefined;
-      const account = async (f: InFlight): Promise<void> => {
-        const r = await f.outcome;
-        if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, f.step, r.lossSum / r.n);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        seen += r.n;
-        const elapsed = performance.now() - t0;
-        const ips = (seen / elapsed) * 1000;
-        const remainingImages = (config.epochs - epoch) * this.options.train.size - seen;
-        onProgress?.({
-          type: 'step',
-          epoch,
-          step: f.step + 1,
-          stepsPerEpoch,
-          loss: r.lossSum / r.n,
-          imagesPerSec: ips,
-          etaMs: (remainingImages / ips) * 1000,
-        });
-      };
-      const it = this.options.train.batches(epoch, config.seed)[Symbol.asyncIterator]();
-      for (;;) {
-        const w0 = performance.now();
-        const next = await it.next();
-        dataWaitMs += performance.now() - w0;
-        if (next.done) break;
-        if (signal?.aborted) {
-          await it.return?.();
-          throw signal.reason ?? new Error('aborted');
-        }
-        let outcome: Promise<StepOutcome & { n: number }>;
-        if (dist) {
-          outcome = Promise.resolve(await this.trainStepDistributed(next.value, lr, `${epoch}/${step}`, rng));
-        } else {
-          const n = next.value.labels.length;
-          outcome = readOutcome(this.enqueueStep(next.value, lr, rng)).then((r) => ({ ...r, n }));
-          // Read back after the next step is queued; never an unhandled rejection meanwhile.
-          outcome.catch(() => undefined);
-        }
-        if (inFlight) await account(inFlight);
-        inFlight = { outcome, step };
-        step++;
-      }
-      if (inFlight) await account(inFlight);
-      const trainMs = performance.now() - t0;
-      if (dist) await this.syncBatchNorm(epoch);
-      const v0 = performance.now();
-      const val = await this.evaluate(this.options.val, `epoch${epoch}`);
-      const valMs = performance.now() - v0;
-      const valAccuracy = accuracyOf(val.confusion);
-      const metrics: EpochMetrics = {
-        epoch,
-        lr,
-        trainLoss: seen === 0 ? 0 : lossSum / seen,
-        trainAccuracy: seen === 0 ? 0 : correct / seen,
-        valLoss: val.loss,
-        valAccuracy,
-        confusion: val.confusion,
-        perClassAccuracy: perClassAccuracy(val.confusion),
-        trainMs,
-        valMs,
-        dataWaitMs,
-        imagesPerSec: (seen / trainMs) * 1000,
-      };
-      history.push(metrics);
+    for (let epoch = state.start; epoch < config.epochs; epoch++) {
+      throwIfAborted(this.options.signal);
+      const { metrics, seen, val } = await this.epoch(epoch);
+      state.history.push(metrics);
       trainImages += seen;
-      trainMsTotal += trainMs;
-      // torch's script keeps the first epoch reaching the best accuracy (strictly greater).
-      const improved = valAccuracy > bestAcc;
-      if (improved) {
-        bestAcc = valAccuracy;
-        bestEpoch = epoch;
-        bestPredictions = [...val.predictions];
-        valLabels = [...val.labels];
-        for (const t of bestSnapshot?.values() ?? []) t.dispose();
-        bestSnapshot = network.snapshot(this.changing);
-        bestFromFile = undefined;
-        if (bestFile && writer)
-          await saveWeights(bestFile, await network.exportState(), {
-            ferry_best_epoch: String(epoch),
-            ferry_arch: model.arch,
-          });
-      }
-      onProgress?.({ type: 'epoch', metrics, best: improved });
-      if (lastFile && writer) {
-        const meta: CheckpointMeta = {
-          format: CHECKPOINT_FORMAT,
-          arch: model.arch,
-          numClasses: model.numClasses,
-          strategy: strategyName(config.strategy),
-          epochsDone: epoch + 1,
-          seed: config.seed,
-          history,
-          bestValAccuracy: bestAcc,
-          bestEpoch,
-          bestPredictions,
-          valLabels,
-          configHash: hash,
-        };
-        await saveCheckpoint(lastFile, network, this.sgd, meta);
-        onProgress?.({ type: 'checkpoint', epoch, file: lastFile });
-      }
+      trainMsTotal += metrics.trainMs;
+      const improved = await this.keepIfBest(state.best, metrics, val);
+      this.options.onProgress?.({ type: 'epoch', metrics, best: improved });
+      await this.writeCheckpoint(state, epoch);
     }
-    // As the study does: the model ends with its best-val weights.
-    if (bestSnapshot) {
-      network.restore(bestSnapshot);
-      for (const t of bestSnapshot.values()) t.dispose();
-    } else if (bestFromFile) network.assign(resolveWeights(model, bestFromFile, 'best weights').values);
-    const best = history.find((h) => h.epoch === bestEpoch);
+    state.best.restoreInto(network);
+    return this.result(state, performance.now() - wallStart, trainImages, trainMsTotal);
+  }
+
+  /** One epoch: a pass over `train`, the replicas' BatchNorm statistics averaged, a pass over `val`. */
+  private async epoch(epoch: number): Promise<{ metrics: EpochMetrics; seen: number; val: Evaluation }> {
+    const { config, network } = this.options;
+    const lr = stepLr(config.lr, epoch, config.lrStepEpochs, config.lrGamma);
+    const tally = await this.trainEpoch(epoch, lr);
+    const trainMs = performance.now() - tally.t0;
+    // Each replica estimated the running statistics on its own shard.
+    await this.sync.averageVariables(
+      network,
+      batchNormStatNames(network, 0, network.model.stages.length),
+      `bn/${epoch}`,
+    );
+    const v0 = performance.now();
+    const val = await this.evaluate(this.options.val, `epoch${epoch}`);
+    const valMs = performance.now() - v0;
+    const { seen } = tally;
+    const metrics: EpochMetrics = {
+      epoch,
+      lr,
+      trainLoss: seen === 0 ? 0 : tally.lossSum / seen,
+      trainAccuracy: seen === 0 ? 0 : tally.correct / seen,
+      valLoss: val.loss,
+      valAccuracy: accuracyOf(val.confusion),
+      confusion: val.confusion,
+      perClassAccuracy: perClassAccuracy(val.confusion),
+      trainMs,
+      valMs,
+      dataWaitMs: tally.dataWaitMs,
+      imagesPerSec: (seen / trainMs) * 1000,
+    };
+    return { metrics, seen, val };
+  }
+
+  /** The epoch's pass over `train`: each step's outcome is accounted while the next one runs. */
+  private async trainEpoch(epoch: number, lr: number): Promise<EpochTally> {
+    const { config, signal } = this.options;
+    const rng = Rng.fromSeed(streamSeed(config.seed, epoch, STREAM_DROPOUT));
+    const tally: EpochTally = { lossSum: 0, correct: 0, seen: 0, dataWaitMs: 0, t0: performance.now() };
+    let inFlight: InFlight | undefined;
+    let step = 0;
+    const it = this.options.train.batches(epoch, config.seed)[Symbol.asyncIterator]();
+    for (;;) {
+      const w0 = performance.now();
+      const next = await it.next();
+      tally.dataWaitMs += performance.now() - w0;
+      if (next.done) break;
+      if (signal?.aborted) {
+        await it.return?.();
+        throwIfAborted(signal);
+      }
+      const { outcome } = await this.step(next.value, lr, `${epoch}/${step}`, rng);
+      if (inFlight) await this.account(tally, epoch, inFlight);
+      inFlight = { outcome, step };
+      step++;
+    }
+    if (inFlight) await this.account(tally, epoch, inFlight);
+    return tally;
+  }
+
+  /** Adds a step's outcome to the epoch's sums and reports the step. */
+  private async account(tally: EpochTally, epoch: number, f: InFlight): Promise<void> {
+    const r = await f.outcome;
+    if (!Number.isFinite(r.lossSum)) throw new NonFiniteLossError(epoch, f.step, r.lossSum / r.n);
+    tally.lossSum += r.lossSum;
+    tally.correct += r.correct;
+    tally.seen += r.n;
+    const { config, train } = this.options;
+    const ips = (tally.seen / (performance.now() - tally.t0)) * 1000;
+    const remainingImages = (config.epochs - epoch) * train.size - tally.seen;
+    this.options.onProgress?.({
+      type: 'step',
+      epoch,
+      step: f.step + 1,
+      stepsPerEpoch: Math.ceil(train.size / train.batchSize),
+      loss: r.lossSum / r.n,
+      imagesPerSec: ips,
+      etaMs: (remainingImages / ips) * 1000,
+    });
+  }
+
+  /** Keeps the epoch's weights when it is the best so far, and writes them (`best.safetensors`). */
+  private async keepIfBest(best: BestWeights, metrics: EpochMetrics, val: Evaluation): Promise<boolean> {
+    const { network, checkpointDir } = this.options;
+    if (!best.offer(metrics.epoch, metrics.valAccuracy, val, network, this.changing)) return false;
+    if (checkpointDir && this.sync.writesFiles)
+      await saveWeights(path.join(checkpointDir, BEST_FILE), await network.exportState(), {
+        ferry_best_epoch: String(metrics.epoch),
+        ferry_arch: network.model.arch,
+      });
+    return true;
+  }
+
+  /** Writes `last.safetensors` after an epoch: weights, momentum, history and the best epoch so far. */
+  private async writeCheckpoint(state: RunState, epoch: number): Promise<void> {
+    const { network, config, checkpointDir } = this.options;
+    if (!checkpointDir || !this.sync.writesFiles) return;
+    const model = network.model;
+    const lastFile = path.join(checkpointDir, LAST_FILE);
+    const meta: CheckpointMeta = {
+      format: CHECKPOINT_FORMAT,
+      arch: model.arch,
+      numClasses: model.numClasses,
+      strategy: strategyName(config.strategy),
+      epochsDone: epoch + 1,
+      seed: config.seed,
+      history: state.history,
+      bestValAccuracy: state.best.accuracy,
+      bestEpoch: state.best.epoch,
+      bestPredictions: state.best.predictions,
+      valLabels: state.best.valLabels,
+      configHash: configHash(model.arch, model.numClasses, config),
+    };
+    await saveCheckpoint(lastFile, network, this.sgd, meta);
+    this.options.onProgress?.({ type: 'checkpoint', epoch, file: lastFile });
+  }
+
+  /** Continues from `last.safetensors` when the checkpoint directory has one (of this configuration). */
+  private async resume(): Promise<RunState> {
+    const { network, config, checkpointDir } = this.options;
+    const state: RunState = { history: [], best: new BestWeights(), start: 0 };
+    const lastFile = checkpointDir ? path.join(checkpointDir, LAST_FILE) : undefined;
+    if (!lastFile || !existsSync(lastFile)) return state;
+    const model = network.model;
+    const hash = configHash(model.arch, model.numClasses, config);
+    const ck = await readCheckpoint(lastFile);
+    if (ck.meta.configHash !== hash) {
+      throw new CheckpointError(
+        `${lastFile} belongs to another configuration (${ck.meta.configHash}, this run is ${hash}); use another --out directory`,
+      );
+    }
+    network.assign(resolveWeights(model, ck.model, lastFile).values);
+    const mom = momentumTensors(model, ck.momentum);
+    this.sgd.load(mom);
+    for (const t of mom.values()) t.dispose();
+    const bestFile = path.join(checkpointDir!, BEST_FILE);
+    state.best.resume(ck.meta, existsSync(bestFile) ? (await readWeightsFile(bestFile)).tensors : undefined);
+    return { ...state, history: [...ck.meta.history], start: ck.meta.epochsDone };
+  }
+
+  private result(state: RunState, wallMs: number, trainImages: number, trainMs: number): TrainResult {
+    const { best } = state;
+    const bestMetrics = state.history.find((h) => h.epoch === best.epoch);
     return {
-      epochs: history,
-      bestValAccuracy: bestAcc,
-      bestEpoch,
-      bestConfusion: best?.confusion ?? [],
-      bestPerClassAccuracy: best?.perClassAccuracy ?? [],
-      bestPredictions,
-      valLabels,
-      wallMs: performance.now() - wallStart,
-      imagesPerSec: trainMsTotal > 0 ? (trainImages / trainMsTotal) * 1000 : 0,
-      resumedFromEpoch: resumedFrom,
+      epochs: state.history,
+      bestValAccuracy: best.accuracy,
+      bestEpoch: best.epoch,
+      bestConfusion: bestMetrics?.confusion ?? [],
+      bestPerClassAccuracy: bestMetrics?.perClassAccuracy ?? [],
+      bestPredictions: best.predictions,
+      valLabels: best.valLabels,
+      wallMs,
+      imagesPerSec: trainMs > 0 ? (trainImages / trainMs) * 1000 : 0,
+      resumedFromEpoch: state.start,
     };
   }
 
   dispose(): void {
     this.sgd.dispose();
   }
+}
+
+/** Gradients accumulated over micro-batches: accum + weight * grads (frees the inputs). */
+function accumulate(
+  accum: Map<string, tf.Tensor>,
+  grads: Map<string, tf.Tensor>,
+  weight: number,
+): Map<string, tf.Tensor> {
+  const next = new Map<string, tf.Tensor>();
+  for (const [name, g] of grads) {
+    const prev = accum.get(name);
+    next.set(
+      name,
+      tf.tidy(() => (prev ? tf.add(prev, tf.mul(g, weight)) : tf.mul(g, weight))),
+    );
+    g.dispose();
+    prev?.dispose();
+  }
+  return next;
 }

@@ -38,10 +38,41 @@ function isTensorRef(v: unknown): v is TensorRef {
 const LEGACY_MAGIC = [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
 
 /**
- * Reads a torch.save zip archive (torch >= 1.6) holding a state_dict, or a dict with a
- * `state_dict`/`model` entry; a DataParallel `module.` prefix is removed.
+ * The allow-list (torch's `weights_only=True`): the callables a state_dict's pickle may invoke, and
+ * the storage types it may name. Anything else is refused by the unpickler.
  */
-export function readPth(bytes: Uint8Array, file: string): StateDict {
+const TORCH_REDUCERS: ReadonlyMap<string, Reducer> = new Map<string, Reducer>([
+  [
+    'collections.OrderedDict',
+    (args) => {
+      const d = new PyDict();
+      const items = args[0];
+      if (Array.isArray(items)) for (const kv of items) if (Array.isArray(kv)) d.set(kv[0], kv[1]);
+      return d;
+    },
+  ],
+  ['torch._utils._rebuild_tensor_v2', rebuildTensor],
+  ['torch._utils._rebuild_tensor', rebuildTensor],
+  ['torch._utils._rebuild_parameter', (args) => args[0]],
+  ['torch._utils._rebuild_parameter_with_state', (args) => args[0]],
+]);
+const TORCH_VALUES: ReadonlySet<string> = new Set([
+  ...Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`),
+  'torch._utils._rebuild_tensor_v2',
+]);
+
+/** A persistent id of torch.save: ('storage', storage type, key, location, size). */
+function storageRef(pid: unknown): StorageRef {
+  if (!Array.isArray(pid) || pid[0] !== 'storage') throw new PickleError(`unknown persistent id ${String(pid)}`);
+  const type = pid[1];
+  const dtype = type instanceof PyGlobal ? STORAGE_DTYPES[type.name] : undefined;
+  if (!dtype)
+    throw new PickleError(`unsupported storage type ${type instanceof PyGlobal ? type.qualified : String(type)}`);
+  return { kind: 'storage', key: String(pid[2]), dtype };
+}
+
+/** The archive, its pickle's name and the folder prefix its entries share; refuses what is not one. */
+function openArchive(bytes: Uint8Array, file: string): { zip: ZipReader; pkl: string; prefix: string } {
   if (!ZipReader.isZip(bytes)) {
     if (LEGACY_MAGIC.every((b, i) => bytes[i] === b)) {
       throw new UnsupportedFormatError(
@@ -63,38 +94,18 @@ export function readPth(bytes: Uint8Array, file: string): StateDict {
     ? new TextDecoder().decode(zip.read(`${prefix}byteorder`))
     : 'little';
   if (byteorder.trim() !== 'little') throw new UnsupportedFormatError(`${file}: big-endian tensors are not supported`);
+  return { zip, pkl, prefix };
+}
 
-  const reducers = new Map<string, Reducer>([
-    [
-      'collections.OrderedDict',
-      (args) => {
-        const d = new PyDict();
-        const items = args[0];
-        if (Array.isArray(items)) for (const kv of items) if (Array.isArray(kv)) d.set(kv[0], kv[1]);
-        return d;
-      },
-    ],
-    ['torch._utils._rebuild_tensor_v2', rebuildTensor],
-    ['torch._utils._rebuild_tensor', rebuildTensor],
-    ['torch._utils._rebuild_parameter', (args) => args[0]],
-    ['torch._utils._rebuild_parameter_with_state', (args) => args[0]],
-  ]);
-  const values = new Set(Object.keys(STORAGE_DTYPES).map((s) => `torch.${s}`));
-  values.add('torch._utils._rebuild_tensor_v2');
+/**
+ * Reads a torch.save zip archive (torch >= 1.6) holding a state_dict, or a dict with a
+ * `state_dict`/`model` entry; a DataParallel `module.` prefix is removed.
+ */
+export function readPth(bytes: Uint8Array, file: string): StateDict {
+  const { zip, pkl, prefix } = openArchive(bytes, file);
   let root: unknown;
   try {
-    root = unpickle(zip.read(pkl), {
-      reducers,
-      values,
-      persistentLoad: (pid) => {
-        if (!Array.isArray(pid) || pid[0] !== 'storage') throw new PickleError(`unknown persistent id ${String(pid)}`);
-        const type = pid[1];
-        const dtype = type instanceof PyGlobal ? STORAGE_DTYPES[type.name] : undefined;
-        if (!dtype)
-          throw new PickleError(`unsupported storage type ${type instanceof PyGlobal ? type.qualified : String(type)}`);
-        return { kind: 'storage', key: String(pid[2]), dtype } satisfies StorageRef;
-      },
-    });
+    root = unpickle(zip.read(pkl), { reducers: TORCH_REDUCERS, values: TORCH_VALUES, persistentLoad: storageRef });
   } catch (e) {
     if (e instanceof PickleError || e instanceof ZipFormatError) {
       throw new WeightsCorruptError(file, `cannot read the pickled state_dict: ${e.message}`, { cause: e });
