@@ -292,7 +292,7 @@ describe('trainer', () => {
     expect(() => new Trainer({ network: net, config: config(), train, val })).toThrow(/3 classes but the data has 4/);
     const net4 = Network.create(buildModel('resnet_tiny', 4), { seed: 1 });
     expect(() => new Trainer({ network: net4, config: config({ lr: -1 }), train, val })).toThrow(
-      /lr must be a positive number/,
+      /train config: lr out of range \(got -1\); allowed: > 0/,
     );
     expect(
       () =>

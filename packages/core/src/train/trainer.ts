@@ -1,4 +1,11 @@
-import { STRATEGIES, strategyName, type Strategy } from '@ferry/common';
+import {
+  STRATEGIES,
+  TRAINING_DEFAULTS,
+  hyperParameterProblem,
+  hyperParameterRange,
+  strategyName,
+  type Strategy,
+} from '@ferry/common';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
@@ -48,14 +55,16 @@ export interface TrainConfig {
   readonly seed: number;
 }
 
+const T = TRAINING_DEFAULTS;
+
 export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
-  epochs: 15,
-  lr: 0.001,
-  momentum: 0.9,
-  weightDecay: 0,
+  epochs: T.epochs,
+  lr: T.lr,
+  momentum: T.momentum,
+  weightDecay: T.weightDecay,
   nesterov: false,
-  lrStepEpochs: 7,
-  lrGamma: 0.1,
+  lrStepEpochs: T.lrStepEpochs,
+  lrGamma: T.lrGamma,
   strategy: { kind: 'finetune' },
   seed: 0,
 };
@@ -143,12 +152,11 @@ function validate(config: TrainConfig): void {
   const bad = (name: string, why: string): never => {
     throw new InvalidArgumentError(`train config: ${name} ${why}`);
   };
-  if (!Number.isInteger(config.epochs) || config.epochs < 1)
-    bad('epochs', `must be a positive integer (got ${config.epochs})`);
-  if (!(config.lr > 0) || !Number.isFinite(config.lr)) bad('lr', `must be a positive number (got ${config.lr})`);
-  if (config.momentum < 0 || config.momentum >= 1) bad('momentum', `must be in [0, 1) (got ${config.momentum})`);
-  if (config.weightDecay < 0) bad('weightDecay', 'must not be negative');
-  if (config.lrStepEpochs < 0) bad('lrStepEpochs', 'must not be negative');
+  // The ranges are the cell specification's (@ferry/common), as a sweep checks them.
+  for (const name of ['epochs', 'lr', 'momentum', 'weightDecay', 'lrStepEpochs', 'lrGamma'] as const) {
+    const problem = hyperParameterProblem(name, config[name]);
+    if (problem) bad(name, `${problem}; allowed: ${hyperParameterRange(name)}`);
+  }
   if (config.nesterov && config.momentum === 0) bad('nesterov', 'needs a momentum above 0');
 }
 
