@@ -34,6 +34,7 @@ import {
   type BackoffPolicy,
   type ConnectionOptions,
 } from '@ferry/client';
+import { HeartbeatThread, type HeartbeatReply } from './heartbeat.js';
 import { GrpcRing, PeerServer } from './peer.js';
 import { cellConfigFromSpec } from './spec.js';
 import { wireMetrics, wireResult } from './wire.js';
@@ -122,6 +123,7 @@ export class FerryWorker {
   private readonly client: CoordinatorClient;
   private session: { id: string; heartbeatMs: number } | null = null;
   private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeats: HeartbeatThread | null = null;
   private readonly events: EventPublisher | null;
   private readonly peer: PeerServer;
   /** The CA this worker's Peer neighbours present certificates of (TLS on the Peer link), if any. */
@@ -278,7 +280,8 @@ export class FerryWorker {
     if (this.recovered && r.abandonAttempts.includes(this.recovered.attemptId))
       this.dropClaim('the coordinator moved it on');
     clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = setInterval(() => void this.heartbeat(), r.heartbeatIntervalMs);
+    this.heartbeatTimer = setInterval(() => this.heartbeat(), r.heartbeatIntervalMs);
+    this.pushHeartbeatState();
     if (this.state.kind === 'created') this.state = { kind: 'idle' };
     this.log(`registered with ${this.conn().address} (backend ${this.backend.name})`);
   }
@@ -290,7 +293,12 @@ export class FerryWorker {
     };
   }
 
-  private async heartbeat(): Promise<void> {
+  /**
+   * Every heartbeat interval on the main thread: the worker's NATS event, and the latest state for
+   * the heartbeat thread, which keeps the lease (see HeartbeatThread) even while a step holds this
+   * thread.
+   */
+  private heartbeat(): void {
     const cur = this.current;
     this.emit(
       'worker',
@@ -308,33 +316,34 @@ export class FerryWorker {
         },
       }),
     );
-    if (!this.session) return;
-    try {
-      const r = await unary(
-        this.client.heartbeat,
-        this.client,
-        {
-          workerId: this.workerId,
-          sessionId: this.session.id,
-          running: this.running(),
-          imagesPerSec: cur?.imagesPerSec ?? 0,
-        },
-        this.conn(),
-        5_000,
-      );
-      // For `ferry health --worker`: the time of the last heartbeat the coordinator answered.
-      writeFileSync(path.join(this.options.workDir, 'heartbeat'), `${new Date().toISOString()}\n`);
+    this.pushHeartbeatState();
+  }
+
+  private pushHeartbeatState(): void {
+    this.heartbeats?.update({
+      sessionId: this.session?.id ?? null,
+      intervalMs: this.session?.heartbeatMs ?? 1_000,
+      running: this.running(),
+      imagesPerSec: this.current?.imagesPerSec ?? 0,
+    });
+  }
+
+  /** The coordinator's answer to a heartbeat of the current session: stop attempts, register again. */
+  private heard(r: HeartbeatReply): void {
+    if (r.sessionId !== this.session?.id) return;
+    if (r.type === 'reply') {
       if (this.current && r.cancelAttempts.includes(this.current.attemptId)) {
         this.log(`coordinator cancelled attempt ${this.current.attemptId}`);
         this.abortCurrent('cancelled');
       }
       if (r.reregister) this.session = null;
-    } catch {
+    } else {
       // The coordinator may be restarting: register again (with backoff) right away, even while
       // training, so that a restarted coordinator sees this worker claim its cell within a lease.
       this.session = null;
     }
     if (!this.session) {
+      this.pushHeartbeatState();
       this.wake?.();
       void this.ensureSession();
     }
@@ -358,6 +367,14 @@ export class FerryWorker {
   /** Runs until shutdown(): register, poll, train, repeat. */
   async run(): Promise<void> {
     this.peerAddress = await this.peer.start();
+    this.heartbeats = new HeartbeatThread(
+      {
+        connection: this.conn(),
+        workerId: this.workerId,
+        heartbeatFile: path.join(this.options.workDir, 'heartbeat'),
+      },
+      (r) => this.heard(r),
+    );
     while (!this.stopping) {
       if (!this.session) await this.ensureSession();
       if (this.stopping || !this.session) break;
@@ -396,6 +413,7 @@ export class FerryWorker {
       }
     }
     clearInterval(this.heartbeatTimer);
+    await this.heartbeats.stop();
     this.client.close();
     await this.peer.stop();
     this.emit(
@@ -436,6 +454,7 @@ export class FerryWorker {
       why: null,
     };
     this.state = this.stopping ? { kind: 'stopping', attempt: run } : { kind: 'preparing', attempt: run };
+    this.pushHeartbeatState();
     if (a.worldSize <= 1) writeFileSync(this.claimFile, `${JSON.stringify(this.running()[0])}\n`);
     const s = a.spec!;
     this.log(
@@ -458,6 +477,7 @@ export class FerryWorker {
       await ring?.close();
       rmSync(this.claimFile, { force: true });
       this.state = this.stopping ? { kind: 'stopping', attempt: null } : { kind: 'idle' };
+      this.pushHeartbeatState();
     }
   }
 
