@@ -196,12 +196,12 @@ function rowSection(r: Row, cells: readonly ReportCell[], multiModel: boolean): 
   return `<section class="row"><h3>${esc(title)}</h3>${chart}<div class="matrices">${matrices}</div></section>`;
 }
 
-const RESULTS_CSS = `table { border-collapse: collapse; margin: .5rem 0 1rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; }
+const RESULTS_CSS = `table.results, figure.confusion table { border-collapse: collapse; margin: .5rem 0 1rem; }
+:is(.results, .confusion) :is(th, td) { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.winner { font-weight: 700; }
 .matrices { display: flex; flex-wrap: wrap; gap: 1rem; }
-@media (prefers-color-scheme: dark) { th, td { border-color: #444; } }
+@media (prefers-color-scheme: dark) { :is(.results, .confusion) :is(th, td) { border-color: #444; } }
 @media print { section.row { break-inside: avoid; } }`;
 
 export function resultsHtml(
