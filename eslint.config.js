@@ -11,6 +11,7 @@ export default tseslint.config(
       '.gpu/**',
       '**/*.js',
       '!eslint.config.js',
+      '!packages/dashboard/public/*.js',
     ],
   },
   ...tseslint.configs.recommended,
@@ -18,7 +19,7 @@ export default tseslint.config(
     files: ['**/*.ts'],
     languageOptions: {
       parserOptions: {
-        project: ['./packages/*/tsconfig.json', './test/tsconfig.json'],
+        project: ['./packages/*/tsconfig.json', './test/tsconfig.json', './packages/dashboard/tsconfig.public.json'],
         tsconfigRootDir: import.meta.dirname,
       },
     },
@@ -42,6 +43,28 @@ export default tseslint.config(
           ],
         },
       ],
+    },
+  },
+  {
+    // The dashboard's browser code: plain scripts sharing the page's global scope (chart.js defines
+    // FerryChart for app.js; uPlot comes first); type-checked by packages/dashboard/tsconfig.public.json.
+    files: ['packages/dashboard/public/*.js'],
+    languageOptions: {
+      sourceType: 'script',
+      globals: Object.fromEntries(
+        [
+          ...['window', 'document', 'location', 'history', 'navigator', 'console', 'devicePixelRatio'],
+          ...['fetch', 'EventSource', 'URLSearchParams', 'getComputedStyle', 'matchMedia'],
+          ...['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval'],
+          ...['Element', 'HTMLElement', 'HTMLInputElement', 'HTMLTableRowElement', 'MessageEvent'],
+          ...['uPlot', 'FerryChart'],
+        ].map((name) => [name, 'readonly']),
+      ),
+    },
+    rules: {
+      'no-undef': 'error',
+      'no-implicit-globals': 'off',
+      '@typescript-eslint/no-unused-vars': ['error', { vars: 'local' }],
     },
   },
   {

@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // Enforces ferry's one-way package dependencies (docs/architecture.md): which @ferry packages and
-// which heavy libraries each package may import, no deep imports into a sibling's src/, no cycles.
+// which heavy libraries each package may import, no deep imports into a sibling's src/, no cycles
+// between packages, and no cycles among a package's own files. A file's imports are all of them:
+// static, type-only (`import type`), re-exports and dynamic `import()`: a type-only import is still
+// a dependency to read and to compile, and a dynamic one still loads the file.
 import { readdirSync, readFileSync, statSync, existsSync } from 'node:fs';
 import path from 'node:path';
 
@@ -29,6 +32,8 @@ const ENTRIES = new Set(['@ferry/core/internal']);
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const problems = [];
 const edges = new Map();
+/** Per package: file -> the package's files it imports (relative imports). */
+const fileEdges = new Map();
 
 function walk(dir, out = []) {
   for (const name of readdirSync(dir)) {
@@ -53,14 +58,18 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
     ...Object.keys(manifest.optionalDependencies ?? {}),
   ]);
   edges.set(pkg, new Set());
+  const files = new Map();
+  fileEdges.set(pkg, files);
   for (const file of walk(src).filter((f) => !(rule.skip && rule.skip.test(f)))) {
     const text = readFileSync(file, 'utf8');
+    const rel = path.relative(root, file);
+    files.set(rel, new Set());
     for (const m of text.matchAll(/(?:^|[\s;])(?:from\s+|import\s+|import\s*\(\s*)'([^']+)'/gm)) {
       const spec = m[1];
-      const rel = path.relative(root, file);
       if (spec.startsWith('.') || spec.startsWith('node:')) {
         if (spec.includes('/packages/') || /\.\.\/\.\.\/\.\.\//.test(spec))
           problems.push(`${rel}: relative import leaves the package: ${spec}`);
+        else if (spec.startsWith('.')) files.get(rel).add(resolveRelative(file, spec));
         continue;
       }
       const ferry = /^@ferry\/([^/]+)(\/.*)?$/.exec(spec);
@@ -76,6 +85,58 @@ for (const pkg of readdirSync(path.join(root, 'packages'))) {
         problems.push(`${rel}: imports ${name}, which packages/${pkg}/package.json does not declare`);
     }
   }
+}
+
+/** The package file a relative import names (`./x.js` is `./x.ts` in src/). */
+function resolveRelative(from, spec) {
+  const target = path.resolve(path.dirname(from), spec);
+  for (const candidate of [target.replace(/\.js$/, '.ts'), target, `${target}.ts`, path.join(target, 'index.ts')])
+    if (existsSync(candidate) && statSync(candidate).isFile()) return path.relative(root, candidate);
+  return path.relative(root, target);
+}
+
+/** Every cycle of a graph (its strongly connected components of more than one node, or a self-import). */
+function cyclesOf(graph) {
+  let index = 0;
+  const idx = new Map();
+  const low = new Map();
+  const stack = [];
+  const onStack = new Set();
+  const found = [];
+  const connect = (v) => {
+    idx.set(v, index);
+    low.set(v, index++);
+    stack.push(v);
+    onStack.add(v);
+    for (const w of graph.get(v) ?? []) {
+      if (!graph.has(w)) continue;
+      if (!idx.has(w)) {
+        connect(w);
+        low.set(v, Math.min(low.get(v), low.get(w)));
+      } else if (onStack.has(w)) low.set(v, Math.min(low.get(v), idx.get(w)));
+    }
+    if (low.get(v) !== idx.get(v)) return;
+    const scc = [];
+    let w;
+    do {
+      w = stack.pop();
+      onStack.delete(w);
+      scc.push(w);
+    } while (w !== v);
+    if (scc.length > 1 || graph.get(v)?.has(v)) found.push(scc.sort());
+  };
+  for (const v of graph.keys()) if (!idx.has(v)) connect(v);
+  return found;
+}
+
+// Cycles among each package's own files.
+let fileCount = 0;
+for (const [pkg, files] of fileEdges) {
+  fileCount += files.size;
+  for (const scc of cyclesOf(files))
+    problems.push(
+      `import cycle in packages/${pkg}/src: ${scc.map((f) => path.relative(path.join('packages', pkg, 'src'), f)).join(', ')} import each other (directly or through one another)`,
+    );
 }
 
 // Cycle check over the package graph.
@@ -96,4 +157,4 @@ if (problems.length > 0) {
   console.error(`check-deps: ${problems.length} problem(s)\n  ${problems.join('\n  ')}`);
   process.exit(1);
 }
-console.log(`check-deps: ${edges.size} packages, dependencies point one way`);
+console.log(`check-deps: ${edges.size} packages, dependencies point one way; ${fileCount} files, no import cycle`);

@@ -351,7 +351,7 @@ test("ferry run's process restarts are listed on the sweep page: crash with its 
   await app.close();
 });
 
-test('results.html is one self-contained file: no network request, the verdict table, overlaid curves with a legend, heat-map confusion matrices; printable', async () => {
+test("results.html is one self-contained file: no network request, the verdict table, overlaid curves (the dashboard's chart code) with a legend, heat-map confusion matrices; printable", async () => {
   const { resultsHtml } = await import('../packages/cli/src/report.js');
   const { resultsTable } = await import('@ferry/common');
   const labels = Array.from({ length: 40 }, (_, i) => i % 4);
@@ -414,18 +414,16 @@ test('results.html is one self-contained file: no network request, the verdict t
   );
   expect(row[0]!.slice(0, 2)).toEqual(['demo', 'rgb']);
   expect(row[0]![4]).toBe(table.rows[0]!.verdict);
-  expect(await page.$$eval('.chart polyline.series', (l) => l.length)).toBe(4);
-  expect(await page.$$eval('.chart .legend .key', (l) => l.map((k) => k.textContent))).toEqual([
-    'finetune seed 0',
-    'finetune seed 1',
-    'freeze seed 0',
-    'freeze seed 1',
-  ]);
-  expect(await page.$$eval('.chart circle.best', (l) => l.length)).toBe(4);
-  // Distinct dash patterns, not colour alone.
+  // The dashboard's chart code (uPlot and public/chart.js, inlined): one chart of the row's four
+  // cells, six epochs each, a legend entry per cell after the x series.
+  await page.waitForSelector('.chart .uplot');
+  expect(await page.$$eval('.chart .uplot', (l) => l.length)).toBe(1);
+  expect(await page.getAttribute('.chart .plot', 'data-series')).toBe('4');
+  expect(await page.getAttribute('.chart .plot', 'data-points')).toBe('6');
+  expect(await page.textContent('.chart .u-title')).toBe('demo rgb: val accuracy per epoch');
   expect(
-    new Set(await page.$$eval('.chart polyline.series', (l) => l.map((p) => p.getAttribute('stroke-dasharray') ?? ''))),
-  ).toHaveProperty('size', 4);
+    (await page.$$eval('.chart .u-legend .u-series .u-label', (l) => l.map((k) => k.textContent))).slice(1),
+  ).toEqual(['finetune seed 0', 'finetune seed 1', 'freeze seed 0', 'freeze seed 1']);
   expect(await page.$$eval('figure.confusion', (l) => l.length)).toBe(4);
   await page.screenshot({ path: path.join(dir, 'results-html.png'), fullPage: true });
   const pdf = await page.pdf({ format: 'A4' });

@@ -1,12 +1,14 @@
 import { cellText, type ResultsTable } from '@ferry/common';
+import { chartAssets } from '@ferry/dashboard';
 import type { CellResult } from '@ferry/protocol';
 
 /**
- * results.html: the study's answer as one self-contained file (no scripts, no network requests),
- * readable offline and printable: the verdict table with its intervals and p-values, the val
- * accuracy curves of each row's cells overlaid on one chart, and each cell's confusion matrix as a
- * heat map (row-normalised). Charts are inline SVG drawn here: a chart library would need its
- * script inlined and run to show anything, and the file must print as it is.
+ * results.html: the study's answer as one self-contained file (no network requests), readable
+ * offline and printable: the verdict table with its intervals and p-values, the val accuracy curves
+ * of each row's cells overlaid on one chart, and each cell's confusion matrix as a heat map
+ * (row-normalised). The charts are the dashboard's: uPlot and the dashboard's chart module
+ * (public/chart.js) are inlined with each chart's data, so the report and the dashboard draw a curve
+ * the same way. The heat maps are HTML tables (no chart library), as on the dashboard.
  */
 
 /** One finished cell as the report needs it (from its result JSON). */
@@ -23,64 +25,101 @@ export interface ReportCell {
   readonly confusion: readonly (readonly number[])[];
 }
 
-/** Okabe-Ito: distinguishable with the common colour-vision deficiencies; each series also has its own dash pattern. */
-const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000', '#F0E442'];
-const DASHES = ['', '6 3', '2 3', '8 3 2 3', '1 2', '10 4'];
-
 export function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 }
 
-/** Val accuracy per epoch of several cells on one chart: axes with ticks, a legend, each best epoch marked. */
-export function overlaySvg(
-  title: string,
-  series: readonly { label: string; values: readonly number[]; best: number }[],
+/** One series of an epoch chart: a value per epoch, the best epoch ringed (-1: none). */
+export interface EpochSeries {
+  readonly label: string;
+  readonly values: readonly number[];
+  readonly best: number;
+}
+
+/**
+ * An epoch chart's place in the page: its arguments to FerryChart.epochChart (the dashboard's chart
+ * module), which FerryChart.plotAll draws when the page loads.
+ */
+export function chartFigure(
+  chart: { title: string; yLabel: string; series: readonly EpochSeries[]; percent: boolean },
+  caption: string,
 ): string {
-  const W = 560;
-  const H = 260;
-  const pad = { l: 48, r: 16, t: 16, b: 40 };
-  const maxEpochs = Math.max(1, ...series.map((s) => s.values.length));
-  const xs = (i: number): number => pad.l + (maxEpochs === 1 ? 0 : (i / (maxEpochs - 1)) * (W - pad.l - pad.r));
-  const ys = (v: number): number => pad.t + (1 - v) * (H - pad.t - pad.b);
-  const yTicks = [0, 0.2, 0.4, 0.6, 0.8, 1]
-    .map(
-      (v) =>
-        `<line x1="${pad.l}" x2="${W - pad.r}" y1="${ys(v)}" y2="${ys(v)}" stroke="#ddd"/><text x="${pad.l - 6}" y="${ys(v) + 4}" text-anchor="end">${(v * 100).toFixed(0)}%</text>`,
-    )
-    .join('');
-  const step = Math.max(1, Math.ceil(maxEpochs / 10));
-  const xTicks = Array.from({ length: maxEpochs }, (_, i) => i)
-    .filter((i) => i % step === 0 || i === maxEpochs - 1)
-    .map(
-      (i) =>
-        `<line x1="${xs(i)}" x2="${xs(i)}" y1="${H - pad.b}" y2="${H - pad.b + 4}" stroke="#555"/><text x="${xs(i)}" y="${H - pad.b + 16}" text-anchor="middle">${i + 1}</text>`,
-    )
-    .join('');
-  const lines = series
-    .map((s, k) => {
-      const color = PALETTE[k % PALETTE.length]!;
-      const dash = DASHES[k % DASHES.length]!;
-      const pts = s.values.map((v, i) => `${xs(i).toFixed(1)},${ys(v).toFixed(1)}`).join(' ');
-      const best =
-        s.best >= 0 && s.best < s.values.length
-          ? `<circle class="best" cx="${xs(s.best).toFixed(1)}" cy="${ys(s.values[s.best]!).toFixed(1)}" r="4" fill="${color}"><title>${esc(s.label)}: best epoch ${s.best + 1}, ${(s.values[s.best]! * 100).toFixed(1)}%</title></circle>`
-          : '';
-      return `<polyline class="series" fill="none" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${pts}"><title>${esc(s.label)}</title></polyline>${best}`;
-    })
-    .join('');
-  const legend = series
-    .map((s, k) => {
-      const color = PALETTE[k % PALETTE.length]!;
-      const dash = DASHES[k % DASHES.length]!;
-      return `<span class="key"><svg width="28" height="10" aria-hidden="true"><line x1="0" x2="28" y1="5" y2="5" stroke="${color}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''}/></svg>${esc(s.label)}</span>`;
-    })
-    .join(' ');
-  return (
-    `<figure class="chart"><svg viewBox="0 0 ${W} ${H}" role="img" aria-label="${esc(title)}" font-size="11" font-family="sans-serif">` +
-    `${yTicks}${xTicks}<line x1="${pad.l}" x2="${W - pad.r}" y1="${H - pad.b}" y2="${H - pad.b}" stroke="#555"/><line x1="${pad.l}" x2="${pad.l}" y1="${pad.t}" y2="${H - pad.b}" stroke="#555"/>` +
-    `<text x="${(pad.l + W - pad.r) / 2}" y="${H - 6}" text-anchor="middle">epoch</text><text x="12" y="${(pad.t + H - pad.b) / 2}" text-anchor="middle" transform="rotate(-90 12 ${(pad.t + H - pad.b) / 2})">val accuracy</text>` +
-    `${lines}</svg><figcaption>${esc(title)}<br><span class="legend">${legend}</span> (a dot marks each best epoch)</figcaption></figure>`
+  return `<figure class="chart"><div class="plot" data-chart="${esc(JSON.stringify(chart))}"></div><figcaption>${esc(caption)}</figcaption></figure>`;
+}
+
+/** A page with the chart code inlined (uPlot, its CSS, the chart module): no request leaves it. */
+function page(title: string, css: string, body: string): string {
+  const assets = chartAssets();
+  // A script's text may not hold "</script": no chart file has it, and data lives in attributes.
+  const scripts = [...assets.scripts, 'FerryChart.plotAll();'].map((s) => `<script>${s}</script>`).join('\n');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(title)}</title>
+<style>${assets.css}</style>
+<style>
+:root { color-scheme: light dark; --fg: #111; --grid: #e4e4e4; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: var(--fg); background: #fff; }
+figure { margin: .5rem 0; }
+figcaption { font-size: 12px; color: #444; }
+@media (prefers-color-scheme: dark) { :root { --fg: #eee; --grid: #30353b; } body { background: #111; } figcaption { color: #bbb; } }
+@media print { body { margin: 0; max-width: none; } }
+${css}
+</style></head>
+<body>
+${body}
+${scripts}
+</body></html>
+`;
+}
+
+/** `ferry train`'s curves.html: loss and accuracy per epoch (train and val), the best epoch ringed. */
+export function curvesHtml(
+  title: string,
+  epochs: readonly { trainLoss: number; valLoss: number; trainAccuracy: number; valAccuracy: number }[],
+  bestEpoch: number,
+): string {
+  const series = (label: string, values: number[], best: number): EpochSeries => ({ label, values, best });
+  const loss = chartFigure(
+    {
+      title: 'loss',
+      yLabel: 'loss',
+      series: [
+        series(
+          'train',
+          epochs.map((e) => e.trainLoss),
+          -1,
+        ),
+        series(
+          'val',
+          epochs.map((e) => e.valLoss),
+          bestEpoch,
+        ),
+      ],
+      percent: false,
+    },
+    'a ring marks the best epoch',
   );
+  const accuracy = chartFigure(
+    {
+      title: 'accuracy',
+      yLabel: 'accuracy',
+      series: [
+        series(
+          'train',
+          epochs.map((e) => e.trainAccuracy),
+          -1,
+        ),
+        series(
+          'val',
+          epochs.map((e) => e.valAccuracy),
+          bestEpoch,
+        ),
+      ],
+      percent: true,
+    },
+    'a ring marks the best epoch',
+  );
+  return page(title, '', `<h1>${esc(title)}</h1>\n${loss}\n${accuracy}`);
 }
 
 /** A confusion matrix as a heat map: each cell shaded by its share of the true class's images. */
@@ -102,13 +141,10 @@ export function confusionHtml(title: string, classes: readonly string[], m: read
   return `<figure class="confusion"><table>${head}${rows}</table><figcaption>${esc(title)} (shade: share of the true class)</figcaption></figure>`;
 }
 
-export function resultsHtml(
-  name: string,
-  t: ResultsTable,
-  cells: readonly ReportCell[],
-  generatedAt = new Date(),
-): string {
-  const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
+type Row = ResultsTable['rows'][number];
+
+/** The verdict table: a row per dataset, colour (and model), a column per strategy. */
+function verdictTable(t: ResultsTable, multiModel: boolean): string {
   const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.strategies, 'verdict'];
   const body = t.rows
     .map((r) => {
@@ -118,71 +154,76 @@ export function resultsHtml(
       return `<tr><td>${esc(r.dataset)}</td><td>${esc(r.color)}</td>${multiModel ? `<td>${esc(r.model)}</td>` : ''}${tds}<td>${esc(r.verdict)}</td></tr>`;
     })
     .join('');
-  const colors = t.colorComparisons.length
-    ? `<h2>rgb against gray, on the same images</h2><table class="results"><tr><th>dataset</th>${multiModel ? '<th>model</th>' : ''}<th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>` +
-      t.colorComparisons
-        .map(
-          (c) =>
-            `<tr><td>${esc(c.dataset)}</td>${multiModel ? `<td>${esc(c.model)}</td>` : ''}<td>${esc(c.strategy)}</td><td${c.comparison.winner === 'rgb' ? ' class="winner"' : ''}>${esc(cellText(c.rgb))}</td><td${c.comparison.winner === 'gray' ? ' class="winner"' : ''}>${esc(cellText(c.gray))}</td><td>${esc(c.verdict)}</td></tr>`,
-        )
-        .join('') +
-      '</table>'
-    : '';
+  return `<table class="results"><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${body}</table>`;
+}
+
+/** rgb against gray on the same images, when the sweep has both. */
+function colorTable(t: ResultsTable, multiModel: boolean): string {
+  if (!t.colorComparisons.length) return '';
+  const rows = t.colorComparisons
+    .map(
+      (c) =>
+        `<tr><td>${esc(c.dataset)}</td>${multiModel ? `<td>${esc(c.model)}</td>` : ''}<td>${esc(c.strategy)}</td><td${c.comparison.winner === 'rgb' ? ' class="winner"' : ''}>${esc(cellText(c.rgb))}</td><td${c.comparison.winner === 'gray' ? ' class="winner"' : ''}>${esc(cellText(c.gray))}</td><td>${esc(c.verdict)}</td></tr>`,
+    )
+    .join('');
+  return `<h2>rgb against gray, on the same images</h2><table class="results"><tr><th>dataset</th>${multiModel ? '<th>model</th>' : ''}<th>strategy</th><th>rgb</th><th>gray</th><th>verdict</th></tr>${rows}</table>`;
+}
+
+/** A row's cells: their val curves on one chart, and their confusion matrices. */
+function rowSection(r: Row, cells: readonly ReportCell[], multiModel: boolean): string {
+  const mine = cells.filter((c) => c.dataset === r.dataset && c.color === r.color && c.model === r.model);
+  if (mine.length === 0) return '';
+  const title = `${r.dataset} ${r.color}${multiModel ? ` ${r.model}` : ''}`;
+  const label = (c: ReportCell): string => `${c.strategy} seed ${c.seed}`;
+  const chart = chartFigure(
+    {
+      title: `${title}: val accuracy per epoch`,
+      yLabel: 'val accuracy',
+      series: mine.map((c) => ({ label: label(c), values: c.epochs.map((e) => e.valAccuracy), best: c.bestEpoch })),
+      percent: true,
+    },
+    'a ring marks each best epoch',
+  );
+  const matrices = mine
+    .filter((c) => c.confusion.length > 0)
+    .map((c) =>
+      confusionHtml(
+        `${title} ${label(c)}: confusion at the best epoch (${(c.bestValAccuracy * 100).toFixed(1)}%)`,
+        c.classes,
+        c.confusion,
+      ),
+    )
+    .join('');
+  return `<section class="row"><h3>${esc(title)}</h3>${chart}<div class="matrices">${matrices}</div></section>`;
+}
+
+const RESULTS_CSS = `table.results, figure.confusion table { border-collapse: collapse; margin: .5rem 0 1rem; }
+:is(.results, .confusion) :is(th, td) { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.winner { font-weight: 700; }
+.matrices { display: flex; flex-wrap: wrap; gap: 1rem; }
+@media (prefers-color-scheme: dark) { :is(.results, .confusion) :is(th, td) { border-color: #444; } }
+@media print { section.row { break-inside: avoid; } }`;
+
+export function resultsHtml(
+  name: string,
+  t: ResultsTable,
+  cells: readonly ReportCell[],
+  generatedAt = new Date(),
+): string {
+  const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
   const notes = [
     ...t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc(t.semantics[s] ?? 'unknown strategy')}</li>`),
     `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).</li>`,
   ].join('');
-  const label = (c: ReportCell): string => `${c.strategy} seed ${c.seed}`;
-  const charts = t.rows
-    .map((r) => {
-      const mine = cells.filter((c) => c.dataset === r.dataset && c.color === r.color && c.model === r.model);
-      if (mine.length === 0) return '';
-      const title = `${r.dataset} ${r.color}${multiModel ? ` ${r.model}` : ''}`;
-      const chart = overlaySvg(
-        `${title}: val accuracy per epoch`,
-        mine.map((c) => ({ label: label(c), values: c.epochs.map((e) => e.valAccuracy), best: c.bestEpoch })),
-      );
-      const matrices = mine
-        .filter((c) => c.confusion.length > 0)
-        .map((c) =>
-          confusionHtml(
-            `${title} ${label(c)}: confusion at the best epoch (${(c.bestValAccuracy * 100).toFixed(1)}%)`,
-            c.classes,
-            c.confusion,
-          ),
-        )
-        .join('');
-      return `<section class="row"><h3>${esc(title)}</h3>${chart}<div class="matrices">${matrices}</div></section>`;
-    })
-    .join('');
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(name)}: ferry results</title>
-<style>
-:root { color-scheme: light dark; }
-body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; padding: 0 1rem; color: #111; background: #fff; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; }
-th, td { border: 1px solid #ccc; padding: .25rem .5rem; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-td.winner { font-weight: 700; }
-.chart svg { width: 100%; max-width: 560px; height: auto; }
-.legend .key { margin-right: .8rem; white-space: nowrap; }
-.matrices { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: .5rem 0; }
-figcaption { font-size: 12px; color: #444; }
-@media (prefers-color-scheme: dark) { body { background: #111; color: #eee; } th, td { border-color: #444; } figcaption { color: #bbb; } svg text { fill: #ddd; } }
-@media print { body { margin: 0; max-width: none; } section.row { break-inside: avoid; } }
-</style></head>
-<body>
-<h1>${esc(name)}</h1>
+  const body = `<h1>${esc(name)}</h1>
 <p>Best validation accuracy per cell; generated by ferry on ${esc(generatedAt.toISOString())}.</p>
-<table class="results"><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${body}</table>
-${colors}
+${verdictTable(t, multiModel)}
+${colorTable(t, multiModel)}
 <ul class="notes">${notes}</ul>
 <h2>Curves and confusion matrices</h2>
-${charts}
-</body></html>
-`;
+${t.rows.map((r) => rowSection(r, cells, multiModel)).join('')}`;
+  return page(`${name}: ferry results`, RESULTS_CSS, body);
 }
 
 /** A finished cell's report fields from its spec and result (undefined when it has none). */

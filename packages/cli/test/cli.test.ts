@@ -90,25 +90,111 @@ describe('ferry models / info', () => {
     expect(text).toContain('timestamp queries');
   });
 
-  test("every command's --help prints that command's usage, not the list of commands", async () => {
-    for (const [cmd, flag] of [
-      ['run', '--serve'],
-      ['sweep', '--format md|csv|json|html'],
-      ['dashboard', '--run runs/<sweep>'],
-      ['coordinator', '--recovery-grace-ms'],
-      ['train', '-d DATASET'],
-      ['data', 'stats DIR'],
-    ] as const) {
-      const r = await ferry([cmd, '--help']);
-      expect(r.code).toBe(0);
-      expect(r.stdout).toMatch(new RegExp(`^ferry ${cmd}: `));
-      expect(r.stdout).toContain(flag);
-      expect(r.stdout).not.toContain('commands:');
+  test('every command and subcommand prints its own help (usage, options with defaults, an example, the input limits); ferry help CMD [SUB] prints the same', async () => {
+    const { buildProgram } = await import('../src/program.js');
+    const program = buildProgram({
+      io: { env: {}, stdout: process.stdout, stderr: process.stderr },
+      argv: [],
+      code: 0,
+    });
+    const paths = program.commands.flatMap((c) => [[c.name()], ...c.commands.map((s) => [c.name(), s.name()])]);
+    expect(paths.length).toBeGreaterThan(20);
+    for (const p of paths.filter((x) => x.at(-1) !== 'help')) {
+      const r = await ferry([...p, '--help']);
+      expect(r.code, p.join(' ')).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^ferry ${p.join(' ')}: \\S`));
+      expect(r.stdout).toContain(`usage: ferry ${p.join(' ')} `);
+      expect(r.stdout, p.join(' ')).toMatch(/^examples?:\n {2}ferry /m);
       expect(r.stdout).toContain('--max-image-pixels N');
+      expect(r.stdout).not.toMatch(/^ {2}models\b/m); // not the list of commands
+      const cmd = p.reduce((c, name) => c.commands.find((x) => x.name() === name)!, program);
+      for (const o of cmd.options.filter((x) => x.defaultValue !== undefined && !x.negate))
+        expect(r.stdout, `${p.join(' ')} ${o.long}`).toMatch(new RegExp(`${o.long}[^\\n]*(\\n {20,}[^\\n]*)*default:`));
+      expect((await ferry(['help', ...p])).stdout).toBe(r.stdout);
     }
+    for (const [cmd, flag] of [
+      [['run'], '--serve'],
+      [['sweep', 'results'], '--format <md|csv|json|html>'],
+      [['dashboard'], '--run <runs/SWEEP>'],
+      [['coordinator'], '--recovery-grace-ms'],
+      [['train'], '-d, --data <DATASET>'],
+      [['data'], 'stats DIR'],
+    ] as const)
+      expect((await ferry([...cmd, '--help'])).stdout).toContain(flag);
     const top = await ferry(['--help']);
+    expect(top.code).toBe(0);
     expect(top.stdout).toContain('commands:');
-    expect(top.stdout).toMatch(/^ {2}run SWEEP\.yaml {7}the embedded default/m);
+    expect(top.stdout).toMatch(/^ {2}run SWEEP\.yaml +the embedded default/m);
+    expect(top.stdout).toMatch(/^ {2}sweep submit\|status\|results\|retry\|cancel\|list +/m);
+    expect((await ferry(['help'])).stdout).toBe(top.stdout);
+    const version = await ferry(['--version']);
+    expect([version.code, version.stdout.trim()]).toEqual([0, '0.1.0']);
+  });
+
+  test('usage errors exit 2 with the code, what to do, the usage line and the nearest known option or command', async () => {
+    const option = await ferry(['run', 'x.yaml', '--worker', '2']);
+    expect(option.code).toBe(2);
+    expect(option.stderr).toContain("ferry run: unknown option '--worker' (Did you mean --workers?)");
+    expect(option.stderr).toContain('[FERRY_ERR_INVALID_ARGUMENT]');
+    expect(option.stderr).toContain('what to do: ');
+    expect(option.stderr).toContain('usage: ferry run [options] <SWEEP.yaml>');
+    const command = await ferry(['sweeps', 'list']);
+    expect(command.code).toBe(2);
+    expect(command.stderr).toContain("ferry: unknown command 'sweeps' (Did you mean sweep?)");
+    const sub = await ferry(['sweep', 'stats', 'x']);
+    expect(sub.code).toBe(2);
+    expect(sub.stderr).toContain("ferry sweep: unknown command 'stats' (Did you mean status?)");
+    const value = await ferry(['run', 'x.yaml', '--workers', 'two']);
+    expect(value.code).toBe(2);
+    expect(value.stderr).toContain(
+      'ferry run: --workers must be an integer >= 1 (got "two") [FERRY_ERR_INVALID_ARGUMENT]',
+    );
+    const limit = await ferry(['models', '--max-image-pixels', '5', '--json']);
+    expect(limit.code).toBe(0);
+    const none = await ferry([]);
+    expect(none.code).toBe(2);
+    expect(none.stdout).toContain('commands:');
+    const missing = await ferry(['sweep']);
+    expect(missing.code).toBe(2);
+  });
+
+  test("train's defaults are DEFAULT_CELL's", async () => {
+    const { DEFAULT_CELL } = await import('@ferry/core');
+    const { buildProgram } = await import('../src/program.js');
+    const program = buildProgram({
+      io: { env: {}, stdout: process.stdout, stderr: process.stderr },
+      argv: [],
+      code: 0,
+    });
+    const train = program.commands.find((c) => c.name() === 'train')!;
+    const d = (name: string): unknown => train.options.find((o) => o.attributeName() === name)?.defaultValue;
+    expect({
+      epochs: d('epochs'),
+      batchSize: d('batch'),
+      lr: d('lr'),
+      momentum: d('momentum'),
+      weightDecay: d('wd'),
+      lrStepEpochs: d('lrStep'),
+      lrGamma: d('lrGamma'),
+      seed: d('seed'),
+      imageSize: d('size'),
+      augmentViews: d('views'),
+      microBatch: d('microBatch'),
+      color: d('color'),
+    }).toEqual({
+      epochs: DEFAULT_CELL.epochs,
+      batchSize: DEFAULT_CELL.batchSize,
+      lr: DEFAULT_CELL.lr,
+      momentum: DEFAULT_CELL.momentum,
+      weightDecay: DEFAULT_CELL.weightDecay,
+      lrStepEpochs: DEFAULT_CELL.lrStepEpochs,
+      lrGamma: DEFAULT_CELL.lrGamma,
+      seed: DEFAULT_CELL.seed,
+      imageSize: DEFAULT_CELL.imageSize,
+      augmentViews: DEFAULT_CELL.augmentViews,
+      microBatch: DEFAULT_CELL.microBatch,
+      color: DEFAULT_CELL.color,
+    });
   });
 
   test('bad input exits 2 with a message naming the problem', async () => {

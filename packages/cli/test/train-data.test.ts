@@ -75,7 +75,10 @@ describe('ferry train', () => {
     expect(result.classes).toEqual(['green_circle', 'green_square', 'red_circle', 'red_square']);
     expect(result.confusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
     expect(result.backend).toBe('wasm');
-    expect(readFileSync(path.join(out, 'curves.svg'), 'utf8')).toMatch(/^<svg[^>]*>.*polyline/s);
+    // The curves drawn by the dashboard's chart code (uPlot inlined): loss and accuracy, train and val.
+    const curves = readFileSync(path.join(out, 'curves.html'), 'utf8');
+    expect(curves).not.toMatch(/<script[^>]* src=|src="http|href="http/);
+    expect(curves.match(/data-chart="/g)).toHaveLength(2);
     expect(existsSync(path.join(out, 'best.safetensors'))).toBe(true);
 
     const again = await ferry(args, { FERRY_CACHE: cache });
@@ -429,11 +432,14 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
       ['done', 1],
     ]);
     expect(count(path.join(out, 'workers'))).toBeGreaterThanOrEqual(2);
-    // The shareable report: self-contained (no script, no external reference), the same verdict.
+    // The shareable report: self-contained (scripts inline, no external reference), the same verdict,
+    // one chart (the dashboard's chart code) of the row's two cells.
     const html = readFileSync(path.join(out, 'results.html'), 'utf8');
     expect(html).toContain(json.table.rows[0]!.verdict.replace(/</g, '&lt;'));
-    expect(html).not.toMatch(/<script|src="http|href="http/);
-    expect(html.match(/<polyline class="series"/g)).toHaveLength(2);
+    expect(html).not.toMatch(/<script[^>]* src=|src="http|href="http/);
+    expect(html).toContain('FerryChart.plotAll()');
+    expect(html.match(/data-chart="/g)).toHaveLength(1);
+    expect(html.match(/&quot;label&quot;:/g)).toHaveLength(2);
     expect(first.stdout).toContain(`report: ${path.join(out, 'results.html')}`);
     const second = await ferry(args, { FERRY_CACHE: tmp() });
     expect(second.code).toBe(0);

@@ -1,4 +1,4 @@
-import type { CellEntry } from './scheduler.js';
+import type { CellEntry } from './scheduler-types.js';
 
 /**
  * The scheduler's cells by id, in submission order, as an immutable ReadonlyMap. `with` returns a

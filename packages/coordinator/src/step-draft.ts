@@ -6,7 +6,7 @@ import type {
   SchedulerState,
   StepResult,
   WorkerEntry,
-} from './scheduler.js';
+} from './scheduler-types.js';
 
 /**
  * What one scheduler step has decided so far: the state it started from (never changed) plus its

@@ -1,14 +1,34 @@
-// ferry dashboard UI: plain JS, no build step. Data from /api, live changes from /api/events (SSE).
+// @ts-check
+// ferry dashboard UI: plain JS, no build step (type-checked from JSDoc: tsconfig.public.json). Data
+// from /api, live changes from /api/events (SSE); charts by chart.js (FerryChart), loaded before.
 'use strict';
-const main = document.getElementById('main');
-const statusEl = document.getElementById('status');
-let route = { page: 'list' };
+/** @typedef {{ key: string, dir: 'asc' | 'desc' }} Sort */
+/** @typedef {{ page: 'list' | 'sweep', id: string, cells: string[], sort: Sort | null, q: string, norm: boolean }} Route */
+
+/** @param {string} id @returns {HTMLElement} an element the page always has */
+const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const main = byId('main');
+const statusEl = byId('status');
+/** @type {Route} */
+const LIST = { page: 'list', id: '', cells: [], sort: null, q: '', norm: false };
+/** @type {Route} */
+let route = LIST;
+/** @type {ReturnType<typeof setTimeout> | null} */
 let sweepTimer = null;
 let lastLoad = 0;
 
+/** @param {number} v */
 const pct = (v) => (v * 100).toFixed(1) + '%';
+/** @param {unknown} s */
 const esc = (s) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+  String(s).replace(
+    /[&<>"']/g,
+    (c) =>
+      /** @type {Record<string, string>} */ ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[
+        c
+      ] ?? c,
+  );
+/** @param {number} ms */
 const eta = (ms) =>
   ms > 0
     ? ms > 3600e3
@@ -17,9 +37,10 @@ const eta = (ms) =>
         ? Math.round(ms / 60e3) + ' min'
         : Math.round(ms / 1e3) + ' s'
     : '';
-// Okabe-Ito (colour-blind safe), and a dash pattern per series so that colour is never the only cue.
-const PALETTE = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#999999', '#F0E442'];
-const DASHES = [[], [8, 4], [2, 3], [10, 4, 2, 4], [1, 3], [14, 6]];
+/**
+ * @param {string} path
+ * @returns {Promise<any>} the JSON answer (its type is the caller's: the API's types in globals.d.ts)
+ */
 async function get(path) {
   const r = await fetch(path);
   if (!r.ok) throw new Error(path + ': ' + r.status);
@@ -31,14 +52,14 @@ async function get(path) {
 function parseRoute() {
   const m = /^#\/sweep\/([^/?]+)(?:\?(.*))?$/.exec(location.hash);
   if (!m) {
-    route = { page: 'list' };
+    route = LIST;
     return;
   }
   const q = new URLSearchParams(m[2] || '');
   const [key, dir] = (q.get('sort') || '').split(':');
   route = {
     page: 'sweep',
-    id: decodeURIComponent(m[1]),
+    id: decodeURIComponent(m[1] ?? ''),
     cells: (q.get('cells') || '').split(',').filter(Boolean),
     sort: key ? { key, dir: dir === 'desc' ? 'desc' : 'asc' } : null,
     q: q.get('q') || '',
@@ -58,6 +79,7 @@ function writeRoute() {
 
 async function renderList() {
   sweepView = null;
+  /** @type {SweepListItem[]} */
   const sweeps = await get('/api/sweeps');
   main.innerHTML =
     '<h2>Sweeps</h2>' +
@@ -73,6 +95,7 @@ async function renderList() {
         '</table>');
 }
 
+/** @param {import('@ferry/common').TableCell} c */
 function accText(c) {
   const mean = c.n > 1 ? `${pct(c.mean)} ± ${(c.std * 100).toFixed(1)}` : pct(c.mean);
   return c.ci95
@@ -80,6 +103,10 @@ function accText(c) {
     : mean;
 }
 
+/**
+ * @param {ResultsTable} t
+ * @param {string} id
+ */
 function tableHtml(t, id) {
   if (t.rows.length === 0)
     return '<p class="muted" id="table-empty">The comparison table fills in as cells finish.</p>';
@@ -125,135 +152,75 @@ function tableHtml(t, id) {
   return `<table id="table">${head}${rows}</table>${colors}${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
 
-const charts = new Map(); // chart id -> { plot, key }
+/** @type {Map<string, { chart: Chart, key: string }>} chart box id -> its chart and what it shows */
+const charts = new Map();
 // Charts take their colours from the page's (light or dark) palette: redrawn when it changes.
 const DARK = matchMedia('(prefers-color-scheme: dark)');
 DARK.addEventListener('change', () => {
   if (route.page === 'sweep') void renderSelection();
 });
 
-function cssVar(name) {
-  return getComputedStyle(document.body).getPropertyValue(name).trim() || '#888';
+/** @param {CellDetail} c */
+const cellName = (c) => `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`;
+
+/**
+ * A chart of the selected cells in box `boxId`: kept and fed new data while its cells, the layout
+ * and the colour scheme stay the same, drawn anew otherwise.
+ * @param {string} boxId
+ * @param {CellDetail[]} cells
+ * @param {ChartSpec} spec
+ */
+function plotCells(boxId, cells, spec) {
+  const box = document.getElementById(boxId);
+  if (!box) return;
+  const wide = document.body.clientWidth > 700 ? 'wide' : 'narrow';
+  const scheme = DARK.matches ? 'dark' : 'light';
+  const key = [spec.title, cells.map((x) => x.cellId).join(','), wide, scheme].join('|');
+  const old = charts.get(boxId);
+  if (old && old.key === key && document.body.contains(old.chart.plot.root)) {
+    old.chart.update(spec);
+    return;
+  }
+  if (old) old.chart.plot.destroy();
+  const width = Math.min(720, Math.max(280, (box.parentElement?.clientWidth ?? 720) - 16));
+  charts.set(boxId, { chart: FerryChart.plot(box, spec, width), key });
+  box.dataset.scheme = scheme;
 }
 
 /**
- * One uPlot chart with a series per cell (colour and dash pattern by position), best epochs ringed.
- * Kept and fed new data while its cells, the layout and the colour scheme stay the same.
+ * A metric per epoch of the selected cells.
+ * @param {string} boxId
+ * @param {string} title
+ * @param {CellDetail[]} cells
+ * @param {'valAccuracy' | 'trainLoss'} metric
+ * @param {boolean} asPercent
  */
-function plotCells(boxId, c) {
-  const box = document.getElementById(boxId);
-  if (!box) return;
-  box.dataset.points = String(c.points);
-  const key =
-    c.kind +
-    '|' +
-    c.cells.map((x) => x.cellId).join(',') +
-    '|' +
-    (document.body.clientWidth > 700 ? 'wide' : 'narrow') +
-    '|' +
-    (DARK.matches ? 'dark' : 'light');
-  const old = charts.get(boxId);
-  if (old && old.key === key && document.body.contains(old.plot.root)) {
-    old.best = c.best;
-    old.plot.setData(c.data);
-    return;
-  }
-  if (old) old.plot.destroy();
-  box.innerHTML = '';
-  const fg = cssVar('--fg');
-  const grid = cssVar('--grid');
-  const entry = { plot: null, key, best: c.best };
-  const axis = (label, values) => ({
-    label,
-    stroke: fg,
-    grid: { stroke: grid },
-    ticks: { stroke: grid },
-    ...(values ? { values } : {}),
-  });
-  const opts = {
-    title: c.title,
-    width: Math.min(720, Math.max(280, box.parentElement.clientWidth - 16)),
-    height: 260,
-    scales: { x: { time: false } },
-    axes: [axis(c.xLabel, c.xTicks), axis(c.yLabel, c.yTicks)],
-    series: [
-      { label: c.xSeries },
-      ...c.cells.map((x, k) => ({
-        label: `${x.dataset} ${x.color} ${x.strategy} s${x.seed}`,
-        stroke: PALETTE[k % PALETTE.length],
-        dash: DASHES[k % DASHES.length],
-        width: c.lineWidth,
-        spanGaps: true,
-        value: (u, v) => (v == null ? '-' : c.format(v)),
-      })),
-    ],
-    hooks: {
-      draw: [
-        (u) => {
-          const ctx = u.ctx;
-          entry.best.forEach((b, k) => {
-            const y = u.data[k + 1][b];
-            if (b < 0 || y == null) return;
-            ctx.beginPath();
-            ctx.strokeStyle = PALETTE[k % PALETTE.length];
-            ctx.lineWidth = 2 * devicePixelRatio;
-            ctx.arc(u.valToPos(b + 1, 'x', true), u.valToPos(y, 'y', true), 5 * devicePixelRatio, 0, 2 * Math.PI);
-            ctx.stroke();
-          });
-        },
-      ],
-    },
-  };
-  entry.plot = new uPlot(opts, c.data, box);
-  box.dataset.scheme = DARK.matches ? 'dark' : 'light';
-  charts.set(boxId, entry);
+function drawChart(boxId, title, cells, metric, asPercent) {
+  const series = cells.map((c) => ({ label: cellName(c), values: c.curves.map((p) => p[metric]), best: c.bestEpoch }));
+  plotCells(boxId, cells, FerryChart.epochChart(title, title, series, asPercent));
 }
 
-/** A metric per epoch of the selected cells. */
-function drawChart(boxId, title, cells, metric, yLabel, asPercent) {
-  const n = Math.max(1, ...cells.map((c) => c.curves.length));
-  plotCells(boxId, {
-    kind: 'epochs',
-    title,
-    cells,
-    data: [
-      Array.from({ length: n }, (_, i) => i + 1),
-      ...cells.map((c) => Array.from({ length: n }, (_, i) => (c.curves[i] ? c.curves[i][metric] : null))),
-    ],
-    points: Math.max(0, ...cells.map((c) => c.curves.length)),
-    best: cells.map((c) => c.bestEpoch),
-    xSeries: 'epoch',
-    xLabel: 'epoch',
-    xTicks: (u, ticks) => ticks.map((t) => (Number.isInteger(t) ? String(t) : '')),
-    yLabel,
-    yTicks: asPercent ? (u, ticks) => ticks.map((t) => (t * 100).toFixed(0) + '%') : null,
-    lineWidth: 2,
-    format: (v) => (asPercent ? (v * 100).toFixed(1) + '%' : v.toFixed(3)),
-  });
-}
-
-/** Step-level training loss of the selected cells (x: epochs elapsed), where the workers published it. */
+/**
+ * Step-level training loss of the selected cells (x: epochs elapsed), where the workers published it.
+ * @param {string} boxId
+ * @param {CellDetail[]} cells
+ */
 function drawStepChart(boxId, cells) {
-  const xs = [...new Set(cells.flatMap((c) => (c.steps || []).map((p) => p.x)))].sort((a, b) => a - b);
-  const at = cells.map((c) => new Map((c.steps || []).map((p) => [p.x, p.loss])));
-  plotCells(boxId, {
-    kind: 'steps',
-    title: 'train loss per step',
+  plotCells(
+    boxId,
     cells,
-    data: [xs, ...at.map((m) => xs.map((x) => (m.has(x) ? m.get(x) : null)))],
-    points: xs.length,
-    best: [],
-    xSeries: 'epochs',
-    xLabel: 'epochs elapsed',
-    xTicks: null,
-    yLabel: 'train loss',
-    yTicks: null,
-    lineWidth: 1.5,
-    format: (v) => v.toFixed(3),
-  });
+    FerryChart.stepChart(
+      cells.map(cellName),
+      cells.map((c) => [...(c.steps || [])]),
+    ),
+  );
 }
 
 /** A confusion matrix as a heat map (shade: share of the true class); counts or row percentages. */
+/**
+ * @param {CellDetail} c
+ * @param {boolean} norm
+ */
 function heatmapHtml(c, norm) {
   if (!c.confusion.length) return '';
   const head =
@@ -279,6 +246,7 @@ function heatmapHtml(c, norm) {
 }
 
 /** Per-class accuracy of the selected cells side by side. */
+/** @param {CellDetail[]} cells */
 function perClassHtml(cells) {
   const classes = cells.find((c) => c.classes.length)?.classes ?? [];
   if (!classes.length) return '';
@@ -305,25 +273,25 @@ async function renderSelection() {
   const box = document.getElementById('cell');
   if (!box) return;
   if (route.cells.length === 0) {
-    for (const c of charts.values()) c.plot.destroy();
+    for (const c of charts.values()) c.chart.plot.destroy();
     charts.clear();
     box.innerHTML =
       '<p class="muted" id="select-hint">Select cells (click, or Enter on a row) to overlay their curves.</p>';
     return;
   }
-  const cells = (
-    await Promise.all(route.cells.map((id) => get('/api/cells/' + encodeURIComponent(id)).catch(() => null)))
-  ).filter(Boolean);
+  /** @type {(CellDetail | null)[]} */
+  const got = await Promise.all(route.cells.map((id) => get('/api/cells/' + encodeURIComponent(id)).catch(() => null)));
+  const cells = got.filter((c) => c !== null);
   if (!document.getElementById('overlay')) {
     box.innerHTML =
       '<h3>Selected cells</h3><div class="panels"><div class="chart-box"><div id="overlay"></div></div><div class="chart-box"><div id="loss"></div></div></div>' +
       '<h3>Confusion matrices <label><input type="checkbox" id="norm"> normalised (share of each true class)</label></h3><div id="heatmaps" class="panels"></div>' +
       '<h3>Per-class accuracy</h3><div id="per-class-box" class="scroll"></div>';
   }
-  document.getElementById('norm').checked = route.norm;
-  drawChart('overlay', 'val accuracy', cells, 'valAccuracy', 'val accuracy', true);
+  /** @type {HTMLInputElement} */ (byId('norm')).checked = route.norm;
+  drawChart('overlay', 'val accuracy', cells, 'valAccuracy', true);
   if (cells.some((c) => c.steps && c.steps.length > 1)) drawStepChart('loss', cells);
-  else drawChart('loss', 'train loss', cells, 'trainLoss', 'train loss', false);
+  else drawChart('loss', 'train loss', cells, 'trainLoss', false);
   setHtml('heatmaps', cells.map((c) => heatmapHtml(c, route.norm)).join(''));
   setHtml('per-class-box', perClassHtml(cells));
 }
@@ -331,6 +299,11 @@ async function renderSelection() {
 /**
  * The cells of a cell's row, as [class, html] per column. Its <tr> and <td>s are kept across updates
  * and only a <td> whose content changed is written (a progress tick touches two cells, not a row).
+ */
+/**
+ * @param {CellSummary} c
+ * @param {boolean} selected
+ * @returns {[string, string][]}
  */
 function cellRow(c, selected) {
   return [
@@ -355,6 +328,10 @@ function cellRow(c, selected) {
 }
 
 /** Sets an element's HTML only when it changed (no re-layout, no lost selection or scroll). */
+/**
+ * @param {string} id
+ * @param {string} html
+ */
 function setHtml(id, html) {
   const el = document.getElementById(id);
   if (el && el.dataset.html !== html) {
@@ -366,6 +343,16 @@ function setHtml(id, html) {
 // The sweep page is built once per sweep and cell list; live updates then touch only what changed:
 // the rows whose text changed, their order (sorting) and visibility (filter), the summary, the
 // comparison and workers tables. Nothing is rebuilt, so no flicker and no scroll jump.
+/**
+ * @typedef {object} SweepView the sweep page as built, and what its rows show now
+ * @property {string} sweepId
+ * @property {string} ids the cell ids, one a line
+ * @property {Map<string, HTMLTableRowElement>} trs
+ * @property {Map<string, string[]>} rows per cell, each column's class and HTML as shown
+ * @property {Map<string, number>} flags per cell: 1 selected, 2 visible
+ * @property {string} order the cell ids in their shown order, one a line
+ */
+/** @type {SweepView | null} */
 let sweepView = null;
 
 const COLUMNS = [
@@ -398,6 +385,10 @@ function headerHtml() {
   );
 }
 
+/**
+ * @param {CellSummary} c
+ * @param {string} q
+ */
 function matches(c, q) {
   if (!q) return true;
   const hay =
@@ -409,13 +400,17 @@ function matches(c, q) {
     .every((w) => hay.includes(w));
 }
 
+/**
+ * @param {readonly CellSummary[]} cells
+ * @returns {readonly CellSummary[]}
+ */
 function ordered(cells) {
   if (!route.sort) return cells;
   const { key, dir } = route.sort;
   const sign = dir === 'desc' ? -1 : 1;
   return [...cells].sort((a, b) => {
-    const x = a[key],
-      y = b[key];
+    const x = /** @type {Record<string, unknown>} */ (a)[key],
+      y = /** @type {Record<string, unknown>} */ (b)[key];
     const c =
       typeof x === 'number' && typeof y === 'number'
         ? x - y
@@ -424,68 +419,77 @@ function ordered(cells) {
   });
 }
 
-async function renderSweep() {
-  lastLoad = Date.now();
-  const s = await get('/api/sweeps/' + encodeURIComponent(route.id));
-  const ids = s.cells.map((c) => c.cellId).join('\n');
-  if (!sweepView || sweepView.sweepId !== s.sweepId || sweepView.ids !== ids || !document.getElementById('cells')) {
-    main.innerHTML =
-      `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
-      '<h3>Comparison (best val accuracy)</h3><div id="comparison" class="scroll"></div><h3>Workers</h3><div id="workers-box" class="scroll"></div><div id="processes" class="scroll"></div>' +
-      `<h3>Cells</h3><p><label>filter <input id="filter" type="search" placeholder="e.g. gray freeze" value="${esc(route.q)}"></label> <span id="shown" class="muted"></span></p>` +
-      '<div class="scroll"><table id="cells"><thead id="cells-head"></thead><tbody id="cells-body">' +
-      s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') +
-      '</tbody></table></div><div id="cell"></div>';
-    const trs = new Map([...main.querySelectorAll('#cells tr.cell')].map((tr) => [tr.dataset.cell, tr]));
-    sweepView = { sweepId: s.sweepId, ids, trs, rows: new Map(), flags: new Map(), order: '' };
-    for (const c of charts.values()) c.plot.destroy();
-    charts.clear();
+/**
+ * Builds the sweep page for a sweep's cells (once per sweep and cell list).
+ * @param {SweepDetail} s
+ * @param {string} ids
+ * @returns {SweepView}
+ */
+function buildSweepPage(s, ids) {
+  main.innerHTML =
+    `<h2>${esc(s.name)} <span class="muted">${esc(s.sweepId)}</span></h2><p id="summary"></p>` +
+    '<h3>Comparison (best val accuracy)</h3><div id="comparison" class="scroll"></div><h3>Workers</h3><div id="workers-box" class="scroll"></div><div id="processes" class="scroll"></div>' +
+    `<h3>Cells</h3><p><label>filter <input id="filter" type="search" placeholder="e.g. gray freeze" value="${esc(route.q)}"></label> <span id="shown" class="muted"></span></p>` +
+    '<div class="scroll"><table id="cells"><thead id="cells-head"></thead><tbody id="cells-body">' +
+    s.cells.map((c) => `<tr class="cell" tabindex="0" data-cell="${esc(c.cellId)}"></tr>`).join('') +
+    '</tbody></table></div><div id="cell"></div>';
+  /** @type {HTMLTableRowElement[]} */
+  const rows = [...main.querySelectorAll('#cells tr.cell')].map((tr) => /** @type {HTMLTableRowElement} */ (tr));
+  const trs = new Map(rows.map((tr) => [tr.dataset.cell ?? '', tr]));
+  for (const c of charts.values()) c.chart.plot.destroy();
+  charts.clear();
+  return { sweepId: s.sweepId, ids, trs, rows: new Map(), flags: new Map(), order: '' };
+}
+
+/**
+ * Writes a cell's row: only the <td>s whose content changed, and its selection and visibility only
+ * when they changed (1,000 rows update twice a second). Returns whether it is shown.
+ * @param {SweepView} view
+ * @param {CellSummary} c
+ * @param {boolean} selected
+ */
+function updateRow(view, c, selected) {
+  const tr = /** @type {HTMLTableRowElement} */ (view.trs.get(c.cellId));
+  const cols = cellRow(c, selected);
+  const prev = view.rows.get(c.cellId);
+  if (!prev) {
+    tr.innerHTML = cols.map(([cls, html]) => `<td${cls ? ` class="${cls}"` : ''}>${html}</td>`).join('');
+    view.rows.set(
+      c.cellId,
+      cols.map(([cls, html]) => cls + '\u0000' + html),
+    );
+  } else {
+    cols.forEach(([cls, html], k) => {
+      const key = cls + '\u0000' + html;
+      const td = tr.children[k];
+      if (prev[k] === key || !td) return;
+      td.className = cls;
+      td.innerHTML = html;
+      prev[k] = key;
+    });
   }
-  setHtml('cells-head', headerHtml());
-  const selectedSet = new Set(route.cells);
-  let shown = 0;
-  for (const c of s.cells) {
-    const tr = sweepView.trs.get(c.cellId);
-    const cols = cellRow(c, selectedSet.has(c.cellId));
-    let prev = sweepView.rows.get(c.cellId);
-    if (!prev) {
-      tr.innerHTML = cols.map(([cls, html]) => `<td${cls ? ` class="${cls}"` : ''}>${html}</td>`).join('');
-      prev = cols.map(([cls, html]) => cls + '\u0000' + html);
-      sweepView.rows.set(c.cellId, prev);
-    } else {
-      const tds = tr.children;
-      cols.forEach(([cls, html], k) => {
-        const key = cls + '\u0000' + html;
-        if (prev[k] === key) return;
-        tds[k].className = cls;
-        tds[k].innerHTML = html;
-        prev[k] = key;
-      });
-    }
-    // Touch the row only when its selection or visibility changed (1,000 rows update twice a second).
-    const selected = selectedSet.has(c.cellId);
-    const visible = matches(c, route.q);
-    const flags = (selected ? 1 : 0) | (visible ? 2 : 0);
-    if (sweepView.flags.get(c.cellId) !== flags) {
-      tr.classList.toggle('selected', selected);
-      tr.setAttribute('aria-selected', String(selected));
-      tr.hidden = !visible;
-      sweepView.flags.set(c.cellId, flags);
-    }
-    if (visible) shown++;
+  const visible = matches(c, route.q);
+  const flags = (selected ? 1 : 0) | (visible ? 2 : 0);
+  if (view.flags.get(c.cellId) !== flags) {
+    tr.classList.toggle('selected', selected);
+    tr.setAttribute('aria-selected', String(selected));
+    tr.hidden = !visible;
+    view.flags.set(c.cellId, flags);
   }
-  // Reorder the kept rows only when the order changed.
-  const order = ordered(s.cells).map((c) => c.cellId);
-  if (order.join('\n') !== sweepView.order) {
-    const body = document.getElementById('cells-body');
-    for (const id of order) body.appendChild(sweepView.trs.get(id));
-    sweepView.order = order.join('\n');
-  }
+  return visible;
+}
+
+/**
+ * The summary, the comparison, workers and restarts tables.
+ * @param {SweepDetail} s
+ * @param {number} shown
+ */
+function updateTables(s, shown) {
   const shownText = route.q ? `${shown} of ${s.cells.length} shown` : '';
-  if (document.getElementById('shown').textContent !== shownText)
-    document.getElementById('shown').textContent = shownText;
+  const shownEl = byId('shown');
+  if (shownEl.textContent !== shownText) shownEl.textContent = shownText;
   const done = s.cells.filter((c) => c.state === 'done').length;
-  const summary = document.getElementById('summary');
+  const summary = byId('summary');
   const text = `${done}/${s.cells.length} cells done`;
   if (summary.textContent !== text) summary.textContent = text;
   setHtml('comparison', tableHtml(s.table, s.sweepId));
@@ -501,15 +505,41 @@ async function renderSweep() {
       '</table>',
   );
   setHtml('processes', processesHtml(s.processes || []));
+}
+
+async function renderSweep() {
+  lastLoad = Date.now();
+  /** @type {SweepDetail} */
+  const s = await get('/api/sweeps/' + encodeURIComponent(route.id));
+  const ids = s.cells.map((c) => c.cellId).join('\n');
+  const view =
+    sweepView && sweepView.sweepId === s.sweepId && sweepView.ids === ids && document.getElementById('cells')
+      ? sweepView
+      : buildSweepPage(s, ids);
+  sweepView = view;
+  setHtml('cells-head', headerHtml());
+  const selectedSet = new Set(route.cells);
+  let shown = 0;
+  for (const c of s.cells) if (updateRow(view, c, selectedSet.has(c.cellId))) shown++;
+  // Reorder the kept rows only when the order changed.
+  const order = ordered(s.cells).map((c) => c.cellId);
+  if (order.join('\n') !== view.order) {
+    const body = byId('cells-body');
+    for (const id of order) body.appendChild(/** @type {HTMLTableRowElement} */ (view.trs.get(id)));
+    view.order = order.join('\n');
+  }
+  updateTables(s, shown);
   await renderSelection();
 }
 
+/** @param {string} id */
 function toggleCell(id) {
   route.cells = route.cells.includes(id) ? route.cells.filter((x) => x !== id) : [...route.cells, id];
   writeRoute();
   void renderSweep();
 }
 
+/** @param {string} key */
 function sortBy(key) {
   route.sort =
     route.sort && route.sort.key === key
@@ -523,32 +553,32 @@ function sortBy(key) {
 
 // One listener for every row and header (both are kept across updates).
 main.addEventListener('click', (e) => {
-  const el = e.target instanceof Element ? e.target : null;
-  const th = el ? el.closest('#cells th.sortable') : null;
-  if (th) return sortBy(th.dataset.key);
-  const tr = el ? el.closest('#cells tr.cell') : null;
-  if (tr) return toggleCell(tr.dataset.cell);
+  const el = e.target instanceof HTMLElement ? e.target : null;
+  const th = el?.closest('#cells th.sortable');
+  if (th instanceof HTMLElement) return sortBy(th.dataset.key ?? '');
+  const tr = el?.closest('#cells tr.cell');
+  if (tr instanceof HTMLElement) return toggleCell(tr.dataset.cell ?? '');
 });
 main.addEventListener('keydown', (e) => {
   if (e.key !== 'Enter' && e.key !== ' ') return;
-  const el = e.target instanceof Element ? e.target : null;
+  const el = e.target instanceof HTMLElement ? e.target : null;
   if (el && el.matches('#cells th.sortable')) {
     e.preventDefault();
-    sortBy(el.dataset.key);
+    sortBy(el.dataset.key ?? '');
   } else if (el && el.matches('#cells tr.cell')) {
     e.preventDefault();
-    toggleCell(el.dataset.cell);
+    toggleCell(el.dataset.cell ?? '');
   }
 });
 main.addEventListener('input', (e) => {
-  if (e.target.id === 'filter') {
+  if (e.target instanceof HTMLInputElement && e.target.id === 'filter') {
     route.q = e.target.value;
     writeRoute();
     void renderSweep();
   }
 });
 main.addEventListener('change', (e) => {
-  if (e.target.id === 'norm') {
+  if (e.target instanceof HTMLInputElement && e.target.id === 'norm') {
     route.norm = e.target.checked;
     writeRoute();
     void renderSelection();
@@ -556,8 +586,10 @@ main.addEventListener('change', (e) => {
 });
 
 // Children of `ferry run` that exited unexpectedly: each crash, restart and crash loop.
+/** @param {readonly import('../src/state.js').ProcessView[]} ps */
 function processesHtml(ps) {
   if (ps.length === 0) return '';
+  /** @type {Record<string, string>} */
   const what = { crashed: 'exited unexpectedly', restarted: 'restarted', 'gave-up': 'crash loop: not restarted' };
   return (
     '<h3>Process restarts</h3><table id="process-events"><tr><th>time</th><th>process</th><th>event</th><th>exit</th><th>restarts</th><th>last log line</th></tr>' +
@@ -577,7 +609,7 @@ async function render() {
     if (route.page === 'sweep') await renderSweep();
     else await renderList();
   } catch (e) {
-    main.innerHTML = '<p class="state-failed">' + esc(e.message) + '</p>';
+    main.innerHTML = '<p class="state-failed">' + esc(e instanceof Error ? e.message : e) + '</p>';
   }
 }
 
@@ -600,7 +632,8 @@ es.onopen = () => {
 es.onerror = () => {
   statusEl.textContent = 'reconnecting…';
 };
-es.onmessage = (m) => {
+es.onmessage = (/** @type {MessageEvent<string>} */ m) => {
+  /** @type {{ sweeps: string[], cells: string[], workers: boolean }} */
   const d = JSON.parse(m.data);
   statusEl.textContent = 'live · updated ' + new Date().toLocaleTimeString();
   if (route.page === 'list' || (route.page === 'sweep' && (d.sweeps.includes(route.id) || d.workers))) schedule();

@@ -1,5 +1,6 @@
 /** @ferry/dashboard: `buildApp(options)` (fastify) and the dashboard process (`startDashboard`). */
 export { ChangeFeed, buildApp, type DashboardAppOptions } from './app.js';
+export { chartAssets } from './assets.js';
 export { startDashboard, type DashboardOptions, type EventFeed } from './server.js';
 export {
   DashboardState,
@@ -10,3 +11,4 @@ export {
   type SweepView,
   type WorkerView,
 } from './state.js';
+export type { CellDetail, CellSummary, SweepDetail, SweepListItem } from './api.js';

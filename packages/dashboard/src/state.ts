@@ -69,6 +69,13 @@ export interface WorkerView {
   lastSeen: string;
 }
 
+/** What an event changed (the live pushes name it). */
+export interface Change {
+  readonly sweepId: string;
+  readonly cellId?: string;
+  readonly workerId?: string;
+}
+
 /** Everything the dashboard shows, rebuilt from the event history (replay) and kept live. */
 export class DashboardState {
   readonly sweeps = new Map<string, SweepView>();
@@ -115,108 +122,114 @@ export class DashboardState {
   }
 
   /** Applies one event; returns what changed (for live pushes), or null for an ignored event. */
-  apply(e: FerryEvent): { sweepId: string; cellId?: string; workerId?: string } | null {
+  apply(e: FerryEvent): Change | null {
     this.events++;
-    const sweepId = e.sweepId;
-    if (e.sweep) {
-      const s = this.sweep(sweepId);
-      s.name = e.sweep.name;
-      s.createdAt = e.sweep.createdAt;
-      s.declaredCells = e.sweep.cells;
-      return { sweepId };
-    }
-    if (e.cell) {
-      const c = this.cell(sweepId, e.cell.cellId);
-      const x = e.cell;
-      c.spec = x.spec ?? c.spec;
-      c.state = x.state;
-      c.attempts = x.attempts;
-      c.worker = x.worker;
-      c.error = x.error;
-      c.updated = e.time;
-      if (x.state === 'done') {
-        c.bestValAccuracy = x.bestValAccuracy;
-        c.bestEpoch = x.bestEpoch;
-        c.wallMs = x.wallMs;
-        c.imagesPerSec = x.imagesPerSec;
-        c.classes = x.classes;
-        c.confusion = x.confusion.map((r) => r.counts);
-        c.perClassAccuracy = x.perClassAccuracy;
-        c.predictions =
-          x.valLabels.length > 0 && x.valSetHash
-            ? { predicted: x.valPredictions, labels: x.valLabels, valSetHash: x.valSetHash }
-            : null;
-        c.progress = null;
-      }
-      // A new attempt resumes from a checkpoint: its epochs replace the old attempt's from there.
-      return { sweepId, cellId: c.cellId };
-    }
-    if (e.step) {
-      const c = this.cell(sweepId, e.step.cellId);
-      const s = e.step;
-      c.progress = {
-        epoch: s.epoch,
-        step: s.step,
-        stepsPerEpoch: s.stepsPerEpoch,
-        epochs: s.epochs,
-        loss: s.loss,
-        imagesPerSec: s.imagesPerSec,
-        etaMs: s.etaMs,
-        time: e.time,
-      };
-      if (s.stepsPerEpoch > 0 && Number.isFinite(s.loss)) {
-        const x = s.epoch + s.step / s.stepsPerEpoch;
-        // A resumed attempt goes back in time: drop what it will publish again.
-        c.steps = c.steps.filter((p) => p.x < x);
-        c.steps.push({ x, loss: s.loss });
-        if (c.steps.length > 2 * STEP_POINTS) c.steps = downsample(c.steps, STEP_POINTS);
-      }
-      c.worker = s.worker;
-      if (c.state === 'pending') c.state = 'running';
-      return { sweepId, cellId: c.cellId };
-    }
-    if (e.epoch) {
-      const c = this.cell(sweepId, e.epoch.cellId);
-      const m = e.epoch;
-      c.epochs = c.epochs.filter((p) => p.epoch < m.epoch);
-      c.epochs.push({
-        epoch: m.epoch,
-        trainLoss: m.trainLoss,
-        trainAccuracy: m.trainAccuracy,
-        valLoss: m.valLoss,
-        valAccuracy: m.valAccuracy,
-        imagesPerSec: m.imagesPerSec,
-      });
-      if (c.state !== 'done') {
-        c.confusion = m.confusion.map((r) => r.counts);
-        c.perClassAccuracy = m.perClassAccuracy;
-      }
-      return { sweepId, cellId: c.cellId };
-    }
-    if (e.process) {
-      const p = e.process;
-      const s = this.sweep(sweepId);
-      s.processes.push({ ...p, time: e.time });
-      if (s.processes.length > 200) s.processes.shift();
-      return { sweepId };
-    }
-    if (e.worker) {
-      const w = e.worker;
-      const prev = this.workers.get(w.workerId);
-      this.workers.set(w.workerId, {
-        workerId: w.workerId,
-        name: w.name || prev?.name || w.workerId,
-        backend: w.backend || prev?.backend || '',
-        device: w.device || prev?.device || '',
-        state: w.state,
-        imagesPerSec: w.imagesPerSec || (w.state === 'alive' ? (prev?.imagesPerSec ?? 0) : 0),
-        cellId: w.cellId,
-        sweepId,
-        lastSeen: e.time,
-      });
-      return { sweepId, workerId: w.workerId };
-    }
+    if (e.sweep) return this.applySweep(e.sweepId, e.sweep);
+    if (e.cell) return this.applyCell(e, e.cell);
+    if (e.step) return this.applyStep(e, e.step);
+    if (e.epoch) return this.applyEpoch(e.sweepId, e.epoch);
+    if (e.process) return this.applyProcess(e, e.process);
+    if (e.worker) return this.applyWorker(e, e.worker);
     return null;
+  }
+
+  private applySweep(sweepId: string, x: NonNullable<FerryEvent['sweep']>): Change {
+    const s = this.sweep(sweepId);
+    s.name = x.name;
+    s.createdAt = x.createdAt;
+    s.declaredCells = x.cells;
+    return { sweepId };
+  }
+
+  private applyCell(e: FerryEvent, x: NonNullable<FerryEvent['cell']>): Change {
+    const c = this.cell(e.sweepId, x.cellId);
+    c.spec = x.spec ?? c.spec;
+    c.state = x.state;
+    c.attempts = x.attempts;
+    c.worker = x.worker;
+    c.error = x.error;
+    c.updated = e.time;
+    if (x.state === 'done') {
+      c.bestValAccuracy = x.bestValAccuracy;
+      c.bestEpoch = x.bestEpoch;
+      c.wallMs = x.wallMs;
+      c.imagesPerSec = x.imagesPerSec;
+      c.classes = x.classes;
+      c.confusion = x.confusion.map((r) => r.counts);
+      c.perClassAccuracy = x.perClassAccuracy;
+      c.predictions =
+        x.valLabels.length > 0 && x.valSetHash
+          ? { predicted: x.valPredictions, labels: x.valLabels, valSetHash: x.valSetHash }
+          : null;
+      c.progress = null;
+    }
+    // A new attempt resumes from a checkpoint: its epochs replace the old attempt's from there.
+    return { sweepId: e.sweepId, cellId: c.cellId };
+  }
+
+  private applyStep(e: FerryEvent, s: NonNullable<FerryEvent['step']>): Change {
+    const c = this.cell(e.sweepId, s.cellId);
+    c.progress = {
+      epoch: s.epoch,
+      step: s.step,
+      stepsPerEpoch: s.stepsPerEpoch,
+      epochs: s.epochs,
+      loss: s.loss,
+      imagesPerSec: s.imagesPerSec,
+      etaMs: s.etaMs,
+      time: e.time,
+    };
+    if (s.stepsPerEpoch > 0 && Number.isFinite(s.loss)) {
+      const x = s.epoch + s.step / s.stepsPerEpoch;
+      // A resumed attempt goes back in time: drop what it will publish again.
+      c.steps = c.steps.filter((p) => p.x < x);
+      c.steps.push({ x, loss: s.loss });
+      if (c.steps.length > 2 * STEP_POINTS) c.steps = downsample(c.steps, STEP_POINTS);
+    }
+    c.worker = s.worker;
+    if (c.state === 'pending') c.state = 'running';
+    return { sweepId: e.sweepId, cellId: c.cellId };
+  }
+
+  private applyEpoch(sweepId: string, m: NonNullable<FerryEvent['epoch']>): Change {
+    const c = this.cell(sweepId, m.cellId);
+    c.epochs = c.epochs.filter((p) => p.epoch < m.epoch);
+    c.epochs.push({
+      epoch: m.epoch,
+      trainLoss: m.trainLoss,
+      trainAccuracy: m.trainAccuracy,
+      valLoss: m.valLoss,
+      valAccuracy: m.valAccuracy,
+      imagesPerSec: m.imagesPerSec,
+    });
+    if (c.state !== 'done') {
+      c.confusion = m.confusion.map((r) => r.counts);
+      c.perClassAccuracy = m.perClassAccuracy;
+    }
+    return { sweepId, cellId: c.cellId };
+  }
+
+  private applyProcess(e: FerryEvent, p: ProcessEvent): Change {
+    const s = this.sweep(e.sweepId);
+    s.processes.push({ ...p, time: e.time });
+    if (s.processes.length > 200) s.processes.shift();
+    return { sweepId: e.sweepId };
+  }
+
+  private applyWorker(e: FerryEvent, w: NonNullable<FerryEvent['worker']>): Change {
+    const prev = this.workers.get(w.workerId);
+    this.workers.set(w.workerId, {
+      workerId: w.workerId,
+      name: w.name || prev?.name || w.workerId,
+      backend: w.backend || prev?.backend || '',
+      device: w.device || prev?.device || '',
+      state: w.state,
+      imagesPerSec: w.imagesPerSec || (w.state === 'alive' ? (prev?.imagesPerSec ?? 0) : 0),
+      cellId: w.cellId,
+      sweepId: e.sweepId,
+      lastSeen: e.time,
+    });
+    return { sweepId: e.sweepId, workerId: w.workerId };
   }
 
   /** The comparison table of a sweep, from its done cells (same function as `ferry sweep results`). */

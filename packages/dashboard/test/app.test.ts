@@ -136,7 +136,12 @@ describe('dashboard routes (fastify inject)', () => {
       '| ants | rgb | **92.0% +/- 2.8 [85.0, 95.9]** | 81.0% +/- 1.4 [72.2, 87.5] | finetune (McNemar p = 0.00098) |',
     );
     expect((await app.inject('/api/sweeps/s1/table')).json()).toEqual(JSON.parse(JSON.stringify(expected)));
-    expect((await app.inject('/api/sweeps/s1/table?format=xml')).statusCode).toBe(400);
+    // Bad input is fastify's schema validation: a 400 that says what the value must be.
+    const xml = await app.inject('/api/sweeps/s1/table?format=xml');
+    expect([xml.statusCode, xml.json()]).toEqual([400, { error: 'format must be json, csv or md' }]);
+    expect((await app.inject(`/api/cells/${'x'.repeat(300)}`)).statusCode).toBe(414); // fastify's 100-character limit
+    expect((await app.inject('/api/sweeps?unknown=1')).statusCode).toBe(200);
+    expect((await app.inject('/chart.js')).body).toContain('const FerryChart');
     expect((await app.inject('/api/sweeps/nope/table')).statusCode).toBe(404);
     await app.close();
   });

@@ -1,90 +1,27 @@
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { Store, storeEvents } from '@ferry/coordinator';
-import { InvalidArgumentError } from '@ferry/core';
-import { startDashboard, type EventFeed } from '@ferry/dashboard';
-import { watchCoordinatorEvents } from '@ferry/client';
-import { Args } from '../args.js';
-import { err, out, type CliIo } from '../io.js';
+import type { Command } from 'commander';
+import type { DashboardFlags } from '../actions/dashboard.js';
+import { examples, type CommandContext } from '../kit.js';
 
-export const USAGE =
-  'ferry dashboard (--nats nats://[user:pass@|token@]HOST:PORT | --coordinator HOST:PORT [--coordinator-token T] | --run runs/<sweep>) [--listen 127.0.0.1:8080] [--token T] [--insecure]';
-
-/**
- * `ferry dashboard`: shows sweeps from NATS JetStream (replayed, then live), from a coordinator's
- * own event feed (no NATS needed), or from a finished run's output folder (its coordinator state,
- * read-only); prints `dashboard on URL` once listening.
- */
-export async function dashboardCommand(argv: readonly string[], io: CliIo): Promise<number> {
-  const args = Args.parse(
-    argv,
-    {
-      nats: { type: 'string' },
-      coordinator: { type: 'string' },
-      'coordinator-token': { type: 'string' },
-      run: { type: 'string' },
-      listen: { type: 'string' },
-      token: { type: 'string' },
-      insecure: { type: 'boolean' },
-    },
-    USAGE,
-  );
-  const log = (l: string): void => err(io, `[dashboard] ${l}`);
-  const coordinator = args.string('coordinator');
-  const run = args.string('run');
-  const nats = coordinator || run ? undefined : (args.string('nats') ?? io.env['FERRY_NATS']);
-  if ([nats, coordinator, run].filter((x) => x !== undefined).length !== 1)
-    throw new InvalidArgumentError(`give one of --nats, --coordinator or --run\nusage: ${USAGE}`);
-  const token = args.string('token') ?? io.env['FERRY_DASHBOARD_TOKEN'];
-  let feed: EventFeed | undefined;
-  if (coordinator) {
-    const ctoken = args.string('coordinator-token') ?? io.env['FERRY_TOKEN'];
-    let watch: ReturnType<typeof watchCoordinatorEvents> | undefined;
-    feed = {
-      start: async (onEvent) => {
-        watch = watchCoordinatorEvents({ address: coordinator, ...(ctoken ? { token: ctoken } : {}) }, onEvent, log);
-        await watch.ready;
-      },
-      stop: async () => watch?.stop(),
-    };
-  } else if (run) feed = runFolderFeed(run);
-  let d;
-  try {
-    d = await startDashboard({
-      listen: args.string('listen') ?? '127.0.0.1:8080',
-      ...(nats ? { nats: { url: nats, name: 'ferry-dashboard' } } : { feed: feed! }),
-      ...(token ? { token } : {}),
-      insecure: args.flag('insecure'),
-      log,
+/** `ferry dashboard`. */
+export function dashboardDefinition(program: Command, ctx: CommandContext): void {
+  const cmd = program
+    .command('dashboard')
+    .description('live progress, curves and the comparison table in a browser (NATS, a coordinator, or a run folder)')
+    .option('--nats <url>', 'follow NATS JetStream: nats://[user:pass@|token@]HOST:PORT (default: FERRY_NATS)')
+    .option('--coordinator <host:port>', "follow a coordinator's own event feed (no NATS needed)")
+    .option('--coordinator-token <token>', "the coordinator's token (default: FERRY_TOKEN)")
+    .option('--run <runs/SWEEP>', "a finished run's output folder (read-only)")
+    .option('--listen <host:port>', 'where to serve', '127.0.0.1:8080')
+    .option('--token <token>', 'required of every request (default: FERRY_DASHBOARD_TOKEN)')
+    .option('--insecure', 'listen on a non-loopback address without a token', false)
+    .action(async () => {
+      const { dashboardCommand } = await import('../actions/dashboard.js');
+      ctx.code = await dashboardCommand(cmd.opts<DashboardFlags>(), ctx.io);
     });
-  } catch (e) {
-    throw new InvalidArgumentError((e as Error).message);
-  }
-  out(io, `dashboard on ${d.url}`);
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
-  await d.stop();
-  return 0;
-}
-
-/** A finished (or stopped) run's output folder: its coordinator state, read once and never written. */
-function runFolderFeed(dir: string): EventFeed {
-  const file = path.join(dir, 'state', 'ferry.sqlite');
-  if (!existsSync(file))
-    throw new InvalidArgumentError(
-      `${dir} is not a ferry run's output folder (no state/ferry.sqlite); give the --out of a ferry run`,
-    );
-  return {
-    start: async (onEvent) => {
-      const store = new Store(file, { readOnly: true });
-      try {
-        for (const e of storeEvents(store)) onEvent(e.event);
-      } finally {
-        store.close();
-      }
-    },
-    stop: async () => undefined,
-  };
+  examples(
+    cmd,
+    'ferry dashboard --run runs/demo',
+    'ferry dashboard --coordinator 127.0.0.1:7070 --listen 0.0.0.0:8080 --token SECRET',
+    'ferry dashboard --nats nats://127.0.0.1:4222',
+  );
 }

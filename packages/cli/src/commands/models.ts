@@ -1,37 +1,16 @@
-import { buildModel, countParams, listModels } from '@ferry/core';
-import { Args } from '../args.js';
-import { out, table, type CliIo } from '../io.js';
+import type { Command } from 'commander';
+import type { ModelsOptions } from '../actions/models.js';
+import { examples, type CommandContext } from '../kit.js';
 
-export const USAGE = 'ferry models [--json]';
-
-/** The model zoo with parameter counts (1000 classes) and default weight sources. */
-export function modelsCommand(argv: readonly string[], io: CliIo): number {
-  const args = Args.parse(argv, { json: { type: 'boolean' } }, USAGE);
-  const rows = listModels().map((m) => {
-    const def = buildModel(m.name, 1000);
-    return {
-      name: m.name,
-      parameters: countParams(def, true),
-      stages: def.stages.map((s) => s.name),
-      weights: m.weights?.url ?? null,
-      description: m.description,
-    };
-  });
-  if (args.flag('json')) {
-    out(io, JSON.stringify(rows, null, 2));
-    return 0;
-  }
-  out(
-    io,
-    table([
-      ['MODEL', 'PARAMS (1000 cls)', 'DEFAULT WEIGHTS', 'DESCRIPTION'],
-      ...rows.map((r) => [
-        r.name,
-        r.parameters.toLocaleString('en-US'),
-        r.weights ?? '(none: random init)',
-        r.description,
-      ]),
-    ]),
-  );
-  return 0;
+/** `ferry models`. */
+export function modelsDefinition(program: Command, ctx: CommandContext): void {
+  const cmd = program
+    .command('models')
+    .description('the model zoo: parameter counts, stages, default weights')
+    .option('--json', 'the zoo as JSON', false)
+    .action(async () => {
+      const { modelsCommand } = await import('../actions/models.js');
+      ctx.code = modelsCommand(cmd.opts<ModelsOptions>(), ctx.io);
+    });
+  examples(cmd, 'ferry models', 'ferry models --json');
 }

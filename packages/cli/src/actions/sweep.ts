@@ -1,0 +1,163 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseSweep } from '@ferry/coordinator';
+import { resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
+import { InvalidArgumentError, datasetFingerprint } from '@ferry/core';
+import type { SweepStatus } from '@ferry/protocol';
+import { adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
+import { connectionFrom } from '../connection.js';
+import { err, out, table, type CliIo } from '../io.js';
+import type { ConnectionFlags } from '../kit.js';
+import { resultsHtml } from '../report.js';
+import { outcomes, reportCells } from '../sweep-results.js';
+
+type Admin = ReturnType<typeof adminClient>;
+
+export interface SubmitFlags extends ConnectionFlags {
+  readonly dataRoot?: string;
+  readonly maxAttempts: number;
+}
+
+export interface ResultsFlags extends ConnectionFlags {
+  readonly format: string;
+  readonly alpha: number;
+}
+
+/** Runs `fn` with an admin client; gRPC errors become ferry's (UNAVAILABLE, NOT_FOUND, ...). */
+async function withAdmin(
+  flags: ConnectionFlags,
+  io: CliIo,
+  fn: (admin: Admin, conn: ConnectionOptions) => Promise<number>,
+): Promise<number> {
+  const conn = connectionFrom(flags, io);
+  const admin = adminClient(conn);
+  try {
+    return await fn(admin, conn);
+  } catch (e) {
+    throw ferryErrorFromGrpc(e, conn.address) ?? e;
+  } finally {
+    admin.close();
+  }
+}
+
+/** `ferry sweep submit FILE`. */
+export async function submit(file: string, o: SubmitFlags, io: CliIo): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const yaml = await readFile(file, 'utf8').catch((e: Error) => {
+      throw new InvalidArgumentError(`cannot read the sweep file ${file}: ${e.message}`);
+    });
+    const sweep = parseSweep(yaml, file);
+    const fingerprints: Record<string, string> = {};
+    const root = o.dataRoot;
+    if (root)
+      for (const c of sweep.cells)
+        fingerprints[c.spec.dataset] ??= (await datasetFingerprint(path.resolve(root, c.spec.path))).fingerprint;
+    const r = await unary(
+      admin.submitSweep,
+      admin,
+      { yaml, fileName: path.basename(file), datasetFingerprints: fingerprints, maxAttempts: o.maxAttempts },
+      conn,
+      30_000,
+    );
+    out(io, `sweep ${r.sweepId}: ${r.cells} cells (${r.newCells} new)`);
+    return 0;
+  });
+}
+
+function statusRows(s: SweepStatus): string[][] {
+  return [
+    [
+      'CELL',
+      'DATASET',
+      'COLOR',
+      'STRATEGY',
+      'MODEL',
+      'SEED',
+      'STATE',
+      'EPOCH',
+      'ATTEMPTS',
+      'WORKER',
+      'BEST VAL',
+      'ERROR',
+    ],
+    ...s.cells.map((c) => [
+      c.cellId.slice(0, 10),
+      c.spec!.dataset,
+      c.spec!.color,
+      c.spec!.strategy,
+      c.spec!.model,
+      String(c.spec!.seed),
+      c.state,
+      `${c.epoch}/${c.spec!.epochs}`,
+      String(c.attempts),
+      c.worker,
+      c.state === 'done' ? `${(c.bestValAccuracy * 100).toFixed(1)}%` : '',
+      c.error.slice(0, 80),
+    ]),
+  ];
+}
+
+/** `ferry sweep status SWEEP`. */
+export async function status(id: string, o: ConnectionFlags, io: CliIo): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const s = await getSweepAll(admin, conn, id, { withResults: false });
+    out(
+      io,
+      `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`,
+    );
+    out(io, table(statusRows(s)));
+    return 0;
+  });
+}
+
+/** `ferry sweep results SWEEP`. */
+export async function results(id: string, o: ResultsFlags, io: CliIo): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const s = await getSweepAll(admin, conn, id, { withResults: true, timeoutMs: 60_000 });
+    const t = resultsTable(outcomes(s), { alpha: o.alpha });
+    if (o.format === 'csv') out(io, tableCsv(t));
+    else if (o.format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
+    else if (o.format === 'md') out(io, tableMarkdown(t));
+    else out(io, resultsHtml(s.name, t, reportCells(s)));
+    if (s.done < s.cells.length) err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
+    return 0;
+  });
+}
+
+/** `ferry sweep retry SWEEP` and `ferry sweep cancel SWEEP`. */
+export async function retryOrCancel(
+  what: 'retry' | 'cancel',
+  id: string,
+  o: ConnectionFlags,
+  io: CliIo,
+): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const fn = what === 'retry' ? admin.retryFailed : admin.cancelSweep;
+    const r = await unary(fn, admin, { sweepId: id, offset: 0, limit: 0, withResults: false }, conn, 10_000);
+    out(io, `${what === 'retry' ? 'requeued' : 'cancelled'} ${r.count} cell(s)`);
+    return 0;
+  });
+}
+
+/** `ferry sweep list`. */
+export async function list(o: ConnectionFlags, io: CliIo): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const r = await unary(admin.listSweeps, admin, {}, conn, 10_000);
+    out(
+      io,
+      table([
+        ['SWEEP', 'NAME', 'DONE', 'RUNNING', 'PENDING', 'FAILED', 'CREATED'],
+        ...r.sweeps.map((s) => [
+          s.sweepId,
+          s.name,
+          String(s.done),
+          String(s.running),
+          String(s.pending),
+          String(s.failed),
+          s.createdAt,
+        ]),
+      ]),
+    );
+    return 0;
+  });
+}

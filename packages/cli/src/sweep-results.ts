@@ -1,0 +1,26 @@
+import { summarizeResult, type CellOutcome } from '@ferry/common';
+import type { SweepStatus } from '@ferry/protocol';
+import { reportCell, type ReportCell } from './report.js';
+
+/** The done cells of a sweep (with results) as the HTML report draws them. */
+export function reportCells(s: SweepStatus): ReportCell[] {
+  return s.cells.filter((c) => c.state === 'done').flatMap((c) => reportCell(c.spec!, c.result) ?? []);
+}
+
+/** The done cells of a sweep as the results table compares them. */
+export function outcomes(s: SweepStatus): CellOutcome[] {
+  return s.cells
+    .filter((c) => c.state === 'done' && c.result)
+    .map((c) => {
+      const r = summarizeResult(c.result!);
+      const { valFraction, ...spec } = c.spec!;
+      return {
+        spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
+        bestValAccuracy: r.bestValAccuracy,
+        bestEpoch: r.bestEpoch,
+        wallMs: r.wallMs,
+        imagesPerSec: r.imagesPerSec,
+        ...(r.predictions ? { predictions: r.predictions } : {}),
+      };
+    });
+}
