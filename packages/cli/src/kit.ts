@@ -1,4 +1,12 @@
-import { FerryError, LIMITS } from '@ferry/common';
+import {
+  FerryError,
+  HYPER_PARAMETERS,
+  LIMITS,
+  hyperParameterProblem,
+  hyperParameterRange,
+  type HyperParameterDefinition,
+  type HyperParameterName,
+} from '@ferry/common';
 import type { Command } from 'commander';
 import type { CliIo } from './io.js';
 
@@ -30,6 +38,25 @@ export function num(name: string): (value: string) => number {
     if (value.trim() === '' || !Number.isFinite(n)) throw usageError(`--${name} must be a number (got "${value}")`);
     return n;
   };
+}
+
+/**
+ * A hyper-parameter's option from the cell specification's table (@ferry/common): its flag,
+ * description, default and range are the sweep's, written once. `short` adds a one-letter flag,
+ * `note` a word for the study script's spelling.
+ */
+export function hyperOption(cmd: Command, name: HyperParameterName, short?: string, note = ''): Command {
+  const d: HyperParameterDefinition = HYPER_PARAMETERS[name];
+  if (!d.flag) throw new Error(`${name} has no flag in HYPER_PARAMETERS`);
+  if (d.kind === 'boolean') return cmd.option(d.flag, `${d.what}${note}`);
+  const flag = `${short ? `${short}, ` : ''}${d.flag} <${d.kind === 'integer' ? 'n' : 'x'}>`;
+  const parse = (value: string): number => {
+    const n = Number(value);
+    const problem = value.trim() === '' ? `must be a number (got "${value}")` : hyperParameterProblem(name, n);
+    if (problem) throw usageError(`${d.flag} ${problem}; allowed: ${hyperParameterRange(name)}`);
+    return n;
+  };
+  return cmd.option(flag, `${d.what}${note}; ${hyperParameterRange(name)}`, parse, d.default);
 }
 
 /** `--alpha`: the significance level a verdict needs (p < alpha). */
