@@ -207,29 +207,7 @@ export function compareColumns(
     const y = bySeed.get(x.spec.seed);
     return y ? [[x, y] as const] : [];
   });
-  let onlyA = 0;
-  let onlyB = 0;
-  let pairedSeeds = 0;
-  let reason: string | undefined;
-  for (const [x, y] of pairs) {
-    const px = x.predictions;
-    const py = y.predictions;
-    if (!px || !py || px.labels.length === 0 || py.labels.length === 0) {
-      reason = 'per-image predictions were not kept';
-      continue;
-    }
-    if (px.valSetHash !== py.valSetHash || px.labels.length !== py.labels.length) {
-      reason = 'the cells were evaluated on different val images';
-      continue;
-    }
-    pairedSeeds++;
-    for (let i = 0; i < px.labels.length; i++) {
-      const ra = px.predicted[i] === px.labels[i];
-      const rb = py.predicted[i] === py.labels[i];
-      if (ra && !rb) onlyA++;
-      else if (rb && !ra) onlyB++;
-    }
-  }
+  const { onlyA, onlyB, pairedSeeds, reason } = discordantPairs(pairs);
   const seeds =
     pairs.length >= 3
       ? {
@@ -279,6 +257,42 @@ export function compareColumns(
   };
 }
 
+/**
+ * McNemar's counts over the seeds whose two cells saw the same val images: images only a got
+ * right, only b; with why a seed could not be paired.
+ */
+function discordantPairs(pairs: readonly (readonly [CellOutcome, CellOutcome])[]): {
+  onlyA: number;
+  onlyB: number;
+  pairedSeeds: number;
+  reason: string | undefined;
+} {
+  let onlyA = 0;
+  let onlyB = 0;
+  let pairedSeeds = 0;
+  let reason: string | undefined;
+  for (const [x, y] of pairs) {
+    const px = x.predictions;
+    const py = y.predictions;
+    if (!px || !py || px.labels.length === 0 || py.labels.length === 0) {
+      reason = 'per-image predictions were not kept';
+      continue;
+    }
+    if (px.valSetHash !== py.valSetHash || px.labels.length !== py.labels.length) {
+      reason = 'the cells were evaluated on different val images';
+      continue;
+    }
+    pairedSeeds++;
+    for (let i = 0; i < px.labels.length; i++) {
+      const ra = px.predicted[i] === px.labels[i];
+      const rb = py.predicted[i] === py.labels[i];
+      if (ra && !rb) onlyA++;
+      else if (rb && !ra) onlyB++;
+    }
+  }
+  return { onlyA, onlyB, pairedSeeds, reason };
+}
+
 const key = (...parts: string[]): string => JSON.stringify(parts);
 
 /** The study's comparison: rows dataset x color (x model), columns strategies, with their tests. */
@@ -291,56 +305,60 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
     const k = key(o.spec.dataset, o.spec.color, o.spec.model);
     groups.set(k, [...(groups.get(k) ?? []), o]);
   }
-  const rows = [...groups].map(([k, list]): ResultsRow => {
-    const [dataset, color, model] = JSON.parse(k) as [string, string, string];
-    const byStrategy: Record<string, TableCell | null> = {};
-    for (const s of strategies) {
-      const xs = list.filter((o) => o.spec.strategy === s);
-      byStrategy[s] = xs.length === 0 ? null : tableCell(xs);
-    }
-    const ranked = strategies.filter((s) => byStrategy[s]).sort((x, y) => byStrategy[y]!.mean - byStrategy[x]!.mean);
-    const [first, second] = ranked;
-    const comparison =
-      first && second
-        ? compareColumns(
-            first,
-            list.filter((o) => o.spec.strategy === first),
-            second,
-            list.filter((o) => o.spec.strategy === second),
-            alpha,
-          )
-        : null;
-    return {
-      dataset,
-      color,
-      model,
-      byStrategy,
-      comparison,
-      winner: comparison?.winner ?? null,
-      verdict: verdictText(comparison),
-    };
-  });
-  rows.sort((x, y) =>
-    x.dataset < y.dataset
-      ? -1
-      : x.dataset > y.dataset
-        ? 1
-        : x.model < y.model
-          ? -1
-          : x.model > y.model
-            ? 1
-            : x.color === 'rgb'
-              ? -1
-              : 1,
+  const rows = [...groups].map(([k, list]) =>
+    resultsRow(JSON.parse(k) as [string, string, string], list, strategies, alpha),
   );
+  rows.sort(byDatasetModelColor);
+  const colorComparisons = compareColors(outcomes, alpha);
+  const semantics = Object.fromEntries(
+    strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']),
+  );
+  return { strategies, semantics, alpha, rows, colorComparisons };
+}
 
-  const colorComparisons: ColorComparison[] = [];
+/** One row: each strategy's cell, and its best two strategies compared. */
+function resultsRow(
+  [dataset, color, model]: readonly [string, string, string],
+  list: readonly CellOutcome[],
+  strategies: readonly string[],
+  alpha: number,
+): ResultsRow {
+  const byStrategy: Record<string, TableCell | null> = {};
+  for (const s of strategies) {
+    const xs = list.filter((o) => o.spec.strategy === s);
+    byStrategy[s] = xs.length === 0 ? null : tableCell(xs);
+  }
+  const ranked = strategies.filter((s) => byStrategy[s]).sort((x, y) => byStrategy[y]!.mean - byStrategy[x]!.mean);
+  const [first, second] = ranked;
+  const column = (s: string): CellOutcome[] => list.filter((o) => o.spec.strategy === s);
+  const comparison = first && second ? compareColumns(first, column(first), second, column(second), alpha) : null;
+  return {
+    dataset,
+    color,
+    model,
+    byStrategy,
+    comparison,
+    winner: comparison?.winner ?? null,
+    verdict: verdictText(comparison),
+  };
+}
+
+/** Rows by dataset, then model, rgb before gray. */
+function byDatasetModelColor(x: ResultsRow, y: ResultsRow): number {
+  if (x.dataset !== y.dataset) return x.dataset < y.dataset ? -1 : 1;
+  if (x.model !== y.model) return x.model < y.model ? -1 : 1;
+  return x.color === 'rgb' ? -1 : 1;
+}
+
+/** rgb against gray for every dataset, model and strategy that ran in both. */
+function compareColors(outcomes: readonly CellOutcome[], alpha: number): ColorComparison[] {
+  const out: ColorComparison[] = [];
   const seen = new Set<string>();
   for (const o of outcomes) {
     const k = key(o.spec.dataset, o.spec.model, o.spec.strategy);
     if (seen.has(k)) continue;
     seen.add(k);
-    const same = (c: string) =>
+    const same = (c: string): CellOutcome[] =>
       outcomes.filter(
         (x) =>
           x.spec.dataset === o.spec.dataset &&
@@ -352,7 +370,7 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
     const gray = same('gray');
     if (rgb.length === 0 || gray.length === 0) continue;
     const comparison = compareColumns('rgb', rgb, 'gray', gray, alpha);
-    colorComparisons.push({
+    out.push({
       dataset: o.spec.dataset,
       model: o.spec.model,
       strategy: o.spec.strategy,
@@ -362,10 +380,7 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
       verdict: verdictText(comparison),
     });
   }
-  const semantics = Object.fromEntries(
-    strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']),
-  );
-  return { strategies, semantics, alpha, rows, colorComparisons };
+  return out;
 }
 
 const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
