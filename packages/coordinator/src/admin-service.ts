@@ -11,7 +11,7 @@ import {
 } from '@ferry/protocol';
 import type { CoordinatorHost } from './host.js';
 import { status } from './rpc.js';
-import type { CellEntry } from './scheduler.js';
+import type { CellEntry } from './scheduler-types.js';
 import { toProtoSpec } from './spec.js';
 import { parseSweep } from './sweep.js';
 

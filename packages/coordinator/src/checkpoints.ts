@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Ack, CheckpointChunk, CheckpointRequest } from '@ferry/protocol';
 import { checkpointProblem } from './checkpoint-file.js';
 import { status } from './rpc.js';
-import type { CellEntry } from './scheduler.js';
+import type { CellEntry } from './scheduler-types.js';
 
 /** What the checkpoint handlers need of the coordinator. */
 export interface CheckpointHost {

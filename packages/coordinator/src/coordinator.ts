@@ -9,14 +9,8 @@ import type { CoordinatorHost } from './host.js';
 import { splitHostPort } from './net.js';
 import { resolveCoordinatorOptions, type CoordinatorOptions, type ResolvedCoordinatorOptions } from './options.js';
 import { bearerTokenInterceptor, guarded } from './rpc.js';
-import {
-  initialState,
-  step,
-  type CellEntry,
-  type SchedulerAction,
-  type SchedulerEvent,
-  type SchedulerState,
-} from './scheduler.js';
+import { initialState, step } from './scheduler.js';
+import type { CellEntry, SchedulerAction, SchedulerEvent, SchedulerState } from './scheduler-types.js';
 import { Store } from './store.js';
 import { WorkerService } from './worker-service.js';
 

@@ -1,5 +1,5 @@
 import { CellEvent, EpochEvent, FerryEvent, SUBJECTS, type CellResult, type EpochMetrics } from '@ferry/protocol';
-import type { CellEntry, WorkerEntry } from './scheduler.js';
+import type { CellEntry, WorkerEntry } from './scheduler-types.js';
 import type { Store } from './store.js';
 import { toProtoSpec } from './spec.js';
 

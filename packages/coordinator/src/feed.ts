@@ -3,7 +3,7 @@ import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type EventsServer, type WatchRequest } from '@ferry/protocol';
 import { cellEvent, storeEvents } from './events.js';
 import { status } from './rpc.js';
-import type { SchedulerAction, SchedulerState } from './scheduler.js';
+import type { SchedulerAction, SchedulerState } from './scheduler-types.js';
 import type { Store } from './store.js';
 
 /** Unsent events an Events.Watch subscriber may fall behind by before it is cut. */

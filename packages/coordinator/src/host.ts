@@ -1,7 +1,7 @@
 import type { Checkpoints } from './checkpoints.js';
 import type { EventFeed } from './feed.js';
 import type { ResolvedCoordinatorOptions } from './options.js';
-import type { CellEntry, SchedulerAction, SchedulerEvent, SchedulerState } from './scheduler.js';
+import type { CellEntry, SchedulerAction, SchedulerEvent, SchedulerState } from './scheduler-types.js';
 import type { Store } from './store.js';
 
 /**

@@ -10,16 +10,15 @@ export {
 } from './options.js';
 export { fromProtoSpec, toProtoSpec } from './spec.js';
 export { cellEvent, epochEvent, storeEvents, type SubjectEvent } from './events.js';
-export {
-  initialState,
-  step,
-  type CellEntry,
-  type CellState,
-  type SchedulerAction,
-  type SchedulerConfig,
-  type SchedulerEvent,
-  type SchedulerState,
-  type WorkerEntry,
-} from './scheduler.js';
+export { initialState, step } from './scheduler.js';
+export type {
+  CellEntry,
+  CellState,
+  SchedulerAction,
+  SchedulerConfig,
+  SchedulerEvent,
+  SchedulerState,
+  WorkerEntry,
+} from './scheduler-types.js';
 export { Store } from './store.js';
 export { splitHostPort } from './net.js';

@@ -11,19 +11,6 @@ import type {
   StepResult,
 } from './scheduler-types.js';
 
-export type {
-  CellState,
-  CellEntry,
-  WorkerEntry,
-  SchedulerConfig,
-  SchedulerState,
-  Recovery,
-  RunningClaim,
-  SchedulerEvent,
-  SchedulerAction,
-  StepResult,
-} from './scheduler-types.js';
-
 /**
  * The scheduler as a step function: step(state, event) -> { state, actions }. It decides; the
  * coordinator's I/O loop persists (store.ts) and talks (coordinator.ts). Time arrives in events,

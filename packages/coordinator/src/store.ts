@@ -2,8 +2,17 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { CellResult, EpochMetrics } from '@ferry/protocol';
-import type { CellEntry, WorkerEntry } from './scheduler.js';
+import type { CellEntry, WorkerEntry } from './scheduler-types.js';
 import type { CellSpec } from './sweep.js';
+
+export interface AttemptRow {
+  readonly id: string;
+  readonly workerId: string;
+  readonly startedAt: number;
+  readonly endedAt: number | null;
+  readonly outcome: string | null;
+  readonly error: string | null;
+}
 
 export interface SweepRow {
   readonly id: string;
@@ -186,24 +195,10 @@ export class Store {
     this.stmt('UPDATE attempts SET ended_at = ?, outcome = ?, error = ? WHERE id = ?').run(at, outcome, error, id);
   }
 
-  attempts(cellId: string): {
-    id: string;
-    workerId: string;
-    startedAt: number;
-    endedAt: number | null;
-    outcome: string | null;
-    error: string | null;
-  }[] {
+  attempts(cellId: string): AttemptRow[] {
     return this.stmt(
       'SELECT id, worker_id AS workerId, started_at AS startedAt, ended_at AS endedAt, outcome, error FROM attempts WHERE cell_id = ? ORDER BY started_at',
-    ).all(cellId) as {
-      id: string;
-      workerId: string;
-      startedAt: number;
-      endedAt: number | null;
-      outcome: string | null;
-      error: string | null;
-    }[];
+    ).all(cellId) as AttemptRow[];
   }
 
   saveEpoch(cellId: string, attemptId: string, metrics: EpochMetrics): void {

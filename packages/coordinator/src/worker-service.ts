@@ -18,7 +18,7 @@ import {
 import { epochEvent } from './events.js';
 import type { CoordinatorHost } from './host.js';
 import { status } from './rpc.js';
-import type { SchedulerAction, SchedulerEvent } from './scheduler.js';
+import type { SchedulerAction, SchedulerEvent } from './scheduler-types.js';
 import { toProtoSpec } from './spec.js';
 
 const ack = (ok: boolean, message = ''): Ack => ({ ok, message });

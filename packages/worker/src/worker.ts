@@ -300,23 +300,23 @@ export class FerryWorker {
    */
   private heartbeat(): void {
     const cur = this.current;
-    this.emit(
-      'worker',
-      FerryEvent.fromPartial({
-        sweepId: cur?.sweepId ?? SUBJECTS.CLUSTER,
-        time: new Date().toISOString(),
-        worker: {
-          workerId: this.workerId,
-          name: this.name,
-          backend: this.backend.name,
-          device: this.backend.device,
-          state: 'alive',
-          imagesPerSec: cur?.imagesPerSec ?? 0,
-          cellId: cur?.cellId ?? '',
-        },
-      }),
-    );
+    this.emitWorker('alive', cur);
     this.pushHeartbeatState();
+  }
+
+  /** This worker's state as a NATS event (on its cell's sweep while it runs one). */
+  private emitWorker(state: 'alive' | 'stopped', cur: AttemptRun | null): void {
+    const worker = {
+      workerId: this.workerId,
+      name: this.name,
+      backend: this.backend.name,
+      device: this.backend.device,
+      state,
+      imagesPerSec: cur?.imagesPerSec ?? 0,
+      cellId: cur?.cellId ?? '',
+    };
+    const sweepId = cur?.sweepId ?? SUBJECTS.CLUSTER;
+    this.emit('worker', FerryEvent.fromPartial({ sweepId, time: new Date().toISOString(), worker }));
   }
 
   private pushHeartbeatState(): void {
@@ -416,20 +416,7 @@ export class FerryWorker {
     await this.heartbeats.stop();
     this.client.close();
     await this.peer.stop();
-    this.emit(
-      'worker',
-      FerryEvent.fromPartial({
-        sweepId: SUBJECTS.CLUSTER,
-        time: new Date().toISOString(),
-        worker: {
-          workerId: this.workerId,
-          name: this.name,
-          backend: this.backend.name,
-          device: this.backend.device,
-          state: 'stopped',
-        },
-      }),
-    );
+    this.emitWorker('stopped', null);
     await this.events?.close();
     this.state = { kind: 'stopped' };
   }

@@ -1,57 +1,37 @@
 import type { ParamSpec } from '../models/layers.js';
 
-/** torch layout -> TF.js layout for one parameter (OIHW -> HWIO, [out,in] -> [in,out]). */
-export function torchToTf(spec: ParamSpec, src: Float32Array): Float32Array {
-  switch (spec.kind) {
-    case 'conv': {
-      const [co, ci, kh, kw] = spec.torchShape as [number, number, number, number];
-      const out = new Float32Array(src.length);
-      for (let o = 0; o < co; o++)
-        for (let i = 0; i < ci; i++)
-          for (let h = 0; h < kh; h++)
-            for (let w = 0; w < kw; w++) out[((h * kw + w) * ci + i) * co + o] = src[((o * ci + i) * kh + h) * kw + w]!;
-      return out;
-    }
-    case 'depthwise': {
-      const [c, , kh, kw] = spec.torchShape as [number, number, number, number];
-      const out = new Float32Array(src.length);
-      for (let o = 0; o < c; o++)
+/**
+ * Every element's index in the torch layout and in the TF.js layout of a parameter (conv OIHW <->
+ * HWIO, depthwise [c,1,kh,kw] <-> [kh,kw,c,1], linear [out,in] <-> [in,out]); false when the two
+ * layouts are the same (BatchNorm vectors, biases).
+ */
+function forEachIndexPair(spec: ParamSpec, visit: (torchIndex: number, tfIndex: number) => void): boolean {
+  const [a = 1, b = 1, kh = 1, kw = 1] = spec.torchShape;
+  if (spec.kind === 'conv') {
+    const [co, ci] = [a, b];
+    for (let o = 0; o < co; o++)
+      for (let i = 0; i < ci; i++)
         for (let h = 0; h < kh; h++)
-          for (let w = 0; w < kw; w++) out[(h * kw + w) * c + o] = src[(o * kh + h) * kw + w]!;
-      return out;
-    }
-    case 'linear':
-      return transpose2d(src, spec.torchShape[0]!, spec.torchShape[1]!);
-    default:
-      return src;
-  }
+          for (let w = 0; w < kw; w++) visit(((o * ci + i) * kh + h) * kw + w, ((h * kw + w) * ci + i) * co + o);
+  } else if (spec.kind === 'depthwise') {
+    for (let o = 0; o < a; o++)
+      for (let h = 0; h < kh; h++) for (let w = 0; w < kw; w++) visit((o * kh + h) * kw + w, (h * kw + w) * a + o);
+  } else if (spec.kind === 'linear') {
+    for (let o = 0; o < a; o++) for (let i = 0; i < b; i++) visit(o * b + i, i * a + o);
+  } else return false;
+  return true;
+}
+
+/** torch layout -> TF.js layout for one parameter. */
+export function torchToTf(spec: ParamSpec, src: Float32Array): Float32Array {
+  const out = new Float32Array(src.length);
+  return forEachIndexPair(spec, (t, f) => (out[f] = src[t]!)) ? out : src;
 }
 
 /** TF.js layout -> torch layout (the inverse of torchToTf). */
 export function tfToTorch(spec: ParamSpec, src: Float32Array): Float32Array {
-  switch (spec.kind) {
-    case 'conv': {
-      const [co, ci, kh, kw] = spec.torchShape as [number, number, number, number];
-      const out = new Float32Array(src.length);
-      for (let o = 0; o < co; o++)
-        for (let i = 0; i < ci; i++)
-          for (let h = 0; h < kh; h++)
-            for (let w = 0; w < kw; w++) out[((o * ci + i) * kh + h) * kw + w] = src[((h * kw + w) * ci + i) * co + o]!;
-      return out;
-    }
-    case 'depthwise': {
-      const [c, , kh, kw] = spec.torchShape as [number, number, number, number];
-      const out = new Float32Array(src.length);
-      for (let o = 0; o < c; o++)
-        for (let h = 0; h < kh; h++)
-          for (let w = 0; w < kw; w++) out[(o * kh + h) * kw + w] = src[(h * kw + w) * c + o]!;
-      return out;
-    }
-    case 'linear':
-      return transpose2d(src, spec.torchShape[1]!, spec.torchShape[0]!);
-    default:
-      return src;
-  }
+  const out = new Float32Array(src.length);
+  return forEachIndexPair(spec, (t, f) => (out[t] = src[f]!)) ? out : src;
 }
 
 /** [rows, cols] -> [cols, rows]. */
