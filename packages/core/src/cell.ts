@@ -308,21 +308,20 @@ function imageSources(
   return { train, val, shard };
 }
 
+/** A cell whose data, plan, network and decode pool are ready, before its inputs are. */
+interface PreparedCell {
+  readonly folder: ImageFolder;
+  readonly plan: CellPlan;
+  readonly network: Network;
+  readonly pool: DecodePool;
+  readonly images: ImageSources;
+}
+
 /**
  * The frozen stages' BatchNorm adapted when the strategy says so, then what the trainer reads: the
  * images, or, with the feature cache, the backbone's features of them (computed once, kept on disk).
  */
-async function prepareInputs(
-  config: CellConfig,
-  options: CellRunOptions,
-  cell: {
-    readonly folder: ImageFolder;
-    readonly plan: CellPlan;
-    readonly network: Network;
-    readonly pool: DecodePool;
-    readonly images: ImageSources;
-  },
-): Promise<TrainInputs> {
+async function prepareInputs(config: CellConfig, options: CellRunOptions, cell: PreparedCell): Promise<TrainInputs> {
   const { folder, plan, images } = cell;
   const cacheDir = options.cacheDir ?? (options.outDir ? path.join(options.outDir, 'features') : undefined);
   if (plan.useCache && !cacheDir) throw new InvalidArgumentError('featureCache needs an outDir or a cacheDir');
@@ -363,12 +362,7 @@ interface CacheIds {
 async function adaptFrozenBatchNorm(
   config: CellConfig,
   options: CellRunOptions,
-  cell: {
-    readonly folder: ImageFolder;
-    readonly plan: CellPlan;
-    readonly network: Network;
-    readonly pool: DecodePool;
-    readonly images: ImageSources;
+  cell: PreparedCell & {
     readonly cache: FeatureCache | undefined;
     readonly ids: CacheIds;
   },
@@ -424,11 +418,7 @@ async function adaptFrozenBatchNorm(
 async function cachedFeatures(
   config: CellConfig,
   options: CellRunOptions,
-  cell: {
-    readonly folder: ImageFolder;
-    readonly plan: CellPlan;
-    readonly network: Network;
-    readonly images: ImageSources;
+  cell: Omit<PreparedCell, 'pool'> & {
     readonly cache: FeatureCache;
     readonly ids: CacheIds;
   },
