@@ -36,10 +36,25 @@ describe('ring all-reduce (pure, in-memory transport)', () => {
       for (const n of [1, 7, 1000, 600_001]) {
         const ring = memoryRing(k);
         const inputs = Array.from({ length: k }, (_, r) => rand(n, r * 31 + n));
+        // The float64 sum of the float32 inputs, and sum |v| for the bound below.
         const want = new Float64Array(n);
-        for (const x of inputs) x.forEach((v, i) => (want[i]! += v));
+        const abs = new Float64Array(n);
+        for (const x of inputs)
+          x.forEach((v, i) => {
+            want[i]! += v;
+            abs[i]! += Math.abs(v);
+          });
         const outs = await Promise.all(ring.map((t, r) => ringAllReduceMean(t, inputs[r]!.slice(), `op-${n}`, 5_000)));
-        for (let i = 0; i < n; i += Math.max(1, Math.floor(n / 997))) expect(outs[0]![i]).toBeCloseTo(want[i]! / k, 4);
+        // k float32 additions in any order err by at most (k - 1) * 2^-24 * sum |v| (each rounds once,
+        // to half an ulp of a partial sum no larger than sum |v|); dividing by k rounds once more,
+        // half an ulp of the mean. Every element is checked, so a segment at the wrong offset fails.
+        let worst = 0;
+        for (let i = 0; i < n; i++) {
+          const mean = want[i]! / k;
+          const bound = ((k - 1) * 2 ** -24 * abs[i]!) / k + 2 ** -24 * Math.abs(mean);
+          worst = Math.max(worst, Math.abs(outs[0]![i]! - mean) / (bound || Number.MIN_VALUE));
+        }
+        expect(worst).toBeLessThanOrEqual(1);
         for (const o of outs.slice(1)) expect(Buffer.from(o.buffer).equals(Buffer.from(outs[0]!.buffer))).toBe(true);
       }
     },
