@@ -178,6 +178,33 @@ describe('feature cache for probe and adapt', () => {
   );
 });
 
+describe('scratch', () => {
+  test('trains every layer from random initialisation: weights the cell names are not loaded (said), the run is finetune from no weights', async () => {
+    const backend = await selectBackend('wasm');
+    const base = {
+      ...DEFAULT_CELL,
+      dataset: demo,
+      model: 'resnet_tiny',
+      imageSize: 32,
+      epochs: 1,
+      batchSize: 16,
+      lr: 0.05,
+      augmentViews: 0,
+      seed: 6,
+    };
+    const warnings: string[] = [];
+    const onWarning = (m: string): number => warnings.push(m);
+    // A file that does not exist: loading it would fail the cell.
+    const missing = path.join(tmp(), 'never-read.safetensors');
+    const scratch = await runCell({ ...base, strategy: 'scratch', weights: missing }, { backend, onWarning });
+    const finetune = await runCell({ ...base, strategy: 'finetune', weights: null }, { backend });
+    expect(warnings).toContain(`strategy scratch starts from random weights; ${missing} is not loaded`);
+    expect(scratch.config.weights).toBeNull();
+    expect(scratch.bestValAccuracy).toBe(finetune.bestValAccuracy);
+    expect(scratch.epochs[0]!.trainLoss).toBeCloseTo(finetune.epochs[0]!.trainLoss, 5);
+  });
+});
+
 describe('frozen BatchNorm and the feature cache', () => {
   test("the cache key holds the frozen stages' BatchNorm statistics: adapt after probe recomputes, freeze (training mode) caches nothing", async () => {
     const backend = await selectBackend('wasm');

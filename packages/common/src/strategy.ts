@@ -19,7 +19,8 @@ export type Strategy =
   | { readonly kind: 'freeze' }
   | { readonly kind: 'freezeUntil'; readonly stage: string }
   | { readonly kind: 'probe' }
-  | { readonly kind: 'adapt' };
+  | { readonly kind: 'adapt' }
+  | { readonly kind: 'scratch' };
 
 export type StrategyKind = Strategy['kind'];
 
@@ -74,10 +75,17 @@ export const STRATEGIES: Readonly<Record<StrategyKind, StrategyDefinition>> = {
     cachesFeatures: true,
     revision: 1,
   },
+  scratch: {
+    summary:
+      "the same architecture from random initialisation (torchvision's), every layer trained: what transfer is measured against",
+    frozenBatchNorm: null,
+    cachesFeatures: false,
+    revision: 1,
+  },
 };
 
 /** Strategy names a sweep or `ferry train` accepts, besides `freezeUntil:<stage>`. */
-export const STRATEGY_NAMES = ['finetune', 'freeze', 'probe', 'adapt'] as const;
+export const STRATEGY_NAMES = ['finetune', 'freeze', 'probe', 'adapt', 'scratch'] as const;
 
 /** What to write when a strategy name is not understood. */
 export const STRATEGY_HINT = `use ${STRATEGY_NAMES.join(', ')} or freezeUntil:<stage>`;
@@ -89,6 +97,7 @@ export function tryParseStrategy(name: string): Strategy | undefined {
     case 'freeze':
     case 'probe':
     case 'adapt':
+    case 'scratch':
       return { kind: name };
   }
   const m = /^freezeUntil[:=]([A-Za-z0-9_.]+)$/.exec(name);
@@ -97,6 +106,11 @@ export function tryParseStrategy(name: string): Strategy | undefined {
 
 export function strategyName(s: Strategy): string {
   return s.kind === 'freezeUntil' ? `freezeUntil:${s.stage}` : s.kind;
+}
+
+/** Whether a strategy starts from random weights whatever weights the cell names (`scratch`). */
+export function startsFromScratch(s: Strategy | string): boolean {
+  return (typeof s === 'string' ? tryParseStrategy(s)?.kind : s.kind) === 'scratch';
 }
 
 /** The definition of a strategy, given as a Strategy or by a name that tryParseStrategy accepts. */

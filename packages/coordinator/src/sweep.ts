@@ -6,6 +6,7 @@ import {
   hyperParameterProblem,
   isModelName,
   limits as limitsInForce,
+  startsFromScratch,
   strategyDefinition,
   tryParseStrategy,
   type CellSpec,
@@ -423,6 +424,11 @@ function buildCell(p: SweepPlan, at: Point): Cell {
     seed: Number(at.seed),
     ...resolveHyper(p, ds, at),
   };
+  // A scratch cell starts from random weights whatever the sweep names: its id says so.
+  return startsFromScratch(spec.strategy) ? withId({ ...spec, weights: 'none' }) : withId(spec);
+}
+
+function withId(spec: CellSpec): Cell {
   return { id: cellId(spec), spec };
 }
 

@@ -112,22 +112,24 @@ include:
     expect(p.some((x) => x.includes('must be relative to --data-root'))).toBe(true);
   });
 
-  test('strategies: finetune, freeze, probe, adapt and freezeUntil:<stage> are accepted; anything else, in the list or an include, is refused with the list', () => {
+  test('strategies: finetune, freeze, probe, adapt, scratch and freezeUntil:<stage> are accepted; anything else, in the list or an include, is refused with the list', () => {
     const s = parseSweep(
       base.replace(
         'strategies: [finetune, freeze]',
-        'strategies: [finetune, freeze, probe, adapt, "freezeUntil:layer4"]',
+        'strategies: [finetune, freeze, probe, adapt, scratch, "freezeUntil:layer4"]',
       ),
     );
     expect(new Set(s.cells.map((c) => c.spec.strategy))).toEqual(
-      new Set(['finetune', 'freeze', 'probe', 'adapt', 'freezeUntil:layer4']),
+      new Set(['finetune', 'freeze', 'probe', 'adapt', 'scratch', 'freezeUntil:layer4']),
     );
+    // scratch starts from random weights: its cells say so, and every other cell keeps the sweep's.
+    for (const c of s.cells) expect(c.spec.weights).toBe(c.spec.strategy === 'scratch' ? 'none' : 'pretrained');
     const p = problems(`${base.replace('strategies: [finetune, freeze]', 'strategies: [finetune, linear]')}
 include:
   - { dataset: ants, color: "<b>purple</b>", strategy: "freezeUntil:../x", model: resnet18, seed: -7.5 }
 `);
     expect(p).toContain(
-      'line 10:24 strategies[1]: "linear" is not a strategy; use finetune, freeze, probe, adapt or freezeUntil:<stage>',
+      'line 10:24 strategies[1]: "linear" is not a strategy; use finetune, freeze, probe, adapt, scratch or freezeUntil:<stage>',
     );
     expect(p.some((x) => x.includes('include[0].strategy: "freezeUntil:../x" is not a strategy'))).toBe(true);
     expect(p.some((x) => x.includes('include[0].color: must be rgb or gray'))).toBe(true);

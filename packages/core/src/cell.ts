@@ -1,4 +1,4 @@
-import { STRATEGIES, TRAINING_DEFAULTS } from '@ferry/common';
+import { STRATEGIES, startsFromScratch, TRAINING_DEFAULTS } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -163,8 +163,9 @@ export function validateCell(c: CellConfig): void {
  * The worker and `ferry train` both call this; it holds no network code. Prepare (data, model,
  * weights, cache), run, result: each a function below.
  */
-export async function runCell(config: CellConfig, options: CellRunOptions): Promise<CellResult> {
-  validateCell(config);
+export async function runCell(given: CellConfig, options: CellRunOptions): Promise<CellResult> {
+  validateCell(given);
+  const config = scratchConfig(given, options.onWarning);
   const started = performance.now();
   const folder = await openDataset(config, options.onWarning);
   const model = buildModel(config.model, folder.classes.length);
@@ -224,6 +225,13 @@ async function openDataset(config: CellConfig, onWarning: CellRunOptions['onWarn
     );
   }
   return folder;
+}
+
+/** `scratch` trains from torchvision's random initialisation: weights named anyway are not loaded (said). */
+function scratchConfig(config: CellConfig, warn?: (message: string) => void): CellConfig {
+  if (!startsFromScratch(config.strategy) || config.weights === null) return config;
+  warn?.(`strategy scratch starts from random weights; ${config.weights} is not loaded`);
+  return { ...config, weights: null };
 }
 
 /** The weights file resolved against the model (a classifier of another size is replaced, said). */

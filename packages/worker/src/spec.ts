@@ -1,12 +1,14 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CELL, InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
+import { startsFromScratch } from '@ferry/common';
 import type { CellSpec } from '@ferry/protocol';
 
 /** A cell as the coordinator sends it -> the engine's configuration, paths under this worker's data root. */
 export function cellConfigFromSpec(spec: CellSpec, dataRoot: string, cacheDir: string): CellConfig {
   let weights: string | null = null;
-  if (spec.weights === 'pretrained') {
+  if (startsFromScratch(spec.strategy)) weights = null;
+  else if (spec.weights === 'pretrained') {
     const src = getZooEntry(spec.model).weights;
     if (!src) throw new InvalidArgumentError(`${spec.model} has no pretrained weights; set weights: none`);
     weights = path.join(cacheDir, 'weights', src.fileName);

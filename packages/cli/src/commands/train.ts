@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { STRATEGY_HINT } from '@ferry/common';
 import type { TrainOptions } from '../actions/train.js';
 import { BACKEND_CHOICES, examples, hyperOption, int, num, type CommandContext } from '../kit.js';
 
@@ -36,7 +37,7 @@ export function trainDefinition(program: Command, ctx: CommandContext): void {
   hyperOption(cmd, 'featureCache');
   cmd
     .option('-f, --finetune <1|0>', "1: finetune, 0: freeze (the study script's flag; or --strategy)")
-    .option('--strategy <strategy>', 'finetune, freeze, probe, adapt or freezeUntil:STAGE (default: finetune)')
+    .option('--strategy <strategy>', `${STRATEGY_HINT.replace(/^use /, '')} (default: finetune)`)
     .option('--color <mode>', 'rgb or gray', 'rgb')
     .option('--weights <file|pretrained|none>', 'initial weights (default: pretrained when the model has them)')
     .option('--val-fraction <f>', 'split class folders: this share for val', num('val-fraction'))

@@ -20,6 +20,7 @@ export function parseStrategy(s: string): Strategy {
 export function firstTrainableStage(model: ModelDef, strategy: Strategy): number {
   switch (strategy.kind) {
     case 'finetune':
+    case 'scratch':
       return 0;
     case 'freeze':
     case 'probe':
