@@ -151,7 +151,9 @@ function verdictTable(t: ResultsTable, multiModel: boolean): string {
       const tds = t.strategies
         .map((s) => `<td${r.winner === s ? ' class="winner"' : ''}>${esc(cellText(r.byStrategy[s] ?? null))}</td>`)
         .join('');
-      return `<tr><td>${esc(r.dataset)}</td><td>${esc(r.color)}</td>${multiModel ? `<td>${esc(r.model)}</td>` : ''}${tds}<td>${esc(r.verdict)}</td></tr>`;
+      const group = Object.entries(r.group).map(([k, v]) => `${k} ${String(v)}`);
+      const where = group.length ? `${r.dataset} (${group.join(', ')})` : r.dataset;
+      return `<tr><td>${esc(where)}</td><td>${esc(r.color)}</td>${multiModel ? `<td>${esc(r.model)}</td>` : ''}${tds}<td>${esc(r.verdict)}</td></tr>`;
     })
     .join('');
   return `<table class="results"><tr>${head.map((h) => `<th>${esc(h)}</th>`).join('')}</tr>${body}</table>`;

@@ -16,6 +16,7 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
       const { valFraction, ...spec } = c.spec!;
       return {
         spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
+        settings: { ...spec },
         bestValAccuracy: r.bestValAccuracy,
         bestEpoch: r.bestEpoch,
         wallMs: r.wallMs,

@@ -18,6 +18,11 @@ export interface CellOutcome {
     readonly model: string;
     readonly seed: number;
   };
+  /**
+   * The rest of the cell's specification (its hyper-parameters): cells that differ in a setting
+   * are never pooled as seeds of one experiment.
+   */
+  readonly settings?: Readonly<Record<string, unknown>>;
   readonly bestValAccuracy: number;
   readonly bestEpoch: number;
   readonly wallMs: number;
@@ -122,6 +127,8 @@ export interface ResultsRow {
   readonly dataset: string;
   readonly color: string;
   readonly model: string;
+  /** The row's values of the table's `groupBy` settings (`lr: 0.01`); empty when there are none. */
+  readonly group: Readonly<Record<string, unknown>>;
   readonly byStrategy: Readonly<Record<string, TableCell | null>>;
   /** The row's best two strategies compared; null with fewer than two. */
   readonly comparison: Comparison | null;
@@ -134,6 +141,7 @@ export interface ResultsRow {
 export interface ColorComparison {
   readonly dataset: string;
   readonly model: string;
+  readonly group: Readonly<Record<string, unknown>>;
   readonly strategy: string;
   readonly rgb: TableCell;
   readonly gray: TableCell;
@@ -144,6 +152,12 @@ export interface ColorComparison {
 export interface ResultsTable {
   /** Strategy columns, in sweep order. */
   readonly strategies: readonly string[];
+  /**
+   * Settings besides dataset, color and model that split rows: those asked for (`by`) and every
+   * hyper-parameter that differs between cells of one dataset, color, model and strategy (a sweep
+   * axis such as lr), so cells of different settings are never pooled as if they were seeds.
+   */
+  readonly groupBy: readonly string[];
   /** What each strategy column means (STRATEGIES), so a reader never compares two different freezes under one name. */
   readonly semantics: Readonly<Record<string, string>>;
   /** The significance level: a winner is named only when p < alpha. */
@@ -156,7 +170,35 @@ export interface ResultsTable {
 export interface ResultsOptions {
   /** Significance level (default 0.05). */
   readonly alpha?: number;
+  /** Settings of the cell specification to split rows by (`lr`, `batchSize`, `seed`...). */
+  readonly by?: readonly string[];
 }
+
+/** The row's own axes, and what never splits a row (where a dataset lives, where a cell may run). */
+const ROW_AXES = ['dataset', 'color', 'model', 'strategy'];
+const NOT_SETTINGS = new Set([...ROW_AXES, 'seed', 'path', 'valFraction', 'backends']);
+
+/** `by`, then every setting whose value differs between cells of one dataset, color, model and strategy. */
+export function groupSettings(outcomes: readonly CellOutcome[], by: readonly string[] = []): string[] {
+  for (const k of by) if (ROW_AXES.includes(k)) throw new RangeError(`${k} is a row or column of the table already`);
+  const seen = new Map<string, Map<string, string>>();
+  const varying = new Set<string>();
+  for (const o of outcomes) {
+    const cell = key(o.spec.dataset, o.spec.color, o.spec.model, o.spec.strategy);
+    for (const [k, v] of Object.entries(o.settings ?? {})) {
+      if (NOT_SETTINGS.has(k)) continue;
+      const values = seen.get(k) ?? new Map<string, string>();
+      seen.set(k, values);
+      const was = values.get(cell);
+      if (was !== undefined && was !== JSON.stringify(v)) varying.add(k);
+      values.set(cell, JSON.stringify(v));
+    }
+  }
+  return [...new Set([...by, ...[...varying].sort()])];
+}
+
+const groupOf = (o: CellOutcome, settings: readonly string[]): Record<string, unknown> =>
+  Object.fromEntries(settings.map((k) => [k, ({ ...o.spec, ...o.settings } as Record<string, unknown>)[k] ?? null]));
 
 export const DEFAULT_ALPHA = 0.05;
 
@@ -300,25 +342,28 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
   const alpha = options.alpha ?? DEFAULT_ALPHA;
   if (!(alpha > 0 && alpha < 1)) throw new RangeError(`alpha must be between 0 and 1 (got ${alpha})`);
   const strategies = [...new Set(outcomes.map((o) => o.spec.strategy))];
+  const groupBy = groupSettings(outcomes, options.by);
   const groups = new Map<string, CellOutcome[]>();
   for (const o of outcomes) {
-    const k = key(o.spec.dataset, o.spec.color, o.spec.model);
+    const k = key(o.spec.dataset, o.spec.color, o.spec.model, JSON.stringify(groupOf(o, groupBy)));
     groups.set(k, [...(groups.get(k) ?? []), o]);
   }
-  const rows = [...groups].map(([k, list]) =>
-    resultsRow(JSON.parse(k) as [string, string, string], list, strategies, alpha),
-  );
+  const rows = [...groups].map(([k, list]) => {
+    const [dataset, color, model, group] = JSON.parse(k) as [string, string, string, string];
+    return resultsRow([dataset, color, model], JSON.parse(group) as Record<string, unknown>, list, strategies, alpha);
+  });
   rows.sort(byDatasetModelColor);
-  const colorComparisons = compareColors(outcomes, alpha);
+  const colorComparisons = compareColors(outcomes, groupBy, alpha);
   const semantics = Object.fromEntries(
     strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']),
   );
-  return { strategies, semantics, alpha, rows, colorComparisons };
+  return { strategies, groupBy, semantics, alpha, rows, colorComparisons };
 }
 
 /** One row: each strategy's cell, and its best two strategies compared. */
 function resultsRow(
   [dataset, color, model]: readonly [string, string, string],
+  group: Readonly<Record<string, unknown>>,
   list: readonly CellOutcome[],
   strategies: readonly string[],
   alpha: number,
@@ -336,6 +381,7 @@ function resultsRow(
     dataset,
     color,
     model,
+    group,
     byStrategy,
     comparison,
     winner: comparison?.winner ?? null,
@@ -343,29 +389,31 @@ function resultsRow(
   };
 }
 
-/** Rows by dataset, then model, rgb before gray. */
+/** Rows by dataset, then model, then the group's settings (numbers in order), rgb before gray. */
 function byDatasetModelColor(x: ResultsRow, y: ResultsRow): number {
   if (x.dataset !== y.dataset) return x.dataset < y.dataset ? -1 : 1;
   if (x.model !== y.model) return x.model < y.model ? -1 : 1;
+  for (const k of Object.keys(x.group)) {
+    const [a, b] = [x.group[k], y.group[k]];
+    if (a === b) continue;
+    if (typeof a === 'number' && typeof b === 'number') return a - b;
+    return String(a) < String(b) ? -1 : 1;
+  }
+  if (x.color === y.color) return 0;
   return x.color === 'rgb' ? -1 : 1;
 }
 
-/** rgb against gray for every dataset, model and strategy that ran in both. */
-function compareColors(outcomes: readonly CellOutcome[], alpha: number): ColorComparison[] {
+/** rgb against gray for every dataset, model, strategy (and group) that ran in both. */
+function compareColors(outcomes: readonly CellOutcome[], groupBy: readonly string[], alpha: number): ColorComparison[] {
   const out: ColorComparison[] = [];
   const seen = new Set<string>();
+  const placeOf = (o: CellOutcome): string =>
+    key(o.spec.dataset, o.spec.model, o.spec.strategy, JSON.stringify(groupOf(o, groupBy)));
   for (const o of outcomes) {
-    const k = key(o.spec.dataset, o.spec.model, o.spec.strategy);
+    const k = placeOf(o);
     if (seen.has(k)) continue;
     seen.add(k);
-    const same = (c: string): CellOutcome[] =>
-      outcomes.filter(
-        (x) =>
-          x.spec.dataset === o.spec.dataset &&
-          x.spec.model === o.spec.model &&
-          x.spec.strategy === o.spec.strategy &&
-          x.spec.color === c,
-      );
+    const same = (c: string): CellOutcome[] => outcomes.filter((x) => placeOf(x) === k && x.spec.color === c);
     const rgb = same('rgb');
     const gray = same('gray');
     if (rgb.length === 0 || gray.length === 0) continue;
@@ -373,6 +421,7 @@ function compareColors(outcomes: readonly CellOutcome[], alpha: number): ColorCo
     out.push({
       dataset: o.spec.dataset,
       model: o.spec.model,
+      group: groupOf(o, groupBy),
       strategy: o.spec.strategy,
       rgb: tableCell(rgb),
       gray: tableCell(gray),
@@ -415,24 +464,28 @@ export function verdictText(c: Comparison | null): string {
 
 export function tableMarkdown(t: ResultsTable): string {
   const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
-  const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.strategies, 'verdict'];
+  const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.groupBy, ...t.strategies, 'verdict'];
+  const groupCells = (g: Readonly<Record<string, unknown>>): string[] => t.groupBy.map((k) => String(g[k] ?? ''));
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of t.rows) {
     const cells = t.strategies.map((s) => {
       const txt = cellText(r.byStrategy[s] ?? null);
       return r.winner === s ? `**${txt}**` : txt;
     });
-    lines.push(`| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...cells, r.verdict].join(' | ')} |`);
+    lines.push(
+      `| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...groupCells(r.group), ...cells, r.verdict].join(' | ')} |`,
+    );
   }
   if (t.colorComparisons.length > 0) {
     lines.push('', 'rgb against gray, on the same images:', '');
-    const chead = ['dataset', ...(multiModel ? ['model'] : []), 'strategy', 'rgb', 'gray', 'verdict'];
+    const chead = ['dataset', ...(multiModel ? ['model'] : []), ...t.groupBy, 'strategy', 'rgb', 'gray', 'verdict'];
     lines.push(`| ${chead.join(' | ')} |`, `|${chead.map(() => '---').join('|')}|`);
     for (const c of t.colorComparisons) {
       const w = c.comparison.winner;
       const rgb = w === 'rgb' ? `**${cellText(c.rgb)}**` : cellText(c.rgb);
       const gray = w === 'gray' ? `**${cellText(c.gray)}**` : cellText(c.gray);
-      lines.push(`| ${[c.dataset, ...(multiModel ? [c.model] : []), c.strategy, rgb, gray, c.verdict].join(' | ')} |`);
+      const place = [c.dataset, ...(multiModel ? [c.model] : []), ...groupCells(c.group)];
+      lines.push(`| ${[...place, c.strategy, rgb, gray, c.verdict].join(' | ')} |`);
     }
   }
   lines.push('', ...t.strategies.map((s) => `- ${s}: ${t.semantics[s] ?? 'unknown strategy'}`));
@@ -456,6 +509,7 @@ export function tableCsv(t: ResultsTable): string {
     'dataset',
     'color',
     'model',
+    ...t.groupBy,
     ...t.strategies.flatMap((s) => [
       `${s}_mean`,
       `${s}_std`,
@@ -477,6 +531,7 @@ export function tableCsv(t: ResultsTable): string {
     r.dataset,
     r.color,
     r.model,
+    ...t.groupBy.map((k) => String(r.group[k] ?? '')),
     ...t.strategies.flatMap((s) => {
       const c = r.byStrategy[s];
       return c
@@ -498,7 +553,11 @@ export function tableCsv(t: ResultsTable): string {
     r.winner ?? '',
     ...t.strategies.flatMap((s) => {
       const c = t.colorComparisons.find(
-        (x) => x.dataset === r.dataset && x.model === r.model && x.strategy === s,
+        (x) =>
+          x.dataset === r.dataset &&
+          x.model === r.model &&
+          x.strategy === s &&
+          JSON.stringify(x.group) === JSON.stringify(r.group),
       )?.comparison;
       return c ? [c.test, pv(c.pValue), c.winner ?? ''] : ['', '', ''];
     }),

@@ -203,3 +203,38 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(summarizeResult({ ...base, valSetHash: '' }).predictions).toBeUndefined();
   });
 });
+
+describe('results table: settings that vary are rows, never pooled as seeds', () => {
+  const withSettings = (o: CellOutcome, settings: Record<string, unknown>): CellOutcome => ({ ...o, settings });
+  const sweep = [0.01, 0.001].flatMap((lr) =>
+    [0, 1].flatMap((seed) => [
+      withSettings(outcome('ants', 'rgb', 'finetune', seed, range(0, lr === 0.01 ? 18 : 12)), {
+        lr,
+        epochs: 5,
+        weights: 'pretrained',
+      }),
+      withSettings(outcome('ants', 'rgb', 'scratch', seed, range(0, 8)), { lr, epochs: 5, weights: 'none' }),
+    ]),
+  );
+
+  test('a learning-rate axis splits the rows (scratch naming no weights does not); each row pools only its seeds', () => {
+    const t = resultsTable(sweep);
+    expect(t.groupBy).toEqual(['lr']);
+    expect(t.rows.map((r) => r.group)).toEqual([{ lr: 0.001 }, { lr: 0.01 }]);
+    expect(t.rows.map((r) => r.byStrategy['finetune']!.n)).toEqual([2, 2]);
+    expect(t.rows.map((r) => r.byStrategy['finetune']!.mean)).toEqual([0.6, 0.9]);
+    expect(t.colorComparisons).toEqual([]);
+    const md = tableMarkdown(t);
+    expect(md).toContain('| dataset | color | lr | finetune | scratch | verdict |');
+    expect(md).toMatch(/\| ants \| rgb \| 0\.001 \| (\*\*)?60\.0%/);
+    expect(tableCsv(t).split('\n')[0]).toMatch(/^dataset,color,model,lr,finetune_mean/);
+  });
+
+  test('by: any other setting splits too (seed: one row per seed); a row axis is refused', () => {
+    const t = resultsTable(sweep, { by: ['seed'] });
+    expect(t.groupBy).toEqual(['seed', 'lr']);
+    expect(t.rows).toHaveLength(4);
+    expect(t.rows.every((r) => r.byStrategy['finetune']!.n === 1)).toBe(true);
+    expect(() => resultsTable(sweep, { by: ['strategy'] })).toThrow(/row or column/);
+  });
+});

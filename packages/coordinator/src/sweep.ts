@@ -34,6 +34,14 @@ export interface Sweep {
 type Hyper = Pick<CellSpec, 'weights' | HyperParameterName | 'backends'>;
 
 /**
+ * A `hyper` as written: any hyper-parameter of the table may be a list of values, an axis like
+ * seeds (each value its own cells); weights and backends are one value each.
+ */
+type HyperSetting = {
+  readonly [K in keyof Hyper]?: Hyper[K] | (K extends HyperParameterName ? readonly Hyper[K][] : never);
+};
+
+/**
  * The study's hyper-parameters (REFERENCE.md; the numbers are @ferry/common's HYPER_PARAMETERS);
  * a sweep file overrides any of them.
  */
@@ -156,7 +164,18 @@ function hyperProblem(k: keyof Hyper, val: unknown): string | null {
   return null;
 }
 
-function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<Hyper> {
+/** A list of values for a hyper-parameter (an axis): non-empty, each value valid, no repeats. */
+function hyperListProblem(k: keyof Hyper, val: readonly unknown[]): string | null {
+  if (k === 'weights' || k === 'backends') return null;
+  if (val.length === 0) return 'a list of values must not be empty';
+  for (const x of val) {
+    const problem = hyperProblem(k, x);
+    if (problem) return `${JSON.stringify(x)}: ${problem}`;
+  }
+  return new Set(val).size === val.length ? null : 'has duplicates';
+}
+
+function checkHyper(c: Checker, v: unknown, path: (string | number)[]): HyperSetting {
   if (v === undefined || v === null) return {};
   if (!isObj(v)) {
     c.fail(path, `must be a mapping of ${HYPER_KEYS.join(', ')}`);
@@ -164,13 +183,17 @@ function checkHyper(c: Checker, v: unknown, path: (string | number)[]): Partial<
   }
   const out: Record<string, unknown> = {};
   for (const [k, val] of Object.entries(v)) {
-    const problem = (HYPER_KEYS as string[]).includes(k)
-      ? hyperProblem(k as keyof Hyper, val)
-      : `unknown setting; allowed: ${HYPER_KEYS.join(', ')}`;
+    const known = (HYPER_KEYS as string[]).includes(k);
+    const list = known && k !== 'backends' && Array.isArray(val);
+    const problem = !known
+      ? `unknown setting; allowed: ${HYPER_KEYS.join(', ')}`
+      : list
+        ? hyperListProblem(k as keyof Hyper, val as unknown[])
+        : hyperProblem(k as keyof Hyper, val);
     if (problem === null) out[k] = val;
     else c.fail([...path, k], problem);
   }
-  return out as Partial<Hyper>;
+  return out as HyperSetting;
 }
 
 function stringList(c: Checker, v: unknown, path: string, allowed?: readonly string[]): string[] {
@@ -211,7 +234,7 @@ interface DatasetEntry {
   readonly name: string;
   readonly path: string;
   readonly valFraction: number | null;
-  readonly hyper: Partial<Hyper>;
+  readonly hyper: HyperSetting;
 }
 
 /** A sweep file, checked: everything its expansion needs. */
@@ -222,8 +245,8 @@ interface SweepPlan {
   readonly strategies: readonly string[];
   readonly models: readonly string[];
   readonly seeds: readonly number[];
-  readonly hyper: Partial<Hyper>;
-  readonly overrides: readonly { readonly match: Match; readonly set: Partial<Hyper> }[];
+  readonly hyper: HyperSetting;
+  readonly overrides: readonly { readonly match: Match; readonly set: HyperSetting }[];
   readonly exclude: readonly Match[];
   readonly include: readonly Match[];
 }
@@ -327,7 +350,7 @@ function checkSeeds(c: Checker, v: unknown): number[] {
 }
 
 function checkOverrides(c: Checker, v: unknown): SweepPlan['overrides'] {
-  const overrides: { match: Match; set: Partial<Hyper> }[] = [];
+  const overrides: { match: Match; set: HyperSetting }[] = [];
   if (v === undefined) return overrides;
   if (!Array.isArray(v)) c.fail(['overrides'], 'must be a list of {match, set}');
   else
@@ -405,52 +428,68 @@ function checkCellCount(p: SweepPlan, maxCells: number, file: string): void {
   );
 }
 
-/** A cell's hyper-parameters: STUDY_DEFAULTS < `hyper` < the dataset's `hyper` < matching overrides. */
-function resolveHyper(p: SweepPlan, ds: DatasetEntry, at: Point): Hyper {
-  let h: Hyper = { ...STUDY_DEFAULTS, ...p.hyper, ...ds.hyper };
+/**
+ * A point's hyper-parameters: STUDY_DEFAULTS < `hyper` < the dataset's `hyper` < matching
+ * overrides; then one set per combination of the values of those given as lists (axes).
+ */
+function resolveHyper(p: SweepPlan, ds: DatasetEntry, at: Point): Hyper[] {
+  let h: HyperSetting = { ...STUDY_DEFAULTS, ...p.hyper, ...ds.hyper };
   for (const o of p.overrides) if (matches(o.match, at)) h = { ...h, ...o.set };
-  return h;
+  let sets: Record<string, unknown>[] = [{}];
+  for (const [k, v] of Object.entries(h)) {
+    const values: unknown[] = k !== 'backends' && Array.isArray(v) ? v : [v];
+    sets = sets.flatMap((s) => values.map((x) => ({ ...s, [k]: x })));
+  }
+  return sets as unknown as Hyper[];
 }
 
-function buildCell(p: SweepPlan, at: Point): Cell {
+function buildCells(p: SweepPlan, at: Point): Cell[] {
   const ds = p.datasets.find((d) => d.name === at.dataset)!;
-  const spec: CellSpec = {
-    dataset: ds.name,
-    path: ds.path,
-    valFraction: ds.valFraction,
-    color: at.color as 'rgb' | 'gray',
-    strategy: String(at.strategy),
-    model: String(at.model),
-    seed: Number(at.seed),
-    ...resolveHyper(p, ds, at),
-  };
-  // A scratch cell starts from random weights whatever the sweep names: its id says so.
-  return startsFromScratch(spec.strategy) ? withId({ ...spec, weights: 'none' }) : withId(spec);
+  return resolveHyper(p, ds, at).map((hyper) =>
+    buildCell({
+      dataset: ds.name,
+      path: ds.path,
+      valFraction: ds.valFraction,
+      color: at.color as 'rgb' | 'gray',
+      strategy: String(at.strategy),
+      model: String(at.model),
+      seed: Number(at.seed),
+      ...hyper,
+    }),
+  );
 }
 
-function withId(spec: CellSpec): Cell {
-  return { id: cellId(spec), spec };
+function buildCell(spec: CellSpec): Cell {
+  // A scratch cell starts from random weights whatever the sweep names: its id says so.
+  const s = startsFromScratch(spec.strategy) ? { ...spec, weights: 'none' } : spec;
+  return { id: cellId(s), spec: s };
 }
 
 /** datasets x colors x strategies x models x seeds less `exclude`, plus `include`; one cell per id. */
-function expandCells(p: SweepPlan): { cells: Cell[]; expanded: number } {
+function expandCells(p: SweepPlan, maxCells: number, file: string): { cells: Cell[]; expanded: number } {
   const cells = new Map<string, Cell>();
   let expanded = 0;
+  const add = (list: readonly Cell[]): void => {
+    for (const cell of list) cells.set(cell.id, cell);
+    if (cells.size > maxCells)
+      throw new SweepError(
+        [
+          `the sweep expands to more than ${maxCells} cells with its hyper-parameter lists; a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
+        ],
+        file,
+      );
+  };
   for (const d of p.datasets)
     for (const color of p.colors)
       for (const strategy of p.strategies)
         for (const model of p.models)
           for (const seed of p.seeds) {
-            expanded++;
             const at = { dataset: d.name, color, strategy, model, seed };
-            if (p.exclude.some((m) => matches(m, at))) continue;
-            const cell = buildCell(p, at);
-            cells.set(cell.id, cell);
+            const list = buildCells(p, at);
+            expanded += list.length;
+            if (!p.exclude.some((m) => matches(m, at))) add(list);
           }
-  for (const m of p.include) {
-    const cell = buildCell(p, m as Point);
-    cells.set(cell.id, cell);
-  }
+  for (const m of p.include) add(buildCells(p, m as Point));
   return { cells: [...cells.values()], expanded };
 }
 
@@ -466,5 +505,5 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   const plan = checkSweep(checker, root);
   if (checker.problems.length > 0) throw new SweepError(checker.problems, file);
   checkCellCount(plan, maxCells, file);
-  return { name: plan.name, ...expandCells(plan) };
+  return { name: plan.name, ...expandCells(plan, maxCells, file) };
 }

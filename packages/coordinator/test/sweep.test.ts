@@ -205,4 +205,54 @@ include:
       parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells,
     ).toHaveLength(4);
   });
+
+  test('any hyper-parameter may be a list (an axis), globally, per dataset or per strategy; adding a value keeps every existing cell', () => {
+    const axes = `
+name: axes
+datasets:
+  - name: ants
+    path: ants
+    hyper: { batchSize: [16, 32] }
+colors: [rgb]
+strategies: [finetune, freeze]
+models: [resnet18]
+seeds: [0]
+hyper:
+  epochs: 3
+  lr: [0.01, 0.001]
+overrides:
+  - match: { strategy: freeze }
+    set: { lr: [0.1, 0.01, 0.001] }
+`;
+    const s = parseSweep(axes);
+    const combos = (strategy: string): string[] =>
+      s.cells
+        .filter((c) => c.spec.strategy === strategy)
+        .map((c) => `${c.spec.lr}/${c.spec.batchSize}`)
+        .sort();
+    // finetune: 2 learning rates x 2 batch sizes; freeze tunes its own 3 learning rates.
+    expect(combos('finetune')).toEqual(['0.001/16', '0.001/32', '0.01/16', '0.01/32']);
+    expect(combos('freeze')).toEqual(['0.001/16', '0.001/32', '0.01/16', '0.01/32', '0.1/16', '0.1/32']);
+    expect(s.cells.every((c) => c.spec.epochs === 3)).toBe(true);
+    expect(new Set(s.cells.map((c) => c.id)).size).toBe(10);
+    // One more value: the cells already there keep their ids (a resubmission runs only the new ones).
+    const more = parseSweep(axes.replace('lr: [0.01, 0.001]', 'lr: [0.01, 0.001, 0.0001]'));
+    const before = new Set(s.cells.map((c) => c.id));
+    expect(more.cells.filter((c) => before.has(c.id))).toHaveLength(10);
+    expect(more.cells.filter((c) => !before.has(c.id)).map((c) => c.spec.lr)).toEqual([0.0001, 0.0001]);
+    // A one-value setting is the same cell as before lists existed.
+    const one = parseSweep(axes.replace('lr: [0.01, 0.001]', 'lr: 0.01').replace(/overrides:[\s\S]*$/, ''));
+    expect(s.cells.map((c) => c.id)).toEqual(expect.arrayContaining(one.cells.map((c) => c.id)));
+    // Lists are checked value by value; backends stays one list.
+    const p = problems(
+      axes.replace('lr: [0.01, 0.001]', 'lr: [0.01, -1]').replace('batchSize: [16, 32]', 'batchSize: []'),
+    );
+    expect(p.some((x) => /hyper\.lr: -1: out of range/.test(x))).toBe(true);
+    expect(p.some((x) => /datasets\[0\]\.hyper\.batchSize: a list of values must not be empty/.test(x))).toBe(true);
+    expect(
+      problems(axes.replace('lr: [0.01, 0.001]', 'lr: [0.01, 0.01]')).some((x) => x.includes('has duplicates')),
+    ).toBe(true);
+    // The cell limit counts every value of every list.
+    expect(() => parseSweep(axes, 'axes.yaml', { maxCells: 9 })).toThrow(/more than 9 cells/);
+  });
 });

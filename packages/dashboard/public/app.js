@@ -123,7 +123,7 @@ function tableHtml(t, id) {
     .map(
       (r) =>
         '<tr>' +
-        `<td>${esc(r.dataset)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` +
+        `<td>${esc(r.dataset)}${groupText(r.group)}</td><td>${esc(r.color)}</td><td>${esc(r.model)}</td>` +
         t.strategies
           .map((s) => {
             const c = r.byStrategy[s];
@@ -159,6 +159,15 @@ const DARK = matchMedia('(prefers-color-scheme: dark)');
 DARK.addEventListener('change', () => {
   if (route.page === 'sweep') void renderSelection();
 });
+
+/**
+ * A row's settings besides dataset, color and model (a sweep axis such as lr), shown after the dataset.
+ * @param {Record<string, unknown> | undefined} group
+ */
+const groupText = (group) => {
+  const parts = Object.entries(group || {}).map(([k, v]) => `${k} ${String(v)}`);
+  return parts.length ? ` <span class="group">(${esc(parts.join(', '))})</span>` : '';
+};
 
 /** @param {CellDetail} c */
 const cellName = (c) => `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`;

@@ -240,6 +240,7 @@ export class DashboardState {
       if (c.state !== 'done' || !c.spec) continue;
       outcomes.push({
         spec: c.spec,
+        settings: { ...c.spec },
         bestValAccuracy: c.bestValAccuracy,
         bestEpoch: c.bestEpoch,
         wallMs: c.wallMs,

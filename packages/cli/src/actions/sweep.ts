@@ -21,6 +21,7 @@ export interface SubmitFlags extends ConnectionFlags {
 export interface ResultsFlags extends ConnectionFlags {
   readonly format: string;
   readonly alpha: number;
+  readonly by: readonly string[];
 }
 
 /** Runs `fn` with an admin client; gRPC errors become ferry's (UNAVAILABLE, NOT_FOUND, ...). */
@@ -114,7 +115,7 @@ export async function status(id: string, o: ConnectionFlags, io: CliIo): Promise
 export async function results(id: string, o: ResultsFlags, io: CliIo): Promise<number> {
   return withAdmin(o, io, async (admin, conn) => {
     const s = await getSweepAll(admin, conn, id, { withResults: true, timeoutMs: 60_000 });
-    const t = resultsTable(outcomes(s), { alpha: o.alpha });
+    const t = resultsTable(outcomes(s), { alpha: o.alpha, by: o.by });
     if (o.format === 'csv') out(io, tableCsv(t));
     else if (o.format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
     else if (o.format === 'md') out(io, tableMarkdown(t));

@@ -2,8 +2,8 @@ import { Option, type Command } from 'commander';
 import type * as SweepModule from '../actions/sweep.js';
 import type { ResultsFlags, SubmitFlags } from '../actions/sweep.js';
 import type { ConnectionFlags } from '../kit.js';
-import { DEFAULT_ALPHA } from '@ferry/common';
-import { alpha, connectionFlags, examples, int, withConnection, type CommandContext } from '../kit.js';
+import { DEFAULT_ALPHA, HYPER_PARAMETER_NAMES } from '@ferry/common';
+import { alpha, connectionFlags, examples, int, usageError, withConnection, type CommandContext } from '../kit.js';
 
 type SweepActions = typeof SweepModule;
 
@@ -18,6 +18,15 @@ function sub<T extends object>(
     ctx.code = await run(await import('../actions/sweep.js'), cmd.args[0] ?? '', withConnection<T>(cmd));
   });
   return cmd;
+}
+
+/** `--by lr,batchSize`: settings of the cell specification (CellSpec's names). */
+function settingList(value: string): string[] {
+  const names = value.split(',').map((x) => x.trim());
+  const known = ['seed', 'weights', ...HYPER_PARAMETER_NAMES] as string[];
+  for (const n of names)
+    if (!known.includes(n)) throw usageError(`--by: ${JSON.stringify(n)} is not a setting; use ${known.join(', ')}`);
+  return names;
 }
 
 /** `ferry sweep submit|status|results|retry|cancel|list`, against a coordinator. */
@@ -43,8 +52,18 @@ export function sweepDefinition(program: Command, ctx: CommandContext): void {
     .addOption(
       new Option('--format <md|csv|json|html>', 'the output').choices(['md', 'csv', 'json', 'html']).default('md'),
     )
-    .option('--alpha <p>', 'the significance level of a verdict', alpha, DEFAULT_ALPHA);
-  examples(results, 'ferry sweep results 3f2a9c --format html > results.html');
+    .option('--alpha <p>', 'the significance level of a verdict', alpha, DEFAULT_ALPHA)
+    .option(
+      '--by <settings>',
+      'split rows by these settings of the cells, comma-separated (lr, batchSize, seed...); a setting that varies within a column always splits',
+      settingList,
+      [],
+    );
+  examples(
+    results,
+    'ferry sweep results 3f2a9c --format html > results.html',
+    'ferry sweep results 3f2a9c --by lr,batchSize',
+  );
   for (const [name, what] of [
     ['retry', 'requeue the failed cells'],
     ['cancel', 'cancel the cells not done'],
