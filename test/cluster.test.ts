@@ -6,13 +6,17 @@ import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/client';
-import { CellResult } from '@ferry/protocol';
+import { CellResult, type SweepStatus } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import {
+  attemptsOf,
+  epochIndices,
   freePort,
   getSweep,
   kill,
+  only,
+  outcome,
   startCoordinator,
   startWorker,
   submit,
@@ -27,7 +31,21 @@ import {
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-cluster-'));
 let dataRoot = '';
 const procs: Proc[] = [];
-const FAST = ['--lease-ms', '2000', '--heartbeat-ms', '200'];
+const LEASE_MS = 2000;
+const HEARTBEAT_MS = 200;
+const FAST = ['--lease-ms', String(LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
+/** How often the coordinator checks leases (its default; not a flag). */
+const TICK_MS = 500;
+/** After a lease runs out: the next lease check, and the status call that sees it. */
+const EXPIRY_SLACK_MS = TICK_MS + 1_000;
+/** The fault tests' sweep: epochs per cell (few, but enough to kill mid-sweep after 2). */
+const EPOCHS = 8;
+/** Bounds on the waits the fault tests' timeouts are summed from (2 cores, shared). */
+const START_MS = 30_000; // processes started, the sweep submitted, a first epoch under way
+const EPOCH_MS = 10_000; // one epoch of one cell
+const SWEEP_MS = 120_000; // a whole sweep of EPOCHS epochs, from wherever it is
+const OUTAGE_MS = 5_000; // the coordinator's outage: longer than a lease
+const STALE_MS = 30_000; // a woken worker's stale attempt refused
 
 const sweepYaml = (name: string, epochs: number, colors = '[rgb, gray]', extra = ''): string => `name: ${name}
 datasets: [{ name: demo, path: demo }${extra}]
@@ -55,73 +73,136 @@ function worker(address: string, name: string): Proc {
   return p;
 }
 
-describe('cluster faults (real processes, real gRPC)', () => {
-  test('kill -9 of a worker mid-epoch: its cell resumes from the last checkpoint on another worker; every cell exactly once', async () => {
-    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
-    procs.push(coord);
-    const conn = { address: coord.address };
-    const workers = [worker(coord.address, 'wa'), worker(coord.address, 'wb')];
-    const sweepId = await submit(conn, sweepYaml('killworker', 12));
-    const victim = await waitFor('a cell with a checkpoint of 2 epochs', 60_000, async () => {
+/**
+ * `yaml` run undisturbed to its end by a fresh coordinator and fresh workers (`start` for each
+ * name): the reference a disturbed run of the same sweep is compared with. Stops its processes.
+ */
+async function undisturbed(
+  yaml: string,
+  names: string[],
+  coordinatorArgs: string[],
+  start: (address: string, name: string) => Proc,
+): Promise<{ status: SweepStatus; logs: string }> {
+  const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...coordinatorArgs]);
+  procs.push(coord);
+  const conn = { address: coord.address };
+  const workers = names.map((n) => start(coord.address, n));
+  const sweepId = await submit(conn, yaml);
+  const status = await waitFor(
+    'the undisturbed sweep',
+    SWEEP_MS,
+    async () => {
       const s = await getSweep(conn, sweepId);
-      return s.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2);
-    });
-    const victimProc = victim.worker === 'wa' ? workers[0]! : workers[1]!;
-    await kill(victimProc, 'SIGKILL');
-    const done = await waitFor(
-      'the sweep to finish',
-      120_000,
-      async () => {
-        const s = await getSweep(conn, sweepId);
-        return s.done === 2 ? s : undefined;
-      },
-      250,
-    );
-    expect(done.cells.map((c) => c.state)).toEqual(['done', 'done']);
-    const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
-    expect(moved.attempts).toBe(2);
-    expect(moved.worker).toBe('');
-    const result = moved.result!;
-    expect(result.resumedFromEpoch).toBeGreaterThanOrEqual(victim.checkpointEpochs);
-    expect(result.epochs).toHaveLength(12);
-  });
+      return s.done + s.failed === s.totalCells ? s : undefined;
+    },
+    250,
+  );
+  const logs = workers.map((w) => w.log()).join('');
+  for (const p of procs.splice(0)) await kill(p);
+  return { status, logs };
+}
 
-  test('kill -9 of the coordinator mid-sweep, then a restart: the sweep completes, nothing lost or duplicated', async () => {
-    const state = tmp();
-    const port = await freePort();
-    const listen = ['--listen', `127.0.0.1:${port}`, '--state', state, ...FAST];
-    let coord = await startCoordinator(listen);
-    procs.push(coord);
-    const conn = { address: coord.address };
-    worker(coord.address, 'wc');
-    const sweepId = await submit(conn, sweepYaml('killcoord', 8));
-    await waitFor('a cell past its second epoch', 60_000, async () =>
-      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 2),
-    );
-    await kill(coord, 'SIGKILL');
-    // Down for longer than a lease (2 s): the restarted coordinator's recovery grace, not the
-    // lease, decides how long the worker has to come back and claim its cell.
-    await new Promise((r) => setTimeout(r, 5_000));
-    coord = await startCoordinator(listen);
-    procs.push(coord);
-    const done = await waitFor(
-      'the sweep to finish after the restart',
-      120_000,
-      async () => {
+describe('cluster faults (real processes, real gRPC)', () => {
+  /**
+   * The undisturbed run every fault below is compared with: the same 2-cell sweep on two workers,
+   * once. Each fault test runs this sweep (or its rgb cell) and must end with the same results,
+   * epoch histories and, but for the disturbed cell's one extra attempt, the same attempt counts.
+   */
+  let baseline: SweepStatus;
+  beforeAll(async () => {
+    baseline = (await undisturbed(sweepYaml('undisturbed', EPOCHS), ['ua', 'ub'], FAST, worker)).status;
+    expect(baseline.cells.map((c) => [c.state, c.attempts])).toEqual([
+      ['done', 1],
+      ['done', 1],
+    ]);
+    for (const c of baseline.cells) expect(c.result!.resumedFromEpoch).toBe(0);
+  }, SWEEP_MS + START_MS);
+
+  // Waits: a checkpoint of 2 epochs (START_MS + 2 epochs), then the sweep (SWEEP_MS); the timeout is their sum.
+  test(
+    'kill -9 of a worker mid-epoch: its cell resumes from the last checkpoint on another worker; every cell exactly once, with the results of an undisturbed run',
+    async () => {
+      const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+      procs.push(coord);
+      const conn = { address: coord.address };
+      const workers = [worker(coord.address, 'wa'), worker(coord.address, 'wb')];
+      const sweepId = await submit(conn, sweepYaml('killworker', EPOCHS));
+      const victim = await waitFor('a cell with a checkpoint of 2 epochs', START_MS + 2 * EPOCH_MS, async () => {
         const s = await getSweep(conn, sweepId);
-        return s.done === 2 ? s : undefined;
-      },
-      250,
-    );
-    expect(done.cells).toHaveLength(2);
-    for (const c of done.cells) {
-      expect(c.state).toBe('done');
+        return s.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2);
+      });
+      const victimProc = victim.worker === 'wa' ? workers[0]! : workers[1]!;
+      const survivor = victim.worker === 'wa' ? workers[1]! : workers[0]!;
+      await kill(victimProc, 'SIGKILL');
+      const done = await waitFor(
+        'the sweep to finish',
+        SWEEP_MS,
+        async () => {
+          const s = await getSweep(conn, sweepId);
+          return s.done === 2 ? s : undefined;
+        },
+        250,
+      );
+      const other = done.cells.find((c) => c.cellId !== victim.cellId)!;
+      // The results and every epoch's metrics equal the undisturbed run's (resume is exact).
+      expect(outcome(done)).toEqual(outcome(baseline));
+      // Every epoch once, in order, in both cells.
+      expect(epochIndices(done)).toEqual(epochIndices(baseline));
+      for (const ids of Object.values(epochIndices(done))) expect(ids).toEqual([...Array(EPOCHS).keys()]);
+      // One attempt more than undisturbed for the killed worker's cell; the other cell ran once.
+      expect(attemptsOf(done)).toEqual({ ...attemptsOf(baseline), [victim.cellId]: 2 });
+      const moved = done.cells.find((c) => c.cellId === victim.cellId)!;
+      expect(moved.worker).toBe('');
+      expect(moved.result!.resumedFromEpoch).toBeGreaterThanOrEqual(victim.checkpointEpochs);
+      expect(other.result!.resumedFromEpoch).toBe(0);
+      // The workers' own account: the other cell was started once, the moved one twice (once per worker).
+      const started = (log: string, id: string): number => log.split(`cell ${id} (`).length - 1;
+      expect(started(victimProc.log() + survivor.log(), other.cellId)).toBe(1);
+      expect([started(victimProc.log(), victim.cellId), started(survivor.log(), victim.cellId)]).toEqual([1, 1]);
+    },
+    START_MS + 2 * EPOCH_MS + SWEEP_MS,
+  );
+
+  // Waits: 2 epochs, the outage (OUTAGE_MS), the sweep (SWEEP_MS); the timeout is their sum.
+  test(
+    'kill -9 of the coordinator mid-sweep, for longer than a lease, then a restart: the sweep completes with the results of an undisturbed run, nothing lost or duplicated',
+    async () => {
+      const state = tmp();
+      const port = await freePort();
+      const listen = ['--listen', `127.0.0.1:${port}`, '--state', state, ...FAST];
+      let coord = await startCoordinator(listen);
+      procs.push(coord);
+      const conn = { address: coord.address };
+      worker(coord.address, 'wc');
+      const sweepId = await submit(conn, sweepYaml('killcoord', EPOCHS));
+      await waitFor('a cell past its second epoch', START_MS + 2 * EPOCH_MS, async () =>
+        (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 2),
+      );
+      const down = Date.now();
+      await kill(coord, 'SIGKILL');
+      // Down for longer than a lease: the restarted coordinator's recovery grace, not the
+      // lease, decides how long the worker has to come back and claim its cell.
+      await new Promise((r) => setTimeout(r, OUTAGE_MS));
+      coord = await startCoordinator(listen);
+      const outage = Date.now() - down;
+      expect(outage).toBeGreaterThan(LEASE_MS);
+      procs.push(coord);
+      const done = await waitFor(
+        'the sweep to finish after the restart',
+        SWEEP_MS,
+        async () => {
+          const s = await getSweep(conn, sweepId);
+          return s.done === 2 ? s : undefined;
+        },
+        250,
+      );
+      expect(outcome(done)).toEqual(outcome(baseline));
       // The worker kept its lease across the restart: no second attempt, no duplicate.
-      expect(c.attempts).toBe(1);
-      const epochs = c.result!.epochs;
-      expect(epochs.map((e) => e.epoch)).toEqual([...Array(8).keys()]);
-    }
-  });
+      expect(attemptsOf(done)).toEqual(attemptsOf(baseline));
+      for (const ids of Object.values(epochIndices(done))) expect(ids).toEqual([...Array(EPOCHS).keys()]);
+    },
+    START_MS + 2 * EPOCH_MS + OUTAGE_MS + SWEEP_MS,
+  );
 
   test('a cell that fails every time ends failed after the configured attempts, with its error; the other cell completes', async () => {
     const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST, '--max-attempts', '2']);
@@ -154,35 +235,69 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     expect(s.cells.find((c) => c.spec!.dataset === 'demo')!.state).toBe('done');
   });
 
-  test('a worker that stops heartbeating without dying (SIGSTOP) loses its lease and the cell moves', async () => {
-    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
-    procs.push(coord);
-    const conn = { address: coord.address };
-    const a = worker(coord.address, 'we');
-    const sweepId = await submit(conn, sweepYaml('hung', 10, '[rgb]'));
-    const cell = await waitFor('the cell to start', 60_000, async () =>
-      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.epoch >= 1),
-    );
-    expect(cell.worker).toBe('we');
-    a.child.kill('SIGSTOP');
-    worker(coord.address, 'wf');
-    const done = await waitFor(
-      'the cell to finish elsewhere',
-      120_000,
-      async () => {
-        const s = await getSweep(conn, sweepId);
-        return s.done === 1 ? s : undefined;
-      },
-      250,
-    );
-    expect(done.cells[0]!.attempts).toBe(2);
-    // The stopped worker wakes up: its stale attempt is not recorded a second time.
-    a.child.kill('SIGCONT');
-    await new Promise((r) => setTimeout(r, 1500));
-    const after = await getSweep(conn, sweepId);
-    expect(after.cells[0]!.result).toEqual(done.cells[0]!.result);
-    expect(after.cells[0]!.attempts).toBe(2);
-  });
+  // Waits: an epoch, the lease's expiry (bounded below), the sweep (SWEEP_MS), the stale attempt's
+  // refusal (STALE_MS); the timeout is their sum.
+  test(
+    'a worker that stops heartbeating without dying (SIGSTOP) loses its lease when the lease runs out and the cell moves; woken, its stale attempt is refused and changes nothing',
+    async () => {
+      const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
+      procs.push(coord);
+      const conn = { address: coord.address };
+      const a = worker(coord.address, 'we');
+      const sweepId = await submit(conn, sweepYaml('hung', EPOCHS, '[rgb]'));
+      const cell = await waitFor('a checkpoint of the cell', START_MS + EPOCH_MS, async () =>
+        (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 1),
+      );
+      expect(cell.worker).toBe('we');
+      const stopped = Date.now();
+      a.child.kill('SIGSTOP');
+      worker(coord.address, 'wf');
+      // The lease was last renewed at most a heartbeat before the stop; the coordinator checks
+      // leases every TICK_MS. So the attempt ends between the lease (less a few late heartbeats)
+      // and the lease plus a tick (plus the time to ask), not before, not much later.
+      const lost = await waitFor(
+        'the lease to expire',
+        LEASE_MS + EXPIRY_SLACK_MS + 10_000,
+        async () => {
+          const c = (await getSweep(conn, sweepId)).cells[0]!;
+          return c.state !== 'running' || c.worker !== 'we' || c.attempts > 1 ? Date.now() - stopped : undefined;
+        },
+        50,
+      );
+      expect(lost).toBeGreaterThanOrEqual(LEASE_MS - 5 * HEARTBEAT_MS);
+      expect(lost).toBeLessThanOrEqual(LEASE_MS + EXPIRY_SLACK_MS);
+      const done = await waitFor(
+        'the cell to finish elsewhere',
+        SWEEP_MS,
+        async () => {
+          const s = await getSweep(conn, sweepId);
+          return s.done === 1 ? s : undefined;
+        },
+        250,
+      );
+      expect(attemptsOf(done)).toEqual({ [cell.cellId]: 2 });
+      // The stopped worker wakes up: its first heartbeat claims the lost attempt; the coordinator
+      // refuses it and the worker stops it (or, had it finished, its result is not recorded).
+      a.child.kill('SIGCONT');
+      const refused = await waitFor(
+        'the stale attempt to be refused',
+        STALE_MS,
+        async () =>
+          new RegExp(`cell ${cell.cellId}: (stopped \\(cancelled by the coordinator\\)|.*\\(not recorded: )`).exec(
+            a.log(),
+          )?.[0],
+        100,
+      );
+      expect(refused).toBeTruthy();
+      const after = await getSweep(conn, sweepId);
+      expect(outcome(after)).toEqual(outcome(done));
+      expect(outcome(after)).toEqual(outcome(only(baseline, [cell.cellId])));
+      expect(attemptsOf(after)).toEqual({ [cell.cellId]: 2 });
+      expect(epochIndices(after)).toEqual({ [cell.cellId]: [...Array(EPOCHS).keys()] });
+      expect(after.cells[0]!.result!.resumedFromEpoch).toBeGreaterThanOrEqual(cell.checkpointEpochs);
+    },
+    START_MS + EPOCH_MS + LEASE_MS + EXPIRY_SLACK_MS + 10_000 + SWEEP_MS + STALE_MS,
+  );
 });
 
 describe('cluster security', () => {
@@ -555,6 +670,17 @@ describe('datasets and the embedded default', () => {
 });
 
 describe('data-parallel cells over real processes', () => {
+  /** The ring's collective deadline, and a lease well past it plus the abort's margin (below). */
+  const DEADLINE_MS = 2_000;
+  const DP_LEASE_MS = 8_000;
+  /**
+   * From the kill to the generation's end, besides the deadline itself: the training step a rank
+   * may be in when its peer dies (before it waits on the ring) and its fail report. Deadline plus
+   * margin is under the lease, so a generation ended by the lease instead of the ring fails the test.
+   */
+  const ABORT_MARGIN_MS = 1_500;
+  const DP_EPOCHS = 6;
+  const DP_ARGS = ['--lease-ms', String(DP_LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
   const dpYaml = (name: string, epochs: number): string => `name: ${name}
 datasets: [{ name: demo, path: demo }]
 colors: [rgb]
@@ -568,60 +694,80 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
       dataRoot,
       workDir: tmp(),
       cacheDir: tmp(),
-      extra: ['--collective-deadline-ms', '3000'],
+      extra: ['--collective-deadline-ms', String(DEADLINE_MS)],
     });
     procs.push(p);
     return p;
   };
 
-  test('a workers: 2 cell trains on two workers (ranks 0 and 1) and reports once', async () => {
-    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
-    procs.push(coord);
-    const conn = { address: coord.address };
-    const a = dpWorker(coord.address, 'dpa');
-    const b = dpWorker(coord.address, 'dpb');
-    const sweepId = await submit(conn, dpYaml('dp', 3));
-    const s = await waitFor(
-      'the data-parallel cell',
-      90_000,
-      async () => {
-        const x = await getSweep(conn, sweepId);
-        return x.done === 1 ? x : undefined;
-      },
-      250,
-    );
-    expect(s.cells[0]!.attempts).toBe(1);
-    expect(s.cells[0]!.result!.epochs).toHaveLength(3);
-    const logs = a.log() + b.log();
-    expect(logs).toContain('rank 0 of 2 (generation 1)');
-    expect(logs).toContain('rank 1 of 2 (generation 1)');
+  /** The undisturbed data-parallel run (the first test's subject, the rank-kill test's reference). */
+  let baseline: { status: SweepStatus; logs: string };
+  beforeAll(async () => {
+    baseline = await undisturbed(dpYaml('dp', DP_EPOCHS), ['dpa', 'dpb'], DP_ARGS, dpWorker);
+  }, SWEEP_MS + START_MS);
+
+  test('a workers: 2 cell trains on two workers (ranks 0 and 1) and reports once', () => {
+    const [cell] = baseline.status.cells;
+    expect(cell).toMatchObject({ state: 'done', attempts: 1 });
+    expect(epochIndices(baseline.status)).toEqual({ [cell!.cellId]: [...Array(DP_EPOCHS).keys()] });
+    expect(baseline.logs).toContain('rank 0 of 2 (generation 1)');
+    expect(baseline.logs).toContain('rank 1 of 2 (generation 1)');
+    expect(baseline.logs.match(/best val/g)).toHaveLength(1);
   });
 
-  test('kill -9 of one rank: the generation aborts within the deadline, the group re-forms with a spare worker and resumes', async () => {
-    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...FAST]);
-    procs.push(coord);
-    const conn = { address: coord.address };
-    const workers = [dpWorker(coord.address, 'dp1'), dpWorker(coord.address, 'dp2')];
-    const sweepId = await submit(conn, dpYaml('dpkill', 10));
-    const running = await waitFor('a checkpoint of the group', 90_000, async () =>
-      (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
-    );
-    // Kill the rank that is not rank 0 (rank 0 is the one the coordinator lists).
-    const victim = running.worker === 'dp1' ? workers[1]! : workers[0]!;
-    await kill(victim, 'SIGKILL');
-    dpWorker(coord.address, 'dp3');
-    const done = await waitFor(
-      'the re-formed group to finish',
-      120_000,
-      async () => {
-        const s = await getSweep(conn, sweepId);
-        return s.done === 1 ? s : undefined;
-      },
-      250,
-    );
-    const r = done.cells[0]!.result!;
-    expect(done.cells[0]!.attempts).toBe(2);
-    expect(r.resumedFromEpoch).toBeGreaterThanOrEqual(2);
-    expect(r.epochs).toHaveLength(10);
-  });
+  // Waits: a checkpoint of 2 epochs, the abort (DEADLINE_MS + ABORT_MARGIN_MS, asked for 10 s
+  // longer so that a slow abort fails on its time, not the wait), the sweep; the timeout is their sum.
+  test(
+    'kill -9 of one rank: the generation aborts within the deadline, the group re-forms at full size with a spare worker and resumes, with the result of an undisturbed run',
+    async () => {
+      const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), ...DP_ARGS]);
+      procs.push(coord);
+      const conn = { address: coord.address };
+      const workers = [dpWorker(coord.address, 'dp1'), dpWorker(coord.address, 'dp2')];
+      const sweepId = await submit(conn, dpYaml('dpkill', DP_EPOCHS));
+      const running = await waitFor('a checkpoint of the group', START_MS + 2 * EPOCH_MS, async () =>
+        (await getSweep(conn, sweepId)).cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
+      );
+      expect(running.attempts).toBe(1);
+      // Kill the rank that is not rank 0 (rank 0 is the one the coordinator lists).
+      const [victim, survivor] = running.worker === 'dp1' ? [workers[1]!, workers[0]!] : [workers[0]!, workers[1]!];
+      const killed = Date.now();
+      await kill(victim, 'SIGKILL');
+      const spare = dpWorker(coord.address, 'dp3');
+      // The generation's end, as the coordinator records it: the attempt over (pending, or the next one running).
+      const aborted = await waitFor(
+        'the generation to abort',
+        DEADLINE_MS + ABORT_MARGIN_MS + 10_000,
+        async () => {
+          const c = (await getSweep(conn, sweepId)).cells[0]!;
+          return c.state !== 'running' || c.attempts > 1 ? Date.now() - killed : undefined;
+        },
+        50,
+      );
+      expect(aborted).toBeLessThanOrEqual(DEADLINE_MS + ABORT_MARGIN_MS);
+      // Ended by the ring's deadline on the surviving rank, not by the coordinator noticing the loss.
+      expect(survivor.log()).toMatch(
+        new RegExp(`cell ${running.cellId} failed: FERRY_ERR_COLLECTIVE: .*within ${DEADLINE_MS} ms`),
+      );
+      const done = await waitFor(
+        'the re-formed group to finish',
+        SWEEP_MS,
+        async () => {
+          const s = await getSweep(conn, sweepId);
+          return s.done === 1 ? s : undefined;
+        },
+        250,
+      );
+      // Generation 2 at full size: rank 0 and rank 1 of 2, on the surviving and the spare worker.
+      const gen2 = (p: Proc): string | undefined =>
+        /rank (\d) of (\d) \(generation 2\)/.exec(p.log())?.slice(1).join(' of ');
+      expect([gen2(survivor), gen2(spare)].sort()).toEqual(['0 of 2', '1 of 2']);
+      expect(victim.log()).not.toContain('(generation 2)');
+      expect(outcome(done)).toEqual(outcome(baseline.status));
+      expect(attemptsOf(done)).toEqual({ [running.cellId]: 2 });
+      expect(epochIndices(done)).toEqual({ [running.cellId]: [...Array(DP_EPOCHS).keys()] });
+      expect(done.cells[0]!.result!.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    },
+    START_MS + 2 * EPOCH_MS + DEADLINE_MS + ABORT_MARGIN_MS + 10_000 + SWEEP_MS,
+  );
 });

@@ -174,3 +174,38 @@ export async function startNats(
   );
   return { ...proc, url: `nats://127.0.0.1:${p}`, port: p };
 }
+
+/** Fields that measure time or where an attempt resumed: they differ between runs of the same sweep. */
+const NOT_COMPARED = /^(wallMs|imagesPerSec|trainMs|valMs|dataWaitMs|finishedAt|resumedFromEpoch)$/;
+
+/**
+ * What a fault must not change in a finished sweep, per cell (by id): its state and its result,
+ * with every epoch's metrics (losses, accuracies, confusion) and the best epoch's predictions,
+ * compared exactly (training resumes exactly from a checkpoint); timings and resumedFromEpoch aside.
+ */
+export function outcome(s: SweepStatus): { cellId: string; state: string; result: unknown }[] {
+  return [...s.cells]
+    .sort((a, b) => a.cellId.localeCompare(b.cellId))
+    .map((c) => ({
+      cellId: c.cellId,
+      state: c.state,
+      result: c.result
+        ? (JSON.parse(JSON.stringify(c.result, (k, v: unknown) => (NOT_COMPARED.test(k) ? undefined : v))) as unknown)
+        : null,
+    }));
+}
+
+/** Each cell's attempt count, by cell id. */
+export function attemptsOf(s: SweepStatus): Record<string, number> {
+  return Object.fromEntries(s.cells.map((c) => [c.cellId, c.attempts]));
+}
+
+/** The epoch indices of each cell's result, by cell id (0..n-1 when no epoch is missing or recorded twice). */
+export function epochIndices(s: SweepStatus): Record<string, number[]> {
+  return Object.fromEntries(s.cells.map((c) => [c.cellId, (c.result?.epochs ?? []).map((e) => e.epoch)]));
+}
+
+/** The sweep `s` restricted to the cells of `ids` (a baseline's cells that a smaller sweep shares). */
+export function only(s: SweepStatus, ids: readonly string[]): SweepStatus {
+  return { ...s, cells: s.cells.filter((c) => ids.includes(c.cellId)) };
+}
