@@ -1,9 +1,10 @@
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import type { ResultsTable } from '@ferry/common';
+import type { ResultsRow, ResultsTable } from '@ferry/common';
+import type { CellDetail, SweepDetail } from '@ferry/dashboard';
 import { writeDemoDataset } from '@ferry/core';
 import { kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
@@ -17,6 +18,93 @@ import { createInterface } from 'node:readline';
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-e2e-'));
 const procs: Proc[] = [];
 let browser: Browser | undefined;
+
+/** Half a unit of the last digit the page prints percentages with (one decimal: 0.05 points). */
+const SHOWN_PCT = 0.05 + 1e-9;
+
+/** A percentage as the page prints it ("83.3%", "83.3% ± 1.2 [71.0, 90.1]"): its numbers, in percent. */
+function parseAcc(text: string): { mean: number; std: number | null; ci: [number, number] | null } {
+  const m = /^(\d+\.\d)%(?: ± (\d+\.\d))?(?: \[(\d+\.\d), (\d+\.\d)\])?$/.exec(text.trim());
+  if (!m) throw new Error(`not an accuracy as the page prints it: ${JSON.stringify(text)}`);
+  return {
+    mean: Number(m[1]),
+    std: m[2] === undefined ? null : Number(m[2]),
+    ci: m[3] === undefined ? null : [Number(m[3]), Number(m[4])],
+  };
+}
+
+/**
+ * The winner a row's numbers imply, from the API's own numbers rather than its `winner` field: the
+ * better of the two columns with the highest accuracies (more images right only in it: McNemar's
+ * discordant pairs), and only when the p-value is below alpha.
+ */
+function impliedWinner(row: ResultsRow, table: ResultsTable): string | null {
+  const c = row.comparison!;
+  const byMean = table.strategies
+    .filter((s) => row.byStrategy[s])
+    .sort((x, y) => row.byStrategy[y]!.mean - row.byStrategy[x]!.mean);
+  expect(new Set([c.a, c.b])).toEqual(new Set(byMean.slice(0, 2)));
+  if (c.pValue === null || c.pValue >= table.alpha) return null;
+  const [onlyA, onlyB] = c.discordant!;
+  return onlyA > onlyB ? c.a : onlyB > onlyA ? c.b : null;
+}
+
+/**
+ * The comparison table as a user reads it (#table: each strategy's accuracy and interval, which
+ * one is marked the winner, the verdict), against the API's table for the same sweep: every number
+ * within the page's rounding, the winner the one the API's numbers imply.
+ */
+async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void> {
+  const shown = await page.$$eval('#table tr', (trs) =>
+    trs.slice(1).map((tr) => ({
+      cells: Array.from(tr.querySelectorAll('td')).map((td) => td.textContent ?? ''),
+      acc: Object.fromEntries(
+        Array.from(tr.querySelectorAll('td.acc')).map((td) => [
+          (td as HTMLElement).dataset['strategy']!,
+          { text: td.textContent ?? '', winner: td.classList.contains('winner') },
+        ]),
+      ),
+      verdict: tr.querySelector('td.verdict')?.textContent ?? '',
+      noise: tr.querySelector('td.verdict')?.classList.contains('noise') ?? false,
+    })),
+  );
+  expect(shown).toHaveLength(api.rows.length);
+  api.rows.forEach((row, i) => {
+    const r = shown[i]!;
+    const where = `row ${i} (${row.dataset} ${row.color})`;
+    expect(r.cells.slice(0, 3), where).toEqual([row.dataset, row.color, row.model]);
+    const winner = impliedWinner(row, api);
+    expect(row.winner, `${where}: the API's winner is its numbers' winner`).toBe(winner);
+    for (const s of api.strategies) {
+      const c = row.byStrategy[s];
+      if (!c) continue;
+      const acc = parseAcc(r.acc[s]!.text);
+      expect(Math.abs(acc.mean - c.mean * 100), `${where} ${s}: ${r.acc[s]!.text} vs ${c.mean}`).toBeLessThanOrEqual(
+        SHOWN_PCT,
+      );
+      if (c.n > 1) expect(Math.abs(acc.std! - c.std * 100), `${where} ${s} std`).toBeLessThanOrEqual(SHOWN_PCT);
+      expect(acc.ci === null, `${where} ${s}: an interval shown iff the API has one`).toBe(c.ci95 === null);
+      if (c.ci95) {
+        expect(Math.abs(acc.ci![0] - c.ci95[0] * 100), `${where} ${s} low`).toBeLessThanOrEqual(SHOWN_PCT);
+        expect(Math.abs(acc.ci![1] - c.ci95[1] * 100), `${where} ${s} high`).toBeLessThanOrEqual(SHOWN_PCT);
+      }
+      expect(r.acc[s]!.winner, `${where}: ${s} marked the winner`).toBe(s === winner);
+    }
+    expect(r.verdict, where).toBe(row.verdict);
+    expect(r.noise, `${where}: the verdict greyed out iff no winner`).toBe(winner === null);
+    if (winner) expect(r.verdict.startsWith(`${winner} (`), where).toBe(true);
+    else expect(r.verdict, where).toMatch(/^no (significant difference|test)/);
+  });
+}
+
+/**
+ * The values a uPlot chart of the page plots (x, then a series per cell), from the chart object
+ * itself: app.js's `charts` registry, a top-level const of a classic script, so in the page's
+ * global scope.
+ */
+async function plotted(page: Page, box: string): Promise<(number | null)[][]> {
+  return page.evaluate(`[...charts.get(${JSON.stringify(box)}).chart.plot.data].map((s) => [...s])`);
+}
 
 beforeAll(async () => {
   browser = await chromium.launch({
@@ -102,21 +190,28 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
   await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, {
     timeout: 120_000,
   });
-  const row = await page.textContent('#table tr:nth-child(2)');
-  expect(row).toContain('demo');
-  // What the page shows is what the API computed: the verdict (test, p-value, winner) and each interval.
+  // What the page shows is what the API computed: each accuracy and interval, the winner its
+  // numbers imply (whichever it is: this run's data decide), the verdict.
   const api = (await (await fetch(`${url}api/sweeps/${sweepId}/table?format=json`)).json()) as ResultsTable;
-  const apiRow = api.rows[0]!;
-  expect(apiRow.comparison?.test).toBe('mcnemar-exact');
-  expect(await page.textContent('#table td.verdict')).toBe(apiRow.verdict);
-  expect(apiRow.verdict).toMatch(/McNemar p = /);
-  for (const s of api.strategies) {
-    const c = apiRow.byStrategy[s]!;
-    const shown = await page.textContent(`#table td.acc[data-strategy="${s}"]`);
-    expect(shown).toBe(
-      `${(c.mean * 100).toFixed(1)}% [${(c.ci95![0] * 100).toFixed(1)}, ${(c.ci95![1] * 100).toFixed(1)}]`,
-    );
+  expect(api.rows.map((r) => [r.dataset, r.color, r.comparison?.test])).toEqual([['demo', 'rgb', 'mcnemar-exact']]);
+  await expectTableShowsApi(page, api);
+  // The cells table's best val accuracy is each cell's (and, one seed, its column's in the table).
+  const detail = (await (await fetch(`${url}api/sweeps/${sweepId}`)).json()) as SweepDetail;
+  const best = await page.$$eval('#cells tr.cell', (trs) =>
+    trs.map((tr) => [(tr as HTMLElement).dataset['cell']!, tr.querySelectorAll('td')[10]?.textContent ?? '']),
+  );
+  expect(best).toHaveLength(2);
+  for (const [id, text] of best) {
+    const c = detail.cells.find((x) => x.cellId === id)!;
+    expect(Math.abs(parseAcc(text!).mean - c.bestValAccuracy * 100), `${id}: ${text}`).toBeLessThanOrEqual(SHOWN_PCT);
+    expect(api.rows[0]!.byStrategy[c.strategy]!.mean).toBe(c.bestValAccuracy);
   }
+  // The followed cell's curve plots the API's val accuracy of each of its 8 epochs, at epochs 1..8.
+  const followed = decodeURIComponent(/cells=([^&]+)/.exec(new URL(page.url()).hash)![1]!);
+  const cell = (await (await fetch(`${url}api/cells/${encodeURIComponent(followed)}`)).json()) as CellDetail;
+  expect(cell.curves).toHaveLength(8);
+  await waitFor('the curve to plot all 8 epochs', 30_000, async () => ((await points()) === 8 ? true : undefined));
+  expect(await plotted(page, 'overlay')).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], cell.curves.map((p) => p.valAccuracy)]);
   // The legend says which freeze the column holds.
   expect(await page.textContent('#legend')).toContain(
     "freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode",
@@ -441,9 +536,13 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   const specs = [
     ['c0', 'rgb', 'finetune', 0.9],
     ['c1', 'rgb', 'freeze', 0.6],
-    ['c2', 'gray', 'finetune', 0.7],
-    ['c3', 'gray', 'freeze', 0.4],
+    ['c2', 'gray', 'finetune', 0.4],
+    ['c3', 'gray', 'freeze', 0.7],
   ] as const;
+  // 40 val images: a cell gets the first top * 40 right. So on rgb finetune is right on 12 images
+  // where freeze is wrong and never the reverse, on gray freeze on 12: exact McNemar p = 2 / 2^12
+  // = 0.00049 < 0.05, finetune wins rgb and freeze wins gray.
+  const valLabels = Array.from({ length: 40 }, (_, i) => i % 2);
   for (const [id, color, strategy, top] of specs) {
     for (let e = 0; e < 6; e++) {
       apply({
@@ -491,6 +590,9 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
         classes: ['cat', 'dog'],
         confusion,
         perClassAccuracy: [0.8, top],
+        valLabels,
+        valPredictions: valLabels.map((l, i) => (i < top * 40 ? l : 1 - l)),
+        valSetHash: 'val-40',
       },
     });
   }
@@ -505,6 +607,14 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   await page.goto(`${base}#/sweep/ui`);
   await page.waitForSelector('#cells tr.cell >> nth=3');
+  // The comparison table as a user reads it is the API's, and names the winners the data imply.
+  await page.waitForSelector('#table td.verdict');
+  const table = (await (await fetch(`${base}api/sweeps/ui/table?format=json`)).json()) as ResultsTable;
+  expect(table.rows.map((r) => [r.color, r.winner, r.verdict])).toEqual([
+    ['rgb', 'finetune', 'finetune (McNemar p = 0.00049)'],
+    ['gray', 'freeze', 'freeze (McNemar p = 0.00049)'],
+  ]);
+  await expectTableShowsApi(page, table);
   // Choose finetune and freeze on rgb: one chart, both series, a legend entry each, real axes.
   await page.click('#cells tr.cell[data-cell="c0"]');
   await page.click('#cells tr.cell[data-cell="c1"]');
@@ -515,6 +625,19 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   expect(await page.$$eval('#overlay .u-axis', (l) => l.length)).toBe(2);
   expect(await page.textContent('#overlay .u-title')).toBe('val accuracy');
   expect(await page.getAttribute('#overlay', 'data-points')).toBe('6');
+  // The plotted values are the API's for those cells (which are the epochs' values sent), at epochs 1..6.
+  const detail = async (id: string): Promise<CellDetail> =>
+    (await (await fetch(`${base}api/cells/${id}`)).json()) as CellDetail;
+  const chosen = [await detail('c0'), await detail('c1')];
+  expect(chosen[0]!.curves.map((p) => p.valAccuracy)).toEqual([2, 3, 4, 5, 6, 6].map((k) => 0.9 * (k / 6)));
+  expect(await plotted(page, 'overlay')).toEqual([
+    [1, 2, 3, 4, 5, 6],
+    ...chosen.map((c) => c.curves.map((p) => p.valAccuracy)),
+  ]);
+  expect(await plotted(page, 'loss')).toEqual([
+    chosen[0]!.steps.map((p) => p.x),
+    ...chosen.map((c) => c.steps.map((p) => p.loss)),
+  ]);
   // Step-level loss where the workers published it: 24 steps on a shared x axis of epochs elapsed.
   expect(await page.textContent('#loss .u-title')).toBe('train loss per step');
   expect(await page.getAttribute('#loss', 'data-points')).toBe('24');
@@ -533,11 +656,11 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   await page.click('#cells th[data-key="bestValAccuracy"]');
   const order = async (): Promise<string[]> =>
     page.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!));
-  expect(await order()).toEqual(['c0', 'c2', 'c1', 'c3']);
+  expect(await order()).toEqual(['c0', 'c3', 'c1', 'c2']);
   expect(await page.getAttribute('#cells th[data-key="bestValAccuracy"]', 'aria-sort')).toBe('descending');
   await page.fill('#filter', 'gray');
   await page.waitForFunction(() => document.querySelectorAll('#cells tr.cell:not([hidden])').length === 2);
-  expect(await order()).toEqual(['c2', 'c3']);
+  expect(await order()).toEqual(['c3', 'c2']);
   // Keyboard: a row is reachable with Tab and selected with Enter.
   await page.focus('#cells tr.cell[data-cell="c3"]');
   await page.keyboard.press('Enter');
@@ -552,7 +675,7 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   await again.waitForFunction(() => document.querySelectorAll('#overlay .u-legend .u-series').length === 4);
   expect(
     await again.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!)),
-  ).toEqual(['c2', 'c3']);
+  ).toEqual(['c3', 'c2']);
   expect(await again.isChecked('#norm')).toBe(true);
   await again.close();
   // Dark mode follows the system setting.

@@ -32,3 +32,28 @@ export function readState64(base: string): Map<string, RefTensor64> {
     out.set(name, { data: all.subarray(offset, offset + count), shape });
   return out;
 }
+
+/**
+ * Reads a float64 .npy (C order, little-endian) as float64: ferry's readNpy converts to float32,
+ * which would round a float64 reference by up to 2^-24 of each value, a share of the very error the
+ * parity tests measure. Anything but '<f8' is refused, so a reference stored as float32 cannot pass
+ * for a float64 one.
+ */
+export function readNpy64(file: string): RefTensor64 {
+  const bytes = readFileSync(file);
+  const major = bytes[6]!;
+  const headerLen = major === 1 ? bytes.readUInt16LE(8) : bytes.readUInt32LE(8);
+  const start = major === 1 ? 10 : 12;
+  const header = bytes.subarray(start, start + headerLen).toString('latin1');
+  const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
+  if (descr !== '<f8' || !/'fortran_order':\s*False/.test(header))
+    throw new Error(`${file}: expected a C-order float64 (<f8) .npy, got ${descr ?? '?'}`);
+  const shape = (/'shape':\s*\(([^)]*)\)/.exec(header)?.[1] ?? '')
+    .split(',')
+    .filter((s) => s.trim().length > 0)
+    .map(Number);
+  const data = bytes.subarray(start + headerLen);
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (data.byteLength !== n * 8) throw new Error(`${file}: ${data.byteLength} bytes for shape (${shape.join(', ')})`);
+  return { data: new Float64Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength)), shape };
+}
