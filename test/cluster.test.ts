@@ -6,7 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/client';
-import { CellResult, type SweepStatus } from '@ferry/protocol';
+import { CellResult, FileKind, type SweepStatus } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import {
@@ -508,6 +508,7 @@ describe('checkpoint uploads are checked before they replace anything', () => {
             attemptId: a.attemptId,
             cellId: a.cellId,
             epochsDone: 1,
+            kind: FileKind.FILE_KIND_CHECKPOINT,
             offset: c.offset,
             data: c.data,
             last: c.last ?? false,

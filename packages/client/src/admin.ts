@@ -1,5 +1,7 @@
-import type { AdminClient, SweepStatus } from '@ferry/protocol';
-import { unary, type ConnectionOptions } from './connection.js';
+import { rename } from 'node:fs/promises';
+import type { AdminClient, CheckpointChunk, SweepStatus } from '@ferry/protocol';
+import { metadataFor, unary, type ConnectionOptions } from './connection.js';
+import { ChunkSink } from './transfer.js';
 
 /**
  * A sweep with every cell, page by page (GetSweep answers at most about 4 MiB of cells at a time, so
@@ -26,4 +28,30 @@ export async function getSweepAll(
     offset = page.nextOffset;
   } while (offset > 0);
   return { ...pages.at(-1)!, cells: pages.flatMap((p) => p.cells), nextOffset: 0 };
+}
+
+/** A done cell's best-val weights (DownloadArtifact) to `dest`, checked (order, completeness, SHA-256). */
+export async function downloadArtifact(
+  admin: AdminClient,
+  conn: ConnectionOptions,
+  cellId: string,
+  dest: string,
+): Promise<void> {
+  const sink = await ChunkSink.open(`${dest}.part`);
+  try {
+    const call = admin.downloadArtifact({ cellId }, metadataFor(conn));
+    for await (const chunk of call as AsyncIterable<CheckpointChunk>) {
+      const problem = await sink.write(chunk);
+      if (problem) {
+        call.cancel();
+        throw new Error(`best weights of cell ${cellId} refused: ${problem}`);
+      }
+    }
+    const done = await sink.close();
+    if ('problem' in done) throw new Error(`best weights of cell ${cellId} refused: ${done.problem}`);
+    await rename(sink.file, dest);
+  } catch (e) {
+    await sink.discard();
+    throw e;
+  }
 }

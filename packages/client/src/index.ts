@@ -16,6 +16,6 @@ export {
   type ConnectionOptions,
 } from './connection.js';
 export { DEFAULT_BACKOFF, isUnavailable, withBackoff, type BackoffPolicy } from './backoff.js';
-export { getSweepAll } from './admin.js';
+export { downloadArtifact, getSweepAll } from './admin.js';
 export { watchCoordinatorEvents } from './watch.js';
 export { CHUNK_BYTES, ChunkSink, fileChunks, sendChunks, type ChunkHeader, type ChunkStream } from './transfer.js';

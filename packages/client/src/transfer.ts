@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, rmSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { CheckpointChunk } from '@ferry/protocol';
+import type { CheckpointChunk, FileKind } from '@ferry/protocol';
 
 /*
  * Checkpoints cross the wire as a stream of CheckpointChunk, both ways (a worker's upload, the
@@ -18,6 +18,8 @@ export interface ChunkHeader {
   readonly cellId: string;
   /** Epochs completed in this checkpoint. */
   readonly epochsDone: number;
+  /** The latest epoch's checkpoint, or the best-val weights (the cell's artifact). */
+  readonly kind: FileKind;
 }
 
 /** A file as chunks of `chunkBytes`, the last with its SHA-256 (an empty file is one empty last chunk). */
@@ -110,8 +112,12 @@ export class ChunkSink {
   async write(chunk: CheckpointChunk): Promise<string | undefined> {
     this.first ??= chunk;
     if (this.last) return 'a chunk after the last one';
-    if (chunk.attemptId !== this.first.attemptId || chunk.cellId !== this.first.cellId)
-      return 'every chunk of an upload belongs to one attempt and cell';
+    if (
+      chunk.attemptId !== this.first.attemptId ||
+      chunk.cellId !== this.first.cellId ||
+      chunk.kind !== this.first.kind
+    )
+      return 'every chunk of an upload belongs to one attempt, cell and file';
     if (chunk.offset !== this.written)
       return `chunk at offset ${chunk.offset}; the next byte expected is ${this.written} (chunks follow each other from 0)`;
     if (this.written + chunk.data.length > this.maxBytes)

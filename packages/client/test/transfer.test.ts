@@ -4,11 +4,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { describe, expect, test } from 'vitest';
-import type { CheckpointChunk } from '@ferry/protocol';
+import { FileKind, type CheckpointChunk } from '@ferry/protocol';
 import { ChunkSink, fileChunks, sendChunks, withBackoff, type ChunkStream } from '@ferry/client';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-transfer-'));
-const header = { attemptId: 'a1', cellId: 'c1', epochsDone: 3 };
+const header = { attemptId: 'a1', cellId: 'c1', epochsDone: 3, kind: FileKind.FILE_KIND_CHECKPOINT };
 
 async function collect(file: string, chunkBytes: number): Promise<CheckpointChunk[]> {
   const out: CheckpointChunk[] = [];
@@ -50,7 +50,7 @@ describe('checkpoint transfer (one sender and one receiver for both directions)'
     const cases: [string, CheckpointChunk[], RegExp, number?][] = [
       ['a gap', [chunks[0]!, chunks[2]!], /offset 2048; the next byte expected is 1024/],
       ['a repeat', [chunks[0]!, chunks[0]!], /offset 0; the next byte expected is 1024/],
-      ['another attempt', [chunks[0]!, { ...chunks[1]!, attemptId: 'a2' }], /one attempt and cell/],
+      ['another attempt', [chunks[0]!, { ...chunks[1]!, attemptId: 'a2' }], /one attempt, cell and file/],
       ['over the limit', chunks, /larger than the 5000-byte limit/, 5000],
       ['after the last', [...chunks, chunks.at(-1)!], /after the last/],
       ['no last chunk', chunks.slice(0, -1), /without its last chunk/],

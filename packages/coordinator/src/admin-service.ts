@@ -48,6 +48,7 @@ export function adminService(host: CoordinatorHost): AdminServer {
       cb(null, s);
     },
     listSweeps: (_call, cb) => cb(null, { sweeps: host.store.sweeps().map((s) => sweepStatus(host, s.id, null)!) }),
+    downloadArtifact: (call) => host.checkpoints.downloadArtifact(call),
     cancelSweep: byRef('cancel'),
     retryFailed: byRef('retry'),
     listWorkers: (_call, cb) =>

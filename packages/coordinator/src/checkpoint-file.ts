@@ -3,11 +3,11 @@ import { open } from 'node:fs/promises';
 /**
  * Whether an uploaded file is structurally a ferry checkpoint: a safetensors file (8-byte header
  * length, a JSON header whose tensors' offsets lie inside the data, in order and without overlap)
- * carrying ferry's metadata. The coordinator holds no TensorFlow.js and never reads the tensors;
+ * carrying ferry's metadata (`format`; null for a weights file, the best-val artifact). The coordinator holds no TensorFlow.js and never reads the tensors;
  * this is the check that keeps a malformed upload from replacing the last good checkpoint and
  * being streamed to the next worker. Resolves to the reason it is not, or undefined.
  */
-export async function checkpointProblem(file: string, format: string): Promise<string | undefined> {
+export async function checkpointProblem(file: string, format: string | null): Promise<string | undefined> {
   const fh = await open(file, 'r');
   try {
     const size = (await fh.stat()).size;
@@ -35,7 +35,7 @@ export async function checkpointProblem(file: string, format: string): Promise<s
     } catch {
       parsed = undefined;
     }
-    if ((parsed as { format?: unknown } | undefined)?.format !== format)
+    if (format !== null && (parsed as { format?: unknown } | undefined)?.format !== format)
       return `no ${format} metadata: a weights file or something else, not a checkpoint`;
     const dataBytes = size - 8 - headerLen;
     const spans: [number, number][] = [];

@@ -3,13 +3,21 @@ import { ChunkSink, fileChunks, sendChunks } from '@ferry/client';
 import { existsSync, mkdirSync, renameSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { Ack, CheckpointChunk, CheckpointRequest } from '@ferry/protocol';
+import {
+  FileKind,
+  type Ack,
+  type ArtifactRequest,
+  type CheckpointChunk,
+  type CheckpointRequest,
+} from '@ferry/protocol';
 import { checkpointProblem } from './checkpoint-file.js';
 import { status } from './rpc.js';
 import type { CellEntry } from './scheduler-types.js';
 
 /** What the checkpoint handlers need of the coordinator. */
 export interface CheckpointHost {
+  /** Whether a cell is done (its artifact may be downloaded). */
+  isDone(cellId: string): boolean;
   readonly stateDir: string;
   readonly maxCheckpointBytes: number;
   readonly checkpointIdleMs: number;
@@ -27,8 +35,8 @@ export interface CheckpointHost {
 export class Checkpoints {
   constructor(private readonly host: CheckpointHost) {}
 
-  file(cellId: string): string | undefined {
-    const f = path.join(this.host.stateDir, 'checkpoints', cellId, 'last.safetensors');
+  file(cellId: string, kind: FileKind = FileKind.FILE_KIND_CHECKPOINT): string | undefined {
+    const f = path.join(this.host.stateDir, 'checkpoints', cellId, FILE_NAMES[kind]);
     return existsSync(f) ? f : undefined;
   }
 
@@ -52,12 +60,41 @@ export class Checkpoints {
       );
       return;
     }
-    const header = { attemptId: c.attemptId!, cellId: c.id, epochsDone: c.checkpointEpochs };
+    const header = {
+      attemptId: c.attemptId!,
+      cellId: c.id,
+      epochsDone: c.checkpointEpochs,
+      kind: FileKind.FILE_KIND_CHECKPOINT,
+    };
+    sendChunks(call, fileChunks(file, header)).catch((e: Error) =>
+      call.emit('error', status(grpc.status.INTERNAL, e.message)),
+    );
+  }
+
+  /** A done cell's best-val weights, the file its worker uploaded before completing. */
+  downloadArtifact(call: grpc.ServerWritableStream<ArtifactRequest, CheckpointChunk>): void {
+    const id = call.request.cellId;
+    const file = this.host.isDone(id) ? this.file(id, FileKind.FILE_KIND_BEST) : undefined;
+    if (!file) {
+      call.emit(
+        'error',
+        status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no best weights kept for cell ${id} [FERRY_ERR_NOT_FOUND]`),
+      );
+      return;
+    }
+    const header = { attemptId: '', cellId: id, epochsDone: 0, kind: FileKind.FILE_KIND_BEST };
     sendChunks(call, fileChunks(file, header)).catch((e: Error) =>
       call.emit('error', status(grpc.status.INTERNAL, e.message)),
     );
   }
 }
+
+/** Where a cell's files live under `<state>/checkpoints/<cell>/`. */
+const FILE_NAMES: Readonly<Record<FileKind, string>> = {
+  [FileKind.FILE_KIND_CHECKPOINT]: 'last.safetensors',
+  [FileKind.FILE_KIND_BEST]: 'best.safetensors',
+  [FileKind.UNRECOGNIZED]: 'unrecognized',
+};
 
 /** One upload stream's state. */
 class Upload {
@@ -105,7 +142,10 @@ class Upload {
       if (!c || c.id !== chunk.cellId) return this.refuse('attempt is not leased; checkpoint discarded');
       const dir = path.join(this.host.stateDir, 'checkpoints', c.id);
       mkdirSync(dir, { recursive: true });
-      this.sink = await ChunkSink.open(path.join(dir, `upload-${chunk.attemptId}.tmp`), this.host.maxCheckpointBytes);
+      if (chunk.kind !== FileKind.FILE_KIND_CHECKPOINT && chunk.kind !== FileKind.FILE_KIND_BEST)
+        return this.refuse('an upload is a checkpoint or the best weights');
+      const tmp = path.join(dir, `upload-${chunk.kind}-${chunk.attemptId}.tmp`);
+      this.sink = await ChunkSink.open(tmp, this.host.maxCheckpointBytes);
     }
     const problem = await this.sink.write(chunk);
     if (problem) return this.refuse(problem);
@@ -124,15 +164,17 @@ class Upload {
         : `checkpoint ${done.problem}`;
       return this.finish({ ok: false, message });
     }
-    const problem = await checkpointProblem(this.sink.file, CHECKPOINT_FORMAT);
+    const { kind } = done.last;
+    const best = kind === FileKind.FILE_KIND_BEST;
+    const problem = await checkpointProblem(this.sink.file, best ? null : CHECKPOINT_FORMAT);
     if (problem)
       return this.finish({
         ok: false,
-        message: `not a ferry checkpoint: ${problem}; discarded, the previous one is kept`,
+        message: `not a ferry ${best ? 'weights file' : 'checkpoint'}: ${problem}; discarded, the previous one is kept`,
       });
-    // A later epoch's upload replaces an earlier one atomically.
-    renameSync(this.sink.file, path.join(path.dirname(this.sink.file), 'last.safetensors'));
-    this.host.stored(done.last.attemptId, done.last.epochsDone);
+    // A later upload replaces an earlier one atomically.
+    renameSync(this.sink.file, path.join(path.dirname(this.sink.file), FILE_NAMES[kind]));
+    if (!best) this.host.stored(done.last.attemptId, done.last.epochsDone);
     return this.finish({ ok: true, message: '' });
   }
 

@@ -57,6 +57,7 @@ export class Coordinator implements CoordinatorHost {
       maxCheckpointBytes: options.maxCheckpointBytes,
       checkpointIdleMs: options.checkpointIdleMs,
       cellByAttempt: (id) => this.cellByAttempt(id),
+      isDone: (id) => this.current.cells.get(id)?.state === 'done',
       stored: (attemptId, epochsDone) => this.apply({ type: 'checkpoint', now: Date.now(), attemptId, epochsDone }),
     });
     this.workers = new WorkerService(this);

@@ -20,7 +20,7 @@ import {
 import { retryOf } from '@ferry/common';
 import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
-import { FerryEvent, SUBJECTS } from '@ferry/protocol';
+import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
 import {
   ChunkSink,
   DEFAULT_BACKOFF,
@@ -111,7 +111,8 @@ type CellProgress = Parameters<NonNullable<CellRunOptions['onProgress']>>[0];
 
 /** How the engine's run of an attempt ended. */
 type TrainOutcome =
-  { readonly ok: true; readonly result: CellResult } | { readonly ok: false; readonly error: unknown };
+  | { readonly ok: true; readonly result: CellResult; readonly dir: string }
+  | { readonly ok: false; readonly error: unknown };
 
 /**
  * One worker process (one GPU): registers, heartbeats, long-polls for cells, runs each with the
@@ -533,7 +534,7 @@ export class FerryWorker {
         onProgress: (x) => progress.on(x),
       });
       await progress.uploads;
-      return { ok: true, result };
+      return { ok: true, result, dir: p.dir };
     } catch (error) {
       await progress.uploads;
       return { ok: false, error };
@@ -548,6 +549,7 @@ export class FerryWorker {
   private async report(a: Assignment, run: AttemptRun, outcome: TrainOutcome): Promise<void> {
     if (outcome.ok) {
       if (a.rank !== 0) return this.log(`cell ${a.cellId}: rank ${a.rank} done`);
+      await this.keepBest(a, outcome.dir);
       const ack = await this.retrying(() =>
         unary(
           this.client.complete,
@@ -573,6 +575,18 @@ export class FerryWorker {
     this.log(`cell ${a.cellId} failed: ${code}: ${message}`);
     // The registry says whether the cell is retried (again, or only elsewhere) or fails now.
     await this.fail(a.attemptId, code, message, retryOf(code) !== 'never');
+  }
+
+  /**
+   * The best-val weights go to the coordinator before the result (an upload needs the lease), so
+   * a done cell has its artifact; a failed upload is said and costs the artifact, not the result.
+   */
+  private async keepBest(a: Assignment, dir: string): Promise<void> {
+    const file = path.join(dir, 'best.safetensors');
+    if (!existsSync(file)) return this.log(`cell ${a.cellId}: no best weights to keep`);
+    await this.retrying(() => this.upload(a, file, 0, FileKind.FILE_KIND_BEST)).catch((e: Error) =>
+      this.log(`cell ${a.cellId}: best weights not kept by the coordinator: ${e.message}`),
+    );
   }
 
   /** What an attempt's progress needs of this worker. */
@@ -608,17 +622,24 @@ export class FerryWorker {
     });
   }
 
-  private upload(a: Assignment, file: string, epochsDone: number): Promise<void> {
+  private upload(
+    a: Assignment,
+    file: string,
+    epochsDone: number,
+    kind: FileKind = FileKind.FILE_KIND_CHECKPOINT,
+  ): Promise<void> {
     return new Promise((resolve, reject) => {
       const call = this.client.uploadCheckpoint(metadataFor(this.conn()), (e, r) => {
         if (e) reject(e);
         else if (!r.ok) reject(new Error(r.message));
         else resolve();
       });
-      sendChunks(call, fileChunks(file, { attemptId: a.attemptId, cellId: a.cellId, epochsDone })).catch((e: Error) => {
-        call.cancel();
-        reject(e);
-      });
+      sendChunks(call, fileChunks(file, { attemptId: a.attemptId, cellId: a.cellId, epochsDone, kind })).catch(
+        (e: Error) => {
+          call.cancel();
+          reject(e);
+        },
+      );
     });
   }
 

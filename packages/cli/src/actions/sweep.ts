@@ -1,10 +1,17 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseSweep } from '@ferry/coordinator';
 import { resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
-import { InvalidArgumentError, datasetFingerprint } from '@ferry/core';
-import type { SweepStatus } from '@ferry/protocol';
-import { adminClient, ferryErrorFromGrpc, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
+import { IMAGENET_MEAN, IMAGENET_STD, InvalidArgumentError, datasetFingerprint, studyTransforms } from '@ferry/core';
+import type { CellStatus, SweepStatus } from '@ferry/protocol';
+import {
+  adminClient,
+  downloadArtifact,
+  ferryErrorFromGrpc,
+  getSweepAll,
+  unary,
+  type ConnectionOptions,
+} from '@ferry/client';
 import { connectionFrom } from '../connection.js';
 import { err, out, table, type CliIo } from '../io.js';
 import type { ConnectionFlags } from '../kit.js';
@@ -16,6 +23,10 @@ type Admin = ReturnType<typeof adminClient>;
 export interface SubmitFlags extends ConnectionFlags {
   readonly dataRoot?: string;
   readonly maxAttempts: number;
+}
+
+export interface ArtifactsFlags extends ConnectionFlags {
+  readonly out: string;
 }
 
 export interface ResultsFlags extends ConnectionFlags {
@@ -161,4 +172,79 @@ export async function list(o: ConnectionFlags, io: CliIo): Promise<number> {
     );
     return 0;
   });
+}
+
+/**
+ * `ferry sweep artifacts SWEEP --out DIR`: each done cell's best-val weights as the coordinator
+ * keeps them, named for a reader (`<dataset>-<color>-<strategy>-<model>-s<seed>`, then the
+ * settings that differ between cells of that name, then the cell id if still ambiguous), with a
+ * JSON file of what using them needs: classes in label order, the val transform, the accuracy.
+ */
+export async function artifacts(id: string, o: ArtifactsFlags, io: CliIo): Promise<number> {
+  return withAdmin(o, io, async (admin, conn) => {
+    const s = await getSweepAll(admin, conn, id, { withResults: true, timeoutMs: 60_000 });
+    const done = s.cells.filter((c) => c.state === 'done' && c.result);
+    await mkdir(o.out, { recursive: true });
+    const names = artifactNames(done);
+    let missing = 0;
+    for (const c of done) {
+      const base = path.join(o.out, names.get(c.cellId)!);
+      try {
+        await downloadArtifact(admin, conn, c.cellId, `${base}.safetensors`);
+      } catch (e) {
+        missing++;
+        err(io, `${names.get(c.cellId)}: ${ferryErrorFromGrpc(e, conn.address)?.message ?? (e as Error).message}`);
+        continue;
+      }
+      await writeFile(`${base}.json`, `${JSON.stringify(artifactMeta(c), null, 2)}\n`);
+      out(io, `${base}.safetensors`);
+    }
+    if (done.length < s.cells.length)
+      err(io, `note: ${s.cells.length - done.length} of ${s.cells.length} cells are not done`);
+    return missing > 0 ? 1 : 0;
+  });
+}
+
+/** Readable, unique file names: the cell's axes, then what differs between cells of one name, then its id. */
+function artifactNames(cells: readonly CellStatus[]): Map<string, string> {
+  const base = (c: CellStatus): string => {
+    const p = c.spec!;
+    return `${p.dataset}-${p.color}-${p.strategy.replace(/[:=]/g, '_')}-${p.model}-s${p.seed}`;
+  };
+  const byBase = new Map<string, CellStatus[]>();
+  for (const c of cells) byBase.set(base(c), [...(byBase.get(base(c)) ?? []), c]);
+  const names = new Map<string, string>();
+  for (const [b, group] of byBase) {
+    const differing = ['lr', 'batchSize', 'epochs', 'momentum', 'weightDecay', 'imageSize'].filter(
+      (k) => new Set(group.map((c) => String((c.spec as unknown as Record<string, unknown>)[k]))).size > 1,
+    );
+    for (const c of group) {
+      const extra = differing.map((k) => `-${k}${String((c.spec as unknown as Record<string, unknown>)[k])}`).join('');
+      names.set(c.cellId, `${b}${extra}`);
+    }
+  }
+  const counts = new Map<string, number>();
+  for (const n of names.values()) counts.set(n, (counts.get(n) ?? 0) + 1);
+  for (const [cell, n] of names) if (counts.get(n)! > 1) names.set(cell, `${n}-${cell.slice(0, 12)}`);
+  return names;
+}
+
+/** What using a cell's weights needs: torchvision's val transform at the cell's size, classes in order. */
+function artifactMeta(c: CellStatus): unknown {
+  const spec = c.spec!;
+  const r = c.result!;
+  return {
+    cellId: c.cellId,
+    model: spec.model,
+    classes: r.classes,
+    // torchvision's Resize(resize) + CenterCrop(crop) (+ Grayscale(3) for gray), ToTensor, Normalize(mean, std).
+    transform: {
+      ...studyTransforms(spec.imageSize, spec.color as 'rgb' | 'gray').val,
+      mean: IMAGENET_MEAN,
+      std: IMAGENET_STD,
+    },
+    bestValAccuracy: r.bestValAccuracy,
+    bestEpoch: r.bestEpoch,
+    spec,
+  };
 }

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import type * as SweepModule from '../actions/sweep.js';
-import type { ResultsFlags, SubmitFlags } from '../actions/sweep.js';
+import type { ArtifactsFlags, ResultsFlags, SubmitFlags } from '../actions/sweep.js';
 import type { ConnectionFlags } from '../kit.js';
 import { DEFAULT_ALPHA, HYPER_PARAMETER_NAMES } from '@ferry/common';
 import { alpha, connectionFlags, examples, int, usageError, withConnection, type CommandContext } from '../kit.js';
@@ -29,12 +29,12 @@ function settingList(value: string): string[] {
   return names;
 }
 
-/** `ferry sweep submit|status|results|retry|cancel|list`, against a coordinator. */
+/** `ferry sweep submit|status|results|artifacts|retry|cancel|list`, against a coordinator. */
 export function sweepDefinition(program: Command, ctx: CommandContext): void {
   const io = ctx.io;
   const sweep = program
     .command('sweep')
-    .description('submit | status | results | retry | cancel | list, against a coordinator');
+    .description('submit | status | results | artifacts | retry | cancel | list, against a coordinator');
   examples(sweep, 'ferry sweep submit examples/demo.yaml --coordinator 127.0.0.1:7070', 'ferry sweep list');
   const submit = sub<SubmitFlags>(sweep, ctx, 'submit', (a, file, o) => a.submit(file, o, io))
     .description('submit a sweep file (cells already done are kept)')
@@ -64,6 +64,16 @@ export function sweepDefinition(program: Command, ctx: CommandContext): void {
     'ferry sweep results 3f2a9c --format html > results.html',
     'ferry sweep results 3f2a9c --by lr,batchSize',
   );
+  const artifacts = sub<ArtifactsFlags>(sweep, ctx, 'artifacts', (a, id, o) => a.artifacts(id, o, io))
+    .description(
+      "each done cell's best-val weights (safetensors, torchvision names) and what they need (classes, transform, accuracy)",
+    )
+    .argument('<SWEEP>', 'the sweep id')
+    .requiredOption(
+      '--out <dir>',
+      'where the files go (<dataset>-<color>-<strategy>-<model>-s<seed>.safetensors and .json)',
+    );
+  examples(artifacts, 'ferry sweep artifacts 3f2a9c --out weights/');
   for (const [name, what] of [
     ['retry', 'requeue the failed cells'],
     ['cancel', 'cancel the cells not done'],

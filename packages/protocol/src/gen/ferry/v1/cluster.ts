@@ -27,6 +27,39 @@ export const protobufPackage = "ferry.v1";
 
 export const protobufFileName = "ferry/v1/cluster.proto";
 
+export enum FileKind {
+  FILE_KIND_CHECKPOINT = 0,
+  FILE_KIND_BEST = 1,
+  UNRECOGNIZED = -1,
+}
+
+export function fileKindFromJSON(object: any): FileKind {
+  switch (object) {
+    case 0:
+    case "FILE_KIND_CHECKPOINT":
+      return FileKind.FILE_KIND_CHECKPOINT;
+    case 1:
+    case "FILE_KIND_BEST":
+      return FileKind.FILE_KIND_BEST;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return FileKind.UNRECOGNIZED;
+  }
+}
+
+export function fileKindToJSON(object: FileKind): string {
+  switch (object) {
+    case FileKind.FILE_KIND_CHECKPOINT:
+      return "FILE_KIND_CHECKPOINT";
+    case FileKind.FILE_KIND_BEST:
+      return "FILE_KIND_BEST";
+    case FileKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** One training run, fully resolved (the coordinator's CellSpec). Its id is a hash of these fields. */
 export interface CellSpec {
   dataset: string;
@@ -237,6 +270,15 @@ export interface CheckpointChunk {
   /** SHA-256 of the whole file, on the last chunk. */
   sha256: string;
   totalBytes: number;
+  /**
+   * What the file is: the latest epoch's checkpoint (to resume from) or the best-val weights (the
+   * cell's artifact).
+   */
+  kind: FileKind;
+}
+
+export interface ArtifactRequest {
+  cellId: string;
 }
 
 export interface CheckpointRequest {
@@ -3395,6 +3437,7 @@ function createBaseCheckpointChunk(): CheckpointChunk {
     last: false,
     sha256: "",
     totalBytes: 0,
+    kind: 0,
   };
 }
 
@@ -3423,6 +3466,9 @@ export const CheckpointChunk: MessageFns<CheckpointChunk> = {
     }
     if (message.totalBytes !== 0) {
       writer.uint32(64).uint64(message.totalBytes);
+    }
+    if (message.kind !== 0) {
+      writer.uint32(72).int32(message.kind);
     }
     return writer;
   },
@@ -3504,6 +3550,14 @@ export const CheckpointChunk: MessageFns<CheckpointChunk> = {
             message.totalBytes = longToNumber(reader.uint64());
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3542,6 +3596,7 @@ export const CheckpointChunk: MessageFns<CheckpointChunk> = {
         : isSet(object.total_bytes)
         ? globalThis.Number(object.total_bytes)
         : 0,
+      kind: isSet(object.kind) ? fileKindFromJSON(object.kind) : 0,
     };
   },
 
@@ -3571,6 +3626,9 @@ export const CheckpointChunk: MessageFns<CheckpointChunk> = {
     if (message.totalBytes !== 0) {
       obj.totalBytes = Math.round(message.totalBytes);
     }
+    if (message.kind !== 0) {
+      obj.kind = fileKindToJSON(message.kind);
+    }
     return obj;
   },
 
@@ -3587,6 +3645,80 @@ export const CheckpointChunk: MessageFns<CheckpointChunk> = {
     message.last = object.last ?? false;
     message.sha256 = object.sha256 ?? "";
     message.totalBytes = object.totalBytes ?? 0;
+    message.kind = object.kind ?? 0;
+    return message;
+  },
+};
+
+function createBaseArtifactRequest(): ArtifactRequest {
+  return { cellId: "" };
+}
+
+export const ArtifactRequest: MessageFns<ArtifactRequest> = {
+  encode(message: ArtifactRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cellId !== "") {
+      writer.uint32(10).string(message.cellId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ArtifactRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseArtifactRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.cellId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ArtifactRequest {
+    return {
+      cellId: isSet(object.cellId)
+        ? globalThis.String(object.cellId)
+        : isSet(object.cell_id)
+        ? globalThis.String(object.cell_id)
+        : "",
+    };
+  },
+
+  toJSON(message: ArtifactRequest): unknown {
+    const obj: any = {};
+    if (message.cellId !== "") {
+      obj.cellId = message.cellId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ArtifactRequest>): ArtifactRequest {
+    return ArtifactRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ArtifactRequest>): ArtifactRequest {
+    const message = createBaseArtifactRequest();
+    message.cellId = object.cellId ?? "";
     return message;
   },
 };
@@ -5870,6 +6002,16 @@ export const AdminService = {
     responseSerialize: (value: ListWorkersResponse): Buffer => Buffer.from(ListWorkersResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListWorkersResponse => ListWorkersResponse.decode(value),
   },
+  /** A done cell's best-val weights (safetensors, torchvision names), as the worker uploaded them. */
+  downloadArtifact: {
+    path: "/ferry.v1.Admin/DownloadArtifact" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: ArtifactRequest): Buffer => Buffer.from(ArtifactRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ArtifactRequest => ArtifactRequest.decode(value),
+    responseSerialize: (value: CheckpointChunk): Buffer => Buffer.from(CheckpointChunk.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CheckpointChunk => CheckpointChunk.decode(value),
+  },
 } as const;
 
 export interface AdminServer extends UntypedServiceImplementation {
@@ -5879,6 +6021,8 @@ export interface AdminServer extends UntypedServiceImplementation {
   cancelSweep: handleUnaryCall<SweepRef, CountResponse>;
   retryFailed: handleUnaryCall<SweepRef, CountResponse>;
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
+  /** A done cell's best-val weights (safetensors, torchvision names), as the worker uploaded them. */
+  downloadArtifact: handleServerStreamingCall<ArtifactRequest, CheckpointChunk>;
 }
 
 export interface AdminClient extends Client {
@@ -5969,6 +6113,13 @@ export interface AdminClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListWorkersResponse) => void,
   ): ClientUnaryCall;
+  /** A done cell's best-val weights (safetensors, torchvision names), as the worker uploaded them. */
+  downloadArtifact(request: ArtifactRequest, options?: Partial<CallOptions>): ClientReadableStream<CheckpointChunk>;
+  downloadArtifact(
+    request: ArtifactRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<CheckpointChunk>;
 }
 
 export const AdminClient = makeGenericClientConstructor(AdminService, "ferry.v1.Admin") as unknown as {
