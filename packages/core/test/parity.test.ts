@@ -18,8 +18,14 @@ import {
   selectBackend,
   type BackendName,
 } from '@ferry/core';
-import { relErr } from '../../../test/helpers/compare.js';
-import { readNpy64, readState64, torchRefDir, type RefTensor64 } from '../../../test/helpers/torch-ref.js';
+import {
+  ROUNDING_FLOOR,
+  TOLERANCE_FACTOR,
+  readNpy64,
+  readState64,
+  torchRefDir,
+  worstRatio,
+} from '../../../test/helpers/torch-ref.js';
 
 const ref = (f: string): string => path.join(torchRefDir(), f);
 const npy = (f: string) => readNpy(readFileSync(ref(f)), f);
@@ -50,25 +56,6 @@ async function evalLogits(arch: string, weightsFile: string): Promise<Float32Arr
   return got;
 }
 
-/**
- * Below this, a relative error is a few float32 roundings (unit roundoff 6e-8) and says nothing of
- * the computation: torch's float32 run can land that close by luck.
- */
-const ROUNDING_FLOOR = 1e-6;
-
-/**
- * How far ferry's float32 may land from torch's float64 result: TOLERANCE_FACTOR times the distance
- * torch's own float32 run lands from it on the same machine, weights, inputs and computation (or
- * ROUNDING_FLOOR of the reference's scale, if larger). float32 rounding differs between CPUs and
- * kernels (oneDNN, XNNPACK and TF.js's loops sum in different orders), but its size follows the
- * computation's conditioning, which torch's float32 run measures (measured on a 2-core EPYC:
- * training, worst ratios over tensors 2.0 finetune, 2.8 freeze, 1.9 adapt, ferry 100x below torch
- * float32 on early convolutions, where torch's fast kernels round more; eval-mode logits, ratios
- * 1.3 to 2.6 on wasm, 0.85 to 0.94 on cpu). A protocol error (BatchNorm in the wrong mode or with the wrong eps,
- * a frozen tensor updated, a wrong learning rate, a misplaced weight) is orders of magnitude larger.
- */
-const TOLERANCE_FACTOR = 16;
-
 describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend) => {
   test.each([
     ['resnet18', 'resnet18.pth'],
@@ -92,38 +79,6 @@ describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend
     },
   );
 });
-
-/**
- * Per tensor, ferry's error against torch's float64 result divided by torch float32's own error
- * (at least ROUNDING_FLOOR); the worst ratio over tensors, for the values and for the change from
- * the initial state (far smaller than the weights, so checked on its own). Errors are relErr:
- * max |got - want| / max |want| over the tensor.
- */
-function worstRatio(
-  got: ReadonlyMap<string, { data: Float32Array }>,
-  want64: ReadonlyMap<string, RefTensor64>,
-  want32: ReadonlyMap<string, RefTensor64>,
-  init: ReadonlyMap<string, { data: Float32Array }>,
-  names: readonly string[],
-): { ratio: number; name: string; ferry: number; torch32: number } {
-  let worst = { ratio: 0, name: '', ferry: 0, torch32: 0 };
-  for (const name of names) {
-    const w = want64.get(name)!.data;
-    const w0 = init.get(name)!.data;
-    const g = got.get(name)!.data;
-    const t = want32.get(name)!.data;
-    const delta = (x: ArrayLike<number>): Float64Array => Float64Array.from(x, (v, i) => v - w0[i]!);
-    const dWant = delta(w);
-    for (const [ferry, torch32] of [
-      [relErr(g, w), relErr(t, w)],
-      [relErr(delta(g), dWant), relErr(delta(t), dWant)],
-    ] as const) {
-      const ratio = ferry / Math.max(torch32, ROUNDING_FLOOR);
-      if (ratio > worst.ratio) worst = { ratio, name, ferry, torch32 };
-    }
-  }
-  return worst;
-}
 
 describe('resnet18 training steps against torch in float64', () => {
   const setup = async () => {
