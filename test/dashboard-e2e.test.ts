@@ -125,106 +125,116 @@ afterAll(async () => {
   for (const p of procs.splice(0).reverse()) await kill(p, 'SIGTERM');
 });
 
-test('the dashboard shows a sweep live: cells progress, a curve updates, the comparison table fills in', async () => {
-  const dataRoot = tmp();
-  await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 5 });
-  const nats = await startNats(tmp());
-  procs.push(nats);
-  const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--nats', nats.url]);
-  procs.push(coord);
-  const dash = spawn(
-    process.execPath,
-    [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0'],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  procs.push({ child: dash, log: () => '', exited: new Promise((r) => dash.on('exit', r)) });
-  const url = await new Promise<string>((resolve) =>
-    createInterface({ input: dash.stdout }).on(
-      'line',
-      (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!),
-    ),
-  );
-  const sweepId = await submit(
-    { address: coord.address },
-    `name: e2e
+// The waits below, in order: 60 s (two cells listed) + 10 + 60 (one running) + 30 (the chart) + 60
+// (the curve moves) + 120 (the verdict) + 120 (both done) + 30 (8 epochs plotted) = 490 s, plus
+// 50 s for NATS, the coordinator, the dashboard and the browser to start: a slow run fails at
+// the wait that is slow, with its name, not at a global limit.
+const LIVE_TEST_MS = 540_000;
+
+test(
+  'the dashboard shows a sweep live: cells progress, a curve updates, the comparison table fills in',
+  async () => {
+    const dataRoot = tmp();
+    await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 5 });
+    const nats = await startNats(tmp());
+    procs.push(nats);
+    const coord = await startCoordinator(['--listen', '127.0.0.1:0', '--state', tmp(), '--nats', nats.url]);
+    procs.push(coord);
+    const dash = spawn(
+      process.execPath,
+      [path.join(REPO_ROOT, 'packages/cli/bin/ferry.js'), 'dashboard', '--nats', nats.url, '--listen', '127.0.0.1:0'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    procs.push({ child: dash, log: () => '', exited: new Promise((r) => dash.on('exit', r)) });
+    const url = await new Promise<string>((resolve) =>
+      createInterface({ input: dash.stdout }).on(
+        'line',
+        (l) => /^dashboard on (\S+)/.test(l) && resolve(/^dashboard on (\S+)/.exec(l)![1]!),
+      ),
+    );
+    const sweepId = await submit(
+      { address: coord.address },
+      `name: e2e
 datasets: [{ name: demo, path: demo }]
 colors: [rgb]
 strategies: [finetune, freeze]
 models: [resnet_tiny]
 hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
-  );
-  procs.push(
-    startWorker(coord.address, {
-      name: 'e2e-worker',
-      dataRoot,
-      workDir: tmp(),
-      cacheDir: tmp(),
-      extra: ['--nats', nats.url],
-    }),
-  );
+    );
+    procs.push(
+      startWorker(coord.address, {
+        name: 'e2e-worker',
+        dataRoot,
+        workDir: tmp(),
+        cacheDir: tmp(),
+        extra: ['--nats', nats.url],
+      }),
+    );
 
-  const page = await browser!.newPage({ viewport: { width: 1300, height: 1000 } });
-  const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message));
-  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  await page.goto(`${url}#/sweep/${sweepId}`);
-  await page.waitForSelector('#cells tr.cell >> nth=1', { timeout: 60_000 });
-  await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('live'), undefined, {
-    timeout: 10_000,
-  });
-  // Follow the running cell's curve: it gains points as epochs finish.
-  await page.waitForSelector('#cells tr.cell td.state-running', { timeout: 60_000 });
-  await page.click('#cells tr.cell:has(td.state-running)');
-  const points = async (): Promise<number> => Number((await page.getAttribute('#overlay', 'data-points')) ?? 0);
-  await page.waitForSelector('#overlay .uplot', { timeout: 30_000 });
-  const first = await waitFor(
-    'a first epoch on the curve',
-    60_000,
-    async () => ((await points()) >= 1 ? points() : undefined),
-    200,
-  );
-  await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
-  // Both cells finish; the comparison table fills in with the verdict of a paired test.
-  await page.waitForSelector('#table td.verdict', { timeout: 120_000 });
-  await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, {
-    timeout: 120_000,
-  });
-  // What the page shows is what the API computed: each accuracy and interval, the winner its
-  // numbers imply (whichever it is: this run's data decide), the verdict.
-  const api = (await (await fetch(`${url}api/sweeps/${sweepId}/table?format=json`)).json()) as ResultsTable;
-  expect(api.rows.map((r) => [r.dataset, r.color, r.comparison?.test])).toEqual([['demo', 'rgb', 'mcnemar-exact']]);
-  await expectTableShowsApi(page, api);
-  // The cells table's best val accuracy is each cell's (and, one seed, its column's in the table).
-  const detail = (await (await fetch(`${url}api/sweeps/${sweepId}`)).json()) as SweepDetail;
-  const best = await page.$$eval('#cells tr.cell', (trs) =>
-    trs.map((tr) => [(tr as HTMLElement).dataset['cell']!, tr.querySelectorAll('td')[10]?.textContent ?? '']),
-  );
-  expect(best).toHaveLength(2);
-  for (const [id, text] of best) {
-    const c = detail.cells.find((x) => x.cellId === id)!;
-    expect(Math.abs(parseAcc(text!).mean - c.bestValAccuracy * 100), `${id}: ${text}`).toBeLessThanOrEqual(SHOWN_PCT);
-    expect(api.rows[0]!.byStrategy[c.strategy]!.mean).toBe(c.bestValAccuracy);
-  }
-  // The followed cell's curve plots the API's val accuracy of each of its 8 epochs, at epochs 1..8.
-  const followed = decodeURIComponent(/cells=([^&]+)/.exec(new URL(page.url()).hash)![1]!);
-  const cell = (await (await fetch(`${url}api/cells/${encodeURIComponent(followed)}`)).json()) as CellDetail;
-  expect(cell.curves).toHaveLength(8);
-  await waitFor('the curve to plot all 8 epochs', 30_000, async () => ((await points()) === 8 ? true : undefined));
-  expect(await plotted(page, 'overlay')).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], cell.curves.map((p) => p.valAccuracy)]);
-  // The legend says which freeze the column holds.
-  expect(await page.textContent('#legend')).toContain(
-    "freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode",
-  );
-  const artifacts = path.join(REPO_ROOT, 'test-artifacts');
-  mkdirSync(artifacts, { recursive: true });
-  await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });
-  // The CSV export is the same table.
-  const csv = await (await fetch(`${url}api/sweeps/${sweepId}/table?format=csv`)).text();
-  expect(csv.split('\n')[1]).toMatch(/^demo,rgb,resnet_tiny,/);
-  expect(errors).toEqual([]);
-  await page.close();
-});
+    const page = await browser!.newPage({ viewport: { width: 1300, height: 1000 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    await page.goto(`${url}#/sweep/${sweepId}`);
+    await page.waitForSelector('#cells tr.cell >> nth=1', { timeout: 60_000 });
+    await page.waitForFunction(() => document.getElementById('status')?.textContent?.startsWith('live'), undefined, {
+      timeout: 10_000,
+    });
+    // Follow the running cell's curve: it gains points as epochs finish.
+    await page.waitForSelector('#cells tr.cell td.state-running', { timeout: 60_000 });
+    await page.click('#cells tr.cell:has(td.state-running)');
+    const points = async (): Promise<number> => Number((await page.getAttribute('#overlay', 'data-points')) ?? 0);
+    await page.waitForSelector('#overlay .uplot', { timeout: 30_000 });
+    const first = await waitFor(
+      'a first epoch on the curve',
+      60_000,
+      async () => ((await points()) >= 1 ? points() : undefined),
+      200,
+    );
+    await waitFor('the curve to update live', 60_000, async () => ((await points()) > first ? true : undefined), 200);
+    // Both cells finish; the comparison table fills in with the verdict of a paired test.
+    await page.waitForSelector('#table td.verdict', { timeout: 120_000 });
+    await page.waitForFunction(() => document.getElementById('summary')?.textContent === '2/2 cells done', undefined, {
+      timeout: 120_000,
+    });
+    // What the page shows is what the API computed: each accuracy and interval, the winner its
+    // numbers imply (whichever it is: this run's data decide), the verdict.
+    const api = (await (await fetch(`${url}api/sweeps/${sweepId}/table?format=json`)).json()) as ResultsTable;
+    expect(api.rows.map((r) => [r.dataset, r.color, r.comparison?.test])).toEqual([['demo', 'rgb', 'mcnemar-exact']]);
+    await expectTableShowsApi(page, api);
+    // The cells table's best val accuracy is each cell's (and, one seed, its column's in the table).
+    const detail = (await (await fetch(`${url}api/sweeps/${sweepId}`)).json()) as SweepDetail;
+    const best = await page.$$eval('#cells tr.cell', (trs) =>
+      trs.map((tr) => [(tr as HTMLElement).dataset['cell']!, tr.querySelectorAll('td')[10]?.textContent ?? '']),
+    );
+    expect(best).toHaveLength(2);
+    for (const [id, text] of best) {
+      const c = detail.cells.find((x) => x.cellId === id)!;
+      expect(Math.abs(parseAcc(text!).mean - c.bestValAccuracy * 100), `${id}: ${text}`).toBeLessThanOrEqual(SHOWN_PCT);
+      expect(api.rows[0]!.byStrategy[c.strategy]!.mean).toBe(c.bestValAccuracy);
+    }
+    // The followed cell's curve plots the API's val accuracy of each of its 8 epochs, at epochs 1..8.
+    const followed = decodeURIComponent(/cells=([^&]+)/.exec(new URL(page.url()).hash)![1]!);
+    const cell = (await (await fetch(`${url}api/cells/${encodeURIComponent(followed)}`)).json()) as CellDetail;
+    expect(cell.curves).toHaveLength(8);
+    await waitFor('the curve to plot all 8 epochs', 30_000, async () => ((await points()) === 8 ? true : undefined));
+    expect(await plotted(page, 'overlay')).toEqual([[1, 2, 3, 4, 5, 6, 7, 8], cell.curves.map((p) => p.valAccuracy)]);
+    // The legend says which freeze the column holds.
+    expect(await page.textContent('#legend')).toContain(
+      "freeze: the study's freeze: backbone weights fixed, its BatchNorm in training mode",
+    );
+    const artifacts = path.join(REPO_ROOT, 'test-artifacts');
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });
+    // The CSV export is the same table.
+    const csv = await (await fetch(`${url}api/sweeps/${sweepId}/table?format=csv`)).text();
+    expect(csv.split('\n')[1]).toMatch(/^demo,rgb,resnet_tiny,/);
+    expect(errors).toEqual([]);
+    await page.close();
+  },
+  LIVE_TEST_MS,
+);
 
 test('1,000 cells with live updates render and keep updating without freezing the page', async () => {
   const { buildApp, DashboardState } = await import('@ferry/dashboard');
