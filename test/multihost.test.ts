@@ -273,9 +273,7 @@ describe('a partition longer than the lease, then healed', () => {
       expect(lost).toBeLessThanOrEqual(LEASE_MS + EXPIRY_SLACK_MS);
       // Cut off, host1 trains on: it still believes it holds the attempt. Heal the link once it has
       // trained the cell to the end (its own last checkpoint), so that what it sends next is the
-      // completion of an attempt the coordinator no longer leases. (Within the coordinator's first
-      // 20 s, its recovery grace, no worker is declared lost: host1 keeps its session, and the first
-      // heartbeat answered after the heal tells it to stop the attempt, which has already finished.)
+      // completion of an attempt the coordinator no longer leases.
       const local = path.join(workDirs[0]!, 'cells', victim.cellId, 'last.safetensors');
       await waitFor(
         "host1 to finish the cell's epochs while cut off",

@@ -27,7 +27,10 @@ export function initialState(
   workers: readonly WorkerEntry[] = [],
   recovery?: Recovery,
 ): SchedulerState {
-  const recoveringUntil = recovery ? recovery.now + Math.max(recovery.graceMs, config.leaseMs) : 0;
+  // A grace only for what there is to recover: a first start, or one whose store holds no running
+  // cell and no live worker, declares workers lost after a lease from the start.
+  const held = cells.some((c) => c.state === 'running') || workers.some((w) => w.state === 'alive');
+  const recoveringUntil = recovery && held ? recovery.now + Math.max(recovery.graceMs, config.leaseMs) : 0;
   // Running cells get a fresh lease: their workers have until then to reconnect and claim them.
   const sorted = [...cells]
     .sort((a, b) => a.seq - b.seq)

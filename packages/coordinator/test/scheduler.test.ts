@@ -222,6 +222,11 @@ describe('scheduler (pure step function)', () => {
     expect(r.state.cells.get('c2')).toMatchObject({ state: 'pending', attempts: 1 });
     expect(r.state.workers.get('w2')!.state).toBe('lost');
     expect(r.state.workers.get('w1')!.state).toBe('alive');
+    // Nothing to recover (a first start, or nothing running and nobody alive): no grace.
+    expect(initialState(CONFIG, [], [], { now: 100, graceMs: 5_000 }).recoveringUntil).toBe(0);
+    const idle = [...before.state.cells.values()].map((c) => ({ ...c, state: 'done' as const }));
+    const gone = [...before.state.workers.values()].map((w) => ({ ...w, state: 'lost' as const }));
+    expect(initialState(CONFIG, idle, gone, { now: 100, graceMs: 5_000 }).recoveringUntil).toBe(0);
     // A grace shorter than the lease is the lease.
     expect(
       initialState(CONFIG, [...before.state.cells.values()], [], { now: 100, graceMs: 10 }).cells.get('c1')!.leaseUntil,
