@@ -45,6 +45,8 @@ let dataRoot = '';
 let cert = '';
 let key = '';
 
+/** How long a worker's log line may trail the coordinator's state it reports. */
+const LOG_MS = 5_000;
 const LEASE_MS = 3_000;
 const HEARTBEAT_MS = 300;
 const FAST = ['--lease-ms', String(LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
@@ -311,12 +313,26 @@ describe('a partition longer than the lease, then healed', () => {
       expect(moved.result!.resumedFromEpoch).toBeGreaterThanOrEqual(victim.checkpointEpochs);
       // The workers' own account: the moved cell started twice (the cut attempt and the one that
       // finished it, on whichever worker was free first), the other once; one result recorded each.
-      const logs = workers.map((w) => w.log()).join('');
+      // A worker says "best val" after the coordinator's answer to its result: wait for that line,
+      // which may come a moment after the sweep reads done.
+      const recorded = `cell ${victim.cellId}: best val [\\d.]+%\\n`;
+      const logs = await waitFor('the recorded result in a worker log', LOG_MS, async () => {
+        const text = workers.map((w) => w.log()).join('');
+        return new RegExp(recorded).test(text) ? text : undefined;
+      });
       const other = done.cells.find((c) => c.cellId !== victim.cellId)!;
       expect([started(logs, victim.cellId), started(logs, other.cellId)]).toEqual([2, 1]);
-      expect(logs.match(new RegExp(`cell ${victim.cellId}: best val [\\d.]+%\\n`, 'g'))).toHaveLength(1);
+      expect(logs.match(new RegExp(recorded, 'g')), logs).toHaveLength(1);
     },
-    START_MS + (EPOCHS - 2) * EPOCH_MS + LEASE_MS + EXPIRY_SLACK_MS + 10_000 + 2 * EPOCH_MS + STALE_MS + SWEEP_MS,
+    START_MS +
+      (EPOCHS - 2) * EPOCH_MS +
+      LEASE_MS +
+      EXPIRY_SLACK_MS +
+      10_000 +
+      2 * EPOCH_MS +
+      STALE_MS +
+      SWEEP_MS +
+      LOG_MS,
   );
 });
 

@@ -124,7 +124,7 @@ describe('ferry models / info', () => {
     expect(top.code).toBe(0);
     expect(top.stdout).toContain('commands:');
     expect(top.stdout).toMatch(/^ {2}run SWEEP\.yaml +the embedded default/m);
-    expect(top.stdout).toMatch(/^ {2}sweep submit\|status\|results\|retry\|cancel\|list +/m);
+    expect(top.stdout).toMatch(/^ {2}sweep submit\|status\|results\|artifacts\|retry\|cancel\|list +/m);
     expect((await ferry(['help'])).stdout).toBe(top.stdout);
     const version = await ferry(['--version']);
     expect([version.code, version.stdout.trim()]).toEqual([0, '0.1.0']);
