@@ -9,6 +9,7 @@ import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from 
 import { CellResult, FileKind, type SweepStatus } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
+import { selfSignedCert } from './helpers/tls.js';
 import {
   attemptsOf,
   epochIndices,
@@ -315,29 +316,7 @@ describe('cluster security', () => {
       /needs --tls-cert\/--tls-key and --token, or an explicit --insecure/,
     );
     const dir = tmp();
-    const key = path.join(dir, 'key.pem');
-    const cert = path.join(dir, 'cert.pem');
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-        '-addext',
-        'subjectAltName=DNS:localhost,IP:127.0.0.1',
-      ],
-      { stdio: 'ignore' },
-    );
+    const { key, cert } = selfSignedCert(dir, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
     const coord = await startCoordinator([
       '--listen',
       '0.0.0.0:0',

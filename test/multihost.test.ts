@@ -20,6 +20,7 @@ import {
   type Proc,
 } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
+import { selfSignedCert } from './helpers/tls.js';
 
 /**
  * Several "hosts" on one machine: the coordinator in the root network namespace on a bridge, two
@@ -89,29 +90,11 @@ beforeAll(async () => {
     );
   });
   const dir = tmp();
-  key = path.join(dir, 'key.pem');
-  cert = path.join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=ferry-multihost',
-      '-addext',
-      `subjectAltName=${[HOST, ...WORKER_IP].map((ip) => `IP:${ip}`).join(',')}`,
-    ],
-    { stdio: 'ignore' },
-  );
+  ({ key, cert } = selfSignedCert(
+    dir,
+    'ferry-multihost',
+    [HOST, ...WORKER_IP].map((ip) => `IP:${ip}`),
+  ));
   dataRoot = tmp();
   await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 9 });
 });

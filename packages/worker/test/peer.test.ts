@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { Mailbox, Rng, ringAllReduceSum } from '@ferry/core';
 import { PeerClient } from '@ferry/protocol';
 import { GrpcRing, PeerServer, type PeerServerOptions } from '@ferry/worker';
 import { REPO_ROOT } from '../../../test/helpers/torch-ref.js';
+import { selfSignedCert } from '../../../test/helpers/tls.js';
 
 const SECRET = 'a-group-secret-handed-out-by-the-coordinator';
 
@@ -144,29 +145,7 @@ test('the Peer service binds off loopback only with TLS or an explicit insecure 
   expect(() => new PeerServer({ host: '127.evil.example' })).toThrow(/not loopback/);
   expect(() => new PeerServer({ host: '0.0.0.0', insecure: true })).not.toThrow();
   const dir = mkdtempSync(path.join(tmpdir(), 'ferry-peer-tls-'));
-  const key = path.join(dir, 'key.pem');
-  const cert = path.join(dir, 'cert.pem');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-      '-addext',
-      'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    ],
-    { stdio: 'ignore' },
-  );
+  const { key, cert } = selfSignedCert(dir, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
   const tls = { cert: readFileSync(cert), key: readFileSync(key), ca: readFileSync(cert) };
   const peers = await servers(2, { tls });
   const rings = peers.map((x, r) => new GrpcRing(r, 2, 'cell/1', peers[(r + 1) % 2]!.addr, x.s, SECRET, tls.ca));
