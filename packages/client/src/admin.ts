@@ -1,7 +1,6 @@
-import { rename } from 'node:fs/promises';
-import type { AdminClient, CheckpointChunk, SweepStatus } from '@ferry/protocol';
+import type { AdminClient, SweepStatus } from '@ferry/protocol';
 import { metadataFor, unary, type ConnectionOptions } from './connection.js';
-import { ChunkSink } from './transfer.js';
+import { receiveFile } from './transfer.js';
 
 /**
  * A sweep with every cell, page by page (GetSweep answers at most about 4 MiB of cells at a time, so
@@ -31,27 +30,12 @@ export async function getSweepAll(
 }
 
 /** A done cell's best-val weights (DownloadArtifact) to `dest`, checked (order, completeness, SHA-256). */
-export async function downloadArtifact(
+export function downloadArtifact(
   admin: AdminClient,
   conn: ConnectionOptions,
   cellId: string,
   dest: string,
 ): Promise<void> {
-  const sink = await ChunkSink.open(`${dest}.part`);
-  try {
-    const call = admin.downloadArtifact({ cellId }, metadataFor(conn));
-    for await (const chunk of call as AsyncIterable<CheckpointChunk>) {
-      const problem = await sink.write(chunk);
-      if (problem) {
-        call.cancel();
-        throw new Error(`best weights of cell ${cellId} refused: ${problem}`);
-      }
-    }
-    const done = await sink.close();
-    if ('problem' in done) throw new Error(`best weights of cell ${cellId} refused: ${done.problem}`);
-    await rename(sink.file, dest);
-  } catch (e) {
-    await sink.discard();
-    throw e;
-  }
+  const call = admin.downloadArtifact({ cellId }, metadataFor(conn));
+  return receiveFile(call, dest, `best weights of cell ${cellId}`);
 }

@@ -18,4 +18,13 @@ export {
 export { DEFAULT_BACKOFF, isUnavailable, withBackoff, type BackoffPolicy } from './backoff.js';
 export { downloadArtifact, getSweepAll } from './admin.js';
 export { watchCoordinatorEvents } from './watch.js';
-export { CHUNK_BYTES, ChunkSink, fileChunks, sendChunks, type ChunkHeader, type ChunkStream } from './transfer.js';
+export {
+  CHUNK_BYTES,
+  ChunkSink,
+  fileChunks,
+  receiveFile,
+  sendChunks,
+  type ChunkHeader,
+  type ChunkSource,
+  type ChunkStream,
+} from './transfer.js';

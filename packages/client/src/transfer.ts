@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, rmSync, statSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, rename, type FileHandle } from 'node:fs/promises';
 import type { CheckpointChunk, FileKind } from '@ferry/protocol';
 
 /*
@@ -148,5 +148,33 @@ export class ChunkSink {
     const fh = this.fh;
     this.fh = undefined;
     await fh?.close().catch(() => undefined);
+  }
+}
+
+/** A readable gRPC stream of chunks that can be cancelled (a download of either kind). */
+export interface ChunkSource extends AsyncIterable<CheckpointChunk> {
+  cancel(): void;
+}
+
+/**
+ * A whole download to `dest`: through a ChunkSink next to it (order, identity, completeness,
+ * SHA-256), renamed into place only when all of it checks; `what` names the file in errors.
+ */
+export async function receiveFile(source: ChunkSource, dest: string, what: string): Promise<void> {
+  const sink = await ChunkSink.open(`${dest}.part`);
+  try {
+    for await (const chunk of source) {
+      const problem = await sink.write(chunk);
+      if (problem) {
+        source.cancel();
+        throw new Error(`${what} refused: ${problem}`);
+      }
+    }
+    const done = await sink.close();
+    if ('problem' in done) throw new Error(`${what} refused: ${done.problem}`);
+    await rename(sink.file, dest);
+  } catch (e) {
+    await sink.discard();
+    throw e;
   }
 }

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { rename } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
@@ -18,16 +17,16 @@ import {
   type CellRunOptions,
 } from '@ferry/core';
 import { retryOf } from '@ferry/common';
-import type { Assignment, CheckpointChunk, CoordinatorClient, RunningCell } from '@ferry/protocol';
+import type { Assignment, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
 import {
-  ChunkSink,
   DEFAULT_BACKOFF,
   coordinatorClient,
   fileChunks,
   isUnavailable,
   metadataFor,
+  receiveFile,
   sendChunks,
   unary,
   withBackoff,
@@ -644,27 +643,9 @@ export class FerryWorker {
   }
 
   /** The coordinator's checkpoint of the cell, checked (order, completeness, SHA-256), to `dest`. */
-  private async download(a: Assignment, dest: string): Promise<void> {
-    const sink = await ChunkSink.open(`${dest}.tmp`);
-    try {
-      const call = this.client.downloadCheckpoint(
-        { attemptId: a.attemptId, cellId: a.cellId },
-        metadataFor(this.conn()),
-      );
-      for await (const chunk of call as AsyncIterable<CheckpointChunk>) {
-        const problem = await sink.write(chunk);
-        if (problem) {
-          call.cancel();
-          throw new Error(`downloaded checkpoint refused: ${problem}`);
-        }
-      }
-      const done = await sink.close();
-      if ('problem' in done) throw new Error(`downloaded checkpoint refused: ${done.problem}`);
-      await rename(sink.file, dest);
-    } catch (e) {
-      await sink.discard();
-      throw e;
-    }
+  private download(a: Assignment, dest: string): Promise<void> {
+    const call = this.client.downloadCheckpoint({ attemptId: a.attemptId, cellId: a.cellId }, metadataFor(this.conn()));
+    return receiveFile(call, dest, 'downloaded checkpoint');
   }
 }
 
