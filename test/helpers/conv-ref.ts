@@ -3,6 +3,9 @@
  * over the definition y[n, oh, ow, co] = sum of x[n, oh*s - pad + kh, ow*s - pad + kw, ci] *
  * W[kh, kw, ci, co]. Fast enough for every shape of the zoo at 224x224 (the inner loops run over
  * contiguous channels).
+ *
+ * The `...Bounded` variants also return what bounds float32's error on each element: the sum of the
+ * absolute values of its terms and the longest dot product's length (see `dotBoundRatio`).
  */
 export interface ConvGeometry {
   readonly x: readonly [number, number, number, number];
@@ -92,4 +95,48 @@ export function depthwiseInputGradRef(dy: Float32Array, filter: Float32Array, g:
     for (let ch = 0; ch < c; ch++) dx[xBase + ch]! += dy[dyBase + ch]! * filter[tap * c + ch]!;
   });
   return dx;
+}
+
+/** A float64 reference with what bounds float32's error on it. */
+export interface Bounded {
+  readonly want: Float64Array;
+  /** Per element, sum |terms| of its dot product. */
+  readonly abs: Float64Array;
+  /** The longest dot product's length. */
+  readonly terms: number;
+}
+
+const absOf = (a: Float32Array): Float32Array => a.map(Math.abs);
+
+/** dW (full or depthwise) with its bound: a sum over every image and output position. */
+export function filterGradBounded(x: Float32Array, dy: Float32Array, g: ConvGeometry, depthwise: boolean): Bounded {
+  const f = depthwise ? depthwiseFilterGradRef : conv2dFilterGradRef;
+  return { want: f(x, dy, g), abs: f(absOf(x), absOf(dy), g), terms: g.x[0] * g.outH * g.outW };
+}
+
+/** dX (full or depthwise) with its bound: a sum over the kernel window (and the output channels). */
+export function inputGradBounded(dy: Float32Array, w: Float32Array, g: ConvGeometry, depthwise: boolean): Bounded {
+  const f = depthwise ? depthwiseInputGradRef : conv2dInputGradRef;
+  return { want: f(dy, w, g), abs: f(absOf(dy), absOf(w), g), terms: g.k * g.k * (depthwise ? 1 : g.cout) };
+}
+
+/**
+ * The worst element's error against the float64 reference, as a share of float32's own bound for a
+ * dot product of float32 inputs, whatever the summation order (sequential, pairwise, blocked,
+ * im2col + matmul, split and re-added): |fl(sum x_i y_i) - sum x_i y_i| <= gamma_n sum |x_i y_i|,
+ * gamma_n = n u / (1 - n u), u = 2^-24, n the number of terms (Higham, Accuracy and Stability of
+ * Numerical Algorithms, 3.1). <= 1 passes; an element with no terms must be exactly 0. A misplaced
+ * tap, a dropped row or a wrong offset is an error of the order of the terms themselves, a ratio
+ * far above 1 (n u is at most 2^-9 here).
+ */
+export function dotBoundRatio(got: ArrayLike<number>, ref: Bounded): { ratio: number; at: number } {
+  if (got.length !== ref.want.length) throw new Error(`${got.length} elements, the reference has ${ref.want.length}`);
+  const u = 2 ** -24;
+  const gamma = (ref.terms * u) / (1 - ref.terms * u);
+  let worst = { ratio: 0, at: -1 };
+  for (let i = 0; i < got.length; i++) {
+    const ratio = Math.abs(got[i]! - ref.want[i]!) / (gamma * ref.abs[i]! || Number.MIN_VALUE);
+    if (ratio > worst.ratio) worst = { ratio, at: i };
+  }
+  return worst;
 }

@@ -18,6 +18,7 @@ import {
 import type { ResultsTable } from '@ferry/common';
 import { ferry } from '../../../test/helpers/cli.js';
 import { writeJpeg } from '../../../test/helpers/images.js';
+import { roundingTolerance } from '../../../test/helpers/rounding-twin.js';
 
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-cli-'));
 const count = (dir: string): number => (existsSync(dir) ? readdirSync(dir).length : 0);
@@ -170,7 +171,13 @@ describe('feature cache for probe and adapt', () => {
       expect(cached.featureCache).toMatchObject({ used: true, hits: 0, misses: 2 });
       expect(plain.featureCache.used).toBe(false);
       expect(cached.bestValAccuracy).toBe(plain.bestValAccuracy);
-      cached.epochs.forEach((e, i) => expect(e.trainLoss).toBeCloseTo(plain.epochs[i]!.trainLoss, 4));
+      // The same steps on the same features: a feature computed in another batch may round
+      // differently (a kernel's tiling can depend on the batch), so each epoch's loss must agree to
+      // a few float32 roundings (the rounding floor and factor of test/helpers/torch-ref.ts).
+      cached.epochs.forEach((e, i) => {
+        const want = plain.epochs[i]!.trainLoss;
+        expect(Math.abs(e.trainLoss - want) / want, `epoch ${i}`).toBeLessThan(roundingTolerance(0));
+      });
       const again = await runCell({ ...base, featureCache: true }, { backend, cacheDir });
       expect(again.featureCache).toMatchObject({ hits: 2, misses: 0 });
       expect(again.bestValAccuracy).toBe(cached.bestValAccuracy);
@@ -201,7 +208,7 @@ describe('scratch', () => {
     expect(warnings).toContain(`strategy scratch starts from random weights; ${missing} is not loaded`);
     expect(scratch.config.weights).toBeNull();
     expect(scratch.bestValAccuracy).toBe(finetune.bestValAccuracy);
-    expect(scratch.epochs[0]!.trainLoss).toBeCloseTo(finetune.epochs[0]!.trainLoss, 5);
+    expect(scratch.epochs.map((e) => e.trainLoss)).toEqual(finetune.epochs.map((e) => e.trainLoss));
   });
 });
 

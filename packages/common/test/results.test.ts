@@ -87,9 +87,11 @@ describe('results table: the verdict rests on a paired test', () => {
     expect(c.discordant).toEqual([15, 0]);
     expect(c.pValue).toBeCloseTo(2 / 2 ** 15, 12);
     expect(c.pairedSeeds).toBe(3);
-    // Per-seed differences 0.2, 0.25, 0.3: mean 0.25, sd 0.05, t = 0.25 / (0.05 / sqrt 3) = 8.66, df 2 -> p = 0.01307 (scipy ttest_rel).
+    // Per-seed differences 0.2, 0.25, 0.3: mean 0.25, sd 0.05, t = 0.25 / (0.05 / sqrt 3), t^2 = 75,
+    // df 2, where Student's two-sided p has a closed form, 1 - |t| / sqrt(t^2 + 2) = 1 - sqrt(75/77)
+    // (0.01307, as scipy's ttest_rel).
     expect(c.seeds!.n).toBe(3);
-    expect(c.seeds!.pValue).toBeCloseTo(0.013072, 5);
+    expect(c.seeds!.pValue).toBeCloseTo(1 - Math.sqrt(75 / 77), 12);
     expect(resultsTable(outcomes).rows[0]!.byStrategy['finetune']).toMatchObject({ n: 3, correct: 51, total: 60 });
   });
 
@@ -109,7 +111,7 @@ describe('results table: the verdict rests on a paired test', () => {
       .map(strip);
     const c = resultsTable(three).rows[0]!.comparison!;
     expect(c.test).toBe('paired-t');
-    expect(c.pValue).toBeCloseTo(0.013072, 5);
+    expect(c.pValue).toBeCloseTo(1 - Math.sqrt(75 / 77), 12);
     expect(c.winner).toBe('finetune');
     expect(resultsTable(three).rows[0]!.byStrategy['finetune']!.ci95).toBeNull();
     const one = resultsTable(three.filter((o) => o.spec.seed === 0)).rows[0]!;

@@ -33,3 +33,4 @@ export {
   splitCount,
   type WebGpuTuning,
 } from './backends/webgpu/ops.js';
+export { crop, resizeBilinear, type Pixels } from './data/resample.js';

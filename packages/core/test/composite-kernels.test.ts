@@ -1,11 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, test } from 'vitest';
-import {
-  conv2dFilterGradRef,
-  conv2dInputGradRef,
-  depthwiseFilterGradRef,
-  depthwiseInputGradRef,
-} from '../../../test/helpers/conv-ref.js';
+import { dotBoundRatio, filterGradBounded, inputGradBounded, type Bounded } from '../../../test/helpers/conv-ref.js';
 import { Rng, selectBackend } from '@ferry/core';
 import {
   conv2dBackpropFilterComposite,
@@ -34,11 +29,7 @@ function random(shape: number[], rng: Rng): Float32Array {
 
 const outSize = (h: number, k: number, s: number, p: number): number => Math.floor((h + 2 * p - k) / s) + 1;
 
-/**
- * The independent reference: float64 loops straight from the definition of the convolution; with,
- * per element, the same loops over absolute values (sum |terms| of each element's dot product) and
- * the longest dot product's length, for float32's error bound.
- */
+/** The float64 references of dW and dX with float32's bound on each (test/helpers/conv-ref.ts). */
 function refGrads(
   x: Float32Array,
   w: Float32Array,
@@ -59,42 +50,12 @@ function refGrads(
     outH: outSize(shape[1], k, s, p),
     outW: outSize(shape[2], k, s, p),
   };
-  const abs = (a: Float32Array): Float32Array => a.map(Math.abs);
-  const [filterGrad, inputGrad] = depthwise
-    ? [depthwiseFilterGradRef, depthwiseInputGradRef]
-    : [conv2dFilterGradRef, conv2dInputGradRef];
-  return {
-    // dW: a sum over every image and output position; dX: over the kernel window (and, for a full
-    // convolution, the output channels).
-    dw: { want: filterGrad(x, dy, g), abs: filterGrad(abs(x), abs(dy), g), terms: shape[0] * g.outH * g.outW },
-    dx: { want: inputGrad(dy, w, g), abs: inputGrad(abs(dy), abs(w), g), terms: k * k * (depthwise ? 1 : co) },
-  };
+  return { dw: filterGradBounded(x, dy, g, depthwise), dx: inputGradBounded(dy, w, g, depthwise) };
 }
 
-/** A float64 reference with what bounds float32's error on it. */
-interface Bounded {
-  readonly want: Float64Array;
-  /** Per element, sum |terms| of its dot product. */
-  readonly abs: Float64Array;
-  /** The longest dot product's length. */
-  readonly terms: number;
-}
-
-/**
- * Every element within float32's own bound for a dot product of float32 inputs, whatever the
- * summation order (sequential, pairwise, blocked, im2col + matmul): |fl(sum x_i y_i) - sum x_i y_i|
- * <= gamma_n sum |x_i y_i|, gamma_n = n u / (1 - n u), u = 2^-24, n the number of terms (Higham,
- * Accuracy and Stability of Numerical Algorithms, 3.1). An element with no terms must be exactly 0.
- */
+/** Every element within float32's own bound for its dot product (dotBoundRatio <= 1). */
 function expectWithinDotBound(got: ArrayLike<number>, ref: Bounded, what: string): void {
-  const u = 2 ** -24;
-  const gamma = (ref.terms * u) / (1 - ref.terms * u);
-  expect(got.length, what).toBe(ref.want.length);
-  let worst = { ratio: 0, at: -1 };
-  for (let i = 0; i < got.length; i++) {
-    const ratio = Math.abs(got[i]! - ref.want[i]!) / (gamma * ref.abs[i]! || Number.MIN_VALUE);
-    if (ratio > worst.ratio) worst = { ratio, at: i };
-  }
+  const worst = dotBoundRatio(got, ref);
   expect(
     worst.ratio,
     `${what}: |got - float64| / (gamma_${ref.terms} sum |terms|), worst at ${worst.at}`,

@@ -18,7 +18,7 @@ import {
   torchRefDir,
   worstRatio,
 } from '../../../test/helpers/torch-ref.js';
-import { conv2dFilterGradRef, conv2dInputGradRef, depthwiseFilterGradRef } from '../../../test/helpers/conv-ref.js';
+import { dotBoundRatio, filterGradBounded, inputGradBounded } from '../../../test/helpers/conv-ref.js';
 import {
   ArrayBatchSource,
   assertDeviceHealthy,
@@ -92,6 +92,51 @@ function geometry(c: ConvCase): { stride: number; pad: number } {
   const stride = Math.round(c.x[1] / c.out[1]);
   expect(Math.floor((c.x[1] + 2 * pad - k) / stride) + 1).toBe(c.out[1]);
   return { stride, pad };
+}
+
+/**
+ * dW (and, for a full convolution, dX: TF.js's matmul-tiled program, which ferry's fast path
+ * selects) of one traced convolution on webgpu, each element's error as a share of float32's own
+ * bound on its dot product (dotBoundRatio).
+ */
+async function convGradRatios(c: ConvCase, prefix: string): Promise<{ shape: string; ratio: number }[]> {
+  const { stride, pad } = geometry(c);
+  // Batch 2 (the row splits then cross images) where the float64 reference stays quick.
+  const n = c.x[1] * c.x[2] * c.filter[2] * (c.depthwise ? 1 : c.filter[3]) > 28 * 28 * 128 * 128 ? 1 : 2;
+  const xs = [n, c.x[1], c.x[2], c.x[3]] as [number, number, number, number];
+  const dys = [n, c.out[1], c.out[2], c.out[3]] as [number, number, number, number];
+  const xd = randn(xs.reduce((a, b) => a * b, 1));
+  const dyd = randn(dys.reduce((a, b) => a * b, 1));
+  const kernel = c.depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter';
+  const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC', filterShape: c.filter, dilations: [1, 1] };
+  const [got] = await on(
+    'webgpu',
+    () =>
+      tf
+        .engine()
+        .runKernel(
+          kernel,
+          { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) },
+          attrs as unknown as tf.NamedAttrMap,
+        ) as tf.Tensor,
+  );
+  const g = { x: xs, k: c.filter[0], cout: c.out[3], stride, pad, outH: c.out[1], outW: c.out[2] };
+  const label = `${prefix}${c.depthwise ? 'depthwise ' : ''}${c.filter.join('x')} stride ${stride} on ${xs.join('x')}`;
+  const out = [{ shape: `dW ${label}`, ratio: dotBoundRatio(got!, filterGradBounded(xd, dyd, g, c.depthwise)).ratio }];
+  if (c.depthwise) return out;
+  const wd = randn(c.filter.reduce((a, b) => a * b, 1));
+  const [dx] = await on(
+    'webgpu',
+    () =>
+      tf.engine().runKernel('Conv2DBackpropInput', { dy: tf.tensor4d(dyd, dys), filter: tf.tensor4d(wd, c.filter) }, {
+        strides: [stride, stride],
+        pad,
+        dataFormat: 'NHWC',
+        inputShape: xs,
+      } as unknown as tf.NamedAttrMap) as tf.Tensor,
+  );
+  out.push({ shape: `dX ${label}`, ratio: dotBoundRatio(dx!, inputGradBounded(dyd, wd, g, false)).ratio });
+  return out;
 }
 
 beforeAll(async () => {
@@ -174,8 +219,8 @@ describe('webgpu adapter report', () => {
   });
 });
 
-describe('convolution gradients on webgpu agree with float64 references within 1e-4 relative', () => {
-  test('the float64 loop references agree with the cpu backend (small shapes)', async () => {
+describe("convolution gradients on webgpu: every element within float32's own bound of the float64 definition", () => {
+  test("the cpu backend's kernels are within float32's bound of the float64 loop references (small shapes)", async () => {
     for (const [k, stride, depthwise] of [
       [3, 2, false],
       [7, 2, false],
@@ -208,67 +253,40 @@ describe('convolution gradients on webgpu agree with float64 references within 1
             ) as tf.Tensor,
       );
       const g = { x, k, cout, stride, pad, outH: out, outW: out };
-      const ref = depthwise ? depthwiseFilterGradRef(xd, dyd, g) : conv2dFilterGradRef(xd, dyd, g);
-      expect(relErr(want!, ref)).toBeLessThan(1e-5);
+      expect(
+        dotBoundRatio(want!, filterGradBounded(xd, dyd, g, depthwise)).ratio,
+        `k${k} s${stride}`,
+      ).toBeLessThanOrEqual(1);
     }
   });
 
-  for (const model of ['resnet18', 'resnet34', 'resnet50', 'mobilenet_v2']) {
-    test(`every convolution shape of ${model} (224x224 input)`, { timeout: 600_000 }, async () => {
+  // One test over the distinct shapes of the four models: resnet34's convolutions are resnet18's
+  // (the same basic blocks, repeated), so per-model tests ran them twice.
+  test(
+    'every distinct convolution shape of resnet18, resnet34, resnet50 and mobilenet_v2 (224x224 input)',
+    { timeout: 600_000 },
+    async () => {
       await tf.setBackend('webgpu');
-      const cases = await traceConvs(model);
-      expect(cases.length).toBeGreaterThan(model === 'resnet50' || model === 'mobilenet_v2' ? 15 : 8);
-      const results: { shape: string; err: number }[] = [];
-      for (const c of cases) {
-        const { stride, pad } = geometry(c);
-        // Batch 2 (the row splits then cross images) where the float64 reference stays quick.
-        const n = c.x[1] * c.x[2] * c.filter[2] * (c.depthwise ? 1 : c.filter[3]) > 28 * 28 * 128 * 128 ? 1 : 2;
-        const xs = [n, c.x[1], c.x[2], c.x[3]] as [number, number, number, number];
-        const dys = [n, c.out[1], c.out[2], c.out[3]] as [number, number, number, number];
-        const xd = randn(xs.reduce((a, b) => a * b, 1));
-        const dyd = randn(dys.reduce((a, b) => a * b, 1));
-        const kernel = c.depthwise ? 'DepthwiseConv2dNativeBackpropFilter' : 'Conv2DBackpropFilter';
-        const attrs = { strides: [stride, stride], pad, dataFormat: 'NHWC', filterShape: c.filter, dilations: [1, 1] };
-        const [got] = await on(
-          'webgpu',
-          () =>
-            tf
-              .engine()
-              .runKernel(
-                kernel,
-                { x: tf.tensor4d(xd, xs), dy: tf.tensor4d(dyd, dys) },
-                attrs as unknown as tf.NamedAttrMap,
-              ) as tf.Tensor,
-        );
-        const g = { x: xs, k: c.filter[0], cout: c.out[3], stride, pad, outH: c.out[1], outW: c.out[2] };
-        const ref = c.depthwise ? depthwiseFilterGradRef(xd, dyd, g) : conv2dFilterGradRef(xd, dyd, g);
-        const label = `${c.depthwise ? 'depthwise ' : ''}${c.filter.join('x')} stride ${stride} on ${xs.join('x')}`;
-        results.push({ shape: `dW ${label}`, err: relErr(got!, ref) });
-        if (!c.depthwise) {
-          // The input gradient: TF.js's matmul-tiled program, which ferry's fast path selects.
-          const wd = randn(c.filter.reduce((a, b) => a * b, 1));
-          const [dx] = await on(
-            'webgpu',
-            () =>
-              tf
-                .engine()
-                .runKernel('Conv2DBackpropInput', { dy: tf.tensor4d(dyd, dys), filter: tf.tensor4d(wd, c.filter) }, {
-                  strides: [stride, stride],
-                  pad,
-                  dataFormat: 'NHWC',
-                  inputShape: xs,
-                } as unknown as tf.NamedAttrMap) as tf.Tensor,
-          );
-          results.push({ shape: `dX ${label}`, err: relErr(dx!, conv2dInputGradRef(dyd, wd, g)) });
+      const byShape = new Map<string, ConvCase & { models: string[] }>();
+      for (const model of ['resnet18', 'resnet34', 'resnet50', 'mobilenet_v2']) {
+        const cases = await traceConvs(model);
+        expect(cases.length, model).toBeGreaterThan(model === 'resnet50' || model === 'mobilenet_v2' ? 15 : 8);
+        for (const c of cases) {
+          const key = JSON.stringify([c.x, c.filter, c.out, c.depthwise]);
+          byShape.set(key, { ...c, models: [...(byShape.get(key)?.models ?? []), model] });
         }
       }
-      const worst = [...results].sort((a, b) => b.err - a.err);
-      console.log(JSON.stringify({ test: 'webgpu-conv-grads', model, shapes: cases.length, worst: worst.slice(0, 3) }));
-      for (const r of results) expect(r.err, r.shape).toBeLessThan(1e-4);
-    });
-  }
+      // resnet34 adds no shape of its own; resnet50's bottlenecks and mobilenet's depthwise ones do.
+      expect([...byShape.values()].filter((c) => c.models.length === 1 && c.models[0] === 'resnet34')).toEqual([]);
+      const results: { shape: string; ratio: number }[] = [];
+      for (const c of byShape.values()) results.push(...(await convGradRatios(c, `${c.models.join('/')}: `)));
+      const worst = [...results].sort((a, b) => b.ratio - a.ratio);
+      console.log(JSON.stringify({ test: 'webgpu-conv-grads', shapes: byShape.size, worst: worst.slice(0, 3) }));
+      for (const r of results) expect(r.ratio, r.shape).toBeLessThanOrEqual(1);
+    },
+  );
 
-  test('chunked batches, forced splits and the 1x1 path give the same gradient', async () => {
+  test("chunked batches, forced splits and the 1x1 path: each within float32's bound of the float64 definition", async () => {
     const xs: [number, number, number, number] = [3, 9, 9, 8];
     const xd = randn(3 * 9 * 9 * 8);
     const cases: { filter: [number, number, number, number]; stride: number; pad: number; out: number }[] = [
@@ -287,11 +305,13 @@ describe('convolution gradients on webgpu agree with float64 references within 1
           dataFormat: 'NHWC',
           filterShape: c.filter,
         } as unknown as tf.NamedAttrMap) as tf.Tensor;
-      const [want] = await on('cpu', f);
+      const g = { x: xs, k: c.filter[0], cout: c.filter[3], stride: c.stride, pad: c.pad, outH: c.out, outW: c.out };
+      const want = filterGradBounded(xd, dyd, g, false);
       for (const t of [{}, { minRowsPerSplit: 1, targetWorkgroups: 1 << 20 }, { maxIm2colBytes: 1 }]) {
         setWebGpuTuning(t);
         const [got] = await on('webgpu', f);
-        expect(relErr(got!, want!), `${c.filter.join('x')} s${c.stride} ${JSON.stringify(t)}`).toBeLessThan(1e-5);
+        const what = `${c.filter.join('x')} s${c.stride} ${JSON.stringify(t)}`;
+        expect(dotBoundRatio(got!, want).ratio, what).toBeLessThanOrEqual(1);
       }
     }
   });
@@ -449,6 +469,31 @@ describe('fused BatchNorm on webgpu', () => {
   }
 });
 
+/**
+ * torch.optim.SGD (dampening 0) in float64 over every step: g += wd * p; buf = first ? g : mu * buf
+ * + g; p -= lr * (nesterov ? g + mu * buf : buf), lr 0.1 (the test's).
+ */
+function sgdReference64(
+  init: readonly Float32Array[],
+  grads: readonly (readonly Float32Array[])[],
+  opts: { momentum: number; weightDecay: number; nesterov: boolean },
+): { params: Float64Array[]; buffers: Float64Array[] } {
+  const params = init.map((p) => Float64Array.from(p));
+  const buffers = init.map((p) => new Float64Array(p.length));
+  grads.forEach((step, t) =>
+    step.forEach((gs, i) => {
+      const p = params[i]!;
+      const buf = buffers[i]!;
+      for (let j = 0; j < p.length; j++) {
+        const g = gs[j]! + opts.weightDecay * p[j]!;
+        buf[j] = t === 0 ? g : opts.momentum * buf[j]! + g;
+        p[j]! -= 0.1 * (opts.nesterov ? g + opts.momentum * buf[j]! : buf[j]!);
+      }
+    }),
+  );
+  return { params, buffers };
+}
+
 describe('fused SGD on webgpu', () => {
   for (const opts of [
     { momentum: 0.9, weightDecay: 0, nesterov: false },
@@ -482,11 +527,26 @@ describe('fused SGD on webgpu', () => {
         vars.forEach((v) => v.dispose());
         return { params, momentum };
       };
-      const want = await runOn('cpu');
+      // The float64 reference is torch's formula in plain loops; the cpu backend's per-parameter
+      // path is a plain float32 evaluation of it, whose distance from float64 is float32's own
+      // error on these steps. The fused webgpu step must land within TOLERANCE_FACTOR of that.
+      const want = sgdReference64(init, gs, opts);
+      const plain = await runOn('cpu');
       const got = await runOn('webgpu');
-      got.params.forEach((p, i) => expect(relErr(p, want.params[i]!), `p${i}`).toBeLessThan(1e-6));
       expect([...got.momentum.keys()].sort()).toEqual(['p0', 'p1', 'p2']);
-      for (const [n, m] of want.momentum) expect(relErr(got.momentum.get(n)!, m), `momentum ${n}`).toBeLessThan(1e-6);
+      const pairs = shapes.flatMap((_, i) => [
+        { what: `p${i}`, got: got.params[i]!, plain: plain.params[i]!, want: want.params[i]! },
+        {
+          what: `momentum p${i}`,
+          got: got.momentum.get(`p${i}`)!,
+          plain: plain.momentum.get(`p${i}`)!,
+          want: want.buffers[i]!,
+        },
+      ]);
+      for (const c of pairs) {
+        const f32 = Math.max(relErr(c.plain, c.want), ROUNDING_FLOOR);
+        expect(relErr(c.got, c.want), `${c.what}: float32's own error ${f32}`).toBeLessThan(TOLERANCE_FACTOR * f32);
+      }
     });
   }
 });

@@ -1,28 +1,17 @@
-import sharp from 'sharp';
 import { ImageUnreadableError } from '../errors.js';
 import { IMAGENET_MEAN, IMAGENET_STD, decodeRgb, resizedSize, toGray3, type RgbImage } from './image.js';
+import { crop, resizeBilinear } from './resample.js';
 import { centerCropBox, trainViewParams, type CropBox, type TransformSpec } from './transforms.js';
 
-async function resizeRgb(img: RgbImage, width: number, height: number): Promise<RgbImage> {
-  if (img.width === width && img.height === height) return img;
-  const data = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
-    raw: { width: img.width, height: img.height, channels: 3 },
-  })
-    .resize(width, height, { kernel: 'linear', fit: 'fill' })
-    .raw()
-    .toBuffer();
-  return { width, height, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+/** torchvision's Resize of a PIL image: Pillow's bilinear resample, bit for bit (resample.ts). */
+function resizeRgb(img: RgbImage, width: number, height: number): RgbImage {
+  const out = resizeBilinear({ ...img, channels: 3 }, width, height);
+  return { width: out.width, height: out.height, data: out.data };
 }
 
-async function extractResize(img: RgbImage, box: CropBox, size: number): Promise<RgbImage> {
-  const data = await sharp(Buffer.from(img.data.buffer, img.data.byteOffset, img.data.length), {
-    raw: { width: img.width, height: img.height, channels: 3 },
-  })
-    .extract({ left: box.left, top: box.top, width: box.width, height: box.height })
-    .resize(size, size, { kernel: 'linear', fit: 'fill' })
-    .raw()
-    .toBuffer();
-  return { width: size, height: size, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
+/** torchvision's resized_crop: Pillow's crop, then its resize. */
+function extractResize(img: RgbImage, box: CropBox, size: number): RgbImage {
+  return resizeRgb(crop({ ...img, channels: 3 }, box.left, box.top, box.width, box.height), size, size);
 }
 
 /** HWC uint8 -> normalised float32 for a box of the image (zero-padded outside), optional mirror. */
@@ -69,9 +58,9 @@ export async function transformImage(file: string | Buffer, spec: TransformSpec,
   if (img.width < 1 || img.height < 1) throw new ImageUnreadableError(String(file), 'image has no pixels');
   if (spec.color === 'gray') img = toGray3(img);
   const target = resizedSize(img.width, img.height, spec.resize);
-  const resized = await resizeRgb(img, target.width, target.height);
+  const resized = resizeRgb(img, target.width, target.height);
   if (spec.kind === 'val') return normalise(resized, centerCropBox(resized.width, resized.height, spec.crop), false);
   const { box, flip } = trainViewParams(resized.width, resized.height, spec, seed);
-  const cropped = await extractResize(resized, box, spec.crop);
+  const cropped = extractResize(resized, box, spec.crop);
   return normalise(cropped, { top: 0, left: 0, width: spec.crop, height: spec.crop }, flip);
 }
