@@ -17,6 +17,11 @@ import { waitFor } from './helpers/cluster.js';
  */
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-supervise-'));
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+/**
+ * Epochs per cell: enough for the 1-worker test's kills to land mid-cell (a checkpoint at epoch 2,
+ * two more epochs after the worker's restart, then the coordinator's kill with a cell to go).
+ */
+const EPOCHS = 7;
 let dataRoot = '';
 let sweepFile = '';
 
@@ -31,7 +36,7 @@ datasets: [{ name: demo, path: demo }]
 colors: [rgb, gray]
 strategies: [finetune]
 models: [resnet_tiny]
-hyper: { weights: none, epochs: 10, batchSize: 16, lr: 0.02, imageSize: 32 }
+hyper: { weights: none, epochs: ${EPOCHS}, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
   );
 });
@@ -298,8 +303,8 @@ describe('ferry run supervises its children', () => {
         table: { rows: unknown[] };
       };
       expect(v.cells.map((c) => [c.state, c.epoch])).toEqual([
-        ['done', 10],
-        ['done', 10],
+        ['done', EPOCHS],
+        ['done', EPOCHS],
       ]);
       const strip = (rows: unknown[]): unknown =>
         JSON.parse(JSON.stringify(rows, (k, x: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : x)));
