@@ -58,17 +58,7 @@ const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
 /** A stage's name (what `weights: stage:<name>` refers to). */
 const STAGE_NAME = /^[A-Za-z0-9_-]+$/;
 /** What a sweep body (a sweep without stages, or one stage) may hold besides its name. */
-const BODY_KEYS = [
-  'datasets',
-  'colors',
-  'strategies',
-  'models',
-  'seeds',
-  'hyper',
-  'overrides',
-  'include',
-  'exclude',
-];
+const BODY_KEYS = ['datasets', 'colors', 'strategies', 'models', 'seeds', 'hyper', 'overrides', 'include', 'exclude'];
 const TOP_KEYS = ['name', ...BODY_KEYS, 'stages'];
 
 /** What a sweep file may be, checked before it is expanded or stored. */
@@ -423,7 +413,12 @@ function checkSweep(c: Checker, root: Record<string, unknown>): { name: string; 
   const allowed = staged ? ['name', 'stages'] : TOP_KEYS.filter((k) => k !== 'stages');
   for (const k of Object.keys(root)) {
     if (allowed.includes(k)) continue;
-    c.fail([k], staged && BODY_KEYS.includes(k) ? `with stages, ${k} belongs in each stage` : `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
+    c.fail(
+      [k],
+      staged && BODY_KEYS.includes(k)
+        ? `with stages, ${k} belongs in each stage`
+        : `unknown key; allowed: ${TOP_KEYS.join(', ')}`,
+    );
   }
   const name = checkName(c, root['name']);
   return { name, stages: staged ? checkStages(c, root['stages']) : [checkBody(c, root, '', [])] };
@@ -444,7 +439,8 @@ function checkStages(c: Checker, v: unknown): SweepPlan[] {
       if (k !== 'name' && !BODY_KEYS.includes(k)) sc.fail([k], `unknown key; allowed: name, ${BODY_KEYS.join(', ')}`);
     const name = st['name'];
     if (typeof name !== 'string' || !STAGE_NAME.test(name)) sc.fail(['name'], 'required: letters, digits, _ - only');
-    else if (plans.some((p) => p.stage === name)) sc.fail(['name'], `stage names must be unique (${name} is used twice)`);
+    else if (plans.some((p) => p.stage === name))
+      sc.fail(['name'], `stage names must be unique (${name} is used twice)`);
     plans.push(checkBody(sc, st, typeof name === 'string' ? name : '', ['stages', i]));
   });
   return plans;
@@ -473,9 +469,13 @@ function checkStageRefs(c: Checker, plans: readonly SweepPlan[]): void {
       const where = c.within(p.at);
       const earlier = names.slice(0, i);
       if (p.stage === '') where.fail(path, `${value} names a stage, but this sweep has no stages (see docs/sweeps.md)`);
-      else if (ref === p.stage) where.fail(path, `stage ${p.stage} cannot start from itself; earlier stages: ${earlier.join(', ') || 'none'}`);
+      else if (ref === p.stage)
+        where.fail(path, `stage ${p.stage} cannot start from itself; earlier stages: ${earlier.join(', ') || 'none'}`);
       else if (names.indexOf(ref) > i)
-        where.fail(path, `stage ${ref} comes after stage ${p.stage}; a stage starts from an earlier one: ${earlier.join(', ') || 'none'}`);
+        where.fail(
+          path,
+          `stage ${ref} comes after stage ${p.stage}; a stage starts from an earlier one: ${earlier.join(', ') || 'none'}`,
+        );
       else if (!earlier.includes(ref))
         where.fail(path, `no stage named ${ref}; stages: ${names.join(', ')} (a stage starts from an earlier one)`);
     }
@@ -586,7 +586,10 @@ export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<Sw
   checkStageRefs(checker, stages);
   if (checker.problems.length > 0) throw new SweepError(checker.problems, file);
   checkCellCount(stages, maxCells, file);
-  const expanded: (StageCells & { expanded: number })[] = stages.map((p) => ({ stage: p.stage, ...expandCells(p, maxCells, file) }));
+  const expanded: (StageCells & { expanded: number })[] = stages.map((p) => ({
+    stage: p.stage,
+    ...expandCells(p, maxCells, file),
+  }));
   const linked = linkStages(expanded);
   if (linked.problems.length > 0) throw new SweepError(linked.problems, file);
   if (linked.cells.length > maxCells) throw tooManyCells(maxCells, file);

@@ -337,29 +337,39 @@ stages:
       'line 16:14 stages[1].hyper.weights: no stage named pretrian; stages: pretrain, target (a stage starts from an earlier one)',
     ]);
     const self = problems(staged.replace('"stage:pretrain"', '"stage:target"'));
-    expect(self[0]).toContain('stages[1].hyper.weights: stage target cannot start from itself; earlier stages: pretrain');
+    expect(self[0]).toContain(
+      'stages[1].hyper.weights: stage target cannot start from itself; earlier stages: pretrain',
+    );
     expect(problems(base.replace('lr: 0.01', 'lr: 0.01\n  weights: "stage:x"'))[0]).toContain(
       'hyper.weights: stage:x names a stage, but this sweep has no stages',
     );
     // cell:<id> is what a stage reference becomes; a file does not name cells.
     expect(problems(base.replace('lr: 0.01', 'lr: 0.01\n  weights: "cell:abc"'))[0]).toContain(
-      'is what a cell\'s stage:<name> becomes',
+      "is what a cell's stage:<name> becomes",
     );
     // Stage names are unique; with stages, the body keys belong in each stage.
     const dup = problems(staged.replace('name: target\n', 'name: pretrain\n').replace('"stage:pretrain"', 'none'));
-    expect(dup.some((x) => x.includes('stages[1].name: stage names must be unique (pretrain is used twice)'))).toBe(true);
-    expect(problems(`models: [resnet18]\n${staged}`)).toContain('line 1:1 models: with stages, models belongs in each stage');
+    expect(dup.some((x) => x.includes('stages[1].name: stage names must be unique (pretrain is used twice)'))).toBe(
+      true,
+    );
+    expect(problems(`models: [resnet18]\n${staged}`)).toContain(
+      'line 1:1 models: with stages, models belongs in each stage',
+    );
     expect(problems(staged.replace('    seeds: [0]\n', '    seeds: [0]\n    sedes: [1]\n'))[0]).toMatch(
       /stages\[0\]\.sedes: unknown key; allowed: name, datasets/,
     );
   });
 
   test('a dependant needs exactly one source cell: none of its model, none of its seed, or several (two colors) are errors that say how to fix them', () => {
-    const twoColors = problems(staged.replace('    strategies: [finetune]\n', '    colors: [rgb, gray]\n    strategies: [finetune]\n'));
+    const twoColors = problems(
+      staged.replace('    strategies: [finetune]\n', '    colors: [rgb, gray]\n    strategies: [finetune]\n'),
+    );
     expect(twoColors[0]).toMatch(
       /^stage target: cell target rgb finetune resnet_tiny seed 0 \(weights: stage:pretrain\): 2 cells of stage pretrain match \(source rgb finetune resnet_tiny seed 0 \[[0-9a-f]{8}\]; source gray finetune resnet_tiny seed 0 \[[0-9a-f]{8}\]\); a stage that others start from has one cell per model and seed: split it into stages/,
     );
-    const model = problems(staged.replace('models: [resnet_tiny]\n    seeds: [0, 1]', 'models: [resnet18]\n    seeds: [0, 1]'));
+    const model = problems(
+      staged.replace('models: [resnet_tiny]\n    seeds: [0, 1]', 'models: [resnet18]\n    seeds: [0, 1]'),
+    );
     expect(model[0]).toContain('stage pretrain has no resnet18 cell (its models: resnet_tiny)');
     const seeds = problems(staged.replace('seeds: [0]', 'seeds: [5, 6]'));
     expect(seeds[0]).toContain('stage pretrain has resnet_tiny cells for seeds 5, 6, not 0');
