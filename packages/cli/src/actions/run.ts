@@ -446,7 +446,7 @@ async function watch(
  * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
  * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
  */
-function checkStall(
+export function checkStall(
   s: SweepStatus,
   workerBackends: readonly string[],
   stall: { since: number | undefined },
