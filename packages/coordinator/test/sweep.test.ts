@@ -197,13 +197,19 @@ include:
     ).toBe('weights/resnet18-source.safetensors');
   });
 
-  test('the shipped examples parse: the full study has 16 cells', () => {
+  test('the shipped examples parse: the full study has 16 cells; transfer has a pretrain cell and 4 of 6 target cells start from it', () => {
     const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
     expect(study.cells).toHaveLength(16);
     expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
     expect(
       parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells,
     ).toHaveLength(4);
+    const transfer = parseSweep(readFileSync(new URL('../../../examples/transfer.yaml', import.meta.url), 'utf8'));
+    expect(transfer.stages.map((st) => [st.name, st.cellIds.length])).toEqual([
+      ['pretrain', 1],
+      ['target', 6],
+    ]);
+    expect(transfer.cells.filter((c) => c.spec.weights === `cell:${transfer.cells[0]!.id}`)).toHaveLength(4);
   });
 
   test('any hyper-parameter may be a list (an axis), globally, per dataset or per strategy; adding a value keeps every existing cell', () => {
@@ -325,6 +331,10 @@ stages:
     expect(staged2).toHaveLength(8);
     for (const c of staged2) expect(sources.get(c.spec.weights.slice(5))).toBe(c.spec.seed);
     expect(s.cells.filter((c) => c.spec.weights === 'pretrained')).toHaveLength(8);
+    // Each value of a weights axis is checked like a single one.
+    expect(problems(staged.replace('weights: "stage:pretrain"', 'weights: [pretrained, "../x.pth"]'))[0]).toContain(
+      'stages[1].hyper.weights: "../x.pth": a weights file is a path relative to --data-root, without ..',
+    );
   });
 
   test('stage references: a later, unknown or own stage, or a stage in a sweep without stages, is an error naming the stage and the known ones', () => {
