@@ -1,3 +1,4 @@
+import { sourceCellOf } from '@ferry/common';
 import type { SweepStatus } from '@ferry/protocol';
 import type { CliIo } from './io.js';
 
@@ -32,7 +33,33 @@ export function cellLabel(c: Cell): string {
   return `${s.dataset} ${s.color} ${s.strategy} ${s.model} seed ${s.seed}`;
 }
 
+/**
+ * The source cell a pending cell of a later stage waits for (weights `cell:<id>`, not done yet),
+ * or undefined: a waiting cell is not stuck, it starts when its source is done.
+ */
+export function waitingSource(cells: ReadonlyMap<string, Cell>, c: Cell): Cell | undefined {
+  const id = c.state === 'pending' ? sourceCellOf(c.spec!.weights) : null;
+  const src = id === null ? undefined : cells.get(id);
+  return src && src.state !== 'done' ? src : undefined;
+}
+
+/** `waiting for <source label> (<id>, <its state>): N cell(s)`, one line per source, for the waiting cells. */
+export function waitingLines(s: SweepStatus): string[] {
+  const byId = new Map(s.cells.map((c) => [c.cellId, c]));
+  const count = new Map<Cell, number>();
+  for (const c of s.cells) {
+    const src = waitingSource(byId, c);
+    if (src) count.set(src, (count.get(src) ?? 0) + 1);
+  }
+  return [...count].map(
+    ([src, n]) => `  waiting for ${cellLabel(src)} (${src.cellId.slice(0, 8)}, ${src.state}): ${n} cell(s)`,
+  );
+}
+
 export class RunProgress {
+  /** Waiting lines already printed (not on a terminal: each once). */
+  private readonly saidWaiting = new Set<string>();
+
   private readonly pace = new Map<string, Pace>();
   private readonly errors = new Map<string, string>();
   private drawn = 0;
@@ -61,7 +88,8 @@ export class RunProgress {
       epochsAll += epochs;
       if (c.error && this.errors.get(c.cellId) !== c.error) {
         this.errors.set(c.cellId, c.error);
-        news.push(`${c.state === 'failed' ? 'failed' : 'error (will retry)'}: ${cellLabel(c)}: ${c.error}`);
+        const what = c.state === 'failed' ? 'failed' : c.state === 'blocked' ? 'blocked' : 'error (will retry)';
+        news.push(`${what}: ${cellLabel(c)}: ${c.error}`);
       }
       const p = this.pace.get(c.cellId);
       if (!p || done < p.epoch)
@@ -83,7 +111,15 @@ export class RunProgress {
     const left = epochsAll - epochsDone;
     const eta = rate > 0 ? formatDuration((left / rate) * 1000) : left === 0 ? '0 s' : '?';
     const pct = epochsAll ? (100 * epochsDone) / epochsAll : 0;
-    const overall = `${pct.toFixed(0).padStart(3)}% ${s.done}/${s.cells.length} done, ${s.running} running, ${s.failed} failed; epochs ${epochsDone}/${epochsAll}; ETA ${eta}`;
+    const staged = `${s.waiting ? `, ${s.waiting} waiting` : ''}${s.blocked ? `, ${s.blocked} blocked` : ''}`;
+    const overall = `${pct.toFixed(0).padStart(3)}% ${s.done}/${s.cells.length} done, ${s.running} running${staged}, ${s.failed} failed; epochs ${epochsDone}/${epochsAll}; ETA ${eta}`;
+    const waiting = waitingLines(s);
+    if (this.tty) cells.push(...waiting);
+    else
+      for (const w of waiting.filter((x) => !this.saidWaiting.has(x))) {
+        this.saidWaiting.add(w);
+        news.push(w.trimStart());
+      }
     return { overall, cells, news, percent: pct };
   }
 

@@ -1,6 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, test } from 'vitest';
 import { CellSpec, type SweepStatus } from '@ferry/protocol';
+import { checkStall } from '../src/actions/run.js';
 import { RunProgress, formatDuration } from '../src/progress.js';
 
 const cell = (
@@ -36,6 +37,8 @@ const sweep = (cells: SweepStatus['cells']): SweepStatus => ({
   done: cells.filter((c) => c.state === 'done').length,
   failed: cells.filter((c) => c.state === 'failed').length,
   cancelled: 0,
+  blocked: cells.filter((c) => c.state === 'blocked').length,
+  waiting: cells.filter((c) => c.state === 'pending' && c.spec!.weights.startsWith('cell:')).length,
   cells,
   createdAt: '',
   totalCells: cells.length,
@@ -91,5 +94,42 @@ describe('ferry run progress', () => {
     expect(lines.filter((x) => /^\s*\d+% /.test(x))).toHaveLength(11);
     expect(lines.filter((x) => x.includes('demo rgb finetune resnet18 seed 0: epoch'))).toHaveLength(9);
     expect(stderr.text).not.toContain('\x1b[');
+  });
+
+  test('cells of a later stage waiting for their source are said as waiting (one line per source), not as stuck; blocked cells are said once', () => {
+    const stderr = new Sink();
+    const p = new RunProgress({ env: {}, stdout: new Sink(), stderr }, () => 0);
+    const dep = (id: string, state: string, extra: Partial<SweepStatus['cells'][number]> = {}) =>
+      cell(id, state, 0, {
+        ...extra,
+        spec: { ...cell(id, state, 0).spec!, dataset: 'target', weights: 'cell:src00000000' },
+      });
+    const source = (state: string, error = '') => cell('src00000000', state, 1, { error });
+    const waiting = sweep([source('running'), dep('a', 'pending'), dep('b', 'pending')]);
+    const l = p.lines(waiting);
+    expect(l.overall).toBe('  3% 0/3 done, 1 running, 2 waiting, 0 failed; epochs 1/30; ETA ?');
+    expect(l.news).toEqual(['waiting for demo gray finetune resnet18 seed 0 (src00000, running): 2 cell(s)']);
+    // Said once without a terminal.
+    expect(p.lines(waiting).news).toEqual([]);
+    // Nothing runs and the source waits for a retry with an error: only the source is a stall, never its dependants.
+    const stalled = sweep([source('pending', 'FERRY_ERR_DATASET: no val/'), dep('a', 'pending'), dep('b', 'pending')]);
+    const stall = { since: Date.now() - 60_000 };
+    expect(() => checkStall(stalled, [], stall, p, '/out')).toThrow(
+      /no worker can run 1 pending cell\(s\)[^]*demo gray finetune resnet18 seed 0: FERRY_ERR_DATASET: no val\/\n[^ ]/,
+    );
+    // Waiting cells alone (the source runs elsewhere, or nothing has an error) are no stall.
+    const quiet = { since: Date.now() - 60_000 };
+    checkStall(sweep([source('pending'), dep('a', 'pending')]), [], quiet, p, '/out');
+    expect(quiet.since).toBeUndefined();
+    const blocked = p.lines(
+      sweep([
+        source('failed', 'FERRY_ERR_DATASET: no val/'),
+        dep('a', 'blocked', { error: 'blocked by src00000 (demo gray finetune resnet18 seed 0) which failed' }),
+      ]),
+    );
+    expect(blocked.news).toContain(
+      'blocked: target rgb finetune resnet18 seed 0: blocked by src00000 (demo gray finetune resnet18 seed 0) which failed',
+    );
+    expect(blocked.overall).toContain('0/2 done, 0 running, 1 blocked, 1 failed');
   });
 });

@@ -205,3 +205,15 @@ export interface CellSpec extends HyperParameters {
   /** Backends allowed to run the cell (assignment by capability); empty: any. */
   readonly backends: readonly string[];
 }
+
+/**
+ * What a dependant cell's `weights` says: `cell:<id>`, the best-val weights of the cell of that id
+ * (a sweep's `weights: stage:<name>`, resolved to the one cell of that stage it starts from). The
+ * source's id is in the dependant's specification, so it is in the dependant's id too.
+ */
+export const SOURCE_CELL_PREFIX = 'cell:';
+
+/** The source cell a `weights` value names (`cell:<id>`), or null for pretrained, none or a file. */
+export function sourceCellOf(weights: string): string | null {
+  return weights.startsWith(SOURCE_CELL_PREFIX) ? weights.slice(SOURCE_CELL_PREFIX.length) : null;
+}

@@ -150,6 +150,13 @@ export const ERRORS = {
     when: 'a sweep file does not validate',
     fix: 'each problem is listed with its line, its path in the file and what is allowed',
   },
+  FERRY_ERR_SOURCE_WEIGHTS: {
+    grpc: 'FAILED_PRECONDITION',
+    exit: 2,
+    retry: 'again',
+    when: "a cell of a later stage (`weights: stage:<name>`) cannot get its source cell's best weights from the coordinator: the source kept none (its upload failed) or the transfer broke off",
+    fix: "the message names the source cell; its worker's log says why its best weights were not kept; `ferry sweep retry` once it has them",
+  },
   FERRY_ERR_NOT_FOUND: {
     grpc: 'NOT_FOUND',
     exit: 2,

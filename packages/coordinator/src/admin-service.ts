@@ -11,6 +11,7 @@ import {
 } from '@ferry/protocol';
 import type { CoordinatorHost } from './host.js';
 import { status } from './rpc.js';
+import { waitingFor } from './scheduler.js';
 import type { CellEntry } from './scheduler-types.js';
 import { toProtoSpec } from './spec.js';
 import { parseSweep } from './sweep.js';
@@ -142,6 +143,8 @@ function sweepStatus(host: CoordinatorHost, sweepId: string, page: Page | null):
     done: count('done'),
     failed: count('failed'),
     cancelled: count('cancelled'),
+    blocked: count('blocked'),
+    waiting: cells.filter((c) => c.state === 'pending' && waitingFor((id) => host.state.cells.get(id), c)).length,
     createdAt: row.createdAt,
     cells: out,
     totalCells: cells.length,

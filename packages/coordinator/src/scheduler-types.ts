@@ -2,7 +2,15 @@ import type { CellSpec } from './sweep.js';
 
 /** The scheduler's state, events and actions (scheduler.ts decides with them). */
 
-export type CellState = 'pending' | 'running' | 'done' | 'failed' | 'cancelled';
+/**
+ * `blocked`: a cell of a later stage whose source cell failed, was cancelled or is blocked itself;
+ * it never ran (not a failure of its own) and is pending again when its source is retried. A
+ * pending cell whose source is not done yet waits for it (it is never assigned before).
+ */
+export type CellState = 'pending' | 'running' | 'done' | 'failed' | 'cancelled' | 'blocked';
+
+/** The states a cell ends in: a sweep is finished when every cell is in one. */
+export const FINAL_STATES: readonly CellState[] = ['done', 'failed', 'cancelled', 'blocked'];
 
 export interface CellEntry {
   readonly id: string;

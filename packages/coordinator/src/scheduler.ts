@@ -1,4 +1,6 @@
+import { sourceCellOf } from '@ferry/common';
 import { CellTable } from './cell-table.js';
+import { cellLabel } from './stages.js';
 import { StepDraft } from './step-draft.js';
 import type {
   CellEntry,
@@ -51,6 +53,11 @@ export function initialState(
 export function step(state: SchedulerState, event: SchedulerEvent): StepResult {
   const d = new StepDraft(state);
   handle(d, event);
+  // Only a submission, a retry or a cell that failed or was cancelled changes what is blocked.
+  const ended = d.actions.some(
+    (a) => a.type === 'saveCell' && (a.cell.state === 'failed' || a.cell.state === 'cancelled'),
+  );
+  if (ended || event.type === 'submit' || event.type === 'retry') settleDependants(d);
   return d.commit();
 }
 
@@ -158,6 +165,32 @@ function endAttempt(
   });
 }
 
+/** The source a cell of a later stage waits for (not done yet), or undefined when it may run. */
+export function waitingFor(cell: (id: string) => CellEntry | undefined, c: CellEntry): string | undefined {
+  const src = sourceCellOf(c.spec.weights);
+  return src !== null && cell(src)?.state !== 'done' ? src : undefined;
+}
+
+/**
+ * A pending cell whose source failed, was cancelled or is blocked itself is blocked by it (it
+ * never ran: not a failure of its own); a blocked cell whose source is back (retried) is pending
+ * again. Cells are in submission order, so a source is settled before the cells that start from it.
+ */
+function settleDependants(d: StepDraft): void {
+  for (const { id } of d.cells()) {
+    const c = d.cell(id)!;
+    const src = sourceCellOf(c.spec.weights);
+    if (src === null || (c.state !== 'pending' && c.state !== 'blocked')) continue;
+    const s = d.cell(src);
+    const gone = s !== undefined && (s.state === 'failed' || s.state === 'cancelled' || s.state === 'blocked');
+    if (gone && c.state === 'pending') {
+      const why = s.state === 'failed' ? 'failed' : s.state === 'cancelled' ? 'was cancelled' : 'is blocked';
+      const error = `blocked by ${s.id.slice(0, 8)} (${cellLabel(s.spec)}) which ${why}`;
+      d.setCell({ ...c, state: 'blocked', error, waitingSince: null });
+    } else if (!gone && c.state === 'blocked') d.setCell({ ...c, state: 'pending', error: null });
+  }
+}
+
 /** Whether worker `x` has a backend the cell allows. */
 function capable(c: CellEntry, x: WorkerEntry): boolean {
   return c.spec.backends.length === 0 || c.spec.backends.includes(x.backend);
@@ -241,9 +274,12 @@ function onPoll(d: StepDraft, e: EventOf<'poll'>): void {
   // First in, first out. A gang cell (workers: k) starts when k capable workers are idle at
   // once (all or nothing); until then later single-worker cells may use idle workers, for up
   // to gangTimeoutMs, after which the gang holds idle workers back for itself. A worker whose
-  // copy of a cell's dataset did not match is not offered that cell again.
+  // copy of a cell's dataset did not match is not offered that cell again. A cell of a later
+  // stage waits for its source cell to be done.
   for (const c of d.cells()) {
     if (c.state !== 'pending' || !capable(c, me) || c.excludedWorkers.includes(me.id)) continue;
+    // A cell of a later stage starts from its source's best weights: not before the source is done.
+    if (waitingFor((id) => d.cell(id), c) !== undefined) continue;
     const members = Math.max(1, c.spec.workers) > 1 ? gangMembers(d, c, me, e.now) : [me.id];
     if (members === 'wait') continue;
     if (members !== 'hold') startAttempt(d, d.cell(c.id)!, members, e.newAttemptId, e.now);

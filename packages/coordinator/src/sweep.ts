@@ -6,39 +6,42 @@ import {
   hyperParameterProblem,
   isModelName,
   limits as limitsInForce,
+  SOURCE_CELL_PREFIX,
   startsFromScratch,
-  strategyDefinition,
   tryParseStrategy,
   type CellSpec,
   type HyperParameterName,
 } from '@ferry/common';
-import { createHash } from 'node:crypto';
 import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } from 'yaml';
+import { cellId, type Cell } from './cell-id.js';
 import { SweepError } from './errors.js';
+import { STAGE_PREFIX, linkStages, type StageCells, type StageSummary } from './stages.js';
+
+export { cellId } from './cell-id.js';
 
 export type { CellSpec } from '@ferry/common';
 
-export interface Cell {
-  readonly id: string;
-  readonly spec: CellSpec;
-}
+export type { Cell } from './cell-id.js';
 
 export interface Sweep {
   readonly name: string;
+  /** In stage order: a cell's source (weights `cell:<id>`) is always before it. */
   readonly cells: readonly Cell[];
   /** Cells expanded before include/exclude, for reporting. */
   readonly expanded: number;
+  /** The stages, in order, with the ids of their cells (empty for a sweep without stages). */
+  readonly stages: readonly StageSummary[];
 }
 
 /** What a sweep file's `hyper` (and a dataset's `hyper`, an override's `set`) may set. */
 type Hyper = Pick<CellSpec, 'weights' | HyperParameterName | 'backends'>;
 
 /**
- * A `hyper` as written: any hyper-parameter of the table may be a list of values, an axis like
- * seeds (each value its own cells); weights and backends are one value each.
+ * A `hyper` as written: any hyper-parameter of the table, and weights, may be a list of values, an
+ * axis like seeds (each value its own cells); backends is one list.
  */
 type HyperSetting = {
-  readonly [K in keyof Hyper]?: Hyper[K] | (K extends HyperParameterName ? readonly Hyper[K][] : never);
+  readonly [K in keyof Hyper]?: Hyper[K] | (K extends HyperParameterName | 'weights' ? readonly Hyper[K][] : never);
 };
 
 /**
@@ -52,18 +55,11 @@ const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
 /** What `hyper` may set, in the order messages list them: weights, the table's names, backends. */
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
 const AXES = ['dataset', 'color', 'strategy', 'model', 'seed'] as const;
-const TOP_KEYS = [
-  'name',
-  'datasets',
-  'colors',
-  'strategies',
-  'models',
-  'seeds',
-  'hyper',
-  'overrides',
-  'include',
-  'exclude',
-];
+/** A stage's name (what `weights: stage:<name>` refers to). */
+const STAGE_NAME = /^[A-Za-z0-9_-]+$/;
+/** What a sweep body (a sweep without stages, or one stage) may hold besides its name. */
+const BODY_KEYS = ['datasets', 'colors', 'strategies', 'models', 'seeds', 'hyper', 'overrides', 'include', 'exclude'];
+const TOP_KEYS = ['name', ...BODY_KEYS, 'stages'];
 
 /** What a sweep file may be, checked before it is expanded or stored. */
 export interface SweepLimits {
@@ -79,35 +75,18 @@ export function sweepLimits(): SweepLimits {
   return { maxYamlBytes: l.maxSweepBytes, maxCells: l.maxSweepCells };
 }
 
-/** Stable JSON (sorted keys) for hashing. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object') {
-    return `{${Object.keys(v as object)
-      .sort()
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  }
-  return JSON.stringify(v);
-}
-
-/**
- * A cell's id: a hash of its specification, plus the strategy's revision where its meaning has
- * changed (`freeze` now runs BatchNorm in training mode), so a result of the old meaning is never
- * taken for the new one. Revision 1 adds nothing: those ids are what they always were.
- */
-export function cellId(spec: CellSpec): string {
-  const revision = strategyDefinition(spec.strategy)?.revision ?? 1;
-  const hashed = revision > 1 ? { ...spec, strategyRevision: revision } : spec;
-  return createHash('sha256').update(canonical(hashed)).digest('hex').slice(0, 16);
-}
-
 class Checker {
-  readonly problems: string[] = [];
   constructor(
     private readonly doc: Document,
     private readonly lines: LineCounter,
+    readonly problems: string[] = [],
+    private readonly prefix: readonly (string | number)[] = [],
   ) {}
+
+  /** A checker for the part of the file at `prefix` (a stage): its paths are relative to it. */
+  within(prefix: readonly (string | number)[]): Checker {
+    return new Checker(this.doc, this.lines, this.problems, [...this.prefix, ...prefix]);
+  }
 
   /** `line L:C path`: the key's position for a mapping entry, the item's for a list entry; for
    * something missing, the position of the nearest enclosing node. */
@@ -140,7 +119,7 @@ class Checker {
   }
 
   fail(path: readonly (string | number)[], message: string): void {
-    this.problems.push(`${this.where(path)}: ${message}`);
+    this.problems.push(`${this.where([...this.prefix, ...path])}: ${message}`);
   }
 }
 
@@ -155,9 +134,19 @@ function hyperProblem(k: keyof Hyper, val: unknown): string | null {
       ? `must be a list of ${BACKENDS.join(', ')} (got ${JSON.stringify(val)})`
       : null;
   }
-  if (k !== 'weights') return hyperParameterProblem(k, val);
+  return k === 'weights' ? weightsProblem(val) : hyperParameterProblem(k, val);
+}
+
+/** pretrained, none, `stage:<name>` (checked against the stages once all are read) or a file under --data-root. */
+function weightsProblem(val: unknown): string | null {
   if (typeof val !== 'string' || val.length === 0)
-    return `must be pretrained, none or a file path (got ${JSON.stringify(val)})`;
+    return `must be pretrained, none, stage:<name> or a file path (got ${JSON.stringify(val)})`;
+  if (val.startsWith(STAGE_PREFIX))
+    return STAGE_NAME.test(val.slice(STAGE_PREFIX.length))
+      ? null
+      : `stage:<name> names an earlier stage of this sweep (got ${JSON.stringify(val)})`;
+  if (val.startsWith(SOURCE_CELL_PREFIX))
+    return `${SOURCE_CELL_PREFIX}<id> is what a cell's stage:<name> becomes; name the stage instead (got ${JSON.stringify(val)})`;
   // Workers resolve it under their --data-root: nothing outside it may be named.
   if (!['pretrained', 'none'].includes(val) && (val.startsWith('/') || val.split(/[\\/]/).includes('..')))
     return `a weights file is a path relative to --data-root, without .. (got ${JSON.stringify(val)})`;
@@ -166,7 +155,7 @@ function hyperProblem(k: keyof Hyper, val: unknown): string | null {
 
 /** A list of values for a hyper-parameter (an axis): non-empty, each value valid, no repeats. */
 function hyperListProblem(k: keyof Hyper, val: readonly unknown[]): string | null {
-  if (k === 'weights' || k === 'backends') return null;
+  if (k === 'backends') return null;
   if (val.length === 0) return 'a list of values must not be empty';
   for (const x of val) {
     const problem = hyperProblem(k, x);
@@ -237,9 +226,15 @@ interface DatasetEntry {
   readonly hyper: HyperSetting;
 }
 
-/** A sweep file, checked: everything its expansion needs. */
+/**
+ * One stage of a sweep file, checked: everything its expansion needs. A sweep without `stages` is
+ * one stage without a name.
+ */
 interface SweepPlan {
-  readonly name: string;
+  /** The stage's name ('' in a sweep without stages). */
+  readonly stage: string;
+  /** Where it is in the file ([] or ['stages', i]), for messages. */
+  readonly at: readonly (string | number)[];
   readonly datasets: readonly DatasetEntry[];
   readonly colors: readonly ('rgb' | 'gray')[];
   readonly strategies: readonly string[];
@@ -398,11 +393,8 @@ function checkMatchList(
   return list;
 }
 
-/** Every key of the file checked, in the file's documented order; the problems stay in `c`. */
-function checkSweep(c: Checker, root: Record<string, unknown>): SweepPlan {
-  for (const k of Object.keys(root))
-    if (!TOP_KEYS.includes(k)) c.fail([k], `unknown key; allowed: ${TOP_KEYS.join(', ')}`);
-  const name = checkName(c, root['name']);
+/** A sweep body's keys (a sweep without stages, or one stage), in the file's documented order. */
+function checkBody(c: Checker, root: Record<string, unknown>, stage: string, at: SweepPlan['at']): SweepPlan {
   const datasets = checkDatasets(c, root['datasets']);
   const colors = stringList(c, root['colors'] ?? ['rgb'], 'colors', ['rgb', 'gray']) as ('rgb' | 'gray')[];
   const strategies = checkStrategies(c, root['strategies']);
@@ -412,17 +404,99 @@ function checkSweep(c: Checker, root: Record<string, unknown>): SweepPlan {
   const overrides = checkOverrides(c, root['overrides']);
   const exclude = checkMatchList(c, 'exclude', root['exclude'], datasets);
   const include = checkMatchList(c, 'include', root['include'], datasets);
-  return { name, datasets, colors, strategies, models, seeds, hyper, overrides, exclude, include };
+  return { stage, at, datasets, colors, strategies, models, seeds, hyper, overrides, exclude, include };
+}
+
+/** Every key of the file checked; the problems stay in `c`. */
+function checkSweep(c: Checker, root: Record<string, unknown>): { name: string; stages: SweepPlan[] } {
+  const staged = root['stages'] !== undefined;
+  const allowed = staged ? ['name', 'stages'] : TOP_KEYS.filter((k) => k !== 'stages');
+  for (const k of Object.keys(root)) {
+    if (allowed.includes(k)) continue;
+    c.fail(
+      [k],
+      staged && BODY_KEYS.includes(k)
+        ? `with stages, ${k} belongs in each stage`
+        : `unknown key; allowed: ${TOP_KEYS.join(', ')}`,
+    );
+  }
+  const name = checkName(c, root['name']);
+  return { name, stages: staged ? checkStages(c, root['stages']) : [checkBody(c, root, '', [])] };
+}
+
+/** `stages`: a list of named sweep bodies, in the order they run in. */
+function checkStages(c: Checker, v: unknown): SweepPlan[] {
+  const body = `{name, ${BODY_KEYS.join(', ')}}`;
+  if (!Array.isArray(v) || v.length === 0) {
+    c.fail(['stages'], `must be a non-empty list of stages, each ${body}`);
+    return [];
+  }
+  const plans: SweepPlan[] = [];
+  v.forEach((st: unknown, i) => {
+    if (!isObj(st)) return c.fail(['stages', i], `must be a mapping ${body}`);
+    const sc = c.within(['stages', i]);
+    for (const k of Object.keys(st))
+      if (k !== 'name' && !BODY_KEYS.includes(k)) sc.fail([k], `unknown key; allowed: name, ${BODY_KEYS.join(', ')}`);
+    const name = st['name'];
+    if (typeof name !== 'string' || !STAGE_NAME.test(name)) sc.fail(['name'], 'required: letters, digits, _ - only');
+    else if (plans.some((p) => p.stage === name))
+      sc.fail(['name'], `stage names must be unique (${name} is used twice)`);
+    plans.push(checkBody(sc, st, typeof name === 'string' ? name : '', ['stages', i]));
+  });
+  return plans;
+}
+
+/** Every `weights` a stage sets (in `hyper`, a dataset's `hyper`, an override's `set`), with its path. */
+function weightsSettings(p: SweepPlan): { path: (string | number)[]; value: unknown }[] {
+  const out: { path: (string | number)[]; value: unknown }[] = [];
+  const add = (h: HyperSetting, path: (string | number)[]): void => {
+    for (const value of Array.isArray(h.weights) ? h.weights : [h.weights])
+      if (value !== undefined) out.push({ path: [...path, 'weights'], value });
+  };
+  add(p.hyper, ['hyper']);
+  p.datasets.forEach((d, j) => add(d.hyper, ['datasets', j, 'hyper']));
+  p.overrides.forEach((o, k) => add(o.set, ['overrides', k, 'set']));
+  return out;
+}
+
+/** `weights: stage:<name>` names an earlier stage: not itself, a later one or none (so stages never form a cycle). */
+function checkStageRefs(c: Checker, plans: readonly SweepPlan[]): void {
+  const names = plans.map((p) => p.stage);
+  plans.forEach((p, i) => {
+    for (const { path, value } of weightsSettings(p)) {
+      if (typeof value !== 'string' || !value.startsWith(STAGE_PREFIX)) continue;
+      const ref = value.slice(STAGE_PREFIX.length);
+      const where = c.within(p.at);
+      const earlier = names.slice(0, i);
+      if (p.stage === '') where.fail(path, `${value} names a stage, but this sweep has no stages (see docs/sweeps.md)`);
+      else if (ref === p.stage)
+        where.fail(path, `stage ${p.stage} cannot start from itself; earlier stages: ${earlier.join(', ') || 'none'}`);
+      else if (names.indexOf(ref) > i)
+        where.fail(
+          path,
+          `stage ${ref} comes after stage ${p.stage}; a stage starts from an earlier one: ${earlier.join(', ') || 'none'}`,
+        );
+      else if (!earlier.includes(ref))
+        where.fail(path, `no stage named ${ref}; stages: ${names.join(', ')} (a stage starts from an earlier one)`);
+    }
+  });
 }
 
 /** Refuses, before expanding, a sweep that would hold more cells than `maxCells`. */
-function checkCellCount(p: SweepPlan, maxCells: number, file: string): void {
-  const product =
+function checkCellCount(plans: readonly SweepPlan[], maxCells: number, file: string): void {
+  const count = (p: SweepPlan): number =>
     p.datasets.length * p.colors.length * p.strategies.length * p.models.length * p.seeds.length + p.include.length;
+  const product = plans.reduce((n, p) => n + count(p), 0);
   if (product <= maxCells) return;
+  const what = plans
+    .map(
+      (p) =>
+        `${p.stage ? `stage ${p.stage}: ` : ''}${p.datasets.length} datasets x ${p.colors.length} colors x ${p.strategies.length} strategies x ${p.models.length} models x ${p.seeds.length} seeds + ${p.include.length} includes`,
+    )
+    .join('; ');
   throw new SweepError(
     [
-      `the sweep expands to ${product} cells (${p.datasets.length} datasets x ${p.colors.length} colors x ${p.strategies.length} strategies x ${p.models.length} models x ${p.seeds.length} seeds + ${p.include.length} includes); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
+      `the sweep expands to ${product} cells (${what}); a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
     ],
     file,
   );
@@ -465,19 +539,22 @@ function buildCell(spec: CellSpec): Cell {
   return { id: cellId(s), spec: s };
 }
 
+function tooManyCells(maxCells: number, file: string): SweepError {
+  return new SweepError(
+    [
+      `the sweep expands to more than ${maxCells} cells with its hyper-parameter lists; a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
+    ],
+    file,
+  );
+}
+
 /** datasets x colors x strategies x models x seeds less `exclude`, plus `include`; one cell per id. */
 function expandCells(p: SweepPlan, maxCells: number, file: string): { cells: Cell[]; expanded: number } {
   const cells = new Map<string, Cell>();
   let expanded = 0;
   const add = (list: readonly Cell[]): void => {
     for (const cell of list) cells.set(cell.id, cell);
-    if (cells.size > maxCells)
-      throw new SweepError(
-        [
-          `the sweep expands to more than ${maxCells} cells with its hyper-parameter lists; a sweep may hold ${maxCells} (${LIMITS.maxSweepCells.flag}); split it into several sweeps`,
-        ],
-        file,
-      );
+    if (cells.size > maxCells) throw tooManyCells(maxCells, file);
   };
   for (const d of p.datasets)
     for (const color of p.colors)
@@ -494,16 +571,32 @@ function expandCells(p: SweepPlan, maxCells: number, file: string): { cells: Cel
 }
 
 /**
- * Parses and validates a sweep file and expands it into cells:
- * datasets x colors x strategies x models x seeds, hyper-parameters from STUDY_DEFAULTS < `hyper` <
- * per-dataset `hyper` < matching `overrides` (in order); then `exclude` removes and `include` adds
- * cells (an include names every axis). Every problem is reported with its line and path.
+ * Parses and validates a sweep file and expands it into cells, stage by stage (a sweep without
+ * `stages` is one): datasets x colors x strategies x models x seeds, hyper-parameters from
+ * STUDY_DEFAULTS < `hyper` < per-dataset `hyper` < matching `overrides` (in order); then `exclude`
+ * removes and `include` adds cells (an include names every axis). A cell whose weights are
+ * `stage:<name>` starts from the one cell of that earlier stage with its model and seed: its
+ * weights become `cell:<id of that cell>` (stages.ts). Every problem is reported with its line and
+ * path. The cells come in stage order, so a cell's source is always before it.
  */
 export function parseSweep(text: string, file = 'sweep.yaml', limits: Partial<SweepLimits> = {}): Sweep {
   const { maxYamlBytes, maxCells } = { ...sweepLimits(), ...limits };
   const { root, checker } = readSweepDocument(text, file, maxYamlBytes);
-  const plan = checkSweep(checker, root);
+  const { name, stages } = checkSweep(checker, root);
+  checkStageRefs(checker, stages);
   if (checker.problems.length > 0) throw new SweepError(checker.problems, file);
-  checkCellCount(plan, maxCells, file);
-  return { name: plan.name, ...expandCells(plan, maxCells, file) };
+  checkCellCount(stages, maxCells, file);
+  const expanded: (StageCells & { expanded: number })[] = stages.map((p) => ({
+    stage: p.stage,
+    ...expandCells(p, maxCells, file),
+  }));
+  const linked = linkStages(expanded);
+  if (linked.problems.length > 0) throw new SweepError(linked.problems, file);
+  if (linked.cells.length > maxCells) throw tooManyCells(maxCells, file);
+  return {
+    name,
+    cells: linked.cells,
+    expanded: expanded.reduce((n, st) => n + st.expanded, 0),
+    stages: stages[0]?.stage ? linked.stages : [],
+  };
 }

@@ -1,6 +1,10 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import {
   STUDY_DEFAULTS,
+  Store,
   initialState,
   step,
   type CellSpec,
@@ -431,6 +435,172 @@ describe('scheduler (pure step function)', () => {
       expect(assignedRanks(early.actions)).toEqual([]);
       const later = run([poll(1800, 'w1', 'a3')], early.state);
       expect(assignedRanks(later.actions)).toEqual(['w1:g#0g2', 'w2:g#1g2']);
+    });
+  });
+
+  describe("stages (a cell starting from another cell's best weights)", () => {
+    // src -> dep1 -> dep2 (a chain of three stages), and an independent cell c9 submitted last.
+    const staged: SchedulerEvent = {
+      type: 'submit',
+      now: 0,
+      sweepId: 's',
+      cells: [
+        { id: 'src', spec: spec(1) },
+        { id: 'dep1', spec: { ...spec(1), dataset: 't', weights: 'cell:src' } },
+        { id: 'dep2', spec: { ...spec(1), dataset: 'u', weights: 'cell:dep1' } },
+        { id: 'c9', spec: spec(9) },
+      ],
+    };
+    const fail = (now: number, attemptId: string): SchedulerEvent => ({
+      type: 'fail',
+      now,
+      attemptId,
+      message: 'FERRY_ERR_DATASET: boom',
+      retryable: true,
+    });
+    const states = (st: SchedulerState) => Object.fromEntries([...st.cells.values()].map((c) => [c.id, c.state]));
+
+    test('a dependant is not assigned before its source is done: idle workers take later cells meanwhile, then it starts', () => {
+      const r = run([
+        staged,
+        reg(0, 'w1'),
+        reg(0, 'w2'),
+        poll(1, 'w1', 'a1'),
+        poll(1, 'w2', 'a2'),
+        poll(2, 'w2', 'a3'),
+      ]);
+      // w1: the source; w2: not dep1 (waiting), but c9; w2 polling again holds c9.
+      expect(assigned(r.actions)).toEqual(['w1:src', 'w2:c9', 'w2:c9']);
+      const idle = run([{ type: 'complete', now: 3, attemptId: 'a2' }, poll(4, 'w2', 'a4')], r.state);
+      expect(assigned(idle.actions)).toEqual([]);
+      expect(states(idle.state)).toMatchObject({ src: 'running', dep1: 'pending', dep2: 'pending', c9: 'done' });
+      const next = run(
+        [{ type: 'complete', now: 5, attemptId: 'a1' }, poll(6, 'w2', 'a5'), poll(6, 'w1', 'a6')],
+        idle.state,
+      );
+      // dep1 as soon as src is done; dep2 still waits for dep1.
+      expect(assigned(next.actions)).toEqual(['w2:dep1']);
+      const last = run([{ type: 'complete', now: 7, attemptId: 'a5' }, poll(8, 'w1', 'a7')], next.state);
+      expect(assigned(last.actions)).toEqual(['w1:dep2']);
+    });
+
+    test('a source that fails blocks its dependants (the chain too), naming it; they are not failed, never assigned, and the sweep ends', () => {
+      const r = run([staged, reg(0, 'w1'), poll(1, 'w1', 'a1'), fail(2, 'a1'), poll(3, 'w1', 'a2'), fail(4, 'a2')]);
+      expect(states(r.state)).toEqual({ src: 'failed', dep1: 'blocked', dep2: 'blocked', c9: 'pending' });
+      expect(r.state.cells.get('dep1')).toMatchObject({
+        attempts: 0,
+        error: 'blocked by src (d rgb finetune resnet_tiny seed 1) which failed',
+      });
+      expect(r.state.cells.get('dep2')!.error).toBe(
+        'blocked by dep1 (t rgb finetune resnet_tiny seed 1) which is blocked',
+      );
+      const end = run(
+        [poll(5, 'w1', 'a3'), { type: 'complete', now: 6, attemptId: 'a3' }, poll(7, 'w1', 'a4')],
+        r.state,
+      );
+      expect(assigned(end.actions)).toEqual(['w1:c9']);
+      expect(states(end.state)).toEqual({ src: 'failed', dep1: 'blocked', dep2: 'blocked', c9: 'done' });
+      // Resubmitting the same sweep changes nothing: blocked cells stay blocked, nothing runs again.
+      const again = run([{ ...staged, now: 8 }, poll(9, 'w1', 'a5')], end.state);
+      expect(states(again.state)).toEqual(states(end.state));
+      expect(assigned(again.actions)).toEqual([]);
+    });
+
+    test('retry of the sweep requeues the failed source and unblocks its dependants, which run once it is done', () => {
+      const failed = run([
+        staged,
+        reg(0, 'w1'),
+        poll(1, 'w1', 'a1'),
+        fail(2, 'a1'),
+        poll(3, 'w1', 'a2'),
+        fail(4, 'a2'),
+      ]);
+      const retried = run([{ type: 'retry', now: 5, sweepId: 's' }], failed.state);
+      expect(states(retried.state)).toMatchObject({ src: 'pending', dep1: 'pending', dep2: 'pending' });
+      expect(retried.state.cells.get('dep1')!.error).toBeNull();
+      const r = run(
+        [
+          poll(6, 'w1', 'a3'),
+          { type: 'complete', now: 7, attemptId: 'a3' },
+          poll(8, 'w1', 'a4'),
+          { type: 'complete', now: 9, attemptId: 'a4' },
+          poll(10, 'w1', 'a5'),
+        ],
+        retried.state,
+      );
+      expect(assigned(r.actions)).toEqual(['w1:src', 'w1:dep1', 'w1:dep2']);
+      // A source cancelled blocks its dependants as well (said so); a retry brings them back.
+      const cancelled = run([staged, reg(0, 'w1'), poll(1, 'w1', 'a1')]);
+      const c = run([{ type: 'cancel', now: 2, sweepId: 's' }], cancelled.state);
+      expect(states(c.state)).toEqual({ src: 'cancelled', dep1: 'cancelled', dep2: 'cancelled', c9: 'cancelled' });
+      const other: SchedulerEvent = {
+        type: 'submit',
+        now: 3,
+        sweepId: 'other',
+        cells: [{ id: 'dep3', spec: { ...spec(1), dataset: 'v', weights: 'cell:src' } }],
+      };
+      const blocked = run([other], c.state);
+      expect(blocked.state.cells.get('dep3')).toMatchObject({
+        state: 'blocked',
+        error: 'blocked by src (d rgb finetune resnet_tiny seed 1) which was cancelled',
+      });
+      const back = run([{ type: 'retry', now: 4, sweepId: 's' }], blocked.state);
+      expect(back.state.cells.get('dep3')!.state).toBe('pending');
+    });
+
+    test('a coordinator restart keeps dependencies and blocked states: the store gives back blocked, waiting and done cells as they were', () => {
+      const file = path.join(mkdtempSync(path.join(tmpdir(), 'ferry-sched-')), 'ferry.sqlite');
+      const store = new Store(file);
+      let state = initialState(CONFIG);
+      const save = (events: SchedulerEvent[]): void => {
+        for (const e of events) {
+          const r = step(state, e);
+          state = r.state;
+          for (const a of r.actions) if (a.type === 'saveCell') store.saveCell(a.cell);
+        }
+      };
+      const chain: SchedulerEvent = {
+        ...staged,
+        cells: [
+          ...staged.cells,
+          { id: 'ok', spec: spec(2) },
+          { id: 'dep4', spec: { ...spec(2), dataset: 't', weights: 'cell:ok' } },
+        ],
+      };
+      save([chain, reg(0, 'w1'), poll(1, 'w1', 'a1'), fail(2, 'a1'), poll(3, 'w1', 'a2'), fail(4, 'a2')]);
+      save([poll(5, 'w1', 'a3'), { type: 'complete', now: 6, attemptId: 'a3' }]); // c9
+      save([poll(7, 'w1', 'a4')]); // ok: running, dep4 waits for it
+      store.close();
+      const again = new Store(file);
+      const restored = initialState(CONFIG, again.cells(), again.workers(), { now: 100, graceMs: 0 });
+      again.close();
+      expect(states(restored)).toEqual({
+        src: 'failed',
+        dep1: 'blocked',
+        dep2: 'blocked',
+        c9: 'done',
+        ok: 'running',
+        dep4: 'pending',
+      });
+      expect(restored.cells.get('dep1')!.error).toContain('blocked by src');
+      // dep4 still waits for ok after the restart; once ok is done it runs.
+      const r = run(
+        [
+          { ...reg(101, 'w1', [{ cellId: 'ok', attemptId: 'a4', epoch: 1 }]), sessionId: 'n1' } as SchedulerEvent,
+          { ...reg(101, 'w2'), sessionId: 'n2' } as SchedulerEvent,
+          { ...poll(102, 'w2', 'a5'), sessionId: 'n2' } as SchedulerEvent,
+          { type: 'complete', now: 103, attemptId: 'a4' },
+          { ...poll(104, 'w2', 'a6'), sessionId: 'n2' } as SchedulerEvent,
+        ],
+        restored,
+      );
+      expect(assigned(r.actions)).toEqual(['w2:dep4']);
+      // Retrying after the restart unblocks as before.
+      expect(states(run([{ type: 'retry', now: 105, sweepId: 's' }], r.state).state)).toMatchObject({
+        src: 'pending',
+        dep1: 'pending',
+        dep2: 'pending',
+      });
     });
   });
 });

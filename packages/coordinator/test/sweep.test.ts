@@ -197,13 +197,19 @@ include:
     ).toBe('weights/resnet18-source.safetensors');
   });
 
-  test('the shipped examples parse: the full study has 16 cells', () => {
+  test('the shipped examples parse: the full study has 16 cells; transfer has a pretrain cell and 4 of 6 target cells start from it', () => {
     const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
     expect(study.cells).toHaveLength(16);
     expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
     expect(
       parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells,
     ).toHaveLength(4);
+    const transfer = parseSweep(readFileSync(new URL('../../../examples/transfer.yaml', import.meta.url), 'utf8'));
+    expect(transfer.stages.map((st) => [st.name, st.cellIds.length])).toEqual([
+      ['pretrain', 1],
+      ['target', 6],
+    ]);
+    expect(transfer.cells.filter((c) => c.spec.weights === `cell:${transfer.cells[0]!.id}`)).toHaveLength(4);
   });
 
   test('any hyper-parameter may be a list (an axis), globally, per dataset or per strategy; adding a value keeps every existing cell', () => {
@@ -254,5 +260,128 @@ overrides:
     ).toBe(true);
     // The cell limit counts every value of every list.
     expect(() => parseSweep(axes, 'axes.yaml', { maxCells: 9 })).toThrow(/more than 9 cells/);
+  });
+});
+
+describe('stages', () => {
+  const staged = `
+name: transfer
+stages:
+  - name: pretrain
+    datasets: [{ name: source, path: source }]
+    strategies: [finetune]
+    models: [resnet_tiny]
+    seeds: [0]
+    hyper: { weights: none, epochs: 3, imageSize: 32 }
+  - name: target
+    datasets: [{ name: target, path: target }]
+    colors: [rgb, gray]
+    strategies: [finetune, freeze, scratch]
+    models: [resnet_tiny]
+    seeds: [0, 1]
+    hyper: { weights: "stage:pretrain", epochs: 2, imageSize: 32 }
+`;
+  const byStrategy = (s: ReturnType<typeof parseSweep>, strategy: string) =>
+    s.cells.filter((c) => c.spec.strategy === strategy && c.spec.dataset === 'target');
+
+  test("a later stage's weights: stage:<name> become the one source cell's id (same model; the source stage's only seed); scratch cells start from nothing", () => {
+    const s = parseSweep(staged);
+    expect(s.stages.map((st) => [st.name, st.cellIds.length])).toEqual([
+      ['pretrain', 1],
+      ['target', 12],
+    ]);
+    const source = s.cells[0]!;
+    expect(source.spec).toMatchObject({ dataset: 'source', weights: 'none', epochs: 3 });
+    for (const c of [...byStrategy(s, 'finetune'), ...byStrategy(s, 'freeze')])
+      expect(c.spec.weights).toBe(`cell:${source.id}`);
+    // gray cells start from the rgb source too: the network is the same.
+    expect(byStrategy(s, 'freeze').filter((c) => c.spec.color === 'gray')).toHaveLength(2);
+    for (const c of byStrategy(s, 'scratch')) expect(c.spec.weights).toBe('none');
+    // The source comes first: a cell's source is always before it.
+    expect(s.cells.findIndex((c) => c.id === source.id)).toBe(0);
+    expect(s.cells.map((c) => c.id)).toEqual([...s.stages[0]!.cellIds, ...s.stages[1]!.cellIds]);
+  });
+
+  test("a dependant's id holds its source's: changing the pretrain stage's epochs changes every dependant's id, and nothing else's", () => {
+    const a = parseSweep(staged);
+    const b = parseSweep(staged.replace('epochs: 3', 'epochs: 4'));
+    const depA = [...byStrategy(a, 'finetune'), ...byStrategy(a, 'freeze')].map((c) => c.id);
+    const depB = [...byStrategy(b, 'finetune'), ...byStrategy(b, 'freeze')].map((c) => c.id);
+    expect(depA).toHaveLength(8);
+    expect(depB.filter((id) => depA.includes(id))).toEqual([]);
+    expect(byStrategy(b, 'scratch').map((c) => c.id)).toEqual(byStrategy(a, 'scratch').map((c) => c.id));
+    expect(b.cells[0]!.id).not.toBe(a.cells[0]!.id);
+    // The same file again: the same ids (a resubmission runs nothing finished).
+    expect(parseSweep(staged).cells.map((c) => c.id)).toEqual(a.cells.map((c) => c.id));
+    // A value added to an axis of the second stage: every existing cell keeps its id.
+    const more = parseSweep(staged.replace('seeds: [0, 1]', 'seeds: [0, 1, 2]'));
+    const before = new Set(a.cells.map((c) => c.id));
+    expect(more.cells.filter((c) => before.has(c.id))).toHaveLength(a.cells.length);
+    expect(more.cells.filter((c) => !before.has(c.id)).map((c) => c.spec.seed)).toEqual([2, 2, 2, 2, 2, 2]);
+  });
+
+  test('a source stage with the seeds of its dependants maps seed to seed; weights may be an axis (pretrained vs a stage)', () => {
+    const s = parseSweep(
+      staged
+        .replace('seeds: [0]', 'seeds: [0, 1]')
+        .replace('weights: "stage:pretrain"', 'weights: [pretrained, "stage:pretrain"]'),
+    );
+    const sources = new Map(s.cells.filter((c) => c.spec.dataset === 'source').map((c) => [c.id, c.spec.seed]));
+    const staged2 = s.cells.filter((c) => c.spec.weights.startsWith('cell:'));
+    expect(staged2).toHaveLength(8);
+    for (const c of staged2) expect(sources.get(c.spec.weights.slice(5))).toBe(c.spec.seed);
+    expect(s.cells.filter((c) => c.spec.weights === 'pretrained')).toHaveLength(8);
+    // Each value of a weights axis is checked like a single one.
+    expect(problems(staged.replace('weights: "stage:pretrain"', 'weights: [pretrained, "../x.pth"]'))[0]).toContain(
+      'stages[1].hyper.weights: "../x.pth": a weights file is a path relative to --data-root, without ..',
+    );
+  });
+
+  test('stage references: a later, unknown or own stage, or a stage in a sweep without stages, is an error naming the stage and the known ones', () => {
+    const later = problems(staged.replace('hyper: { weights: none,', 'hyper: { weights: "stage:target",'));
+    expect(later).toEqual([
+      'line 9:14 stages[0].hyper.weights: stage target comes after stage pretrain; a stage starts from an earlier one: none',
+    ]);
+    const unknown = problems(staged.replace('"stage:pretrain"', '"stage:pretrian"'));
+    expect(unknown).toEqual([
+      'line 16:14 stages[1].hyper.weights: no stage named pretrian; stages: pretrain, target (a stage starts from an earlier one)',
+    ]);
+    const self = problems(staged.replace('"stage:pretrain"', '"stage:target"'));
+    expect(self[0]).toContain(
+      'stages[1].hyper.weights: stage target cannot start from itself; earlier stages: pretrain',
+    );
+    expect(problems(base.replace('lr: 0.01', 'lr: 0.01\n  weights: "stage:x"'))[0]).toContain(
+      'hyper.weights: stage:x names a stage, but this sweep has no stages',
+    );
+    // cell:<id> is what a stage reference becomes; a file does not name cells.
+    expect(problems(base.replace('lr: 0.01', 'lr: 0.01\n  weights: "cell:abc"'))[0]).toContain(
+      "is what a cell's stage:<name> becomes",
+    );
+    // Stage names are unique; with stages, the body keys belong in each stage.
+    const dup = problems(staged.replace('name: target\n', 'name: pretrain\n').replace('"stage:pretrain"', 'none'));
+    expect(dup.some((x) => x.includes('stages[1].name: stage names must be unique (pretrain is used twice)'))).toBe(
+      true,
+    );
+    expect(problems(`models: [resnet18]\n${staged}`)).toContain(
+      'line 1:1 models: with stages, models belongs in each stage',
+    );
+    expect(problems(staged.replace('    seeds: [0]\n', '    seeds: [0]\n    sedes: [1]\n'))[0]).toMatch(
+      /stages\[0\]\.sedes: unknown key; allowed: name, datasets/,
+    );
+  });
+
+  test('a dependant needs exactly one source cell: none of its model, none of its seed, or several (two colors) are errors that say how to fix them', () => {
+    const twoColors = problems(
+      staged.replace('    strategies: [finetune]\n', '    colors: [rgb, gray]\n    strategies: [finetune]\n'),
+    );
+    expect(twoColors[0]).toMatch(
+      /^stage target: cell target rgb finetune resnet_tiny seed 0 \(weights: stage:pretrain\): 2 cells of stage pretrain match \(source rgb finetune resnet_tiny seed 0 \[[0-9a-f]{8}\]; source gray finetune resnet_tiny seed 0 \[[0-9a-f]{8}\]\); a stage that others start from has one cell per model and seed: split it into stages/,
+    );
+    const model = problems(
+      staged.replace('models: [resnet_tiny]\n    seeds: [0, 1]', 'models: [resnet18]\n    seeds: [0, 1]'),
+    );
+    expect(model[0]).toContain('stage pretrain has no resnet18 cell (its models: resnet_tiny)');
+    const seeds = problems(staged.replace('seeds: [0]', 'seeds: [5, 6]'));
+    expect(seeds[0]).toContain('stage pretrain has resnet_tiny cells for seeds 5, 6, not 0');
   });
 });

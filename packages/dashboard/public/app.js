@@ -85,11 +85,11 @@ async function renderList() {
     '<h2>Sweeps</h2>' +
     (sweeps.length === 0
       ? '<p class="muted">No sweep yet: submit one with <code>ferry sweep submit</code> or <code>ferry run</code>.</p>'
-      : '<table id="sweeps"><tr><th>sweep</th><th>name</th><th>cells</th><th>done</th><th>running</th><th>failed</th><th>created</th></tr>' +
+      : '<table id="sweeps"><tr><th>sweep</th><th>name</th><th>cells</th><th>done</th><th>running</th><th>failed</th><th>blocked</th><th>created</th></tr>' +
         sweeps
           .map(
             (s) =>
-              `<tr><td><a href="#/sweep/${encodeURIComponent(s.sweepId)}">${esc(s.sweepId)}</a></td><td>${esc(s.name)}</td><td class="num">${s.cells}</td><td class="num">${s.done}</td><td class="num">${s.running}</td><td class="num">${s.failed}</td><td>${esc(s.createdAt)}</td></tr>`,
+              `<tr><td><a href="#/sweep/${encodeURIComponent(s.sweepId)}">${esc(s.sweepId)}</a></td><td>${esc(s.name)}</td><td class="num">${s.cells}</td><td class="num">${s.done}</td><td class="num">${s.running}</td><td class="num">${s.failed}</td><td class="num">${s.blocked}</td><td>${esc(s.createdAt)}</td></tr>`,
           )
           .join('') +
         '</table>');
@@ -499,7 +499,9 @@ function updateTables(s, shown) {
   if (shownEl.textContent !== shownText) shownEl.textContent = shownText;
   const done = s.cells.filter((c) => c.state === 'done').length;
   const summary = byId('summary');
-  const text = `${done}/${s.cells.length} cells done`;
+  const blocked = s.cells.filter((c) => c.state === 'blocked').length;
+  // Blocked cells never ran: their source (an earlier stage's cell) failed.
+  const text = `${done}/${s.cells.length} cells done${blocked ? `, ${blocked} blocked by a failed source` : ''}`;
   if (summary.textContent !== text) summary.textContent = text;
   setHtml('comparison', tableHtml(s.table, s.sweepId));
   setHtml(

@@ -13,6 +13,8 @@ export interface SweepListItem {
   readonly done: number;
   readonly running: number;
   readonly failed: number;
+  /** Cells of a later stage whose source failed (they never ran). */
+  readonly blocked: number;
 }
 
 /** A cell's row of the sweep page. */

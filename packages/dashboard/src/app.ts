@@ -189,6 +189,7 @@ function sweepList(state: DashboardState): SweepListItem[] {
         done: count('done'),
         running: count('running'),
         failed: count('failed'),
+        blocked: count('blocked'),
       };
     });
 }

@@ -93,7 +93,16 @@ describe('dashboard routes (fastify inject)', () => {
     const { app } = buildApp({ state: sampleState() });
     const list = await app.inject('/api/sweeps');
     expect(list.json()).toEqual([
-      { sweepId: 's1', name: 'study', createdAt: '2026-11-27T00:00:00Z', cells: 4, done: 4, running: 0, failed: 0 },
+      {
+        sweepId: 's1',
+        name: 'study',
+        createdAt: '2026-11-27T00:00:00Z',
+        cells: 4,
+        done: 4,
+        running: 0,
+        failed: 0,
+        blocked: 0,
+      },
     ]);
     const page = (await app.inject('/api/sweeps/s1')).json() as {
       cells: { cellId: string; state: string; progress: number; bestValAccuracy: number }[];

@@ -16,7 +16,7 @@ import {
   type EpochMetrics as EngineMetrics,
   type CellRunOptions,
 } from '@ferry/core';
-import { retryOf } from '@ferry/common';
+import { retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
 import type { Assignment, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
@@ -35,6 +35,7 @@ import {
 } from '@ferry/client';
 import { HeartbeatThread, type HeartbeatReply } from './heartbeat.js';
 import { GrpcRing, PeerServer } from './peer.js';
+import { fetchSourceWeights } from './source-weights.js';
 import { cellConfigFromSpec } from './spec.js';
 import { wireMetrics, wireResult } from './wire.js';
 
@@ -492,8 +493,19 @@ export class FerryWorker {
       10_000,
     );
     if (!started.ok) return { problem: started.message };
+    await this.sourceWeights(a);
     const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
     return { ok: true, config, dir, ring: a.worldSize > 1 ? this.joinRing(a) : undefined };
+  }
+
+  /** A cell of a later stage: its source cell's best weights, from the coordinator or this worker's cache. */
+  private async sourceWeights(a: Assignment): Promise<void> {
+    const source = sourceCellOf(a.spec!.weights);
+    if (source === null || startsFromScratch(a.spec!.strategy)) return;
+    const got = await fetchSourceWeights(this.conn(), this.options.cacheDir, source);
+    this.log(
+      `cell ${a.cellId}: starting from the best weights of cell ${source} (${got.fetched ? 'fetched from the coordinator' : 'cached'}, ${got.bytes} bytes)`,
+    );
   }
 
   private joinRing(a: Assignment): GrpcRing {

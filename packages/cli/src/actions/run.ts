@@ -4,13 +4,13 @@ import path from 'node:path';
 import { constants, accessSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { parseSweep } from '@ferry/coordinator';
-import { FerryError, isErrorCode, resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
+import { FerryError, isErrorCode, resultsTable, sourceCellOf, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type CellResult, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { err, out, type CliIo } from '../io.js';
-import { RunProgress, cellLabel } from '../progress.js';
+import { RunProgress, cellLabel, waitingSource } from '../progress.js';
 import { Supervisor, lastLinesText, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
 import { outcomes, reportCells } from '../sweep-results.js';
 import { resultsHtml } from '../report.js';
@@ -71,6 +71,8 @@ interface RunPlan {
   readonly yaml: string;
   readonly name: string;
   readonly cells: number;
+  /** `; stages pretrain (1) -> target (12)`, or '' for a sweep without stages. */
+  readonly stages: string;
   readonly workers: number;
   readonly alpha: number;
   readonly dataRoot: string;
@@ -95,6 +97,9 @@ async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
     yaml,
     name: sweep.name,
     cells: sweep.cells.length,
+    stages: sweep.stages.length
+      ? `; stages ${sweep.stages.map((st) => `${st.name} (${st.cellIds.length})`).join(' -> ')}`
+      : '',
     workers: o.workers,
     alpha: o.alpha,
     dataRoot: path.resolve(o.dataRoot),
@@ -152,7 +157,7 @@ export async function runCommand(file: string, o: RunFlags, io: CliIo): Promise<
     await writeChildren(p.outRoot, sup);
     err(
       io,
-      `ferry run: sweep "${p.name}" (${p.cells} cells) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`,
+      `ferry run: sweep "${p.name}" (${p.cells} cells${p.stages}) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`,
     );
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
     const code = await watch(p, sup, coordinator, run, progress, io);
@@ -416,8 +421,10 @@ async function watch(
             .map((w) => w.capabilities?.backend ?? '')
         : [];
       checkStall(s, backends, stall, progress, p.outRoot);
-      if (s.done + s.failed + s.cancelled === total) {
-        progress.done(`${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}`);
+      if (s.done + s.failed + s.cancelled + s.blocked === total) {
+        progress.done(
+          `${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}${s.blocked ? `, ${s.blocked} blocked by a failed source` : ''}`,
+        );
         return await finish(
           p,
           await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })),
@@ -439,15 +446,17 @@ async function watch(
  * A sweep that cannot progress is said, not waited on: cells pending with an error and nothing
  * running for STALL_MS means no local worker will take them (a dataset missing under --data-root).
  */
-function checkStall(
+export function checkStall(
   s: SweepStatus,
   workerBackends: readonly string[],
   stall: { since: number | undefined },
   progress: RunProgress,
   outRoot: string,
 ): void {
+  const byId = new Map(s.cells.map((c) => [c.cellId, c]));
   const unrunnable = (c: SweepStatus['cells'][number]): string => {
-    if (c.state !== 'pending') return '';
+    // A cell of a later stage waiting for its source is not stuck: it starts when the source is done.
+    if (c.state !== 'pending' || waitingSource(byId, c)) return '';
     if (c.error) return c.error;
     const wanted = c.spec!.backends;
     if (wanted.length > 0 && workerBackends.length > 0 && !workerBackends.some((b) => wanted.includes(b))) {
@@ -484,6 +493,8 @@ function plainResult(r: CellResult): unknown {
 /** The results table on stdout and in results.md/.csv/.json. */
 async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${cellLabel(c)}: ${c.error}`);
+  // Not failures of their own: they never ran, because their source failed.
+  for (const c of s.cells.filter((x) => x.state === 'blocked')) err(io, `blocked: ${cellLabel(c)}: ${c.error}`);
   const t = resultsTable(outcomes(s), { alpha: p.alpha });
   await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
@@ -494,6 +505,8 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
     attempts: c.attempts,
     result: c.result ? plainResult(c.result) : null,
     error: c.error || null,
+    // The cell whose best weights it starts from (a later stage), or null.
+    source: sourceCellOf(c.spec!.weights),
   }));
   await writeFile(
     path.join(p.outRoot, 'results.json'),

@@ -15,6 +15,7 @@ import {
 import { connectionFrom } from '../connection.js';
 import { err, out, table, type CliIo } from '../io.js';
 import type { ConnectionFlags } from '../kit.js';
+import { cellLabel, waitingSource } from '../progress.js';
 import { resultsHtml } from '../report.js';
 import { outcomes, reportCells } from '../sweep-results.js';
 
@@ -77,6 +78,7 @@ export async function submit(file: string, o: SubmitFlags, io: CliIo): Promise<n
 }
 
 function statusRows(s: SweepStatus): string[][] {
+  const byId = new Map(s.cells.map((c) => [c.cellId, c]));
   return [
     [
       'CELL',
@@ -92,20 +94,24 @@ function statusRows(s: SweepStatus): string[][] {
       'BEST VAL',
       'ERROR',
     ],
-    ...s.cells.map((c) => [
-      c.cellId.slice(0, 10),
-      c.spec!.dataset,
-      c.spec!.color,
-      c.spec!.strategy,
-      c.spec!.model,
-      String(c.spec!.seed),
-      c.state,
-      `${c.epoch}/${c.spec!.epochs}`,
-      String(c.attempts),
-      c.worker,
-      c.state === 'done' ? `${(c.bestValAccuracy * 100).toFixed(1)}%` : '',
-      c.error.slice(0, 80),
-    ]),
+    ...s.cells.map((c) => {
+      // A cell of a later stage whose source is not done yet waits for it (it is not stuck).
+      const src = waitingSource(byId, c);
+      return [
+        c.cellId.slice(0, 10),
+        c.spec!.dataset,
+        c.spec!.color,
+        c.spec!.strategy,
+        c.spec!.model,
+        String(c.spec!.seed),
+        src ? 'waiting' : c.state,
+        `${c.epoch}/${c.spec!.epochs}`,
+        String(c.attempts),
+        c.worker,
+        c.state === 'done' ? `${(c.bestValAccuracy * 100).toFixed(1)}%` : '',
+        (src ? `waiting for ${src.cellId.slice(0, 8)} (${cellLabel(src)}, ${src.state})` : c.error).slice(0, 80),
+      ];
+    }),
   ];
 }
 
@@ -115,7 +121,7 @@ export async function status(id: string, o: ConnectionFlags, io: CliIo): Promise
     const s = await getSweepAll(admin, conn, id, { withResults: false });
     out(
       io,
-      `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending, ${s.failed} failed, ${s.cancelled} cancelled`,
+      `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending${s.waiting ? ` (${s.waiting} waiting for their source)` : ''}, ${s.failed} failed, ${s.blocked ? `${s.blocked} blocked, ` : ''}${s.cancelled} cancelled`,
     );
     out(io, table(statusRows(s)));
     return 0;
@@ -131,7 +137,11 @@ export async function results(id: string, o: ResultsFlags, io: CliIo): Promise<n
     else if (o.format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
     else if (o.format === 'md') out(io, tableMarkdown(t));
     else out(io, resultsHtml(s.name, t, reportCells(s)));
-    if (s.done < s.cells.length) err(io, `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done`);
+    if (s.done < s.cells.length)
+      err(
+        io,
+        `note: ${s.cells.length - s.done} of ${s.cells.length} cells are not done${s.blocked ? ` (${s.blocked} blocked by a source that failed: not failures of their own)` : ''}`,
+      );
     return 0;
   });
 }

@@ -348,7 +348,11 @@ export interface CellStatus {
   spec?:
     | CellSpec
     | undefined;
-  /** pending | running | done | failed | cancelled */
+  /**
+   * pending | running | done | failed | cancelled | blocked (a cell of a later stage whose source
+   * cell failed, was cancelled or is blocked: it never ran; `error` says which source). A pending
+   * cell whose spec's weights are `cell:<id>` waits until that cell is done.
+   */
   state: string;
   attempts: number;
   worker: string;
@@ -379,6 +383,10 @@ export interface SweepStatus {
   totalCells: number;
   /** Where the next page of cells starts; 0 when `cells` ends the sweep. */
   nextOffset: number;
+  /** Cells of a later stage blocked by a source that failed (not failures of their own). */
+  blocked: number;
+  /** Pending cells of a later stage waiting for their source cell to be done (also in `pending`). */
+  waiting: number;
 }
 
 export interface ListSweepsRequest {
@@ -4980,6 +4988,8 @@ function createBaseSweepStatus(): SweepStatus {
     createdAt: "",
     totalCells: 0,
     nextOffset: 0,
+    blocked: 0,
+    waiting: 0,
   };
 }
 
@@ -5017,6 +5027,12 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     }
     if (message.nextOffset !== 0) {
       writer.uint32(88).uint32(message.nextOffset);
+    }
+    if (message.blocked !== 0) {
+      writer.uint32(96).uint32(message.blocked);
+    }
+    if (message.waiting !== 0) {
+      writer.uint32(104).uint32(message.waiting);
     }
     return writer;
   },
@@ -5122,6 +5138,22 @@ export const SweepStatus: MessageFns<SweepStatus> = {
             message.nextOffset = reader.uint32();
             continue;
           }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.blocked = reader.uint32();
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.waiting = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5163,6 +5195,8 @@ export const SweepStatus: MessageFns<SweepStatus> = {
         : isSet(object.next_offset)
         ? globalThis.Number(object.next_offset)
         : 0,
+      blocked: isSet(object.blocked) ? globalThis.Number(object.blocked) : 0,
+      waiting: isSet(object.waiting) ? globalThis.Number(object.waiting) : 0,
     };
   },
 
@@ -5201,6 +5235,12 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     if (message.nextOffset !== 0) {
       obj.nextOffset = Math.round(message.nextOffset);
     }
+    if (message.blocked !== 0) {
+      obj.blocked = Math.round(message.blocked);
+    }
+    if (message.waiting !== 0) {
+      obj.waiting = Math.round(message.waiting);
+    }
     return obj;
   },
 
@@ -5220,6 +5260,8 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     message.createdAt = object.createdAt ?? "";
     message.totalCells = object.totalCells ?? 0;
     message.nextOffset = object.nextOffset ?? 0;
+    message.blocked = object.blocked ?? 0;
+    message.waiting = object.waiting ?? 0;
     return message;
   },
 };

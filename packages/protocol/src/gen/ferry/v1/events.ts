@@ -81,7 +81,7 @@ export interface CellEvent {
   spec?:
     | CellSpec
     | undefined;
-  /** pending | running | done | failed | cancelled */
+  /** pending | running | done | failed | cancelled | blocked */
   state: string;
   attempts: number;
   worker: string;

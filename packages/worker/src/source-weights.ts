@@ -1,0 +1,41 @@
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { FerryError } from '@ferry/common';
+import { adminClient, downloadArtifact, type ConnectionOptions } from '@ferry/client';
+import { sourceWeightsFile } from './spec.js';
+
+/**
+ * A cell of a later stage starts from its source cell's best-val weights, which the coordinator
+ * keeps (the source's worker uploaded them before completing). They are fetched with the same
+ * call as `ferry sweep artifacts` (Admin.DownloadArtifact: chunks checked for order, completeness
+ * and SHA-256, renamed into place only when all of it checks) into the cache dir, by source cell
+ * id: a done cell's best weights never change, so a retried or resumed attempt, or another cell
+ * of the same source, finds them there. No worker needs the file beforehand.
+ */
+export async function fetchSourceWeights(
+  conn: ConnectionOptions,
+  cacheDir: string,
+  sourceId: string,
+): Promise<{ readonly file: string; readonly fetched: boolean; readonly bytes: number }> {
+  const file = sourceWeightsFile(cacheDir, sourceId);
+  if (existsSync(file)) return { file, fetched: false, bytes: statSync(file).size };
+  mkdirSync(path.dirname(file), { recursive: true });
+  // A name of its own: workers sharing a cache dir (--gpus all) may fetch the same source at once.
+  const tmp = `${file}.${randomUUID()}`;
+  const admin = adminClient(conn);
+  try {
+    await downloadArtifact(admin, conn, sourceId, tmp);
+    renameSync(tmp, file);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new FerryError(
+      'FERRY_ERR_SOURCE_WEIGHTS',
+      `cannot get the best weights of source cell ${sourceId} from the coordinator: ${(e as Error).message}`,
+      { cause: e },
+    );
+  } finally {
+    admin.close();
+  }
+  return { file, fetched: true, bytes: statSync(file).size };
+}
