@@ -17,6 +17,7 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
       return {
         spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
         settings: { ...spec },
+        cellId: c.cellId,
         bestValAccuracy: r.bestValAccuracy,
         bestEpoch: r.bestEpoch,
         wallMs: r.wallMs,

@@ -7,6 +7,7 @@
  * more), and names a winner only when the test says so. rgb and gray are compared the same way.
  */
 import { mcnemarExact, pairedTTest, wilsonInterval } from './stats.js';
+import { sourceCellOf } from './cell-spec.js';
 import { strategyDefinition } from './strategy.js';
 
 /** What the table needs of a finished cell. */
@@ -23,6 +24,8 @@ export interface CellOutcome {
    * are never pooled as seeds of one experiment.
    */
   readonly settings?: Readonly<Record<string, unknown>>;
+  /** The cell's id: names it where another cell starts from its weights (transfer stages). */
+  readonly cellId?: string;
   readonly bestValAccuracy: number;
   readonly bestEpoch: number;
   readonly wallMs: number;
@@ -337,11 +340,28 @@ function discordantPairs(pairs: readonly (readonly [CellOutcome, CellOutcome])[]
 
 const key = (...parts: string[]): string => JSON.stringify(parts);
 
+/**
+ * A cell of a later stage starts from `weights: cell:<id>`; the table names that source as a reader
+ * knows it, "<dataset> <color> <strategy> (<id8>)", when the source is among the outcomes.
+ */
+function withReadableSources(outcomes: readonly CellOutcome[]): readonly CellOutcome[] {
+  const byId = new Map(outcomes.flatMap((o) => (o.cellId ? [[o.cellId, o] as const] : [])));
+  return outcomes.map((o) => {
+    const weights = o.settings?.['weights'];
+    const id = typeof weights === 'string' ? sourceCellOf(weights) : null;
+    if (id === null) return o;
+    const src = byId.get(id)?.spec;
+    const label = src ? `${src.dataset} ${src.color} ${src.strategy} (${id.slice(0, 8)})` : `cell ${id.slice(0, 8)}`;
+    return { ...o, settings: { ...o.settings, weights: label } };
+  });
+}
+
 /** The study's comparison: rows dataset x color (x model), columns strategies, with their tests. */
 export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsOptions = {}): ResultsTable {
   const alpha = options.alpha ?? DEFAULT_ALPHA;
   if (!(alpha > 0 && alpha < 1)) throw new RangeError(`alpha must be between 0 and 1 (got ${alpha})`);
   const strategies = [...new Set(outcomes.map((o) => o.spec.strategy))];
+  outcomes = withReadableSources(outcomes);
   const groupBy = groupSettings(outcomes, options.by);
   const groups = new Map<string, CellOutcome[]>();
   for (const o of outcomes) {
@@ -489,6 +509,10 @@ export function tableMarkdown(t: ResultsTable): string {
     }
   }
   lines.push('', ...t.strategies.map((s) => `- ${s}: ${t.semantics[s] ?? 'unknown strategy'}`));
+  if (t.groupBy.includes('weights'))
+    lines.push(
+      '- weights: what the cells start from: none = random initialisation; pretrained = the published weights; "<dataset> <color> <strategy> (<id>)" = the best weights of that cell of an earlier stage',
+    );
   lines.push(
     `- [low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).`,
   );

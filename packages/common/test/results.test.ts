@@ -239,4 +239,23 @@ describe('results table: settings that vary are rows, never pooled as seeds', ()
     expect(t.rows.every((r) => r.byStrategy['finetune']!.n === 1)).toBe(true);
     expect(() => resultsTable(sweep, { by: ['strategy'] })).toThrow(/row or column/);
   });
+
+  test("a stage's source cell is named as a reader knows it: dataset, color, strategy and id; the legend says what weights are", () => {
+    const src = 'ab'.repeat(32);
+    const staged = [
+      { ...withSettings(outcome('source', 'rgb', 'finetune', 0, range(0, 19)), { weights: 'none' }), cellId: src },
+      withSettings(outcome('ants', 'rgb', 'freeze', 0, range(0, 15)), { weights: `cell:${src}` }),
+      withSettings(outcome('ants', 'rgb', 'freeze', 0, range(0, 11)), { weights: 'none' }),
+      withSettings(outcome('ants', 'gray', 'freeze', 0, range(0, 11)), { weights: `cell:${'cd'.repeat(32)}` }),
+    ];
+    const t = resultsTable(staged);
+    expect(t.groupBy).toEqual(['weights']);
+    expect(t.rows.map((r) => [r.dataset, r.color, r.group['weights']])).toEqual([
+      ['ants', 'gray', 'cell cdcdcdcd'],
+      ['ants', 'rgb', 'none'],
+      ['ants', 'rgb', 'source rgb finetune (abababab)'],
+      ['source', 'rgb', 'none'],
+    ]);
+    expect(tableMarkdown(t)).toContain('- weights: what the cells start from');
+  });
 });

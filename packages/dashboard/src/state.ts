@@ -241,6 +241,7 @@ export class DashboardState {
       outcomes.push({
         spec: c.spec,
         settings: { ...c.spec },
+        cellId: c.cellId,
         bestValAccuracy: c.bestValAccuracy,
         bestEpoch: c.bestEpoch,
         wallMs: c.wallMs,
