@@ -42,6 +42,15 @@ export interface FeatureKey {
   readonly batchNorm: string;
 }
 
+/**
+ * The key of frozen features, as every writer and reader builds it (a probe cell, `ferry advise`):
+ * the val transform draws nothing at random, so its features do not depend on the seed, which is
+ * then left out (0) and cells of any seed share them.
+ */
+export function frozenFeatureKey(key: FeatureKey): FeatureKey {
+  return key.spec.kind === 'val' ? { ...key, seed: 0 } : key;
+}
+
 export function featureKeyHash(key: FeatureKey): string {
   return createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 24);
 }
