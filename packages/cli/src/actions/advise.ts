@@ -32,6 +32,11 @@ export async function adviseCommand(o: AdviseOptions, io: CliIo): Promise<number
     io,
     `ferry advise: ${o.model} (${weights ? path.basename(weights) : 'random weights'}) ${o.color} ${o.size}px on ${o.data}, backend ${backend.name} (${backend.device})`,
   );
+  if (!weights)
+    err(
+      io,
+      'warning: no weights: the features are those of a random network and the BatchNorm shift compares with the initial statistics (mean 0, variance 1); the advice means little',
+    );
   const progress = new ProgressLine(io);
   const started = performance.now();
   const result = await adviseDataset(

@@ -44,11 +44,21 @@ export interface FeatureKey {
 
 /**
  * The key of frozen features, as every writer and reader builds it (a probe cell, `ferry advise`):
- * the val transform draws nothing at random, so its features do not depend on the seed, which is
- * then left out (0) and cells of any seed share them.
+ * the fields in one order, and the seed left out (0) for the val transform, which draws nothing at
+ * random, so cells of any seed share its features.
  */
 export function frozenFeatureKey(key: FeatureKey): FeatureKey {
-  return key.spec.kind === 'val' ? { ...key, seed: 0 } : key;
+  // One field order (the hash is of the JSON text), whatever order the caller built it in.
+  return {
+    arch: key.arch,
+    weights: key.weights,
+    stage: key.stage,
+    spec: key.spec,
+    seed: key.spec.kind === 'val' ? 0 : key.seed,
+    view: key.view,
+    images: key.images,
+    batchNorm: key.batchNorm,
+  };
 }
 
 export function featureKeyHash(key: FeatureKey): string {
