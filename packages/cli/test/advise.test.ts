@@ -40,6 +40,14 @@ describe('ferry advise', () => {
     expect(r.advice.note).toBe(ADVICE_NOTE);
     expect(['finetune', 'freeze', 'about equal']).toContain(r.advice.winner);
     expect(r.classes).toHaveLength(4);
+    // A sample per class: its own cache entry, images per class still counted on all.
+    const sample = await ferry([...args, '--per-class', '4', '--json'], { FERRY_CACHE: cache });
+    const s = JSON.parse(sample.stdout) as {
+      measuredImages: number;
+      trainImages: number;
+      featureCache: { hit: boolean };
+    };
+    expect(s).toMatchObject({ measuredImages: 16, trainImages: 64, featureCache: { hit: false } });
   });
 
   test('bad input exits 2 with the reason: a missing folder, an unknown model, a class too small to hold out', async () => {

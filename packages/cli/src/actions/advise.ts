@@ -72,10 +72,8 @@ export async function adviseCommand(o: AdviseOptions, io: CliIo): Promise<number
 function printAdvice(r: DatasetAdvice, io: CliIo): void {
   const f = r.frozen;
   const ipc = r.imagesPerClass;
-  out(
-    io,
-    `dataset: ${r.classes.length} classes, ${r.trainImages} training images${r.config.maxPerClass > 0 ? ` through the backbone (at most ${r.config.maxPerClass} per class)` : ''}`,
-  );
+  const measured = r.measuredImages === r.trainImages ? '' : ` (${r.measuredImages} through the backbone)`;
+  out(io, `dataset: ${r.classes.length} classes, ${r.trainImages} training images${measured}`);
   out(io, `  images per class: min ${ipc.min}, median ${ipc.median}, max ${ipc.max}`);
   out(
     io,

@@ -74,6 +74,8 @@ export interface DatasetAdvice {
   readonly config: AdviseConfig;
   readonly classes: readonly string[];
   readonly trainImages: number;
+  /** Training images that went through the backbone (all decodable ones, or the `maxPerClass` sample). */
+  readonly measuredImages: number;
   readonly imagesPerClass: { readonly min: number; readonly median: number; readonly max: number };
   /** Held-out accuracy of the frozen features (`accuracy`: the better of the two classifiers). */
   readonly frozen: {
@@ -141,7 +143,8 @@ export async function adviseDataset(config: AdviseConfig, options: AdviseRunOpti
     return {
       config,
       classes: folder.classes,
-      trainImages: pass.view.labels.length,
+      trainImages: folder.train.length,
+      measuredImages: pass.view.labels.length,
       imagesPerClass: { min: sorted[0]!, median, max: sorted.at(-1)! },
       frozen,
       domain,
@@ -232,10 +235,13 @@ async function toCache(cache: FeatureCache, key: FeatureKey, pass: FrozenPass): 
   await cache.putJson(momentsKey(key), pass.moments);
 }
 
+/** Images the BatchNorm input moments are pooled over (at least; all when there are fewer). */
+const MOMENT_IMAGES = 128;
+
 /**
  * One pass of the frozen stages [0, stage) in inference mode over the training images (val
- * transform, in order): the features, and every BatchNorm layer's input moments pooled over all
- * images (what the layer would see of this data, to compare with its running statistics).
+ * transform, in order): the features, and every BatchNorm layer's input moments pooled over a
+ * sample of the images (what the layer sees of this data, to compare with its running statistics).
  */
 async function frozenPass(
   config: AdviseConfig,
@@ -258,11 +264,17 @@ async function frozenPass(
   const labels: number[] = [];
   const acc = new Map<string, MomentAccumulator>();
   let dim = 0;
+  // The moments over a sample of about MOMENT_IMAGES images: every stride-th batch, spread over
+  // the (class-ordered) images so that every part of the dataset is seen.
+  const batches = Math.ceil(data.samples.length / config.batchSize);
+  const stride = Math.max(1, Math.floor(batches / Math.ceil(MOMENT_IMAGES / config.batchSize)));
+  let index = 0;
   try {
     for await (const batch of source.batches(0, config.seed)) {
       const seen: BnInputMoments[] = [];
+      const observe = index++ % stride === 0 ? { bnInputs: seen } : {};
       const f = tf.tidy(() =>
-        network.runStages(tf.tensor(batch.x, [...batch.shape]), 0, stage, { training: false, bnInputs: seen }),
+        network.runStages(tf.tensor(batch.x, [...batch.shape]), 0, stage, { training: false, ...observe }),
       );
       dim = f.shape.slice(1).reduce((a, b) => a * b, 1);
       parts.push((await f.data()) as Float32Array);
