@@ -1,4 +1,5 @@
 import { Command, CommanderError, type Help } from 'commander';
+import { adviseDefinition } from './commands/advise.js';
 import { coordinatorDefinition } from './commands/coordinator.js';
 import { dashboardDefinition } from './commands/dashboard.js';
 import { dataDefinition } from './commands/data.js';
@@ -31,6 +32,7 @@ const DEFINITIONS: readonly ((program: Command, ctx: CommandContext) => void)[] 
   dashboardDefinition,
   healthDefinition,
   trainDefinition,
+  adviseDefinition,
   dataDefinition,
 ];
 

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { InvalidArgumentError } from './errors.js';
 import { DecodePool } from './data/decode-pool.js';
-import { FeatureCache, contentHash, sha256File, type FeatureKey } from './data/feature-cache.js';
+import { FeatureCache, contentHash, frozenFeatureKey, sha256File } from './data/feature-cache.js';
 import { openImageFolder, type ImageFolder, type Sample } from './data/folder.js';
 import { ImageFolderSource, type SkippedFile } from './data/folder-source.js';
 import type { ColorMode } from './data/image.js';
@@ -445,7 +445,7 @@ async function cachedFeatures(
     const hash = split === 'train' ? cell.ids.trainImages : await contentHash(folder.val);
     const out = [];
     for (let v = 0; v < count; v++) {
-      const key: FeatureKey = { ...base, spec: source.spec, view: v, images: hash };
+      const key = frozenFeatureKey({ ...base, spec: source.spec, view: v, images: hash });
       const r = await cache.getOrCompute(key, network, source, (done) =>
         options.onProgress?.({ type: 'features', split: `${split} view ${v + 1}/${count}`, done, total: source.size }),
       );

@@ -97,6 +97,7 @@ export {
   computeFeatures,
   contentHash,
   featureKeyHash,
+  frozenFeatureKey,
   sha256File,
   type FeatureKey,
   type FeatureView,
@@ -110,6 +111,21 @@ export {
   type CellResult,
   type CellRunOptions,
 } from './cell.js';
+export {
+  DEFAULT_ADVISE,
+  adviseDataset,
+  type AdviseConfig,
+  type AdviseRunOptions,
+  type DatasetAdvice,
+} from './advise/advise.js';
+export {
+  batchNormShift,
+  gaussianHellinger,
+  holdOut,
+  knnAccuracy,
+  nearestCentroidAccuracy,
+  type BatchNormLayerStats,
+} from './advise/measure.js';
 export {
   DEMO_CLASSES,
   DEMO_DEFAULTS,

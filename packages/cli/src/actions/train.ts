@@ -1,4 +1,3 @@
-import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import {
@@ -17,6 +16,7 @@ import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { ProgressLine, err, out, table, type CliIo } from '../io.js';
 import { defaultCacheDir } from '../paths.js';
 import { curvesHtml } from '../report.js';
+import { weightsChoice } from '../weights-choice.js';
 
 export interface TrainOptions {
   readonly data: string;
@@ -44,25 +44,6 @@ export interface TrainOptions {
   readonly json: boolean;
 }
 
-function resolveWeights(flag: string | undefined, model: string, io: CliIo): string | null {
-  const entry = getZooEntry(model);
-  const choice = flag ?? (entry.weights ? 'pretrained' : 'none');
-  if (choice === 'none') return null;
-  if (choice !== 'pretrained') {
-    if (!existsSync(choice)) throw new InvalidArgumentError(`--weights ${choice}: no such file`);
-    return choice;
-  }
-  if (!entry.weights)
-    throw new InvalidArgumentError(`${model} has no pretrained weights; pass --weights FILE or --weights none`);
-  const file = path.join(defaultCacheDir(io), 'weights', entry.weights.fileName);
-  if (!existsSync(file)) {
-    throw new InvalidArgumentError(
-      `pretrained ${model} weights are not in the cache (${file}); run \`ferry weights pull ${model}\`, or pass --weights FILE or --weights none`,
-    );
-  }
-  return file;
-}
-
 const pct = (v: number): string => `${(v * 100).toFixed(1)}%`;
 
 /** The cell to train, from the flags (-f or --strategy, not both). */
@@ -77,7 +58,7 @@ function cellConfig(o: TrainOptions, io: CliIo): CellConfig {
     dataset: o.data,
     ...(o.valFraction !== undefined ? { valFraction: o.valFraction } : {}),
     model: o.model,
-    weights: resolveWeights(o.weights, o.model, io),
+    weights: weightsChoice(o.weights, o.model, io),
     color: o.color as ColorMode,
     strategy: o.strategy ?? (f === '0' ? 'freeze' : 'finetune'),
     epochs: o.epochs,

@@ -42,6 +42,25 @@ export interface FeatureKey {
   readonly batchNorm: string;
 }
 
+/**
+ * The key of frozen features, as every writer and reader builds it (a probe cell, `ferry advise`):
+ * the fields in one order, and the seed left out (0) for the val transform, which draws nothing at
+ * random, so cells of any seed share its features.
+ */
+export function frozenFeatureKey(key: FeatureKey): FeatureKey {
+  // One field order (the hash is of the JSON text), whatever order the caller built it in.
+  return {
+    arch: key.arch,
+    weights: key.weights,
+    stage: key.stage,
+    spec: key.spec,
+    seed: key.spec.kind === 'val' ? 0 : key.seed,
+    view: key.view,
+    images: key.images,
+    batchNorm: key.batchNorm,
+  };
+}
+
 export function featureKeyHash(key: FeatureKey): string {
   return createHash('sha256').update(JSON.stringify(key)).digest('hex').slice(0, 24);
 }

@@ -36,12 +36,26 @@ export interface BnBatchStats {
   readonly count: number;
 }
 
+/** Mean and biased variance per channel of a BatchNorm layer's input over one batch (kept tensors). */
+export interface BnInputMoments {
+  readonly name: string;
+  readonly mean: tf.Tensor1D;
+  readonly variance: tf.Tensor1D;
+  /** Values per channel the moments are over (batch x height x width). */
+  readonly count: number;
+}
+
 export interface ForwardContext {
   readonly params: ParamLookup;
   /** BatchNorm uses batch statistics and dropout is active. */
   readonly training: boolean;
   /** Where BatchNorm layers in training mode leave their (kept) batch statistics. */
   readonly bnStats?: BnBatchStats[];
+  /**
+   * Inference mode: where BatchNorm layers leave the moments of their input (kept tensors), so the
+   * statistics a dataset brings can be compared with the running ones (the advisor's domain shift).
+   */
+  readonly bnInputs?: BnInputMoments[];
   readonly rng?: Rng;
 }
 
@@ -142,6 +156,16 @@ export class SpecBuilder {
       const gamma = get(ctx, names.weight) as tf.Tensor1D;
       const beta = get(ctx, names.bias) as tf.Tensor1D;
       if (!ctx.training) {
+        if (ctx.bnInputs) {
+          const m = tf.moments(x, [0, 1, 2]);
+          const [n, h, w] = x.shape;
+          ctx.bnInputs.push({
+            name,
+            mean: tf.keep(m.mean as tf.Tensor1D),
+            variance: tf.keep(m.variance as tf.Tensor1D),
+            count: n * h * w,
+          });
+        }
         const y = tf.batchNorm(
           x,
           get(ctx, names.mean) as tf.Tensor1D,
