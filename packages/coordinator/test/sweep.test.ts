@@ -197,13 +197,33 @@ include:
     ).toBe('weights/resnet18-source.safetensors');
   });
 
-  test('the shipped examples parse: the full study has 16 cells; transfer has a pretrain cell and 4 of 6 target cells start from it', () => {
+  test('the shipped examples parse: the full study has 16 cells; the demo pretrains, then transfers against two baselines; transfer has a pretrain cell and 4 of 6 target cells start from it', () => {
     const study = parseSweep(readFileSync(new URL('../../../examples/study.yaml', import.meta.url), 'utf8'));
     expect(study.cells).toHaveLength(16);
     expect(new Set(study.cells.map((c) => c.spec.model))).toEqual(new Set(['resnet18']));
+    // The embedded default: a pretrain cell; finetune and scratch in rgb and gray; freeze from the
+    // pretrain cell and from random weights in both.
+    const demo = parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8'));
+    expect(demo.stages.map((st) => [st.name, st.cellIds.length])).toEqual([
+      ['pretrain', 1],
+      ['target', 8],
+    ]);
+    const pretrain = `cell:${demo.cells[0]!.id}`;
     expect(
-      parseSweep(readFileSync(new URL('../../../examples/demo.yaml', import.meta.url), 'utf8')).cells,
-    ).toHaveLength(4);
+      demo.cells
+        .slice(1)
+        .map((c) => `${c.spec.color} ${c.spec.strategy} ${c.spec.weights === pretrain ? 'pretrain' : c.spec.weights}`)
+        .sort(),
+    ).toEqual([
+      'gray finetune pretrain',
+      'gray freeze none',
+      'gray freeze pretrain',
+      'gray scratch none',
+      'rgb finetune pretrain',
+      'rgb freeze none',
+      'rgb freeze pretrain',
+      'rgb scratch none',
+    ]);
     const transfer = parseSweep(readFileSync(new URL('../../../examples/transfer.yaml', import.meta.url), 'utf8'));
     expect(transfer.stages.map((st) => [st.name, st.cellIds.length])).toEqual([
       ['pretrain', 1],
