@@ -95,12 +95,19 @@ print(json.dumps({'nc': nc, 'knn': float((np.array(knn) == y[test]).mean())}))
 
   test('the Hellinger distance of Gaussians: 0 for equal ones, the closed form, monotone in the shift', () => {
     expect(gaussianHellinger(1, 2, 1, 2)).toBe(0);
-    // Equal variances: H^2 = 1 - exp(-d^2 / (8 v)).
-    expect(gaussianHellinger(0, 1, 2, 1) ** 2).toBeCloseTo(1 - Math.exp(-4 / 8), 4);
+    // The variances carry BatchNorm's eps (1e-5), as the layers normalise with. Equal variances:
+    // H^2 = 1 - exp(-d^2 / (8 v)).
+    const v = 1 + 1e-5;
+    expect(gaussianHellinger(0, 1, 2, 1) ** 2).toBeCloseTo(1 - Math.exp(-4 / (8 * v)), 12);
     const shifts = [0, 0.5, 1, 2, 4].map((d) => gaussianHellinger(0, 1, d, 1));
     for (let i = 1; i < shifts.length; i++) expect(shifts[i]!).toBeGreaterThan(shifts[i - 1]!);
-    expect(gaussianHellinger(0, 1, 0, 9)).toBeGreaterThan(0.3);
-    expect(gaussianHellinger(0, 1, 100, 1)).toBeCloseTo(1, 6);
+    // Equal means: H^2 = 1 - sqrt(2 s1 s2 / (v1 + v2)).
+    const [v1, v2] = [1 + 1e-5, 9 + 1e-5];
+    expect(gaussianHellinger(0, 1, 0, 9)).toBeCloseTo(
+      Math.sqrt(1 - Math.sqrt((2 * Math.sqrt(v1 * v2)) / (v1 + v2))),
+      12,
+    );
+    expect(gaussianHellinger(0, 1, 100, 1)).toBeCloseTo(1, 12);
     const layer = { name: 'bn1', targetMean: [0, 1], targetVar: [1, 1], sourceMean: [0, 1], sourceVar: [1, 1] };
     expect(batchNormShift([layer]).shift).toBe(0);
     expect(batchNormShift([layer, { ...layer, name: 'bn2', targetMean: [2, 3] }]).shift).toBeCloseTo(
