@@ -1,8 +1,9 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { constants, accessSync } from 'node:fs';
 import { createServer } from 'node:net';
+import writeFileAtomic from 'write-file-atomic';
 import { parseSweep } from '@ferry/coordinator';
 import { FerryError, isErrorCode, resultsTable, sourceCellOf, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
@@ -290,7 +291,8 @@ async function writeChildren(outRoot: string, sup: Supervisor): Promise<void> {
     gaveUp: c.gaveUp,
     log: c.spec.log,
   }));
-  await writeFile(path.join(outRoot, 'children.json'), `${JSON.stringify({ children }, null, 2)}\n`).catch(
+  // Atomic (a temporary file renamed into place): a reader never sees half a file.
+  await writeFileAtomic(path.join(outRoot, 'children.json'), `${JSON.stringify({ children }, null, 2)}\n`).catch(
     () => undefined,
   );
 }
@@ -496,9 +498,9 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   // Not failures of their own: they never ran, because their source failed.
   for (const c of s.cells.filter((x) => x.state === 'blocked')) err(io, `blocked: ${cellLabel(c)}: ${c.error}`);
   const t = resultsTable(outcomes(s), { alpha: p.alpha });
-  await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
-  await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
-  await writeFile(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));
+  await writeFileAtomic(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
+  await writeFileAtomic(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
+  await writeFileAtomic(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));
   const cells = s.cells.map((c) => ({
     cellId: c.cellId,
     state: c.state,
@@ -508,7 +510,7 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
     // The cell whose best weights it starts from (a later stage), or null.
     source: sourceCellOf(c.spec!.weights),
   }));
-  await writeFile(
+  await writeFileAtomic(
     path.join(p.outRoot, 'results.json'),
     `${JSON.stringify({ sweep: s.sweepId, table: t, cells }, null, 2)}\n`,
   );
