@@ -7,14 +7,15 @@ import { parseSweep } from '@ferry/coordinator';
 import { FerryError, isErrorCode, resultsTable, sourceCellOf, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
-import { FerryEvent, SUBJECTS, type CellResult, type SweepStatus } from '@ferry/protocol';
+import { FerryEvent, SUBJECTS, type AdminClient, type CellResult, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { err, out, type CliIo } from '../io.js';
 import { RunProgress, cellLabel, waitingSource } from '../progress.js';
 import { Supervisor, lastLinesText, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
-import { outcomes, reportCells } from '../sweep-results.js';
+import { outcomes, reportCells, sweepAdvice } from '../sweep-results.js';
+import { RunAdvisor } from './run-advice.js';
 import { resultsHtml } from '../report.js';
-import { ferryBin } from '../paths.js';
+import { defaultCacheDir, ferryBin } from '../paths.js';
 
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
@@ -29,6 +30,8 @@ export interface RunFlags {
   readonly dashboardPort: number;
   readonly serve: boolean;
   readonly alpha: number;
+  /** commander's --no-advise: false skips the advisor's predictions (default true). */
+  readonly advise?: boolean;
 }
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
@@ -84,6 +87,8 @@ interface RunPlan {
   readonly dashboardPort: number;
   /** Keep the dashboard after the sweep until Ctrl-C (the default in a terminal). */
   readonly serve: boolean;
+  /** Compute the advisor's prediction for each finetune/freeze row (--no-advise: no). */
+  readonly advise: boolean;
 }
 
 async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
@@ -109,6 +114,7 @@ async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
     noNats,
     dashboardPort: o.dashboardPort,
     serve: o.serve || (io.stdout as { isTTY?: boolean }).isTTY === true,
+    advise: o.advise !== false,
   };
 }
 
@@ -402,6 +408,7 @@ async function watch(
       ),
     );
     run.sweepId = sub.sweepId;
+    const advisor = p.advise ? runAdvisor(p, admin, conn, sub.sweepId, progress, io) : null;
     const stall = { since: undefined as number | undefined };
     for (;;) {
       if (run.interrupted) {
@@ -413,6 +420,7 @@ async function watch(
       const s = await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: false }));
       const total = s.cells.length;
       progress.update(s);
+      advisor?.update(s);
       // Cells that name backends no local worker has wait for nothing: give the reason.
       const needBackends = s.running === 0 && s.cells.some((c) => c.state === 'pending' && c.spec!.backends.length > 0);
       const backends = needBackends
@@ -425,6 +433,7 @@ async function watch(
         progress.done(
           `${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}${s.blocked ? `, ${s.blocked} blocked by a failed source` : ''}`,
         );
+        await advisor?.settle(); // the advice in the table
         return await finish(
           p,
           await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })),
@@ -440,6 +449,26 @@ async function watch(
   } finally {
     admin.close();
   }
+}
+
+function runAdvisor(
+  p: RunPlan,
+  admin: AdminClient,
+  conn: ConnectionOptions,
+  sweepId: string,
+  progress: RunProgress,
+  io: CliIo,
+): RunAdvisor {
+  const say = (line: string): void => {
+    progress.clear(); // redrawn below the line at the next update
+    err(io, line);
+  };
+  return new RunAdvisor(
+    { dataRoot: p.dataRoot, cacheDir: defaultCacheDir(io), backend: p.backend, io, say },
+    admin,
+    conn,
+    sweepId,
+  );
 }
 
 /**
@@ -495,7 +524,7 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${cellLabel(c)}: ${c.error}`);
   // Not failures of their own: they never ran, because their source failed.
   for (const c of s.cells.filter((x) => x.state === 'blocked')) err(io, `blocked: ${cellLabel(c)}: ${c.error}`);
-  const t = resultsTable(outcomes(s), { alpha: p.alpha });
+  const t = resultsTable(outcomes(s), { alpha: p.alpha, advice: sweepAdvice(s) });
   await writeFile(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
   await writeFile(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));
