@@ -62,7 +62,7 @@ export function advisorLegend(agreed: number, compared: number): string {
     compared === 0
       ? 'no row has a verdict to check it against yet'
       : `the advisor agreed with the verdict on ${agreed} of ${compared} row${compared === 1 ? '' : 's'}`;
-  return `- advisor (heuristic): the advisor's prediction of finetune minus freeze in accuracy points (range), made before training from the data and the frozen backbone (ferry advise, docs/advisor.md); a rule of thumb, not a measurement; ${count}.`;
+  return `advisor (heuristic): the advisor's prediction of finetune minus freeze in accuracy points (range), made before training from the data and the frozen backbone (ferry advise, docs/advisor.md); a rule of thumb, not a measurement; ${count}.`;
 }
 
 /** The fields of `ferry.v1.AdviceRow` (the generated type satisfies it). */

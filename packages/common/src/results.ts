@@ -183,7 +183,13 @@ export interface ResultsTable {
   /** rgb against gray, per dataset, model and strategy, on the same images. */
   readonly colorComparisons: readonly ColorComparison[];
   /** Rows with advice, and of those with a verdict, how many it agreed with; null when no row has advice. */
-  readonly advisor: { readonly rows: number; readonly compared: number; readonly agreed: number } | null;
+  readonly advisor: {
+    readonly rows: number;
+    readonly compared: number;
+    readonly agreed: number;
+    /** What the advisor is, that it is a heuristic, and how often it agreed (advisorLegend). */
+    readonly legend: string;
+  } | null;
 }
 
 export interface ResultsOptions {
@@ -409,8 +415,9 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
   );
   const advised = rows.flatMap((r) => (r.advice ? [r.advice] : []));
   const compared = advised.filter((a) => a.agrees !== null);
+  const agreed = compared.filter((a) => a.agrees).length;
   const advisor = advised.length
-    ? { rows: advised.length, compared: compared.length, agreed: compared.filter((a) => a.agrees).length }
+    ? { rows: advised.length, compared: compared.length, agreed, legend: advisorLegend(agreed, compared.length) }
     : null;
   return { strategies, groupBy, semantics, alpha, rows, colorComparisons, advisor };
 }
@@ -586,7 +593,7 @@ export function tableMarkdown(t: ResultsTable): string {
   lines.push(
     `- [low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).`,
   );
-  if (t.advisor) lines.push(advisorLegend(t.advisor.agreed, t.advisor.compared));
+  if (t.advisor) lines.push(`- ${t.advisor.legend}`);
   return lines.join('\n');
 }
 
