@@ -15,10 +15,12 @@ export interface RunAdvisorOptions {
   readonly io: CliIo;
   /** One line per advice given, or per advice that could not be computed (a warning). */
   readonly say: (line: string) => void;
+  /** Computes and stores one row's advice (tests replace it); default: adviseDataset, then PutAdvice. */
+  readonly compute?: (row: AdvisedRow, from: string) => Promise<void>;
 }
 
 /** A results-table row the advisor predicts: finetune and freeze cells of one dataset, color, model and weights. */
-interface AdvisedRow {
+export interface AdvisedRow {
   readonly key: string;
   readonly spec: CellSpec;
   /** The source cell (weights `cell:<id>`), or null: the weights are there from the start. */
@@ -90,7 +92,7 @@ export class RunAdvisor {
       }
       this.started.add(row.key);
       const from = sourceText(row.spec, s);
-      this.queue = this.queue.then(() => this.advise(row, from));
+      this.queue = this.queue.then(() => (this.o.compute ?? this.advise.bind(this))(row, from));
     }
   }
 
