@@ -71,6 +71,7 @@ export class RunAdvisor {
   private readonly started = new Set<string>();
   private queue: Promise<void> = Promise.resolve();
   private backend: ReturnType<typeof selectBackend> | null = null;
+  private stopped = false;
 
   constructor(
     private readonly o: RunAdvisorOptions,
@@ -92,13 +93,20 @@ export class RunAdvisor {
       }
       this.started.add(row.key);
       const from = sourceText(row.spec, s);
-      this.queue = this.queue.then(() => (this.o.compute ?? this.advise.bind(this))(row, from));
+      this.queue = this.queue.then(() =>
+        this.stopped ? undefined : (this.o.compute ?? this.advise.bind(this))(row, from),
+      );
     }
   }
 
   /** Waits for the advice started so far. */
   settle(): Promise<void> {
     return this.queue;
+  }
+
+  /** Ctrl-C: the row being measured stops at its next batch, the rows queued are not started. */
+  stop(): void {
+    this.stopped = true;
   }
 
   private async advise(row: AdvisedRow, from: string): Promise<void> {
@@ -119,7 +127,13 @@ export class RunAdvisor {
           imageSize: cfg.imageSize,
           seed: spec.seed,
         },
-        { cacheDir: path.join(this.o.cacheDir, 'features'), backend: await this.backend },
+        {
+          cacheDir: path.join(this.o.cacheDir, 'features'),
+          backend: await this.backend,
+          onProgress: () => {
+            if (this.stopped) throw new Error('stopped');
+          },
+        },
       );
       const wire: AdviceRow = {
         dataset: spec.dataset,
@@ -134,6 +148,7 @@ export class RunAdvisor {
       const none = cfg.weights === null ? ' (random weights: it means little)' : '';
       this.o.say(`advisor: ${label}: ${adviceText(result.advice)}, a heuristic${none}`);
     } catch (e) {
+      if (this.stopped) return;
       this.o.say(`advisor: warning: no advice for ${label}: ${(e as Error).message}`);
     }
   }

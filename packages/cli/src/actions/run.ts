@@ -397,6 +397,7 @@ async function watch(
       }
     }
   };
+  let advisor: RunAdvisor | null = null;
   try {
     const sub = await call(() =>
       unary(
@@ -408,7 +409,7 @@ async function watch(
       ),
     );
     run.sweepId = sub.sweepId;
-    const advisor = p.advise ? runAdvisor(p, admin, conn, sub.sweepId, progress, io) : null;
+    if (p.advise) advisor = runAdvisor(p, admin, conn, sub.sweepId, progress, io);
     const stall = { since: undefined as number | undefined };
     for (;;) {
       if (run.interrupted) {
@@ -447,6 +448,7 @@ async function watch(
     progress.done('interrupted: stopping workers (their cells resume on the next run)');
     return 130;
   } finally {
+    advisor?.stop(); // Ctrl-C or an error: the advice still running stops
     admin.close();
   }
 }
