@@ -6,6 +6,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import type { ResultsRow, ResultsTable } from '@ferry/common';
 import type { CellDetail, SweepDetail } from '@ferry/dashboard';
 import { writeDemoDataset } from '@ferry/core';
+import { adminClient, unary } from '@ferry/client';
 import { kill, startCoordinator, startNats, startWorker, submit, waitFor, type Proc } from './helpers/cluster.js';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { spawn } from 'node:child_process';
@@ -66,6 +67,7 @@ async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void>
       ),
       verdict: tr.querySelector('td.verdict')?.textContent ?? '',
       noise: tr.querySelector('td.verdict')?.classList.contains('noise') ?? false,
+      advice: tr.querySelector('td.advice')?.textContent ?? null,
     })),
   );
   expect(shown).toHaveLength(api.rows.length);
@@ -92,6 +94,8 @@ async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void>
     }
     expect(r.verdict, where).toBe(row.verdict);
     expect(r.noise, `${where}: the verdict greyed out iff no winner`).toBe(winner === null);
+    // The advisor's column (a heuristic) shows the API's advice, when any row has advice.
+    expect(r.advice, `${where}: advisor`).toBe(api.advisor ? (row.advice?.text ?? '-') : null);
     if (winner) expect(r.verdict.startsWith(`${winner} (`), where).toBe(true);
     else expect(r.verdict, where).toMatch(/^no (significant difference|test)/);
   });
@@ -162,6 +166,36 @@ models: [resnet_tiny]
 hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
 `,
     );
+    // The advisor's prediction, as `ferry run` stores it (PutAdvice): the table shows it beside the verdict.
+    const admin = adminClient({ address: coord.address });
+    await unary(
+      admin.putAdvice,
+      admin,
+      {
+        sweepId,
+        rows: [
+          {
+            dataset: 'demo',
+            color: 'rgb',
+            model: 'resnet_tiny',
+            weights: 'none',
+            measured: '',
+            time: '',
+            advice: {
+              winner: 'finetune',
+              marginPoints: 5,
+              rangeLow: 2,
+              rangeHigh: 8,
+              reasons: [],
+              note: 'a heuristic',
+            },
+          },
+        ],
+      },
+      { address: coord.address },
+      10_000,
+    );
+    admin.close();
     procs.push(
       startWorker(coord.address, {
         name: 'e2e-worker',
@@ -202,6 +236,7 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
     // numbers imply (whichever it is: this run's data decide), the verdict.
     const api = (await (await fetch(`${url}api/sweeps/${sweepId}/table?format=json`)).json()) as ResultsTable;
     expect(api.rows.map((r) => [r.dataset, r.color, r.comparison?.test])).toEqual([['demo', 'rgb', 'mcnemar-exact']]);
+    expect(api.rows[0]!.advice!.text).toBe('finetune +5 (2 to 8)');
     await expectTableShowsApi(page, api);
     // The cells table's best val accuracy is each cell's (and, one seed, its column's in the table).
     const detail = (await (await fetch(`${url}api/sweeps/${sweepId}`)).json()) as SweepDetail;

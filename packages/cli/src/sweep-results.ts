@@ -1,4 +1,4 @@
-import { summarizeResult, type CellOutcome } from '@ferry/common';
+import { rowAdviceOfWire, summarizeResult, type CellOutcome, type RowAdvice } from '@ferry/common';
 import type { SweepStatus } from '@ferry/protocol';
 import { reportCell, type ReportCell } from './report.js';
 
@@ -25,4 +25,9 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
         ...(r.predictions ? { predictions: r.predictions } : {}),
       };
     });
+}
+
+/** The advisor's rows the coordinator holds for the sweep (PutAdvice), as the results table matches them. */
+export function sweepAdvice(s: SweepStatus): RowAdvice[] {
+  return s.advice.flatMap((a) => rowAdviceOfWire(a) ?? []);
 }

@@ -43,6 +43,7 @@ const sweep = (cells: SweepStatus['cells']): SweepStatus => ({
   createdAt: '',
   totalCells: cells.length,
   nextOffset: 0,
+  advice: [],
 });
 
 class Sink extends Writable {

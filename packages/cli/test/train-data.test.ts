@@ -440,7 +440,14 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     ];
     const first = await ferry(args, { FERRY_CACHE: tmp() });
     expect(first.code).toBe(0);
-    expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| verdict \|/);
+    expect(first.stdout).toMatch(/\| dataset \| color \| finetune \| freeze \| verdict \| advisor \(heuristic\) \|/);
+    // The advisor's prediction for the row, computed during the run (random weights: it says so).
+    expect(first.stderr).toMatch(
+      /^advisor: demo rgb from none: (finetune [+-]\d+|freeze -\d+|about equal) \(-?\d+ to -?\d+\), a heuristic \(random weights: it means little\)$/m,
+    );
+    expect(first.stdout).toMatch(
+      /^- advisor \(heuristic\): .*the advisor agreed with the verdict on [01] of 1 row\.$/m,
+    );
     expect(first.stdout).toMatch(
       /\| demo \| rgb \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| \**\d+\.\d% \[\d+\.\d, \d+\.\d\]\** \| (finetune|freeze|no significant difference) \(McNemar p [=<] [\d.]+\) \|/,
     );
@@ -461,6 +468,8 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
       pairedSeeds: 1,
     });
     expect(json.table.rows[0]!.byStrategy['finetune']!.ci95).toHaveLength(2);
+    expect(json.table.rows[0]!.advice!.advice.heuristic).toBe(true);
+    expect(json.table.advisor).toMatchObject({ rows: 1, compared: 1 });
     expect(json.cells.map((c) => [c.state, c.attempts])).toEqual([
       ['done', 1],
       ['done', 1],
@@ -484,6 +493,7 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
         .filter((l) => !l.startsWith('dashboard:'))
         .join('\n');
     expect(table(second.stdout)).toBe(table(first.stdout));
+    expect(second.stderr).not.toContain('advisor:'); // the coordinator kept the advice: not computed again
     expect(first.stdout).toMatch(/^dashboard: http:\/\/127\.0\.0\.1:\d+\/$/m);
     const again = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
     expect(again.cells.map((c) => c.attempts)).toEqual([1, 1]);

@@ -17,6 +17,7 @@ export {
 } from './connection.js';
 export { DEFAULT_BACKOFF, isUnavailable, withBackoff, type BackoffPolicy } from './backoff.js';
 export { downloadArtifact, getSweepAll } from './admin.js';
+export { fetchSourceWeights, sourceWeightsFile } from './source-weights.js';
 export { watchCoordinatorEvents } from './watch.js';
 export {
   CHUNK_BYTES,

@@ -4,6 +4,7 @@
  * model names, the training strategies and what each means, the loopback rule, the study's results table with its statistics, and the advisor's rule (finetune or freeze, predicted).
  */
 export * from './advice.js';
+export * from './advice-table.js';
 export * from './cell-spec.js';
 export * from './checkpoint.js';
 export * from './errors.js';

@@ -9,6 +9,15 @@
 import { mcnemarExact, pairedTTest, wilsonInterval } from './stats.js';
 import { sourceCellOf } from './cell-spec.js';
 import { strategyDefinition } from './strategy.js';
+import type { Advice } from './advice.js';
+import {
+  ADVISED_STRATEGIES,
+  adviceAgrees,
+  adviceText,
+  advisorLegend,
+  matchAdvice,
+  type RowAdvice,
+} from './advice-table.js';
 
 /** What the table needs of a finished cell. */
 export interface CellOutcome {
@@ -139,6 +148,11 @@ export interface ResultsRow {
   readonly winner: string | null;
   /** The verdict in words, with its p-value (verdictText), as every view shows it. */
   readonly verdict: string;
+  /**
+   * The advisor's prediction for this row (rows with finetune and freeze columns, when advice was
+   * given), and whether it agreed with the measured finetune-against-freeze verdict (null: no test).
+   */
+  readonly advice?: { readonly advice: Advice; readonly text: string; readonly agrees: boolean | null };
 }
 
 export interface ColorComparison {
@@ -168,6 +182,14 @@ export interface ResultsTable {
   readonly rows: readonly ResultsRow[];
   /** rgb against gray, per dataset, model and strategy, on the same images. */
   readonly colorComparisons: readonly ColorComparison[];
+  /** Rows with advice, and of those with a verdict, how many it agreed with; null when no row has advice. */
+  readonly advisor: {
+    readonly rows: number;
+    readonly compared: number;
+    readonly agreed: number;
+    /** What the advisor is, that it is a heuristic, and how often it agreed (advisorLegend). */
+    readonly legend: string;
+  } | null;
 }
 
 export interface ResultsOptions {
@@ -175,6 +197,8 @@ export interface ResultsOptions {
   readonly alpha?: number;
   /** Settings of the cell specification to split rows by (`lr`, `batchSize`, `seed`...). */
   readonly by?: readonly string[];
+  /** The advisor's predictions (PutAdvice), matched to rows by dataset, color, model and raw weights. */
+  readonly advice?: readonly RowAdvice[];
 }
 
 /** The row's own axes, and what never splits a row (where a dataset lives, where a cell may run). */
@@ -361,23 +385,67 @@ export function resultsTable(outcomes: readonly CellOutcome[], options: ResultsO
   const alpha = options.alpha ?? DEFAULT_ALPHA;
   if (!(alpha > 0 && alpha < 1)) throw new RangeError(`alpha must be between 0 and 1 (got ${alpha})`);
   const strategies = [...new Set(outcomes.map((o) => o.spec.strategy))];
+  // Advice is keyed by the raw weights (`cell:<id>`), which the display relabels.
+  const rawWeights = outcomes.map((o) => o.settings?.['weights']);
   outcomes = withReadableSources(outcomes);
   const groupBy = groupSettings(outcomes, options.by);
-  const groups = new Map<string, CellOutcome[]>();
-  for (const o of outcomes) {
+  const groups = new Map<string, { list: CellOutcome[]; weights: Set<unknown> }>();
+  outcomes.forEach((o, i) => {
     const k = key(o.spec.dataset, o.spec.color, o.spec.model, JSON.stringify(groupOf(o, groupBy)));
-    groups.set(k, [...(groups.get(k) ?? []), o]);
-  }
-  const rows = [...groups].map(([k, list]) => {
+    const g = groups.get(k) ?? { list: [], weights: new Set<unknown>() };
+    g.list.push(o);
+    g.weights.add(rawWeights[i]);
+    groups.set(k, g);
+  });
+  const rows = [...groups].map(([k, g]) => {
     const [dataset, color, model, group] = JSON.parse(k) as [string, string, string, string];
-    return resultsRow([dataset, color, model], JSON.parse(group) as Record<string, unknown>, list, strategies, alpha);
+    const row = resultsRow(
+      [dataset, color, model],
+      JSON.parse(group) as Record<string, unknown>,
+      g.list,
+      strategies,
+      alpha,
+    );
+    return options.advice?.length ? withAdvice(row, g, options.advice, alpha) : row;
   });
   rows.sort(byDatasetModelColor);
   const colorComparisons = compareColors(outcomes, groupBy, alpha);
   const semantics = Object.fromEntries(
     strategies.map((s) => [s, strategyDefinition(s)?.summary ?? 'unknown strategy']),
   );
-  return { strategies, groupBy, semantics, alpha, rows, colorComparisons };
+  const advised = rows.flatMap((r) => (r.advice ? [r.advice] : []));
+  const compared = advised.filter((a) => a.agrees !== null);
+  const agreed = compared.filter((a) => a.agrees).length;
+  const advisor = advised.length
+    ? { rows: advised.length, compared: compared.length, agreed, legend: advisorLegend(agreed, compared.length) }
+    : null;
+  return { strategies, groupBy, semantics, alpha, rows, colorComparisons, advisor };
+}
+
+/**
+ * A row with finetune and freeze columns gets the advice of its dataset, color, model and raw
+ * weights, checked against the measured finetune-against-freeze verdict (the row's own comparison
+ * when it is that one, else the two columns compared the same way).
+ */
+function withAdvice(
+  row: ResultsRow,
+  g: { readonly list: readonly CellOutcome[]; readonly weights: ReadonlySet<unknown> },
+  advice: readonly RowAdvice[],
+  alpha: number,
+): ResultsRow {
+  const [ft, fr] = ADVISED_STRATEGIES;
+  if (!row.byStrategy[ft] || !row.byStrategy[fr]) return row;
+  const raw = [...g.weights];
+  const weights = raw.length === 1 && typeof raw[0] === 'string' ? raw[0] : undefined;
+  if (weights === undefined && raw.some((w) => w !== undefined)) return row; // mixed weights: no one key
+  const found = matchAdvice(advice, row, weights);
+  if (!found) return row;
+  const c = row.comparison;
+  const column = (s: string): CellOutcome[] => g.list.filter((o) => o.spec.strategy === s);
+  const versus =
+    c && [c.a, c.b].includes(ft) && [c.a, c.b].includes(fr) ? c : compareColumns(ft, column(ft), fr, column(fr), alpha);
+  const agrees = adviceAgrees(found.advice.winner, { tested: versus.test !== 'none', winner: versus.winner });
+  return { ...row, advice: { advice: found.advice, text: adviceText(found.advice), agrees } };
 }
 
 /** One row: each strategy's cell, and its best two strategies compared. */
@@ -484,7 +552,16 @@ export function verdictText(c: Comparison | null): string {
 
 export function tableMarkdown(t: ResultsTable): string {
   const multiModel = new Set(t.rows.map((r) => r.model)).size > 1;
-  const head = ['dataset', 'color', ...(multiModel ? ['model'] : []), ...t.groupBy, ...t.strategies, 'verdict'];
+  const advised = t.advisor !== null && t.advisor !== undefined;
+  const head = [
+    'dataset',
+    'color',
+    ...(multiModel ? ['model'] : []),
+    ...t.groupBy,
+    ...t.strategies,
+    'verdict',
+    ...(advised ? ['advisor (heuristic)'] : []),
+  ];
   const groupCells = (g: Readonly<Record<string, unknown>>): string[] => t.groupBy.map((k) => String(g[k] ?? ''));
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of t.rows) {
@@ -493,7 +570,7 @@ export function tableMarkdown(t: ResultsTable): string {
       return r.winner === s ? `**${txt}**` : txt;
     });
     lines.push(
-      `| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...groupCells(r.group), ...cells, r.verdict].join(' | ')} |`,
+      `| ${[r.dataset, r.color, ...(multiModel ? [r.model] : []), ...groupCells(r.group), ...cells, r.verdict, ...(advised ? [r.advice?.text ?? '-'] : [])].join(' | ')} |`,
     );
   }
   if (t.colorComparisons.length > 0) {
@@ -516,6 +593,7 @@ export function tableMarkdown(t: ResultsTable): string {
   lines.push(
     `- [low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).`,
   );
+  if (t.advisor) lines.push(`- ${t.advisor.legend}`);
   return lines.join('\n');
 }
 
@@ -550,6 +628,7 @@ export function tableCsv(t: ResultsTable): string {
     'winner',
     ...t.strategies.flatMap((s) => [`${s}_rgb_vs_gray_test`, `${s}_rgb_vs_gray_p_value`, `${s}_rgb_vs_gray_winner`]),
     ...t.strategies.map((s) => `${s}_semantics`),
+    ...(t.advisor ? ADVISOR_CSV : []),
   ];
   const rows = t.rows.map((r) => [
     r.dataset,
@@ -586,6 +665,24 @@ export function tableCsv(t: ResultsTable): string {
       return c ? [c.test, pv(c.pValue), c.winner ?? ''] : ['', '', ''];
     }),
     ...t.strategies.map((s) => t.semantics[s] ?? ''),
+    ...(t.advisor ? advisorCsv(r) : []),
   ]);
   return [head, ...rows].map((r) => r.map(csvField).join(',')).join('\n');
+}
+
+const ADVISOR_CSV = [
+  'advisor_winner',
+  'advisor_margin',
+  'advisor_range_low',
+  'advisor_range_high',
+  'advisor_agrees',
+  'advisor_heuristic',
+];
+
+function advisorCsv(r: ResultsRow): string[] {
+  const a = r.advice;
+  if (!a) return ['', '', '', '', '', ''];
+  const agrees = a.agrees === null ? '' : String(a.agrees);
+  const [low, high] = a.advice.rangePoints;
+  return [a.advice.winner, String(a.advice.marginPoints), String(low), String(high), agrees, 'true'];
 }

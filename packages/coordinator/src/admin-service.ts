@@ -2,6 +2,7 @@ import { grpcStatusOf } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import {
   CellStatus,
+  type AdviceRow,
   FerryEvent,
   SUBJECTS,
   type AdminServer,
@@ -50,6 +51,21 @@ export function adminService(host: CoordinatorHost): AdminServer {
     },
     listSweeps: (_call, cb) => cb(null, { sweeps: host.store.sweeps().map((s) => sweepStatus(host, s.id, null)!) }),
     downloadArtifact: (call) => host.checkpoints.downloadArtifact(call),
+    putAdvice: (call, cb) => {
+      const id = resolveSweep(host, call.request.sweepId);
+      if (!id) return cb(notFound(call.request.sweepId));
+      const bad = call.request.rows.find(
+        (r) => !r.advice || !['finetune', 'freeze', 'about equal'].includes(r.advice.winner),
+      );
+      if (bad)
+        return cb(
+          status(
+            grpcStatusOf('FERRY_ERR_INVALID_ARGUMENT'),
+            `advice row ${bad.dataset} ${bad.color} ${bad.model} ${bad.weights} has no valid advice [FERRY_ERR_INVALID_ARGUMENT]`,
+          ),
+        );
+      cb(null, { count: putAdvice(host, id, call.request.rows) });
+    },
     cancelSweep: byRef('cancel'),
     retryFailed: byRef('retry'),
     listWorkers: (_call, cb) =>
@@ -75,6 +91,18 @@ export function adminService(host: CoordinatorHost): AdminServer {
         }),
       }),
   };
+}
+
+/** Stores the advisor's rows (replacing those of the same key) and emits each on the event feed. */
+function putAdvice(host: CoordinatorHost, sweepId: string, rows: readonly AdviceRow[]): number {
+  const time = new Date().toISOString();
+  const stored = rows.map((r) => ({ ...r, time: r.time || time }));
+  host.store.transaction(() => {
+    for (const r of stored) host.store.putAdvice(sweepId, r);
+  });
+  for (const advice of stored)
+    host.feed.emit(SUBJECTS.advice(sweepId), FerryEvent.fromPartial({ sweepId, time, advice }));
+  return stored.length;
 }
 
 /** A sweep may be named by its id or by its name (the most recent with that name). */
@@ -149,6 +177,7 @@ function sweepStatus(host: CoordinatorHost, sweepId: string, page: Page | null):
     cells: out,
     totalCells: cells.length,
     nextOffset: next,
+    advice: host.store.advice(sweepId),
   };
 }
 

@@ -43,7 +43,7 @@ export interface SubjectEvent {
   readonly event: FerryEvent;
 }
 
-/** Everything a store holds, as events in an order a dashboard can apply: sweeps, cells, epochs, workers. */
+/** Everything a store holds, as events in an order a dashboard can apply: sweeps, advice, cells, epochs, workers. */
 export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
   const time = now.toISOString();
   const out: SubjectEvent[] = [];
@@ -60,6 +60,9 @@ export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
       }),
     });
   }
+  for (const s of store.sweeps())
+    for (const advice of store.advice(s.id))
+      out.push({ subject: SUBJECTS.advice(s.id), event: FerryEvent.fromPartial({ sweepId: s.id, time, advice }) });
   for (const c of cells) {
     const worker = c.workerId ? (workers.get(c.workerId)?.name ?? c.workerId) : '';
     const epochs = store.epochs(c.id);

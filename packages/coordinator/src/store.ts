@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { CellResult, EpochMetrics } from '@ferry/protocol';
+import { AdviceRow, CellResult, EpochMetrics } from '@ferry/protocol';
 import type { CellEntry, WorkerEntry } from './scheduler-types.js';
 import type { CellSpec } from './sweep.js';
 
@@ -57,6 +57,8 @@ export class Store {
         device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '');
       CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
       CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
+      CREATE TABLE IF NOT EXISTS advice (sweep_id TEXT NOT NULL, dataset TEXT NOT NULL, color TEXT NOT NULL, model TEXT NOT NULL,
+        weights TEXT NOT NULL, row_json TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sweep_id, dataset, color, model, weights));
     `);
   }
 
@@ -223,6 +225,29 @@ export class Store {
       'SELECT epoch, metrics_json AS metricsJson FROM epochs WHERE cell_id = ? ORDER BY epoch',
     ).all(cellId) as { epoch: number; metricsJson: string }[];
     return rows.map((r) => ({ epoch: r.epoch, metrics: readMetrics(r.metricsJson) }));
+  }
+
+  /** Stores the advisor's row for a sweep (proto3 JSON of ferry.v1.AdviceRow), replacing the same row key. */
+  putAdvice(sweepId: string, row: AdviceRow): void {
+    this.stmt(
+      `INSERT INTO advice (sweep_id, dataset, color, model, weights, row_json, seq)
+         VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM advice))
+         ON CONFLICT(sweep_id, dataset, color, model, weights) DO UPDATE SET row_json = excluded.row_json`,
+    ).run(sweepId, row.dataset, row.color, row.model, row.weights, JSON.stringify(AdviceRow.toJSON(row)));
+  }
+
+  /** A sweep's advice rows in the order first stored (none in a state written before advice was kept). */
+  advice(sweepId: string): AdviceRow[] {
+    if (!this.hasTable('advice')) return [];
+    const rows = this.stmt('SELECT row_json AS j FROM advice WHERE sweep_id = ? ORDER BY seq').all(sweepId) as {
+      j: string;
+    }[];
+    return rows.map((r) => AdviceRow.fromJSON(JSON.parse(r.j)));
+  }
+
+  /** A read-only store of an older run may lack tables added since. */
+  private hasTable(name: string): boolean {
+    return this.stmt("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?").get(name) !== undefined;
   }
 
   /** The dataset's recorded fingerprint, or records `fingerprint` as it when there is none yet. */

@@ -4,8 +4,8 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { adminClient, ferryErrorFromGrpc, unary, watchCoordinatorEvents, type ConnectionOptions } from '@ferry/client';
-import { Coordinator, Store } from '@ferry/coordinator';
-import type { FerryEvent } from '@ferry/protocol';
+import { Coordinator, Store, storeEvents } from '@ferry/coordinator';
+import type { AdviceRow, FerryEvent } from '@ferry/protocol';
 
 const SWEEP = `
 name: feed
@@ -70,6 +70,88 @@ describe('coordinator services through @ferry/client', () => {
     await expect.poll(() => seen.slice(before).filter((e) => e.cell?.state === 'cancelled').length).toBe(2);
     feed.stop();
     admin.close();
+  });
+});
+
+describe("the advisor's rows (Admin.PutAdvice)", () => {
+  const row = (weights: string, winner: string, margin: number): AdviceRow => ({
+    dataset: 'ants',
+    color: 'rgb',
+    model: 'resnet18',
+    weights,
+    advice: {
+      winner,
+      marginPoints: margin,
+      rangeLow: margin - 3,
+      rangeHigh: margin + 3,
+      reasons: [],
+      note: 'a heuristic',
+    },
+    measured: 'BatchNorm shift 0.177 (moderate)',
+    time: '',
+  });
+
+  test('stored per sweep and row key, in GetSweep and on the event feed; kept across a coordinator restart', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ferry-advice-'));
+    const start = async (): Promise<[Coordinator, ConnectionOptions]> => {
+      const c = await Coordinator.create({ listen: '127.0.0.1:0', stateDir: dir, token: 't', tickMs: 50 });
+      return [c, { address: await c.run(), token: 't' }];
+    };
+    let [c, cn] = await start();
+    let admin = adminClient(cn);
+    const get = (sweepId: string) =>
+      unary(admin.getSweep, admin, { sweepId, offset: 0, limit: 0, withResults: false }, cn, 5_000);
+    const { sweepId } = await unary(
+      admin.submitSweep,
+      admin,
+      { yaml: SWEEP, fileName: 'feed.yaml', datasetFingerprints: {}, maxAttempts: 0 },
+      cn,
+      5_000,
+    );
+    const seen: FerryEvent[] = [];
+    const feed = watchCoordinatorEvents(cn, (e) => seen.push(e));
+    await feed.ready;
+    const put = (rows: AdviceRow[], id = sweepId) => unary(admin.putAdvice, admin, { sweepId: id, rows }, cn, 5_000);
+    expect((await put([row('pretrained', 'freeze', -4), row('cell:abc', 'finetune', 5)])).count).toBe(2);
+    // The same key again replaces its row.
+    expect((await put([row('pretrained', 'about equal', 0)])).count).toBe(1);
+    await expect.poll(() => seen.filter((e) => e.advice).length).toBe(3);
+    expect(seen.find((e) => e.advice)).toMatchObject({ sweepId, advice: { weights: 'pretrained' } });
+    const wanted = [
+      { weights: 'pretrained', advice: { winner: 'about equal', marginPoints: 0 } },
+      { weights: 'cell:abc', advice: { winner: 'finetune', marginPoints: 5, rangeLow: 2, rangeHigh: 8 } },
+    ];
+    expect((await get(sweepId)).advice).toMatchObject(wanted);
+    expect((await get(sweepId)).advice[0]!.time).not.toBe('');
+    // Refused: an unknown sweep, a row without valid advice; and a wrong token.
+    const refused = async (p: Promise<unknown>) =>
+      ferryErrorFromGrpc(await p.catch((x: unknown) => x), cn.address)?.code;
+    expect(await refused(put([row('none', 'finetune', 5)], 'no-such-sweep'))).toBe('FERRY_ERR_NOT_FOUND');
+    expect(await refused(put([row('none', 'maybe', 5)]))).toBe('FERRY_ERR_INVALID_ARGUMENT');
+    const bad = { ...cn, token: 'wrong' };
+    const badAdmin = adminClient(bad);
+    expect(await refused(unary(badAdmin.putAdvice, badAdmin, { sweepId, rows: [] }, bad, 5_000))).toBe(
+      'FERRY_ERR_UNAUTHENTICATED',
+    );
+    badAdmin.close();
+    feed.stop();
+    admin.close();
+    await c.shutdown();
+
+    [c, cn] = await start();
+    admin = adminClient(cn);
+    expect((await get(sweepId)).advice).toMatchObject(wanted);
+    const history: FerryEvent[] = [];
+    const again = watchCoordinatorEvents(cn, (e) => history.push(e));
+    await again.ready;
+    expect(history.filter((e) => e.advice).map((e) => e.advice!.weights)).toEqual(['pretrained', 'cell:abc']);
+    again.stop();
+    admin.close();
+    await c.shutdown();
+    // `ferry dashboard --run DIR` replays the same from the store, read-only.
+    const ro = new Store(path.join(dir, 'ferry.sqlite'), { readOnly: true });
+    expect(storeEvents(ro).filter((e) => e.event.advice)).toHaveLength(2);
+    ro.close();
   });
 });
 

@@ -118,7 +118,16 @@ function tableHtml(t, id) {
           `<th title="${esc((t.semantics || {})[s] || '')}">${esc(s)}</th><th>best epoch</th><th>time</th><th>img/s</th>`,
       )
       .join('') +
-    '<th>verdict</th></tr>';
+    '<th>verdict</th>' +
+    (t.advisor
+      ? '<th title="a heuristic: the advisor\'s prediction before training, not a measurement">advisor (heuristic)</th>'
+      : '') +
+    '</tr>';
+  /** @param {ResultsTable['rows'][number]} r */
+  const advice = (r) =>
+    t.advisor
+      ? `<td class="advice" title="heuristic: the advisor's prediction (finetune minus freeze, points), not a measurement">${esc(r.advice ? r.advice.text : '-')}</td>`
+      : '';
   const rows = t.rows
     .map(
       (r) =>
@@ -131,7 +140,7 @@ function tableHtml(t, id) {
             return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
           })
           .join('') +
-        `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td></tr>`,
+        `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td>${advice(r)}</tr>`,
     )
     .join('');
   const colors =
@@ -148,7 +157,9 @@ function tableHtml(t, id) {
   const q = encodeURIComponent(id);
   const legend =
     `<ul id="legend" class="muted">${t.strategies.map((s) => `<li><b>${esc(s)}</b>: ${esc((t.semantics || {})[s] || '')}</li>`).join('')}` +
-    `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${esc(t.alpha)}.</li></ul>`;
+    `<li>[low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p &lt; ${esc(t.alpha)}.</li>` +
+    (t.advisor ? `<li id="advisor-legend">${esc(t.advisor.legend)}</li>` : '') +
+    '</ul>';
   return `<table id="table">${head}${rows}</table>${colors}${legend}<div>export: <a href="/api/sweeps/${q}/table?format=csv">CSV</a> · <a href="/api/sweeps/${q}/table?format=md">Markdown</a> · <a href="/api/sweeps/${q}/table?format=json">JSON</a></div>`;
 }
 

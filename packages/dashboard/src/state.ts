@@ -1,4 +1,4 @@
-import { resultsTable, type CellOutcome, type ResultsTable } from '@ferry/common';
+import { rowAdviceOfWire, resultsTable, type CellOutcome, type ResultsTable, type RowAdvice } from '@ferry/common';
 import type { CellSpec, FerryEvent, ProcessEvent } from '@ferry/protocol';
 
 /** One epoch of a cell as the dashboard keeps it. */
@@ -52,6 +52,8 @@ export interface SweepView {
   cells: Map<string, CellView>;
   /** Children of `ferry run` that crashed, restarted or were given up on (newest last, at most 200). */
   processes: ProcessView[];
+  /** The advisor's predictions for the sweep's rows (a heuristic), by row key; the table shows them beside the verdicts. */
+  advice: Map<string, RowAdvice>;
 }
 
 /** A `ferry run` child's crash, restart or crash loop (the event as published), and when. */
@@ -85,7 +87,15 @@ export class DashboardState {
   private sweep(id: string): SweepView {
     let s = this.sweeps.get(id);
     if (!s) {
-      s = { sweepId: id, name: id, createdAt: '', declaredCells: 0, cells: new Map(), processes: [] };
+      s = {
+        sweepId: id,
+        name: id,
+        createdAt: '',
+        declaredCells: 0,
+        cells: new Map(),
+        processes: [],
+        advice: new Map(),
+      };
       this.sweeps.set(id, s);
     }
     return s;
@@ -130,7 +140,15 @@ export class DashboardState {
     if (e.epoch) return this.applyEpoch(e.sweepId, e.epoch);
     if (e.process) return this.applyProcess(e, e.process);
     if (e.worker) return this.applyWorker(e, e.worker);
+    if (e.advice) return this.applyAdvice(e.sweepId, e.advice);
     return null;
+  }
+
+  private applyAdvice(sweepId: string, x: NonNullable<FerryEvent['advice']>): Change | null {
+    const a = rowAdviceOfWire(x);
+    if (!a) return null;
+    this.sweep(sweepId).advice.set(JSON.stringify([a.dataset, a.color, a.model, a.weights]), a);
+    return { sweepId };
   }
 
   private applySweep(sweepId: string, x: NonNullable<FerryEvent['sweep']>): Change {
@@ -249,7 +267,7 @@ export class DashboardState {
         ...(c.predictions ? { predictions: c.predictions } : {}),
       });
     }
-    return resultsTable(outcomes);
+    return resultsTable(outcomes, { advice: [...(s?.advice.values() ?? [])] });
   }
 }
 

@@ -155,6 +155,33 @@ describe('dashboard routes (fastify inject)', () => {
     await app.close();
   });
 
+  test("the advisor's prediction (an advice event, live or replayed) shows beside the verdict", async () => {
+    const state = sampleState();
+    const advice = (weights: string, winner: string, margin: number) => ({
+      advice: {
+        dataset: 'ants',
+        color: 'rgb',
+        model: 'resnet18',
+        weights,
+        advice: { winner, marginPoints: margin, rangeLow: margin - 3, rangeHigh: margin + 3, note: 'a heuristic' },
+      },
+    });
+    // The cells' weights are '' here; advice for other weights is another row's.
+    feed(state, [advice('pretrained', 'freeze', -9), advice('', 'freeze', -4), advice('', 'finetune', 5)]);
+    const { app } = buildApp({ state });
+    const t = (await app.inject('/api/sweeps/s1')).json().table as ReturnType<typeof resultsTable>;
+    expect(t.rows[0]!.advice).toMatchObject({ text: 'finetune +5 (2 to 8)', agrees: true });
+    expect(t.advisor).toMatchObject({ rows: 1, compared: 1, agreed: 1 });
+    expect(t.advisor!.legend).toContain('the advisor agreed with the verdict on 1 of 1 row');
+    const md = (await app.inject('/api/sweeps/s1/table?format=md')).body;
+    expect(md).toContain('| finetune (McNemar p = 0.00098) | finetune +5 (2 to 8) |');
+    // The page's table draws the column, titled a heuristic.
+    const js = (await app.inject('/app.js')).body;
+    expect(js).toContain('advisor (heuristic)');
+    expect(js).toMatch(/class="advice" title="heuristic/);
+    await app.close();
+  });
+
   test('a cell page has its curves, confusion matrix and per-class accuracy; a resumed attempt replaces epochs from its start', async () => {
     const state = sampleState();
     // c1 is re-run from epoch 1 (resume): epochs 1.. are replaced, epoch 0 stays.

@@ -12,6 +12,8 @@ export const SUBJECTS = {
   cell: (sweep: string, cell: string): string => `ferry.${sweep}.cell.${cell}.status`,
   step: (sweep: string, cell: string): string => `ferry.${sweep}.cell.${cell}.step`,
   epoch: (sweep: string, cell: string): string => `ferry.${sweep}.cell.${cell}.epoch`,
+  /** The advisor's predictions for the sweep's rows. */
+  advice: (sweep: string): string => `ferry.${sweep}.advice`,
   /** Worker heartbeats and state; `_cluster` when not tied to a sweep. */
   worker: (sweep: string, worker: string): string => `ferry.${sweep}.worker.${worker}`,
   /** A child process of `ferry run` (its name, made a subject token). */

@@ -3,18 +3,12 @@ import path from 'node:path';
 import { DEFAULT_CELL, InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
 import { sourceCellOf, startsFromScratch } from '@ferry/common';
 import type { CellSpec } from '@ferry/protocol';
-
-/** Where a source cell's best weights are cached (a cell of a later stage starts from them). */
-export function sourceWeightsFile(cacheDir: string, sourceId: string): string {
-  // Ids are hashes; anything else must not become a path.
-  if (!/^[0-9a-f]{1,64}$/.test(sourceId)) throw new InvalidArgumentError(`not a cell id: ${JSON.stringify(sourceId)}`);
-  return path.join(cacheDir, 'weights', 'cells', `${sourceId}.safetensors`);
-}
+import { sourceWeightsFile } from '@ferry/client';
 
 /**
  * A cell as the coordinator sends it -> the engine's configuration, paths under this worker's data
  * root; a cell of a later stage (weights `cell:<id>`) reads its source's best weights from the
- * cache, where the worker fetched them (source-weights.ts).
+ * cache, where the worker fetched them (@ferry/client's fetchSourceWeights).
  */
 export function cellConfigFromSpec(spec: CellSpec, dataRoot: string, cacheDir: string): CellConfig {
   let weights: string | null = null;

@@ -23,6 +23,7 @@ import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
 import {
   DEFAULT_BACKOFF,
   coordinatorClient,
+  fetchSourceWeights,
   fileChunks,
   isUnavailable,
   metadataFor,
@@ -35,7 +36,6 @@ import {
 } from '@ferry/client';
 import { HeartbeatThread, type HeartbeatReply } from './heartbeat.js';
 import { GrpcRing, PeerServer } from './peer.js';
-import { fetchSourceWeights } from './source-weights.js';
 import { cellConfigFromSpec } from './spec.js';
 import { wireMetrics, wireResult } from './wire.js';
 

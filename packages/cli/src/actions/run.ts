@@ -8,14 +8,15 @@ import { parseSweep } from '@ferry/coordinator';
 import { FerryError, isErrorCode, resultsTable, sourceCellOf, tableCsv, tableMarkdown } from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
-import { FerryEvent, SUBJECTS, type CellResult, type SweepStatus } from '@ferry/protocol';
+import { FerryEvent, SUBJECTS, type AdminClient, type CellResult, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { err, out, type CliIo } from '../io.js';
 import { RunProgress, cellLabel, waitingSource } from '../progress.js';
 import { Supervisor, lastLinesText, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
-import { outcomes, reportCells } from '../sweep-results.js';
+import { outcomes, reportCells, sweepAdvice } from '../sweep-results.js';
+import { RunAdvisor } from './run-advice.js';
 import { resultsHtml } from '../report.js';
-import { ferryBin } from '../paths.js';
+import { defaultCacheDir, ferryBin } from '../paths.js';
 
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
@@ -30,6 +31,8 @@ export interface RunFlags {
   readonly dashboardPort: number;
   readonly serve: boolean;
   readonly alpha: number;
+  /** commander's --no-advise: false skips the advisor's predictions (default true). */
+  readonly advise?: boolean;
 }
 
 /** `nats-server` from PATH (Debian installs it in /usr/sbin, often not on a user's PATH). */
@@ -85,6 +88,8 @@ interface RunPlan {
   readonly dashboardPort: number;
   /** Keep the dashboard after the sweep until Ctrl-C (the default in a terminal). */
   readonly serve: boolean;
+  /** Compute the advisor's prediction for each finetune/freeze row (--no-advise: no). */
+  readonly advise: boolean;
 }
 
 async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
@@ -110,6 +115,7 @@ async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
     noNats,
     dashboardPort: o.dashboardPort,
     serve: o.serve || (io.stdout as { isTTY?: boolean }).isTTY === true,
+    advise: o.advise !== false,
   };
 }
 
@@ -393,6 +399,7 @@ async function watch(
       }
     }
   };
+  let advisor: RunAdvisor | null = null;
   try {
     const sub = await call(() =>
       unary(
@@ -404,6 +411,7 @@ async function watch(
       ),
     );
     run.sweepId = sub.sweepId;
+    if (p.advise) advisor = runAdvisor(p, admin, conn, sub.sweepId, progress, io);
     const stall = { since: undefined as number | undefined };
     for (;;) {
       if (run.interrupted) {
@@ -415,6 +423,7 @@ async function watch(
       const s = await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: false }));
       const total = s.cells.length;
       progress.update(s);
+      advisor?.update(s);
       // Cells that name backends no local worker has wait for nothing: give the reason.
       const needBackends = s.running === 0 && s.cells.some((c) => c.state === 'pending' && c.spec!.backends.length > 0);
       const backends = needBackends
@@ -427,6 +436,7 @@ async function watch(
         progress.done(
           `${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}${s.blocked ? `, ${s.blocked} blocked by a failed source` : ''}`,
         );
+        await advisor?.settle(); // the advice in the table
         return await finish(
           p,
           await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })),
@@ -440,8 +450,29 @@ async function watch(
     progress.done('interrupted: stopping workers (their cells resume on the next run)');
     return 130;
   } finally {
+    advisor?.stop(); // Ctrl-C or an error: the advice still running stops
     admin.close();
   }
+}
+
+function runAdvisor(
+  p: RunPlan,
+  admin: AdminClient,
+  conn: ConnectionOptions,
+  sweepId: string,
+  progress: RunProgress,
+  io: CliIo,
+): RunAdvisor {
+  const say = (line: string): void => {
+    progress.clear(); // redrawn below the line at the next update
+    err(io, line);
+  };
+  return new RunAdvisor(
+    { dataRoot: p.dataRoot, cacheDir: defaultCacheDir(io), backend: p.backend, io, say },
+    admin,
+    conn,
+    sweepId,
+  );
 }
 
 /**
@@ -497,7 +528,7 @@ async function finish(p: RunPlan, s: SweepStatus, io: CliIo): Promise<number> {
   for (const c of s.cells.filter((x) => x.state === 'failed')) err(io, `failed: ${cellLabel(c)}: ${c.error}`);
   // Not failures of their own: they never ran, because their source failed.
   for (const c of s.cells.filter((x) => x.state === 'blocked')) err(io, `blocked: ${cellLabel(c)}: ${c.error}`);
-  const t = resultsTable(outcomes(s), { alpha: p.alpha });
+  const t = resultsTable(outcomes(s), { alpha: p.alpha, advice: sweepAdvice(s) });
   await writeFileAtomic(path.join(p.outRoot, 'results.md'), `${tableMarkdown(t)}\n`);
   await writeFileAtomic(path.join(p.outRoot, 'results.csv'), `${tableCsv(t)}\n`);
   await writeFileAtomic(path.join(p.outRoot, 'results.html'), resultsHtml(p.name, t, reportCells(s)));

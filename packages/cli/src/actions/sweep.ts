@@ -17,7 +17,7 @@ import { err, out, table, type CliIo } from '../io.js';
 import type { ConnectionFlags } from '../kit.js';
 import { cellLabel, waitingSource } from '../progress.js';
 import { resultsHtml } from '../report.js';
-import { outcomes, reportCells } from '../sweep-results.js';
+import { outcomes, reportCells, sweepAdvice } from '../sweep-results.js';
 
 type Admin = ReturnType<typeof adminClient>;
 
@@ -132,7 +132,7 @@ export async function status(id: string, o: ConnectionFlags, io: CliIo): Promise
 export async function results(id: string, o: ResultsFlags, io: CliIo): Promise<number> {
   return withAdmin(o, io, async (admin, conn) => {
     const s = await getSweepAll(admin, conn, id, { withResults: true, timeoutMs: 60_000 });
-    const t = resultsTable(outcomes(s), { alpha: o.alpha, by: o.by });
+    const t = resultsTable(outcomes(s), { alpha: o.alpha, by: o.by, advice: sweepAdvice(s) });
     if (o.format === 'csv') out(io, tableCsv(t));
     else if (o.format === 'json') out(io, JSON.stringify({ sweep: s.sweepId, table: t }, null, 2));
     else if (o.format === 'md') out(io, tableMarkdown(t));

@@ -25,6 +25,10 @@ export function runDefinition(program: Command, ctx: CommandContext): void {
     )
     .option('--serve', 'keep the dashboard after the sweep until Ctrl-C (the default in a terminal)', false)
     .option('--alpha <p>', 'the significance level of a verdict', alpha, DEFAULT_ALPHA)
+    .option(
+      '--no-advise',
+      "skip the advisor: by default each finetune/freeze row gets the advisor's prediction (a heuristic, docs/advisor.md), shown beside the verdict",
+    )
     .action(async (file: string) => {
       const { runCommand } = await import('../actions/run.js');
       ctx.code = await runCommand(file, cmd.opts<RunFlags>(), ctx.io);

@@ -387,6 +387,52 @@ export interface SweepStatus {
   blocked: number;
   /** Pending cells of a later stage waiting for their source cell to be done (also in `pending`). */
   waiting: number;
+  /** The advisor's predictions for the sweep's rows (PutAdvice), one per row key. */
+  advice: AdviceRow[];
+}
+
+/** One input of the advisor's rule: its value, the points it added to the margin, and why. */
+export interface AdviceReason {
+  input: string;
+  value: string;
+  points: number;
+  why: string;
+}
+
+/** The advisor's prediction (@ferry/common's Advice): a heuristic, never a measurement. */
+export interface Advice {
+  /** finetune | freeze | about equal */
+  winner: string;
+  /** Predicted finetune accuracy minus freeze accuracy, in points, and a rough range. */
+  marginPoints: number;
+  rangeLow: number;
+  rangeHigh: number;
+  reasons: AdviceReason[];
+  note: string;
+}
+
+/**
+ * The advice for one results-table row, keyed as the row: dataset, color, model and the cells'
+ * `weights` as the spec holds it (`pretrained`, `none`, a file, or `cell:<id>`).
+ */
+export interface AdviceRow {
+  dataset: string;
+  color: string;
+  model: string;
+  weights: string;
+  advice?:
+    | Advice
+    | undefined;
+  /** What was measured, in words ("BatchNorm shift 0.177 (moderate), frozen features 83.0%"). */
+  measured: string;
+  /** RFC 3339 time the advice was stored. */
+  time: string;
+}
+
+export interface PutAdviceRequest {
+  sweepId: string;
+  /** Replace the stored advice of the same row key; other rows are kept. */
+  rows: AdviceRow[];
 }
 
 export interface ListSweepsRequest {
@@ -4990,6 +5036,7 @@ function createBaseSweepStatus(): SweepStatus {
     nextOffset: 0,
     blocked: 0,
     waiting: 0,
+    advice: [],
   };
 }
 
@@ -5033,6 +5080,9 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     }
     if (message.waiting !== 0) {
       writer.uint32(104).uint32(message.waiting);
+    }
+    for (const v of message.advice) {
+      AdviceRow.encode(v!, writer.uint32(114).fork()).join();
     }
     return writer;
   },
@@ -5154,6 +5204,14 @@ export const SweepStatus: MessageFns<SweepStatus> = {
             message.waiting = reader.uint32();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.advice.push(AdviceRow.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5197,6 +5255,9 @@ export const SweepStatus: MessageFns<SweepStatus> = {
         : 0,
       blocked: isSet(object.blocked) ? globalThis.Number(object.blocked) : 0,
       waiting: isSet(object.waiting) ? globalThis.Number(object.waiting) : 0,
+      advice: globalThis.Array.isArray(object?.advice)
+        ? object.advice.map((e: any) => AdviceRow.fromJSON(e))
+        : [],
     };
   },
 
@@ -5241,6 +5302,9 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     if (message.waiting !== 0) {
       obj.waiting = Math.round(message.waiting);
     }
+    if (message.advice?.length) {
+      obj.advice = message.advice.map((e) => AdviceRow.toJSON(e));
+    }
     return obj;
   },
 
@@ -5262,6 +5326,543 @@ export const SweepStatus: MessageFns<SweepStatus> = {
     message.nextOffset = object.nextOffset ?? 0;
     message.blocked = object.blocked ?? 0;
     message.waiting = object.waiting ?? 0;
+    message.advice = object.advice?.map((e) => AdviceRow.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAdviceReason(): AdviceReason {
+  return { input: "", value: "", points: 0, why: "" };
+}
+
+export const AdviceReason: MessageFns<AdviceReason> = {
+  encode(message: AdviceReason, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.input !== "") {
+      writer.uint32(10).string(message.input);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    if (message.points !== 0) {
+      writer.uint32(25).double(message.points);
+    }
+    if (message.why !== "") {
+      writer.uint32(34).string(message.why);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdviceReason {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdviceReason();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.input = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.points = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.why = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdviceReason {
+    return {
+      input: isSet(object.input) ? globalThis.String(object.input) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+      points: isSet(object.points) ? globalThis.Number(object.points) : 0,
+      why: isSet(object.why) ? globalThis.String(object.why) : "",
+    };
+  },
+
+  toJSON(message: AdviceReason): unknown {
+    const obj: any = {};
+    if (message.input !== "") {
+      obj.input = message.input;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    if (message.points !== 0) {
+      obj.points = floatToJson(message.points);
+    }
+    if (message.why !== "") {
+      obj.why = message.why;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AdviceReason>): AdviceReason {
+    return AdviceReason.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AdviceReason>): AdviceReason {
+    const message = createBaseAdviceReason();
+    message.input = object.input ?? "";
+    message.value = object.value ?? "";
+    message.points = object.points ?? 0;
+    message.why = object.why ?? "";
+    return message;
+  },
+};
+
+function createBaseAdvice(): Advice {
+  return { winner: "", marginPoints: 0, rangeLow: 0, rangeHigh: 0, reasons: [], note: "" };
+}
+
+export const Advice: MessageFns<Advice> = {
+  encode(message: Advice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.winner !== "") {
+      writer.uint32(10).string(message.winner);
+    }
+    if (message.marginPoints !== 0) {
+      writer.uint32(17).double(message.marginPoints);
+    }
+    if (message.rangeLow !== 0) {
+      writer.uint32(25).double(message.rangeLow);
+    }
+    if (message.rangeHigh !== 0) {
+      writer.uint32(33).double(message.rangeHigh);
+    }
+    for (const v of message.reasons) {
+      AdviceReason.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.note !== "") {
+      writer.uint32(50).string(message.note);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Advice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdvice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.winner = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 17) {
+              break;
+            }
+
+            message.marginPoints = reader.double();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.rangeLow = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.rangeHigh = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.reasons.push(AdviceReason.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.note = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Advice {
+    return {
+      winner: isSet(object.winner) ? globalThis.String(object.winner) : "",
+      marginPoints: isSet(object.marginPoints)
+        ? globalThis.Number(object.marginPoints)
+        : isSet(object.margin_points)
+        ? globalThis.Number(object.margin_points)
+        : 0,
+      rangeLow: isSet(object.rangeLow)
+        ? globalThis.Number(object.rangeLow)
+        : isSet(object.range_low)
+        ? globalThis.Number(object.range_low)
+        : 0,
+      rangeHigh: isSet(object.rangeHigh)
+        ? globalThis.Number(object.rangeHigh)
+        : isSet(object.range_high)
+        ? globalThis.Number(object.range_high)
+        : 0,
+      reasons: globalThis.Array.isArray(object?.reasons)
+        ? object.reasons.map((e: any) => AdviceReason.fromJSON(e))
+        : [],
+      note: isSet(object.note) ? globalThis.String(object.note) : "",
+    };
+  },
+
+  toJSON(message: Advice): unknown {
+    const obj: any = {};
+    if (message.winner !== "") {
+      obj.winner = message.winner;
+    }
+    if (message.marginPoints !== 0) {
+      obj.marginPoints = floatToJson(message.marginPoints);
+    }
+    if (message.rangeLow !== 0) {
+      obj.rangeLow = floatToJson(message.rangeLow);
+    }
+    if (message.rangeHigh !== 0) {
+      obj.rangeHigh = floatToJson(message.rangeHigh);
+    }
+    if (message.reasons?.length) {
+      obj.reasons = message.reasons.map((e) => AdviceReason.toJSON(e));
+    }
+    if (message.note !== "") {
+      obj.note = message.note;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Advice>): Advice {
+    return Advice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Advice>): Advice {
+    const message = createBaseAdvice();
+    message.winner = object.winner ?? "";
+    message.marginPoints = object.marginPoints ?? 0;
+    message.rangeLow = object.rangeLow ?? 0;
+    message.rangeHigh = object.rangeHigh ?? 0;
+    message.reasons = object.reasons?.map((e) => AdviceReason.fromPartial(e)) || [];
+    message.note = object.note ?? "";
+    return message;
+  },
+};
+
+function createBaseAdviceRow(): AdviceRow {
+  return { dataset: "", color: "", model: "", weights: "", advice: undefined, measured: "", time: "" };
+}
+
+export const AdviceRow: MessageFns<AdviceRow> = {
+  encode(message: AdviceRow, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.dataset !== "") {
+      writer.uint32(10).string(message.dataset);
+    }
+    if (message.color !== "") {
+      writer.uint32(18).string(message.color);
+    }
+    if (message.model !== "") {
+      writer.uint32(26).string(message.model);
+    }
+    if (message.weights !== "") {
+      writer.uint32(34).string(message.weights);
+    }
+    if (message.advice !== undefined) {
+      Advice.encode(message.advice, writer.uint32(42).fork()).join();
+    }
+    if (message.measured !== "") {
+      writer.uint32(50).string(message.measured);
+    }
+    if (message.time !== "") {
+      writer.uint32(58).string(message.time);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdviceRow {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdviceRow();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.dataset = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.color = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.weights = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.advice = Advice.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.measured = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.time = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdviceRow {
+    return {
+      dataset: isSet(object.dataset) ? globalThis.String(object.dataset) : "",
+      color: isSet(object.color) ? globalThis.String(object.color) : "",
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      weights: isSet(object.weights) ? globalThis.String(object.weights) : "",
+      advice: isSet(object.advice) ? Advice.fromJSON(object.advice) : undefined,
+      measured: isSet(object.measured) ? globalThis.String(object.measured) : "",
+      time: isSet(object.time) ? globalThis.String(object.time) : "",
+    };
+  },
+
+  toJSON(message: AdviceRow): unknown {
+    const obj: any = {};
+    if (message.dataset !== "") {
+      obj.dataset = message.dataset;
+    }
+    if (message.color !== "") {
+      obj.color = message.color;
+    }
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.weights !== "") {
+      obj.weights = message.weights;
+    }
+    if (message.advice !== undefined) {
+      obj.advice = Advice.toJSON(message.advice);
+    }
+    if (message.measured !== "") {
+      obj.measured = message.measured;
+    }
+    if (message.time !== "") {
+      obj.time = message.time;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AdviceRow>): AdviceRow {
+    return AdviceRow.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AdviceRow>): AdviceRow {
+    const message = createBaseAdviceRow();
+    message.dataset = object.dataset ?? "";
+    message.color = object.color ?? "";
+    message.model = object.model ?? "";
+    message.weights = object.weights ?? "";
+    message.advice = (object.advice !== undefined && object.advice !== null)
+      ? Advice.fromPartial(object.advice)
+      : undefined;
+    message.measured = object.measured ?? "";
+    message.time = object.time ?? "";
+    return message;
+  },
+};
+
+function createBasePutAdviceRequest(): PutAdviceRequest {
+  return { sweepId: "", rows: [] };
+}
+
+export const PutAdviceRequest: MessageFns<PutAdviceRequest> = {
+  encode(message: PutAdviceRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sweepId !== "") {
+      writer.uint32(10).string(message.sweepId);
+    }
+    for (const v of message.rows) {
+      AdviceRow.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PutAdviceRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePutAdviceRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sweepId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.rows.push(AdviceRow.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PutAdviceRequest {
+    return {
+      sweepId: isSet(object.sweepId)
+        ? globalThis.String(object.sweepId)
+        : isSet(object.sweep_id)
+        ? globalThis.String(object.sweep_id)
+        : "",
+      rows: globalThis.Array.isArray(object?.rows) ? object.rows.map((e: any) => AdviceRow.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: PutAdviceRequest): unknown {
+    const obj: any = {};
+    if (message.sweepId !== "") {
+      obj.sweepId = message.sweepId;
+    }
+    if (message.rows?.length) {
+      obj.rows = message.rows.map((e) => AdviceRow.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PutAdviceRequest>): PutAdviceRequest {
+    return PutAdviceRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PutAdviceRequest>): PutAdviceRequest {
+    const message = createBasePutAdviceRequest();
+    message.sweepId = object.sweepId ?? "";
+    message.rows = object.rows?.map((e) => AdviceRow.fromPartial(e)) || [];
     return message;
   },
 };
@@ -6054,6 +6655,19 @@ export const AdminService = {
     responseSerialize: (value: CheckpointChunk): Buffer => Buffer.from(CheckpointChunk.encode(value).finish()),
     responseDeserialize: (value: Buffer): CheckpointChunk => CheckpointChunk.decode(value),
   },
+  /**
+   * Stores the advisor's predictions for a sweep's rows (ferry run computes them); GetSweep's
+   * status and the event feed carry them. Answers the number of rows stored.
+   */
+  putAdvice: {
+    path: "/ferry.v1.Admin/PutAdvice" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: PutAdviceRequest): Buffer => Buffer.from(PutAdviceRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PutAdviceRequest => PutAdviceRequest.decode(value),
+    responseSerialize: (value: CountResponse): Buffer => Buffer.from(CountResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CountResponse => CountResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServer extends UntypedServiceImplementation {
@@ -6065,6 +6679,11 @@ export interface AdminServer extends UntypedServiceImplementation {
   listWorkers: handleUnaryCall<ListWorkersRequest, ListWorkersResponse>;
   /** A done cell's best-val weights (safetensors, torchvision names), as the worker uploaded them. */
   downloadArtifact: handleServerStreamingCall<ArtifactRequest, CheckpointChunk>;
+  /**
+   * Stores the advisor's predictions for a sweep's rows (ferry run computes them); GetSweep's
+   * status and the event feed carry them. Answers the number of rows stored.
+   */
+  putAdvice: handleUnaryCall<PutAdviceRequest, CountResponse>;
 }
 
 export interface AdminClient extends Client {
@@ -6162,6 +6781,25 @@ export interface AdminClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<CheckpointChunk>;
+  /**
+   * Stores the advisor's predictions for a sweep's rows (ferry run computes them); GetSweep's
+   * status and the event feed carry them. Answers the number of rows stored.
+   */
+  putAdvice(
+    request: PutAdviceRequest,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
+  putAdvice(
+    request: PutAdviceRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
+  putAdvice(
+    request: PutAdviceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const AdminClient = makeGenericClientConstructor(AdminService, "ferry.v1.Admin") as unknown as {

@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { CellSpec, ConfusionRow } from "./cluster.js";
+import { AdviceRow, CellSpec, ConfusionRow } from "./cluster.js";
 
 export const protobufPackage = "ferry.v1";
 
@@ -36,7 +36,11 @@ export interface FerryEvent {
   worker?: WorkerEvent | undefined;
   sweep?: SweepEvent | undefined;
   process?: ProcessEvent | undefined;
-  historyEnd?: HistoryEnd | undefined;
+  historyEnd?:
+    | HistoryEnd
+    | undefined;
+  /** The advisor's prediction for one row of the sweep's results table (a heuristic). */
+  advice?: AdviceRow | undefined;
 }
 
 /** Events.Watch only: the history the coordinator holds has been sent; live events follow. */
@@ -203,6 +207,7 @@ function createBaseFerryEvent(): FerryEvent {
     sweep: undefined,
     process: undefined,
     historyEnd: undefined,
+    advice: undefined,
   };
 }
 
@@ -234,6 +239,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     }
     if (message.historyEnd !== undefined) {
       HistoryEnd.encode(message.historyEnd, writer.uint32(130).fork()).join();
+    }
+    if (message.advice !== undefined) {
+      AdviceRow.encode(message.advice, writer.uint32(138).fork()).join();
     }
     return writer;
   },
@@ -323,6 +331,14 @@ export const FerryEvent: MessageFns<FerryEvent> = {
             message.historyEnd = HistoryEnd.decode(reader, reader.uint32());
             continue;
           }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.advice = AdviceRow.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -354,6 +370,7 @@ export const FerryEvent: MessageFns<FerryEvent> = {
         : isSet(object.history_end)
         ? HistoryEnd.fromJSON(object.history_end)
         : undefined,
+      advice: isSet(object.advice) ? AdviceRow.fromJSON(object.advice) : undefined,
     };
   },
 
@@ -386,6 +403,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     if (message.historyEnd !== undefined) {
       obj.historyEnd = HistoryEnd.toJSON(message.historyEnd);
     }
+    if (message.advice !== undefined) {
+      obj.advice = AdviceRow.toJSON(message.advice);
+    }
     return obj;
   },
 
@@ -412,6 +432,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
       : undefined;
     message.historyEnd = (object.historyEnd !== undefined && object.historyEnd !== null)
       ? HistoryEnd.fromPartial(object.historyEnd)
+      : undefined;
+    message.advice = (object.advice !== undefined && object.advice !== null)
+      ? AdviceRow.fromPartial(object.advice)
       : undefined;
     return message;
   },

@@ -2,8 +2,16 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '@ferry/common';
-import { adminClient, downloadArtifact, type ConnectionOptions } from '@ferry/client';
-import { sourceWeightsFile } from './spec.js';
+import { downloadArtifact } from './admin.js';
+import { adminClient, type ConnectionOptions } from './connection.js';
+
+/** Where a source cell's best weights are cached (a cell of a later stage, and its advice, start from them). */
+export function sourceWeightsFile(cacheDir: string, sourceId: string): string {
+  // Ids are hashes; anything else must not become a path.
+  if (!/^[0-9a-f]{1,64}$/.test(sourceId))
+    throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `not a cell id: ${JSON.stringify(sourceId)}`);
+  return path.join(cacheDir, 'weights', 'cells', `${sourceId}.safetensors`);
+}
 
 /**
  * A cell of a later stage starts from its source cell's best-val weights, which the coordinator
@@ -11,7 +19,8 @@ import { sourceWeightsFile } from './spec.js';
  * call as `ferry sweep artifacts` (Admin.DownloadArtifact: chunks checked for order, completeness
  * and SHA-256, renamed into place only when all of it checks) into the cache dir, by source cell
  * id: a done cell's best weights never change, so a retried or resumed attempt, or another cell
- * of the same source, finds them there. No worker needs the file beforehand.
+ * of the same source, finds them there. No worker needs the file beforehand. `ferry run`'s advisor
+ * fetches them the same way, into the same cache.
  */
 export async function fetchSourceWeights(
   conn: ConnectionOptions,
