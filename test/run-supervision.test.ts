@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, test } from 'vitest';
+import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
 import { adminClient, getSweepAll, unary } from '@ferry/client';
 import type { SweepStatus } from '@ferry/protocol';
@@ -49,6 +49,17 @@ interface Run {
   readonly exited: Promise<number | null>;
 }
 
+/** Runs still going when a test ends (it failed midway): stopped, so no child outlives the test. */
+const live = new Set<Run>();
+afterEach(async () => {
+  for (const run of live) {
+    run.child.kill('SIGINT');
+    const stopped = await Promise.race([run.exited.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))]);
+    if (!stopped) run.child.kill('SIGKILL');
+  }
+  live.clear();
+}, 30_000);
+
 function startRun(out: string, workers: number, extra: string[] = [], env: Record<string, string> = {}): Run {
   const child = spawn(
     process.execPath,
@@ -78,7 +89,10 @@ function startRun(out: string, workers: number, extra: string[] = [], env: Recor
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  return { child, out, stdout: () => stdout, stderr: () => stderr, exited };
+  const run = { child, out, stdout: () => stdout, stderr: () => stderr, exited };
+  live.add(run);
+  void exited.then(() => live.delete(run));
+  return run;
 }
 
 type Child = { name: string; kind: string; pid: number | null; restarts: number; log: string };
