@@ -13,6 +13,7 @@ import {
   runCell,
   selectBackend,
   writeDemoDataset,
+  writeDemoSourceDataset,
   type CellResult,
 } from '@ferry/core';
 import type { ResultsTable } from '@ferry/common';
@@ -498,6 +499,68 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     const again = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Cells;
     expect(again.cells.map((c) => c.attempts)).toEqual([1, 1]);
   });
+
+  test('a staged sweep: the target cells wait for the pretrain cell, start from its best weights (fetched through the coordinator), and the advisor uses the same weights', async () => {
+    const root = tmp();
+    await writeDemoDataset(path.join(root, 'demo'), { trainPerClass: 16, valPerClass: 6, size: 32, seed: 5 });
+    await writeDemoSourceDataset(path.join(root, 'demo-source'), {
+      trainPerClass: 8,
+      valPerClass: 4,
+      size: 32,
+      seed: 5,
+    });
+    const sweep = path.join(tmp(), 'staged.yaml');
+    writeFileSync(
+      sweep,
+      `name: staged
+stages:
+  - name: pretrain
+    datasets: [{ name: demo-source, path: demo-source }]
+    colors: [rgb]
+    strategies: [finetune]
+    models: [resnet_tiny]
+    hyper: { weights: none, epochs: 1, batchSize: 16, lr: 0.02, imageSize: 32 }
+  - name: target
+    datasets: [{ name: demo, path: demo }]
+    colors: [rgb]
+    strategies: [finetune, freeze]
+    models: [resnet_tiny]
+    hyper: { weights: 'stage:pretrain', epochs: 1, batchSize: 16, lr: 0.02, imageSize: 32 }
+`,
+    );
+    const out = path.join(tmp(), 'runs');
+    const r = await ferry(
+      ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--no-nats', '--dashboard-port', '0'],
+      { FERRY_CACHE: tmp() },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('stages pretrain (1) -> target (2)');
+    expect(r.stderr).toMatch(
+      /waiting for demo-source rgb finetune resnet_tiny seed 0 \([0-9a-f]{8}, \w+\): 2 cell\(s\)/,
+    );
+    type Json = {
+      table: ResultsTable;
+      cells: { cellId: string; state: string; attempts: number; source: string | null }[];
+    };
+    const json = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Json;
+    const pretrain = json.cells.find((c) => c.source === null)!;
+    expect(json.cells.map((c) => [c.state, c.attempts, c.source])).toEqual([
+      ['done', 1, null],
+      ['done', 1, pretrain.cellId],
+      ['done', 1, pretrain.cellId],
+    ]);
+    const label = `demo-source rgb finetune (${pretrain.cellId.slice(0, 8)})`;
+    // The advisor ran on the pretrain cell's weights, downloaded once that cell was done.
+    expect(r.stderr).toMatch(
+      new RegExp(`^advisor: demo rgb from ${label.replace(/[()]/g, '\\$&')}: .*, a heuristic$`, 'm'),
+    );
+    // One starting point per column: the weights do not split the row; the row's advice is the
+    // one computed from the source's weights (matched on the raw cell:<id>).
+    const row = json.table.rows.find((x) => x.dataset === 'demo')!;
+    expect(row.group).toEqual({});
+    expect(row.advice!.advice.heuristic).toBe(true);
+    expect(json.table.rows.map((x) => x.dataset)).toEqual(['demo', 'demo-source']);
+  }, 120_000);
 
   test('a sweep whose dataset no worker has fails fast with the reason and exit 2; the worker log is on disk', async () => {
     const root = path.dirname(demo);
