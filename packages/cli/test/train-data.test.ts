@@ -500,7 +500,7 @@ hyper: { weights: none, epochs: 2, batchSize: 16, lr: 0.02, imageSize: 32 }
     expect(again.cells.map((c) => c.attempts)).toEqual([1, 1]);
   });
 
-  test('a staged sweep: the target cells wait for the pretrain cell, start from its best weights (fetched through the coordinator), and the advisor uses the same weights', async () => {
+  test('a staged sweep: the target cells wait for the pretrain cell, start from its best weights (fetched through the coordinator), and the advisor uses the same weights; an axis added later trains only the new cells', async () => {
     const root = tmp();
     await writeDemoDataset(path.join(root, 'demo'), { trainPerClass: 16, valPerClass: 6, size: 32, seed: 5 });
     await writeDemoSourceDataset(path.join(root, 'demo-source'), {
@@ -560,7 +560,34 @@ stages:
     expect(row.group).toEqual({});
     expect(row.advice!.advice.heuristic).toBe(true);
     expect(json.table.rows.map((x) => x.dataset)).toEqual(['demo', 'demo-source']);
-  }, 120_000);
+
+    // An axis added to the finished sweep: only the new cells train (the others keep their ids).
+    const trained = (): string[] =>
+      readdirSync(path.join(out, 'workers')).flatMap((w) => readdirSync(path.join(out, 'workers', w, 'cells')));
+    expect(trained().sort()).toEqual(json.cells.map((c) => c.cellId).sort());
+    writeFileSync(
+      sweep,
+      readFileSync(sweep, 'utf8').replace(
+        "weights: 'stage:pretrain', epochs: 1",
+        "weights: 'stage:pretrain', epochs: [1, 2]",
+      ),
+    );
+    const more = await ferry(
+      ['run', sweep, '--data-root', root, '--out', out, '--backend', 'wasm', '--no-nats', '--dashboard-port', '0'],
+      { FERRY_CACHE: tmp() },
+    );
+    expect(more.code, more.stderr).toBe(0);
+    const after = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Json;
+    const added = after.cells.filter((c) => !json.cells.some((x) => x.cellId === c.cellId));
+    expect(added.map((c) => [c.state, c.attempts, c.source])).toEqual([
+      ['done', 1, pretrain.cellId],
+      ['done', 1, pretrain.cellId],
+    ]);
+    expect(after.cells.filter((c) => json.cells.some((x) => x.cellId === c.cellId)).map((c) => c.attempts)).toEqual([
+      1, 1, 1,
+    ]);
+    expect(trained().sort()).toEqual(after.cells.map((c) => c.cellId).sort());
+  }, 180_000);
 
   test('a sweep whose dataset no worker has fails fast with the reason and exit 2; the worker log is on disk', async () => {
     const root = path.dirname(demo);
