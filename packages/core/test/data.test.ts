@@ -123,12 +123,14 @@ describe('val transform parity with torchvision + PIL', () => {
     },
   );
 
-  test("Pillow's bilinear resize, bit for bit: shrinking, enlarging, one axis, odd sizes, crops (torchvision's resized_crop)", () => {
+  test("Pillow's bilinear resize, bit for bit: shrinking, enlarging, one axis, odd sizes, one-pixel images, crops (torchvision's resized_crop)", () => {
     const dir = tmp();
     const rng = Rng.fromSeed(17);
     for (const [w, h, c] of [
       [97, 61, 3],
       [40, 300, 1],
+      [1, 1, 3],
+      [7, 1, 1],
     ] as const) {
       // Noise on a gradient: every level and sharp edges, where resamplers differ most.
       const data = Uint8Array.from({ length: w * h * c }, (_, i) =>
@@ -141,8 +143,15 @@ describe('val transform parity with torchvision + PIL', () => {
         [Math.max(1, w >> 1), h],
         [1, 1],
         [w, h],
-        [24, 24, 3, 5, Math.min(w - 3, 50), Math.min(h - 5, 40)],
-        [64, 64, 1, 2, 9, 13],
+        [5, 3],
+        [3, 8],
+        // Crops (torchvision's resized_crop) where the image has room for them.
+        ...(w > 10 && h > 10
+          ? [
+              [24, 24, 3, 5, Math.min(w - 3, 50), Math.min(h - 5, 40)],
+              [64, 64, 1, 2, 9, 13],
+            ]
+          : []),
       ];
       writeFileSync(path.join(dir, 'in.raw'), data);
       writeFileSync(path.join(dir, 'cases.json'), JSON.stringify(cases));

@@ -368,6 +368,14 @@ function crashLoop(children: readonly Supervised[], outRoot: string): FerryError
 
 const INTERRUPTED = Symbol('interrupted');
 
+/** Waits for the advice still being computed, unless Ctrl-C (or SIGTERM) comes first. */
+async function settleUnlessInterrupted(advisor: RunAdvisor, run: { readonly interrupted: boolean }): Promise<void> {
+  let settled = false;
+  const done = advisor.settle().finally(() => (settled = true));
+  while (!settled && !run.interrupted) await Promise.race([done, new Promise((r) => setTimeout(r, 200))]);
+  if (run.interrupted) throw INTERRUPTED;
+}
+
 /** UNAVAILABLE or DEADLINE_EXCEEDED: the coordinator is away (restarting), not answering no. */
 function coordinatorAway(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
@@ -436,7 +444,8 @@ async function watch(
         progress.done(
           `${s.done}/${total} cells done${s.failed ? `, ${s.failed} failed` : ''}${s.blocked ? `, ${s.blocked} blocked by a failed source` : ''}`,
         );
-        await advisor?.settle(); // the advice in the table
+        // The advice in the table; Ctrl-C while it finishes stops it (the cells are done).
+        if (advisor) await settleUnlessInterrupted(advisor, run);
         return await finish(
           p,
           await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: true, timeoutMs: 60_000 })),

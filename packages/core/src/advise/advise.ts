@@ -183,6 +183,10 @@ function validateAdvise(c: AdviseConfig): void {
 function classCounts(folder: ImageFolder): number[] {
   const counts = folder.classes.map(() => 0);
   for (const s of folder.train) counts[s.label]!++;
+  if (folder.classes.length < 2)
+    throw new DatasetError(
+      `${folder.root} has ${folder.classes.length} class${folder.classes.length === 1 ? '' : 'es'}; the advisor compares classes and needs at least 2`,
+    );
   const few = folder.classes.filter((_, c) => counts[c]! < 2);
   if (few.length > 0)
     throw new DatasetError(

@@ -30,6 +30,7 @@ function axisCoefficients(inSize: number, outSize: number): AxisCoefficients {
   const scale = inSize / outSize;
   const filterScale = Math.max(scale, 1);
   const support = 1 * filterScale;
+  const ss = 1 / filterScale;
   const kernelSize = Math.ceil(support) * 2 + 1;
   const first = new Int32Array(outSize);
   const taps = new Int32Array(outSize);
@@ -42,7 +43,8 @@ function axisCoefficients(inSize: number, outSize: number): AxisCoefficients {
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
     let sum = 0;
     for (let x = 0; x < xmax; x++) {
-      const t = Math.abs((x + xmin - center + 0.5) / filterScale);
+      // Pillow multiplies by ss = 1.0 / filterscale (not a division: the last bit can differ).
+      const t = Math.abs((x + xmin - center + 0.5) * ss);
       k[x] = t < 1 ? 1 - t : 0;
       sum += k[x]!;
     }
