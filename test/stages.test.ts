@@ -146,8 +146,15 @@ test(
     const out = tmp();
     const artifact = path.join(out, 'source.safetensors');
     await downloadArtifact(admin, conn, source.cellId, artifact);
-    const cached = path.join(caches[survivorName], 'weights', 'cells', `${source.cellId}.safetensors`);
-    expect(sha256(cached)).toBe(sha256(artifact));
+    // Cached by id and content: the file named by its own digest's first 16 hex digits.
+    const digest = sha256(artifact);
+    const cached = path.join(
+      caches[survivorName],
+      'weights',
+      'cells',
+      `${source.cellId}.${digest.slice(0, 16)}.safetensors`,
+    );
+    expect(sha256(cached)).toBe(digest);
     // ...and training started from them: the freeze cell's frozen tensors are still the source's.
     const freeze = done.cells.find((c) => c.spec!.strategy === 'freeze')!;
     const freezeFile = path.join(out, 'freeze.safetensors');

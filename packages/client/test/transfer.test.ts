@@ -1,11 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { describe, expect, test } from 'vitest';
 import { FileKind, type CheckpointChunk } from '@ferry/protocol';
-import { ChunkSink, fileChunks, sendChunks, withBackoff, type ChunkStream } from '@ferry/client';
+import {
+  ChunkSink,
+  fetchSourceWeights,
+  fileChunks,
+  sendChunks,
+  sourceWeightsFile,
+  withBackoff,
+  type ChunkStream,
+} from '@ferry/client';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'ferry-transfer-'));
 const header = { attemptId: 'a1', cellId: 'c1', epochsDone: 3, kind: FileKind.FILE_KIND_CHECKPOINT };
@@ -124,5 +132,27 @@ describe('backoff', () => {
     await expect(withBackoff(() => Promise.reject(new Error('final')), { retry: () => false })).rejects.toThrow(
       'final',
     );
+  });
+});
+
+describe("a source cell's cached best weights", () => {
+  test('are used only when they are the file the coordinator holds (by digest); another digest is fetched again', async () => {
+    const cache = mkdtempSync(path.join(tmpdir(), 'ferry-source-'));
+    const id = 'ab'.repeat(32);
+    const body = Buffer.from('the weights of one training of the source');
+    const digest = createHash('sha256').update(body).digest('hex');
+    const file = sourceWeightsFile(cache, id, digest);
+    expect(path.basename(file)).toBe(`${id}.${digest.slice(0, 16)}.safetensors`);
+    mkdirSync(path.dirname(file), { recursive: true });
+    writeFileSync(file, body);
+    // Nothing listens here: a hit needs no coordinator...
+    const nowhere = { address: '127.0.0.1:1' };
+    expect(await fetchSourceWeights(nowhere, cache, id, digest)).toEqual({ file, fetched: false, bytes: body.length });
+    // ...a source retrained under the same id (another digest), or no digest at all, is fetched.
+    for (const expected of ['cd'.repeat(32), '']) {
+      const e = await fetchSourceWeights(nowhere, cache, id, expected).catch((x: unknown) => x);
+      expect((e as { code?: string }).code).toBe('FERRY_ERR_SOURCE_WEIGHTS');
+    }
+    await expect(fetchSourceWeights(nowhere, cache, '../etc', digest)).rejects.toThrow(/not a cell id/);
   });
 });

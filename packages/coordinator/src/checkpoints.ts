@@ -1,6 +1,7 @@
 import { CHECKPOINT_FORMAT, grpcStatusOf } from '@ferry/common';
+import { createHash } from 'node:crypto';
 import { ChunkSink, fileChunks, sendChunks } from '@ferry/client';
-import { existsSync, mkdirSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import {
@@ -38,6 +39,21 @@ export class Checkpoints {
   file(cellId: string, kind: FileKind = FileKind.FILE_KIND_CHECKPOINT): string | undefined {
     const f = path.join(this.host.stateDir, 'checkpoints', cellId, FILE_NAMES[kind]);
     return existsSync(f) ? f : undefined;
+  }
+
+  private readonly digests = new Map<string, { readonly stamp: string; readonly sha256: string }>();
+
+  /** A held file's SHA-256 (kept until the file changes: its size or modification time). */
+  sha256(cellId: string, kind: FileKind): string | undefined {
+    const f = this.file(cellId, kind);
+    if (!f) return undefined;
+    const st = statSync(f);
+    const stamp = `${st.size}/${st.mtimeMs}`;
+    const known = this.digests.get(f);
+    if (known?.stamp === stamp) return known.sha256;
+    const sha256 = createHash('sha256').update(readFileSync(f)).digest('hex');
+    this.digests.set(f, { stamp, sha256 });
+    return sha256;
   }
 
   /**

@@ -1,4 +1,4 @@
-import { isErrorCode, retryOf } from '@ferry/common';
+import { isErrorCode, retryOf, sourceCellOf } from '@ferry/common';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import {
   CellResult,
   EpochMetrics,
   FerryEvent,
+  FileKind,
   type Ack,
   type CoordinatorServer,
   type PollRequest,
@@ -224,7 +225,14 @@ export class WorkerService {
       generation: assign.generation,
       peerAddresses: assign.members.map((m) => h.state.workers.get(m)?.peerAddress ?? ''),
       groupSecret: assign.members.length > 1 ? this.groupSecret(`${cell.id}/${assign.generation}`) : '',
+      sourceWeightsSha256: this.sourceSha(cell.spec.weights),
     };
+  }
+
+  /** The digest of a stage cell's source's best weights ('' for any other cell, or none held). */
+  private sourceSha(weights: string): string {
+    const source = sourceCellOf(weights);
+    return source === null ? '' : (this.host.checkpoints.sha256(source, FileKind.FILE_KIND_BEST) ?? '');
   }
 
   /**

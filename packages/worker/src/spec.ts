@@ -3,19 +3,25 @@ import path from 'node:path';
 import { DEFAULT_CELL, InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
 import { sourceCellOf, startsFromScratch } from '@ferry/common';
 import type { CellSpec } from '@ferry/protocol';
-import { sourceWeightsFile } from '@ferry/client';
 
 /**
  * A cell as the coordinator sends it -> the engine's configuration, paths under this worker's data
- * root; a cell of a later stage (weights `cell:<id>`) reads its source's best weights from the
- * cache, where the worker fetched them (@ferry/client's fetchSourceWeights).
+ * root; a cell of a later stage (weights `cell:<id>`) reads its source's best weights from
+ * `sourceWeights`, where the worker fetched them (@ferry/client's fetchSourceWeights).
  */
-export function cellConfigFromSpec(spec: CellSpec, dataRoot: string, cacheDir: string): CellConfig {
+export function cellConfigFromSpec(
+  spec: CellSpec,
+  dataRoot: string,
+  cacheDir: string,
+  sourceWeights?: string,
+): CellConfig {
   let weights: string | null = null;
   const source = sourceCellOf(spec.weights);
   if (startsFromScratch(spec.strategy)) weights = null;
-  else if (source !== null) weights = sourceWeightsFile(cacheDir, source);
-  else if (spec.weights === 'pretrained') {
+  else if (source !== null) {
+    if (!sourceWeights) throw new InvalidArgumentError(`the best weights of source cell ${source} were not fetched`);
+    weights = sourceWeights;
+  } else if (spec.weights === 'pretrained') {
     const src = getZooEntry(spec.model).weights;
     if (!src) throw new InvalidArgumentError(`${spec.model} has no pretrained weights; set weights: none`);
     weights = path.join(cacheDir, 'weights', src.fileName);

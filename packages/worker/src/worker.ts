@@ -493,19 +493,20 @@ export class FerryWorker {
       10_000,
     );
     if (!started.ok) return { problem: started.message };
-    await this.sourceWeights(a);
-    const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir);
+    const source = await this.sourceWeights(a);
+    const config = cellConfigFromSpec(spec, this.options.dataRoot, this.options.cacheDir, source);
     return { ok: true, config, dir, ring: a.worldSize > 1 ? this.joinRing(a) : undefined };
   }
 
   /** A cell of a later stage: its source cell's best weights, from the coordinator or this worker's cache. */
-  private async sourceWeights(a: Assignment): Promise<void> {
+  private async sourceWeights(a: Assignment): Promise<string | undefined> {
     const source = sourceCellOf(a.spec!.weights);
-    if (source === null || startsFromScratch(a.spec!.strategy)) return;
-    const got = await fetchSourceWeights(this.conn(), this.options.cacheDir, source);
+    if (source === null || startsFromScratch(a.spec!.strategy)) return undefined;
+    const got = await fetchSourceWeights(this.conn(), this.options.cacheDir, source, a.sourceWeightsSha256);
     this.log(
       `cell ${a.cellId}: starting from the best weights of cell ${source} (${got.fetched ? 'fetched from the coordinator' : 'cached'}, ${got.bytes} bytes)`,
     );
+    return got.file;
   }
 
   private joinRing(a: Assignment): GrpcRing {

@@ -113,8 +113,8 @@ export class RunAdvisor {
     const { spec } = row;
     const label = `${spec.dataset} ${spec.color} from ${from}`;
     try {
-      if (row.source !== null) await fetchSourceWeights(this.conn, this.o.cacheDir, row.source);
-      const cfg = cellConfigFromSpec(spec, this.o.dataRoot, this.o.cacheDir);
+      const source = row.source !== null ? await fetchSourceWeights(this.conn, this.o.cacheDir, row.source) : null;
+      const cfg = cellConfigFromSpec(spec, this.o.dataRoot, this.o.cacheDir, source?.file);
       this.backend ??= selectBackend(backendRequest(this.o.backend), backendOptionsFromEnv(this.o.io));
       const result = await adviseDataset(
         {

@@ -171,6 +171,12 @@ export interface Assignment {
    * to each other's Peer service, which accepts chunks only for its current groups.
    */
   groupSecret: string;
+  /**
+   * A cell of a later stage (weights cell:<id>): the SHA-256 of its source's best weights as the
+   * coordinator holds them. A worker uses a cached copy only if it is this file (a source retrained
+   * under the same id, e.g. after its run folder was removed, is another file).
+   */
+  sourceWeightsSha256: string;
 }
 
 export interface StartRequest {
@@ -1806,6 +1812,7 @@ function createBaseAssignment(): Assignment {
     generation: 0,
     peerAddresses: [],
     groupSecret: "",
+    sourceWeightsSha256: "",
   };
 }
 
@@ -1849,6 +1856,9 @@ export const Assignment: MessageFns<Assignment> = {
     }
     if (message.groupSecret !== "") {
       writer.uint32(106).string(message.groupSecret);
+    }
+    if (message.sourceWeightsSha256 !== "") {
+      writer.uint32(114).string(message.sourceWeightsSha256);
     }
     return writer;
   },
@@ -1970,6 +1980,14 @@ export const Assignment: MessageFns<Assignment> = {
             message.groupSecret = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 114) {
+              break;
+            }
+
+            message.sourceWeightsSha256 = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2035,6 +2053,11 @@ export const Assignment: MessageFns<Assignment> = {
         : isSet(object.group_secret)
         ? globalThis.String(object.group_secret)
         : "",
+      sourceWeightsSha256: isSet(object.sourceWeightsSha256)
+        ? globalThis.String(object.sourceWeightsSha256)
+        : isSet(object.source_weights_sha256)
+        ? globalThis.String(object.source_weights_sha256)
+        : "",
     };
   },
 
@@ -2079,6 +2102,9 @@ export const Assignment: MessageFns<Assignment> = {
     if (message.groupSecret !== "") {
       obj.groupSecret = message.groupSecret;
     }
+    if (message.sourceWeightsSha256 !== "") {
+      obj.sourceWeightsSha256 = message.sourceWeightsSha256;
+    }
     return obj;
   },
 
@@ -2100,6 +2126,7 @@ export const Assignment: MessageFns<Assignment> = {
     message.generation = object.generation ?? 0;
     message.peerAddresses = object.peerAddresses?.map((e) => e) || [];
     message.groupSecret = object.groupSecret ?? "";
+    message.sourceWeightsSha256 = object.sourceWeightsSha256 ?? "";
     return message;
   },
 };
