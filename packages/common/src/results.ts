@@ -366,18 +366,46 @@ const key = (...parts: string[]): string => JSON.stringify(parts);
 
 /**
  * A cell of a later stage starts from `weights: cell:<id>`; the table names that source as a reader
- * knows it, "<dataset> <color> <strategy> (<id8>)", when the source is among the outcomes.
+ * knows it, "<dataset> <color> <strategy>", when the source is among the outcomes. The source's
+ * seed is left out, so that the seeds of a stage whose sources have the same seeds pool into one
+ * row as any seeds do; sources that differ in another setting (a pretrain stage with an lr axis)
+ * are told apart by a short hash of their settings. A source not among the outcomes reads
+ * "cell <id8>".
  */
 function withReadableSources(outcomes: readonly CellOutcome[]): readonly CellOutcome[] {
   const byId = new Map(outcomes.flatMap((o) => (o.cellId ? [[o.cellId, o] as const] : [])));
+  const base = (o: CellOutcome): string => `${o.spec.dataset} ${o.spec.color} ${o.spec.strategy}`;
+  const settingsKey = (o: CellOutcome): string => {
+    const all = { ...o.spec, ...o.settings } as Record<string, unknown>;
+    const entries = Object.entries(all).filter(([k]) => k !== 'seed');
+    return JSON.stringify(entries.sort(([x], [y]) => x.localeCompare(y)));
+  };
+  const keysByBase = new Map<string, Set<string>>();
+  const sourceOf = (o: CellOutcome): CellOutcome | undefined => {
+    const w = o.settings?.['weights'];
+    const id = typeof w === 'string' ? sourceCellOf(w) : null;
+    return id === null ? undefined : byId.get(id);
+  };
+  for (const o of outcomes) {
+    const src = sourceOf(o);
+    if (src) keysByBase.set(base(src), (keysByBase.get(base(src)) ?? new Set()).add(settingsKey(src)));
+  }
   return outcomes.map((o) => {
-    const weights = o.settings?.['weights'];
-    const id = typeof weights === 'string' ? sourceCellOf(weights) : null;
+    const w = o.settings?.['weights'];
+    const id = typeof w === 'string' ? sourceCellOf(w) : null;
     if (id === null) return o;
-    const src = byId.get(id)?.spec;
-    const label = src ? `${src.dataset} ${src.color} ${src.strategy} (${id.slice(0, 8)})` : `cell ${id.slice(0, 8)}`;
+    const src = byId.get(id);
+    let label = `cell ${id.slice(0, 8)}`;
+    if (src) label = keysByBase.get(base(src))!.size > 1 ? `${base(src)} (${fnv1a(settingsKey(src))})` : base(src);
     return { ...o, settings: { ...o.settings, weights: label } };
   });
+}
+
+/** FNV-1a, 32 bits, as 8 hex digits: a short, stable name for a settings key (not a security hash). */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h.toString(16).padStart(8, '0');
 }
 
 /** The study's comparison: rows dataset x color (x model), columns strategies, with their tests. */
@@ -588,7 +616,7 @@ export function tableMarkdown(t: ResultsTable): string {
   lines.push('', ...t.strategies.map((s) => `- ${s}: ${t.semantics[s] ?? 'unknown strategy'}`));
   if (t.groupBy.includes('weights'))
     lines.push(
-      '- weights: what the cells start from: none = random initialisation; pretrained = the published weights; "<dataset> <color> <strategy> (<id>)" = the best weights of that cell of an earlier stage',
+      '- weights: what the cells start from: none = random initialisation; pretrained = the published weights; "<dataset> <color> <strategy>" = the best weights of that cell of an earlier stage (the seed\'s own, when the stage has the seeds)',
     );
   lines.push(
     `- [low, high]: 95% Wilson interval on the val images pooled over seeds; a verdict names a winner only when p < ${t.alpha} (exact McNemar on the images only one of the two got right; a paired t-test over seeds when images cannot be paired).`,

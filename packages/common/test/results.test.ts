@@ -240,7 +240,7 @@ describe('results table: settings that vary are rows, never pooled as seeds', ()
     expect(() => resultsTable(sweep, { by: ['strategy'] })).toThrow(/row or column/);
   });
 
-  test("a stage's source cell is named as a reader knows it: dataset, color, strategy and id; the legend says what weights are", () => {
+  test("a stage's source cell is named as a reader knows it (dataset, color, strategy); the legend says what weights are", () => {
     const src = 'ab'.repeat(32);
     const staged = [
       { ...withSettings(outcome('source', 'rgb', 'finetune', 0, range(0, 19)), { weights: 'none' }), cellId: src },
@@ -253,9 +253,36 @@ describe('results table: settings that vary are rows, never pooled as seeds', ()
     expect(t.rows.map((r) => [r.dataset, r.color, r.group['weights']])).toEqual([
       ['ants', 'gray', 'cell cdcdcdcd'],
       ['ants', 'rgb', 'none'],
-      ['ants', 'rgb', 'source rgb finetune (abababab)'],
+      ['ants', 'rgb', 'source rgb finetune'],
       ['source', 'rgb', 'none'],
     ]);
     expect(tableMarkdown(t)).toContain('- weights: what the cells start from');
+  });
+
+  test("seeds whose sources are their own seeds' pool into one row; sources differing in a setting are told apart", () => {
+    const id = (seed: number, lr: number): string => `${seed}${lr === 0.1 ? 'a' : 'b'}`.repeat(32);
+    const sources = [0, 1, 2].flatMap((seed) =>
+      [0.1, 0.01].map((lr) => ({
+        ...withSettings(outcome('source', 'rgb', 'finetune', seed, range(0, 19)), { weights: 'none', lr }),
+        cellId: id(seed, lr),
+      })),
+    );
+    const targets = [0, 1, 2].map((seed) =>
+      withSettings(outcome('ants', 'rgb', 'freeze', seed, range(0, 14 + seed)), { weights: `cell:${id(seed, 0.1)}` }),
+    );
+    const one = resultsTable([...sources.filter((o) => o.settings.lr === 0.1), ...targets]);
+    // Three seeds, three sources (one per seed, same settings): one row, the seeds pooled.
+    const ants = one.rows.filter((r) => r.dataset === 'ants');
+    expect(ants.map((r) => [r.group, r.byStrategy['freeze']!.n])).toEqual([[{}, 3]]);
+    // Sources at two learning rates: the label carries a hash of the source's settings.
+    const other = [0, 1, 2].map((seed) =>
+      withSettings(outcome('ants', 'rgb', 'freeze', seed, range(0, 10)), { weights: `cell:${id(seed, 0.01)}` }),
+    );
+    const two = resultsTable([...sources, ...targets, ...other]).rows.filter((r) => r.dataset === 'ants');
+    expect(two).toHaveLength(2);
+    expect(two.every((r) => r.byStrategy['freeze']!.n === 3)).toBe(true);
+    const labels = two.map((r) => String(r.group['weights']));
+    expect(labels.every((l) => /^source rgb finetune \([0-9a-f]{8}\)$/.test(l))).toBe(true);
+    expect(new Set(labels).size).toBe(2);
   });
 });
