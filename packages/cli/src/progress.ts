@@ -1,4 +1,4 @@
-import { sourceCellOf } from '@ferry/common';
+import { cellLabel as specLabel, waitingForSource } from '@ferry/common';
 import type { SweepStatus } from '@ferry/protocol';
 import type { CliIo } from './io.js';
 
@@ -28,19 +28,15 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
-export function cellLabel(c: Cell): string {
-  const s = c.spec!;
-  return `${s.dataset} ${s.color} ${s.strategy} ${s.model} seed ${s.seed}`;
+/** The source cell a pending cell still waits for (@ferry/common's waitingForSource), if known. */
+export function waitingSource(cells: ReadonlyMap<string, Cell>, c: Cell): Cell | undefined {
+  const id = waitingForSource(c, (x) => cells.get(x)?.state);
+  return id === null ? undefined : cells.get(id);
 }
 
-/**
- * The source cell a pending cell of a later stage waits for (weights `cell:<id>`, not done yet),
- * or undefined: a waiting cell is not stuck, it starts when its source is done.
- */
-export function waitingSource(cells: ReadonlyMap<string, Cell>, c: Cell): Cell | undefined {
-  const id = c.state === 'pending' ? sourceCellOf(c.spec!.weights) : null;
-  const src = id === null ? undefined : cells.get(id);
-  return src && src.state !== 'done' ? src : undefined;
+/** A cell of a sweep's status as messages name it. */
+export function cellLabel(c: Cell): string {
+  return specLabel(c.spec!);
 }
 
 /** `waiting for <source label> (<id>, <its state>): N cell(s)`, one line per source, for the waiting cells. */

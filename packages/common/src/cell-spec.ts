@@ -217,3 +217,27 @@ export const SOURCE_CELL_PREFIX = 'cell:';
 export function sourceCellOf(weights: string): string | null {
   return weights.startsWith(SOURCE_CELL_PREFIX) ? weights.slice(SOURCE_CELL_PREFIX.length) : null;
 }
+
+/**
+ * The source a cell still waits for: its `cell:<id>` source while that is not done (an unknown
+ * source too: the cell cannot start without it), or null. The coordinator's scheduler and the
+ * CLI's progress and stall check read it alike.
+ */
+export function waitingForSource(
+  cell: { readonly state: string; readonly spec?: { readonly weights: string } | undefined },
+  stateOf: (id: string) => string | undefined,
+): string | null {
+  const id = cell.state === 'pending' && cell.spec ? sourceCellOf(cell.spec.weights) : null;
+  return id !== null && stateOf(id) !== 'done' ? id : null;
+}
+
+/** "<dataset> <color> <strategy> <model> seed <seed>": a cell as messages name it. */
+export function cellLabel(spec: {
+  readonly dataset: string;
+  readonly color: string;
+  readonly strategy: string;
+  readonly model: string;
+  readonly seed: number;
+}): string {
+  return `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
+}

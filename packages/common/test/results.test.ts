@@ -270,7 +270,7 @@ describe('results table: settings that vary are rows, never pooled as seeds', ()
     const targets = [0, 1, 2].map((seed) =>
       withSettings(outcome('ants', 'rgb', 'freeze', seed, range(0, 14 + seed)), { weights: `cell:${id(seed, 0.1)}` }),
     );
-    const one = resultsTable([...sources.filter((o) => o.settings.lr === 0.1), ...targets]);
+    const one = resultsTable([...sources.filter((o) => o.settings?.['lr'] === 0.1), ...targets]);
     // Three seeds, three sources (one per seed, same settings): one row, the seeds pooled.
     const ants = one.rows.filter((r) => r.dataset === 'ants');
     expect(ants.map((r) => [r.group, r.byStrategy['freeze']!.n])).toEqual([[{}, 3]]);

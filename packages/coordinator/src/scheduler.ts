@@ -1,6 +1,5 @@
-import { sourceCellOf } from '@ferry/common';
+import { cellLabel, sourceCellOf, waitingForSource } from '@ferry/common';
 import { CellTable } from './cell-table.js';
-import { cellLabel } from './stages.js';
 import { StepDraft } from './step-draft.js';
 import type {
   CellEntry,
@@ -167,8 +166,7 @@ function endAttempt(
 
 /** The source a cell of a later stage waits for (not done yet), or undefined when it may run. */
 export function waitingFor(cell: (id: string) => CellEntry | undefined, c: CellEntry): string | undefined {
-  const src = sourceCellOf(c.spec.weights);
-  return src !== null && cell(src)?.state !== 'done' ? src : undefined;
+  return waitingForSource(c, (id) => cell(id)?.state) ?? undefined;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { SOURCE_CELL_PREFIX, type CellSpec } from '@ferry/common';
+import { SOURCE_CELL_PREFIX, cellLabel, type CellSpec } from '@ferry/common';
 import { cellId, type Cell } from './cell-id.js';
 
 /**
@@ -21,11 +21,6 @@ export interface StageCells {
 export interface StageSummary {
   readonly name: string;
   readonly cellIds: readonly string[];
-}
-
-/** `finetune rgb finetune resnet18 seed 0`: a cell's place on the axes, for messages. */
-export function cellLabel(spec: CellSpec): string {
-  return `${spec.dataset} ${spec.color} ${spec.strategy} ${spec.model} seed ${spec.seed}`;
 }
 
 const unique = <T>(xs: readonly T[]): T[] => [...new Set(xs)];

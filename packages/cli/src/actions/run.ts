@@ -5,13 +5,21 @@ import { constants, accessSync } from 'node:fs';
 import { createServer } from 'node:net';
 import writeFileAtomic from 'write-file-atomic';
 import { parseSweep } from '@ferry/coordinator';
-import { FerryError, isErrorCode, resultsTable, sourceCellOf, tableCsv, tableMarkdown } from '@ferry/common';
+import {
+  FerryError,
+  isErrorCode,
+  resultsTable,
+  sourceCellOf,
+  tableCsv,
+  tableMarkdown,
+  waitingForSource,
+} from '@ferry/common';
 import { InvalidArgumentError } from '@ferry/core';
 import { EventPublisher } from '@ferry/events';
 import { FerryEvent, SUBJECTS, type AdminClient, type CellResult, type SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
 import { err, out, type CliIo } from '../io.js';
-import { RunProgress, cellLabel, waitingSource } from '../progress.js';
+import { RunProgress, cellLabel } from '../progress.js';
 import { Supervisor, lastLinesText, type ChildSpec, type Supervised, type SupervisorEvent } from '../supervisor.js';
 import { outcomes, reportCells, sweepAdvice } from '../sweep-results.js';
 import { RunAdvisor } from './run-advice.js';
@@ -498,7 +506,7 @@ export function checkStall(
   const byId = new Map(s.cells.map((c) => [c.cellId, c]));
   const unrunnable = (c: SweepStatus['cells'][number]): string => {
     // A cell of a later stage waiting for its source is not stuck: it starts when the source is done.
-    if (c.state !== 'pending' || waitingSource(byId, c)) return '';
+    if (c.state !== 'pending' || waitingForSource(c, (id) => byId.get(id)?.state) !== null) return '';
     if (c.error) return c.error;
     const wanted = c.spec!.backends;
     if (wanted.length > 0 && workerBackends.length > 0 && !workerBackends.some((b) => wanted.includes(b))) {
