@@ -54,6 +54,15 @@ export function adminService(host: CoordinatorHost): AdminServer {
     putAdvice: (call, cb) => {
       const id = resolveSweep(host, call.request.sweepId);
       if (!id) return cb(notFound(call.request.sweepId));
+      // One row per row of the sweep's table: never more rows than the sweep has cells.
+      const cells = [...host.state.cells.values()].filter((c) => c.sweepIds.includes(id)).length;
+      if (call.request.rows.length > cells)
+        return cb(
+          status(
+            grpcStatusOf('FERRY_ERR_INVALID_ARGUMENT'),
+            `${call.request.rows.length} advice rows for a sweep of ${cells} cells [FERRY_ERR_INVALID_ARGUMENT]`,
+          ),
+        );
       const bad = call.request.rows.find(
         (r) => !r.advice || !['finetune', 'freeze', 'about equal'].includes(r.advice.winner),
       );
@@ -100,8 +109,9 @@ function putAdvice(host: CoordinatorHost, sweepId: string, rows: readonly Advice
   host.store.transaction(() => {
     for (const r of stored) host.store.putAdvice(sweepId, r);
   });
+  // The event carries the row's own time, as the store keeps it (a replay says the same).
   for (const advice of stored)
-    host.feed.emit(SUBJECTS.advice(sweepId), FerryEvent.fromPartial({ sweepId, time, advice }));
+    host.feed.emit(SUBJECTS.advice(sweepId), FerryEvent.fromPartial({ sweepId, time: advice.time, advice }));
   return stored.length;
 }
 

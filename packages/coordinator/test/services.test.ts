@@ -128,6 +128,9 @@ describe("the advisor's rows (Admin.PutAdvice)", () => {
       ferryErrorFromGrpc(await p.catch((x: unknown) => x), cn.address)?.code;
     expect(await refused(put([row('none', 'finetune', 5)], 'no-such-sweep'))).toBe('FERRY_ERR_NOT_FOUND');
     expect(await refused(put([row('none', 'maybe', 5)]))).toBe('FERRY_ERR_INVALID_ARGUMENT');
+    // More rows than the sweep (2 cells) could have in its table.
+    const three = ['none', 'pretrained', 'cell:def'].map((w) => row(w, 'finetune', 5));
+    expect(await refused(put(three))).toBe('FERRY_ERR_INVALID_ARGUMENT');
     const bad = { ...cn, token: 'wrong' };
     const badAdmin = adminClient(bad);
     expect(await refused(unary(badAdmin.putAdvice, badAdmin, { sweepId, rows: [] }, bad, 5_000))).toBe(
