@@ -29,13 +29,16 @@ export async function getSweepAll(
   return { ...pages.at(-1)!, cells: pages.flatMap((p) => p.cells), nextOffset: 0 };
 }
 
-/** A done cell's best-val weights (DownloadArtifact) to `dest`, checked (order, completeness, SHA-256). */
+/**
+ * A done cell's best-val weights (DownloadArtifact) to `dest`, checked (order, completeness,
+ * SHA-256); returns that SHA-256.
+ */
 export function downloadArtifact(
   admin: AdminClient,
   conn: ConnectionOptions,
   cellId: string,
   dest: string,
-): Promise<void> {
+): Promise<{ sha256: string }> {
   const call = admin.downloadArtifact({ cellId }, metadataFor(conn));
   return receiveFile(call, dest, `best weights of cell ${cellId}`);
 }

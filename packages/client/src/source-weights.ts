@@ -1,5 +1,5 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { FerryError } from '@ferry/common';
 import { downloadArtifact } from './admin.js';
@@ -21,12 +21,6 @@ export function sourceWeightsFile(cacheDir: string, sourceId: string, sha256: st
 function checkCellId(sourceId: string): void {
   if (!/^[0-9a-f]{1,64}$/.test(sourceId))
     throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `not a cell id: ${JSON.stringify(sourceId)}`);
-}
-
-async function fileSha256(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /**
@@ -55,8 +49,8 @@ export async function fetchSourceWeights(
   const tmp = path.join(dir, `${sourceId}.${randomUUID()}.part`);
   const admin = adminClient(conn);
   try {
-    await downloadArtifact(admin, conn, sourceId, tmp);
-    const file = sourceWeightsFile(cacheDir, sourceId, await fileSha256(tmp));
+    const { sha256 } = await downloadArtifact(admin, conn, sourceId, tmp);
+    const file = sourceWeightsFile(cacheDir, sourceId, sha256);
     renameSync(tmp, file);
     return { file, fetched: true, bytes: statSync(file).size };
   } catch (e) {

@@ -159,8 +159,9 @@ export interface ChunkSource extends AsyncIterable<CheckpointChunk> {
 /**
  * A whole download to `dest`: through a ChunkSink next to it (order, identity, completeness,
  * SHA-256), renamed into place only when all of it checks; `what` names the file in errors.
+ * Returns the SHA-256 the file was checked against.
  */
-export async function receiveFile(source: ChunkSource, dest: string, what: string): Promise<void> {
+export async function receiveFile(source: ChunkSource, dest: string, what: string): Promise<{ sha256: string }> {
   const sink = await ChunkSink.open(`${dest}.part`);
   try {
     for await (const chunk of source) {
@@ -173,6 +174,7 @@ export async function receiveFile(source: ChunkSource, dest: string, what: strin
     const done = await sink.close();
     if ('problem' in done) throw new Error(`${what} refused: ${done.problem}`);
     await rename(sink.file, dest);
+    return { sha256: done.last.sha256 };
   } catch (e) {
     await sink.discard();
     throw e;

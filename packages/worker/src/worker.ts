@@ -656,9 +656,9 @@ export class FerryWorker {
   }
 
   /** The coordinator's checkpoint of the cell, checked (order, completeness, SHA-256), to `dest`. */
-  private download(a: Assignment, dest: string): Promise<void> {
+  private async download(a: Assignment, dest: string): Promise<void> {
     const call = this.client.downloadCheckpoint({ attemptId: a.attemptId, cellId: a.cellId }, metadataFor(this.conn()));
-    return receiveFile(call, dest, 'downloaded checkpoint');
+    await receiveFile(call, dest, 'downloaded checkpoint');
   }
 }
 
