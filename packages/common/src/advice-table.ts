@@ -17,6 +17,16 @@ export interface RowAdvice {
   readonly measured?: string;
 }
 
+/** What identifies an advice row (and the table row it is shown on): dataset, color, model, raw weights. */
+export function adviceRowKey(r: {
+  readonly dataset: string;
+  readonly color: string;
+  readonly model: string;
+  readonly weights: string;
+}): string {
+  return JSON.stringify([r.dataset, r.color, r.model, r.weights]);
+}
+
 /** The columns the advisor predicts between. */
 export const ADVISED_STRATEGIES = ['finetune', 'freeze'] as const;
 

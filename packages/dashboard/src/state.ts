@@ -1,4 +1,11 @@
-import { rowAdviceOfWire, resultsTable, type CellOutcome, type ResultsTable, type RowAdvice } from '@ferry/common';
+import {
+  adviceRowKey,
+  rowAdviceOfWire,
+  resultsTable,
+  type CellOutcome,
+  type ResultsTable,
+  type RowAdvice,
+} from '@ferry/common';
 import type { CellSpec, FerryEvent, ProcessEvent } from '@ferry/protocol';
 
 /** One epoch of a cell as the dashboard keeps it. */
@@ -147,7 +154,7 @@ export class DashboardState {
   private applyAdvice(sweepId: string, x: NonNullable<FerryEvent['advice']>): Change | null {
     const a = rowAdviceOfWire(x);
     if (!a) return null;
-    this.sweep(sweepId).advice.set(JSON.stringify([a.dataset, a.color, a.model, a.weights]), a);
+    this.sweep(sweepId).advice.set(adviceRowKey(a), a);
     return { sweepId };
   }
 

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { DEFAULT_ADVISE, adviseDataset, selectBackend, type DatasetAdvice } from '@ferry/core';
-import { adviceText, sourceCellOf, wireAdvice } from '@ferry/common';
+import { adviceRowKey, adviceText, sourceCellOf, wireAdvice } from '@ferry/common';
 import { fetchSourceWeights, unary, type ConnectionOptions } from '@ferry/client';
 import { cellConfigFromSpec } from '@ferry/worker';
 import type { AdminClient, AdviceRow, CellSpec, SweepStatus } from '@ferry/protocol';
@@ -27,15 +27,12 @@ export interface AdvisedRow {
   readonly source: string | null;
 }
 
-const rowKey = (r: { dataset: string; color: string; model: string; weights: string }): string =>
-  JSON.stringify([r.dataset, r.color, r.model, r.weights]);
-
 /** The sweep's rows with both finetune and freeze cells, keyed as the advice is stored. */
 export function advisedRows(s: SweepStatus): AdvisedRow[] {
   const byKey = new Map<string, { spec: CellSpec; strategies: Set<string> }>();
   for (const c of s.cells) {
     const spec = c.spec!;
-    const k = rowKey(spec);
+    const k = adviceRowKey(spec);
     const row = byKey.get(k) ?? { spec, strategies: new Set<string>() };
     row.strategies.add(spec.strategy);
     if (spec.strategy === 'finetune') row.spec = spec;
@@ -82,7 +79,7 @@ export class RunAdvisor {
 
   /** Starts the advice of every row whose weights are now available and that has none yet. */
   update(s: SweepStatus): void {
-    const stored = new Set(s.advice.map(rowKey));
+    const stored = new Set(s.advice.map(adviceRowKey));
     const state = new Map(s.cells.map((c) => [c.cellId, c.state]));
     for (const row of advisedRows(s)) {
       if (this.started.has(row.key) || stored.has(row.key)) continue;
