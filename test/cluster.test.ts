@@ -12,6 +12,7 @@ import { REPO_ROOT } from './helpers/torch-ref.js';
 import { selfSignedCert } from './helpers/tls.js';
 import {
   attemptsOf,
+  EXPIRY_SLACK_MS,
   epochIndices,
   freePort,
   getSweep,
@@ -35,10 +36,6 @@ const procs: Proc[] = [];
 const LEASE_MS = 2000;
 const HEARTBEAT_MS = 200;
 const FAST = ['--lease-ms', String(LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
-/** How often the coordinator checks leases (its default; not a flag). */
-const TICK_MS = 500;
-/** After a lease runs out: the next lease check, and the status call that sees it. */
-const EXPIRY_SLACK_MS = TICK_MS + 1_000;
 /** The fault tests' sweep: epochs per cell (few, but enough to kill mid-sweep after 2). */
 const EPOCHS = 8;
 /** Bounds on the waits the fault tests' timeouts are summed from (2 cores, shared). */

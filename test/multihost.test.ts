@@ -8,6 +8,7 @@ import type { ConnectionOptions } from '@ferry/client';
 import type { SweepStatus } from '@ferry/protocol';
 import {
   attemptsOf,
+  EXPIRY_SLACK_MS,
   epochIndices,
   freePort,
   getSweep,
@@ -51,10 +52,6 @@ const LOG_MS = 5_000;
 const LEASE_MS = 3_000;
 const HEARTBEAT_MS = 300;
 const FAST = ['--lease-ms', String(LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
-/** How often the coordinator checks leases (its default; not a flag). */
-const TICK_MS = 500;
-/** After a lease runs out: the next lease check, and the status call (over TLS) that sees it. */
-const EXPIRY_SLACK_MS = TICK_MS + 1_000;
 /** The partition's sweep: epochs per cell (the link is cut with 2 left on the cut worker). */
 const EPOCHS = 6;
 /** The data-parallel cell's epochs. */

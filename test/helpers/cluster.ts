@@ -5,9 +5,15 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { SweepStatus } from '@ferry/protocol';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
+import { DEFAULT_TICK_MS } from '@ferry/coordinator';
 import { REPO_ROOT } from './torch-ref.js';
 
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+
+/** How often the coordinator checks leases (its default; `ferry coordinator` has no flag for it). */
+export const TICK_MS = DEFAULT_TICK_MS;
+/** After a lease runs out: the next lease check, and the status call that sees it. */
+export const EXPIRY_SLACK_MS = TICK_MS + 1_000;
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -4,6 +4,7 @@ export { STUDY_DEFAULTS, cellId, parseSweep, type Cell, type CellSpec, type Swee
 export { Coordinator, type CoordinatorLifecycle } from './coordinator.js';
 export {
   CoordinatorConfigError,
+  DEFAULT_TICK_MS,
   resolveCoordinatorOptions,
   type CoordinatorOptions,
   type ResolvedCoordinatorOptions,

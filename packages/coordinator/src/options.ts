@@ -51,6 +51,9 @@ export interface ResolvedCoordinatorOptions {
   readonly recoveryGraceMs: number;
 }
 
+/** How often the coordinator checks leases and wakes pollers, unless set (not a CLI flag). */
+export const DEFAULT_TICK_MS = 500;
+
 /** A coordinator option that cannot be used (the message names it). */
 export class CoordinatorConfigError extends FerryError {
   constructor(message: string) {
@@ -78,7 +81,7 @@ export function resolveCoordinatorOptions(o: CoordinatorOptions): ResolvedCoordi
     leaseMs,
     heartbeatIntervalMs,
     maxAttempts: o.maxAttempts ?? 3,
-    tickMs: o.tickMs ?? 500,
+    tickMs: o.tickMs ?? DEFAULT_TICK_MS,
     gangTimeoutMs: o.gangTimeoutMs ?? 30_000,
     token: o.token ?? null,
     tls: o.tls
