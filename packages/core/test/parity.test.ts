@@ -4,12 +4,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, test } from 'vitest';
 import {
   Network,
-  Trainer,
   adaptBatchNorm,
   batchNormStatNames,
-  parseStrategy,
   ArrayBatchSource,
-  DEFAULT_TRAIN_CONFIG,
   buildModel,
   nchwToNhwc,
   readNpy,
@@ -26,6 +23,12 @@ import {
   torchRefDir,
   worstRatio,
 } from '../../../test/helpers/torch-ref.js';
+import {
+  fixtureInput,
+  fixtureNetwork,
+  twoFixtureSteps,
+  versusTorchSteps,
+} from '../../../test/helpers/torch-training.js';
 
 const ref = (f: string): string => path.join(torchRefDir(), f);
 const npy = (f: string) => readNpy(readFileSync(ref(f)), f);
@@ -81,56 +84,16 @@ describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend
 });
 
 describe('resnet18 training steps against torch in float64', () => {
-  const setup = async () => {
-    await selectBackend('wasm');
-    const model = buildModel('resnet18', 10);
-    const init = await readWeightsFile(ref('train_resnet18_init.pth'));
-    const net = Network.create(model, { seed: 0, weights: resolveWeights(model, init.tensors, 'init') });
-    return { model, net, init: init.tensors };
-  };
-  const input = (file: string) => {
-    const a = npy(file);
-    return nchwToNhwc(a.data, a.shape);
-  };
-
   test.each<['finetune' | 'freeze', string]>([
     ['finetune', 'every parameter learns'],
     ['freeze', "only fc learns, BatchNorm in training mode (the study's freeze)"],
   ])('%s (%s): two SGD-momentum steps give torch float64 weights, running statistics and losses', async (protocol) => {
-    const { net, init } = await setup();
-    const nhwc = input('train_input.npy');
-    const labels = Int32Array.from(npy('train_labels.npy').data);
-    const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, {
-      batchSize: 4,
-      shuffle: false,
-    });
-    const trainer = new Trainer({
-      network: net,
-      config: {
-        ...DEFAULT_TRAIN_CONFIG,
-        epochs: 1,
-        lr: 0.01,
-        momentum: 0.9,
-        weightDecay: 1e-4,
-        strategy: parseStrategy(protocol),
-      },
-      train: source,
-      val: source,
-    });
-    const losses64 = JSON.parse(readFileSync(ref(`${protocol}_losses_f64.json`), 'utf8')) as number[];
-    const losses32 = JSON.parse(readFileSync(ref(`${protocol}_losses_f32.json`), 'utf8')) as number[];
-    for (let i = 0; i < 2; i++) {
-      const r = await trainer.trainStep({ x: nhwc.data, shape: nhwc.shape, labels }, 0.01);
-      const torchErr = Math.abs(losses32[i]! - losses64[i]!);
-      // A loss near 2.3 holds float32 to about 2.4e-7 absolute: the floor when torch is exact.
-      expect(Math.abs(r.lossSum / 4 - losses64[i]!)).toBeLessThan(TOLERANCE_FACTOR * Math.max(torchErr, 2.4e-7));
-    }
-    const got = await net.exportState();
-    const want64 = readState64(ref(`${protocol}_after_f64`));
-    const want32 = readState64(ref(`${protocol}_after_f32`));
-    const names = [...want64.keys()].filter((n) => !n.endsWith('num_batches_tracked'));
-    const worst = worstRatio(got, want64, want32, init, names);
+    await selectBackend('wasm');
+    const run = await twoFixtureSteps(protocol);
+    const { names, worst, losses } = versusTorchSteps(protocol, run);
+    for (const l of losses) expect(l.error).toBeLessThan(l.tolerance);
     expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
+    const { state: got, init } = run;
     if (protocol === 'freeze') {
       // Frozen weights are bitwise what they were; the running statistics moved to the batch's.
       const frozen = names.filter(
@@ -140,14 +103,14 @@ describe('resnet18 training steps against torch in float64', () => {
       const moved = maxAbsDiff(got.get('layer4.1.bn2.running_var')!.data, init.get('layer4.1.bn2.running_var')!.data);
       expect(moved).toBeGreaterThan(1e-3);
     }
-    trainer.dispose();
-    net.dispose();
   });
 
   test("adapt: one pass without gradients sets the running statistics to torch's cumulative average (momentum=None)", async () => {
-    const { model, net, init } = await setup();
-    const a = input('train_input.npy');
-    const b = input('adapt_input.npy');
+    await selectBackend('wasm');
+    const model = buildModel('resnet18', 10);
+    const { net, init } = await fixtureNetwork();
+    const a = fixtureInput('train_input.npy');
+    const b = fixtureInput('adapt_input.npy');
     const both = new Float32Array(a.data.length + b.data.length);
     both.set(a.data);
     both.set(b.data, a.data.length);

@@ -4,23 +4,17 @@
  * GPU is present (scripts/test.sh installs it from bookworm-backports). The same code runs on a
  * GPU; only speed differs.
  */
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { syntheticSources } from '../../../test/helpers/synthetic.js';
 import { relErr } from '../../../test/helpers/compare.js';
-import {
-  ROUNDING_FLOOR,
-  TOLERANCE_FACTOR,
-  readState64,
-  torchRefDir,
-  worstRatio,
-} from '../../../test/helpers/torch-ref.js';
+import { ROUNDING_FLOOR, TOLERANCE_FACTOR } from '../../../test/helpers/torch-ref.js';
 import { dotBoundRatio, filterGradBounded, inputGradBounded } from '../../../test/helpers/conv-ref.js';
+import { twoFixtureSteps, versusTorchSteps } from '../../../test/helpers/torch-training.js';
 import {
-  ArrayBatchSource,
   assertDeviceHealthy,
   DEFAULT_TRAIN_CONFIG,
   Network,
@@ -29,11 +23,6 @@ import {
   Trainer,
   buildModel,
   describeAdapter,
-  nchwToNhwc,
-  parseStrategy,
-  readNpy,
-  readWeightsFile,
-  resolveWeights,
   selectBackend,
 } from '@ferry/core';
 import { batchNormTrain, setWebGpuFastPath, setWebGpuTuning, splitCount } from '@ferry/core/internal';
@@ -565,49 +554,11 @@ describe('resnet18 training steps on webgpu against torch in float64', () => {
     { timeout: 300_000 },
     async () => {
       await tf.setBackend('webgpu');
-      const ref = (f: string): string => path.join(torchRefDir(), f);
-      const model = buildModel('resnet18', 10);
-      const { tensors: init } = await readWeightsFile(ref('train_resnet18_init.pth'));
-      const net = Network.create(model, { seed: 0, weights: resolveWeights(model, init, 'init') });
-      const input = readNpy(readFileSync(ref('train_input.npy')), 'train_input.npy');
-      const nhwc = nchwToNhwc(input.data, input.shape);
-      const labels = Int32Array.from(readNpy(readFileSync(ref('train_labels.npy')), 'train_labels.npy').data);
-      const source = new ArrayBatchSource(nhwc.data, labels, [nhwc.shape[1], nhwc.shape[2], 3], 10, {
-        batchSize: 4,
-        shuffle: false,
-      });
-      const trainer = new Trainer({
-        network: net,
-        config: {
-          ...DEFAULT_TRAIN_CONFIG,
-          epochs: 1,
-          lr: 0.01,
-          momentum: 0.9,
-          weightDecay: 1e-4,
-          strategy: parseStrategy('finetune'),
-        },
-        train: source,
-        val: source,
-      });
-      const losses64 = JSON.parse(readFileSync(ref('finetune_losses_f64.json'), 'utf8')) as number[];
-      const losses32 = JSON.parse(readFileSync(ref('finetune_losses_f32.json'), 'utf8')) as number[];
-      const losses: number[] = [];
-      for (let i = 0; i < 2; i++)
-        losses.push((await trainer.trainStep({ x: nhwc.data, shape: nhwc.shape, labels }, 0.01)).lossSum / 4);
-      const got = await net.exportState();
-      trainer.dispose();
-      net.dispose();
-      const want64 = readState64(ref('finetune_after_f64'));
-      const want32 = readState64(ref('finetune_after_f32'));
-      const names = [...want64.keys()].filter((n) => !n.endsWith('num_batches_tracked'));
+      const run = await twoFixtureSteps('finetune');
+      const { names, worst, losses } = versusTorchSteps('finetune', run);
       expect(names.length).toBe(102);
-      const worst = worstRatio(got, want64, want32, init, names);
-      console.log(JSON.stringify({ test: 'webgpu-resnet18-torch-steps', worst, losses, losses64 }));
-      losses.forEach((l, i) => {
-        // A loss near 2.3 holds float32 to about 2.4e-7 absolute: the floor when torch is exact.
-        const torchErr = Math.max(Math.abs(losses32[i]! - losses64[i]!), 2.4e-7);
-        expect(Math.abs(l - losses64[i]!), `loss ${i + 1}`).toBeLessThan(TOLERANCE_FACTOR * torchErr);
-      });
+      console.log(JSON.stringify({ test: 'webgpu-resnet18-torch-steps', worst, losses }));
+      losses.forEach((l, i) => expect(l.error, `loss ${i + 1}`).toBeLessThan(l.tolerance));
       expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
     },
   );
