@@ -374,7 +374,7 @@ const key = (...parts: string[]): string => JSON.stringify(parts);
  */
 function withReadableSources(outcomes: readonly CellOutcome[]): readonly CellOutcome[] {
   const byId = new Map(outcomes.flatMap((o) => (o.cellId ? [[o.cellId, o] as const] : [])));
-  const base = (o: CellOutcome): string => `${o.spec.dataset} ${o.spec.color} ${o.spec.strategy}`;
+  const base = (o: CellOutcome): string => sourceLabel(o.spec);
   const settingsKey = (o: CellOutcome): string => {
     const all = { ...o.spec, ...o.settings } as Record<string, unknown>;
     const entries = Object.entries(all).filter(([k]) => k !== 'seed');
@@ -399,6 +399,15 @@ function withReadableSources(outcomes: readonly CellOutcome[]): readonly CellOut
     if (src) label = keysByBase.get(base(src))!.size > 1 ? `${base(src)} (${fnv1a(settingsKey(src))})` : base(src);
     return { ...o, settings: { ...o.settings, weights: label } };
   });
+}
+
+/** "<dataset> <color> <strategy>": a stage's source cell as tables and messages name it (no seed). */
+export function sourceLabel(spec: {
+  readonly dataset: string;
+  readonly color: string;
+  readonly strategy: string;
+}): string {
+  return `${spec.dataset} ${spec.color} ${spec.strategy}`;
 }
 
 /** FNV-1a, 32 bits, as 8 hex digits: a short, stable name for a settings key (not a security hash). */

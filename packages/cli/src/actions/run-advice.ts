@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { DEFAULT_ADVISE, adviseDataset, selectBackend, type DatasetAdvice } from '@ferry/core';
-import { adviceRowKey, adviceText, sourceCellOf, wireAdvice } from '@ferry/common';
+import { adviceRowKey, adviceText, sourceCellOf, sourceLabel, wireAdvice } from '@ferry/common';
 import { fetchSourceWeights, unary, type ConnectionOptions } from '@ferry/client';
 import { cellConfigFromSpec } from '@ferry/worker';
 import type { AdminClient, AdviceRow, CellSpec, SweepStatus } from '@ferry/protocol';
@@ -49,7 +49,7 @@ function sourceText(spec: CellSpec, s: SweepStatus): string {
   if (id === null)
     return spec.weights === 'pretrained' || spec.weights === 'none' ? spec.weights : path.basename(spec.weights);
   const src = s.cells.find((c) => c.cellId === id)?.spec;
-  return src ? `${src.dataset} ${src.color} ${src.strategy} (${id.slice(0, 8)})` : `cell ${id.slice(0, 8)}`;
+  return src ? `${sourceLabel(src)} (${id.slice(0, 8)})` : `cell ${id.slice(0, 8)}`;
 }
 
 function measuredText(r: DatasetAdvice): string {
