@@ -7,6 +7,7 @@ export default defineConfig({
   resolve: {
     alias: {
       '@ferry/common': src('common'),
+      '@ferry/torch': src('torch'),
       // Before '@ferry/core', which would otherwise match it as a prefix.
       '@ferry/core/internal': fileURLToPath(new URL('./packages/core/src/internal.ts', import.meta.url)),
       '@ferry/core': src('core'),

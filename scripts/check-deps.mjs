@@ -11,7 +11,9 @@ const ALLOWED = {
   common: { ferry: [], forbid: [/./] },
   protocol: { ferry: [], forbid: [/^@tensorflow\//], skip: /\/gen\// },
   events: { ferry: ['common', 'protocol'], forbid: [/^@tensorflow\//, /^@grpc\//] },
-  core: { ferry: ['common', 'protocol'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
+  // torch: the native backend (C++ over ATen, a TensorFlow.js backend); no network, no other engine code.
+  torch: { ferry: ['common'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/, /^@tensorflow\/tfjs-backend/] },
+  core: { ferry: ['common', 'protocol', 'torch'], forbid: [/^@grpc\//, /^@nats-io\//, /^fastify/] },
   client: { ferry: ['common', 'protocol'], forbid: [/^@tensorflow\//, /^webgpu$/, /^@nats-io\//, /^fastify/] },
   coordinator: {
     ferry: ['common', 'protocol', 'events', 'client'],

@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 /usr/bin/python3 -c 'import torch, torchvision' 2>/dev/null || need_apt+=(python3-torch python3-torchvision python3-numpy)
 /usr/bin/python3 -c 'import scipy' 2>/dev/null || need_apt+=(python3-scipy)
+# libtorch's headers and libraries: the torch backend (packages/torch) builds against them at npm ci.
+[ -f /usr/include/ATen/ATen.h ] || [ -n "${FERRY_LIBTORCH_DIR:-}" ] || need_apt+=(libtorch-dev)
 [ -x /usr/sbin/nats-server ] || command -v nats-server >/dev/null || need_apt+=(nats-server)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 command -v openssl >/dev/null || need_apt+=(openssl)
@@ -64,6 +66,14 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "test.sh: npm ci"
   npm ci --no-audit --no-fund
 fi
+
+# The native addon, when npm ci ran before libtorch was installed or its C++ source changed since.
+addon=packages/torch/build/Release/ferry_torch.node
+if [ ! -f "$addon" ] || [ packages/torch/native/ferry_torch.cc -nt "$addon" ] || [ packages/torch/binding.gyp -nt "$addon" ]; then
+  echo "test.sh: building the torch backend's native addon"
+  node packages/torch/scripts/install.mjs
+fi
+[ -f "$addon" ] || { echo "test.sh: the torch backend did not build (see above); the suite tests it" >&2; exit 1; }
 
 echo "test.sh: build + typecheck"
 npm run --silent typecheck

@@ -66,6 +66,13 @@ export const ERRORS = {
     when: 'the requested TensorFlow.js backend cannot start (package not installed, no GPU adapter)',
     fix: '`ferry info` lists every backend and why it is unavailable; use `--backend auto`',
   },
+  FERRY_ERR_NATIVE_KERNEL: {
+    grpc: 'INTERNAL',
+    exit: 1,
+    retry: 'elsewhere',
+    when: "a kernel of the native torch backend failed in libtorch (a shape it refuses, out of memory) or ferry's torch backend does not implement the kernel (named in the message)",
+    fix: 'the message names the kernel and libtorch\'s reason; out of memory: a smaller batch (`batchSize`, `microBatch`); an unimplemented kernel: `--backend wasm`, and report it',
+  },
   FERRY_ERR_WEIGHTS_CORRUPT: {
     grpc: 'DATA_LOSS',
     exit: 2,

@@ -59,7 +59,7 @@ async function evalLogits(arch: string, weightsFile: string): Promise<Float32Arr
   return got;
 }
 
-describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend) => {
+describe.each<BackendName>(['torch', 'wasm', 'cpu'])('torchvision parity on %s', (backend) => {
   test.each([
     ['resnet18', 'resnet18.pth'],
     ['resnet50', 'resnet50.safetensors'],
@@ -83,30 +83,38 @@ describe.each<BackendName>(['wasm', 'cpu'])('torchvision parity on %s', (backend
   );
 });
 
-describe('resnet18 training steps against torch in float64', () => {
-  test.each<['finetune' | 'freeze', string]>([
+describe.each<BackendName>(['torch', 'wasm'])('resnet18 training steps against torch in float64 on %s', (backend) => {
+  // finetune is not asserted on torch yet: in the second step the fixture has a ReLU input 4.4e-7
+  // from zero in float64 (layer3.0.relu), which libtorch's float32 rounding puts on the other side
+  // (every tensor below layer3.0 then differs by ~2e-3, the losses by 7e-7). The fixture needs a
+  // margin (or a tolerance that covers such flips) before this case can hold on every backend.
+  const protocols: ['finetune' | 'freeze', string][] = [
     ['finetune', 'every parameter learns'],
     ['freeze', "only fc learns, BatchNorm in training mode (the study's freeze)"],
-  ])('%s (%s): two SGD-momentum steps give torch float64 weights, running statistics and losses', async (protocol) => {
-    await selectBackend('wasm');
-    const run = await twoFixtureSteps(protocol);
-    const { names, worst, losses } = versusTorchSteps(protocol, run);
-    for (const l of losses) expect(l.error).toBeLessThan(l.tolerance);
-    expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
-    const { state: got, init } = run;
-    if (protocol === 'freeze') {
-      // Frozen weights are bitwise what they were; the running statistics moved to the batch's.
-      const frozen = names.filter(
-        (n) => !n.startsWith('fc.') && !n.endsWith('running_mean') && !n.endsWith('running_var'),
-      );
-      for (const n of frozen) expect(maxAbsDiff(got.get(n)!.data, init.get(n)!.data), n).toBe(0);
-      const moved = maxAbsDiff(got.get('layer4.1.bn2.running_var')!.data, init.get('layer4.1.bn2.running_var')!.data);
-      expect(moved).toBeGreaterThan(1e-3);
-    }
-  });
+  ];
+  test.each(protocols.filter(([p]) => backend !== 'torch' || p !== 'finetune'))(
+    '%s (%s): two SGD-momentum steps give torch float64 weights, running statistics and losses',
+    async (protocol) => {
+      await selectBackend(backend);
+      const run = await twoFixtureSteps(protocol);
+      const { names, worst, losses } = versusTorchSteps(protocol, run);
+      for (const l of losses) expect(l.error).toBeLessThan(l.tolerance);
+      expect(worst.ratio, JSON.stringify(worst)).toBeLessThan(TOLERANCE_FACTOR);
+      const { state: got, init } = run;
+      if (protocol === 'freeze') {
+        // Frozen weights are bitwise what they were; the running statistics moved to the batch's.
+        const frozen = names.filter(
+          (n) => !n.startsWith('fc.') && !n.endsWith('running_mean') && !n.endsWith('running_var'),
+        );
+        for (const n of frozen) expect(maxAbsDiff(got.get(n)!.data, init.get(n)!.data), n).toBe(0);
+        const moved = maxAbsDiff(got.get('layer4.1.bn2.running_var')!.data, init.get('layer4.1.bn2.running_var')!.data);
+        expect(moved).toBeGreaterThan(1e-3);
+      }
+    },
+  );
 
   test("adapt: one pass without gradients sets the running statistics to torch's cumulative average (momentum=None)", async () => {
-    await selectBackend('wasm');
+    await selectBackend(backend);
     const model = buildModel('resnet18', 10);
     const { net, init } = await fixtureNetwork();
     const a = fixtureInput('train_input.npy');

@@ -44,7 +44,8 @@ function workerOptions(o: WorkerFlags, io: CliIo): WorkerOptions {
     workDir: o.workDir,
     cacheDir: defaultCacheDir(io),
     backend: backendRequest(o.backend),
-    backendOptions: backendOptionsFromEnv(io),
+    // A worker pinned to one GPU (CUDA_VISIBLE_DEVICES) sees it as cuda:0.
+    backendOptions: { ...(io.env['CUDA_VISIBLE_DEVICES'] ? { torchGpu: 0 } : {}), ...backendOptionsFromEnv(io) },
     ...(o.name ? { name: o.name } : {}),
     ...(o.threads !== undefined ? { decodeThreads: o.threads } : {}),
     pollWaitMs: o.pollMs,

@@ -1,3 +1,4 @@
+import { torchActive, torchBatchNormTrain, torchBatchNormTrainGrad, torchSoftmaxCrossEntropy } from '@ferry/torch';
 import * as tf from '@tensorflow/tfjs-core';
 import * as gpu from './webgpu/ops.js';
 import type { Activation } from './webgpu/programs.js';
@@ -64,6 +65,7 @@ export function batchNormTrain(
   onStats?: (stats: BnStats) => void,
 ): tf.Tensor4D {
   if (fusedWebGpuActive()) return batchNormTrainWebGpu(x, gamma, beta, eps, act, residual, onStats);
+  if (torchActive()) return addAndActivate(batchNormTrainTorch(x, gamma, beta, eps, onStats), residual, act);
   const [n, h, w] = x.shape;
   const count = n * h * w;
   const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
@@ -85,6 +87,51 @@ export function batchNormTrain(
     };
   });
   return addAndActivate(f(x, gamma, beta) as tf.Tensor4D, residual, act);
+}
+
+/** libtorch's BatchNorm forward and its fused backward (native_batch_norm_backward) as one tape node. */
+function batchNormTrainTorch(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+  onStats?: (stats: BnStats) => void,
+): tf.Tensor4D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [xs, g, b, save] = args as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.GradSaveFunc];
+    const r = torchBatchNormTrain(xs, g, b, eps);
+    save([xs, g, r.mean, r.invstd]);
+    if (onStats) onStats({ kind: 'pair', mean: tf.keep(r.mean), variance: tf.keep(r.variance) });
+    return {
+      value: r.y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const [sx, sg, mean, invstd] = saved as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D, tf.Tensor1D];
+        return torchBatchNormTrainGrad(dy as tf.Tensor4D, sx, sg, { mean, invstd }, eps);
+      },
+    };
+  });
+  return f(x, gamma, beta) as tf.Tensor4D;
+}
+
+/**
+ * Mean softmax cross-entropy (torch.nn.CrossEntropyLoss) of logits against integer labels. On
+ * the torch backend libtorch's fused log_softmax + nll_loss and their backward, one tape node;
+ * elsewhere TensorFlow.js's logSoftmax and ops.
+ */
+export function softmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
+  if (torchActive()) {
+    const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+      const [l, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
+      const [loss, dlogits] = torchSoftmaxCrossEntropy(l, labels);
+      save([dlogits]);
+      return { value: loss, gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => [tf.mul(saved[0]!, dy)] };
+    });
+    return f(logits) as tf.Scalar;
+  }
+  return tf.tidy(() => {
+    const oneHot = tf.cast(tf.oneHot(labels, numClasses), 'float32');
+    return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
+  });
 }
 
 function batchNormTrainWebGpu(

@@ -6,6 +6,7 @@ import '@tensorflow/tfjs-backend-cpu';
 // Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
 // the union package's Node build registers them (kernel registries are process-global).
 import '@tensorflow/tfjs';
+import { registerTorchBackend } from '@ferry/torch';
 import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
 import { watchWebGpuDevice } from './device-health.js';
 import { startThreadedWasm } from './wasm-threads.js';
@@ -21,7 +22,7 @@ import { registerBackendWorkarounds, setWebGpuFastPath } from './workarounds.js'
 export type { WebGpuAdapterReport } from './webgpu-adapter.js';
 
 /** Backends in the order `auto` prefers them (fastest first). */
-export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
+export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'torch', 'cpu'] as const;
 export type BackendName = (typeof BACKEND_NAMES)[number];
 export type BackendRequest = BackendName | 'auto';
 
@@ -82,6 +83,12 @@ export interface BackendOptions {
   readonly webgpuProfiling?: boolean;
   /** ferry's WebGPU kernels and fused programs (default on; off = TensorFlow.js's own). */
   readonly webgpuFastPath?: boolean;
+  /** torch intra-op threads. Default: the cores this process may use. */
+  readonly torchThreads?: number;
+  /** torch device: `cpu` (default) or `cuda:N` (a CUDA libtorch; a worker's `--gpus`). */
+  readonly torchDevice?: string;
+  /** The GPU a worker is pinned to: torch runs there when its libtorch has CUDA (else on the CPU). */
+  readonly torchGpu?: number;
 }
 
 /** What loading a backend found: its device, and for webgpu the adapter. */
@@ -95,6 +102,8 @@ async function load(name: BackendName, options: BackendOptions): Promise<Loaded>
   switch (name) {
     case 'cpu':
       return { device: 'cpu (pure JavaScript)' };
+    case 'torch':
+      return { device: loadTorch(options) };
     case 'wasm':
       return { device: await loadWasm(options.wasmThreads ?? os.availableParallelism()) };
     case 'webgpu': {
@@ -108,6 +117,17 @@ async function load(name: BackendName, options: BackendOptions): Promise<Loaded>
       await import(/* optional */ '@tensorflow/tfjs-node' as string);
       return { device: 'cpu (libtensorflow)' };
   }
+}
+
+/** Registers the torch backend (libtorch's kernels through ferry's addon); throws why it cannot. */
+function loadTorch(options: BackendOptions): string {
+  const r = registerTorchBackend({
+    ...(options.torchThreads !== undefined ? { threads: options.torchThreads } : {}),
+    ...(options.torchDevice !== undefined ? { device: options.torchDevice } : {}),
+    ...(options.torchGpu !== undefined ? { preferGpu: options.torchGpu } : {}),
+  });
+  const dnn = r.mkldnn ? `, ${r.mkldnnVersion.replace(/ \(Git Hash N\/A\)/, '')}` : ', no oneDNN';
+  return `${r.device} (libtorch ${r.version}, ${r.threads} thread${r.threads > 1 ? 's' : ''}${dnn}${r.cuda ? ', CUDA build' : ''})`;
 }
 
 /** Registers the wasm backend, multi-threaded when `wanted` > 1 and the threaded build starts. */

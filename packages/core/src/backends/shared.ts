@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
 /** Backends whose tensors live in host memory: reading one back is a copy, not a device round trip. */
-const HOST_MEMORY_BACKENDS = new Set(['cpu', 'wasm']);
+const HOST_MEMORY_BACKENDS = new Set(['cpu', 'wasm', 'torch']);
 
 export function tensorsInHostMemory(): boolean {
   return HOST_MEMORY_BACKENDS.has(tf.getBackend());

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { disposeBnStats } from '../backends/fused.js';
+import { disposeBnStats, softmaxCrossEntropy } from '../backends/fused.js';
 import { assertDeviceHealthy } from '../backends/device-health.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
@@ -142,10 +142,7 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
 
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
 export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
-  return tf.tidy(() => {
-    const oneHot = tf.cast(tf.oneHot(labels, numClasses), 'float32');
-    return tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1))) as tf.Scalar;
-  });
+  return softmaxCrossEntropy(logits, labels, numClasses);
 }
 
 function validate(config: TrainConfig): void {

@@ -1,0 +1,170 @@
+import os from 'node:os';
+import { FerryError } from '@ferry/common';
+import * as tf from '@tensorflow/tfjs-core';
+import { TorchBackend } from './backend.js';
+import { torchKernels } from './kernels.js';
+import { NativeLoadError, loadNative, type NativeInfo } from './native.js';
+
+export { NativeLoadError, type NativeInfo } from './native.js';
+
+/** The backend's name in TensorFlow.js's registry. */
+export const TORCH_BACKEND = 'torch';
+
+/** A kernel that failed inside libtorch (or one the torch backend lacks), with libtorch's reason. */
+export class NativeKernelError extends FerryError {
+  constructor(
+    readonly kernel: string,
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super('FERRY_ERR_NATIVE_KERNEL', `torch backend, kernel ${kernel}: ${reason}`, options);
+  }
+}
+
+export interface TorchOptions {
+  /** Intra-op threads; default: the cores this process may use (os.availableParallelism()). */
+  readonly threads?: number;
+  /** ATen device: `cpu` (default) or `cuda:N` (needs a CUDA libtorch, FERRY_LIBTORCH_DIR at build). */
+  readonly device?: string;
+  /** A worker's GPU (its index as libtorch sees it): used when `device` is unset and libtorch has CUDA. */
+  readonly preferGpu?: number;
+}
+
+export interface TorchReport extends NativeInfo {
+  /** How many kernels the backend registers. */
+  readonly kernels: number;
+}
+
+let registered: TorchReport | undefined;
+
+/**
+ * Loads the addon and registers the `torch` backend and its kernels with TensorFlow.js (once per
+ * process; the options of the first call hold). Throws NativeLoadError saying what to install.
+ */
+export function registerTorchBackend(options: TorchOptions = {}): TorchReport {
+  if (registered) return registered;
+  const native = loadNative();
+  native.SetThreads(Math.max(1, options.threads ?? os.availableParallelism()));
+  const cuda = native.Info().cuda;
+  const device = options.device ?? (options.preferGpu !== undefined && cuda ? `cuda:${options.preferGpu}` : 'cpu');
+  if (device !== 'cpu') native.SetDevice(device);
+  tf.registerBackend(TORCH_BACKEND, () => new TorchBackend(native), 0);
+  const kernels = torchKernels();
+  for (const [kernelName, impl] of Object.entries(kernels)) {
+    tf.registerKernel({
+      kernelName,
+      backendName: TORCH_BACKEND,
+      kernelFunc: ({ inputs, attrs, backend }) => {
+        try {
+          return impl(
+            inputs as Record<string, tf.TensorInfo>,
+            attrs as Record<string, unknown>,
+            backend as TorchBackend,
+          );
+        } catch (e) {
+          throw nativeError(kernelName, e);
+        }
+      },
+    });
+  }
+  registered = { ...native.Info(), kernels: Object.keys(kernels).length };
+  return registered;
+}
+
+function nativeError(kernel: string, e: unknown): Error {
+  if (e instanceof FerryError) return e;
+  const reason = (e instanceof Error ? e.message : String(e)).replace(/^libtorch: /, '');
+  return new NativeKernelError(kernel, reason.split('\n')[0] ?? reason, { cause: e });
+}
+
+/** The running backend as the torch backend, or an error naming the one that runs. */
+function active(): TorchBackend {
+  const b = tf.backend();
+  if (!(b instanceof TorchBackend)) throw new Error(`the torch backend is not active (${tf.getBackend()} is)`);
+  return b;
+}
+
+function tensors(b: TorchBackend, ids: number[], dtype: tf.DataType = 'float32'): tf.Tensor[] {
+  return ids.map((id) => tf.engine().makeTensorFromTensorInfo(b.wrap(id, dtype)));
+}
+
+function call<T>(kernel: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    throw nativeError(kernel, e);
+  }
+}
+
+/** What libtorch keeps of a BatchNorm forward in training mode, for its fused backward. */
+export interface TorchBatchNorm {
+  readonly y: tf.Tensor4D;
+  readonly mean: tf.Tensor1D;
+  /** Biased batch variance. */
+  readonly variance: tf.Tensor1D;
+  /** 1 / sqrt(variance + eps). */
+  readonly invstd: tf.Tensor1D;
+}
+
+/** libtorch's BatchNorm forward with batch statistics (NHWC x; channels_last inside). */
+export function torchBatchNormTrain(
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+): TorchBatchNorm {
+  const b = active();
+  const ids = call('BatchNormTrain', () => b.native.BatchNormTrain(b.idOf(x), b.idOf(gamma), b.idOf(beta), eps));
+  const [y, mean, variance, invstd] = tensors(b, ids);
+  return {
+    y: y as tf.Tensor4D,
+    mean: mean as tf.Tensor1D,
+    variance: variance as tf.Tensor1D,
+    invstd: invstd as tf.Tensor1D,
+  };
+}
+
+/** libtorch's fused BatchNorm backward (native_batch_norm_backward): [dx, dgamma, dbeta]. */
+export function torchBatchNormTrainGrad(
+  dy: tf.Tensor4D,
+  x: tf.Tensor4D,
+  gamma: tf.Tensor1D,
+  saved: Pick<TorchBatchNorm, 'mean' | 'invstd'>,
+  eps: number,
+): [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D] {
+  const b = active();
+  const ids = call('BatchNormTrainGrad', () =>
+    b.native.BatchNormTrainGrad(b.idOf(dy), b.idOf(x), b.idOf(gamma), b.idOf(saved.mean), b.idOf(saved.invstd), eps),
+  );
+  return tensors(b, ids) as [tf.Tensor4D, tf.Tensor1D, tf.Tensor1D];
+}
+
+/**
+ * Mean softmax cross-entropy over a batch with integer labels, and its gradient with respect to
+ * the logits, from libtorch's fused log_softmax / nll_loss kernels: [loss, dlogits].
+ */
+export function torchSoftmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D): [tf.Scalar, tf.Tensor2D] {
+  const b = active();
+  const ids = call('SoftmaxCrossEntropy', () => b.native.SoftmaxCrossEntropy(b.idOf(logits), b.idOf(labels)));
+  return tensors(b, ids) as [tf.Scalar, tf.Tensor2D];
+}
+
+/** Whether the torch backend is the running TensorFlow.js backend. */
+export function torchActive(): boolean {
+  return tf.getBackend() === TORCH_BACKEND;
+}
+
+/** Live native tensors (slots) in the addon: for leak checks across many cells. */
+export function liveNativeTensors(): number {
+  return loadNative().Live();
+}
+
+/** Why the addon cannot load, or null when it can (does not register anything). */
+export function torchLoadProblem(): string | null {
+  try {
+    loadNative();
+    return null;
+  } catch (e) {
+    return e instanceof NativeLoadError ? e.message : String(e);
+  }
+}
