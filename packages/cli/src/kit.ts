@@ -120,4 +120,4 @@ export interface CommandContext {
 }
 
 /** The backends `--backend` takes (auto: the best that works here). */
-export const BACKEND_CHOICES = 'auto, tensorflow-gpu, torch, tensorflow, webgpu, wasm, cpu';
+export const BACKEND_CHOICES = 'auto, tensorflow-gpu, tensorflow, webgpu, wasm, torch, cpu';

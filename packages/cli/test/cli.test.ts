@@ -29,7 +29,14 @@ describe('ferry models / info', () => {
     };
     expect(info.backend.name).toBe('wasm');
     expect(info.backend.registeredKernels.join('\n')).toContain('Conv2DBackpropFilter');
-    expect(info.backends.map((b) => b.name)).toEqual(['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'cpu']);
+    expect(info.backends.map((b) => b.name)).toEqual([
+      'tensorflow-gpu',
+      'tensorflow',
+      'webgpu',
+      'wasm',
+      'torch',
+      'cpu',
+    ]);
     for (const b of info.backends) if (!b.available) expect(b.reason, b.name).toMatch(/\w+/);
     expect(info.backends.find((b) => b.name === 'cpu')?.available).toBe(true);
     expect(info.tfjs).toBe('4.22.0');

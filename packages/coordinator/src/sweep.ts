@@ -50,7 +50,7 @@ type HyperSetting = {
  */
 export const STUDY_DEFAULTS: Hyper = { weights: 'pretrained', ...HYPER_PARAMETER_DEFAULTS, backends: [] };
 
-const BACKENDS = ['tensorflow-gpu', 'torch', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
+const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'torch', 'cpu'];
 
 /** What `hyper` may set, in the order messages list them: weights, the table's names, backends. */
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
