@@ -303,16 +303,9 @@ OP(Transpose)
   return Id(info.Env(), T(info, 0).permute(Ints(info, 1)));
 END
 
-OP(Slice)
-  auto t = T(info, 0);
-  auto begin = Ints(info, 1);
-  auto size = Ints(info, 2);
-  for (size_t d = 0; d < begin.size(); d++) t = t.narrow(static_cast<int64_t>(d), begin[d], size[d]);
-  return Id(info.Env(), t.contiguous());
-END
-
 OP(StridedSlice)
-  // begin/end/strides already normalised by TensorFlow.js's slice_util (positive strides only here).
+  // begin/end/strides already normalised by TensorFlow.js's slice_util (positive strides only here);
+  // Slice is this with unit strides.
   auto t = T(info, 0);
   auto begin = Ints(info, 1);
   auto end = Ints(info, 2);
@@ -721,7 +714,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #define FN(name) exports.Set(#name, Napi::Function::New(env, name, #name))
   FN(Create); FN(Read); FN(Free); FN(Shape); FN(Live);
   FN(BinaryOp); FN(UnaryOp); FN(Step); FN(Cast); FN(Clip); FN(Where); FN(LeakyRelu); FN(Prelu);
-  FN(Reshape); FN(Transpose); FN(Slice); FN(StridedSlice); FN(Concat); FN(Stack); FN(Split); FN(Pad);
+  FN(Reshape); FN(Transpose); FN(StridedSlice); FN(Concat); FN(Stack); FN(Split); FN(Pad);
   FN(Tile); FN(Flip); FN(Fill); FN(Range); FN(OneHot); FN(Gather);
   FN(ReduceOp); FN(ArgMinMax); FN(Cumsum); FN(Softmax); FN(LogSoftmax); FN(MatMul);
   FN(Conv2d); FN(Conv2dBackpropInput); FN(Conv2dBackpropFilter); FN(MaxPool); FN(MaxPoolGrad);

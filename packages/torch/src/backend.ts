@@ -10,7 +10,7 @@ interface Entry {
   refCount: number;
 }
 
-export const DTYPE_CODE: Readonly<Record<string, number>> = { float32: 0, int32: 1, bool: 2 };
+const DTYPE_CODE: Readonly<Record<string, number>> = { float32: 0, int32: 1, bool: 2 };
 
 /** The addon's dtype code for a TensorFlow.js dtype; float32, int32 and bool only. */
 export function dtypeCode(dtype: tf.DataType): number {

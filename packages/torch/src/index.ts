@@ -3,7 +3,7 @@ import { FerryError } from '@ferry/common';
 import * as tf from '@tensorflow/tfjs-core';
 import { TorchBackend } from './backend.js';
 import { torchKernels } from './kernels.js';
-import { NativeLoadError, loadNative, type NativeInfo } from './native.js';
+import { loadNative, type NativeInfo } from './native.js';
 
 export { NativeLoadError, type NativeInfo } from './native.js';
 
@@ -152,19 +152,4 @@ export function torchSoftmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1
 /** Whether the torch backend is the running TensorFlow.js backend. */
 export function torchActive(): boolean {
   return tf.getBackend() === TORCH_BACKEND;
-}
-
-/** Live native tensors (slots) in the addon: for leak checks across many cells. */
-export function liveNativeTensors(): number {
-  return loadNative().Live();
-}
-
-/** Why the addon cannot load, or null when it can (does not register anything). */
-export function torchLoadProblem(): string | null {
-  try {
-    loadNative();
-    return null;
-  } catch (e) {
-    return e instanceof NativeLoadError ? e.message : String(e);
-  }
 }

@@ -173,6 +173,14 @@ function convFilter(depthwise: boolean): KernelImpl {
   };
 }
 
+/** A fused op's activation that is one of the unary kernels, by TensorFlow.js's activation name. */
+const ACTIVATION_KERNEL: Readonly<Record<string, string>> = {
+  relu: 'Relu',
+  relu6: 'Relu6',
+  sigmoid: 'Sigmoid',
+  elu: 'Elu',
+};
+
 /** bias add and activation after a fused conv or matmul (FusedConv2D, _FusedMatMul). */
 function epilogue(out: Info, inputs: Record<string, Info>, attrs: Attrs, b: TorchBackend): Info {
   let y = out;
@@ -184,10 +192,8 @@ function epilogue(out: Info, inputs: Record<string, Info>, attrs: Attrs, b: Torc
   if (inputs['bias']) replace(b.native.BinaryOp(0, b.idOf(y), b.idOf(inputs['bias']), 0));
   const act = attrs['activation'] as string | undefined;
   if (act === undefined || act === 'linear') return y;
-  if (act === 'relu') replace(b.native.UnaryOp(UNARY['Relu']!, b.idOf(y)));
-  else if (act === 'relu6') replace(b.native.UnaryOp(UNARY['Relu6']!, b.idOf(y)));
-  else if (act === 'sigmoid') replace(b.native.UnaryOp(UNARY['Sigmoid']!, b.idOf(y)));
-  else if (act === 'elu') replace(b.native.UnaryOp(UNARY['Elu']!, b.idOf(y)));
+  const kernel = ACTIVATION_KERNEL[act];
+  if (kernel !== undefined) replace(b.native.UnaryOp(UNARY[kernel]!, b.idOf(y)));
   else if (act === 'leakyrelu') replace(b.native.LeakyRelu(b.idOf(y), num(attrs['leakyreluAlpha'] ?? 0.2)));
   else if (act === 'prelu') replace(b.native.Prelu(b.idOf(y), b.idOf(inputs['preluActivationWeights']!)));
   else throw new Error(`fused activation ${act} is not implemented by the torch backend`);
@@ -222,7 +228,16 @@ const shapeKernels: Record<string, KernelImpl> = {
   },
   Slice: ({ x }, attrs, b) => {
     const [begin, size] = tf.slice_util.parseSliceParams(x!, attrs['begin'] as number[], attrs['size'] as number[]);
-    return b.wrap(b.native.Slice(b.idOf(x!), begin!, size!), x!.dtype);
+    const end = begin!.map((v, i) => v + size![i]!);
+    return b.wrap(
+      b.native.StridedSlice(
+        b.idOf(x!),
+        begin!,
+        end,
+        begin!.map(() => 1),
+      ),
+      x!.dtype,
+    );
   },
   StridedSlice: ({ x }, attrs, b) => {
     const s = tf.slice_util.sliceInfo(
@@ -236,9 +251,8 @@ const shapeKernels: Record<string, KernelImpl> = {
       num(attrs['newAxisMask']),
       num(attrs['shrinkAxisMask']),
     );
-    const sliced = s.isIdentity
-      ? b.native.UnaryOp(IDENTITY, b.idOf(x!))
-      : b.native.StridedSlice(b.idOf(x!), s.begin, s.end, s.strides);
+    if (s.isIdentity) return b.wrap(b.native.Reshape(b.idOf(x!), s.finalShape), x!.dtype);
+    const sliced = b.native.StridedSlice(b.idOf(x!), s.begin, s.end, s.strides);
     const out = b.native.Reshape(sliced, s.finalShape);
     b.native.Free(sliced);
     return b.wrap(out, x!.dtype);

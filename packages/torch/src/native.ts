@@ -22,7 +22,6 @@ export interface TorchNative {
   Prelu(x: number, alpha: number): number;
   Reshape(x: number, shape: number[]): number;
   Transpose(x: number, perm: number[]): number;
-  Slice(x: number, begin: number[], size: number[]): number;
   StridedSlice(x: number, begin: number[], end: number[], strides: number[]): number;
   Concat(ids: number[], axis: number): number;
   Stack(ids: number[], axis: number): number;

@@ -140,10 +140,8 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
   return { lossSum, correct };
 }
 
-/** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss). */
-export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, numClasses: number): tf.Scalar {
-  return softmaxCrossEntropy(logits, labels, numClasses);
-}
+/** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss): fused.ts's, per backend. */
+export { softmaxCrossEntropy as crossEntropy };
 
 function validate(config: TrainConfig): void {
   const bad = (name: string, why: string): never => {
@@ -350,7 +348,7 @@ export class Trainer {
           ...(rng ? { rng } : {}),
         }) as tf.Tensor2D;
         logitsKept = tf.keep(logits);
-        return crossEntropy(logits, labels, model.numClasses);
+        return softmaxCrossEntropy(logits, labels, model.numClasses);
       };
       const { value, grads } = tf.variableGrads(f, [...this.trainable.values()]);
       for (const [tfName, g] of Object.entries(grads)) named.set(this.byTfName.get(tfName)!, tf.keep(g));
@@ -389,7 +387,7 @@ export class Trainer {
       const [lossT, logitsT] = tf.tidy(() => {
         const x = tf.tensor(batch.x, [...batch.shape]);
         const logits = net.runStages(x, this.inputStage, net.model.stages.length, { training: false }) as tf.Tensor2D;
-        return [crossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k), logits] as const;
+        return [softmaxCrossEntropy(logits, tf.tensor1d(batch.labels, 'int32'), k), logits] as const;
       });
       const { loss, preds } = await readPredictions(lossT, logitsT);
       lossSum += loss * n;
