@@ -52,8 +52,13 @@ const LOG_MS = 5_000;
 const LEASE_MS = 3_000;
 const HEARTBEAT_MS = 300;
 const FAST = ['--lease-ms', String(LEASE_MS), '--heartbeat-ms', String(HEARTBEAT_MS)];
-/** The partition's sweep: epochs per cell (the link is cut with 2 left on the cut worker). */
+/** The partition's sweep: epochs per cell. */
 const EPOCHS = 6;
+/**
+ * The link is cut once the cut worker has checkpointed this many epochs: 4 are left to train, so
+ * that a poll answered late on a loaded machine still cuts a cell that is training, not finishing.
+ */
+const CUT_AT = 2;
 /** The data-parallel cell's epochs. */
 const DP_EPOCHS = 4;
 /** Bounds on the waits the timeouts are summed from (2 cores, shared). */
@@ -98,6 +103,8 @@ beforeAll(async () => {
 
 afterEach(async () => {
   for (const p of procs.splice(0)) await kill(p);
+  // A test that failed with a link cut must not leave it cut for the next.
+  for (const v of VETH) sh(`ip link set ${v} up`);
 });
 
 afterAll(async () => {
@@ -219,7 +226,7 @@ describe('a partition longer than the lease, then healed', () => {
     for (const p of procs.splice(0)) await kill(p);
   }, START_MS + SWEEP_MS);
 
-  // Waits: a checkpoint of EPOCHS - 2 epochs on host1 (START_MS + that many epochs), the lease's
+  // Waits: a checkpoint of CUT_AT epochs on host1 (START_MS + that many epochs), the lease's
   // expiry (bounded below; asked for 10 s longer so that a late expiry fails on its time, not the
   // wait), the cut worker's last 2 epochs (ending within the expiry's wait but bounded on their
   // own), the outage padded to a lease (within the expiry's wait), the stale completion's refusal
@@ -230,11 +237,11 @@ describe('a partition longer than the lease, then healed', () => {
       const { conn, workers, workDirs } = await cluster();
       const sweepId = await submit(conn, sweepYaml('mh', EPOCHS));
       const victim = await waitFor(
-        `a cell on host1 with a checkpoint of ${EPOCHS - 2} epochs`,
-        START_MS + (EPOCHS - 2) * EPOCH_MS,
+        `a cell on host1 with a checkpoint of ${CUT_AT} epochs`,
+        START_MS + CUT_AT * EPOCH_MS,
         async () =>
           (await getSweep(conn, sweepId)).cells.find(
-            (c) => c.state === 'running' && c.worker === 'host1' && c.checkpointEpochs >= EPOCHS - 2,
+            (c) => c.state === 'running' && c.worker === 'host1' && c.checkpointEpochs >= CUT_AT,
           ),
       );
       const cut = Date.now();
@@ -242,15 +249,19 @@ describe('a partition longer than the lease, then healed', () => {
       // The lease was last renewed (heartbeat, epoch report or checkpoint) at most a heartbeat
       // before the cut; the coordinator checks leases every TICK_MS. So the attempt ends between
       // the lease (less a few late heartbeats) and the lease plus a tick (plus the status call).
-      const lost = await waitFor(
+      const { lost, after } = await waitFor(
         'the lease to expire',
         LEASE_MS + EXPIRY_SLACK_MS + 10_000,
         async () => {
           const c = (await getSweep(conn, sweepId)).cells.find((x) => x.cellId === victim.cellId)!;
-          return c.state !== 'running' || c.worker !== 'host1' || c.attempts > 1 ? Date.now() - cut : undefined;
+          return c.state !== 'running' || c.worker !== 'host1' || c.attempts > 1
+            ? { lost: Date.now() - cut, after: c }
+            : undefined;
         },
         50,
       );
+      // Lost, not finished: the cell went back to pending (or on to the other worker).
+      expect(after.state, `the cut cell ended ${lost} ms after the cut`).not.toBe('done');
       expect(lost).toBeGreaterThanOrEqual(LEASE_MS - 5 * HEARTBEAT_MS);
       expect(lost).toBeLessThanOrEqual(LEASE_MS + EXPIRY_SLACK_MS);
       // Cut off, host1 trains on: it still believes it holds the attempt. Heal the link once it has
@@ -259,7 +270,7 @@ describe('a partition longer than the lease, then healed', () => {
       const local = path.join(workDirs[0]!, 'cells', victim.cellId, 'last.safetensors');
       await waitFor(
         "host1 to finish the cell's epochs while cut off",
-        2 * EPOCH_MS,
+        (EPOCHS - CUT_AT) * EPOCH_MS,
         async () => (existsSync(local) && (await readCheckpoint(local)).meta.epochsDone === EPOCHS ? true : undefined),
         100,
       );
@@ -280,8 +291,13 @@ describe('a partition longer than the lease, then healed', () => {
         100,
       );
       expect(refused).toBeLessThanOrEqual(STALE_MS);
-      // Its checkpoint uploads of the epochs trained while cut off were refused the same way.
-      expect(workers[0]!.log()).toContain('checkpoint upload failed: attempt is not leased; checkpoint discarded');
+      // Its checkpoint uploads of the epochs trained while cut off were refused the same way (their
+      // answers race the completion's on the healed connection: wait for them too).
+      await waitFor('the stale checkpoint uploads to be refused', LOG_MS, async () =>
+        workers[0]!.log().includes('checkpoint upload failed: attempt is not leased; checkpoint discarded')
+          ? true
+          : undefined,
+      );
       const done = await finished(conn, sweepId, 'the sweep to finish', SWEEP_MS);
       // The results and every epoch's metrics equal the undisturbed run's (resume is exact), and
       // the stale result did not replace the moved attempt's (which resumed from a checkpoint).
@@ -305,12 +321,13 @@ describe('a partition longer than the lease, then healed', () => {
       expect(logs.match(new RegExp(recorded, 'g')), logs).toHaveLength(1);
     },
     START_MS +
-      (EPOCHS - 2) * EPOCH_MS +
+      CUT_AT * EPOCH_MS +
       LEASE_MS +
       EXPIRY_SLACK_MS +
       10_000 +
-      2 * EPOCH_MS +
+      (EPOCHS - CUT_AT) * EPOCH_MS +
       STALE_MS +
+      LOG_MS +
       SWEEP_MS +
       LOG_MS,
   );
