@@ -34,3 +34,4 @@ export {
   type WebGpuTuning,
 } from './backends/webgpu/ops.js';
 export { crop, resizeBilinear, type Pixels } from './data/resample.js';
+export { installLeanGradients } from './backends/lean-gradients.js';

@@ -12,6 +12,7 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { disposeBnStats, softmaxCrossEntropy } from '../backends/fused.js';
 import { assertDeviceHealthy } from '../backends/device-health.js';
+import { installLeanGradients } from '../backends/lean-gradients.js';
 import { CheckpointError, InvalidArgumentError, NonFiniteLossError } from '../errors.js';
 import type { BnBatchStats } from '../models/layers.js';
 import { paramsOfStage } from '../models/model.js';
@@ -224,6 +225,8 @@ export class Trainer {
 
   constructor(private readonly options: TrainerOptions) {
     validate(options.config);
+    // The backward frees what each node spent as it goes (PyTorch's peak, not twice it).
+    installLeanGradients();
     const { network, train, val } = options;
     if (train.numClasses !== network.model.numClasses || val.numClasses !== network.model.numClasses) {
       throw new InvalidArgumentError(
