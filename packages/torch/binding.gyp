@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "ferry_torch",
-      "sources": ["native/ferry_torch.cc"],
+      "sources": ["native/ferry_torch.cc", "native/cpu_allocator.cc"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node scripts/libtorch.mjs include)",

@@ -42,10 +42,47 @@ export function disposeBnStats(s: BnStats): void {
 
 /** act(y + residual) as TensorFlow.js ops: what follows a BatchNorm in the models. */
 export function addAndActivate(y: tf.Tensor4D, residual: tf.Tensor4D | undefined, act: Activation): tf.Tensor4D {
-  const summed: tf.Tensor4D = residual ? tf.add(y, residual) : y;
-  if (act === 'relu') return tf.relu(summed);
-  if (act === 'relu6') return tf.relu6(summed);
-  return summed;
+  const summed: tf.Tensor4D = residual ? addSaving(y, residual) : y;
+  return act === 'none' ? summed : activateKeepingOutput(summed, act);
+}
+
+/**
+ * y + residual of one shape, whose backward (dy to both) keeps nothing: TensorFlow.js's Add keeps
+ * both inputs for a broadcast its gradient may have to undo, which would hold two activations per
+ * residual block until the backward.
+ */
+function addSaving(y: tf.Tensor4D, residual: tf.Tensor4D): tf.Tensor4D {
+  if (!tf.util.arraysEqual(y.shape, residual.shape)) return tf.add(y, residual);
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [a, b] = args as [tf.Tensor4D, tf.Tensor4D];
+    return { value: tf.add(a, b), gradFunc: (dy: tf.Tensor) => [dy.clone(), dy.clone()] };
+  });
+  return f(y, residual) as tf.Tensor4D;
+}
+
+/**
+ * ReLU / ReLU6 whose backward reads the output (which the next layer keeps for its own backward
+ * anyway) instead of the input, so the pre-activation tensor is freed after the forward, as
+ * PyTorch's in-place ReLU frees it: one activation less held per layer in training. The mask is
+ * PyTorch's (threshold_backward: y > 0; hardtanh_backward: 0 < y < 6), which for ReLU is
+ * TensorFlow.js's own too.
+ */
+function activateKeepingOutput(x: tf.Tensor4D, act: 'relu' | 'relu6'): tf.Tensor4D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [t, save] = args as [tf.Tensor4D, tf.GradSaveFunc];
+    const y = act === 'relu' ? tf.relu(t) : tf.relu6(t);
+    save([y]);
+    return {
+      value: y,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const out = saved[0]!;
+        const mask =
+          act === 'relu' ? tf.step(out) : tf.cast(tf.logicalAnd(tf.greater(out, 0), tf.less(out, 6)), 'float32');
+        return [tf.mul(dy, mask)];
+      },
+    };
+  });
+  return f(x) as tf.Tensor4D;
 }
 
 /**

@@ -228,8 +228,24 @@ export function dropout(ctx: ForwardContext, x: tf.Tensor2D, rate: number): tf.T
   return tf.mul(x, tf.mul(tf.cast(keep, 'float32'), 1 / (1 - rate))) as tf.Tensor2D;
 }
 
+/**
+ * Applies `fs` in turn, each in its own scope: what one makes besides its output is freed when it
+ * returns, and each intermediate output once the next has run (not when the whole forward has),
+ * so the blocks of one size that a forward frees are there for the next of that size. Under a
+ * gradient tape this is safe too: what a backward needs is saved apart.
+ */
+export function sequence<T extends tf.Tensor>(x: T, fs: readonly ((h: T) => T)[]): T {
+  let h = x;
+  for (const f of fs) {
+    const input = h;
+    h = tf.tidy(() => f(input));
+    if (input !== x && input !== h) input.dispose();
+  }
+  return h;
+}
+
 export function relu(x: tf.Tensor4D): tf.Tensor4D {
-  return tf.relu(x);
+  return addAndActivate(x, undefined, 'relu');
 }
 
 /** torch MaxPool2d(3, 2, padding=1): padded positions never win. */

@@ -1,5 +1,5 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import { SpecBuilder, globalAvgPool, maxPool3s2, type ForwardContext, type Layer } from './layers.js';
+import { SpecBuilder, globalAvgPool, maxPool3s2, sequence, type ForwardContext, type Layer } from './layers.js';
 import type { ModelDef, Stage } from './model.js';
 
 /** torchvision.models.resnet, layer for layer and name for name. */
@@ -80,7 +80,11 @@ export function buildResNet(config: ResNetConfig, numClasses: number): ModelDef 
     stages.push({
       name: `layer${li + 1}`,
       prefixes: [`layer${li + 1}`],
-      apply: (ctx, x) => blocks.reduce((h, block) => block(ctx, h), x as tf.Tensor4D),
+      apply: (ctx, x) =>
+        sequence(
+          x as tf.Tensor4D,
+          blocks.map((block) => (h: tf.Tensor4D) => block(ctx, h)),
+        ),
     });
   });
   stages.push({ name: 'avgpool', prefixes: [], apply: (_ctx, x) => globalAvgPool(x as tf.Tensor4D) });

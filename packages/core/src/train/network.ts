@@ -2,7 +2,7 @@ import { STRATEGY_HINT, tryParseStrategy, type Strategy } from '@ferry/common';
 import * as tf from '@tensorflow/tfjs-core';
 import { updateRunningStats } from '../backends/fused.js';
 import { InvalidArgumentError } from '../errors.js';
-import { BN_MOMENTUM, type BnBatchStats, type ForwardContext, type ParamSpec } from '../models/layers.js';
+import { BN_MOMENTUM, sequence, type BnBatchStats, type ForwardContext, type ParamSpec } from '../models/layers.js';
 import { paramsOfStage, type ModelDef } from '../models/model.js';
 import { Rng } from '../util/rng.js';
 import type { HostTensor, StateDict } from '../weights/host-tensor.js';
@@ -90,9 +90,10 @@ export class Network {
   /** Runs stages [from, to) on x; `training` picks batch statistics and dropout. */
   runStages(x: tf.Tensor, from: number, to: number, ctx: Omit<ForwardContext, 'params'>): tf.Tensor {
     const full: ForwardContext = { ...ctx, params: this.variables };
-    let h = x;
-    for (let i = from; i < to; i++) h = this.model.stages[i]!.apply(full, h);
-    return h;
+    return sequence(
+      x,
+      this.model.stages.slice(from, to).map((stage) => (h: tf.Tensor) => stage.apply(full, h)),
+    );
   }
 
   /** Logits in inference mode (running statistics, no dropout). NHWC input. */
