@@ -80,17 +80,17 @@ describe('NATS events', () => {
     expect(got[0]!.subject).toBe('ferry.sw.cell.c1.step');
   });
 
-  test('a publisher that loses NATS keeps going, buffers (bounded) and flushes on reconnect', async () => {
+  test('a publisher that loses NATS keeps going, keeps what JetStream has not acknowledged (bounded) and sends it on reconnect', async () => {
     const port = await freePort();
     const store = tmp();
     let nats = await startNats(store, port);
     procs.push(nats);
     const pub = new EventPublisher({ target: { url: nats.url }, bufferLimit: 30 });
     closers.push(() => pub.close());
-    await waitFor('connection', 5_000, async () => {
-      pub.publish(SUBJECTS.step('sw', 'c1'), stepEvent(0));
-      return pub.pending === 0 ? true : undefined;
-    });
+    pub.publish(SUBJECTS.step('sw', 'c1'), stepEvent(0));
+    // Pending until JetStream acknowledges it.
+    expect(pub.pending).toBe(1);
+    await waitFor('the acknowledgement', 5_000, async () => (pub.pending === 0 ? true : undefined));
     await kill(nats);
     await waitFor('the publisher to notice', 10_000, async () => (pub.isConnected ? undefined : true), 20);
     // NATS is gone: publish() returns at once, every time.

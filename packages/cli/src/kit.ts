@@ -1,4 +1,5 @@
 import {
+  BACKEND_NAMES,
   FerryError,
   HYPER_PARAMETERS,
   LIMITS,
@@ -120,4 +121,4 @@ export interface CommandContext {
 }
 
 /** The backends `--backend` takes (auto: the best that works here). */
-export const BACKEND_CHOICES = 'auto, tensorflow-gpu, tensorflow, webgpu, wasm, torch, cpu';
+export const BACKEND_CHOICES = ['auto', ...BACKEND_NAMES].join(', ');

@@ -33,11 +33,15 @@ describe('ferry models / info', () => {
       'tensorflow-gpu',
       'tensorflow',
       'webgpu',
-      'wasm',
       'torch',
+      'wasm',
       'cpu',
     ]);
     for (const b of info.backends) if (!b.available) expect(b.reason, b.name).toMatch(/\w+/);
+    // scripts/test.sh installs libtorch-dev and builds the addon: torch loads, and says what it runs on.
+    const torch = info.backends.find((b) => b.name === 'torch') as { available: boolean; device: string } | undefined;
+    expect(torch).toMatchObject({ available: true });
+    expect(torch?.device).toMatch(/^cpu \(libtorch \d+\.\d+\.\d+, \d+ threads?/);
     expect(info.backends.find((b) => b.name === 'cpu')?.available).toBe(true);
     expect(info.tfjs).toBe('4.22.0');
   });
@@ -54,11 +58,11 @@ describe('ferry models / info', () => {
       } | null;
     }
     // The test machines' WebGPU is Mesa's lavapipe (scripts/test.sh installs it): a CPU adapter,
-    // which auto passes over; on a host whose Dawn finds a real GPU, auto takes it instead.
+    // which auto passes over for torch; on a host whose Dawn finds a real GPU, auto takes it instead.
     const auto = JSON.parse((await ferryBin(['info', '--json'])).stdout) as Info;
     expect(auto.webgpu).not.toBeNull();
     const software = auto.webgpu!.software;
-    expect(auto.backend.name).toBe(software ? 'wasm' : 'webgpu');
+    expect(auto.backend.name).toBe(software ? 'torch' : 'webgpu');
     expect(auto.webgpu!.fastKernels.map((k) => k.split(':')[0])).toEqual([
       'Conv2DBackpropFilter',
       'DepthwiseConv2dNativeBackpropFilter',

@@ -5,6 +5,7 @@
  */
 export * from './advice.js';
 export * from './advice-table.js';
+export * from './backends.js';
 export * from './cell-spec.js';
 export * from './checkpoint.js';
 export * from './errors.js';

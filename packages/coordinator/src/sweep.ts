@@ -1,4 +1,5 @@
 import {
+  BACKEND_NAMES,
   HYPER_PARAMETER_DEFAULTS,
   LIMITS,
   MODEL_NAMES,
@@ -49,8 +50,6 @@ type HyperSetting = {
  * a sweep file overrides any of them.
  */
 export const STUDY_DEFAULTS: Hyper = { weights: 'pretrained', ...HYPER_PARAMETER_DEFAULTS, backends: [] };
-
-const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'torch', 'cpu'];
 
 /** What `hyper` may set, in the order messages list them: weights, the table's names, backends. */
 const HYPER_KEYS = Object.keys(STUDY_DEFAULTS) as (keyof Hyper)[];
@@ -130,8 +129,9 @@ function isObj(v: unknown): v is Record<string, unknown> {
 /** What is wrong with one `hyper` value, or null: the table's rule for a hyper-parameter. */
 function hyperProblem(k: keyof Hyper, val: unknown): string | null {
   if (k === 'backends') {
-    return !Array.isArray(val) || val.some((x) => typeof x !== 'string' || !BACKENDS.includes(x))
-      ? `must be a list of ${BACKENDS.join(', ')} (got ${JSON.stringify(val)})`
+    return !Array.isArray(val) ||
+      val.some((x) => typeof x !== 'string' || !(BACKEND_NAMES as readonly string[]).includes(x))
+      ? `must be a list of ${BACKEND_NAMES.join(', ')} (got ${JSON.stringify(val)})`
       : null;
   }
   return k === 'weights' ? weightsProblem(val) : hyperParameterProblem(k, val);

@@ -87,7 +87,7 @@ hyper:
     expect(p.some((x) => x.startsWith('line 10:3 hyper.epocs: unknown setting; allowed: weights, epochs'))).toBe(true);
     expect(
       problems('name: t\ndatasets: [{ name: a, path: a }]\nmodels: [resnet18]\nhyper: { backends: [cuda] }\n')[0],
-    ).toContain('hyper.backends: must be a list of tensorflow-gpu, tensorflow, webgpu, wasm, torch, cpu');
+    ).toContain('hyper.backends: must be a list of tensorflow-gpu, tensorflow, webgpu, torch, wasm, cpu');
   });
 
   test('model names are checked against the zoo at submit (a worker never spends an attempt on a typo)', () => {

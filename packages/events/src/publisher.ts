@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, type JetStreamClient } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { FerryEvent } from '@ferry/protocol';
 import { connectNats, type NatsTarget } from './connection.js';
@@ -10,19 +12,41 @@ export interface PublisherOptions {
   readonly log?: (line: string) => void;
 }
 
+/** Publishes in flight at once (their acknowledgements are awaited together). */
+const WINDOW = 256;
+/** How long one publish waits for JetStream's acknowledgement before it is sent again. */
+const ACK_TIMEOUT_MS = 2_000;
+const RETRY_MS = 250;
+
+interface Pending {
+  readonly subject: string;
+  readonly data: Uint8Array;
+  /** JetStream's de-duplication id: a resend of an event already stored is not stored twice. */
+  readonly id: string;
+}
+
 /**
  * Publishes FerryEvents as JSON on their subjects. Never blocks and never throws into the caller:
- * while NATS is unreachable (or not yet connected) events wait in a bounded buffer and are flushed,
- * in order, on (re)connection. Training never waits on NATS.
+ * events wait in a bounded buffer, in order, until JetStream has acknowledged storing them, and
+ * are sent again (same message id, so JetStream stores each once) while NATS is unreachable or
+ * restarting. A plain NATS publish would be lost in the moment between a server dying and the
+ * client noticing; an acknowledged one is not. Training never waits on NATS.
  */
 export class EventPublisher {
   private nc: NatsConnection | null = null;
+  private js: JetStreamClient | null = null;
   private connected = false;
   private closed = false;
-  private readonly buffer: { subject: string; data: string }[] = [];
+  private pumping = false;
+  /** Set by close() at its deadline: a pump still retrying gives up. */
+  private abandon = false;
+  private readonly buffer: Pending[] = [];
   private droppedCount = 0;
   private readonly limit: number;
   private readonly encoder = new TextEncoder();
+  /** Message ids: this publisher's, then a sequence. */
+  private readonly origin = randomUUID();
+  private seq = 0;
   private markReady: () => void = () => undefined;
   /** Resolves once connected and the stream exists (never rejects). */
   private readonly ready = new Promise<void>((r) => (this.markReady = r));
@@ -36,26 +60,18 @@ export class EventPublisher {
     try {
       const nc = await connectNats(this.options.target);
       this.nc = nc;
-      if (this.closed) {
-        // Closed while still connecting: deliver what was buffered, then go.
-        await ensureStream(nc).catch(() => undefined);
-        this.connected = true;
-        this.flush();
-        await nc.flush().catch(() => undefined);
-        await nc.close().catch(() => undefined);
-        return;
-      }
       await ensureStream(nc).catch((e: Error) =>
         this.options.log?.(`cannot create the JetStream stream: ${e.message}`),
       );
+      this.js = jetstream(nc);
       this.connected = true;
-      this.flush();
       this.markReady();
+      void this.pump();
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') this.connected = false;
         if (s.type === 'reconnect') {
           this.connected = true;
-          this.flush();
+          void this.pump();
         }
       }
     } catch (e) {
@@ -63,11 +79,12 @@ export class EventPublisher {
     }
   }
 
-  /** Whether events currently go straight to NATS (false while connecting or disconnected). */
+  /** Whether NATS is connected (false while connecting or disconnected). */
   get isConnected(): boolean {
     return this.connected;
   }
 
+  /** Events not yet acknowledged by JetStream. */
   get pending(): number {
     return this.buffer.length;
   }
@@ -79,43 +96,51 @@ export class EventPublisher {
 
   publish(subject: string, event: FerryEvent): void {
     if (this.closed) return;
-
-    const data = JSON.stringify(FerryEvent.toJSON(event));
-    if (this.connected && this.nc && this.buffer.length === 0) {
-      try {
-        this.nc.publish(subject, this.encoder.encode(data));
-        return;
-      } catch {
-        this.connected = false;
-      }
-    }
-    this.buffer.push({ subject, data });
+    const data = this.encoder.encode(JSON.stringify(FerryEvent.toJSON(event)));
+    this.buffer.push({ subject, data, id: `${this.origin}-${this.seq++}` });
     if (this.buffer.length > this.limit) {
       this.buffer.shift();
       this.droppedCount++;
     }
+    void this.pump();
   }
 
-  private flush(): void {
-    while (this.connected && this.nc && this.buffer.length > 0) {
-      const e = this.buffer[0]!;
-      try {
-        this.nc.publish(e.subject, this.encoder.encode(e.data));
-        this.buffer.shift();
-      } catch {
-        this.connected = false;
+  /** Sends the buffer's head, a window at a time, until it is empty; one pump at a time. */
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      while (this.js && this.buffer.length > 0) {
+        const batch = this.buffer.slice(0, WINDOW);
+        const js = this.js;
+        const sent = await Promise.allSettled(
+          batch.map((e) => js.publish(e.subject, e.data, { msgID: e.id, timeout: ACK_TIMEOUT_MS })),
+        );
+        // What was acknowledged leaves the buffer (unless the bound already dropped it).
+        const acked = new Set(batch.filter((_, i) => sent[i]!.status === 'fulfilled'));
+        for (let i = this.buffer.length - 1; i >= 0; i--) if (acked.has(this.buffer[i]!)) this.buffer.splice(i, 1);
+        if (acked.size < batch.length) {
+          if (this.closed && this.abandon) return;
+          await new Promise((r) => setTimeout(r, RETRY_MS));
+        }
       }
+    } finally {
+      this.pumping = false;
     }
+    // Published while the last window was in flight.
+    if (this.js && this.buffer.length > 0) void this.pump();
   }
 
-  /** Waits (bounded) for the connection, flushes what it can, and closes. */
+  /** Waits (bounded) until what was published is acknowledged, then closes. */
   async close(timeoutMs = 2_000): Promise<void> {
     this.closed = true;
+    const until = Date.now() + timeoutMs;
     const deadline = new Promise((r) => setTimeout(r, timeoutMs));
     await Promise.race([this.ready, deadline]);
+    while (this.buffer.length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    this.abandon = true;
     const nc = this.nc;
     if (!nc) return;
-    this.flush();
     await Promise.race([nc.flush().catch(() => undefined), deadline]);
     await nc.close().catch(() => undefined);
   }

@@ -6,6 +6,7 @@ import '@tensorflow/tfjs-backend-cpu';
 // Gradients are registered separately from the ops, and tfjs-core's Node build does not ship them:
 // the union package's Node build registers them (kernel registries are process-global).
 import '@tensorflow/tfjs';
+import { BACKEND_NAMES, type BackendName } from '@ferry/common';
 import { registerTorchBackend } from '@ferry/torch';
 import { BackendUnavailableError, InvalidArgumentError } from '../errors.js';
 import { watchWebGpuDevice } from './device-health.js';
@@ -21,9 +22,8 @@ import { registerBackendWorkarounds, setWebGpuFastPath } from './workarounds.js'
 
 export type { WebGpuAdapterReport } from './webgpu-adapter.js';
 
-/** Backends in the order `auto` prefers them (fastest first). */
-export const BACKEND_NAMES = ['tensorflow-gpu', 'tensorflow', 'webgpu', 'wasm', 'torch', 'cpu'] as const;
-export type BackendName = (typeof BACKEND_NAMES)[number];
+/** Backends in the order `auto` prefers them (fastest first): @ferry/common's one list. */
+export { BACKEND_NAMES, type BackendName };
 export type BackendRequest = BackendName | 'auto';
 
 /** What ferry found out about one backend. */
@@ -261,12 +261,12 @@ async function choose(
   return { chosen, considered };
 }
 
-/** Correct but slower than wasm: only an explicit --backend webgpu uses a CPU adapter. */
+/** Correct but slower than torch or wasm: only an explicit --backend webgpu uses a CPU adapter. */
 function passedOver(probe: BackendProbe): BackendProbe {
   return {
     ...probe,
     available: false,
-    reason: `software adapter (${probe.device ?? 'CPU'}): slower than wasm; --backend webgpu uses it`,
+    reason: `software adapter (${probe.device ?? 'CPU'}): slower than the CPU backends; --backend webgpu uses it`,
   };
 }
 
