@@ -3,9 +3,9 @@ import { FerryError } from '@ferry/common';
 import * as tf from '@tensorflow/tfjs-core';
 import { TorchBackend } from './backend.js';
 import { torchKernels } from './kernels.js';
-import { loadNative, type NativeInfo } from './native.js';
+import { loadNative, type NativeInfo, type TorchMemory } from './native.js';
 
-export { NativeLoadError, type NativeInfo } from './native.js';
+export { NativeLoadError, type NativeInfo, type TorchMemory } from './native.js';
 
 /** The backend's name in TensorFlow.js's registry. */
 export const TORCH_BACKEND = 'torch';
@@ -147,6 +147,16 @@ export function torchSoftmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1
   const b = active();
   const ids = call('SoftmaxCrossEntropy', () => b.native.SoftmaxCrossEntropy(b.idOf(logits), b.idOf(labels)));
   return tensors(b, ids) as [tf.Scalar, tf.Tensor2D];
+}
+
+/** What the addon holds now: live tensors and its allocator's blocks (the running backend must be torch). */
+export function torchMemory(): TorchMemory {
+  return active().native.MemoryStats();
+}
+
+/** Returns the allocator's free cached blocks to the system (tensors in use are untouched). */
+export function torchEmptyCache(): void {
+  active().native.EmptyCache();
 }
 
 /** Whether the torch backend is the running TensorFlow.js backend. */

@@ -2,6 +2,20 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** What the addon holds (native/cpu_allocator.h): tensors, and its caching allocator's large blocks. */
+export interface TorchMemory {
+  /** Tensors (slots) alive. */
+  readonly liveTensors: number;
+  /** Bytes of large blocks (>= 1 MiB) held by tensors. */
+  readonly inUseBytes: number;
+  /** Bytes of large blocks free in the cache (reused by the next requests that fit). */
+  readonly cachedBytes: number;
+  readonly peakInUseBytes: number;
+  readonly blocks: number;
+  readonly hits: number;
+  readonly misses: number;
+}
+
 /**
  * The addon's functions (native/ferry_torch.cc), typed. Tensors are slot ids owned by the addon;
  * every id returned must reach `Free` exactly once (the backend's disposeData does it).
@@ -12,6 +26,8 @@ export interface TorchNative {
   Free(id: number): void;
   Shape(id: number): number[];
   Live(): number;
+  MemoryStats(): TorchMemory;
+  EmptyCache(): void;
   BinaryOp(op: number, a: number, b: number, outDtype: number): number;
   UnaryOp(op: number, x: number): number;
   Step(x: number, alpha: number): number;
