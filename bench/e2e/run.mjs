@@ -8,7 +8,7 @@
 //
 // usage: node bench/e2e/run.mjs [--strategies finetune,freeze] [--size 112] [--epochs 15]
 //                               [--train-per-class 40] [--val-per-class 12] [--backend torch]
-//                               [--views 1] [--workers 2] [--python /usr/bin/python3]
+//                               [--views 1] [--workers 2] [--torch-threads N] [--python /usr/bin/python3]
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,6 +28,8 @@ const { values } = parseArgs({
     backend: { type: 'string', default: 'torch' },
     views: { type: 'string', default: '1' },
     workers: { type: 'string', default: '2' },
+    // Debian's torch takes one thread per physical core (1 on a 2-vCPU machine): all cores, as ferry.
+    'torch-threads': { type: 'string', default: String(os.availableParallelism()) },
     python: { type: 'string', default: '/usr/bin/python3' },
   },
 });
@@ -60,6 +62,7 @@ for (const strategy of values.strategies.split(',')) {
     path.join(here, 'torch_train.py'),
     ...['--data', data, '--weights', weights, '--strategy', strategy],
     ...['--size', values.size, '--epochs', values.epochs, '--workers', values.workers],
+    ...['--threads', values['torch-threads']],
   ]);
   const t = JSON.parse(torch.out.trim().split('\n').at(-1));
   console.log(JSON.stringify({ ...t, wall_s: +torch.wallS.toFixed(2), machine }));

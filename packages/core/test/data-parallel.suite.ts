@@ -130,10 +130,10 @@ function maxRelDiff(a: StateDict, b: StateDict): { name: string; rel: number } {
 }
 
 /**
- * Data-parallel equivalence on `backend` (data-parallel.test.ts: wasm; webgpu-data-parallel.test.ts:
+ * Data-parallel equivalence on `backend` (data-parallel.test.ts: wasm; torch-data-parallel.test.ts: torch; webgpu-data-parallel.test.ts:
  * webgpu, where gradients and weights cross the ring through one device read each).
  */
-export function dataParallelSuite(backend: 'wasm' | 'webgpu'): void {
+export function dataParallelSuite(backend: 'wasm' | 'webgpu' | 'torch'): void {
   beforeAll(async () => {
     await selectBackend(backend);
   }, 120_000);

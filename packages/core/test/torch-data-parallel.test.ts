@@ -1,0 +1,3 @@
+import { dataParallelSuite } from './data-parallel.suite.js';
+
+dataParallelSuite('torch');
