@@ -51,14 +51,9 @@ export {
   type BatchSource,
   type ShardSpec,
 } from './train/data.js';
-export {
-  DEFAULT_TRAIN_CONFIG,
-  Trainer,
-  configHash,
-  crossEntropy,
-  type TrainConfig,
-  type TrainerOptions,
-} from './train/trainer.js';
+export { DEFAULT_TRAIN_CONFIG, Trainer, configHash, type TrainConfig, type TrainerOptions } from './train/trainer.js';
+/** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss); libtorch's fused kernels on torch. */
+export { softmaxCrossEntropy as crossEntropy } from './backends/fused.js';
 export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta } from './train/checkpoint.js';
 export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';

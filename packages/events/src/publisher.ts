@@ -105,7 +105,10 @@ export class EventPublisher {
     void this.pump();
   }
 
-  /** Sends the buffer's head, a window at a time, until it is empty; one pump at a time. */
+  /**
+   * Sends the buffer's head, a window at a time, until it is empty; one pump at a time (events
+   * published while a window is in flight are taken by the loop's next turn).
+   */
   private async pump(): Promise<void> {
     if (this.pumping) return;
     this.pumping = true;
@@ -120,15 +123,13 @@ export class EventPublisher {
         const acked = new Set(batch.filter((_, i) => sent[i]!.status === 'fulfilled'));
         for (let i = this.buffer.length - 1; i >= 0; i--) if (acked.has(this.buffer[i]!)) this.buffer.splice(i, 1);
         if (acked.size < batch.length) {
-          if (this.closed && this.abandon) return;
+          if (this.abandon) return;
           await new Promise((r) => setTimeout(r, RETRY_MS));
         }
       }
     } finally {
       this.pumping = false;
     }
-    // Published while the last window was in flight.
-    if (this.js && this.buffer.length > 0) void this.pump();
   }
 
   /** Waits (bounded) until what was published is acknowledged, then closes. */

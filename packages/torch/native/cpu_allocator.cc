@@ -165,6 +165,5 @@ void installCachingCpuAllocator(size_t floorBytes) {
 
 CpuMemoryStats cpuMemoryStats() { return cache().stats(); }
 
-void emptyCpuCache() { cache().emptyCache(); }
 
 }  // namespace ferry

@@ -30,7 +30,5 @@ struct CpuMemoryStats {
 // cache may always keep, however small the live set has been.
 void installCachingCpuAllocator(size_t floorBytes);
 CpuMemoryStats cpuMemoryStats();
-// Returns every free cached block to the kernel (blocks in use are untouched).
-void emptyCpuCache();
 
 }  // namespace ferry

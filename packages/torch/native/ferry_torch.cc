@@ -187,7 +187,6 @@ Napi::Value Shape(const Napi::CallbackInfo& info) {
   return a;
 }
 
-Napi::Value Live(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(liveCount)); }
 
 // ---- element-wise ------------------------------------------------------------------------
 
@@ -708,11 +707,6 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
-Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
-  ferry::emptyCpuCache();
-  return info.Env().Undefined();
-}
-
 Napi::Value Info(const Napi::CallbackInfo& info) {
   auto env = info.Env();
   auto o = Napi::Object::New(env);
@@ -735,7 +729,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   ferry::installCachingCpuAllocator(256u << 20);
   slots.reserve(1 << 16);
 #define FN(name) exports.Set(#name, Napi::Function::New(env, name, #name))
-  FN(Create); FN(Read); FN(Free); FN(Shape); FN(Live); FN(MemoryStats); FN(EmptyCache);
+  FN(Create); FN(Read); FN(Free); FN(Shape); FN(MemoryStats);
   FN(BinaryOp); FN(UnaryOp); FN(Step); FN(Cast); FN(Clip); FN(Where); FN(LeakyRelu); FN(Prelu);
   FN(Reshape); FN(Transpose); FN(StridedSlice); FN(Concat); FN(Stack); FN(Split); FN(Pad);
   FN(Tile); FN(Flip); FN(Fill); FN(Range); FN(OneHot); FN(Gather);

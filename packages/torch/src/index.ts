@@ -154,11 +154,6 @@ export function torchMemory(): TorchMemory {
   return active().native.MemoryStats();
 }
 
-/** Returns the allocator's free cached blocks to the system (tensors in use are untouched). */
-export function torchEmptyCache(): void {
-  active().native.EmptyCache();
-}
-
 /** Whether the torch backend is the running TensorFlow.js backend. */
 export function torchActive(): boolean {
   return tf.getBackend() === TORCH_BACKEND;

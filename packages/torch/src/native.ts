@@ -25,9 +25,7 @@ export interface TorchNative {
   Read(id: number): Float32Array | Int32Array | Uint8Array;
   Free(id: number): void;
   Shape(id: number): number[];
-  Live(): number;
   MemoryStats(): TorchMemory;
-  EmptyCache(): void;
   BinaryOp(op: number, a: number, b: number, outDtype: number): number;
   UnaryOp(op: number, x: number): number;
   Step(x: number, alpha: number): number;

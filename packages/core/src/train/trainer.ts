@@ -141,9 +141,6 @@ async function readOutcome(pending: readonly PendingOutcome[]): Promise<StepOutc
   return { lossSum, correct };
 }
 
-/** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss): fused.ts's, per backend. */
-export { softmaxCrossEntropy as crossEntropy };
-
 function validate(config: TrainConfig): void {
   const bad = (name: string, why: string): never => {
     throw new InvalidArgumentError(`train config: ${name} ${why}`);
