@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { coordinatorClient, unary } from '@ferry/client';
 import type { HeartbeatReply, HeartbeatState, HeartbeatThreadData } from './heartbeat.js';
@@ -23,11 +23,18 @@ async function beat(): Promise<void> {
       data.connection,
       5_000,
     );
-    writeFileSync(data.heartbeatFile, `${new Date().toISOString()}\n`);
+    stamp();
     post({ type: 'reply', sessionId, reregister: r.reregister, cancelAttempts: r.cancelAttempts });
   } catch (e) {
     post({ type: 'failed', sessionId, message: e instanceof Error ? e.message : String(e) });
   }
+}
+
+/** The answered time, written whole: a reader (a health check, a test) never sees the file truncated. */
+function stamp(): void {
+  const tmp = `${data.heartbeatFile}.tmp`;
+  writeFileSync(tmp, `${new Date().toISOString()}\n`);
+  renameSync(tmp, data.heartbeatFile);
 }
 
 function schedule(): void {
