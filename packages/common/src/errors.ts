@@ -71,7 +71,7 @@ export const ERRORS = {
     exit: 1,
     retry: 'elsewhere',
     when: "a kernel of the native torch backend failed in libtorch (a shape it refuses, out of memory) or ferry's torch backend does not implement the kernel (named in the message)",
-    fix: "the message names the kernel and libtorch's reason; out of memory: a smaller batch (`batchSize`, `microBatch`); an unimplemented kernel: `--backend wasm`, and report it",
+    fix: "the message names the kernel and libtorch's reason; out of memory: a smaller batch (`batchSize`, `microBatch`) or a larger `FERRY_TORCH_MEMORY_MIB`; an unimplemented kernel: `--backend wasm`, and report it",
   },
   FERRY_ERR_WEIGHTS_CORRUPT: {
     grpc: 'DATA_LOSS',

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, buildModel, selectBackend } from '@ferry/core';
-import { torchMemory } from '@ferry/torch';
+import { setTorchMemoryLimit, torchMemory } from '@ferry/torch';
 
 /**
  * The torch backend's kernels against TensorFlow.js's pure-JavaScript cpu backend (the reference
@@ -187,6 +187,31 @@ describe('the torch backend', () => {
     // The failure left nothing behind and the next kernel runs.
     expect(Array.from(a.add(1).dataSync())).toEqual([2, 3, 4, 5]);
     a.dispose();
+  });
+
+  test('past the memory cap: out of memory, coded, in the kernel that asked; a half-built network leaves nothing behind', async () => {
+    await selectBackend('torch');
+    const tensorsBefore = tf.memory().numTensors;
+    const before = torchMemory();
+    setTorchMemoryLimit(before.inUseBytes / 2 ** 20 + 32);
+    try {
+      // ResNet18's weights are 45 MB, nearly all in buffers of 1 MiB and more: they pass the cap.
+      expect(() => Network.create(buildModel('resnet18', 10), { seed: 1 })).toThrow(
+        /^torch backend, kernel Create: out of memory: \d+ MiB more would pass the torch backend's limit of \d+ MiB/,
+      );
+      expect(tf.memory().numTensors).toBe(tensorsBefore);
+      expect(torchMemory()).toMatchObject({ liveTensors: before.liveTensors, inUseBytes: before.inUseBytes });
+      // A kernel's own output is refused the same way (tidy frees what the failed expression made).
+      expect(() => tf.tidy(() => tf.matMul(tf.ones([2048, 2048]), tf.ones([2048, 2048])).add(1))).toThrow(
+        /^torch backend, kernel (MatMul|BatchMatMul|Add|Fill): out of memory/,
+      );
+      // A small network still fits, and trains.
+      const net = Network.create(buildModel('resnet_tiny', 2), { seed: 1 });
+      net.dispose();
+    } finally {
+      setTorchMemoryLimit(undefined);
+    }
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
   });
 
   test('a kernel the backend lacks fails naming it: never a silent fallback', async () => {

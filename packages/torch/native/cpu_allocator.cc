@@ -42,6 +42,10 @@ class Cache {
     const size_t size = roundUp(n);
     {
       std::lock_guard<std::mutex> lock(mu_);
+      // The user's cap on tensor memory (a worker sharing its machine): an allocation past it
+      // fails as an out-of-memory would, before anything is mapped, naming the figures.
+      TORCH_CHECK(limit_ == 0 || inUse_ + size <= limit_, "out of memory: ", size >> 20, " MiB more would pass the torch backend's limit of ",
+                  limit_ >> 20, " MiB (", inUse_ >> 20, " MiB held by tensors)");
       // Best fit: the smallest free block that holds `size`, if at most kFitSlack times it.
       auto it = free_.lower_bound(size);
       while (it != free_.end() && it->second.empty()) it = free_.erase(it);
@@ -95,6 +99,11 @@ class Cache {
     releaseLocked();
   }
 
+  void setLimit(size_t limit) {
+    std::lock_guard<std::mutex> lock(mu_);
+    limit_ = limit;
+  }
+
   void setFloor(size_t floor) {
     std::lock_guard<std::mutex> lock(mu_);
     floor_ = floor;
@@ -122,6 +131,7 @@ class Cache {
   std::map<size_t, std::vector<Block*>> free_;
   std::unordered_map<void*, Block*> inUseBlocks_;
   size_t floor_ = 0;
+  size_t limit_ = 0;
   size_t inUse_ = 0;
   size_t peakInUse_ = 0;
   size_t cached_ = 0;
@@ -164,6 +174,8 @@ void installCachingCpuAllocator(size_t floorBytes) {
 }
 
 CpuMemoryStats cpuMemoryStats() { return cache().stats(); }
+
+void setCpuMemoryLimit(size_t bytes) { cache().setLimit(bytes); }
 
 
 }  // namespace ferry

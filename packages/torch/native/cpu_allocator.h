@@ -30,5 +30,8 @@ struct CpuMemoryStats {
 // cache may always keep, however small the live set has been.
 void installCachingCpuAllocator(size_t floorBytes);
 CpuMemoryStats cpuMemoryStats();
+// Caps the bytes of large blocks held by tensors (0: no cap); an allocation past it throws
+// c10::Error ("out of memory: ..."), which the addon turns into a JavaScript error.
+void setCpuMemoryLimit(size_t bytes);
 
 }  // namespace ferry

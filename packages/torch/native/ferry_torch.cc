@@ -683,6 +683,11 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+Napi::Value SetMemoryLimit(const Napi::CallbackInfo& info) {
+  ferry::setCpuMemoryLimit(static_cast<size_t>(D(info, 0)));
+  return info.Env().Undefined();
+}
+
 Napi::Value SetDevice(const Napi::CallbackInfo& info) {
   return guarded(info, [](const Napi::CallbackInfo& info) -> Napi::Value {
     auto name = info[0].As<Napi::String>().Utf8Value();
@@ -736,7 +741,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   FN(ReduceOp); FN(ArgMinMax); FN(Cumsum); FN(Softmax); FN(LogSoftmax); FN(MatMul);
   FN(Conv2d); FN(Conv2dBackpropInput); FN(Conv2dBackpropFilter); FN(MaxPool); FN(MaxPoolGrad);
   FN(AvgPool); FN(AvgPoolGrad); FN(BatchNormInfer); FN(BatchNormTrain); FN(BatchNormTrainGrad);
-  FN(SoftmaxCrossEntropy); FN(SetThreads); FN(SetDevice); FN(Info);
+  FN(SoftmaxCrossEntropy); FN(SetThreads); FN(SetMemoryLimit); FN(SetDevice); FN(Info);
 #undef FN
   return exports;
 }

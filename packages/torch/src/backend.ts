@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { TorchNative } from './native.js';
+import { nativeError } from './errors.js';
 
 type DataId = object;
 
@@ -75,7 +76,12 @@ export class TorchBackend extends tf.KernelBackend {
     } else {
       typed = values instanceof Uint8Array ? values : Uint8Array.from(values as ArrayLike<number>);
     }
-    return this.native.Create(typed, shape, code);
+    try {
+      return this.native.Create(typed, shape, code);
+    } catch (e) {
+      // A tensor from JavaScript (weights, a batch) is an allocation too: out of memory is coded here as in a kernel.
+      throw nativeError('Create', e);
+    }
   }
 
   makeTensorInfo(

@@ -2,24 +2,15 @@ import os from 'node:os';
 import { FerryError } from '@ferry/common';
 import * as tf from '@tensorflow/tfjs-core';
 import { TorchBackend } from './backend.js';
+import { nativeError } from './errors.js';
 import { torchKernels } from './kernels.js';
-import { loadNative, type NativeInfo, type TorchMemory } from './native.js';
+import { loadNative, type NativeInfo, type TorchMemory, type TorchNative } from './native.js';
 
+export { NativeKernelError } from './errors.js';
 export { NativeLoadError, type NativeInfo, type TorchMemory } from './native.js';
 
 /** The backend's name in TensorFlow.js's registry. */
 export const TORCH_BACKEND = 'torch';
-
-/** A kernel that failed inside libtorch (or one the torch backend lacks), with libtorch's reason. */
-export class NativeKernelError extends FerryError {
-  constructor(
-    readonly kernel: string,
-    reason: string,
-    options?: { cause?: unknown },
-  ) {
-    super('FERRY_ERR_NATIVE_KERNEL', `torch backend, kernel ${kernel}: ${reason}`, options);
-  }
-}
 
 export interface TorchOptions {
   /** Intra-op threads; default: the cores this process may use (os.availableParallelism()). */
@@ -28,6 +19,12 @@ export interface TorchOptions {
   readonly device?: string;
   /** A worker's GPU (its index as libtorch sees it): used when `device` is unset and libtorch has CUDA. */
   readonly preferGpu?: number;
+  /**
+   * At most this many MiB of tensors (buffers of 1 MiB and more, where nearly all of a network's
+   * bytes are) on the CPU; an allocation past it fails its kernel with an out-of-memory error
+   * instead of growing the process. Default: no cap.
+   */
+  readonly memoryLimitMiB?: number;
 }
 
 export interface TorchReport extends NativeInfo {
@@ -45,6 +42,7 @@ export function registerTorchBackend(options: TorchOptions = {}): TorchReport {
   if (registered) return registered;
   const native = loadNative();
   native.SetThreads(Math.max(1, options.threads ?? os.availableParallelism()));
+  if (options.memoryLimitMiB !== undefined) limitMemory(native, options.memoryLimitMiB);
   const cuda = native.Info().cuda;
   const device = options.device ?? (options.preferGpu !== undefined && cuda ? `cuda:${options.preferGpu}` : 'cpu');
   if (device !== 'cpu') native.SetDevice(device);
@@ -69,12 +67,6 @@ export function registerTorchBackend(options: TorchOptions = {}): TorchReport {
   }
   registered = { ...native.Info(), kernels: Object.keys(kernels).length };
   return registered;
-}
-
-function nativeError(kernel: string, e: unknown): Error {
-  if (e instanceof FerryError) return e;
-  const reason = (e instanceof Error ? e.message : String(e)).replace(/^libtorch: /, '');
-  return new NativeKernelError(kernel, reason.split('\n')[0] ?? reason, { cause: e });
 }
 
 /** The running backend as the torch backend, or an error naming the one that runs. */
@@ -152,6 +144,25 @@ export function torchSoftmaxCrossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1
 /** What the addon holds now: live tensors and its allocator's blocks (the running backend must be torch). */
 export function torchMemory(): TorchMemory {
   return active().native.MemoryStats();
+}
+
+/**
+ * Caps the CPU tensor memory of the running torch backend at `mib` MiB (undefined: no cap), as
+ * TorchOptions.memoryLimitMiB does at registration; tensors already held are kept.
+ */
+export function setTorchMemoryLimit(mib: number | undefined): void {
+  const { native } = active();
+  if (mib === undefined) native.SetMemoryLimit(0);
+  else limitMemory(native, mib);
+}
+
+function limitMemory(native: TorchNative, mib: number): void {
+  if (!(mib > 0))
+    throw new FerryError(
+      'FERRY_ERR_INVALID_ARGUMENT',
+      `the torch memory limit must be a positive number of MiB, not ${mib}`,
+    );
+  native.SetMemoryLimit(Math.round(mib * 2 ** 20));
 }
 
 /** Whether the torch backend is the running TensorFlow.js backend. */

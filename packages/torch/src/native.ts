@@ -72,6 +72,8 @@ export interface TorchNative {
   ): [number, number, number];
   SoftmaxCrossEntropy(logits: number, labels: number): [number, number];
   SetThreads(n: number): void;
+  /** Caps the bytes tensors may hold in large blocks (0: no cap). */
+  SetMemoryLimit(bytes: number): void;
   SetDevice(device: string): void;
   Info(): NativeInfo;
 }

@@ -89,6 +89,8 @@ export interface BackendOptions {
   readonly torchDevice?: string;
   /** The GPU a worker is pinned to: torch runs there when its libtorch has CUDA (else on the CPU). */
   readonly torchGpu?: number;
+  /** torch's cap on CPU tensor memory, in MiB (a worker sharing its machine); default none. */
+  readonly torchMemoryMiB?: number;
 }
 
 /** What loading a backend found: its device, and for webgpu the adapter. */
@@ -125,6 +127,7 @@ function loadTorch(options: BackendOptions): string {
     ...(options.torchThreads !== undefined ? { threads: options.torchThreads } : {}),
     ...(options.torchDevice !== undefined ? { device: options.torchDevice } : {}),
     ...(options.torchGpu !== undefined ? { preferGpu: options.torchGpu } : {}),
+    ...(options.torchMemoryMiB !== undefined ? { memoryLimitMiB: options.torchMemoryMiB } : {}),
   });
   const dnn = r.mkldnn ? `, ${r.mkldnnVersion.replace(/ \(Git Hash N\/A\)/, '')}` : ', no oneDNN';
   return `${r.device} (libtorch ${r.version}, ${r.threads} thread${r.threads > 1 ? 's' : ''}${dnn}${r.cuda ? ', CUDA build' : ''})`;

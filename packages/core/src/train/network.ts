@@ -76,13 +76,22 @@ export class Network {
   static create(model: ModelDef, options: { seed: number; weights?: ResolvedWeights }): Network {
     const rng = Rng.fromSeed(options.seed);
     const vars = new Map<string, tf.Variable>();
-    for (const spec of model.params) {
-      // Draw for every tensor so that the head's initialisation does not depend on what was loaded.
-      const fresh = initValues(spec, rng);
-      const values = options.weights?.values.get(spec.name) ?? fresh;
-      const initial = tf.tensor(values, [...spec.shape]);
-      vars.set(spec.name, tf.variable(initial, spec.learnable));
-      initial.dispose();
+    try {
+      for (const spec of model.params) {
+        // Draw for every tensor so that the head's initialisation does not depend on what was loaded.
+        const fresh = initValues(spec, rng);
+        const values = options.weights?.values.get(spec.name) ?? fresh;
+        const initial = tf.tensor(values, [...spec.shape]);
+        try {
+          vars.set(spec.name, tf.variable(initial, spec.learnable));
+        } finally {
+          initial.dispose();
+        }
+      }
+    } catch (e) {
+      // Out of device memory part of the way: the variables made so far are freed with the error.
+      for (const v of vars.values()) v.dispose();
+      throw e;
     }
     return new Network(model, vars);
   }
