@@ -26,7 +26,7 @@ import { selfSignedCert } from './helpers/tls.js';
 /**
  * Several "hosts" on one machine: the coordinator in the root network namespace on a bridge, two
  * workers in their own namespaces (ip netns + veth, iproute2), talking over real addresses with TLS
- * and a token; the workers' Peer services (data-parallel rings) use TLS too, over the bridge. One
+ * and a token; the workers' ring links (data-parallel rings) use TLS too, over the bridge. One
  * worker's link is cut for longer than a lease and then healed; a `workers: 2` cell runs its ring
  * across the two namespaces. Each is compared with an undisturbed run of the same sweep.
  */
@@ -43,7 +43,7 @@ const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-mh-'));
 const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
 const procs: Proc[] = [];
 let dataRoot = '';
-/** One self-signed certificate for the three hosts (a SAN for each address): the coordinator's and each worker's Peer service. */
+/** One self-signed certificate for the three hosts (a SAN for each address): the coordinator's and each worker's ring link. */
 let cert = '';
 let key = '';
 
@@ -122,8 +122,8 @@ interface Cluster {
 
 /**
  * A fresh coordinator on the bridge (TLS, token) and a worker in each namespace. The workers
- * present the shared certificate (the Peer service's) and serve peers on their own address over
- * TLS: no --insecure-peer, so a Peer service without TLS could not start off loopback.
+ * present the shared certificate (the ring link's) and serve peers on their own address over
+ * TLS: no --insecure-peer, so a ring link without TLS could not start off loopback.
  */
 async function cluster(): Promise<Cluster> {
   const port = await freePort();

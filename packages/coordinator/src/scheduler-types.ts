@@ -50,7 +50,7 @@ export interface WorkerEntry {
   readonly state: 'alive' | 'lost';
   /** Since when the worker has been polling with nothing to run (null: busy or not polling). */
   readonly idleSince: number | null;
-  /** host:port of the worker's Peer service (data-parallel groups); empty when it has none. */
+  /** host:port of the worker's ring link (data-parallel groups); empty when it has none. */
   readonly peerAddress: string;
 }
 

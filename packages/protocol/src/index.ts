@@ -17,5 +17,4 @@ export {
   WorkerEvent,
   type EventsServer,
 } from './gen/ferry/v1/events.js';
-export { PeerClient, PeerService, RingAck, RingChunk, type PeerServer } from './gen/ferry/v1/peer.js';
 export { SUBJECTS, STREAM_NAME, STREAM_SUBJECTS } from './subjects.js';

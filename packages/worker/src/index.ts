@@ -3,7 +3,7 @@ export { FerryWorker, type WorkerLifecycle, type WorkerOptions } from './worker.
 export { cellConfigFromSpec } from './spec.js';
 export {
   DEFAULT_PEER_LIMITS,
-  GrpcRing,
+  PeerRing,
   PeerServer,
   type PeerLimits,
   type PeerServerOptions,

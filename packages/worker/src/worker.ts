@@ -35,7 +35,7 @@ import {
   type ConnectionOptions,
 } from '@ferry/client';
 import { HeartbeatThread, type HeartbeatReply } from './heartbeat.js';
-import { GrpcRing, PeerServer } from './peer.js';
+import { PeerRing, PeerServer } from './peer.js';
 import { cellConfigFromSpec } from './spec.js';
 import { wireMetrics, wireResult } from './wire.js';
 
@@ -61,14 +61,14 @@ export interface WorkerOptions {
   readonly nats?: NatsTarget;
   /** Least time between two step events of a cell. */
   readonly stepEventMs?: number;
-  /** Host the Peer service (data-parallel groups) binds on. Default 127.0.0.1. */
+  /** Host the ring link (data-parallel groups) listens on. Default 127.0.0.1. */
   readonly peerHost?: string;
   /** Its port (default: a free one). */
   readonly peerPort?: number;
   /** The host other workers reach it by (pod IP, service name); default: peerHost, or the hostname for 0.0.0.0. */
   readonly peerAdvertise?: string;
   /**
-   * Bind the Peer service off loopback without TLS. Without it, a non-loopback peerHost needs the
+   * Bind the ring link off loopback without TLS. Without it, a non-loopback peerHost needs the
    * connection's TLS certificate and key (the Peer link uses them, neighbours verify with its CA).
    */
   readonly peerInsecure?: boolean;
@@ -448,7 +448,7 @@ export class FerryWorker {
     this.log(
       `cell ${a.cellId} (${s.dataset} ${s.color} ${s.strategy} ${s.model} seed ${s.seed}): attempt ${a.attemptId}${a.checkpointEpochs ? `, resuming after epoch ${a.checkpointEpochs}` : ''}`,
     );
-    let ring: GrpcRing | undefined;
+    let ring: PeerRing | undefined;
     try {
       const prepared = await this.prepare(a).catch((error: unknown) => ({ ok: false as const, error }));
       if ('problem' in prepared) {
@@ -476,7 +476,7 @@ export class FerryWorker {
    */
   private async prepare(
     a: Assignment,
-  ): Promise<{ ok: true; config: CellConfig; dir: string; ring: GrpcRing | undefined } | { problem: string }> {
+  ): Promise<{ ok: true; config: CellConfig; dir: string; ring: PeerRing | undefined } | { problem: string }> {
     const spec = a.spec!;
     const dir = path.join(this.options.workDir, 'cells', a.cellId);
     rmSync(dir, { recursive: true, force: true });
@@ -509,12 +509,12 @@ export class FerryWorker {
     return got.file;
   }
 
-  private joinRing(a: Assignment): GrpcRing {
+  private joinRing(a: Assignment): PeerRing {
     const next = (a.rank + 1) % a.worldSize;
     const right = a.peerAddresses[next];
     if (!right) throw new Error(`rank ${a.rank}: no peer address for rank ${next}`);
     this.log(`cell ${a.cellId}: rank ${a.rank} of ${a.worldSize} (generation ${a.generation})`);
-    return new GrpcRing(
+    return new PeerRing(
       a.rank,
       a.worldSize,
       `${a.cellId}/${a.generation}`,
@@ -529,7 +529,7 @@ export class FerryWorker {
   private async train(
     a: Assignment,
     run: AttemptRun,
-    p: { config: CellConfig; dir: string; ring: GrpcRing | undefined },
+    p: { config: CellConfig; dir: string; ring: PeerRing | undefined },
   ): Promise<TrainOutcome> {
     const progress = new AttemptProgress(this.progressSink(a), a, run);
     try {

@@ -95,7 +95,7 @@ export interface Capabilities {
   host: string;
   /** GPU index this worker is pinned to (CUDA_VISIBLE_DEVICES), -1 for none. */
   gpuIndex: number;
-  /** host:port of this worker's Peer service (data-parallel groups). */
+  /** host:port of this worker's ring link (data-parallel groups: ferry's own framing over TCP or TLS, packages/worker/src/peer.ts). */
   peerAddress: string;
 }
 
@@ -164,11 +164,12 @@ export interface Assignment {
   worldSize: number;
   members: string[];
   generation: number;
-  /** Peer service address of each member, by rank. */
+  /** Ring link address of each member, by rank. */
   peerAddresses: string[];
   /**
-   * The group's secret (HMAC of the group name under the coordinator's own key): members present it
-   * to each other's Peer service, which accepts chunks only for its current groups.
+   * The group's secret (HMAC of the group name under the coordinator's own key): members prove they
+   * hold it to each other's ring link (an HMAC of a fresh challenge; the secret never travels),
+   * which accepts chunks only for its current groups.
    */
   groupSecret: string;
   /**
