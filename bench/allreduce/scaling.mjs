@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // bench/allreduce scaling: one finetuning cell (resnet18 layout at 1/8 width by default) trained by
 // 1 worker, then as a `workers: 2` data-parallel cell by 2 workers, through `ferry run` (real
-// processes, gRPC ring). Prints images/s and the speed-up as JSON. The machine's cores are shared:
+// processes, the ring link). Prints images/s and the speed-up as JSON. The machine's cores are shared:
 // 1 worker gets all of them, each of 2 workers half.
 // usage: node bench/allreduce/scaling.mjs [--model resnet_tiny] [--size 64] [--epochs 3] [--batch 32]
 import { execFileSync } from 'node:child_process';
