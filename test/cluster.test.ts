@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { datasetFingerprint, writeDemoDataset } from '@ferry/core';
+import { buildModel, datasetFingerprint, writeDemoDataset } from '@ferry/core';
 import { adminClient, coordinatorClient, getSweepAll, metadataFor, unary } from '@ferry/client';
 import { CellResult, FileKind, type SweepStatus } from '@ferry/protocol';
 import { ferry } from './helpers/cli.js';
@@ -690,6 +690,20 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: 3
     expect(baseline.logs).toContain('rank 0 of 2 (generation 1)');
     expect(baseline.logs).toContain('rank 1 of 2 (generation 1)');
     expect(baseline.logs.match(/best val/g)).toHaveLength(1);
+    // Each rank says, every epoch, where its steps' time went; the all-reduce summed resnet_tiny's
+    // gradients and the step's 3 counts, in float32.
+    const shares = [
+      ...baseline.logs.matchAll(
+        /epoch (\d+) \(rank (\d) of 2\): (\d+) steps, compute \d+ ms and gradient all-reduce \d+ ms a step \((\d+)% of the step, ([\d.]+) MB\)/g,
+      ),
+    ];
+    expect(shares).toHaveLength(2 * DP_EPOCHS);
+    const params = buildModel('resnet_tiny', 2).params.reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
+    for (const m of shares) {
+      expect(Number(m[3])).toBeGreaterThan(0);
+      expect(Number(m[4])).toBeLessThanOrEqual(100);
+      expect(Number(m[5])).toBeCloseTo((4 * (params + 3)) / 1e6, 1);
+    }
   });
 
   // Waits: a checkpoint of 2 epochs, the abort (DEADLINE_MS + ABORT_MARGIN_MS, asked for 10 s

@@ -55,7 +55,7 @@ export { DEFAULT_TRAIN_CONFIG, Trainer, configHash, type TrainConfig, type Train
 /** Softmax cross-entropy, mean over the batch (torch.nn.CrossEntropyLoss); libtorch's fused kernels on torch. */
 export { softmaxCrossEntropy as crossEntropy } from './backends/fused.js';
 export { readCheckpoint, saveCheckpoint, CHECKPOINT_FORMAT, type CheckpointMeta } from './train/checkpoint.js';
-export type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
+export type { AllReduceShare, EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
 export * as metrics from './train/metrics.js';
 export { tfjsVersion } from './version.js';
 export {

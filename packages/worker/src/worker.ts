@@ -613,6 +613,7 @@ export class FerryWorker {
       },
       upload: (file, epochsDone) =>
         this.upload(a, file, epochsDone).catch((e: Error) => this.log(`checkpoint upload failed: ${e.message}`)),
+      log: (line) => this.log(line),
     };
   }
 
@@ -687,6 +688,7 @@ interface ProgressSink {
   publish(kind: 'step' | 'epoch', event: FerryEvent): void;
   reportEpoch(metrics: EngineMetrics): void;
   upload(file: string, epochsDone: number): Promise<void>;
+  log(line: string): void;
 }
 
 class AttemptProgress {
@@ -701,6 +703,14 @@ class AttemptProgress {
 
   on(p: CellProgress): void {
     if (p.type === 'epoch') this.run.epoch = p.metrics.epoch + 1;
+    if (p.type === 'epoch' && p.allReduce && p.allReduce.steps > 0) {
+      // Every rank says where its steps' time went: the all-reduce's share is what data parallelism costs.
+      const { steps, computeMs, allReduceMs, bytes } = p.allReduce;
+      const share = (100 * allReduceMs) / (computeMs + allReduceMs);
+      this.worker.log(
+        `cell ${this.a.cellId} epoch ${p.metrics.epoch} (rank ${this.a.rank} of ${this.a.worldSize}): ${steps} steps, compute ${(computeMs / steps).toFixed(0)} ms and gradient all-reduce ${(allReduceMs / steps).toFixed(0)} ms a step (${share.toFixed(0)}% of the step, ${(bytes / 1e6).toFixed(1)} MB)`,
+      );
+    }
     if (this.a.rank !== 0) return;
     if (p.type === 'step') this.step(p);
     else if (p.type === 'epoch') {

@@ -36,6 +36,20 @@ export interface TrainResult {
   readonly resumedFromEpoch: number;
 }
 
+/**
+ * A data-parallel epoch's steps on one rank: the time its replica computed (forward, backward,
+ * update) and the time it waited for the gradients' all-reduce (reading them out, the ring, the
+ * averaged tensors back). On a CPU backend kernels run when called, so the split is exact; on a
+ * GPU the device's queued work shows up in the all-reduce's wait.
+ */
+export interface AllReduceShare {
+  readonly steps: number;
+  readonly computeMs: number;
+  readonly allReduceMs: number;
+  /** Bytes each all-reduce summed (the gradients and the step's counts). */
+  readonly bytes: number;
+}
+
 /** Progress the trainer reports; the worker publishes these as events. */
 export type TrainProgress =
   | {
@@ -47,5 +61,11 @@ export type TrainProgress =
       readonly imagesPerSec: number;
       readonly etaMs: number;
     }
-  | { readonly type: 'epoch'; readonly metrics: EpochMetrics; readonly best: boolean }
+  | {
+      readonly type: 'epoch';
+      readonly metrics: EpochMetrics;
+      readonly best: boolean;
+      /** A data-parallel rank's epoch: where its steps' time went. */
+      readonly allReduce?: AllReduceShare;
+    }
   | { readonly type: 'checkpoint'; readonly epoch: number; readonly file: string };

@@ -217,6 +217,8 @@ export class Trainer {
   /** Every tensor training changes: what the best-val snapshot keeps. */
   private readonly changing: string[];
   private readonly sync: GradientSync;
+  /** This epoch's split of step time (reported for data-parallel ranks). */
+  private share = { steps: 0, computeMs: 0, allReduceMs: 0 };
   /** Images per forward/backward chunk (0: the whole batch). */
   private readonly microBatch: number;
 
@@ -276,8 +278,16 @@ export class Trainer {
    * the device runs this step while the host queues the next).
    */
   private async step(batch: Batch, lr: number, tag: string, rng: Rng): Promise<{ outcome: Promise<CountedOutcome> }> {
-    const synced = await this.sync.average(this.localStep(batch, rng), this.trainable, tag);
+    const t0 = performance.now();
+    const local = this.localStep(batch, rng);
+    const t1 = performance.now();
+    const synced = await this.sync.average(local, this.trainable, tag);
+    const t2 = performance.now();
     this.apply(synced.grads, lr);
+    const share = this.share;
+    share.steps++;
+    share.computeMs += t1 - t0 + (performance.now() - t2);
+    share.allReduceMs += t2 - t1;
     const outcome = synced.read();
     // Read back later; never an unhandled rejection meanwhile.
     outcome.catch(() => undefined);
@@ -412,12 +422,16 @@ export class Trainer {
     let trainMsTotal = 0;
     for (let epoch = state.start; epoch < config.epochs; epoch++) {
       throwIfAborted(this.options.signal);
+      this.share = { steps: 0, computeMs: 0, allReduceMs: 0 };
       const { metrics, seen, val } = await this.epoch(epoch);
       state.history.push(metrics);
       trainImages += seen;
       trainMsTotal += metrics.trainMs;
       const improved = await this.keepIfBest(state.best, metrics, val);
-      this.options.onProgress?.({ type: 'epoch', metrics, best: improved });
+      const allReduce = this.options.distributed
+        ? { ...this.share, bytes: 4 * ([...this.trainable.values()].reduce((a, v) => a + v.size, 0) + 3) }
+        : undefined;
+      this.options.onProgress?.({ type: 'epoch', metrics, best: improved, ...(allReduce ? { allReduce } : {}) });
       await this.writeCheckpoint(state, epoch);
     }
     state.best.restoreInto(network);
