@@ -289,7 +289,9 @@ function workerSpec(
     kind: 'worker',
     command: node,
     args: () => args,
-    env: { ...process.env, FERRY_WASM_THREADS: String(threads) },
+    // The machine's cores split between the workers (wasm's pool, libtorch's intra-op threads): two
+    // workers each on all cores oversubscribe them, and libtorch's spinning threads made a step 3-4x slower.
+    env: { ...process.env, FERRY_WASM_THREADS: String(threads), FERRY_TORCH_THREADS: String(threads) },
     log: logPath(p, `worker-${i}`),
   };
 }
