@@ -33,6 +33,18 @@ models: [${model}]
 hyper: { weights: none, epochs: 1, batchSize: 8, lr: 0.02, imageSize: 32 }
 `;
 
+/** The sweep's one cell once it is done or failed. */
+const ended = (conn: { address: string }, sweepId: string, what: string, timeoutMs: number) =>
+  waitFor(
+    what,
+    timeoutMs,
+    async () => {
+      const c = (await getSweep(conn, sweepId)).cells[0]!;
+      return c.state === 'done' || c.state === 'failed' ? c : undefined;
+    },
+    250,
+  );
+
 function torchWorker(address: string, name: string, env: Record<string, string> = {}): Proc {
   const p = startWorker(address, {
     name,
@@ -71,15 +83,7 @@ test('an out-of-memory in libtorch fails the cell on that worker with a coded er
 
   // The same process goes on serving: a cell that fits the cap runs to its end on it.
   const small = await submit(conn, sweep('small', 'resnet_tiny'));
-  const done = await waitFor(
-    'the resnet_tiny cell on the capped worker',
-    120_000,
-    async () => {
-      const c = (await getSweep(conn, small)).cells[0]!;
-      return c.state === 'done' || c.state === 'failed' ? c : undefined;
-    },
-    250,
-  );
+  const done = await ended(conn, small, 'the resnet_tiny cell on the capped worker', 120_000);
   expect(done).toMatchObject({ state: 'done', error: '' });
   expect(capped.child.exitCode).toBeNull();
   expect(capped.log()).toMatch(new RegExp(`cell ${done.cellId}: best val`));
@@ -88,15 +92,7 @@ test('an out-of-memory in libtorch fails the cell on that worker with a coded er
 
   // A worker without the cap takes the refused cell and finishes it.
   const roomy = torchWorker(coord.address, 'roomy');
-  const finished = await waitFor(
-    'the resnet18 cell on the uncapped worker',
-    180_000,
-    async () => {
-      const c = (await getSweep(conn, big)).cells[0]!;
-      return c.state === 'done' || c.state === 'failed' ? c : undefined;
-    },
-    250,
-  );
+  const finished = await ended(conn, big, 'the resnet18 cell on the uncapped worker', 180_000);
   expect(finished.state).toBe('done');
   expect(roomy.log()).toMatch(new RegExp(`cell ${finished.cellId}: best val`));
   expect(capped.log()).not.toMatch(new RegExp(`cell ${finished.cellId}: best val`));

@@ -14,3 +14,10 @@ export function isLoopbackHost(host: string): boolean {
   if (v4) return v4.slice(1).every((o) => Number(o) <= 255) && v4[1] === '127';
   return h === '::1' || /^0{1,4}(?::0{1,4}){6}:0{0,3}1$/.test(h);
 }
+
+/** "host:port" -> parts (IPv6 keeps its brackets: `[::1]:50051` -> host `[::1]`). */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(address);
+  if (!m) throw new Error(`"${address}" is not host:port`);
+  return { host: m[1]!, port: Number(m[2]) };
+}

@@ -1,12 +1,12 @@
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { splitHostPort } from '@ferry/common';
 import { AdminService, CoordinatorService, EventsService } from '@ferry/protocol';
 import { adminService } from './admin-service.js';
 import { Checkpoints } from './checkpoints.js';
 import { EventFeed } from './feed.js';
 import type { CoordinatorHost } from './host.js';
-import { splitHostPort } from './net.js';
 import { resolveCoordinatorOptions, type CoordinatorOptions, type ResolvedCoordinatorOptions } from './options.js';
 import { bearerTokenInterceptor, guarded } from './rpc.js';
 import { initialState, step } from './scheduler.js';

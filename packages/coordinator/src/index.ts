@@ -22,4 +22,4 @@ export type {
   WorkerEntry,
 } from './scheduler-types.js';
 export { Store } from './store.js';
-export { splitHostPort } from './net.js';
+export { splitHostPort } from '@ferry/common';

@@ -1,7 +1,6 @@
-import { FerryError, isLoopbackHost } from '@ferry/common';
+import { FerryError, isLoopbackHost, splitHostPort } from '@ferry/common';
 import { readFileSync } from 'node:fs';
 import type { NatsTarget } from '@ferry/events';
-import { splitHostPort } from './net.js';
 
 /** Options of a coordinator; see resolveCoordinatorOptions for defaults and checks. */
 export interface CoordinatorOptions {

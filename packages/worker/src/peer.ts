@@ -1,7 +1,7 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { isLoopbackHost } from '@ferry/common';
+import { isLoopbackHost, sameSecret, splitHostPort } from '@ferry/common';
 import { CollectiveError, InvalidArgumentError, Mailbox, type RingTransport } from '@ferry/core';
 
 /*
@@ -114,11 +114,6 @@ class ByteReader {
     socket.on('error', (e) => this.stop(new CollectiveError(e.message)));
   }
 
-  /** Bytes that have arrived and not been asked for yet (a flood's size). */
-  get buffered(): number {
-    return this.queued;
-  }
-
   want(n: number, into?: Uint8Array): Promise<Uint8Array> {
     if (this.pending) return Promise.reject(new Error('ByteReader: one read at a time'));
     const target = into ?? Buffer.allocUnsafe(n);
@@ -224,8 +219,7 @@ export class PeerServer {
       name = hello.group;
       group = await this.waitForGroup(name);
       // One answer for an unknown group and a wrong proof: nothing tells a prober which it was.
-      const expected = group && proofOf(group.secret, challenge, name, hello.fromRank);
-      if (!group || !expected || hello.proof.length !== expected.length || !timingSafeEqual(hello.proof, expected))
+      if (!group || !sameSecret(hello.proof, proofOf(group.secret, challenge, name, hello.fromRank)))
         return refuse('not a member of this group');
       if (hello.fromRank !== group.left)
         return refuse(`rank ${hello.fromRank} may not send here; only rank ${group.left}`);
@@ -314,9 +308,9 @@ export class PeerServer {
   recycle(group: string, chunk: Float32Array): void {
     const g = this.groups.get(group);
     if (!g || chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) return;
-    const list = g.spare.get(chunk.byteLength) ?? [];
+    let list = g.spare.get(chunk.byteLength);
+    if (!list) g.spare.set(chunk.byteLength, (list = []));
     if (list.length < MAX_SPARE) list.push(chunk);
-    g.spare.set(chunk.byteLength, list);
   }
 
   /** Forgets a finished or aborted group (waiting receivers fail with `reason`); its connections are refused from now on. */
@@ -356,11 +350,13 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   ]);
 }
 
-/** `host:port`, with IPv6 hosts in brackets. */
-function splitAddress(address: string): { host: string; port: number } {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(address);
-  if (!m) throw new InvalidArgumentError(`peer address ${JSON.stringify(address)} is not host:port`);
-  return { host: m[1]!, port: Number(m[2]) };
+/** A neighbour's `host:port` (as it registered it), or a coded error naming it. */
+function peerAddress(address: string): { host: string; port: number } {
+  try {
+    return splitHostPort(address);
+  } catch {
+    throw new InvalidArgumentError(`peer address ${JSON.stringify(address)} is not host:port`);
+  }
 }
 
 /**
@@ -399,7 +395,8 @@ export class PeerRing implements RingTransport {
 
   private open(): Promise<void> {
     if (this.ready) return this.ready;
-    const { host, port } = splitAddress(this.rightAddress);
+    const { host: bracketed, port } = peerAddress(this.rightAddress);
+    const host = bracketed.replace(/^\[(.*)\]$/, '$1');
     // An IP address is checked against the certificate's IP names; only a host name is sent as SNI.
     const socket = this.tlsCa
       ? tls.connect({ host, port, ca: this.tlsCa, ...(net.isIP(host) ? {} : { servername: host }) })
