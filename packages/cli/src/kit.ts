@@ -88,6 +88,7 @@ export function connectionFlags(cmd: Command): Command {
   return cmd
     .option('--coordinator <host:port>', 'the coordinator (FERRY_COORDINATOR when not given)', '127.0.0.1:7070')
     .option('--token <token>', "the coordinator's token (default: FERRY_TOKEN)")
+    .option('--token-file <file>', 'read the token from this file, readable only by you (not shown by ps)')
     .option('--tls-ca <file>', "the coordinator's CA certificate (TLS)")
     .option('--tls-cert <file>', 'client certificate (mutual TLS)')
     .option('--tls-key <file>', "the client certificate's key")
@@ -100,6 +101,7 @@ export interface ConnectionFlags {
   readonly coordinator: string;
   readonly coordinatorGiven: boolean;
   readonly token?: string;
+  readonly tokenFile?: string;
   readonly tlsCa?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;

@@ -192,6 +192,13 @@ export const ERRORS = {
     when: 'a child of `ferry run` kept exiting: the coordinator, or every worker, crashed more often than the restart limit (5 within 2 minutes), so the sweep cannot progress',
     fix: 'the message names the child, its exit and the last lines of its log (under `<out>/logs/`); fix the cause and run the same command again: finished cells are kept',
   },
+  FERRY_ERR_SLURM: {
+    grpc: 'FAILED_PRECONDITION',
+    exit: 2,
+    retry: 'never',
+    when: "`ferry run --slurm` could not get its workers from Slurm: `sbatch` refused the job (a bad partition, account, QoS or time limit: Slurm's own message is quoted), a Slurm command failed or is not installed, or the worker jobs kept ending and the limit on submissions (`--max-submissions`) is spent with the sweep unfinished",
+    fix: "fix what Slurm's message names (`sinfo` lists partitions, `sacctmgr show assoc user=$USER` accounts and QoS) and run the same command again: finished cells are kept; for jobs that keep ending, read their logs (`<out>/logs/slurm-*.log`)",
+  },
   FERRY_ERR_INTERNAL: {
     grpc: 'INTERNAL',
     exit: 1,

@@ -6,6 +6,7 @@ import {
   FerryEvent,
   SUBJECTS,
   type AdminServer,
+  type BatchJob,
   type SubmitSweepRequest,
   type SubmitSweepResponse,
   type SweepStatus,
@@ -25,6 +26,10 @@ interface Page {
   readonly limit: number;
   readonly withResults: boolean;
 }
+
+/** The most batch jobs a report may hold, and the longest field of one. */
+const MAX_JOBS = 10_000;
+const MAX_JOB_FIELD = 256;
 
 const notFound = (ref: string) => status(grpcStatusOf('FERRY_ERR_NOT_FOUND'), `no sweep ${ref} [FERRY_ERR_NOT_FOUND]`);
 
@@ -77,8 +82,32 @@ export function adminService(host: CoordinatorHost): AdminServer {
     },
     cancelSweep: byRef('cancel'),
     retryFailed: byRef('retry'),
+    ...workerHandlers(host),
+  };
+}
+
+/** ListWorkers, and ReportJobs that feeds its batch jobs. */
+function workerHandlers(host: CoordinatorHost): Pick<AdminServer, 'reportJobs' | 'listWorkers'> {
+  // The workers' batch jobs as `ferry run --slurm` last reported them (it reports every few
+  // seconds, so a restarted coordinator has them again at once; nothing to persist).
+  let jobs: readonly BatchJob[] = [];
+  return {
+    reportJobs: (call, cb) => {
+      const given = call.request.jobs;
+      const long = given.find((j) => [j.jobId, j.state, j.reason, j.node].some((f) => f.length > MAX_JOB_FIELD));
+      if (given.length > MAX_JOBS || long)
+        return cb(
+          status(
+            grpcStatusOf('FERRY_ERR_INVALID_ARGUMENT'),
+            `a job report holds at most ${MAX_JOBS} jobs of fields up to ${MAX_JOB_FIELD} characters [FERRY_ERR_INVALID_ARGUMENT]`,
+          ),
+        );
+      jobs = given;
+      cb(null, { count: jobs.length });
+    },
     listWorkers: (_call, cb) =>
       cb(null, {
+        jobs: [...jobs],
         workers: [...host.state.workers.values()].map((w) => {
           const cell = host.state.byWorker.get(w.id);
           return {
@@ -89,9 +118,10 @@ export function adminService(host: CoordinatorHost): AdminServer {
               device: w.device,
               memoryBytes: 0,
               ferryVersion: '',
-              host: '',
+              host: w.host,
               gpuIndex: -1,
               peerAddress: w.peerAddress,
+              slurmJob: w.slurmJob,
             },
             state: w.state,
             lastSeen: new Date(w.lastSeen).toISOString(),

@@ -86,7 +86,15 @@ export function storeEvents(store: Store, now = new Date()): SubjectEvent[] {
       event: FerryEvent.fromPartial({
         sweepId: SUBJECTS.CLUSTER,
         time,
-        worker: { workerId: w.id, name: w.name, backend: w.backend, device: w.device, state: w.state },
+        worker: {
+          workerId: w.id,
+          name: w.name,
+          backend: w.backend,
+          device: w.device,
+          state: w.state,
+          host: w.host,
+          slurmJob: w.slurmJob,
+        },
       }),
     });
   }

@@ -76,6 +76,8 @@ export class EventFeed {
           device: w.device,
           state: w.state,
           cellId: cellId ?? '',
+          host: w.host,
+          slurmJob: w.slurmJob,
         };
         this.emit(SUBJECTS.worker(sweepId, w.id), FerryEvent.fromPartial({ sweepId, time, worker }));
       }

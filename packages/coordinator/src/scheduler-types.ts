@@ -52,6 +52,9 @@ export interface WorkerEntry {
   readonly idleSince: number | null;
   /** host:port of the worker's ring link (data-parallel groups); empty when it has none. */
   readonly peerAddress: string;
+  /** The host it runs on, and its Slurm job ("123_4"; empty outside Slurm). */
+  readonly host: string;
+  readonly slurmJob: string;
 }
 
 export interface SchedulerConfig {
@@ -112,6 +115,8 @@ export type SchedulerEvent =
       readonly device: string;
       readonly running: readonly RunningClaim[];
       readonly peerAddress?: string;
+      readonly host?: string;
+      readonly slurmJob?: string;
     }
   | {
       readonly type: 'heartbeat';

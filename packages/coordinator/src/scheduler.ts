@@ -243,6 +243,8 @@ function onRegister(d: StepDraft, e: EventOf<'register'>): void {
     state: 'alive',
     idleSince: null,
     peerAddress: e.peerAddress ?? '',
+    host: e.host ?? '',
+    slurmJob: e.slurmJob ?? '',
   });
   // A reconnecting worker (or a restarted coordinator) keeps the cell it is running.
   renewClaims(d, e.workerId, e.running, e.now);

@@ -54,12 +54,19 @@ export class Store {
       CREATE TABLE IF NOT EXISTS epochs (cell_id TEXT NOT NULL, attempt_id TEXT NOT NULL, epoch INTEGER NOT NULL, metrics_json TEXT NOT NULL,
         PRIMARY KEY (cell_id, epoch));
       CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
-        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '');
+        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL DEFAULT '', slurm_job TEXT NOT NULL DEFAULT '');
       CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
       CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
       CREATE TABLE IF NOT EXISTS advice (sweep_id TEXT NOT NULL, dataset TEXT NOT NULL, color TEXT NOT NULL, model TEXT NOT NULL,
         weights TEXT NOT NULL, row_json TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (sweep_id, dataset, color, model, weights));
     `);
+    // State written before a column existed (a run resumed after an upgrade): the column is added.
+    const workerColumns = new Set(
+      (this.db.prepare('PRAGMA table_info(workers)').all() as { name: string }[]).map((c) => c.name),
+    );
+    for (const column of ['host', 'slurm_job'])
+      if (!workerColumns.has(column)) this.db.exec(`ALTER TABLE workers ADD COLUMN ${column} TEXT NOT NULL DEFAULT ''`);
   }
 
   private readonly statements = new Map<string, Database.Statement>();
@@ -170,8 +177,8 @@ export class Store {
 
   saveWorker(w: WorkerEntry): void {
     this.stmt(
-      `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress)
-         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress`,
+      `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address, host, slurm_job) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress, @host, @slurmJob)
+         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress, host=@host, slurm_job=@slurmJob`,
     ).run(w);
   }
 
@@ -179,7 +186,7 @@ export class Store {
     // Idle-since does not survive a restart: a worker is idle again once it polls.
     return (
       this.stmt(
-        'SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress FROM workers',
+        'SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress, host, slurm_job AS slurmJob FROM workers',
       ).all() as Omit<WorkerEntry, 'idleSince'>[]
     ).map((w) => ({ ...w, idleSince: null }));
   }

@@ -128,6 +128,8 @@ export class WorkerService {
       device: r.capabilities?.device ?? '',
       running: r.running,
       peerAddress: r.capabilities?.peerAddress ?? '',
+      host: r.capabilities?.host ?? '',
+      slurmJob: r.capabilities?.slurmJob ?? '',
     });
     return {
       sessionId,

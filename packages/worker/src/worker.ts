@@ -53,6 +53,8 @@ export interface WorkerOptions {
   readonly pollWaitMs?: number;
   readonly decodeThreads?: number;
   readonly gpuIndex?: number;
+  /** The Slurm job this worker runs as ("123_4"), shown in its worker record. */
+  readonly slurmJob?: string;
   readonly log?: (line: string) => void;
   /** Reconnect backoff bounds. */
   readonly reconnectMinMs?: number;
@@ -257,6 +259,7 @@ export class FerryWorker {
               host: os.hostname(),
               gpuIndex: this.options.gpuIndex ?? -1,
               peerAddress: this.peerAddress,
+              slurmJob: this.options.slurmJob ?? '',
             },
             running: this.running(),
           },

@@ -1,11 +1,13 @@
 import { Coordinator, type CoordinatorOptions } from '@ferry/coordinator';
 import { InvalidArgumentError } from '@ferry/core';
 import { err, out, type CliIo } from '../io.js';
+import { readTokenFile } from '../token-file.js';
 
 export interface CoordinatorFlags {
   readonly listen: string;
   readonly state: string;
   readonly token?: string;
+  readonly tokenFile?: string;
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly tlsCa?: string;
@@ -24,7 +26,9 @@ function coordinatorOptions(o: CoordinatorFlags, io: CliIo): CoordinatorOptions 
   const { tlsCert: cert, tlsKey: key, tlsCa: ca } = o;
   if ((cert === undefined) !== (key === undefined))
     throw new InvalidArgumentError('--tls-cert and --tls-key go together');
-  const token = o.token ?? io.env['FERRY_TOKEN'];
+  if (o.token !== undefined && o.tokenFile !== undefined)
+    throw new InvalidArgumentError('--token and --token-file: give one');
+  const token = o.tokenFile !== undefined ? readTokenFile(o.tokenFile) : (o.token ?? io.env['FERRY_TOKEN']);
   return {
     listen: o.listen,
     stateDir: o.state,

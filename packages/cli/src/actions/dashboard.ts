@@ -5,11 +5,14 @@ import { InvalidArgumentError } from '@ferry/core';
 import { startDashboard, type EventFeed } from '@ferry/dashboard';
 import { watchCoordinatorEvents } from '@ferry/client';
 import { err, out, type CliIo } from '../io.js';
+import { readTokenFile } from '../token-file.js';
 
 export interface DashboardFlags {
   readonly nats?: string;
   readonly coordinator?: string;
   readonly coordinatorToken?: string;
+  readonly coordinatorTokenFile?: string;
+  readonly coordinatorTlsCa?: string;
   readonly run?: string;
   readonly listen: string;
   readonly token?: string;
@@ -30,11 +33,16 @@ export async function dashboardCommand(o: DashboardFlags, io: CliIo): Promise<nu
   const token = o.token ?? io.env['FERRY_DASHBOARD_TOKEN'];
   let feed: EventFeed | undefined;
   if (coordinator) {
-    const ctoken = o.coordinatorToken ?? io.env['FERRY_TOKEN'];
+    const ctoken =
+      o.coordinatorTokenFile !== undefined
+        ? readTokenFile(o.coordinatorTokenFile)
+        : (o.coordinatorToken ?? io.env['FERRY_TOKEN']);
+    const ca = o.coordinatorTlsCa;
     let watch: ReturnType<typeof watchCoordinatorEvents> | undefined;
     feed = {
       start: async (onEvent) => {
-        watch = watchCoordinatorEvents({ address: coordinator, ...(ctoken ? { token: ctoken } : {}) }, onEvent, log);
+        const conn = { address: coordinator, ...(ctoken ? { token: ctoken } : {}), ...(ca ? { tls: { ca } } : {}) };
+        watch = watchCoordinatorEvents(conn, onEvent, log);
         await watch.ready;
       },
       stop: async () => watch?.stop(),

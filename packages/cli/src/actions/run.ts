@@ -25,12 +25,26 @@ import { outcomes, reportCells, sweepAdvice } from '../sweep-results.js';
 import { RunAdvisor } from './run-advice.js';
 import { resultsHtml } from '../report.js';
 import { defaultCacheDir, ferryBin } from '../paths.js';
+import {
+  LOCAL_REACH,
+  clientConnection,
+  coordinatorReachArgs,
+  slurmPlan,
+  slurmReach,
+  startSlurmWorkers,
+  type CoordinatorReach,
+  type RunWorkers,
+  type SlurmPlan,
+  type SlurmRunFlags,
+} from './run-slurm.js';
 
 /** How long pending cells with an error may wait with nothing running before `ferry run` gives up on them. */
 const STALL_MS = 15_000;
 
-export interface RunFlags {
+export interface RunFlags extends SlurmRunFlags {
   readonly workers: number;
+  /** Whether --workers was given (it and --slurm exclude each other). */
+  readonly workersGiven: boolean;
   readonly dataRoot: string;
   readonly out?: string;
   readonly backend: string;
@@ -98,6 +112,8 @@ interface RunPlan {
   readonly serve: boolean;
   /** Compute the advisor's prediction for each finetune/freeze row (--no-advise: no). */
   readonly advise: boolean;
+  /** The workers as Slurm jobs (--slurm N), or undefined: local child processes. */
+  readonly slurm: SlurmPlan | undefined;
 }
 
 async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
@@ -106,7 +122,9 @@ async function plan(file: string, o: RunFlags, io: CliIo): Promise<RunPlan> {
   });
   const sweep = parseSweep(yaml, file); // validate before starting anything
   const noNats = o.nats === false;
+  const slurm = slurmPlan(o, o.workersGiven);
   return {
+    slurm,
     file,
     yaml,
     name: sweep.name,
@@ -155,30 +173,46 @@ export async function runCommand(file: string, o: RunFlags, io: CliIo): Promise<
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
+  let workers: RunWorkers | undefined;
   try {
     const natsUrl = await startNats(sup, p, io);
     if (natsUrl) run.publisher = new EventPublisher({ target: { url: natsUrl, name: 'ferry-run' } });
+    const reach = p.slurm ? await slurmReach(p.slurm.flags, p.outRoot) : LOCAL_REACH;
     const bound = { address: '' };
-    const coordinator = await sup.add(coordinatorSpec(p, natsUrl, () => bound.address));
+    const coordinator = await sup.add(coordinatorSpec(p, natsUrl, reach, () => bound.address));
     bound.address = coordinator.address;
+    const conn = clientConnection(coordinator.address, reach);
     // With NATS the dashboard follows JetStream; without it, the coordinator's own event feed.
-    const dashboardUrl = await startDashboard(
-      sup,
-      p,
-      natsUrl ? ['--nats', natsUrl] : ['--coordinator', coordinator.address],
-    );
-    const threads = Math.max(1, Math.floor(os.availableParallelism() / p.workers));
-    for (let i = 0; i < p.workers; i++) await sup.add(workerSpec(p, i, threads, coordinator.address, natsUrl));
+    const dashboardUrl = await startDashboard(sup, p, natsUrl ? ['--nats', natsUrl] : dashboardFeedArgs(conn, reach));
+    const say = (line: string): void => {
+      progress.clear(); // redrawn below the line at the next update
+      err(io, line);
+    };
+    workers = p.slurm
+      ? await startSlurmWorkers({
+          plan: p.slurm,
+          sweep: p.name,
+          outRoot: p.outRoot,
+          dataRoot: p.dataRoot,
+          backend: p.backend,
+          reach,
+          conn,
+          // Our own nats-server listens on loopback: jobs on other nodes reach only one given.
+          nats: p.nats,
+          env: io.env as NodeJS.ProcessEnv,
+          say,
+        })
+      : await localWorkers(sup, p, coordinator.address, natsUrl);
     await writeChildren(p.outRoot, sup);
     err(
       io,
-      `ferry run: sweep "${p.name}" (${p.cells} cells${p.stages}) on ${p.workers} local worker(s); coordinator ${coordinator.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`,
+      `ferry run: sweep "${p.name}" (${p.cells} cells${p.stages}) on ${workers.description}; coordinator ${conn.address}; output ${p.outRoot}; logs ${path.join(p.outRoot, 'logs')}`,
     );
     if (dashboardUrl) out(io, `dashboard: ${dashboardUrl}`);
-    const code = await watch(p, sup, coordinator, run, progress, io);
+    const code = await watch(p, workers, coordinator, conn, run, progress, io);
     if (code !== 130 && dashboardUrl && p.serve) {
       // In a terminal (or --serve): the workers are done, the dashboard stays until Ctrl-C.
-      await Promise.all(sup.list('worker').map((w) => w.stop(30_000)));
+      await workers.stop();
       err(io, `ferry run: the dashboard stays at ${dashboardUrl} until Ctrl-C`);
       while (!run.interrupted) await new Promise((r) => setTimeout(r, 200));
     }
@@ -186,6 +220,8 @@ export async function runCommand(file: string, o: RunFlags, io: CliIo): Promise<
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
+    // Slurm jobs are cancelled (nothing stays queued); a Slurm that cannot be reached is said.
+    await workers?.stop().catch((e: Error) => err(io, `ferry run: ${e.message}`));
     await sup.stopAll(STOP_ORDER);
     await run.publisher?.close();
   }
@@ -222,7 +258,12 @@ async function startNats(sup: Supervisor, p: RunPlan, io: CliIo): Promise<string
   return `nats://127.0.0.1:${port}`;
 }
 
-function coordinatorSpec(p: RunPlan, natsUrl: string | undefined, bound: () => string): ChildSpec {
+function coordinatorSpec(
+  p: RunPlan,
+  natsUrl: string | undefined,
+  reach: CoordinatorReach,
+  bound: () => string,
+): ChildSpec {
   const [node, bin] = ferryBin();
   return {
     name: 'coordinator',
@@ -233,9 +274,10 @@ function coordinatorSpec(p: RunPlan, natsUrl: string | undefined, bound: () => s
       bin,
       'coordinator',
       '--listen',
-      bound() || '127.0.0.1:0',
+      bound() || reach.listen,
       '--state',
       path.join(p.outRoot, 'state'),
+      ...coordinatorReachArgs(reach),
       ...(natsUrl ? ['--nats', natsUrl] : []),
     ],
     log: logPath(p, 'coordinator'),
@@ -255,6 +297,35 @@ async function startDashboard(sup: Supervisor, p: RunPlan, source: readonly stri
     readyLine: /^dashboard on (\S+)$/,
   });
   return dashboard.address;
+}
+
+/** The dashboard's flags to follow the coordinator's own feed (no NATS). */
+function dashboardFeedArgs(conn: ConnectionOptions, reach: CoordinatorReach): string[] {
+  return [
+    '--coordinator',
+    conn.address,
+    ...(reach.tokenFile ? ['--coordinator-token-file', reach.tokenFile] : []),
+    ...(reach.tls ? ['--coordinator-tls-ca', reach.tls.ca] : []),
+  ];
+}
+
+/** N workers as children of this process, each on its share of the cores; a crash loop of all ends the run. */
+async function localWorkers(
+  sup: Supervisor,
+  p: RunPlan,
+  coordinator: string,
+  natsUrl: string | undefined,
+): Promise<RunWorkers> {
+  const threads = Math.max(1, Math.floor(os.availableParallelism() / p.workers));
+  for (let i = 0; i < p.workers; i++) await sup.add(workerSpec(p, i, threads, coordinator, natsUrl));
+  return {
+    description: `${p.workers} local worker(s)`,
+    check: async () => {
+      const children = sup.list('worker');
+      if (children.every((w) => w.gaveUp)) throw crashLoop(children, p.outRoot);
+    },
+    stop: async () => void (await Promise.all(sup.list('worker').map((w) => w.stop(30_000)))),
+  };
 }
 
 function workerSpec(
@@ -395,13 +466,13 @@ function coordinatorAway(e: unknown): boolean {
 /** Submits the sweep and follows it to the end: progress, stalls, crash loops, the results. */
 async function watch(
   p: RunPlan,
-  sup: Supervisor,
+  workers: RunWorkers,
   coordinator: Supervised,
+  conn: ConnectionOptions,
   run: { interrupted: boolean; sweepId: string },
   progress: RunProgress,
   io: CliIo,
 ): Promise<number> {
-  const conn: ConnectionOptions = { address: coordinator.address };
   const admin = adminClient(conn);
   // Every call waits out a coordinator restart; a coordinator in a crash loop ends the run.
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -436,9 +507,8 @@ async function watch(
         progress.done('interrupted: stopping workers (their cells resume on the next run)');
         return 130;
       }
-      const workers = sup.list('worker');
-      if (workers.every((w) => w.gaveUp)) throw crashLoop(workers, p.outRoot);
       const s = await call(() => getSweepAll(admin, conn, sub.sweepId, { withResults: false }));
+      await workers.check(s);
       const total = s.cells.length;
       progress.update(s);
       advisor?.update(s);

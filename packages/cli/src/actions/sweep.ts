@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseSweep } from '@ferry/coordinator';
 import { resultsTable, tableCsv, tableMarkdown } from '@ferry/common';
 import { IMAGENET_MEAN, IMAGENET_STD, InvalidArgumentError, datasetFingerprint, studyTransforms } from '@ferry/core';
-import type { CellStatus, SweepStatus } from '@ferry/protocol';
+import type { CellStatus, ListWorkersResponse, SweepStatus } from '@ferry/protocol';
 import {
   adminClient,
   downloadArtifact,
@@ -13,6 +13,7 @@ import {
   type ConnectionOptions,
 } from '@ferry/client';
 import { connectionFrom } from '../connection.js';
+import { describeJob } from '../slurm/fleet.js';
 import { err, out, table, type CliIo } from '../io.js';
 import type { ConnectionFlags } from '../kit.js';
 import { cellLabel, waitingSource } from '../progress.js';
@@ -124,8 +125,46 @@ export async function status(id: string, o: ConnectionFlags, io: CliIo): Promise
       `sweep ${s.sweepId} (${s.name}): ${s.done} done, ${s.running} running, ${s.pending} pending${s.waiting ? ` (${s.waiting} waiting for their source)` : ''}, ${s.failed} failed, ${s.blocked ? `${s.blocked} blocked, ` : ''}${s.cancelled} cancelled`,
     );
     out(io, table(statusRows(s)));
+    const fleet = await unary(admin.listWorkers, admin, {}, conn, 10_000);
+    const rows = workerRows(fleet);
+    if (rows.length > 1) {
+      out(io);
+      out(io, table(rows));
+    }
     return 0;
   });
+}
+
+/**
+ * The workers, and the batch jobs that have no worker yet: a Slurm job waiting in the queue is a
+ * worker to come (with Slurm's reason), not a missing one; an ended job is shown until Slurm
+ * forgets it.
+ */
+export function workerRows(r: ListWorkersResponse): string[][] {
+  const byJob = new Map(r.workers.filter((w) => w.capabilities?.slurmJob).map((w) => [w.capabilities!.slurmJob, w]));
+  const jobs = new Map(r.jobs.map((j) => [j.jobId, j]));
+  return [
+    ['WORKER', 'HOST', 'SLURM JOB', 'STATE', 'CELL'],
+    ...r.workers.map((w) => {
+      const job = jobs.get(w.capabilities?.slurmJob ?? '');
+      return [
+        w.name,
+        w.capabilities?.host ?? '',
+        job ? `${job.jobId} ${describeJob(job)}` : (w.capabilities?.slurmJob ?? ''),
+        w.state,
+        (w.runningCells[0] ?? '').slice(0, 10),
+      ];
+    }),
+    ...r.jobs
+      .filter((j) => !byJob.has(j.jobId))
+      .map((j) => [
+        '-',
+        j.node || '-',
+        `${j.jobId} ${describeJob(j)}`,
+        j.state === 'PENDING' ? 'queued' : 'no worker',
+        '',
+      ]),
+  ];
 }
 
 /** `ferry sweep results SWEEP`. */

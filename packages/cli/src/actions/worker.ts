@@ -50,6 +50,7 @@ function workerOptions(o: WorkerFlags, io: CliIo): WorkerOptions {
     ...(o.threads !== undefined ? { decodeThreads: o.threads } : {}),
     pollWaitMs: o.pollMs,
     ...(io.env['CUDA_VISIBLE_DEVICES'] ? { gpuIndex: Number(io.env['CUDA_VISIBLE_DEVICES']) } : {}),
+    ...slurmJobOf(io.env),
     log: (line) => err(io, line),
     ...(nats ? { nats: { url: nats } } : {}),
     ...(o.peerHost ? { peerHost: o.peerHost } : {}),
@@ -58,6 +59,14 @@ function workerOptions(o: WorkerFlags, io: CliIo): WorkerOptions {
     ...(o.peerAdvertise ? { peerAdvertise: o.peerAdvertise } : {}),
     collectiveDeadlineMs: o.collectiveDeadlineMs,
   };
+}
+
+/** A worker started by Slurm says which job it is: `123_4` (task 4 of array 123), or the job id. */
+export function slurmJobOf(env: Readonly<Record<string, string | undefined>>): { slurmJob?: string } {
+  const array = env['SLURM_ARRAY_JOB_ID'];
+  const task = env['SLURM_ARRAY_TASK_ID'];
+  const job = array && task ? `${array}_${task}` : env['SLURM_JOB_ID'];
+  return job ? { slurmJob: job } : {};
 }
 
 /** `--gpus all`: a child `ferry worker` per GPU, each with its own work folder and name. */

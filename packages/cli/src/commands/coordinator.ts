@@ -11,6 +11,7 @@ export function coordinatorDefinition(program: Command, ctx: CommandContext): vo
     .option('--listen <host:port>', 'where to serve gRPC (port 0: any free one)', '127.0.0.1:7070')
     .option('--state <dir>', 'the SQLite state and checkpoints', path.join('.ferry', 'coordinator'))
     .option('--token <token>', 'required of every client (default: FERRY_TOKEN)')
+    .option('--token-file <file>', 'read the token from this file, readable only by you (not shown by ps)')
     .option('--tls-cert <file>', "the server's certificate (with --tls-key)")
     .option('--tls-key <file>', "the certificate's key")
     .option('--tls-ca <file>', 'require client certificates signed by this CA')

@@ -10,6 +10,8 @@ export function dashboardDefinition(program: Command, ctx: CommandContext): void
     .option('--nats <url>', 'follow NATS JetStream: nats://[user:pass@|token@]HOST:PORT (default: FERRY_NATS)')
     .option('--coordinator <host:port>', "follow a coordinator's own event feed (no NATS needed)")
     .option('--coordinator-token <token>', "the coordinator's token (default: FERRY_TOKEN)")
+    .option('--coordinator-token-file <file>', "read the coordinator's token from this file (readable only by you)")
+    .option('--coordinator-tls-ca <file>', "the coordinator's CA certificate (a coordinator with TLS)")
     .option('--run <runs/SWEEP>', "a finished run's output folder (read-only)")
     .option('--listen <host:port>', 'where to serve', '127.0.0.1:8080')
     .option('--token <token>', 'required of every request (default: FERRY_DASHBOARD_TOKEN)')

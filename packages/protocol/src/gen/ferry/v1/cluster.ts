@@ -97,6 +97,8 @@ export interface Capabilities {
   gpuIndex: number;
   /** host:port of this worker's ring link (data-parallel groups: ferry's own framing over TCP or TLS, packages/worker/src/peer.ts). */
   peerAddress: string;
+  /** The Slurm job this worker runs as ("123_4": task 4 of array 123), empty outside Slurm. */
+  slurmJob: string;
 }
 
 export interface RegisterRequest {
@@ -466,6 +468,28 @@ export interface ListWorkersRequest {
 
 export interface ListWorkersResponse {
   workers: WorkerStatus[];
+  /**
+   * The batch jobs ferry submitted for workers (ferry run --slurm), as last reported: a pending job
+   * is a worker to come, with the scheduler's reason, not a missing one.
+   */
+  jobs: BatchJob[];
+}
+
+/** A job of the cluster's batch scheduler (Slurm) that runs, or will run, a worker. */
+export interface BatchJob {
+  /** "123_4": task 4 of array 123. */
+  jobId: string;
+  /** The scheduler's state: PENDING, RUNNING, TIMEOUT, CANCELLED, ... */
+  state: string;
+  /** Why it waits or ended (Resources, Priority, TimeLimit), empty or "None" when nothing. */
+  reason: string;
+  /** The node it runs on, empty while pending. */
+  node: string;
+}
+
+export interface ReportJobsRequest {
+  /** Every job submitted for the workers, replacing the previous report. */
+  jobs: BatchJob[];
 }
 
 export interface CountResponse {
@@ -922,7 +946,16 @@ export const CellSpec: MessageFns<CellSpec> = {
 };
 
 function createBaseCapabilities(): Capabilities {
-  return { backend: "", device: "", memoryBytes: 0, ferryVersion: "", host: "", gpuIndex: 0, peerAddress: "" };
+  return {
+    backend: "",
+    device: "",
+    memoryBytes: 0,
+    ferryVersion: "",
+    host: "",
+    gpuIndex: 0,
+    peerAddress: "",
+    slurmJob: "",
+  };
 }
 
 export const Capabilities: MessageFns<Capabilities> = {
@@ -947,6 +980,9 @@ export const Capabilities: MessageFns<Capabilities> = {
     }
     if (message.peerAddress !== "") {
       writer.uint32(58).string(message.peerAddress);
+    }
+    if (message.slurmJob !== "") {
+      writer.uint32(66).string(message.slurmJob);
     }
     return writer;
   },
@@ -1020,6 +1056,14 @@ export const Capabilities: MessageFns<Capabilities> = {
             message.peerAddress = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.slurmJob = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1057,6 +1101,11 @@ export const Capabilities: MessageFns<Capabilities> = {
         : isSet(object.peer_address)
         ? globalThis.String(object.peer_address)
         : "",
+      slurmJob: isSet(object.slurmJob)
+        ? globalThis.String(object.slurmJob)
+        : isSet(object.slurm_job)
+        ? globalThis.String(object.slurm_job)
+        : "",
     };
   },
 
@@ -1083,6 +1132,9 @@ export const Capabilities: MessageFns<Capabilities> = {
     if (message.peerAddress !== "") {
       obj.peerAddress = message.peerAddress;
     }
+    if (message.slurmJob !== "") {
+      obj.slurmJob = message.slurmJob;
+    }
     return obj;
   },
 
@@ -1098,6 +1150,7 @@ export const Capabilities: MessageFns<Capabilities> = {
     message.host = object.host ?? "";
     message.gpuIndex = object.gpuIndex ?? 0;
     message.peerAddress = object.peerAddress ?? "";
+    message.slurmJob = object.slurmJob ?? "";
     return message;
   },
 };
@@ -6232,13 +6285,16 @@ export const ListWorkersRequest: MessageFns<ListWorkersRequest> = {
 };
 
 function createBaseListWorkersResponse(): ListWorkersResponse {
-  return { workers: [] };
+  return { workers: [], jobs: [] };
 }
 
 export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
   encode(message: ListWorkersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.workers) {
       WorkerStatus.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.jobs) {
+      BatchJob.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -6264,6 +6320,14 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
             message.workers.push(WorkerStatus.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.jobs.push(BatchJob.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6281,6 +6345,7 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
       workers: globalThis.Array.isArray(object?.workers)
         ? object.workers.map((e: any) => WorkerStatus.fromJSON(e))
         : [],
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => BatchJob.fromJSON(e)) : [],
     };
   },
 
@@ -6288,6 +6353,9 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
     const obj: any = {};
     if (message.workers?.length) {
       obj.workers = message.workers.map((e) => WorkerStatus.toJSON(e));
+    }
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => BatchJob.toJSON(e));
     }
     return obj;
   },
@@ -6298,6 +6366,195 @@ export const ListWorkersResponse: MessageFns<ListWorkersResponse> = {
   fromPartial(object: DeepPartial<ListWorkersResponse>): ListWorkersResponse {
     const message = createBaseListWorkersResponse();
     message.workers = object.workers?.map((e) => WorkerStatus.fromPartial(e)) || [];
+    message.jobs = object.jobs?.map((e) => BatchJob.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseBatchJob(): BatchJob {
+  return { jobId: "", state: "", reason: "", node: "" };
+}
+
+export const BatchJob: MessageFns<BatchJob> = {
+  encode(message: BatchJob, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobId !== "") {
+      writer.uint32(10).string(message.jobId);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
+    }
+    if (message.node !== "") {
+      writer.uint32(34).string(message.node);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): BatchJob {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseBatchJob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.node = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): BatchJob {
+    return {
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+    };
+  },
+
+  toJSON(message: BatchJob): unknown {
+    const obj: any = {};
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<BatchJob>): BatchJob {
+    return BatchJob.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<BatchJob>): BatchJob {
+    const message = createBaseBatchJob();
+    message.jobId = object.jobId ?? "";
+    message.state = object.state ?? "";
+    message.reason = object.reason ?? "";
+    message.node = object.node ?? "";
+    return message;
+  },
+};
+
+function createBaseReportJobsRequest(): ReportJobsRequest {
+  return { jobs: [] };
+}
+
+export const ReportJobsRequest: MessageFns<ReportJobsRequest> = {
+  encode(message: ReportJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      BatchJob.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReportJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseReportJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(BatchJob.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ReportJobsRequest {
+    return { jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => BatchJob.fromJSON(e)) : [] };
+  },
+
+  toJSON(message: ReportJobsRequest): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => BatchJob.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReportJobsRequest>): ReportJobsRequest {
+    return ReportJobsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReportJobsRequest>): ReportJobsRequest {
+    const message = createBaseReportJobsRequest();
+    message.jobs = object.jobs?.map((e) => BatchJob.fromPartial(e)) || [];
     return message;
   },
 };
@@ -6696,6 +6953,19 @@ export const AdminService = {
     responseSerialize: (value: CountResponse): Buffer => Buffer.from(CountResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CountResponse => CountResponse.decode(value),
   },
+  /**
+   * The batch jobs of the workers (ferry run --slurm reports them as they change); ListWorkers
+   * answers them. Answers the number of jobs held.
+   */
+  reportJobs: {
+    path: "/ferry.v1.Admin/ReportJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ReportJobsRequest): Buffer => Buffer.from(ReportJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReportJobsRequest => ReportJobsRequest.decode(value),
+    responseSerialize: (value: CountResponse): Buffer => Buffer.from(CountResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CountResponse => CountResponse.decode(value),
+  },
 } as const;
 
 export interface AdminServer extends UntypedServiceImplementation {
@@ -6712,6 +6982,11 @@ export interface AdminServer extends UntypedServiceImplementation {
    * status and the event feed carry them. Answers the number of rows stored.
    */
   putAdvice: handleUnaryCall<PutAdviceRequest, CountResponse>;
+  /**
+   * The batch jobs of the workers (ferry run --slurm reports them as they change); ListWorkers
+   * answers them. Answers the number of jobs held.
+   */
+  reportJobs: handleUnaryCall<ReportJobsRequest, CountResponse>;
 }
 
 export interface AdminClient extends Client {
@@ -6824,6 +7099,25 @@ export interface AdminClient extends Client {
   ): ClientUnaryCall;
   putAdvice(
     request: PutAdviceRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The batch jobs of the workers (ferry run --slurm reports them as they change); ListWorkers
+   * answers them. Answers the number of jobs held.
+   */
+  reportJobs(
+    request: ReportJobsRequest,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
+  reportJobs(
+    request: ReportJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CountResponse) => void,
+  ): ClientUnaryCall;
+  reportJobs(
+    request: ReportJobsRequest,
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CountResponse) => void,

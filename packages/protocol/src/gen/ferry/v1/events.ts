@@ -116,6 +116,9 @@ export interface WorkerEvent {
   state: string;
   imagesPerSec: number;
   cellId: string;
+  /** The host it runs on and its Slurm job ("123_4"), empty outside Slurm. */
+  host: string;
+  slurmJob: string;
 }
 
 export interface SweepEvent {
@@ -1479,7 +1482,17 @@ export const CellEvent: MessageFns<CellEvent> = {
 };
 
 function createBaseWorkerEvent(): WorkerEvent {
-  return { workerId: "", name: "", backend: "", device: "", state: "", imagesPerSec: 0, cellId: "" };
+  return {
+    workerId: "",
+    name: "",
+    backend: "",
+    device: "",
+    state: "",
+    imagesPerSec: 0,
+    cellId: "",
+    host: "",
+    slurmJob: "",
+  };
 }
 
 export const WorkerEvent: MessageFns<WorkerEvent> = {
@@ -1504,6 +1517,12 @@ export const WorkerEvent: MessageFns<WorkerEvent> = {
     }
     if (message.cellId !== "") {
       writer.uint32(58).string(message.cellId);
+    }
+    if (message.host !== "") {
+      writer.uint32(66).string(message.host);
+    }
+    if (message.slurmJob !== "") {
+      writer.uint32(74).string(message.slurmJob);
     }
     return writer;
   },
@@ -1577,6 +1596,22 @@ export const WorkerEvent: MessageFns<WorkerEvent> = {
             message.cellId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.slurmJob = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1610,6 +1645,12 @@ export const WorkerEvent: MessageFns<WorkerEvent> = {
         : isSet(object.cell_id)
         ? globalThis.String(object.cell_id)
         : "",
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      slurmJob: isSet(object.slurmJob)
+        ? globalThis.String(object.slurmJob)
+        : isSet(object.slurm_job)
+        ? globalThis.String(object.slurm_job)
+        : "",
     };
   },
 
@@ -1636,6 +1677,12 @@ export const WorkerEvent: MessageFns<WorkerEvent> = {
     if (message.cellId !== "") {
       obj.cellId = message.cellId;
     }
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.slurmJob !== "") {
+      obj.slurmJob = message.slurmJob;
+    }
     return obj;
   },
 
@@ -1651,6 +1698,8 @@ export const WorkerEvent: MessageFns<WorkerEvent> = {
     message.state = object.state ?? "";
     message.imagesPerSec = object.imagesPerSec ?? 0;
     message.cellId = object.cellId ?? "";
+    message.host = object.host ?? "";
+    message.slurmJob = object.slurmJob ?? "";
     return message;
   },
 };

@@ -1,0 +1,307 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { writeDemoDataset } from '@ferry/core';
+import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
+import type { ListWorkersResponse, SweepStatus } from '@ferry/protocol';
+import { REPO_ROOT } from './helpers/torch-ref.js';
+import { waitFor } from './helpers/cluster.js';
+import { startSlurm, type SlurmCluster } from './helpers/slurm.js';
+
+/**
+ * `ferry run --slurm` against a real Slurm: a one-node cluster of the test's own (slurmctld, slurmd
+ * and munged under a temporary folder, test/helpers/slurm.ts). A sweep run entirely through Slurm
+ * jobs gives the table `ferry run` gives without Slurm; a job cancelled mid-cell or ended by its
+ * time limit is replaced and its cell resumes from its checkpoint; Slurm's refusals are coded
+ * errors with Slurm's message, not hangs; nothing stays queued after a run or its Ctrl-C.
+ */
+const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-slurm-run-'));
+const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+
+/** Epochs of the time-limited cell (64 px): about a minute's work for one core. */
+const EPOCHS_LONG = 200;
+
+let cluster: SlurmCluster;
+let dataRoot = '';
+
+function sweepFile(name: string, epochs: number, colors = '[rgb, gray]', size = 32): string {
+  const file = path.join(tmp(), `${name}.yaml`);
+  writeFileSync(
+    file,
+    `name: ${name}
+datasets: [{ name: demo, path: demo }]
+colors: ${colors}
+strategies: [finetune]
+models: [resnet_tiny]
+hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: ${size} }
+`,
+  );
+  return file;
+}
+
+beforeAll(async () => {
+  cluster = await startSlurm();
+  dataRoot = tmp();
+  await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 2 });
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+}, 60_000);
+
+interface Run {
+  readonly child: ChildProcess;
+  readonly out: string;
+  stderr(): string;
+  stdout(): string;
+  readonly exited: Promise<number | null>;
+}
+
+const live = new Set<Run>();
+afterEach(async () => {
+  for (const run of live) {
+    run.child.kill('SIGINT');
+    const stopped = await Promise.race([run.exited.then(() => true), new Promise((r) => setTimeout(r, 20_000, false))]);
+    if (!stopped) run.child.kill('SIGKILL');
+  }
+  live.clear();
+}, 60_000);
+
+function startRun(file: string, args: string[]): Run {
+  const out = tmp();
+  const child = spawn(
+    process.execPath,
+    [
+      BIN,
+      'run',
+      file,
+      '--data-root',
+      dataRoot,
+      '--out',
+      out,
+      '--backend',
+      'wasm',
+      '--no-nats',
+      '--dashboard-port',
+      '0',
+      ...args,
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...cluster.env, FERRY_CACHE: tmp() } },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  const run = { child, out, stdout: () => stdout, stderr: () => stderr, exited };
+  live.add(run);
+  void exited.then(() => live.delete(run));
+  return run;
+}
+
+/** The worker jobs (1 CPU each, so that 2 run at once on the 2-core node), the coordinator on loopback. */
+const SLURM = (jobs: number, ...more: string[]): string[] => [
+  '--slurm',
+  String(jobs),
+  '--listen',
+  '127.0.0.1:0',
+  '--cpus-per-job',
+  '1',
+  ...more,
+];
+
+/** The run's coordinator, with the token the run wrote for its jobs. */
+function connection(run: Run): ConnectionOptions | undefined {
+  const address = /coordinator (127\.0\.0\.1:\d+);/.exec(run.stderr())?.[1];
+  if (!address) return undefined;
+  return { address, token: readFileSync(path.join(run.out, 'slurm', 'token'), 'utf8').trim() };
+}
+
+async function admin<T>(run: Run, fn: (a: ReturnType<typeof adminClient>, c: ConnectionOptions) => Promise<T>) {
+  const conn = connection(run);
+  if (!conn) return undefined;
+  const a = adminClient(conn);
+  try {
+    return await fn(a, conn);
+  } catch {
+    return undefined;
+  } finally {
+    a.close();
+  }
+}
+
+const sweepOf = (run: Run): Promise<SweepStatus | undefined> =>
+  admin(run, async (a, c) => {
+    const id = (await unary(a.listSweeps, a, {}, c, 2_000)).sweeps[0]?.sweepId;
+    return id ? getSweepAll(a, c, id, { withResults: false, timeoutMs: 2_000 }) : undefined;
+  });
+
+const workersOf = (run: Run): Promise<ListWorkersResponse | undefined> =>
+  admin(run, (a, c) => unary(a.listWorkers, a, {}, c, 2_000));
+
+type Results = {
+  table: { rows: unknown[] };
+  cells: { cellId: string; state: string; result: { resumedFromEpoch: number; epochs: Record<string, number>[] } }[];
+};
+const results = (out: string): Results => JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
+
+/** What must not depend on where the workers ran: the table and each cell's epochs (times aside). */
+function comparable(r: Results) {
+  return {
+    rows: JSON.parse(JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v))),
+    cells: [...r.cells]
+      .sort((a, b) => a.cellId.localeCompare(b.cellId))
+      .map((c) => ({
+        cellId: c.cellId,
+        state: c.state,
+        epochs: c.result.epochs.map((e) => [
+          e['epoch'],
+          e['trainLoss'],
+          e['trainAccuracy'],
+          e['valLoss'],
+          e['valAccuracy'],
+        ]),
+      })),
+  };
+}
+
+/** Jobs still queued or running, of any sweep. */
+const activeJobs = (): string[] =>
+  cluster.queue().filter((l) => /\|(PENDING|RUNNING|CONFIGURING|COMPLETING)\|/.test(l));
+
+async function reference(file: string, workers: number): Promise<Results> {
+  const run = startRun(file, ['--workers', String(workers)]);
+  expect(await run.exited, run.stderr()).toBe(0);
+  return results(run.out);
+}
+
+describe('ferry run --slurm on a real one-node Slurm', () => {
+  test('a sweep run entirely through Slurm jobs gives the table of ferry run without Slurm; a queued job shows as queued, with its reason', async () => {
+    // Cells of several seconds: the sweep is still running when ferry sweep status looks.
+    const file = sweepFile('through-slurm', 20, '[rgb, gray]', 64);
+    const want = await reference(file, 2);
+    // Three jobs of one CPU on a node of two: the third waits for resources.
+    const run = startRun(file, SLURM(3));
+    const pending = await waitFor(
+      'a queued job on the coordinator, beside the running workers',
+      90_000,
+      async () => {
+        const w = await workersOf(run);
+        // (A job's reason is None until the scheduler has looked at it.)
+        return w && w.workers.length >= 1 && w.jobs.some((j) => j.state === 'PENDING' && j.reason === 'Resources')
+          ? w
+          : undefined;
+      },
+      200,
+    );
+    // Each worker names its Slurm job and the node it runs on.
+    for (const w of pending.workers) {
+      expect(w.name).toBe(`slurm-${w.capabilities!.slurmJob}`);
+      expect(w.capabilities!.host.split('.')[0]).toBe(cluster.node);
+      expect(pending.jobs.map((j) => j.jobId)).toContain(w.capabilities!.slurmJob);
+    }
+    // ferry sweep status shows it as a worker to come, not a missing one.
+    const conn = connection(run)!;
+    const status = spawn(
+      process.execPath,
+      [
+        BIN,
+        'sweep',
+        'status',
+        'through-slurm',
+        '--coordinator',
+        conn.address,
+        '--token-file',
+        path.join(run.out, 'slurm', 'token'),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let text = '';
+    status.stdout!.on('data', (d: Buffer) => (text += d.toString()));
+    status.stderr!.on('data', (d: Buffer) => (text += d.toString()));
+    await new Promise((r) => status.on('exit', r));
+    expect(text).toMatch(/SLURM JOB/);
+    expect(text).toMatch(/\d+_\d+ PENDING \(Resources\)\s+queued/);
+    expect(await run.exited, run.stderr()).toBe(0);
+    expect(comparable(results(run.out))).toEqual(comparable(want));
+    expect(run.stderr()).toMatch(/slurm: submitted job (\d+) \(3 worker tasks; 3 of at most 9 submitted\)/);
+    expect(run.stderr()).toMatch(/slurm: cancelled job \d+/);
+    // Nothing stays queued; the token the jobs read is the user's alone.
+    expect(activeJobs()).toEqual([]);
+    expect(statSync(path.join(run.out, 'slurm', 'token')).mode & 0o077).toBe(0);
+    expect(readFileSync(path.join(run.out, 'slurm', 'worker.sbatch'), 'utf8')).not.toContain(conn.token!);
+  }, 300_000);
+
+  test('scancel of a worker job mid-cell: a replacement is submitted, the cell resumes from its checkpoint, same table', async () => {
+    // Cells long enough (several seconds each) that work is left when ferry next reads squeue.
+    const file = sweepFile('scancelled', 30, '[rgb, gray]', 64);
+    const want = await reference(file, 2);
+    const run = startRun(file, SLURM(2));
+    const victim = await waitFor(
+      'a cell with 2 epochs checkpointed',
+      120_000,
+      async () => (await sweepOf(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
+      200,
+    );
+    const job = /^slurm-(\d+_\d+)$/.exec(victim.worker)![1]!;
+    cluster.run('scancel', [job]);
+    expect(await run.exited, run.stderr()).toBe(0);
+    expect(run.stderr()).toContain(`slurm: job ${job} CANCELLED`);
+    expect(run.stderr()).toMatch(
+      new RegExp(`slurm: submitted job \\d+ \\(1 worker task, replacing ${job}; 3 of at most 6 submitted\\)`),
+    );
+    const got = results(run.out);
+    expect(comparable(got)).toEqual(comparable(want));
+    expect(got.cells.find((c) => c.cellId === victim.cellId)!.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    expect(activeJobs()).toEqual([]);
+  }, 300_000);
+
+  test('a job that reaches its time limit (SIGTERM first: the worker gives its cell back) is replaced, and the sweep finishes', async () => {
+    // One cell long enough to outlast a 30-second job (about a minute on a core).
+    const file = sweepFile('time-limited', EPOCHS_LONG, '[rgb]', 64);
+    const run = startRun(file, SLURM(1, '--time', '0:30', '--signal-seconds', '10', '--max-submissions', '10'));
+    expect(await run.exited, run.stderr()).toBe(0);
+    const ended = [...run.stderr().matchAll(/slurm: job (\d+_\d+) (COMPLETED|TIMEOUT)/g)].map((m) => m[1]!);
+    expect(ended.length, run.stderr()).toBeGreaterThanOrEqual(1);
+    expect(run.stderr()).toContain(`replacing ${ended[0]}`);
+    const cell = results(run.out).cells[0]!;
+    expect(cell.state).toBe('done');
+    expect(cell.result.resumedFromEpoch).toBeGreaterThan(0);
+    expect(cell.result.epochs).toHaveLength(EPOCHS_LONG);
+    expect(activeJobs()).toEqual([]);
+  }, 400_000);
+
+  test("a bad partition is FERRY_ERR_SLURM with Slurm's own message, at once", async () => {
+    const t0 = Date.now();
+    const run = startRun(sweepFile('bad-partition', 1), SLURM(1, '--partition', 'nosuch'));
+    expect(await run.exited).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(60_000);
+    expect(run.stderr()).toMatch(/FERRY_ERR_SLURM/);
+    expect(run.stderr()).toMatch(/Slurm refused the worker jobs: .*Invalid partition name specified/s);
+    expect(activeJobs()).toEqual([]);
+  }, 120_000);
+
+  test("a job that can never start (longer than its partition's limit) is FERRY_ERR_SLURM naming Slurm's reason, not a wait", async () => {
+    const run = startRun(sweepFile('too-long', 1), SLURM(1, '--partition', 'short', '--time', '5'));
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toMatch(/FERRY_ERR_SLURM/);
+    expect(run.stderr()).toMatch(/PartitionTimeLimit/);
+    expect(activeJobs()).toEqual([]);
+  }, 120_000);
+
+  test('Ctrl-C cancels every job: nothing stays queued', async () => {
+    const run = startRun(sweepFile('interrupted', 30), SLURM(3));
+    await waitFor(
+      'two jobs running',
+      90_000,
+      async () => ((await workersOf(run))?.workers.length === 2 ? true : undefined),
+      200,
+    );
+    run.child.kill('SIGINT');
+    expect(await run.exited).toBe(130);
+    expect(run.stderr()).toMatch(/slurm: cancelled job \d+/);
+    await waitFor('the jobs to end', 30_000, async () => (activeJobs().length === 0 ? true : undefined), 250);
+  }, 180_000);
+});
