@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { chromium, type Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
@@ -24,6 +25,7 @@ const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
 const EPOCHS_LONG = 200;
 
 let cluster: SlurmCluster;
+let browser: Browser;
 let dataRoot = '';
 
 function sweepFile(name: string, epochs: number, colors = '[rgb, gray]', size = 32): string {
@@ -42,12 +44,17 @@ hyper: { weights: none, epochs: ${epochs}, batchSize: 16, lr: 0.02, imageSize: $
 }
 
 beforeAll(async () => {
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+  });
   cluster = await startSlurm();
   dataRoot = tmp();
   await writeDemoDataset(path.join(dataRoot, 'demo'), { trainPerClass: 24, valPerClass: 8, size: 32, seed: 2 });
 }, 120_000);
 
 afterAll(async () => {
+  await browser?.close();
   await cluster?.stop();
 }, 60_000);
 
@@ -202,6 +209,29 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
       expect(w.capabilities!.host.split('.')[0]).toBe(cluster.node);
       expect(pending.jobs.map((j) => j.jobId)).toContain(w.capabilities!.slurmJob);
     }
+    // The dashboard (here on the coordinator's own feed, with the token from its file) shows the
+    // jobs, the queued one with Slurm's reason, and each worker's job and host.
+    const sweepId = (await sweepOf(run))!.sweepId;
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(new URL(`#/sweep/${sweepId}`, /dashboard: (\S+)/.exec(run.stdout())![1]).href);
+    await page.waitForSelector('#jobs tr.job-pending', { state: 'attached', timeout: 30_000 });
+    const jobRows = await page.$$eval('#jobs tr', (trs) =>
+      trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent ?? '')),
+    );
+    expect(jobRows.some((r) => r[1] === 'PENDING' && r[2] === 'Resources')).toBe(true);
+    expect(jobRows.filter((r) => r[1] === 'RUNNING').map((r) => r[4])).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^slurm-\d+_\d+$/)]),
+    );
+    const workerRows = await page.$$eval('#workers tr', (trs) =>
+      trs.slice(1).map((tr) => Array.from(tr.querySelectorAll('td')).map((td) => td.textContent ?? '')),
+    );
+    for (const r of workerRows) expect(r[0]).toBe(`slurm-${r[3]}`);
+    mkdirSync(path.join(REPO_ROOT, 'test-artifacts'), { recursive: true });
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-artifacts', 'dashboard-slurm.png'), fullPage: true });
+    expect(errors).toEqual([]);
+    await page.close();
     // ferry sweep status shows it as a worker to come, not a missing one.
     const conn = connection(run)!;
     const status = spawn(

@@ -6,7 +6,6 @@ import {
   FerryEvent,
   SUBJECTS,
   type AdminServer,
-  type BatchJob,
   type SubmitSweepRequest,
   type SubmitSweepResponse,
   type SweepStatus,
@@ -88,9 +87,6 @@ export function adminService(host: CoordinatorHost): AdminServer {
 
 /** ListWorkers, and ReportJobs that feeds its batch jobs. */
 function workerHandlers(host: CoordinatorHost): Pick<AdminServer, 'reportJobs' | 'listWorkers'> {
-  // The workers' batch jobs as `ferry run --slurm` last reported them (it reports every few
-  // seconds, so a restarted coordinator has them again at once; nothing to persist).
-  let jobs: readonly BatchJob[] = [];
   return {
     reportJobs: (call, cb) => {
       const given = call.request.jobs;
@@ -102,12 +98,12 @@ function workerHandlers(host: CoordinatorHost): Pick<AdminServer, 'reportJobs' |
             `a job report holds at most ${MAX_JOBS} jobs of fields up to ${MAX_JOB_FIELD} characters [FERRY_ERR_INVALID_ARGUMENT]`,
           ),
         );
-      jobs = given;
-      cb(null, { count: jobs.length });
+      host.feed.setJobs(given);
+      cb(null, { count: given.length });
     },
     listWorkers: (_call, cb) =>
       cb(null, {
-        jobs: [...jobs],
+        jobs: [...host.feed.jobs],
         workers: [...host.state.workers.values()].map((w) => {
           const cell = host.state.byWorker.get(w.id);
           return {

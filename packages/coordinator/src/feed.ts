@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
-import { FerryEvent, SUBJECTS, type EventsServer, type WatchRequest } from '@ferry/protocol';
+import { FerryEvent, SUBJECTS, type BatchJob, type EventsServer, type WatchRequest } from '@ferry/protocol';
 import { cellEvent, storeEvents } from './events.js';
 import { status } from './rpc.js';
 import type { SchedulerAction, SchedulerState } from './scheduler-types.js';
@@ -16,6 +16,7 @@ const WATCH_BUFFER_EVENTS = 100_000;
 export class EventFeed {
   private readonly nats: EventPublisher | null;
   private readonly watchers = new Set<grpc.ServerWritableStream<WatchRequest, FerryEvent>>();
+  private batchJobs: readonly BatchJob[] = [];
 
   constructor(
     target: NatsTarget | null,
@@ -37,6 +38,28 @@ export class EventFeed {
   emit(subject: string, event: FerryEvent): void {
     this.nats?.publish(subject, event);
     this.toWatchers(event);
+  }
+
+  /** The workers' batch jobs as last reported (ferry run --slurm): ListWorkers answers them. */
+  get jobs(): readonly BatchJob[] {
+    return this.batchJobs;
+  }
+
+  /**
+   * A new report of the batch jobs: each job that is new or changed (state, reason, node) becomes
+   * an event. Held in memory only: ferry run reports every few seconds, so a restarted coordinator
+   * has them again at once.
+   */
+  setJobs(jobs: readonly BatchJob[]): void {
+    const before = new Map(this.batchJobs.map((j) => [j.jobId, j]));
+    this.batchJobs = jobs;
+    const time = new Date().toISOString();
+    for (const job of jobs) {
+      const b = before.get(job.jobId);
+      if (b && b.state === job.state && b.reason === job.reason && b.node === job.node) continue;
+      const sweepId = SUBJECTS.CLUSTER;
+      this.emit(SUBJECTS.job(sweepId, job.jobId), FerryEvent.fromPartial({ sweepId, time, job }));
+    }
   }
 
   /** An event to the watchers only (workers publish theirs to NATS themselves). */
@@ -89,6 +112,8 @@ export class EventFeed {
     return {
       watch: (call) => {
         for (const e of storeEvents(this.store)) call.write(e.event);
+        const time = new Date().toISOString();
+        for (const job of this.batchJobs) call.write(FerryEvent.fromPartial({ sweepId: SUBJECTS.CLUSTER, time, job }));
         call.write(FerryEvent.fromPartial({ time: new Date().toISOString(), historyEnd: {} }));
         this.watchers.add(call);
         const drop = (): void => void this.watchers.delete(call);

@@ -203,3 +203,76 @@ describe('store', () => {
     again.close();
   });
 });
+
+describe("the workers' batch jobs (Admin.ReportJobs, ferry run --slurm)", () => {
+  test('held as reported and answered by ListWorkers; each new or changed job an event; a late watcher gets them before the history ends', async () => {
+    const admin = adminClient(conn);
+    const seen: FerryEvent[] = [];
+    const feed = watchCoordinatorEvents(conn, (e) => seen.push(e));
+    await feed.ready;
+    const report = (jobs: { jobId: string; state: string; reason: string; node: string }[]) =>
+      unary(admin.reportJobs, admin, { jobs }, conn, 5_000);
+    const queued = { jobId: '41_1', state: 'PENDING', reason: 'Resources', node: '' };
+    expect((await report([{ jobId: '41_0', state: 'RUNNING', reason: 'None', node: 'gpu1' }, queued])).count).toBe(2);
+    await report([{ jobId: '41_0', state: 'RUNNING', reason: 'None', node: 'gpu1' }, queued]); // unchanged
+    await report([{ jobId: '41_0', state: 'TIMEOUT', reason: 'TimeLimit', node: 'gpu1' }, queued]);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(seen.filter((e) => e.job).map((e) => `${e.job!.jobId} ${e.job!.state}`)).toEqual([
+      '41_0 RUNNING',
+      '41_1 PENDING',
+      '41_0 TIMEOUT',
+    ]);
+    expect(seen.find((e) => e.job)!.sweepId).toBe('_cluster');
+    const listed = await unary(admin.listWorkers, admin, {}, conn, 5_000);
+    expect(listed.jobs.map((j) => [j.jobId, j.state, j.reason])).toEqual([
+      ['41_0', 'TIMEOUT', 'TimeLimit'],
+      ['41_1', 'PENDING', 'Resources'],
+    ]);
+    feed.stop();
+    // A dashboard started later: the current jobs come with the history.
+    const late: FerryEvent[] = [];
+    const again = watchCoordinatorEvents(conn, (e) => late.push(e));
+    await again.ready;
+    expect(late.filter((e) => e.job).map((e) => e.job!.jobId)).toEqual(['41_0', '41_1']);
+    again.stop();
+    // A report past the bounds is refused, and the held jobs are kept.
+    const e = await report([{ ...queued, reason: 'x'.repeat(300) }]).catch((x: unknown) => x);
+    expect(ferryErrorFromGrpc(e, conn.address)?.code).toBe('FERRY_ERR_INVALID_ARGUMENT');
+    expect((await unary(admin.listWorkers, admin, {}, conn, 5_000)).jobs).toHaveLength(2);
+    await report([]);
+    admin.close();
+  });
+});
+
+describe('store: workers', () => {
+  test("a state written before workers had a host and a Slurm job opens with the columns added; a worker's job and host round-trip", () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'ferry-store-')), 'ferry.sqlite');
+    const db = new Database(file);
+    db.exec(`CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
+        device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '')`);
+    db.prepare("INSERT INTO workers VALUES ('old', 'old-worker', 's', 'wasm', 'cpu', 1, 'alive', NULL, '')").run();
+    db.close();
+    const store = new Store(file);
+    expect(store.workers()).toEqual([
+      expect.objectContaining({ id: 'old', name: 'old-worker', host: '', slurmJob: '', idleSince: null }),
+    ]);
+    const w = {
+      id: 'new',
+      name: 'slurm-41_0',
+      sessionId: 's2',
+      backend: 'torch',
+      device: 'cpu',
+      lastSeen: 2,
+      state: 'alive' as const,
+      idleSince: null,
+      peerAddress: '',
+      host: 'gpu1',
+      slurmJob: '41_0',
+    };
+    store.saveWorker(w);
+    store.close();
+    const again = new Store(file, { readOnly: true });
+    expect(again.workers().find((x) => x.id === 'new')).toEqual(w);
+    again.close();
+  });
+});

@@ -517,14 +517,15 @@ function updateTables(s, shown) {
   setHtml('comparison', tableHtml(s.table, s.sweepId));
   setHtml(
     'workers-box',
-    '<table id="workers"><tr><th>worker</th><th>state</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
+    '<table id="workers"><tr><th>worker</th><th>state</th><th>host</th><th>slurm job</th><th>backend</th><th>device</th><th>img/s</th><th>cell</th></tr>' +
       s.workers
         .map(
           (w) =>
-            `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`,
+            `<tr><td>${esc(w.name)}</td><td>${esc(w.state)}</td><td>${esc(w.host)}</td><td>${esc(w.slurmJob)}</td><td>${esc(w.backend)}</td><td>${esc(w.device)}</td><td class="num">${w.imagesPerSec ? w.imagesPerSec.toFixed(1) : ''}</td><td>${esc(w.cellId)}</td></tr>`,
         )
         .join('') +
-      '</table>',
+      '</table>' +
+      jobsHtml(s),
   );
   setHtml('processes', processesHtml(s.processes || []));
 }
@@ -606,6 +607,27 @@ main.addEventListener('change', (e) => {
     void renderSelection();
   }
 });
+
+/**
+ * The workers' Slurm jobs: a queued job is a worker to come (with Slurm's reason), an ended one
+ * says how it ended (its cell resumed elsewhere).
+ * @param {SweepDetail} s
+ */
+function jobsHtml(s) {
+  if (s.jobs.length === 0) return '';
+  /** @type {Map<string, string>} */
+  const workerOf = new Map(s.workers.filter((w) => w.slurmJob).map((w) => [w.slurmJob, w.name]));
+  return (
+    '<h3>Slurm jobs</h3><table id="jobs"><tr><th>job</th><th>state</th><th>reason</th><th>node</th><th>worker</th><th>since</th></tr>' +
+    s.jobs
+      .map(
+        (j) =>
+          `<tr class="job-${esc(j.state.toLowerCase())}"><td>${esc(j.jobId)}</td><td>${esc(j.state)}</td><td>${esc(j.reason === 'None' ? '' : j.reason)}</td><td>${esc(j.node)}</td><td>${esc(workerOf.get(j.jobId) || '')}</td><td>${esc(new Date(j.time).toLocaleTimeString())}</td></tr>`,
+      )
+      .join('') +
+    '</table>'
+  );
+}
 
 // Children of `ferry run` that exited unexpectedly: each crash, restart and crash loop.
 /** @param {readonly import('../src/state.js').ProcessView[]} ps */

@@ -1,6 +1,6 @@
 import type { ResultsTable } from '@ferry/common';
 import type { CellSpec } from '@ferry/protocol';
-import type { EpochPoint, ProcessView, WorkerView, cellSummary } from './state.js';
+import type { EpochPoint, JobView, ProcessView, WorkerView, cellSummary } from './state.js';
 
 /** The JSON the dashboard's API answers (the browser code's JSDoc uses these types too). */
 
@@ -27,6 +27,8 @@ export interface SweepDetail {
   readonly createdAt: string;
   readonly cells: readonly CellSummary[];
   readonly workers: readonly WorkerView[];
+  /** The workers' Slurm jobs (ferry run --slurm), newest last. */
+  readonly jobs: readonly JobView[];
   readonly processes: readonly ProcessView[];
   readonly table: ResultsTable;
 }

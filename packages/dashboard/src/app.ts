@@ -226,6 +226,7 @@ function registerApi(app: FastifyInstance, state: DashboardState): void {
       createdAt: s.createdAt,
       cells: [...s.cells.values()].map(cellSummary),
       workers: [...state.workers.values()].filter((w) => w.state !== 'stopped'),
+      jobs: [...state.jobs.values()],
       processes: s.processes,
       table: state.table(s.sweepId),
     };

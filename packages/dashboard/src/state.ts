@@ -76,7 +76,22 @@ export interface WorkerView {
   cellId: string;
   sweepId: string;
   lastSeen: string;
+  /** The host it runs on, and its Slurm job (`123_4`; empty outside Slurm). */
+  host: string;
+  slurmJob: string;
 }
+
+/** A batch job of the workers (ferry run --slurm), as its last event left it. */
+export interface JobView {
+  readonly jobId: string;
+  readonly state: string;
+  readonly reason: string;
+  readonly node: string;
+  readonly time: string;
+}
+
+/** Jobs kept (the newest): a long run on a busy cluster submits many. */
+const MAX_JOBS = 200;
 
 /** What an event changed (the live pushes name it). */
 export interface Change {
@@ -89,6 +104,7 @@ export interface Change {
 export class DashboardState {
   readonly sweeps = new Map<string, SweepView>();
   readonly workers = new Map<string, WorkerView>();
+  readonly jobs = new Map<string, JobView>();
   events = 0;
 
   private sweep(id: string): SweepView {
@@ -148,7 +164,15 @@ export class DashboardState {
     if (e.process) return this.applyProcess(e, e.process);
     if (e.worker) return this.applyWorker(e, e.worker);
     if (e.advice) return this.applyAdvice(e.sweepId, e.advice);
+    if (e.job) return this.applyJob(e, e.job);
     return null;
+  }
+
+  private applyJob(e: FerryEvent, j: NonNullable<FerryEvent['job']>): Change {
+    this.jobs.delete(j.jobId); // re-inserted last: the map keeps the newest order
+    this.jobs.set(j.jobId, { jobId: j.jobId, state: j.state, reason: j.reason, node: j.node, time: e.time });
+    if (this.jobs.size > MAX_JOBS) this.jobs.delete(this.jobs.keys().next().value!);
+    return { sweepId: e.sweepId, workerId: `job:${j.jobId}` };
   }
 
   private applyAdvice(sweepId: string, x: NonNullable<FerryEvent['advice']>): Change | null {
@@ -253,6 +277,8 @@ export class DashboardState {
       cellId: w.cellId,
       sweepId: e.sweepId,
       lastSeen: e.time,
+      host: w.host || prev?.host || '',
+      slurmJob: w.slurmJob || prev?.slurmJob || '',
     });
     return { sweepId: e.sweepId, workerId: w.workerId };
   }

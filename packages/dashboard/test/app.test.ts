@@ -125,6 +125,40 @@ describe('dashboard routes (fastify inject)', () => {
     await app.close();
   });
 
+  test("Slurm: each worker's host and job; the jobs (a replayed history and live changes), the newest state of each", async () => {
+    const state = sampleState();
+    const cluster = (e: DeepPartial<FerryEvent>, time: string): void =>
+      void state.apply(FerryEvent.fromPartial({ sweepId: '_cluster', time, ...e }));
+    cluster({ job: { jobId: '41_0', state: 'PENDING', reason: 'Priority', node: '' } }, '2026-11-27T00:00:01Z');
+    cluster({ job: { jobId: '41_1', state: 'PENDING', reason: 'Resources', node: '' } }, '2026-11-27T00:00:01Z');
+    cluster({ job: { jobId: '41_0', state: 'RUNNING', reason: 'None', node: 'gpu7' } }, '2026-11-27T00:00:05Z');
+    cluster(
+      {
+        worker: {
+          workerId: 'w9',
+          name: 'slurm-41_0',
+          backend: 'torch',
+          device: 'cuda:0',
+          state: 'alive',
+          host: 'gpu7',
+          slurmJob: '41_0',
+        },
+      },
+      '2026-11-27T00:00:06Z',
+    );
+    const { app } = buildApp({ state });
+    const page = (await app.inject('/api/sweeps/s1')).json() as {
+      workers: { name: string; host: string; slurmJob: string }[];
+      jobs: { jobId: string; state: string; reason: string; node: string; time: string }[];
+    };
+    expect(page.workers.find((w) => w.name === 'slurm-41_0')).toMatchObject({ host: 'gpu7', slurmJob: '41_0' });
+    expect(page.jobs).toEqual([
+      { jobId: '41_1', state: 'PENDING', reason: 'Resources', node: '', time: '2026-11-27T00:00:01Z' },
+      { jobId: '41_0', state: 'RUNNING', reason: 'None', node: 'gpu7', time: '2026-11-27T00:00:05Z' },
+    ]);
+    await app.close();
+  });
+
   test('the table export is exactly what `ferry sweep results` prints, in CSV, Markdown and JSON', async () => {
     const state = sampleState();
     const { app } = buildApp({ state });

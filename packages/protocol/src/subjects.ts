@@ -16,6 +16,8 @@ export const SUBJECTS = {
   advice: (sweep: string): string => `ferry.${sweep}.advice`,
   /** Worker heartbeats and state; `_cluster` when not tied to a sweep. */
   worker: (sweep: string, worker: string): string => `ferry.${sweep}.worker.${worker}`,
+  /** A batch job of the workers (Slurm: `123_4`). */
+  job: (sweep: string, job: string): string => `ferry.${sweep}.job.${job.replace(/[^A-Za-z0-9_-]/g, '-')}`,
   /** A child process of `ferry run` (its name, made a subject token). */
   process: (sweep: string, name: string): string => `ferry.${sweep}.process.${name.replace(/[^A-Za-z0-9_-]/g, '-')}`,
   CLUSTER: '_cluster',

@@ -17,7 +17,7 @@ import {
   type Metadata,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { AdviceRow, CellSpec, ConfusionRow } from "./cluster.js";
+import { AdviceRow, BatchJob, CellSpec, ConfusionRow } from "./cluster.js";
 
 export const protobufPackage = "ferry.v1";
 
@@ -40,7 +40,11 @@ export interface FerryEvent {
     | HistoryEnd
     | undefined;
   /** The advisor's prediction for one row of the sweep's results table (a heuristic). */
-  advice?: AdviceRow | undefined;
+  advice?:
+    | AdviceRow
+    | undefined;
+  /** A batch job of the workers (ferry run --slurm) that was submitted or changed state. */
+  job?: BatchJob | undefined;
 }
 
 /** Events.Watch only: the history the coordinator holds has been sent; live events follow. */
@@ -211,6 +215,7 @@ function createBaseFerryEvent(): FerryEvent {
     process: undefined,
     historyEnd: undefined,
     advice: undefined,
+    job: undefined,
   };
 }
 
@@ -245,6 +250,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     }
     if (message.advice !== undefined) {
       AdviceRow.encode(message.advice, writer.uint32(138).fork()).join();
+    }
+    if (message.job !== undefined) {
+      BatchJob.encode(message.job, writer.uint32(146).fork()).join();
     }
     return writer;
   },
@@ -342,6 +350,14 @@ export const FerryEvent: MessageFns<FerryEvent> = {
             message.advice = AdviceRow.decode(reader, reader.uint32());
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.job = BatchJob.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -374,6 +390,7 @@ export const FerryEvent: MessageFns<FerryEvent> = {
         ? HistoryEnd.fromJSON(object.history_end)
         : undefined,
       advice: isSet(object.advice) ? AdviceRow.fromJSON(object.advice) : undefined,
+      job: isSet(object.job) ? BatchJob.fromJSON(object.job) : undefined,
     };
   },
 
@@ -409,6 +426,9 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     if (message.advice !== undefined) {
       obj.advice = AdviceRow.toJSON(message.advice);
     }
+    if (message.job !== undefined) {
+      obj.job = BatchJob.toJSON(message.job);
+    }
     return obj;
   },
 
@@ -439,6 +459,7 @@ export const FerryEvent: MessageFns<FerryEvent> = {
     message.advice = (object.advice !== undefined && object.advice !== null)
       ? AdviceRow.fromPartial(object.advice)
       : undefined;
+    message.job = (object.job !== undefined && object.job !== null) ? BatchJob.fromPartial(object.job) : undefined;
     return message;
   },
 };
