@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
@@ -10,6 +10,7 @@ import type { ListWorkersResponse, SweepStatus } from '@ferry/protocol';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { waitFor } from './helpers/cluster.js';
 import { startSlurm, type SlurmCluster } from './helpers/slurm.js';
+import { selfSignedCert } from './helpers/tls.js';
 
 /**
  * `ferry run --slurm` against a real Slurm: a one-node cluster of the test's own (slurmctld, slurmd
@@ -288,6 +289,32 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     expect(activeJobs()).toEqual([]);
   }, 300_000);
 
+  test('a job requeued mid-cell (as preemption with requeue does) runs again as the same worker; the cell resumes; nothing extra submitted', async () => {
+    const file = sweepFile('requeued', 30, '[rgb]', 64);
+    const run = startRun(file, SLURM(1));
+    const victim = await waitFor(
+      'a cell with 2 epochs checkpointed',
+      120_000,
+      async () => (await sweepOf(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
+      200,
+    );
+    const job = /^slurm-(\d+_\d+)$/.exec(victim.worker)![1]!;
+    cluster.run('scontrol', ['requeue', job]);
+    // Slurm holds a requeued job back for a while (BeginTime); the test lets it start at once.
+    await waitFor('the job back in the queue', 60_000, async () =>
+      cluster.queue().some((l) => l.startsWith(`${job}|PENDING|`)) ? true : undefined,
+    );
+    cluster.run('scontrol', ['update', `JobId=${job}`, 'StartTime=now']);
+    expect(await run.exited, run.stderr()).toBe(0);
+    // Back in the queue, then running again: the same task, so no replacement is submitted.
+    expect(run.stderr()).toMatch(new RegExp(`slurm: job ${job} (PENDING|REQUEUED)`));
+    expect(run.stderr().match(/slurm: submitted job/g)).toHaveLength(1);
+    const cell = results(run.out).cells[0]!;
+    expect(cell.state).toBe('done');
+    expect(cell.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
+    expect(activeJobs()).toEqual([]);
+  }, 240_000);
+
   test('a job that reaches its time limit (SIGTERM first: the worker gives its cell back) is replaced, and the sweep finishes', async () => {
     // One cell long enough to outlast a 30-second job (about a minute on a core).
     const file = sweepFile('time-limited', EPOCHS_LONG, '[rgb]', 64);
@@ -302,6 +329,30 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     expect(cell.result.epochs).toHaveLength(EPOCHS_LONG);
     expect(activeJobs()).toEqual([]);
   }, 400_000);
+
+  test('off loopback: the coordinator on every interface with TLS, the jobs dialling the advertised name and checking its certificate; without TLS refused', async () => {
+    const dir = tmp();
+    const { cert, key } = selfSignedCert(dir, 'localhost', ['DNS:localhost', 'IP:127.0.0.1']);
+    const file = sweepFile('over-tls', 3, '[rgb]');
+    const refused = startRun(file, ['--slurm', '1', '--cpus-per-job', '1']);
+    expect(await refused.exited).toBe(2);
+    expect(refused.stderr()).toMatch(
+      /listens on 0\.0\.0\.0:0 for worker jobs on other nodes: pass --tls-cert and --tls-key/,
+    );
+    const run = startRun(file, [
+      ...['--slurm', '1', '--cpus-per-job', '1', '--listen', '0.0.0.0:0', '--advertise', 'localhost'],
+      ...['--tls-cert', cert, '--tls-key', key],
+    ]);
+    expect(await run.exited, run.stderr()).toBe(0);
+    expect(run.stderr()).toMatch(/coordinator localhost:\d+;/);
+    expect(results(run.out).cells.map((c) => c.state)).toEqual(['done']);
+    const script = readFileSync(path.join(run.out, 'slurm', 'worker.sbatch'), 'utf8');
+    expect(script).toMatch(/--coordinator localhost:\d+ --token-file \S+ --tls-ca \S+cert\.pem/);
+    // The jobs' logs: the worker reached the coordinator over TLS.
+    const logs = readdirSync(path.join(run.out, 'logs')).filter((f) => f.startsWith('slurm-'));
+    expect(readFileSync(path.join(run.out, 'logs', logs[0]!), 'utf8')).toMatch(/registered with localhost:\d+/);
+    expect(activeJobs()).toEqual([]);
+  }, 180_000);
 
   test("a bad partition is FERRY_ERR_SLURM with Slurm's own message, at once", async () => {
     const t0 = Date.now();
