@@ -128,6 +128,36 @@ describe('the fleet of worker jobs', () => {
     expect(calls.filter((c) => c[0] === 'sbatch')).toHaveLength(1);
   });
 
+  test('a Slurm that fails for a moment is said and tried again; one that keeps failing past the outage limit ends the run', async () => {
+    let down = false;
+    const exec: Exec = async (command) => {
+      if (command === 'sbatch') return { stdout: '9\n', stderr: '' };
+      if (down) throw Object.assign(new Error('failed'), { stderr: 'squeue: error: Socket timed out on send/recv' });
+      return { stdout: '10|9_0|RUNNING|None|n1\n', stderr: '' };
+    };
+    const said: string[] = [];
+    const fleet = new SlurmFleet(new Slurm({}, exec), {
+      jobs: 1,
+      maxSubmissions: 3,
+      script: '/s',
+      sbatchArgs: [],
+      say: (l) => said.push(l),
+      outageMs: 200,
+    });
+    await fleet.start();
+    down = true;
+    await fleet.poll(true);
+    await fleet.poll(true);
+    expect(said.filter((l) => l.includes('Socket timed out'))).toHaveLength(1);
+    down = false;
+    await fleet.poll(true);
+    expect(said.at(-2)).toBe('slurm: answering again');
+    down = true;
+    await fleet.poll(true);
+    await new Promise((r) => setTimeout(r, 250));
+    await expect(fleet.poll(true)).rejects.toThrow(/squeue failed: squeue: error: Socket timed out/);
+  });
+
   test("a job's state as the user reads it", () => {
     expect(describeJob({ state: 'RUNNING', reason: 'None', node: 'gpu7' })).toBe('RUNNING on gpu7');
     expect(describeJob({ state: 'PENDING', reason: 'Priority', node: '' })).toBe('PENDING (Priority)');
@@ -152,6 +182,7 @@ describe('the batch script', () => {
     partition: 'gpu',
     time: '4:00:00',
     signalSeconds: 120,
+    giveUpAfterMs: 600_000,
   };
 
   test("one worker per task with the task's cores; the directives; the token by file only; quoting", () => {
@@ -172,6 +203,7 @@ describe('the batch script', () => {
       "exec /usr/bin/node '/home/o'\\''neil/ferry/bin/ferry.js' worker --coordinator login1:7070 --token-file /home/u/runs/s/slurm/token --tls-ca /home/u/ca.pem",
     );
     expect(s).toContain('--work-dir /home/u/runs/s/workers/"slurm-$task" --name "slurm-$task" --threads "$threads"');
+    expect(s).toContain('--poll-ms 1000 --give-up-after-ms 600000');
     expect(s).toContain('export FERRY_TORCH_THREADS="$threads" FERRY_WASM_THREADS="$threads"');
     expect(shellQuote('a b')).toBe("'a b'");
     expect(shellQuote('plain/path-1.2')).toBe('plain/path-1.2');

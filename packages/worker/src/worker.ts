@@ -16,7 +16,7 @@ import {
   type EpochMetrics as EngineMetrics,
   type CellRunOptions,
 } from '@ferry/core';
-import { retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
+import { FerryError, retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
 import type { Assignment, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
@@ -55,6 +55,12 @@ export interface WorkerOptions {
   readonly gpuIndex?: number;
   /** The Slurm job this worker runs as ("123_4"), shown in its worker record. */
   readonly slurmJob?: string;
+  /**
+   * Stop (run() rejects with FERRY_ERR_UNAVAILABLE) when the coordinator has not answered a
+   * registration for this long: a batch job whose `ferry run` is gone frees its allocation instead
+   * of waiting for its time limit. Default: retry for ever (a restarting coordinator comes back).
+   */
+  readonly giveUpAfterMs?: number;
   readonly log?: (line: string) => void;
   /** Reconnect backoff bounds. */
   readonly reconnectMinMs?: number;
@@ -243,6 +249,8 @@ export class FerryWorker {
   }
 
   private async register(): Promise<void> {
+    const since = Date.now();
+    const giveUp = this.options.giveUpAfterMs;
     const r = await withBackoff(
       () =>
         unary(
@@ -268,7 +276,7 @@ export class FerryWorker {
         ),
       {
         policy: this.backoff,
-        retry: () => !this.stopping,
+        retry: () => !this.stopping && (giveUp === undefined || Date.now() - since < giveUp),
         onRetry: (e, delay) =>
           this.log(
             `cannot reach the coordinator at ${this.conn().address} (${(e as grpc.ServiceError).details ?? (e as Error).message}); retrying in ${delay} ms`,
@@ -276,6 +284,11 @@ export class FerryWorker {
       },
     ).catch((e: unknown) => {
       if (this.stopping) return null;
+      if (giveUp !== undefined && Date.now() - since >= giveUp)
+        throw new FerryError(
+          'FERRY_ERR_UNAVAILABLE',
+          `the coordinator at ${this.conn().address} has not answered for ${Math.round((Date.now() - since) / 1000)} s (--give-up-after-ms ${giveUp}): stopping (${(e as grpc.ServiceError).details ?? (e as Error).message})`,
+        );
       throw e;
     });
     if (!r) return;
@@ -349,7 +362,8 @@ export class FerryWorker {
     if (!this.session) {
       this.pushHeartbeatState();
       this.wake?.();
-      void this.ensureSession();
+      // A registration that gives up (giveUpAfterMs) surfaces in the poll loop, which awaits it too.
+      this.ensureSession().catch(() => undefined);
     }
   }
 

@@ -165,6 +165,13 @@ export interface SlurmStart {
   readonly say: (line: string) => void;
 }
 
+/**
+ * A worker job whose coordinator has not answered for this long ends (frees its allocation): its
+ * `ferry run` is gone (the login node's session ended) and could not cancel it. Longer than a
+ * supervised coordinator's restart.
+ */
+const GIVE_UP_AFTER_MS = 10 * 60_000;
+
 /** How often squeue is read. */
 const POLL_MS = 3_000;
 
@@ -199,6 +206,7 @@ export async function startSlurmWorkers(s: SlurmStart): Promise<RunWorkers> {
       ...(f.time ? { time: f.time } : {}),
       ...(f.qos ? { qos: f.qos } : {}),
       signalSeconds: f.signalSeconds,
+      giveUpAfterMs: GIVE_UP_AFTER_MS,
     }),
     { mode: 0o700 },
   );

@@ -173,6 +173,8 @@ export async function runCommand(file: string, o: RunFlags, io: CliIo): Promise<
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
+  // A login node's ssh session that ends: stop as for Ctrl-C (Slurm jobs cancelled), not die.
+  process.on('SIGHUP', onSigint);
   let workers: RunWorkers | undefined;
   try {
     const natsUrl = await startNats(sup, p, io);
@@ -220,6 +222,7 @@ export async function runCommand(file: string, o: RunFlags, io: CliIo): Promise<
   } finally {
     process.off('SIGINT', onSigint);
     process.off('SIGTERM', onSigint);
+    process.off('SIGHUP', onSigint);
     // Slurm jobs are cancelled (nothing stays queued); a Slurm that cannot be reached is said.
     await workers?.stop().catch((e: Error) => err(io, `ferry run: ${e.message}`));
     await sup.stopAll(STOP_ORDER);

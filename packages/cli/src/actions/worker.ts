@@ -23,6 +23,7 @@ export interface WorkerFlags extends ConnectionFlags {
   readonly peerPort: number;
   readonly peerAdvertise?: string;
   readonly collectiveDeadlineMs: number;
+  readonly giveUpAfterMs?: number;
 }
 
 /** `ferry worker`: one worker process, or with `--gpus all` one child per GPU pinned with CUDA_VISIBLE_DEVICES. */
@@ -58,6 +59,7 @@ function workerOptions(o: WorkerFlags, io: CliIo): WorkerOptions {
     peerPort: o.peerPort,
     ...(o.peerAdvertise ? { peerAdvertise: o.peerAdvertise } : {}),
     collectiveDeadlineMs: o.collectiveDeadlineMs,
+    ...(o.giveUpAfterMs !== undefined ? { giveUpAfterMs: o.giveUpAfterMs } : {}),
   };
 }
 

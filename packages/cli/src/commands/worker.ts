@@ -21,6 +21,11 @@ export function workerDefinition(program: Command, ctx: CommandContext): void {
     .option('--peer-port <n>', 'the peer port (0: any free one)', int('peer-port', 0), 0)
     .option('--peer-advertise <host>', 'the address peers dial (default: --peer-host)')
     .option(
+      '--give-up-after-ms <ms>',
+      'exit when the coordinator has not answered for this long (a batch job whose run is gone; default: retry for ever)',
+      int('give-up-after-ms', 1000),
+    )
+    .option(
       '--collective-deadline-ms <ms>',
       'a lost peer aborts the group within this',
       int('collective-deadline-ms', 100),

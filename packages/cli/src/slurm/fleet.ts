@@ -43,7 +43,11 @@ export interface FleetOptions {
   readonly say: (line: string) => void;
   /** How long a task just submitted counts as active before squeue lists it. */
   readonly graceMs?: number;
+  /** How long Slurm's commands may keep failing (a busy or restarting slurmctld) before the run gives up. */
+  readonly outageMs?: number;
 }
+
+const OUTAGE_MS = 5 * 60_000;
 
 interface Submission {
   readonly id: string;
@@ -56,6 +60,7 @@ export class SlurmFleet {
   private readonly seen = new Map<string, SlurmJob>();
   private submittedTasks = 0;
   private stopped = false;
+  private failingSince: number | null = null;
 
   constructor(
     private readonly slurm: Slurm,
@@ -92,7 +97,8 @@ export class SlurmFleet {
    */
   async poll(workLeft: boolean): Promise<void> {
     if (this.stopped) return;
-    const jobs = await this.slurm.jobs(this.jobIds);
+    const jobs = await this.tolerating(() => this.slurm.jobs(this.jobIds));
+    if (!jobs) return;
     const now = Date.now();
     const listed = new Set<string>();
     const ended: string[] = [];
@@ -122,12 +128,37 @@ export class SlurmFleet {
       maxSubmissions: this.o.maxSubmissions,
       workLeft,
     });
-    if (more > 0) await this.submit(more, ended.length ? `, replacing ${ended.join(', ')}` : ', replacing ended tasks');
+    if (more > 0)
+      await this.tolerating(() =>
+        this.submit(more, ended.length ? `, replacing ${ended.join(', ')}` : ', replacing ended tasks'),
+      );
     else if (workLeft && active === 0 && this.submittedTasks >= this.o.maxSubmissions)
       throw new FerryError(
         'FERRY_ERR_SLURM',
         `every worker job ended and the ${this.o.maxSubmissions} submissions --max-submissions allows are spent, with the sweep unfinished: ${this.jobs.map((j) => `${j.label} ${describeJob(j)}`).join(', ')}; their logs say why`,
       );
+  }
+
+  /**
+   * A Slurm command during the run: a failure (slurmctld busy or restarting, a submit limit for the
+   * moment) is said once and tried again at the next poll; only one that lasts outageMs ends the run.
+   */
+  private async tolerating<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    try {
+      const r = await fn();
+      if (this.failingSince !== null) this.o.say('slurm: answering again');
+      this.failingSince = null;
+      return r;
+    } catch (e) {
+      const outage = this.o.outageMs ?? OUTAGE_MS;
+      const now = Date.now();
+      if (this.failingSince === null) {
+        this.failingSince = now;
+        this.o.say(`slurm: ${(e as Error).message}; trying again (for up to ${Math.round(outage / 1000)} s)`);
+      }
+      if (now - this.failingSince >= outage) throw e;
+      return undefined;
+    }
   }
 
   /** Cancels every job submitted (the sweep ended, Ctrl-C, or an error): nothing stays queued. */

@@ -33,6 +33,8 @@ export interface WorkerJobPlan {
   readonly qos?: string;
   /** SIGTERM this long before the time limit: the worker gives its cell back and exits in time. */
   readonly signalSeconds: number;
+  /** A worker whose coordinator has not answered for this long ends its job (its run is gone). */
+  readonly giveUpAfterMs: number;
 }
 
 /** A word for bash: single-quoted unless it is plainly safe. */
@@ -71,6 +73,8 @@ export function workerBatchScript(p: WorkerJobPlan): string {
     p.backend,
     '--poll-ms',
     '1000',
+    '--give-up-after-ms',
+    String(p.giveUpAfterMs),
     ...(p.nats ? ['--nats', p.nats] : []),
   ]
     .map(shellQuote)
