@@ -65,6 +65,12 @@ async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void>
           { text: td.textContent ?? '', winner: td.classList.contains('winner') },
         ]),
       ),
+      bestEpoch: Object.fromEntries(
+        Array.from(tr.querySelectorAll('td.best-epoch')).map((td) => [
+          (td as HTMLElement).dataset['strategy']!,
+          td.textContent ?? '',
+        ]),
+      ),
       verdict: tr.querySelector('td.verdict')?.textContent ?? '',
       noise: tr.querySelector('td.verdict')?.classList.contains('noise') ?? false,
       advice: tr.querySelector('td.advice')?.textContent ?? null,
@@ -91,6 +97,11 @@ async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void>
         expect(Math.abs(acc.ci![1] - c.ci95[1] * 100), `${where} ${s} high`).toBeLessThanOrEqual(SHOWN_PCT);
       }
       expect(r.acc[s]!.winner, `${where}: ${s} marked the winner`).toBe(s === winner);
+      // The best epoch counted from 1: one seed's exactly, a mean over seeds to a tenth.
+      const epoch = r.bestEpoch[s]!;
+      if (c.n === 1) expect(epoch, `${where} ${s} best epoch`).toBe(String(c.bestEpochMean + 1));
+      else
+        expect(Math.abs(Number(epoch) - (c.bestEpochMean + 1)), `${where} ${s} best epoch`).toBeLessThanOrEqual(0.05);
     }
     expect(r.verdict, where).toBe(row.verdict);
     expect(r.noise, `${where}: the verdict greyed out iff no winner`).toBe(winner === null);
@@ -241,11 +252,18 @@ hyper: { weights: none, epochs: 8, batchSize: 16, lr: 0.02, imageSize: 32 }
     // The cells table's best val accuracy is each cell's (and, one seed, its column's in the table).
     const detail = (await (await fetch(`${url}api/sweeps/${sweepId}`)).json()) as SweepDetail;
     const best = await page.$$eval('#cells tr.cell', (trs) =>
-      trs.map((tr) => [(tr as HTMLElement).dataset['cell']!, tr.querySelectorAll('td')[10]?.textContent ?? '']),
+      trs.map((tr) => [
+        (tr as HTMLElement).dataset['cell']!,
+        tr.querySelector('td.best-val')?.textContent ?? '',
+        tr.querySelector('td.weights')?.textContent ?? '',
+      ]),
     );
     expect(best).toHaveLength(2);
-    for (const [id, text] of best) {
+    for (const [id, text, weights] of best) {
       const c = detail.cells.find((x) => x.cellId === id)!;
+      // Its starting weights (what tells the pretrained freeze from the random-weights one).
+      expect(weights).toBe(c.weights);
+      expect(weights).not.toBe('');
       expect(Math.abs(parseAcc(text!).mean - c.bestValAccuracy * 100), `${id}: ${text}`).toBeLessThanOrEqual(SHOWN_PCT);
       expect(api.rows[0]!.byStrategy[c.strategy]!.mean).toBe(c.bestValAccuracy);
     }

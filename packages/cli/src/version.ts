@@ -1,6 +1,1 @@
-import { createRequire } from 'node:module';
-
-const require = createRequire(import.meta.url);
-
-/** ferry's version, from the CLI package's manifest. */
-export const FERRY_VERSION: string = (require('../package.json') as { version: string }).version;
+export { FERRY_VERSION } from '@ferry/common';

@@ -3,6 +3,7 @@ import {
   formatP,
   summarizeResult,
   resultsTable,
+  bestEpochText,
   tableCsv,
   tableMarkdown,
   wilsonInterval,
@@ -230,6 +231,13 @@ describe('results table: settings that vary are rows, never pooled as seeds', ()
     expect(md).toContain('| dataset | color | lr | finetune | scratch | verdict |');
     expect(md).toMatch(/\| ants \| rgb \| 0\.001 \| (\*\*)?60\.0%/);
     expect(tableCsv(t).split('\n')[0]).toMatch(/^dataset,color,model,lr,finetune_mean/);
+  });
+
+  test('the best epoch reads from 1: one seed as a whole number, a mean over seeds to a tenth (never "8.0" for one seed)', () => {
+    const cell = { mean: 0.5, std: 0, wallMsMean: 1, imagesPerSecMean: 1, correct: null, total: null, ci95: null };
+    expect(bestEpochText({ ...cell, n: 1, bestEpochMean: 7 })).toBe('8');
+    expect(bestEpochText({ ...cell, n: 3, bestEpochMean: (1 + 2 + 4) / 3 })).toBe('3.3');
+    expect(bestEpochText({ ...cell, n: 2, bestEpochMean: 7 })).toBe('8.0');
   });
 
   test('by: any other setting splits too (seed: one row per seed); a row axis is refused', () => {

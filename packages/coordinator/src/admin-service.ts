@@ -113,7 +113,7 @@ function workerHandlers(host: CoordinatorHost): Pick<AdminServer, 'reportJobs' |
               backend: w.backend,
               device: w.device,
               memoryBytes: 0,
-              ferryVersion: '',
+              ferryVersion: w.ferryVersion,
               host: w.host,
               gpuIndex: -1,
               peerAddress: w.peerAddress,

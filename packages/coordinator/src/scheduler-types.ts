@@ -55,6 +55,8 @@ export interface WorkerEntry {
   /** The host it runs on, and its Slurm job ("123_4"; empty outside Slurm). */
   readonly host: string;
   readonly slurmJob: string;
+  /** The ferry version the worker runs (its package.json's; empty from a worker too old to say). */
+  readonly ferryVersion: string;
 }
 
 export interface SchedulerConfig {
@@ -117,6 +119,7 @@ export type SchedulerEvent =
       readonly peerAddress?: string;
       readonly host?: string;
       readonly slurmJob?: string;
+      readonly ferryVersion?: string;
     }
   | {
       readonly type: 'heartbeat';

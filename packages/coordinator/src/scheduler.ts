@@ -245,6 +245,7 @@ function onRegister(d: StepDraft, e: EventOf<'register'>): void {
     peerAddress: e.peerAddress ?? '',
     host: e.host ?? '',
     slurmJob: e.slurmJob ?? '',
+    ferryVersion: e.ferryVersion ?? '',
   });
   // A reconnecting worker (or a restarted coordinator) keeps the cell it is running.
   renewClaims(d, e.workerId, e.running, e.now);

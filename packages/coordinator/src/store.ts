@@ -55,7 +55,7 @@ export class Store {
         PRIMARY KEY (cell_id, epoch));
       CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
         device TEXT NOT NULL, last_seen INTEGER NOT NULL, state TEXT NOT NULL, idle_since INTEGER, peer_address TEXT NOT NULL DEFAULT '',
-        host TEXT NOT NULL DEFAULT '', slurm_job TEXT NOT NULL DEFAULT '');
+        host TEXT NOT NULL DEFAULT '', slurm_job TEXT NOT NULL DEFAULT '', ferry_version TEXT NOT NULL DEFAULT '');
       CREATE TABLE IF NOT EXISTS datasets (name TEXT NOT NULL, path TEXT NOT NULL, fingerprint TEXT NOT NULL, PRIMARY KEY (name, path));
       CREATE INDEX IF NOT EXISTS cells_state ON cells(state);
       CREATE TABLE IF NOT EXISTS advice (sweep_id TEXT NOT NULL, dataset TEXT NOT NULL, color TEXT NOT NULL, model TEXT NOT NULL,
@@ -65,7 +65,7 @@ export class Store {
     const workerColumns = new Set(
       (this.db.prepare('PRAGMA table_info(workers)').all() as { name: string }[]).map((c) => c.name),
     );
-    for (const column of ['host', 'slurm_job'])
+    for (const column of ['host', 'slurm_job', 'ferry_version'])
       if (!workerColumns.has(column)) this.db.exec(`ALTER TABLE workers ADD COLUMN ${column} TEXT NOT NULL DEFAULT ''`);
   }
 
@@ -177,8 +177,8 @@ export class Store {
 
   saveWorker(w: WorkerEntry): void {
     this.stmt(
-      `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address, host, slurm_job) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress, @host, @slurmJob)
-         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress, host=@host, slurm_job=@slurmJob`,
+      `INSERT INTO workers (id, name, session_id, backend, device, last_seen, state, idle_since, peer_address, host, slurm_job, ferry_version) VALUES (@id, @name, @sessionId, @backend, @device, @lastSeen, @state, @idleSince, @peerAddress, @host, @slurmJob, @ferryVersion)
+         ON CONFLICT(id) DO UPDATE SET name=@name, session_id=@sessionId, backend=@backend, device=@device, last_seen=@lastSeen, state=@state, idle_since=@idleSince, peer_address=@peerAddress, host=@host, slurm_job=@slurmJob, ferry_version=@ferryVersion`,
     ).run(w);
   }
 
@@ -186,7 +186,7 @@ export class Store {
     // Idle-since does not survive a restart: a worker is idle again once it polls.
     return (
       this.stmt(
-        'SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress, host, slurm_job AS slurmJob FROM workers',
+        'SELECT id, name, session_id AS sessionId, backend, device, last_seen AS lastSeen, state, peer_address AS peerAddress, host, slurm_job AS slurmJob, ferry_version AS ferryVersion FROM workers',
       ).all() as Omit<WorkerEntry, 'idleSince'>[]
     ).map((w) => ({ ...w, idleSince: null }));
   }

@@ -130,6 +130,7 @@ export class WorkerService {
       peerAddress: r.capabilities?.peerAddress ?? '',
       host: r.capabilities?.host ?? '',
       slurmJob: r.capabilities?.slurmJob ?? '',
+      ferryVersion: r.capabilities?.ferryVersion ?? '',
     });
     return {
       sessionId,

@@ -245,7 +245,7 @@ describe("the workers' batch jobs (Admin.ReportJobs, ferry run --slurm)", () => 
 });
 
 describe('store: workers', () => {
-  test("a state written before workers had a host and a Slurm job opens with the columns added; a worker's job and host round-trip", () => {
+  test('a state written before workers had a host, a Slurm job and a version opens with the columns added; they round-trip', () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'ferry-store-')), 'ferry.sqlite');
     const db = new Database(file);
     db.exec(`CREATE TABLE workers (id TEXT PRIMARY KEY, name TEXT NOT NULL, session_id TEXT NOT NULL, backend TEXT NOT NULL,
@@ -254,7 +254,14 @@ describe('store: workers', () => {
     db.close();
     const store = new Store(file);
     expect(store.workers()).toEqual([
-      expect.objectContaining({ id: 'old', name: 'old-worker', host: '', slurmJob: '', idleSince: null }),
+      expect.objectContaining({
+        id: 'old',
+        name: 'old-worker',
+        host: '',
+        slurmJob: '',
+        ferryVersion: '',
+        idleSince: null,
+      }),
     ]);
     const w = {
       id: 'new',
@@ -268,6 +275,7 @@ describe('store: workers', () => {
       peerAddress: '',
       host: 'gpu1',
       slurmJob: '41_0',
+      ferryVersion: '0.1.0',
     };
     store.saveWorker(w);
     store.close();

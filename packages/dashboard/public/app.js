@@ -104,6 +104,15 @@ function accText(c) {
 }
 
 /**
+ * The best epoch, counted from 1: one seed's as a whole number, a mean over seeds to a tenth
+ * (@ferry/common's bestEpochText, which the browser code cannot import yet).
+ * @param {import('@ferry/common').TableCell} c
+ */
+function bestEpochText(c) {
+  return c.n > 1 ? (c.bestEpochMean + 1).toFixed(1) : String(Math.round(c.bestEpochMean + 1));
+}
+
+/**
  * @param {ResultsTable} t
  * @param {string} id
  */
@@ -137,7 +146,7 @@ function tableHtml(t, id) {
           .map((s) => {
             const c = r.byStrategy[s];
             if (!c) return '<td>-</td><td></td><td></td><td></td>';
-            return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num">${(c.bestEpochMean + 1).toFixed(1)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
+            return `<td class="num acc ${r.winner === s ? 'winner' : ''}" data-strategy="${esc(s)}">${accText(c)}</td><td class="num best-epoch" data-strategy="${esc(s)}">${bestEpochText(c)}</td><td class="num">${(c.wallMsMean / 1000).toFixed(1)} s</td><td class="num">${c.imagesPerSecMean.toFixed(1)}</td>`;
           })
           .join('') +
         `<td class="verdict ${r.winner ? '' : 'noise'}">${esc(r.verdict)}</td>${advice(r)}</tr>`,
@@ -332,6 +341,7 @@ function cellRow(c, selected) {
     ['', esc(c.color)],
     ['', esc(c.strategy)],
     ['', esc(c.model)],
+    ['weights', esc(c.weights)],
     ['num', String(c.seed)],
     [`state-${esc(c.state)}`, esc(c.state)],
     [
@@ -340,7 +350,7 @@ function cellRow(c, selected) {
     ],
     ['', eta(c.etaMs)],
     ['num', c.imagesPerSec ? c.imagesPerSec.toFixed(1) : ''],
-    ['num', c.bestValAccuracy ? pct(c.bestValAccuracy) : ''],
+    ['num best-val', c.bestValAccuracy ? pct(c.bestValAccuracy) : ''],
     ['', esc(c.worker)],
     ['num', String(c.attempts)],
     ['', esc(c.error).slice(0, 80)],
@@ -381,6 +391,7 @@ const COLUMNS = [
   ['color', 'color'],
   ['strategy', 'strategy'],
   ['model', 'model'],
+  ['weights', 'weights'],
   ['seed', 'seed'],
   ['state', 'state'],
   ['progress', 'progress'],
@@ -412,7 +423,7 @@ function headerHtml() {
 function matches(c, q) {
   if (!q) return true;
   const hay =
-    `${c.dataset} ${c.color} ${c.strategy} ${c.model} seed ${c.seed} ${c.state} ${c.worker} ${c.error}`.toLowerCase();
+    `${c.dataset} ${c.color} ${c.strategy} ${c.model} ${c.weights} seed ${c.seed} ${c.state} ${c.worker} ${c.error}`.toLowerCase();
   return q
     .toLowerCase()
     .split(/\s+/)

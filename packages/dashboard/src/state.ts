@@ -2,6 +2,7 @@ import {
   adviceRowKey,
   rowAdviceOfWire,
   resultsTable,
+  sourceCellOf,
   type CellOutcome,
   type ResultsTable,
   type RowAdvice,
@@ -316,6 +317,16 @@ export function downsample<T>(points: readonly T[], max: number): T[] {
   return out;
 }
 
+/**
+ * A cell's starting weights as its row shows them: `pretrained`, `none` (random initialisation),
+ * `cell <id8>` for a later stage's source, a weights file by its name.
+ */
+export function weightsLabel(weights: string): string {
+  const source = sourceCellOf(weights);
+  if (source !== null) return `cell ${source.slice(0, 8)}`;
+  return weights.split(/[\\/]/).at(-1) ?? weights;
+}
+
 export function cellSummary(c: CellView) {
   const p = c.progress;
   const total = p ? p.epochs * p.stepsPerEpoch : 0;
@@ -326,6 +337,7 @@ export function cellSummary(c: CellView) {
     color: c.spec?.color ?? '',
     strategy: c.spec?.strategy ?? '',
     model: c.spec?.model ?? '',
+    weights: weightsLabel(c.spec?.weights ?? ''),
     seed: c.spec?.seed ?? 0,
     state: c.state,
     attempts: c.attempts,

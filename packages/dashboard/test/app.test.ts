@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { buildApp, DashboardState } from '@ferry/dashboard';
 import { resultsTable, tableCsv } from '@ferry/common';
 import { CellSpec, FerryEvent, type DeepPartial } from '@ferry/protocol';
+import { weightsLabel } from '../src/state.js';
 
 const spec = (color: string, strategy: string, seed: number): CellSpec =>
   CellSpec.fromPartial({
@@ -123,6 +124,16 @@ describe('dashboard routes (fastify inject)', () => {
     expect(row.comparison!.pValue).toBeCloseTo(2 / 2 ** 11, 12);
     expect(row.byStrategy['finetune']).toMatchObject({ correct: 92, total: 100 });
     await app.close();
+  });
+
+  test("a cell's row names its starting weights: pretrained, none, a later stage's source cell, a file by its name", () => {
+    expect(['pretrained', 'none', 'cell:0123456789abcdef', 'weights/r18-ants.pth', ''].map(weightsLabel)).toEqual([
+      'pretrained',
+      'none',
+      'cell 01234567',
+      'r18-ants.pth',
+      '',
+    ]);
   });
 
   test("Slurm: each worker's host and job; the jobs (a replayed history and live changes), the newest state of each", async () => {

@@ -16,7 +16,7 @@ import {
   type EpochMetrics as EngineMetrics,
   type CellRunOptions,
 } from '@ferry/core';
-import { FerryError, retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
+import { FERRY_VERSION, FerryError, retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
 import type { Assignment, CoordinatorClient, RunningCell } from '@ferry/protocol';
 import { EventPublisher, type NatsTarget } from '@ferry/events';
 import { FerryEvent, FileKind, SUBJECTS } from '@ferry/protocol';
@@ -263,7 +263,7 @@ export class FerryWorker {
               backend: this.backend.name,
               device: this.backend.device,
               memoryBytes: os.totalmem(),
-              ferryVersion: '0.1.0',
+              ferryVersion: FERRY_VERSION,
               host: os.hostname(),
               gpuIndex: this.options.gpuIndex ?? -1,
               peerAddress: this.peerAddress,
