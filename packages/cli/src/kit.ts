@@ -49,7 +49,7 @@ export function num(name: string): (value: string) => number {
 export function hyperOption(cmd: Command, name: HyperParameterName, short?: string, note = ''): Command {
   const d: HyperParameterDefinition = HYPER_PARAMETERS[name];
   if (!d.flag) throw new Error(`${name} has no flag in HYPER_PARAMETERS`);
-  if (d.kind === 'boolean') return cmd.option(d.flag, `${d.what}${note}`);
+  if (d.kind === 'boolean') return cmd.option(d.flag, `${d.flagWhat ?? d.what}${note}`);
   const flag = `${short ? `${short}, ` : ''}${d.flag} <${d.kind === 'integer' ? 'n' : 'x'}>`;
   const parse = (value: string): number => {
     const n = Number(value);

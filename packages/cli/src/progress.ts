@@ -12,10 +12,16 @@ import type { CliIo } from './io.js';
 
 type Cell = SweepStatus['cells'][number];
 
-/** Epoch timing of one cell, to estimate what is left. */
+/**
+ * Epoch timing of one cell, to estimate what is left. `at` is when `epoch` was seen; `aligned`
+ * says it was seen as it ended. The first sight of a cell is not: the time from it to the next
+ * epoch holds the cell's start-up (data, model, weights: several epochs' worth on a small
+ * dataset) or only part of an epoch, so no pace is taken from it.
+ */
 interface Pace {
   epoch: number;
   at: number;
+  aligned: boolean;
   secondsPerEpoch: number | null;
 }
 
@@ -89,13 +95,15 @@ export class RunProgress {
       }
       const p = this.pace.get(c.cellId);
       if (!p || done < p.epoch)
-        this.pace.set(c.cellId, { epoch: done, at: t, secondsPerEpoch: p?.secondsPerEpoch ?? null });
+        this.pace.set(c.cellId, { epoch: done, at: t, aligned: false, secondsPerEpoch: p?.secondsPerEpoch ?? null });
       else if (done > p.epoch) {
         const spe = (t - p.at) / 1000 / (done - p.epoch);
+        const last = p.secondsPerEpoch;
         this.pace.set(c.cellId, {
           epoch: done,
           at: t,
-          secondsPerEpoch: p.secondsPerEpoch === null ? spe : 0.5 * p.secondsPerEpoch + 0.5 * spe,
+          aligned: true,
+          secondsPerEpoch: !p.aligned ? last : last === null ? spe : 0.5 * last + 0.5 * spe,
         });
         if (!this.tty && c.state === 'running') news.push(this.cellLine(c, done));
       }

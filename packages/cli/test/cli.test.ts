@@ -131,6 +131,10 @@ describe('ferry models / info', () => {
       [['data'], 'stats DIR'],
     ] as const)
       expect((await ferry([...cmd, '--help'])).stdout).toContain(flag);
+    // A --no-X flag says what passing it does, not what the default does.
+    expect((await ferry(['train', '--help'])).stdout.replace(/\s+/g, ' ')).toMatch(
+      /--no-cache no feature cache: a frozen backbone .* every epoch instead of once/,
+    );
     const top = await ferry(['--help']);
     expect(top.code).toBe(0);
     expect(top.stdout).toContain('commands:');

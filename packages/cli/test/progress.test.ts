@@ -69,18 +69,34 @@ describe('ferry run progress', () => {
     const stderr = new Sink();
     const p = new RunProgress({ env: {}, stdout: new Sink(), stderr }, () => now);
     p.lines(sweep([cell('a', 'running', 2), cell('b', 'pending', 0)]));
-    now = 10_000; // 2 epochs in 10 s: 5 s per epoch
-    const l = p.lines(sweep([cell('a', 'running', 4, { lastValAccuracy: 0.625 }), cell('b', 'pending', 0)]));
-    expect(l.cells).toEqual(['  demo rgb finetune resnet18 seed 0: epoch 4/10, val 62.5%, ETA 30 s (local-0)']);
-    // 16 epochs left at 0.2 epochs/s
-    expect(l.overall).toBe(' 20% 0/2 done, 1 running, 0 failed; epochs 4/20; ETA 1 min 20 s');
+    now = 3_000; // first seen mid-epoch: no pace from it
+    expect(p.lines(sweep([cell('a', 'running', 3), cell('b', 'pending', 0)])).cells[0]).toMatch(/ETA \?/);
+    now = 13_000; // 2 epochs in 10 s: 5 s per epoch
+    const l = p.lines(sweep([cell('a', 'running', 5, { lastValAccuracy: 0.625 }), cell('b', 'pending', 0)]));
+    expect(l.cells).toEqual(['  demo rgb finetune resnet18 seed 0: epoch 5/10, val 62.5%, ETA 25 s (local-0)']);
+    // 15 epochs left at 0.2 epochs/s
+    expect(l.overall).toBe(' 25% 0/2 done, 1 running, 0 failed; epochs 5/20; ETA 1 min 15 s');
     const f = p.lines(
-      sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })]),
+      sweep([cell('a', 'running', 5), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })]),
     );
     expect(f.news).toEqual(['failed: demo gray finetune resnet18 seed 0: FERRY_ERR_DATASET: no val/']);
     expect(
-      p.lines(sweep([cell('a', 'running', 4), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })])).news,
+      p.lines(sweep([cell('a', 'running', 5), cell('b', 'failed', 0, { error: 'FERRY_ERR_DATASET: no val/' })])).news,
     ).toEqual([]);
+  });
+
+  test("a cell's start-up is not taken for an epoch: the ETA after its second epoch is the epochs' pace", () => {
+    let now = 0;
+    const p = new RunProgress({ env: {}, stdout: new Sink(), stderr: new Sink() }, () => now);
+    const at = (t: number, epoch: number) => {
+      now = t;
+      return p.lines(sweep([cell('a', 'running', epoch)]));
+    };
+    at(0, 0);
+    // 20 s of start-up, then epochs of 5 s.
+    expect(at(25_000, 1).cells[0]).toMatch(/epoch 1\/10, ETA \?/);
+    expect(at(30_000, 2).cells[0]).toMatch(/epoch 2\/10, ETA 40 s/);
+    expect(at(35_000, 3).overall).toMatch(/ETA 35 s$/);
   });
 
   test('without a terminal: the overall line at each tenth, a cell line at each finished epoch', () => {

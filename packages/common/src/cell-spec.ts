@@ -10,7 +10,7 @@ export type HyperParameterKind = 'integer' | 'number' | 'boolean';
 
 export interface HyperParameterDefinition {
   readonly kind: HyperParameterKind;
-  /** The study's value (REFERENCE.md), used when a sweep file or a flag does not set one. */
+  /** The study's value (docs/study.md), used when a sweep file or a flag does not set one. */
   readonly default: number | boolean;
   /** Numbers: the smallest value allowed (inclusive, unless `minExclusive`). */
   readonly min?: number;
@@ -27,6 +27,8 @@ export interface HyperParameterDefinition {
   readonly scope: 'training' | 'cluster';
   /** One line for help texts and docs. */
   readonly what: string;
+  /** Booleans: what `flag` (the opposite of the default) does, for its help line. */
+  readonly flagWhat?: string;
 }
 
 /**
@@ -106,6 +108,8 @@ export const HYPER_PARAMETERS = {
     flag: '--no-cache',
     scope: 'training',
     what: 'a frozen backbone in inference mode (probe, adapt) computes its features once',
+    flagWhat:
+      'no feature cache: a frozen backbone in inference mode (probe, adapt) runs on every image every epoch instead of once',
   },
   augmentViews: {
     kind: 'integer',
