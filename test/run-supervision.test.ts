@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -6,8 +6,17 @@ import { afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { writeDemoDataset } from '@ferry/core';
 import { adminClient, getSweepAll, unary } from '@ferry/client';
 import type { SweepStatus } from '@ferry/protocol';
-import { REPO_ROOT } from './helpers/torch-ref.js';
 import { waitFor } from './helpers/cluster.js';
+import {
+  FERRY_BIN,
+  LiveRuns,
+  checkpointedCell,
+  comparable,
+  loopbackCoordinator,
+  runResults,
+  type CliRun,
+  type RunResults,
+} from './helpers/runs.js';
 
 /**
  * `ferry run` supervises its children: kill -9 of a worker (with 1 and with 2 workers), of the
@@ -16,7 +25,7 @@ import { waitFor } from './helpers/cluster.js';
  * with every cell run by one attempt, and the dashboard must show the whole history after it restarts.
  */
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-supervise-'));
-const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
+
 /**
  * Epochs per cell: enough for the 1-worker test's kills to land mid-cell (a checkpoint at epoch 2,
  * two more epochs after the worker's restart, then the coordinator's kill with a cell to go).
@@ -41,36 +50,15 @@ hyper: { weights: none, epochs: ${EPOCHS}, batchSize: 16, lr: 0.02, imageSize: 3
   );
 });
 
-interface Run {
-  readonly child: ChildProcess;
-  readonly out: string;
-  stdout(): string;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
-}
+const runs = new LiveRuns();
+afterEach(() => runs.stopAll(10_000), 30_000);
 
-/** Runs still going when a test ends (it failed midway): stopped, so no child outlives the test. */
-const live = new Set<Run>();
-afterEach(async () => {
-  for (const run of live) {
-    run.child.kill('SIGINT');
-    const stopped = await Promise.race([run.exited.then(() => true), new Promise((r) => setTimeout(r, 10_000, false))]);
-    if (!stopped) run.child.kill('SIGKILL');
-  }
-  live.clear();
-}, 30_000);
-
-function startRun(out: string, workers: number, extra: string[] = [], env: Record<string, string> = {}): Run {
-  const child = spawn(
-    process.execPath,
+const startRun = (out: string, workers: number, extra: string[] = [], env: Record<string, string> = {}): CliRun =>
+  runs.start(
     [
-      BIN,
-      'run',
       sweepFile,
       '--data-root',
       dataRoot,
-      '--out',
-      out,
       '--backend',
       'wasm',
       '--workers',
@@ -79,29 +67,17 @@ function startRun(out: string, workers: number, extra: string[] = [], env: Recor
       '0',
       ...extra,
     ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, FERRY_CACHE: tmp(), ...env },
-    },
+    out,
+    { FERRY_CACHE: tmp(), ...env },
   );
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  const run = { child, out, stdout: () => stdout, stderr: () => stderr, exited };
-  live.add(run);
-  void exited.then(() => live.delete(run));
-  return run;
-}
 
 type Child = { name: string; kind: string; pid: number | null; restarts: number; log: string };
 const children = (out: string): Child[] =>
   (JSON.parse(readFileSync(path.join(out, 'children.json'), 'utf8')) as { children: Child[] }).children;
 
 /** The run's sweep, through its coordinator (undefined while the coordinator is down). */
-async function sweep(run: Run): Promise<SweepStatus | undefined> {
-  const address = /coordinator (127\.0\.0\.1:\d+);/.exec(run.stderr())?.[1];
+async function sweep(run: CliRun): Promise<SweepStatus | undefined> {
+  const address = loopbackCoordinator(run);
   if (!address) return undefined;
   const conn = { address };
   const admin = adminClient(conn);
@@ -115,7 +91,7 @@ async function sweep(run: Run): Promise<SweepStatus | undefined> {
 }
 
 /** kill -9 of the named child; resolves once ferry run says it restarted it. */
-async function killAndAwaitRestart(run: Run, name: string): Promise<void> {
+async function killAndAwaitRestart(run: CliRun, name: string): Promise<void> {
   const c = children(run.out).find((x) => x.name === name)!;
   const before = run.stderr().split(`${name} restarted`).length;
   process.kill(c.pid!, 'SIGKILL');
@@ -128,54 +104,17 @@ async function killAndAwaitRestart(run: Run, name: string): Promise<void> {
   expect(run.stderr()).toContain(`ferry run: ${name} exited unexpectedly (signal SIGKILL)`);
 }
 
-type Results = {
-  table: { rows: unknown[] };
-  cells: {
-    cellId: string;
-    state: string;
-    attempts: number;
-    result: {
-      resumedFromEpoch: number;
-      bestValAccuracy: number;
-      epochs: { epoch: number; trainLoss: number; trainAccuracy: number; valLoss: number; valAccuracy: number }[];
-    };
-  }[];
-};
-const results = (out: string): Results => JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
-
-/** What must not depend on crashes: the table, and each cell's epoch history (times aside) and attempts. */
-function comparable(r: Results) {
-  return {
-    rows: JSON.parse(
-      JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v)),
-    ) as unknown,
-    cells: [...r.cells]
-      .sort((a, b) => a.cellId.localeCompare(b.cellId))
-      .map((c) => ({
-        cellId: c.cellId,
-        state: c.state,
-        attempts: c.attempts,
-        epochs: c.result.epochs.map((e) => [e.epoch, e.trainLoss, e.trainAccuracy, e.valLoss, e.valAccuracy]),
-      })),
-  };
-}
-
-async function undisturbed(workers: number): Promise<Results> {
+async function undisturbed(workers: number): Promise<RunResults> {
   const run = startRun(tmp(), workers, ['--no-nats']);
   expect(await run.exited, run.stderr()).toBe(0);
-  return results(run.out);
+  return runResults(run.out);
 }
 
 describe('ferry run supervises its children', () => {
   test('1 worker: kill -9 of the worker, then of the coordinator: same results, epochs and attempts as an undisturbed run', async () => {
     const reference = await undisturbed(1);
     const run = startRun(tmp(), 1);
-    const first = await waitFor(
-      'a cell with 2 epochs checkpointed',
-      90_000,
-      async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
-      200,
-    );
+    const first = await checkpointedCell(() => sweep(run), 2, 90_000);
     await killAndAwaitRestart(run, 'worker local-0');
     // The restarted worker claimed its attempt and resumes it from the coordinator's checkpoint.
     await waitFor(
@@ -189,8 +128,8 @@ describe('ferry run supervises its children', () => {
     );
     await killAndAwaitRestart(run, 'coordinator');
     expect(await run.exited, run.stderr()).toBe(0);
-    const got = results(run.out);
-    expect(comparable(got)).toEqual(comparable(reference));
+    const got = runResults(run.out);
+    expect(comparable(got, { attempts: true })).toEqual(comparable(reference, { attempts: true }));
     expect(got.cells.find((c) => c.cellId === first.cellId)!.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
     expect(readFileSync(path.join(run.out, 'logs', 'worker-0.log'), 'utf8')).toContain(`resuming attempt`);
     // The crash line names the child's log and quotes its last lines.
@@ -209,12 +148,7 @@ describe('ferry run supervises its children', () => {
     const reference = await undisturbed(2);
     // --serve: the dashboard stays after the sweep (until SIGINT), so it can be checked afterwards.
     const run = startRun(tmp(), 2, ['--serve']);
-    const busy = await waitFor(
-      'a cell with an epoch checkpointed',
-      90_000,
-      async () => (await sweep(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 1),
-      200,
-    );
+    const busy = await checkpointedCell(() => sweep(run), 1, 90_000);
     await killAndAwaitRestart(run, `worker ${busy.worker}`);
     await killAndAwaitRestart(run, 'nats-server');
     await killAndAwaitRestart(run, 'dashboard');
@@ -224,7 +158,7 @@ describe('ferry run supervises its children', () => {
       async () => (/the dashboard stays at/.test(run.stderr()) ? true : undefined),
       250,
     );
-    expect(comparable(results(run.out))).toEqual(comparable(reference));
+    expect(comparable(runResults(run.out), { attempts: true })).toEqual(comparable(reference, { attempts: true }));
     const url = /^dashboard: (\S+)$/m.exec(run.stdout())![1]!;
     // The restarted dashboard replayed the history: both cells done, every epoch once, and the
     // three crashes and restarts (published while NATS or the dashboard itself was down).
@@ -258,7 +192,7 @@ describe('ferry run supervises its children', () => {
       const cell = (await (await fetch(`${url}api/cells/${c.cellId}`)).json()) as {
         curves: { epoch: number; valAccuracy: number }[];
       };
-      const want = results(run.out).cells.find((x) => x.cellId === c.cellId)!.result.epochs;
+      const want = runResults(run.out).cells.find((x) => x.cellId === c.cellId)!.result.epochs;
       expect(cell.curves.map((e) => [e.epoch, e.valAccuracy])).toEqual(want.map((e) => [e.epoch, e.valAccuracy]));
     }
     run.child.kill('SIGINT');
@@ -300,7 +234,7 @@ describe('ferry run supervises its children', () => {
     expect(live.curves).toEqual([...Array(live.curves.length).keys()]);
     expect(await run.exited, run.stderr()).toBe(0);
     // Afterwards, from the run's folder alone (read-only): every cell, every epoch, the same table.
-    const dash = spawn(process.execPath, [BIN, 'dashboard', '--run', run.out, '--listen', '127.0.0.1:0'], {
+    const dash = spawn(process.execPath, [FERRY_BIN, 'dashboard', '--run', run.out, '--listen', '127.0.0.1:0'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     try {
@@ -322,11 +256,13 @@ describe('ferry run supervises its children', () => {
       ]);
       const strip = (rows: unknown[]): unknown =>
         JSON.parse(JSON.stringify(rows, (k, x: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : x)));
-      expect(strip(v.table.rows)).toEqual(strip(results(run.out).table.rows));
+      expect(strip(v.table.rows)).toEqual(strip(runResults(run.out).table.rows));
     } finally {
       dash.kill('SIGTERM');
     }
-    const missing = spawn(process.execPath, [BIN, 'dashboard', '--run', tmp()], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const missing = spawn(process.execPath, [FERRY_BIN, 'dashboard', '--run', tmp()], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let errText = '';
     missing.stderr!.on('data', (d: Buffer) => (errText += d.toString()));
     expect(await new Promise((r) => missing.on('exit', r))).toBe(2);
@@ -337,7 +273,7 @@ describe('ferry run supervises its children', () => {
     const out = tmp();
     const child = spawn(
       process.execPath,
-      [BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'],
+      [FERRY_BIN, 'run', sweepFile, '--data-root', dataRoot, '--out', out, '--backend', 'tensorflow', '--no-nats'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';

@@ -1,14 +1,25 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { FERRY_VERSION } from '@ferry/common';
 import { writeDemoDataset } from '@ferry/core';
 import { adminClient, getSweepAll, unary, type ConnectionOptions } from '@ferry/client';
-import type { ListWorkersResponse, SweepStatus } from '@ferry/protocol';
+import type { CellStatus, ListWorkersResponse, SweepStatus } from '@ferry/protocol';
 import { REPO_ROOT } from './helpers/torch-ref.js';
 import { waitFor } from './helpers/cluster.js';
+import {
+  FERRY_BIN,
+  LiveRuns,
+  checkpointedCell,
+  comparable,
+  loopbackCoordinator,
+  runResults,
+  type CliRun,
+  type RunResults,
+} from './helpers/runs.js';
 import { startSlurm, type SlurmCluster } from './helpers/slurm.js';
 import { selfSignedCert } from './helpers/tls.js';
 
@@ -20,7 +31,6 @@ import { selfSignedCert } from './helpers/tls.js';
  * errors with Slurm's message, not hangs; nothing stays queued after a run or its Ctrl-C.
  */
 const tmp = (): string => mkdtempSync(path.join(tmpdir(), 'ferry-slurm-run-'));
-const BIN = path.join(REPO_ROOT, 'packages/cli/bin/ferry.js');
 
 /** Epochs of the time-limited cell (64 px): about a minute's work for one core. */
 const EPOCHS_LONG = 200;
@@ -59,55 +69,18 @@ afterAll(async () => {
   await cluster?.stop();
 }, 60_000);
 
-interface Run {
-  readonly child: ChildProcess;
-  readonly out: string;
-  stderr(): string;
-  stdout(): string;
-  readonly exited: Promise<number | null>;
-}
+const runs = new LiveRuns();
+afterEach(() => runs.stopAll(20_000), 60_000);
 
-const live = new Set<Run>();
-afterEach(async () => {
-  for (const run of live) {
-    run.child.kill('SIGINT');
-    const stopped = await Promise.race([run.exited.then(() => true), new Promise((r) => setTimeout(r, 20_000, false))]);
-    if (!stopped) run.child.kill('SIGKILL');
-  }
-  live.clear();
-}, 60_000);
-
-function startRun(file: string, args: string[]): Run {
-  const out = tmp();
-  const child = spawn(
-    process.execPath,
-    [
-      BIN,
-      'run',
-      file,
-      '--data-root',
-      dataRoot,
-      '--out',
-      out,
-      '--backend',
-      'wasm',
-      '--no-nats',
-      '--dashboard-port',
-      '0',
-      ...args,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...cluster.env, FERRY_CACHE: tmp() } },
+const startRun = (file: string, args: string[]): CliRun =>
+  runs.start(
+    [file, '--data-root', dataRoot, '--backend', 'wasm', '--no-nats', '--dashboard-port', '0', ...args],
+    tmp(),
+    {
+      ...cluster.env,
+      FERRY_CACHE: tmp(),
+    },
   );
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  const run = { child, out, stdout: () => stdout, stderr: () => stderr, exited };
-  live.add(run);
-  void exited.then(() => live.delete(run));
-  return run;
-}
 
 /** The worker jobs (1 CPU each, so that 2 run at once on the 2-core node), the coordinator on loopback. */
 const SLURM = (jobs: number, ...more: string[]): string[] => [
@@ -121,13 +94,13 @@ const SLURM = (jobs: number, ...more: string[]): string[] => [
 ];
 
 /** The run's coordinator, with the token the run wrote for its jobs. */
-function connection(run: Run): ConnectionOptions | undefined {
-  const address = /coordinator (127\.0\.0\.1:\d+);/.exec(run.stderr())?.[1];
+function connection(run: CliRun): ConnectionOptions | undefined {
+  const address = loopbackCoordinator(run);
   if (!address) return undefined;
   return { address, token: readFileSync(path.join(run.out, 'slurm', 'token'), 'utf8').trim() };
 }
 
-async function admin<T>(run: Run, fn: (a: ReturnType<typeof adminClient>, c: ConnectionOptions) => Promise<T>) {
+async function admin<T>(run: CliRun, fn: (a: ReturnType<typeof adminClient>, c: ConnectionOptions) => Promise<T>) {
   const conn = connection(run);
   if (!conn) return undefined;
   const a = adminClient(conn);
@@ -140,49 +113,29 @@ async function admin<T>(run: Run, fn: (a: ReturnType<typeof adminClient>, c: Con
   }
 }
 
-const sweepOf = (run: Run): Promise<SweepStatus | undefined> =>
+const sweepOf = (run: CliRun): Promise<SweepStatus | undefined> =>
   admin(run, async (a, c) => {
     const id = (await unary(a.listSweeps, a, {}, c, 2_000)).sweeps[0]?.sweepId;
     return id ? getSweepAll(a, c, id, { withResults: false, timeoutMs: 2_000 }) : undefined;
   });
 
-const workersOf = (run: Run): Promise<ListWorkersResponse | undefined> =>
+const workersOf = (run: CliRun): Promise<ListWorkersResponse | undefined> =>
   admin(run, (a, c) => unary(a.listWorkers, a, {}, c, 2_000));
 
-type Results = {
-  table: { rows: unknown[] };
-  cells: { cellId: string; state: string; result: { resumedFromEpoch: number; epochs: Record<string, number>[] } }[];
-};
-const results = (out: string): Results => JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as Results;
-
-/** What must not depend on where the workers ran: the table and each cell's epochs (times aside). */
-function comparable(r: Results) {
-  return {
-    rows: JSON.parse(JSON.stringify(r.table.rows, (k, v: unknown) => (/wallMs|imagesPerSec/.test(k) ? undefined : v))),
-    cells: [...r.cells]
-      .sort((a, b) => a.cellId.localeCompare(b.cellId))
-      .map((c) => ({
-        cellId: c.cellId,
-        state: c.state,
-        epochs: c.result.epochs.map((e) => [
-          e['epoch'],
-          e['trainLoss'],
-          e['trainAccuracy'],
-          e['valLoss'],
-          e['valAccuracy'],
-        ]),
-      })),
-  };
+/** A running cell with 2 epochs checkpointed, and the Slurm job (array task) of the worker running it. */
+async function checkpointedCellJob(run: CliRun): Promise<{ cell: CellStatus; job: string }> {
+  const cell = await checkpointedCell(() => sweepOf(run), 2, 120_000);
+  return { cell, job: /^slurm-(\d+_\d+)$/.exec(cell.worker)![1]! };
 }
 
 /** Jobs still queued or running, of any sweep. */
 const activeJobs = (): string[] =>
   cluster.queue().filter((l) => /\|(PENDING|RUNNING|CONFIGURING|COMPLETING)\|/.test(l));
 
-async function reference(file: string, workers: number): Promise<Results> {
+async function reference(file: string, workers: number): Promise<RunResults> {
   const run = startRun(file, ['--workers', String(workers)]);
   expect(await run.exited, run.stderr()).toBe(0);
-  return results(run.out);
+  return runResults(run.out);
 }
 
 describe('ferry run --slurm on a real one-node Slurm', () => {
@@ -208,6 +161,7 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     for (const w of pending.workers) {
       expect(w.name).toBe(`slurm-${w.capabilities!.slurmJob}`);
       expect(w.capabilities!.host.split('.')[0]).toBe(cluster.node);
+      expect(w.capabilities!.ferryVersion).toBe(FERRY_VERSION);
       expect(pending.jobs.map((j) => j.jobId)).toContain(w.capabilities!.slurmJob);
     }
     // The dashboard (here on the coordinator's own feed, with the token from its file) shows the
@@ -238,7 +192,7 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     const status = spawn(
       process.execPath,
       [
-        BIN,
+        FERRY_BIN,
         'sweep',
         'status',
         'through-slurm',
@@ -256,7 +210,7 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     expect(text).toMatch(/SLURM JOB/);
     expect(text).toMatch(/\d+_\d+ PENDING \(Resources\)\s+queued/);
     expect(await run.exited, run.stderr()).toBe(0);
-    expect(comparable(results(run.out))).toEqual(comparable(want));
+    expect(comparable(runResults(run.out))).toEqual(comparable(want));
     expect(run.stderr()).toMatch(/slurm: submitted job (\d+) \(3 worker tasks; 3 of at most 9 submitted\)/);
     expect(run.stderr()).toMatch(/slurm: cancelled job \d+/);
     // Nothing stays queued; the token the jobs read is the user's alone.
@@ -270,20 +224,14 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     const file = sweepFile('scancelled', 30, '[rgb, gray]', 64);
     const want = await reference(file, 2);
     const run = startRun(file, SLURM(2));
-    const victim = await waitFor(
-      'a cell with 2 epochs checkpointed',
-      120_000,
-      async () => (await sweepOf(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
-      200,
-    );
-    const job = /^slurm-(\d+_\d+)$/.exec(victim.worker)![1]!;
+    const { cell: victim, job } = await checkpointedCellJob(run);
     cluster.run('scancel', [job]);
     expect(await run.exited, run.stderr()).toBe(0);
     expect(run.stderr()).toContain(`slurm: job ${job} CANCELLED`);
     expect(run.stderr()).toMatch(
       new RegExp(`slurm: submitted job \\d+ \\(1 worker task, replacing ${job}; 3 of at most 6 submitted\\)`),
     );
-    const got = results(run.out);
+    const got = runResults(run.out);
     expect(comparable(got)).toEqual(comparable(want));
     expect(got.cells.find((c) => c.cellId === victim.cellId)!.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
     expect(activeJobs()).toEqual([]);
@@ -292,24 +240,21 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
   test('a job requeued mid-cell (as preemption with requeue does) runs again as the same worker; the cell resumes; nothing extra submitted', async () => {
     const file = sweepFile('requeued', 30, '[rgb]', 64);
     const run = startRun(file, SLURM(1));
-    const victim = await waitFor(
-      'a cell with 2 epochs checkpointed',
-      120_000,
-      async () => (await sweepOf(run))?.cells.find((c) => c.state === 'running' && c.checkpointEpochs >= 2),
-      200,
+    const { job } = await checkpointedCellJob(run);
+    // Requeued and held, so that ferry's poll (every 3 s) surely sees it back in the queue before it
+    // runs again; then released (it starts once the cluster's cred_expire, 10 s, has passed).
+    cluster.run('scontrol', ['requeuehold', job]);
+    await waitFor('ferry run to see the job back in the queue', 60_000, async () =>
+      new RegExp(`slurm: job ${job} (PENDING|REQUEUED)`).test(run.stderr()) ? true : undefined,
     );
-    const job = /^slurm-(\d+_\d+)$/.exec(victim.worker)![1]!;
-    cluster.run('scontrol', ['requeue', job]);
-    // Slurm holds a requeued job back for a while (BeginTime); the test lets it start at once.
-    await waitFor('the job back in the queue', 60_000, async () =>
-      cluster.queue().some((l) => l.startsWith(`${job}|PENDING|`)) ? true : undefined,
-    );
-    cluster.run('scontrol', ['update', `JobId=${job}`, 'StartTime=now']);
+    cluster.run('scontrol', ['release', job]);
     expect(await run.exited, run.stderr()).toBe(0);
     // Back in the queue, then running again: the same task, so no replacement is submitted.
-    expect(run.stderr()).toMatch(new RegExp(`slurm: job ${job} (PENDING|REQUEUED)`));
+    expect(run.stderr()).toMatch(
+      new RegExp(`slurm: job ${job} RUNNING[^]*slurm: job ${job} (PENDING|REQUEUED)[^]*slurm: job ${job} RUNNING`),
+    );
     expect(run.stderr().match(/slurm: submitted job/g)).toHaveLength(1);
-    const cell = results(run.out).cells[0]!;
+    const cell = runResults(run.out).cells[0]!;
     expect(cell.state).toBe('done');
     expect(cell.result.resumedFromEpoch).toBeGreaterThanOrEqual(2);
     expect(activeJobs()).toEqual([]);
@@ -323,7 +268,7 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     const ended = [...run.stderr().matchAll(/slurm: job (\d+_\d+) (COMPLETED|TIMEOUT)/g)].map((m) => m[1]!);
     expect(ended.length, run.stderr()).toBeGreaterThanOrEqual(1);
     expect(run.stderr()).toContain(`replacing ${ended[0]}`);
-    const cell = results(run.out).cells[0]!;
+    const cell = runResults(run.out).cells[0]!;
     expect(cell.state).toBe('done');
     expect(cell.result.resumedFromEpoch).toBeGreaterThan(0);
     expect(cell.result.epochs).toHaveLength(EPOCHS_LONG);
@@ -345,7 +290,7 @@ describe('ferry run --slurm on a real one-node Slurm', () => {
     ]);
     expect(await run.exited, run.stderr()).toBe(0);
     expect(run.stderr()).toMatch(/coordinator localhost:\d+;/);
-    expect(results(run.out).cells.map((c) => c.state)).toEqual(['done']);
+    expect(runResults(run.out).cells.map((c) => c.state)).toEqual(['done']);
     const script = readFileSync(path.join(run.out, 'slurm', 'worker.sbatch'), 'utf8');
     expect(script).toMatch(/--coordinator localhost:\d+ --token-file \S+ --tls-ca \S+cert\.pem/);
     // The jobs' logs: the worker reached the coordinator over TLS.

@@ -55,7 +55,8 @@ export async function startSlurm(): Promise<SlurmCluster> {
       `SlurmdPort=${dPort}`,
       'AuthType=auth/munge',
       'CredType=cred/munge',
-      `AuthInfo=socket=${socket}`,
+      // cred_expire: also how long Slurm holds a requeued job back before it may start again (120 s by default).
+      `AuthInfo=socket=${socket},cred_expire=10`,
       `StateSaveLocation=${dir}/state`,
       `SlurmdSpoolDir=${dir}/spool`,
       `SlurmctldPidFile=${dir}/slurmctld.pid`,
