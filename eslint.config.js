@@ -29,7 +29,10 @@ export default tseslint.config(
       '@typescript-eslint/consistent-type-imports': 'error',
       'no-restricted-syntax': [
         'error',
-        { selector: 'ExportDefaultDeclaration', message: 'No default exports (STYLE.md 11).' },
+        {
+          selector: 'ExportDefaultDeclaration',
+          message: 'No default exports: a name is written once, where it is defined, so imports and searches find it.',
+        },
         {
           selector: "CallExpression[callee.object.name=/^(test|it|describe)$/][callee.property.name='only']",
           message: 'No .only in committed tests.',

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepares .gpu/ for benchmarks on a lent GPU machine, which has a driver with Vulkan but no
-# Node.js, no npm registry and no network (../shared/gpu/README.md):
+# Node.js, no npm registry and no network:
 #   .gpu/node.xz                 this machine's node binary, compressed
 #   .gpu/*.deb                   the Vulkan/GL loader packages the NVIDIA ICD needs
 #   .gpu/{profile,webgpu}.mjs    bench/engine's scripts bundled with ferry and TensorFlow.js (esbuild)

@@ -84,7 +84,7 @@ describe('the advisor rule', () => {
 });
 
 /**
- * The study's published table (REFERENCE.md): ResNet18, 15 epochs, best val accuracy. Images per
+ * The study's published table (docs/study.md): ResNet18, 15 epochs, best val accuracy. Images per
  * class are the protocol's 80% training share of the dataset's images; the domain is a judgement
  * (the article's own words), the same for a gray row as for its colour row.
  */

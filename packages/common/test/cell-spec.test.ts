@@ -10,7 +10,7 @@ import {
 } from '@ferry/common';
 
 describe('the hyper-parameter table', () => {
-  test('holds the study defaults (REFERENCE.md), in the order help texts list them', () => {
+  test('holds the study defaults (docs/study.md), in the order help texts list them', () => {
     expect(HYPER_PARAMETER_DEFAULTS).toEqual({
       epochs: 15,
       batchSize: 32,

@@ -46,7 +46,7 @@ type HyperSetting = {
 };
 
 /**
- * The study's hyper-parameters (REFERENCE.md; the numbers are @ferry/common's HYPER_PARAMETERS);
+ * The study's hyper-parameters (docs/study.md; the numbers are @ferry/common's HYPER_PARAMETERS);
  * a sweep file overrides any of them.
  */
 export const STUDY_DEFAULTS: Hyper = { weights: 'pretrained', ...HYPER_PARAMETER_DEFAULTS, backends: [] };

@@ -2,7 +2,7 @@
  * torchvision's Resize on a PIL image is Pillow's `Image.resize(size, BILINEAR)`: a separable,
  * antialiased triangle filter (its support widened by the scale when shrinking), coefficients in
  * 22-bit fixed point, each pass rounded to 8 bits. This is that algorithm, written from Pillow's
- * `libImaging/Resample.c`, so ferry's pixels are Pillow's bit for bit (test/data.test.ts compares
+ * `libImaging/Resample.c`, so ferry's pixels are Pillow's bit for bit (packages/core/test/data.test.ts compares
  * them with Pillow itself). Hand-written because no library has that property: libvips' linear
  * kernel (sharp) differs from Pillow by up to 6 levels on noisy images, which moves every input a
  * network sees away from the study's.

@@ -103,7 +103,7 @@ async function locate(src: string, name: string): Promise<string | undefined> {
 }
 
 /**
- * `ferry data import`: the study's raw layouts (REFERENCE.md) -> ImageFolder train/val (80/20,
+ * `ferry data import`: the study's raw layouts (docs/study.md) -> ImageFolder train/val (80/20,
  * stratified, seeded, as the study's code did).
  */
 export async function importDataset(
