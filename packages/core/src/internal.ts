@@ -16,6 +16,7 @@ export {
   depthwiseBackpropInputComposite,
 } from './backends/composite-kernels.js';
 export {
+  batchNormInfer,
   batchNormTrain,
   disposeBnStats,
   fusedWebGpuActive,

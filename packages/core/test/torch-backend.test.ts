@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, test } from 'vitest';
 import { ArrayBatchSource, DEFAULT_TRAIN_CONFIG, Network, Rng, Trainer, buildModel, selectBackend } from '@ferry/core';
+import { batchNormInfer, batchNormTrain, sgdMomentumStep } from '@ferry/core/internal';
 import { setTorchMemoryLimit, torchMemory } from '@ferry/torch';
 
 /**
@@ -162,6 +163,56 @@ describe('the torch backend', () => {
           a.clipByValue(-0.5, 0.5),
           a.greaterEqual(0.1).toFloat(),
           a.round(),
+        ];
+      },
+    ],
+    [
+      "inference BatchNorm with the residual add and the activation (libtorch's one call; ops on cpu)",
+      () => {
+        const x = tf.tensor4d(x4, [2, 9, 9, 3]);
+        const r = tf.tensor4d(
+          x4.map((v) => v * 0.5 - 0.1),
+          [2, 9, 9, 3],
+        );
+        const c = (v: number[]) => tf.tensor1d(v);
+        const stats = { mean: c([0.1, -0.2, 0.3]), variance: c([0.5, 1.5, 2.0]) };
+        const [gamma, beta] = [c([1.2, 0.7, -0.9]), c([0.05, -0.3, 0.4])];
+        return [
+          batchNormInfer(x, stats, gamma, beta, 1e-5, 'none', undefined),
+          batchNormInfer(x, stats, gamma, beta, 1e-5, 'relu', r),
+          batchNormInfer(x.mul(4), stats, gamma, beta, 1e-5, 'relu6', undefined),
+        ];
+      },
+    ],
+    [
+      "training BatchNorm + residual + ReLU / ReLU6 and their gradients (libtorch's threshold/hardtanh backward; a mask and a product on cpu)",
+      () => {
+        const x = tf.tensor4d(x4, [2, 9, 9, 3]);
+        const r = tf.tensor4d(
+          x4.map((v) => 0.3 - v),
+          [2, 9, 9, 3],
+        );
+        const weight = tf.tensor4d(
+          x4.map((v) => Math.sin(v)),
+          [2, 9, 9, 3],
+        );
+        const [gamma, beta] = [tf.tensor1d([1.2, 0.7, -0.9]), tf.tensor1d([0.05, -0.3, 0.4])];
+        return (['relu', 'relu6'] as const).flatMap((act) =>
+          tf.grads((a: tf.Tensor, g: tf.Tensor, b: tf.Tensor) =>
+            tf.sum(
+              tf.mul(batchNormTrain(a.mul(3) as tf.Tensor4D, g as tf.Tensor1D, b as tf.Tensor1D, 1e-5, act, r), weight),
+            ),
+          )([x, gamma, beta]),
+        );
+      },
+    ],
+    [
+      'one SGD-momentum step (weight decay, nesterov or not)',
+      () => {
+        const [p, buf, g] = [a2, a2.map((v) => v * 0.5), a2.map((v) => Math.cos(v))].map((d) => tf.tensor2d(d, [5, 7]));
+        return [
+          ...sgdMomentumStep(p!, buf!, g!, 0.01, 0.9, 0, false),
+          ...sgdMomentumStep(p!, buf!, g!, 0.1, 0.8, 1e-3, true),
         ];
       },
     ],

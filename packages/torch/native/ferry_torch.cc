@@ -621,6 +621,26 @@ OP(BatchNormInfer)
   return Id(env, toNhwc(y).contiguous());
 END
 
+// Inference: act(BatchNorm(x) + residual) with running statistics, the add and the activation in
+// place on the fresh output, so a layer holds one activation besides its input (as PyTorch's
+// in-place ReLU does), not three. residual: an id or -1; act: 0 none, 1 relu, 2 relu6.
+OP(BatchNormInferAct)
+  auto env = info.Env();
+  auto& x = T(info, 0);
+  if (x.dim() != 4) fail(env, "BatchNormInferAct takes an NHWC tensor");
+  at::Tensor scale = I(info, 3) >= 0 ? T(info, 3) : at::Tensor();
+  at::Tensor offset = I(info, 4) >= 0 ? T(info, 4) : at::Tensor();
+  auto y = toNhwc(at::batch_norm(toNchw(x), scale, offset, T(info, 1), T(info, 2), false, 0.0, D(info, 5), false)).contiguous();
+  if (I(info, 6) >= 0) y.add_(T(info, 6));
+  switch (I(info, 7)) {
+    case 0: break;
+    case 1: y.relu_(); break;
+    case 2: y.clamp_(0, 6); break;
+    default: fail(env, "BatchNormInferAct: unknown activation");
+  }
+  return Id(env, y);
+END
+
 // Training: returns [y, mean, biased variance, invstd] (batch statistics; invstd = 1 / sqrt(var + eps)).
 OP(BatchNormTrain)
   auto env = info.Env();
@@ -658,6 +678,36 @@ END
 
 // Softmax cross-entropy with integer labels, mean over the batch: [loss, dlogits] where dlogits
 // is the gradient of the mean loss (softmax - onehot) / n, both from libtorch's fused kernels.
+// The backward of ReLU / ReLU6 from their output (what the models keep): dy where y > 0
+// (threshold_backward), or where 0 < y < 6 (hardtanh_backward). One kernel, not a mask and a product.
+OP(ActivationGrad)
+  auto env = info.Env();
+  auto& dy = T(info, 0);
+  auto& y = T(info, 1);
+  switch (I(info, 2)) {
+    case 1: return Id(env, at::threshold_backward(dy, y, 0));
+    case 2: return Id(env, at::hardtanh_backward(dy, y, 0, 6));
+    default: fail(env, "ActivationGrad: unknown activation");
+  }
+END
+
+// torch.optim.SGD's step for one parameter (dampening 0), as two fused add-scaled calls:
+// g' = g + wd p; buf' = g' + mu buf; p' = p - lr (nesterov ? g' + mu buf' : buf'). Returns [buf', p'].
+OP(SgdMomentum)
+  auto env = info.Env();
+  auto& p = T(info, 0);
+  auto& buf = T(info, 1);
+  auto& g = T(info, 2);
+  const double lr = D(info, 3), mu = D(info, 4), wd = D(info, 5);
+  auto gd = wd != 0 ? at::add(g, p, wd) : g;
+  auto next = at::add(gd, buf, mu);
+  auto step = B(info, 6) ? at::add(gd, next, mu) : next;
+  auto a = Napi::Array::New(env, 2);
+  a.Set(0u, Id(env, next));
+  a.Set(1u, Id(env, at::add(p, step, -lr)));
+  return a;
+END
+
 OP(SoftmaxCrossEntropy)
   auto env = info.Env();
   auto& logits = T(info, 0);
@@ -740,8 +790,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   FN(Tile); FN(Flip); FN(Fill); FN(Range); FN(OneHot); FN(Gather);
   FN(ReduceOp); FN(ArgMinMax); FN(Cumsum); FN(Softmax); FN(LogSoftmax); FN(MatMul);
   FN(Conv2d); FN(Conv2dBackpropInput); FN(Conv2dBackpropFilter); FN(MaxPool); FN(MaxPoolGrad);
-  FN(AvgPool); FN(AvgPoolGrad); FN(BatchNormInfer); FN(BatchNormTrain); FN(BatchNormTrainGrad);
-  FN(SoftmaxCrossEntropy); FN(SetThreads); FN(SetMemoryLimit); FN(SetDevice); FN(Info);
+  FN(AvgPool); FN(AvgPoolGrad); FN(BatchNormInfer); FN(BatchNormInferAct); FN(BatchNormTrain); FN(BatchNormTrainGrad);
+  FN(SoftmaxCrossEntropy); FN(ActivationGrad); FN(SgdMomentum); FN(SetThreads); FN(SetMemoryLimit); FN(SetDevice); FN(Info);
 #undef FN
   return exports;
 }

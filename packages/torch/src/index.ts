@@ -116,6 +116,63 @@ export function torchBatchNormTrain(
   };
 }
 
+/**
+ * act(BatchNorm(x) + residual) with running statistics, as one libtorch call whose add and
+ * activation run in place on its output: inference only (no gradient; a caller under a tape
+ * takes the composite).
+ */
+export function torchBatchNormInferAct(
+  x: tf.Tensor4D,
+  mean: tf.Tensor1D,
+  variance: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  gamma: tf.Tensor1D,
+  eps: number,
+  residual: tf.Tensor4D | undefined,
+  act: 'none' | 'relu' | 'relu6',
+): tf.Tensor4D {
+  const b = active();
+  const id = call('BatchNormInferAct', () =>
+    b.native.BatchNormInferAct(
+      b.idOf(x),
+      b.idOf(mean),
+      b.idOf(variance),
+      b.idOf(gamma),
+      b.idOf(beta),
+      eps,
+      residual ? b.idOf(residual) : -1,
+      ACTIVATIONS[act],
+    ),
+  );
+  return tensors(b, [id])[0] as tf.Tensor4D;
+}
+
+const ACTIVATIONS = { none: 0, relu: 1, relu6: 2 } as const;
+
+/** ReLU's / ReLU6's backward from their output: dy where the unit was active (libtorch's one kernel). */
+export function torchActivationGrad(dy: tf.Tensor, y: tf.Tensor, act: 'relu' | 'relu6'): tf.Tensor {
+  const b = active();
+  const id = call('ActivationGrad', () => b.native.ActivationGrad(b.idOf(dy), b.idOf(y), ACTIVATIONS[act]));
+  return tensors(b, [id])[0]!;
+}
+
+/** torch.optim.SGD's step for one parameter (dampening 0) in two libtorch calls: [buffer, parameter]. */
+export function torchSgdMomentum(
+  p: tf.Tensor,
+  buf: tf.Tensor,
+  g: tf.Tensor,
+  lr: number,
+  momentum: number,
+  weightDecay: number,
+  nesterov: boolean,
+): [tf.Tensor, tf.Tensor] {
+  const b = active();
+  const ids = call('SgdMomentum', () =>
+    b.native.SgdMomentum(b.idOf(p), b.idOf(buf), b.idOf(g), lr, momentum, weightDecay, nesterov),
+  );
+  return tensors(b, ids) as [tf.Tensor, tf.Tensor];
+}
+
 /** libtorch's fused BatchNorm backward (native_batch_norm_backward): [dx, dgamma, dbeta]. */
 export function torchBatchNormTrainGrad(
   dy: tf.Tensor4D,

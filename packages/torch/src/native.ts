@@ -61,7 +61,30 @@ export interface TorchNative {
   AvgPool(x: number, kernel: number[], geom: number[]): number;
   AvgPoolGrad(dy: number, x: number, kernel: number[], geom: number[]): number;
   BatchNormInfer(x: number, mean: number, variance: number, scale: number, offset: number, eps: number): number;
+  /** act(BatchNorm(x) + residual) in inference mode; residual -1 for none; act 0 none, 1 relu, 2 relu6. */
+  BatchNormInferAct(
+    x: number,
+    mean: number,
+    variance: number,
+    scale: number,
+    offset: number,
+    eps: number,
+    residual: number,
+    act: number,
+  ): number;
   BatchNormTrain(x: number, gamma: number, beta: number, eps: number): [number, number, number, number];
+  /** ReLU (1) / ReLU6 (2) backward from the output y. */
+  ActivationGrad(dy: number, y: number, act: number): number;
+  /** One SGD-momentum step: [buffer, parameter]. */
+  SgdMomentum(
+    p: number,
+    buf: number,
+    g: number,
+    lr: number,
+    momentum: number,
+    weightDecay: number,
+    nesterov: boolean,
+  ): [number, number];
   BatchNormTrainGrad(
     dy: number,
     x: number,

@@ -1,4 +1,12 @@
-import { torchActive, torchBatchNormTrain, torchBatchNormTrainGrad, torchSoftmaxCrossEntropy } from '@ferry/torch';
+import {
+  torchActivationGrad,
+  torchActive,
+  torchBatchNormInferAct,
+  torchBatchNormTrain,
+  torchBatchNormTrainGrad,
+  torchSgdMomentum,
+  torchSoftmaxCrossEntropy,
+} from '@ferry/torch';
 import * as tf from '@tensorflow/tfjs-core';
 import * as gpu from './webgpu/ops.js';
 import type { Activation } from './webgpu/programs.js';
@@ -40,10 +48,39 @@ export function disposeBnStats(s: BnStats): void {
   } else s.both.dispose();
 }
 
-/** act(y + residual) as TensorFlow.js ops: what follows a BatchNorm in the models. */
+/**
+ * act(y + residual) as TensorFlow.js ops: what follows a BatchNorm in the models. The sum it
+ * makes is freed once activated (a backward that needs it holds its own reference), so a layer
+ * does not keep it until its scope ends.
+ */
 export function addAndActivate(y: tf.Tensor4D, residual: tf.Tensor4D | undefined, act: Activation): tf.Tensor4D {
   const summed: tf.Tensor4D = residual ? addSaving(y, residual) : y;
-  return act === 'none' ? summed : activateKeepingOutput(summed, act);
+  if (act === 'none') return summed;
+  const out = activateKeepingOutput(summed, act);
+  if (summed !== y) summed.dispose();
+  return out;
+}
+
+/**
+ * act(BatchNorm(x) [+ residual]) with running statistics (inference): one libtorch call on the
+ * torch backend (add and activation in place), elsewhere TensorFlow.js's batchNorm and the ops
+ * above, the normalised tensor freed once used. Never under a gradient tape (frozen stages and
+ * evaluation run outside it).
+ */
+export function batchNormInfer(
+  x: tf.Tensor4D,
+  stats: { readonly mean: tf.Tensor1D; readonly variance: tf.Tensor1D },
+  gamma: tf.Tensor1D,
+  beta: tf.Tensor1D,
+  eps: number,
+  act: Activation,
+  residual: tf.Tensor4D | undefined,
+): tf.Tensor4D {
+  if (torchActive()) return torchBatchNormInferAct(x, stats.mean, stats.variance, beta, gamma, eps, residual, act);
+  const y = tf.batchNorm(x, stats.mean, stats.variance, beta, gamma, eps);
+  const out = addAndActivate(y, residual, act);
+  if (out !== y) y.dispose();
+  return out;
 }
 
 /**
@@ -76,6 +113,7 @@ function activateKeepingOutput(x: tf.Tensor4D, act: 'relu' | 'relu6'): tf.Tensor
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
         const out = saved[0]!;
+        if (torchActive()) return [torchActivationGrad(dy, out, act)];
         const mask =
           act === 'relu' ? tf.step(out) : tf.cast(tf.logicalAnd(tf.greater(out, 0), tf.less(out, 6)), 'float32');
         return [tf.mul(dy, mask)];
@@ -228,8 +266,8 @@ export function updateRunningStats(
 }
 
 /**
- * One torch.optim.SGD step (dampening 0) for one parameter with a momentum buffer, as TF.js ops
- * (webgpu takes all parameters at once: sgdMomentumFlatStep):
+ * One torch.optim.SGD step (dampening 0) for one parameter with a momentum buffer: two libtorch
+ * calls on torch, TF.js ops elsewhere (webgpu takes all parameters at once: sgdMomentumFlatStep):
  * g' = g + wd p; buf = mu buf + g'; p -= lr (nesterov ? g' + mu buf : buf).
  * Returns the new buffer and parameter (the caller assigns them).
  */
@@ -242,6 +280,7 @@ export function sgdMomentumStep(
   weightDecay: number,
   nesterov: boolean,
 ): [tf.Tensor, tf.Tensor] {
+  if (torchActive()) return torchSgdMomentum(p, buf, g, lr, momentum, weightDecay, nesterov);
   const gd = weightDecay !== 0 ? tf.add(g, tf.mul(p, weightDecay)) : g;
   const next = tf.add(tf.mul(buf, momentum), gd);
   const step = nesterov ? tf.add(gd, tf.mul(next, momentum)) : next;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { addAndActivate, batchNormTrain, type Activation, type BnStats } from '../backends/fused.js';
+import { addAndActivate, batchNormInfer, batchNormTrain, type Activation, type BnStats } from '../backends/fused.js';
 import type { Rng } from '../util/rng.js';
 
 /** How a parameter's torch layout maps to ferry's TF.js layout. */
@@ -166,15 +166,8 @@ export class SpecBuilder {
             count: n * h * w,
           });
         }
-        const y = tf.batchNorm(
-          x,
-          get(ctx, names.mean) as tf.Tensor1D,
-          get(ctx, names.var) as tf.Tensor1D,
-          beta,
-          gamma,
-          BN_EPS,
-        );
-        return addAndActivate(y, residual, act);
+        const running = { mean: get(ctx, names.mean) as tf.Tensor1D, variance: get(ctx, names.var) as tf.Tensor1D };
+        return batchNormInfer(x, running, gamma, beta, BN_EPS, act, residual);
       }
       const collect = ctx.bnStats;
       const [n, h, w] = x.shape;

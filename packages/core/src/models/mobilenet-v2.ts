@@ -1,5 +1,5 @@
 import type * as tf from '@tensorflow/tfjs-core';
-import { SpecBuilder, dropout, globalAvgPool, type Layer } from './layers.js';
+import { SpecBuilder, dropout, globalAvgPool, sequence, type Layer } from './layers.js';
 import type { ModelDef, Stage } from './model.js';
 
 /** torchvision.models.mobilenet_v2, with its module names. */
@@ -38,7 +38,7 @@ function convBnRelu6(
 ): Layer {
   const conv = b.conv(`${name}.0`, cin, cout, k, stride, (k - 1) >> 1, groups);
   const bn = b.bnAct(`${name}.1`, cout, 'relu6');
-  return (ctx, x) => bn(ctx, conv(ctx, x));
+  return (ctx, x) => sequence(x, [(h) => conv(ctx, h), (h) => bn(ctx, h)]);
 }
 
 function invertedResidual(
@@ -58,10 +58,13 @@ function invertedResidual(
   const project = b.conv(`${name}.conv.${i++}`, hidden, oup, 1, 1, 0);
   // x + bn(project(.)): the residual add fused into the BatchNorm where the backend can.
   const bn = b.bnAct(`${name}.conv.${i++}`, oup, 'none');
-  return (ctx, x) => {
-    const hiddenOut = layers.reduce((h, l) => l(ctx, h), x);
-    return bn(ctx, project(ctx, hiddenOut), useRes ? x : undefined);
-  };
+  // Each step in its own scope (sequence): what one makes is freed once the next has run.
+  return (ctx, x) =>
+    sequence(x, [
+      ...layers.map((l) => (h: tf.Tensor4D) => l(ctx, h)),
+      (h) => project(ctx, h),
+      (h) => bn(ctx, h, useRes ? x : undefined),
+    ]);
 }
 
 export function buildMobileNetV2(config: MobileNetV2Config, numClasses: number): ModelDef {

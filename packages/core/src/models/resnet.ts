@@ -20,7 +20,14 @@ function basicBlock(b: SpecBuilder, name: string, inplanes: number, planes: numb
   // relu(bn2(conv2(.)) + identity), the add and the ReLU fused into bn2 where the backend can.
   const bn2 = b.bnAct(`${name}.bn2`, planes, 'relu');
   const down = downsample(b, name, inplanes, planes, stride);
-  return (ctx, x) => bn2(ctx, conv2(ctx, bn1(ctx, conv1(ctx, x))), down ? down(ctx, x) : x);
+  // Each step in its own scope (sequence): a convolution's output is freed once normalised.
+  return (ctx, x) =>
+    sequence(x, [
+      (h) => conv1(ctx, h),
+      (h) => bn1(ctx, h),
+      (h) => conv2(ctx, h),
+      (h) => bn2(ctx, h, down ? down(ctx, x) : x),
+    ]);
 }
 
 function bottleneck(b: SpecBuilder, name: string, inplanes: number, planes: number, stride: number): Block {
@@ -33,11 +40,15 @@ function bottleneck(b: SpecBuilder, name: string, inplanes: number, planes: numb
   const conv3 = b.conv(`${name}.conv3`, width, planes * 4, 1, 1, 0);
   const bn3 = b.bnAct(`${name}.bn3`, planes * 4, 'relu');
   const down = downsample(b, name, inplanes, planes * 4, stride);
-  return (ctx, x) => {
-    let out = bn1(ctx, conv1(ctx, x));
-    out = bn2(ctx, conv2(ctx, out));
-    return bn3(ctx, conv3(ctx, out), down ? down(ctx, x) : x);
-  };
+  return (ctx, x) =>
+    sequence(x, [
+      (h) => conv1(ctx, h),
+      (h) => bn1(ctx, h),
+      (h) => conv2(ctx, h),
+      (h) => bn2(ctx, h),
+      (h) => conv3(ctx, h),
+      (h) => bn3(ctx, h, down ? down(ctx, x) : x),
+    ]);
 }
 
 function downsample(
@@ -63,7 +74,7 @@ export function buildResNet(config: ResNetConfig, numClasses: number): ModelDef 
     {
       name: 'conv1',
       prefixes: ['conv1', 'bn1'],
-      apply: (ctx, x) => maxPool3s2(bn1(ctx, conv1(ctx, x as tf.Tensor4D))),
+      apply: (ctx, x) => sequence(x as tf.Tensor4D, [(h) => conv1(ctx, h), (h) => bn1(ctx, h), maxPool3s2]),
     },
   ];
   let inplanes = w;
