@@ -57,6 +57,33 @@ function flipSpatial(filter: tf.Tensor4D): tf.Tensor4D {
   return tf.reshape(tf.gather(rows, order), [kh, kw, a, b]) as tf.Tensor4D;
 }
 
+type ExplicitPad = [[number, number], [number, number], [number, number], [number, number]];
+
+/**
+ * The padding of a filter gradient's stride-1 convolution of x with dy (dilated by the forward
+ * stride): the forward's top and left, and at the bottom and right what makes the output at
+ * least the filter's size (cropToFilter takes the rest off). Shared by the dense and the
+ * depthwise filter gradients.
+ */
+function filterGradPad(info: tf.backend_util.Conv2DInfo, xShape: readonly number[]): ExplicitPad {
+  const [, h, w] = xShape as [number, number, number, number];
+  const { filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw, padInfo } = info;
+  const bottom = kh + sh * (info.outHeight - 1) - h - padInfo.top;
+  const right = kw + sw * (info.outWidth - 1) - w - padInfo.left;
+  return [
+    [0, 0],
+    [padInfo.top, Math.max(bottom, 0)],
+    [padInfo.left, Math.max(right, 0)],
+    [0, 0],
+  ];
+}
+
+/** The first kh x kw positions of a filter gradient's output (its axes 1 and 2). */
+function cropToFilter(out: tf.Tensor4D, kh: number, kw: number): tf.Tensor4D {
+  if (out.shape[1] === kh && out.shape[2] === kw) return out;
+  return tf.slice(out, [0, 0, 0, 0], [out.shape[0], kh, kw, out.shape[3]]);
+}
+
 /**
  * dW for y = conv2d(x, W): a stride-1 convolution of x (batch and channel axes swapped) with dy
  * as the filter, dilated by the forward stride.
@@ -73,26 +100,10 @@ export function conv2dBackpropFilterComposite(
     const [kh, kw, ci, co] = filterShape;
     const [sh, sw] = pair(strides);
     const info = tf.backend_util.computeConv2DInfo(x.shape, [kh, kw, ci, co], [sh, sw], 1, pad, dimRoundingMode);
-    const [, h, w] = x.shape;
-    const bottom = kh + sh * (info.outHeight - 1) - h - info.padInfo.top;
-    const right = kw + sw * (info.outWidth - 1) - w - info.padInfo.left;
     const xT = tf.transpose(x, [3, 1, 2, 0]); // [ci, H, W, n]
     const dyT = tf.transpose(dy, [1, 2, 0, 3]); // [OH, OW, n, co]
-    const out = tf.conv2d(
-      xT,
-      dyT,
-      1,
-      [
-        [0, 0],
-        [info.padInfo.top, Math.max(bottom, 0)],
-        [info.padInfo.left, Math.max(right, 0)],
-        [0, 0],
-      ],
-      'NHWC',
-      [sh, sw],
-    ); // [ci, >=kh, >=kw, co]
-    const cropped = out.shape[1] === kh && out.shape[2] === kw ? out : tf.slice(out, [0, 0, 0, 0], [ci, kh, kw, co]);
-    return tf.transpose(cropped, [1, 2, 0, 3]);
+    const out = tf.conv2d(xT, dyT, 1, filterGradPad(info, x.shape), 'NHWC', [sh, sw]); // [ci, >=kh, >=kw, co]
+    return tf.transpose(cropToFilter(out, kh, kw), [1, 2, 0, 3]);
   });
 }
 
@@ -146,25 +157,10 @@ export function depthwiseBackpropFilterComposite(
     const [sh, sw] = pair(strides);
     const [n, h, w] = x.shape;
     const info = tf.backend_util.computeConv2DInfo(x.shape, [kh, kw, c, m], [sh, sw], 1, pad, dimRoundingMode, true);
-    const bottom = kh + sh * (info.outHeight - 1) - h - info.padInfo.top;
-    const right = kw + sw * (info.outWidth - 1) - w - info.padInfo.left;
     const xT = tf.reshape(tf.transpose(x, [1, 2, 3, 0]), [1, h, w, c * n]) as tf.Tensor4D;
     const dyT = tf.reshape(tf.transpose(dy, [1, 2, 3, 0]), [info.outHeight, info.outWidth, c * n, 1]) as tf.Tensor4D;
-    const out = tf.depthwiseConv2d(
-      xT,
-      dyT,
-      1,
-      [
-        [0, 0],
-        [info.padInfo.top, Math.max(bottom, 0)],
-        [info.padInfo.left, Math.max(right, 0)],
-        [0, 0],
-      ],
-      'NHWC',
-      [sh, sw],
-    );
-    const cropped = out.shape[1] === kh && out.shape[2] === kw ? out : tf.slice(out, [0, 0, 0, 0], [1, kh, kw, c * n]);
-    return tf.reshape(tf.sum(tf.reshape(cropped, [kh, kw, c, n]), 3), [kh, kw, c, 1]);
+    const out = tf.depthwiseConv2d(xT, dyT, 1, filterGradPad(info, x.shape), 'NHWC', [sh, sw]);
+    return tf.reshape(tf.sum(tf.reshape(cropToFilter(out, kh, kw), [kh, kw, c, n]), 3), [kh, kw, c, 1]);
   });
 }
 
