@@ -89,15 +89,24 @@ export function ferryErrorFromGrpc(e: unknown, address: string): FerryError | un
   );
 }
 
-/** A unary call as a promise, with the token and a deadline. */
+/**
+ * A unary call as a promise, with the token and a deadline; `signal` cancels it (the promise then
+ * rejects with gRPC's CANCELLED).
+ */
 export function unary<Req, Res>(
   fn: Unary<Req, Res>,
   self: grpc.Client,
   req: Req,
   conn: ConnectionOptions,
   timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
-    fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) => (e ? reject(e) : resolve(r)));
+    const call = fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) =>
+      e ? reject(e) : resolve(r),
+    );
+    if (!signal) return;
+    if (signal.aborted) call.cancel();
+    else signal.addEventListener('abort', () => call.cancel(), { once: true });
   });
 }
