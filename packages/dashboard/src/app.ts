@@ -1,9 +1,41 @@
-import { readFileSync } from 'node:fs';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import path from 'node:path';
+import fastifyCookie from '@fastify/cookie';
+import fastifyStatic from '@fastify/static';
+import { Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type RawReplyDefaultExpression,
+  type RawRequestDefaultExpression,
+  type RawServerDefault,
+} from 'fastify';
 import { sameSecret, tableCsv, tableMarkdown } from '@ferry/common';
-import type { CellDetail, SweepDetail, SweepListItem } from './api.js';
+import {
+  CELL_DETAIL,
+  ERROR_REPLY,
+  HEALTH,
+  SWEEP_DETAIL,
+  SWEEP_LIST,
+  TABLE,
+  cellSummary,
+  type CellDetail,
+  type SweepDetail,
+  type SweepListItem,
+} from './api.js';
 import { UPLOT_FILES, publicFile } from './assets.js';
-import { cellSummary, downsample, type DashboardState } from './state.js';
+import { downsample, type DashboardState } from './state.js';
+
+/** The app with TypeBox as its type provider: a route's schemas are its request and reply types. */
+type App = FastifyInstance<
+  RawServerDefault,
+  RawRequestDefaultExpression,
+  RawReplyDefaultExpression,
+  FastifyBaseLogger,
+  TypeBoxTypeProvider
+>;
 
 export interface DashboardAppOptions {
   readonly state: DashboardState;
@@ -51,15 +83,6 @@ export class ChangeFeed {
   }
 }
 
-/** A cookie value as sent, undone; a malformed escape is a wrong token, not a server error. */
-function safeDecode(v: string): string {
-  try {
-    return decodeURIComponent(v);
-  } catch {
-    return '';
-  }
-}
-
 /**
  * Every answer forbids running scripts from anywhere but this origin (an event's text that slipped
  * past escaping still cannot run), framing, and type sniffing. Inline style attributes stay allowed
@@ -73,37 +96,27 @@ const SECURITY_HEADERS: Readonly<Record<string, string>> = {
 };
 
 /** `?token=` is the only query parameter every route takes (others are dropped). */
-const TOKEN_QUERY = {
-  type: 'object',
-  properties: { token: { type: 'string', maxLength: 1024 } },
-  additionalProperties: false,
-} as const;
+const TOKEN_QUERY = Type.Object(
+  { token: Type.Optional(Type.String({ maxLength: 1024 })) },
+  { additionalProperties: false },
+);
 
 /** A sweep or cell id in the path. */
-const ID_PARAMS = {
-  type: 'object',
-  required: ['id'],
-  properties: { id: { type: 'string', minLength: 1, maxLength: 100, description: 'an id of 1 to 100 characters' } },
-} as const;
-
-const TABLE_QUERY = {
-  type: 'object',
-  properties: {
-    ...TOKEN_QUERY.properties,
-    format: {
-      type: 'string',
-      enum: ['json', 'csv', 'md'],
-      default: 'json',
-      description: 'format must be json, csv or md',
-    },
-  },
-  additionalProperties: false,
-} as const;
-
-/** Route options: the schemas of the params and the querystring. */
-const schema = (querystring: object, params?: object): { schema: { querystring: object; params?: object } } => ({
-  schema: { querystring, ...(params ? { params } : {}) },
+const ID_PARAMS = Type.Object({
+  id: Type.String({ minLength: 1, maxLength: 100, description: 'an id of 1 to 100 characters' }),
 });
+
+const TABLE_QUERY = Type.Object(
+  {
+    token: Type.Optional(Type.String({ maxLength: 1024 })),
+    format: Type.Optional(
+      Type.Union([Type.Literal('json'), Type.Literal('csv'), Type.Literal('md')], {
+        description: 'format must be json, csv or md',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
 
 /**
  * A request that fails its route's schema: 400 with `{ error }`, the failing property's description
@@ -122,56 +135,61 @@ function validationError(error: FastifyError, req: FastifyRequest, reply: Fastif
   return reply.code(400).send({ error: part?.properties?.[key]?.description ?? error.message });
 }
 
-/** Every answer's security headers; with a token, every request but /healthz must present it. */
-function registerSecurity(app: FastifyInstance, token: string | undefined): void {
+/**
+ * Every answer's security headers; with a token, every request but /healthz must present it (as
+ * a bearer token, `?token=`, or the ferry_token cookie that a `?token=` sets). Checked before any
+ * validation, so a request without the token learns nothing of the routes.
+ */
+function registerSecurity(app: App, token: string | undefined): void {
   app.addHook('onSend', async (_req, reply, payload) => {
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) void reply.header(k, v);
     return payload;
   });
   if (!token) return;
   const want = Buffer.from(token);
-  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+  // preValidation: after @fastify/cookie has parsed the cookies (its onRequest hook).
+  app.addHook('preValidation', async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.url === '/healthz') return;
     const header = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
-    const query = (req.query as Record<string, string | undefined>)['token'] ?? '';
-    const cookie = /(?:^|;\s*)ferry_token=([^;]+)/.exec(String(req.headers.cookie ?? ''))?.[1] ?? '';
-    const ok = [header, typeof query === 'string' ? query : '', safeDecode(cookie)].some((t) => sameSecret(t, want));
-    if (!ok) {
+    const query = (req.query as Record<string, unknown> | undefined)?.['token'];
+    const given = [header, typeof query === 'string' ? query : '', req.cookies['ferry_token'] ?? ''];
+    if (!given.some((t) => sameSecret(t, want))) {
       await reply
         .code(401)
         .send({ error: 'missing or wrong token (Authorization: Bearer, ?token= or the ferry_token cookie)' });
       return;
     }
-    if (query)
-      void reply.header('set-cookie', `ferry_token=${encodeURIComponent(query)}; HttpOnly; SameSite=Strict; Path=/`);
+    if (typeof query === 'string' && query)
+      void reply.setCookie('ferry_token', query, { httpOnly: true, sameSite: 'strict', path: '/' });
   });
 }
 
-const TYPES: Readonly<Record<string, string>> = {
-  html: 'text/html; charset=utf-8',
-  js: 'text/javascript; charset=utf-8',
-  css: 'text/css; charset=utf-8',
-};
+/** The browser code's files (public/); anything else there (its type declarations) is not served. */
+const PUBLIC_FILES = new Set(['index.html', 'app.js', 'chart.js', 'style.css']);
+const UPLOT_NAMES = new Set([path.basename(UPLOT_FILES.js), path.basename(UPLOT_FILES.css)]);
 
-/** The UI (public/) and uPlot, served from its npm package: same origin, so the CSP stays script-src 'self'. */
-function registerStatic(app: FastifyInstance): void {
-  const files: Record<string, [string, string]> = {
-    '/': [publicFile('index.html'), ''],
-    '/app.js': [publicFile('app.js'), ''],
-    '/chart.js': [publicFile('chart.js'), ''],
-    '/style.css': [publicFile('style.css'), ''],
-    '/vendor/uPlot.iife.min.js': [UPLOT_FILES.js, 'max-age=86400'],
-    '/vendor/uPlot.min.css': [UPLOT_FILES.css, 'max-age=86400'],
-  };
-  for (const [route, [file, cache]] of Object.entries(files)) {
-    const body = readFileSync(file, 'utf8');
-    const type = TYPES[file.split('.').pop()!]!;
-    app.get(route, schema(TOKEN_QUERY), async (_req, reply) => {
-      if (cache) void reply.header('cache-control', cache);
-      return reply.type(type).send(body);
-    });
-  }
-  app.get('/favicon.ico', schema(TOKEN_QUERY), async (_req, reply) => reply.code(204).send());
+/**
+ * The UI (public/) and uPlot, served from its npm package by @fastify/static: same origin, so the
+ * CSP stays script-src 'self'.
+ */
+function registerStatic(app: App): void {
+  void app.register(fastifyStatic, {
+    root: path.dirname(publicFile('index.html')),
+    index: 'index.html',
+    // A route per file, no catch-all: an unknown path stays the router's (404, or 414 past an id's length).
+    wildcard: false,
+    cacheControl: false,
+    allowedPath: (p) => PUBLIC_FILES.has(p.replace(/^\//, '') || 'index.html'),
+  });
+  void app.register(fastifyStatic, {
+    root: path.dirname(UPLOT_FILES.js),
+    prefix: '/vendor/',
+    decorateReply: false,
+    wildcard: false,
+    maxAge: 86_400_000,
+    allowedPath: (p) => UPLOT_NAMES.has(p.replace(/^\//, '')),
+  });
+  app.get('/favicon.ico', { schema: { querystring: TOKEN_QUERY } }, async (_req, reply) => reply.code(204).send());
 }
 
 /** `/api/sweeps`: each sweep with its counts. */
@@ -213,33 +231,51 @@ function cellDetail(state: DashboardState, id: string): CellDetail | undefined {
   return undefined;
 }
 
-/** The JSON API (read-only). */
-function registerApi(app: FastifyInstance, state: DashboardState): void {
-  app.get('/healthz', schema(TOKEN_QUERY), async () => ({ ok: true, events: state.events }));
-  app.get('/api/sweeps', schema(TOKEN_QUERY), async () => sweepList(state));
-  app.get<{ Params: { id: string } }>('/api/sweeps/:id', schema(TOKEN_QUERY, ID_PARAMS), async (req, reply) => {
-    const s = state.sweeps.get(req.params.id);
-    if (!s) return reply.code(404).send({ error: 'no such sweep' });
-    const detail: SweepDetail = {
-      sweepId: s.sweepId,
-      name: s.name,
-      createdAt: s.createdAt,
-      cells: [...s.cells.values()].map(cellSummary),
-      workers: [...state.workers.values()].filter((w) => w.state !== 'stopped'),
-      jobs: [...state.jobs.values()],
-      processes: s.processes,
-      table: state.table(s.sweepId),
-    };
-    return detail;
-  });
-  app.get<{ Params: { id: string }; Querystring: { format: 'json' | 'csv' | 'md' } }>(
+/** The JSON API (read-only); each route's params, query and replies are its schema. */
+function registerApi(app: App, state: DashboardState): void {
+  app.get('/healthz', { schema: { querystring: TOKEN_QUERY, response: { 200: HEALTH } } }, async () => ({
+    ok: true,
+    events: state.events,
+  }));
+  app.get(
+    '/api/sweeps',
+    { schema: { querystring: TOKEN_QUERY, response: { 200: SWEEP_LIST } } },
+    async (): Promise<SweepListItem[]> => sweepList(state),
+  );
+  app.get(
+    '/api/sweeps/:id',
+    { schema: { querystring: TOKEN_QUERY, params: ID_PARAMS, response: { 200: SWEEP_DETAIL, 404: ERROR_REPLY } } },
+    async (req, reply) => {
+      const s = state.sweeps.get(req.params.id);
+      if (!s) return reply.code(404).send({ error: 'no such sweep' });
+      const detail: SweepDetail = {
+        sweepId: s.sweepId,
+        name: s.name,
+        createdAt: s.createdAt,
+        cells: [...s.cells.values()].map(cellSummary),
+        workers: [...state.workers.values()].filter((w) => w.state !== 'stopped'),
+        jobs: [...state.jobs.values()],
+        processes: s.processes,
+        table: state.table(s.sweepId),
+      };
+      return detail;
+    },
+  );
+  app.get(
     '/api/sweeps/:id/table',
-    schema(TABLE_QUERY, ID_PARAMS),
+    // 200: the table as JSON, or as CSV or Markdown text (sent as it is).
+    {
+      schema: {
+        querystring: TABLE_QUERY,
+        params: ID_PARAMS,
+        response: { 200: Type.Union([TABLE, Type.String()]), 404: ERROR_REPLY },
+      },
+    },
     async (req, reply) => {
       const id = req.params.id;
       if (!state.sweeps.has(id)) return reply.code(404).send({ error: 'no such sweep' });
       const t = state.table(id);
-      const format = req.query.format;
+      const format = req.query.format ?? 'json';
       if (format === 'json') return t;
       return reply
         .type(format === 'csv' ? 'text/csv; charset=utf-8' : 'text/markdown; charset=utf-8')
@@ -247,14 +283,16 @@ function registerApi(app: FastifyInstance, state: DashboardState): void {
         .send(`${format === 'csv' ? tableCsv(t) : tableMarkdown(t)}\n`);
     },
   );
-  app.get<{ Params: { id: string } }>('/api/cells/:id', schema(TOKEN_QUERY, ID_PARAMS), async (req, reply) => {
-    return cellDetail(state, req.params.id) ?? reply.code(404).send({ error: 'no such cell' });
-  });
+  app.get(
+    '/api/cells/:id',
+    { schema: { querystring: TOKEN_QUERY, params: ID_PARAMS, response: { 200: CELL_DETAIL, 404: ERROR_REPLY } } },
+    async (req, reply) => cellDetail(state, req.params.id) ?? reply.code(404).send({ error: 'no such cell' }),
+  );
 }
 
 /** `/api/events`: server-sent notifications of what changed (merged, at most every pushIntervalMs). */
-function registerEvents(app: FastifyInstance, feed: ChangeFeed): void {
-  app.get('/api/events', schema(TOKEN_QUERY), (req, reply) => {
+function registerEvents(app: App, feed: ChangeFeed): void {
+  app.get('/api/events', { schema: { querystring: TOKEN_QUERY } }, (req, reply) => {
     reply.raw.writeHead(200, {
       'content-type': 'text/event-stream',
       'cache-control': 'no-cache',
@@ -273,12 +311,14 @@ function registerEvents(app: FastifyInstance, feed: ChangeFeed): void {
 
 /**
  * The dashboard's fastify app: JSON API, server-sent events, static UI. Read-only. Every route
- * declares the JSON Schema of its params and querystring: bad input is fastify's 400.
+ * declares the schemas of its params, querystring and replies (TypeBox: the schema is the type);
+ * bad input is fastify's 400. Cookies and static files are fastify's own plugins.
  */
 export function buildApp(options: DashboardAppOptions): { app: FastifyInstance; feed: ChangeFeed } {
-  const app = Fastify({ logger: options.logger ?? false });
+  const app = Fastify({ logger: options.logger ?? false }).withTypeProvider<TypeBoxTypeProvider>();
   const feed = new ChangeFeed(options.pushIntervalMs ?? 250);
   app.setErrorHandler(validationError);
+  void app.register(fastifyCookie);
   registerSecurity(app, options.token);
   registerStatic(app);
   registerApi(app, options.state);

@@ -4,11 +4,10 @@ export { chartAssets } from './assets.js';
 export { startDashboard, type DashboardOptions, type EventFeed } from './server.js';
 export {
   DashboardState,
-  cellSummary,
   downsample,
   type CellView,
   type EpochPoint,
   type SweepView,
   type WorkerView,
 } from './state.js';
-export type { CellDetail, CellSummary, SweepDetail, SweepListItem } from './api.js';
+export { cellSummary, type CellDetail, type CellSummary, type SweepDetail, type SweepListItem } from './api.js';

@@ -2,7 +2,6 @@ import {
   adviceRowKey,
   rowAdviceOfWire,
   resultsTable,
-  sourceCellOf,
   type CellOutcome,
   type ResultsTable,
   type RowAdvice,
@@ -315,39 +314,4 @@ export function downsample<T>(points: readonly T[], max: number): T[] {
   const step = (points.length - 1) / (max - 1);
   for (let i = 0; i < max; i++) out.push(points[Math.round(i * step)]!);
   return out;
-}
-
-/**
- * A cell's starting weights as its row shows them: `pretrained`, `none` (random initialisation),
- * `cell <id8>` for a later stage's source, a weights file by its name.
- */
-export function weightsLabel(weights: string): string {
-  const source = sourceCellOf(weights);
-  if (source !== null) return `cell ${source.slice(0, 8)}`;
-  return weights.split(/[\\/]/).at(-1) ?? weights;
-}
-
-export function cellSummary(c: CellView) {
-  const p = c.progress;
-  const total = p ? p.epochs * p.stepsPerEpoch : 0;
-  const done = c.state === 'done' ? 1 : p && total > 0 ? (p.epoch * p.stepsPerEpoch + p.step) / total : 0;
-  return {
-    cellId: c.cellId,
-    dataset: c.spec?.dataset ?? '',
-    color: c.spec?.color ?? '',
-    strategy: c.spec?.strategy ?? '',
-    model: c.spec?.model ?? '',
-    weights: weightsLabel(c.spec?.weights ?? ''),
-    seed: c.spec?.seed ?? 0,
-    state: c.state,
-    attempts: c.attempts,
-    worker: c.worker,
-    error: c.error,
-    progress: Math.max(0, Math.min(1, done)),
-    epoch: p ? p.epoch + 1 : c.epochs.length,
-    epochs: c.spec?.epochs ?? p?.epochs ?? 0,
-    etaMs: c.state === 'running' && p ? p.etaMs : 0,
-    imagesPerSec: c.state === 'done' ? c.imagesPerSec : (p?.imagesPerSec ?? 0),
-    bestValAccuracy: c.state === 'done' ? c.bestValAccuracy : Math.max(0, ...c.epochs.map((x) => x.valAccuracy)),
-  };
 }

@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { buildApp, DashboardState } from '@ferry/dashboard';
 import { resultsTable, tableCsv } from '@ferry/common';
 import { CellSpec, FerryEvent, type DeepPartial } from '@ferry/protocol';
-import { weightsLabel } from '../src/state.js';
+import { weightsLabel } from '../src/api.js';
 
 const spec = (color: string, strategy: string, seed: number): CellSpec =>
   CellSpec.fromPartial({
@@ -344,6 +344,17 @@ describe('dashboard routes (fastify inject)', () => {
     expect(html.headers['content-type']).toContain('text/html');
     expect(html.body).toContain('<script src="/app.js">');
     expect((await app.inject('/app.js')).body).toContain("new EventSource('/api/events')");
+    expect((await app.inject('/index.html')).body).toBe(html.body);
+    // uPlot from its package (cached a day), and nothing else of either folder.
+    const uplot = await app.inject('/vendor/uPlot.iife.min.js');
+    expect([uplot.statusCode, uplot.headers['content-type'], uplot.headers['cache-control']]).toEqual([
+      200,
+      expect.stringContaining('javascript'),
+      'public, max-age=86400',
+    ]);
+    expect((await app.inject('/vendor/uPlot.min.css')).statusCode).toBe(200);
+    for (const other of ['/globals.d.ts', '/vendor/uPlot.esm.js', '/vendor/../package.json', '/nope.js'])
+      expect((await app.inject(other)).statusCode, other).toBe(404);
     await app.close();
   });
 
