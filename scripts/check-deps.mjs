@@ -164,7 +164,11 @@ const END = '<!-- deps:end -->';
 function ordered() {
   const depth = new Map();
   const depthOf = (n) => {
-    if (!depth.has(n)) depth.set(n, 1 + Math.max(-1, ...[...(edges.get(n) ?? [])].map(depthOf)));
+    if (depth.get(n) === 'visiting') return 0; // a cycle, reported above; the table is still written
+    if (!depth.has(n)) {
+      depth.set(n, 'visiting');
+      depth.set(n, 1 + Math.max(-1, ...[...(edges.get(n) ?? [])].map(depthOf)));
+    }
     return depth.get(n);
   };
   return [...edges.keys()].sort((a, b) => depthOf(a) - depthOf(b) || a.localeCompare(b));

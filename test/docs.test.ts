@@ -10,9 +10,10 @@ import { REPO_ROOT } from './helpers/torch-ref.js';
  * repository's own (so no text leans on a page that is not here).
  */
 const TEXT = /\.(md|ts|js|mjs|cjs|sh|py|yaml|yml|cc|h|gyp|proto)$/;
-const files = execFileSync('git', ['ls-files'], { cwd: REPO_ROOT, encoding: 'utf8' })
+const all = execFileSync('git', ['ls-files'], { cwd: REPO_ROOT, encoding: 'utf8' })
   .split('\n')
-  .filter((f) => TEXT.test(f) && !f.startsWith('packages/protocol/src/gen/') && existsSync(path.join(REPO_ROOT, f)));
+  .filter((f) => f && existsSync(path.join(REPO_ROOT, f)));
+const files = all.filter((f) => TEXT.test(f) && !f.startsWith('packages/protocol/src/gen/'));
 
 // A path from the repository's root: a top folder, then names; one followed by a placeholder
 // (`${x}`, `<name>`, `*`, `{a,b}`) is a pattern, not a path.
@@ -25,12 +26,27 @@ const MD_NAME = /(?<![\w./-])([\w.-]+\.md)\b/g;
 const OUTPUT_NAMES = new Set(['results.md']);
 const PACKAGES = [...new Set(files.filter((f) => f.startsWith('packages/')).map((f) => f.split('/')[1]!))];
 
+/** What the repository holds: its files and their folders (not what a build or a run left here). */
+const TRACKED = new Set(all.flatMap((f) => f.split('/').map((_, i, parts) => parts.slice(0, i + 1).join('/'))));
+/** Outputs of the build that docs name (the torch addon, compiled packages). */
+const BUILT = [/^packages\/torch\/build(\/|$)/, /^packages\/[^/]+\/dist(\/|$)/];
+
 /**
- * Whether `p` names something here: from the repository's root, or (a package's own scripts,
+ * Whether `p` names something of the repository: from its root, or (a package's own scripts,
  * binding.gyp, a listing of one package's files in a doc) from a package's folder.
  */
 function exists(p: string): boolean {
-  return [p, ...PACKAGES.map((pkg) => `packages/${pkg}/${p}`)].some((x) => existsSync(path.join(REPO_ROOT, x)));
+  return [p, ...PACKAGES.map((pkg) => `packages/${pkg}/${p}`)].some(
+    (x) => TRACKED.has(x) || BUILT.some((b) => b.test(x)),
+  );
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }
 
 function problems(): string[] {
@@ -44,8 +60,8 @@ function problems(): string[] {
     }
     if (file.endsWith('.md'))
       for (const m of text.matchAll(MD_LINK)) {
-        const target = path.join(REPO_ROOT, path.dirname(file), decodeURIComponent(m[1]!));
-        if (!existsSync(target)) out.push(`${file}: links to ${m[1]}, which does not exist`);
+        const target = path.normalize(path.join(path.dirname(file), safeDecode(m[1]!)));
+        if (!TRACKED.has(target)) out.push(`${file}: links to ${m[1]}, which is not in the repository`);
       }
     for (const m of text.matchAll(MD_NAME))
       if (!mdNames.has(m[1]!)) out.push(`${file}: names ${m[1]}, which is not a page of this repository`);

@@ -23,6 +23,8 @@ interface Pace {
   at: number;
   aligned: boolean;
   secondsPerEpoch: number | null;
+  /** The attempt and worker it was seen on: another (a resumed cell) starts up again. */
+  run: string;
 }
 
 export function formatDuration(ms: number): string {
@@ -94,8 +96,15 @@ export class RunProgress {
         news.push(`${what}: ${cellLabel(c)}: ${c.error}`);
       }
       const p = this.pace.get(c.cellId);
-      if (!p || done < p.epoch)
-        this.pace.set(c.cellId, { epoch: done, at: t, aligned: false, secondsPerEpoch: p?.secondsPerEpoch ?? null });
+      const run = `${c.attempts}/${c.worker}`;
+      if (!p || done < p.epoch || run !== p.run)
+        this.pace.set(c.cellId, {
+          epoch: done,
+          at: t,
+          aligned: false,
+          secondsPerEpoch: p?.secondsPerEpoch ?? null,
+          run,
+        });
       else if (done > p.epoch) {
         const spe = (t - p.at) / 1000 / (done - p.epoch);
         const last = p.secondsPerEpoch;
@@ -104,6 +113,7 @@ export class RunProgress {
           at: t,
           aligned: true,
           secondsPerEpoch: !p.aligned ? last : last === null ? spe : 0.5 * last + 0.5 * spe,
+          run,
         });
         if (!this.tty && c.state === 'running') news.push(this.cellLine(c, done));
       }

@@ -97,6 +97,13 @@ describe('ferry run progress', () => {
     expect(at(25_000, 1).cells[0]).toMatch(/epoch 1\/10, ETA \?/);
     expect(at(30_000, 2).cells[0]).toMatch(/epoch 2\/10, ETA 40 s/);
     expect(at(35_000, 3).overall).toMatch(/ETA 35 s$/);
+    // Resumed on another worker after 60 s away: its start-up there is not an epoch either.
+    now = 95_000;
+    p.lines(sweep([cell('a', 'running', 3, { attempts: 2, worker: 'local-1' })]));
+    now = 100_000;
+    expect(p.lines(sweep([cell('a', 'running', 4, { attempts: 2, worker: 'local-1' })])).cells[0]).toMatch(
+      /epoch 4\/10, ETA 30 s/,
+    );
   });
 
   test('without a terminal: the overall line at each tenth, a cell line at each finished epoch', () => {

@@ -102,11 +102,13 @@ export function unary<Req, Res>(
   signal?: AbortSignal,
 ): Promise<Res> {
   return new Promise((resolve, reject) => {
-    const call = fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) =>
-      e ? reject(e) : resolve(r),
-    );
-    if (!signal) return;
-    if (signal.aborted) call.cancel();
-    else signal.addEventListener('abort', () => call.cancel(), { once: true });
+    const cancel = (): void => call.cancel();
+    const call = fn.call(self, req, metadataFor(conn), { deadline: Date.now() + timeoutMs }, (e, r) => {
+      signal?.removeEventListener('abort', cancel);
+      if (e) reject(e);
+      else resolve(r);
+    });
+    if (signal?.aborted) call.cancel();
+    else signal?.addEventListener('abort', cancel, { once: true });
   });
 }

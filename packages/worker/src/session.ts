@@ -61,6 +61,9 @@ export class CoordinatorSession {
   private heartbeats: HeartbeatThread | null = null;
   private polling: AbortController | null = null;
   private peerAddress = '';
+  private closed = false;
+  /** A registration that gave up (giveUpAfterMs) while nobody awaited it: next() throws it. */
+  private gaveUp: unknown = null;
 
   constructor(
     private readonly o: SessionOptions,
@@ -88,6 +91,7 @@ export class CoordinatorSession {
    * with its code; the session registers again).
    */
   async next(): Promise<Assignment | null> {
+    if (this.gaveUp) throw this.gaveUp;
     await this.ensure();
     const s = this.session;
     if (!s || this.hooks.stopping()) return null;
@@ -139,6 +143,7 @@ export class CoordinatorSession {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     clearInterval(this.timer);
     await this.heartbeats?.stop();
     this.client.close();
@@ -184,7 +189,8 @@ export class CoordinatorSession {
         );
       throw e;
     });
-    if (!r) return;
+    // Stopped meanwhile: no session, and no heartbeat timer to keep the process alive.
+    if (!r || this.closed || this.hooks.stopping()) return;
     this.session = { id: r.sessionId, heartbeatMs: r.heartbeatIntervalMs };
     if (r.abandonAttempts.length > 0) this.hooks.drop(r.abandonAttempts, 'moved on');
     clearInterval(this.timer);
@@ -211,8 +217,11 @@ export class CoordinatorSession {
     if (!this.session) {
       this.pushState();
       this.interrupt();
-      // A registration that gives up (giveUpAfterMs) surfaces in the poll loop, which awaits it too.
-      this.ensure().catch(() => undefined);
+      // A registration that gives up (giveUpAfterMs) surfaces in the poll loop: next() throws it.
+      this.ensure().catch((e: unknown) => {
+        this.gaveUp = e;
+        this.interrupt();
+      });
     }
   }
 }

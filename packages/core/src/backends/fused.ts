@@ -76,7 +76,7 @@ export function batchNormInfer(
   act: Activation,
   residual: tf.Tensor4D | undefined,
 ): tf.Tensor4D {
-  if (torchActive()) return torchBatchNormInferAct(x, stats.mean, stats.variance, beta, gamma, eps, residual, act);
+  if (torchActive()) return torchBatchNormInferAct(x, stats.mean, stats.variance, gamma, beta, eps, residual, act);
   const y = tf.batchNorm(x, stats.mean, stats.variance, beta, gamma, eps);
   const out = addAndActivate(y, residual, act);
   if (out !== y) y.dispose();
