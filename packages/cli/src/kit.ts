@@ -3,12 +3,15 @@ import {
   FerryError,
   HYPER_PARAMETERS,
   LIMITS,
+  TRAINING_DEFAULTS,
+  TRAINING_HYPER_PARAMETER_NAMES,
   hyperParameterProblem,
   hyperParameterRange,
   type HyperParameterDefinition,
   type HyperParameterName,
+  type TrainingHyperParameters,
 } from '@ferry/common';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import type { CliIo } from './io.js';
 
 /**
@@ -39,6 +42,23 @@ export function num(name: string): (value: string) => number {
     if (value.trim() === '' || !Number.isFinite(n)) throw usageError(`--${name} must be a number (got "${value}")`);
     return n;
   };
+}
+
+/**
+ * The training hyper-parameters as `ferry train`'s flags gave them (each declared by hyperOption),
+ * by the table's names: commander's value for each one's flag, the table's default where it has
+ * none, each checked against the table's range.
+ */
+export function trainingFromFlags(cmd: Command): TrainingHyperParameters {
+  const out: Record<string, number | boolean> = {};
+  for (const name of TRAINING_HYPER_PARAMETER_NAMES) {
+    const flag = HYPER_PARAMETERS[name].flag;
+    const value: unknown = flag ? cmd.getOptionValue(new Option(flag).attributeName()) : TRAINING_DEFAULTS[name];
+    const problem = hyperParameterProblem(name, value);
+    if (problem) throw usageError(`${flag ?? name} ${problem}; allowed: ${hyperParameterRange(name)}`);
+    out[name] = value as number | boolean;
+  }
+  return out as TrainingHyperParameters;
 }
 
 /**

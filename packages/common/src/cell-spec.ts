@@ -1,3 +1,5 @@
+import { FerryError } from './errors.js';
+
 /**
  * The cell specification, defined once: what one training run is (`CellSpec`) and the table of its
  * hyper-parameters (`HYPER_PARAMETERS`), each with its default, kind, range, one-line description
@@ -164,6 +166,42 @@ export const HYPER_PARAMETER_DEFAULTS = defaultsWhere(() => true) as HyperParame
 /** The training hyper-parameters' defaults (no cluster settings such as `workers`). */
 export const TRAINING_DEFAULTS = defaultsWhere((d) => d.scope === 'training') as TrainingHyperParameters;
 
+/** The training hyper-parameters' names, in the table's order. */
+export const TRAINING_HYPER_PARAMETER_NAMES = HYPER_PARAMETER_NAMES.filter(
+  (n): n is TrainingName => HYPER_PARAMETERS[n].scope === 'training',
+);
+
+/**
+ * The training hyper-parameters of anything that holds them (a cell's spec, a sweep's resolved
+ * settings), by the table's names: what the engine's configuration takes, with no list of names
+ * to keep in step.
+ */
+export function trainingHyperParameters(from: TrainingHyperParameters): TrainingHyperParameters {
+  const out: Record<string, number | boolean> = {};
+  for (const name of TRAINING_HYPER_PARAMETER_NAMES) out[name] = from[name];
+  return out as TrainingHyperParameters;
+}
+
+/**
+ * External values of every hyper-parameter (a message, a stored row, parsed flags) checked against
+ * the table: the values, or the first problem as `<where>: <name> must be ... ; allowed: ...`.
+ */
+export function parseHyperParameters(
+  raw: Readonly<Record<string, unknown>>,
+  where: string,
+): { ok: true; value: HyperParameters } | { ok: false; problem: string } {
+  const out: Record<string, number | boolean> = {};
+  for (const name of HYPER_PARAMETER_NAMES) {
+    const problem = hyperParameterProblem(name, raw[name]);
+    if (problem) {
+      const range = hyperParameterRange(name);
+      return { ok: false, problem: `${where}: ${name} ${problem}${range ? `; allowed: ${range}` : ''}` };
+    }
+    out[name] = raw[name] as number | boolean;
+  }
+  return { ok: true, value: out as HyperParameters };
+}
+
 /** The range a hyper-parameter allows, as text (`>= 1`, `> 0`, `>= 0 and < 1`); '' for a boolean. */
 export function hyperParameterRange(name: HyperParameterName): string {
   const d: HyperParameterDefinition = HYPER_PARAMETERS[name];
@@ -208,6 +246,49 @@ export interface CellSpec extends HyperParameters {
   readonly weights: string;
   /** Backends allowed to run the cell (assignment by capability); empty: any. */
   readonly backends: readonly string[];
+}
+
+/**
+ * A cell's specification from outside the process (a gRPC message, a stored row): every field
+ * checked (the hyper-parameters against the table), never cast. Throws FERRY_ERR_INVALID_ARGUMENT
+ * naming `where` and the first field that is wrong.
+ */
+export function parseCellSpec(raw: unknown, where: string): CellSpec {
+  const bad = (what: string): never => {
+    throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', `${where}: ${what}`);
+  };
+  if (typeof raw !== 'object' || raw === null) return bad('a cell specification must be an object');
+  const r = raw as Readonly<Record<string, unknown>>;
+  const text = (k: string, allowEmpty = false): string => {
+    const v = r[k];
+    if (typeof v !== 'string' || (!allowEmpty && v === '')) return bad(`${k} must be a non-empty string`);
+    return v;
+  };
+  const hyper = parseHyperParameters(r, where);
+  if (!hyper.ok) throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', hyper.problem);
+  const color = r['color'];
+  if (color !== 'rgb' && color !== 'gray') return bad(`color must be rgb or gray (got ${JSON.stringify(color)})`);
+  const vf = r['valFraction'] ?? null;
+  if (vf !== null && (typeof vf !== 'number' || !(vf > 0 && vf < 1)))
+    return bad(`valFraction must be a number above 0 and below 1, or absent (got ${JSON.stringify(vf)})`);
+  const seed = r['seed'];
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0)
+    return bad(`seed must be an integer >= 0 (got ${JSON.stringify(seed)})`);
+  const backends = r['backends'] ?? [];
+  if (!Array.isArray(backends) || !backends.every((b): b is string => typeof b === 'string'))
+    return bad('backends must be a list of backend names');
+  return {
+    ...hyper.value,
+    dataset: text('dataset'),
+    path: text('path'),
+    valFraction: vf,
+    color,
+    strategy: text('strategy'),
+    model: text('model'),
+    seed,
+    weights: text('weights'),
+    backends,
+  };
 }
 
 /**

@@ -4,8 +4,12 @@ import {
   HYPER_PARAMETER_DEFAULTS,
   HYPER_PARAMETER_NAMES,
   TRAINING_DEFAULTS,
+  TRAINING_HYPER_PARAMETER_NAMES,
   hyperParameterProblem,
   hyperParameterRange,
+  parseCellSpec,
+  trainingHyperParameters,
+  type CellSpec,
   type HyperParameterDefinition,
 } from '@ferry/common';
 
@@ -68,5 +72,59 @@ describe('the hyper-parameter table', () => {
     expect(hyperParameterProblem('lrStepEpochs', 0)).toBeNull();
     expect(hyperParameterProblem('featureCache', 1)).toBe('must be true or false (got 1)');
     expect(hyperParameterProblem('featureCache', false)).toBeNull();
+  });
+});
+
+describe("a cell's specification from outside the process", () => {
+  const spec: CellSpec = {
+    ...HYPER_PARAMETER_DEFAULTS,
+    dataset: 'ants',
+    path: 'ants',
+    valFraction: null,
+    color: 'gray',
+    strategy: 'freeze',
+    model: 'resnet18',
+    seed: 2,
+    weights: 'pretrained',
+    backends: ['torch'],
+  };
+
+  test('a valid one parses to itself (a proto message: valFraction absent is null, unknown fields dropped)', () => {
+    expect(parseCellSpec(spec, 'test')).toEqual(spec);
+    const wire: Record<string, unknown> = { ...spec, extra: 1 };
+    delete wire['valFraction'];
+    expect(parseCellSpec(wire, 'test')).toEqual(spec);
+    expect(parseCellSpec({ ...spec, valFraction: 0.2 }, 'test').valFraction).toBe(0.2);
+  });
+
+  test('every wrong field is a coded error naming where and what, never a cast', () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ epochs: 0 }, /^cell c1: epochs out of range \(got 0\); allowed: >= 1$/],
+      [{ lr: 'x' }, /lr must be a number \(got "x"\)/],
+      [{ featureCache: 1 }, /featureCache must be true or false/],
+      [{ color: 'blue' }, /color must be rgb or gray \(got "blue"\)/],
+      [{ seed: -1 }, /seed must be an integer >= 0/],
+      [{ valFraction: 1 }, /valFraction must be a number above 0 and below 1/],
+      [{ dataset: '' }, /dataset must be a non-empty string/],
+      [{ backends: [1] }, /backends must be a list of backend names/],
+    ];
+    for (const [change, message] of cases) {
+      let caught: unknown;
+      try {
+        parseCellSpec({ ...spec, ...change }, 'cell c1');
+      } catch (e) {
+        caught = e;
+      }
+      expect((caught as { code?: string }).code, JSON.stringify(change)).toBe('FERRY_ERR_INVALID_ARGUMENT');
+      expect((caught as Error).message).toMatch(message);
+    }
+    expect(() => parseCellSpec(null, 'x')).toThrow(/x: a cell specification must be an object/);
+  });
+
+  test("the engine's hyper-parameters are the table's training ones, picked by name", () => {
+    const picked = trainingHyperParameters({ ...spec, epochs: 3 });
+    expect(Object.keys(picked)).toEqual(TRAINING_HYPER_PARAMETER_NAMES);
+    expect(picked).toEqual({ ...TRAINING_DEFAULTS, epochs: 3 });
+    expect(TRAINING_HYPER_PARAMETER_NAMES).not.toContain('workers');
   });
 });

@@ -1,3 +1,4 @@
+import { parseCellSpec } from '@ferry/common';
 import type { CellSpec as ProtoCellSpec } from '@ferry/protocol';
 import type { CellSpec } from './sweep.js';
 
@@ -7,7 +8,7 @@ export function toProtoSpec(s: CellSpec): ProtoCellSpec {
   return { ...rest, backends: [...backends], ...(valFraction !== null ? { valFraction } : {}) };
 }
 
+/** A cell's specification from the wire, checked against the table (FERRY_ERR_INVALID_ARGUMENT when wrong). */
 export function fromProtoSpec(s: ProtoCellSpec): CellSpec {
-  const { valFraction, ...rest } = s;
-  return { ...rest, valFraction: valFraction ?? null } as CellSpec;
+  return parseCellSpec(s, 'a cell specification');
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { AdviceRow, CellResult, EpochMetrics } from '@ferry/protocol';
 import type { CellEntry, WorkerEntry } from './scheduler-types.js';
-import type { CellSpec } from './sweep.js';
+import { HYPER_PARAMETER_DEFAULTS, parseCellSpec } from '@ferry/common';
 
 export interface AttemptRow {
   readonly id: string;
@@ -138,7 +138,11 @@ export class Store {
     const rows = this.stmt('SELECT * FROM cells ORDER BY seq').all() as Record<string, unknown>[];
     return rows.map((r) => ({
       id: String(r['id']),
-      spec: JSON.parse(String(r['spec_json'])) as CellSpec,
+      // A state written before a hyper-parameter existed: that cell ran with its default.
+      spec: parseCellSpec(
+        { ...HYPER_PARAMETER_DEFAULTS, ...(JSON.parse(String(r['spec_json'])) as object) },
+        `the state's cell ${String(r['id'])}`,
+      ),
       sweepIds: JSON.parse(String(r['sweep_ids'])) as string[],
       state: r['state'] as CellEntry['state'],
       attempts: Number(r['attempts']),

@@ -1,4 +1,4 @@
-import { STRATEGIES, startsFromScratch, TRAINING_DEFAULTS } from '@ferry/common';
+import { STRATEGIES, startsFromScratch, TRAINING_DEFAULTS, type TrainingHyperParameters } from '@ferry/common';
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { ArrayBatchSource, type BatchSource, type ShardSpec } from './train/data
 import { gradientSync, type GradientSync, type RingGroup } from './train/gradient-sync.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
 import type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
-import { Trainer, type TrainConfig } from './train/trainer.js';
+import { Trainer, trainConfigOf, type TrainConfig } from './train/trainer.js';
 import {
   adaptBatchNorm,
   assignVariables,
@@ -25,8 +25,13 @@ import {
 } from './train/batchnorm.js';
 import { readWeightsFile, resolveWeights, type ResolvedWeights } from './weights/load.js';
 
-/** Everything that defines one training run (a sweep cell, or `ferry train`). Serialisable. */
-export interface CellConfig {
+/**
+ * Everything that defines one training run (a sweep cell, or `ferry train`). Serialisable. Its
+ * hyper-parameters (epochs, batch size, learning rate and schedule, image size, feature cache,
+ * augmented views, micro-batch) are @ferry/common's table's training ones, with their meaning and
+ * range there; this adds what the run is on and where.
+ */
+export interface CellConfig extends TrainingHyperParameters {
   /** ImageFolder root (train/ and val/ class folders, or class folders with `valFraction`). */
   readonly dataset: string;
   readonly valFraction?: number;
@@ -36,26 +41,7 @@ export interface CellConfig {
   readonly color: ColorMode;
   /** `finetune`, `freeze`, `probe`, `adapt` or `freezeUntil:<stage>` (@ferry/common's STRATEGIES). */
   readonly strategy: string;
-  readonly epochs: number;
-  readonly batchSize: number;
-  readonly lr: number;
-  readonly momentum: number;
-  readonly weightDecay: number;
-  readonly lrStepEpochs: number;
-  readonly lrGamma: number;
   readonly seed: number;
-  /** Crop size fed to the network (224 in the study); Resize is 256/224 of it. */
-  readonly imageSize: number;
-  /** Frozen backbone in inference mode (`probe`, `adapt`): compute its features once and train the head on them. */
-  readonly featureCache: boolean;
-  /**
-   * 0: no augmentation (training images get the val transform). K >= 1: random augmentation; with
-   * the feature cache, K augmented views of every training image are cached and epoch e uses view
-   * e mod K (more views: closer to fresh augmentation each epoch, K times the cache cost).
-   */
-  readonly augmentViews: number;
-  /** Images per forward/backward chunk (gradients averaged over the batch); 0: automatic. */
-  readonly microBatch: number;
 }
 
 /**
@@ -251,17 +237,7 @@ async function loadWeights(
 
 /** The training configuration and the cell's shape (stages, per-rank batch, cache); throws if inconsistent. */
 function planCell(config: CellConfig, model: ModelDef, dist: RingGroup | undefined): CellPlan {
-  const trainConfig: TrainConfig = {
-    epochs: config.epochs,
-    lr: config.lr,
-    momentum: config.momentum,
-    weightDecay: config.weightDecay,
-    nesterov: false,
-    lrStepEpochs: config.lrStepEpochs,
-    lrGamma: config.lrGamma,
-    strategy: parseStrategy(config.strategy),
-    seed: config.seed,
-  };
+  const trainConfig = trainConfigOf(config, { strategy: parseStrategy(config.strategy), seed: config.seed });
   const first = firstTrainableStage(model, trainConfig.strategy);
   const strategy = STRATEGIES[trainConfig.strategy.kind];
   if (first === 0 && strategy.frozenBatchNorm !== null) {

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { datasetFingerprint, isFerryError, runCell, type BackendSelection, type CellConfig } from '@ferry/core';
-import { retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
+import { parseCellSpec, retryOf, sourceCellOf, startsFromScratch } from '@ferry/common';
 import { FileKind, type Assignment, type FerryEvent } from '@ferry/protocol';
 import { fetchSourceWeights, fileChunks, metadataFor, receiveFile, sendChunks, unary } from '@ferry/client';
 import { AttemptProgress, type AttemptRun, type ProgressSink, type TrainOutcome } from './attempt.js';
@@ -55,7 +55,8 @@ export class CellRunner {
    * and the data-parallel ring. A problem with this worker's copy of the data is returned, not thrown.
    */
   async prepare(a: Assignment): Promise<Prepared> {
-    const spec = a.spec!;
+    // The coordinator's message, checked field by field against the cell specification's table.
+    const spec = parseCellSpec(a.spec, `attempt ${a.attemptId} of cell ${a.cellId}`);
     const dir = path.join(this.ctx.workDir, 'cells', a.cellId);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });

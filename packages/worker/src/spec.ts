@@ -1,13 +1,13 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CELL, InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
-import { sourceCellOf, startsFromScratch } from '@ferry/common';
-import type { CellSpec } from '@ferry/protocol';
+import { InvalidArgumentError, getZooEntry, type CellConfig } from '@ferry/core';
+import { sourceCellOf, startsFromScratch, trainingHyperParameters, type CellSpec } from '@ferry/common';
 
 /**
- * A cell as the coordinator sends it -> the engine's configuration, paths under this worker's data
- * root; a cell of a later stage (weights `cell:<id>`) reads its source's best weights from
- * `sourceWeights`, where the worker fetched them (@ferry/client's fetchSourceWeights).
+ * A cell as the coordinator sends it (parsed: parseCellSpec) -> the engine's configuration, paths
+ * under this worker's data root; a cell of a later stage (weights `cell:<id>`) reads its source's
+ * best weights from `sourceWeights`, where the worker fetched them (@ferry/client's
+ * fetchSourceWeights).
  */
 export function cellConfigFromSpec(
   spec: CellSpec,
@@ -31,24 +31,13 @@ export function cellConfigFromSpec(
       );
   } else if (spec.weights !== 'none') weights = path.resolve(dataRoot, spec.weights);
   return {
-    ...DEFAULT_CELL,
+    ...trainingHyperParameters(spec),
     dataset: path.resolve(dataRoot, spec.path),
-    ...(spec.valFraction !== undefined ? { valFraction: spec.valFraction } : {}),
+    ...(spec.valFraction !== null ? { valFraction: spec.valFraction } : {}),
     model: spec.model,
     weights,
-    color: spec.color as 'rgb' | 'gray',
+    color: spec.color,
     strategy: spec.strategy,
-    epochs: spec.epochs,
-    batchSize: spec.batchSize,
-    lr: spec.lr,
-    momentum: spec.momentum,
-    weightDecay: spec.weightDecay,
-    lrStepEpochs: spec.lrStepEpochs,
-    lrGamma: spec.lrGamma,
     seed: spec.seed,
-    imageSize: spec.imageSize,
-    featureCache: spec.featureCache,
-    augmentViews: spec.augmentViews,
-    microBatch: spec.microBatch,
   };
 }

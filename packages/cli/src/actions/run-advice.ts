@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { DEFAULT_ADVISE, adviseDataset, selectBackend, type DatasetAdvice } from '@ferry/core';
-import { adviceRowKey, adviceText, sourceCellOf, sourceLabel, wireAdvice } from '@ferry/common';
+import { adviceRowKey, adviceText, parseCellSpec, sourceCellOf, sourceLabel, wireAdvice } from '@ferry/common';
 import { fetchSourceWeights, unary, type ConnectionOptions } from '@ferry/client';
 import { cellConfigFromSpec } from '@ferry/worker';
 import type { AdminClient, AdviceRow, CellSpec, SweepStatus } from '@ferry/protocol';
@@ -111,7 +111,7 @@ export class RunAdvisor {
     const label = `${spec.dataset} ${spec.color} from ${from}`;
     try {
       const source = row.source !== null ? await fetchSourceWeights(this.conn, this.o.cacheDir, row.source) : null;
-      const cfg = cellConfigFromSpec(spec, this.o.dataRoot, this.o.cacheDir, source?.file);
+      const cfg = cellConfigFromSpec(parseCellSpec(spec, label), this.o.dataRoot, this.o.cacheDir, source?.file);
       this.backend ??= selectBackend(backendRequest(this.o.backend), backendOptionsFromEnv(this.o.io));
       const result = await adviseDataset(
         {

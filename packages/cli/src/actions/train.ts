@@ -9,9 +9,8 @@ import {
   type CellConfig,
   type CellResult,
   type CellRunOptions,
-  type ColorMode,
 } from '@ferry/core';
-import { strategyLegend } from '@ferry/common';
+import { strategyLegend, type TrainingHyperParameters } from '@ferry/common';
 import { backendOptionsFromEnv, backendRequest } from '../backend-env.js';
 import { ProgressLine, err, out, table, type CliIo } from '../io.js';
 import { defaultCacheDir } from '../paths.js';
@@ -21,23 +20,14 @@ import { weightsChoice } from '../weights-choice.js';
 export interface TrainOptions {
   readonly data: string;
   readonly model: string;
-  readonly batch: number;
-  readonly epochs: number;
-  readonly lr: number;
-  readonly lrGamma: number;
-  readonly lrStep: number;
-  readonly momentum: number;
+  /** The hyper-parameters from their flags (the cell specification's table: kit.ts's trainingFromFlags). */
+  readonly hyper: TrainingHyperParameters;
   readonly finetune?: string;
   readonly strategy?: string;
   readonly color: string;
   readonly weights?: string;
-  readonly size: number;
   readonly valFraction?: number;
-  readonly wd: number;
   readonly seed: number;
-  readonly views: number;
-  readonly microBatch: number;
-  readonly cache: boolean;
   readonly backend: string;
   readonly threads?: number;
   readonly out?: string;
@@ -53,26 +43,19 @@ function cellConfig(o: TrainOptions, io: CliIo): CellConfig {
   if (f !== undefined && f !== '0' && f !== '1')
     throw new InvalidArgumentError(`-f must be 1 (finetune) or 0 (freeze), got "${f}"`);
   if (f !== undefined && o.strategy !== undefined) throw new InvalidArgumentError('give -f or --strategy, not both');
+  const color = o.color;
+  if (color !== 'rgb' && color !== 'gray')
+    throw new InvalidArgumentError(`--color must be rgb or gray, got "${color}"`);
   return {
     ...DEFAULT_CELL,
+    ...o.hyper,
     dataset: o.data,
     ...(o.valFraction !== undefined ? { valFraction: o.valFraction } : {}),
     model: o.model,
     weights: weightsChoice(o.weights, o.model, io),
-    color: o.color as ColorMode,
+    color,
     strategy: o.strategy ?? (f === '0' ? 'freeze' : 'finetune'),
-    epochs: o.epochs,
-    batchSize: o.batch,
-    lr: o.lr,
-    momentum: o.momentum,
-    weightDecay: o.wd,
-    lrStepEpochs: o.lrStep,
-    lrGamma: o.lrGamma,
     seed: o.seed,
-    imageSize: o.size,
-    featureCache: o.cache,
-    augmentViews: o.views,
-    microBatch: o.microBatch,
   };
 }
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { STRATEGY_HINT } from '@ferry/common';
 import type { TrainOptions } from '../actions/train.js';
-import { BACKEND_CHOICES, examples, hyperOption, int, num, type CommandContext } from '../kit.js';
+import { BACKEND_CHOICES, examples, hyperOption, int, num, trainingFromFlags, type CommandContext } from '../kit.js';
 
 /** The study script's flags of more than one letter, as ferry's long ones (a short flag has one letter). */
 const STUDY_FLAGS: Readonly<Record<string, string>> = {
@@ -48,7 +48,10 @@ export function trainDefinition(program: Command, ctx: CommandContext): void {
     .option('--json', 'print the result as JSON', false)
     .action(async () => {
       const { trainCommand } = await import('../actions/train.js');
-      ctx.code = await trainCommand(cmd.opts<TrainOptions>(), ctx.io);
+      ctx.code = await trainCommand(
+        { ...cmd.opts<Omit<TrainOptions, 'hyper'>>(), hyper: trainingFromFlags(cmd) },
+        ctx.io,
+      );
     });
   examples(
     cmd,

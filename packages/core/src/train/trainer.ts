@@ -1,6 +1,7 @@
 import {
   STRATEGIES,
   TRAINING_DEFAULTS,
+  type TrainingHyperParameters,
   hyperParameterProblem,
   hyperParameterRange,
   strategyName,
@@ -42,33 +43,30 @@ import { firstTrainableStage, type Network } from './network.js';
 import type { EpochMetrics, TrainProgress, TrainResult } from './result.js';
 import { Sgd } from './sgd.js';
 
-/** Hyper-parameters of one training run, with the study's defaults. */
-export interface TrainConfig {
-  readonly epochs: number;
-  readonly lr: number;
-  readonly momentum: number;
-  readonly weightDecay: number;
+/** The hyper-parameters of the table (@ferry/common) that the trainer itself reads. */
+export const TRAINER_HYPER_PARAMETERS = ['epochs', 'lr', 'momentum', 'weightDecay', 'lrStepEpochs', 'lrGamma'] as const;
+type TrainerHyperParameters = Pick<TrainingHyperParameters, (typeof TRAINER_HYPER_PARAMETERS)[number]>;
+
+/** One training run as the trainer takes it: the table's values it reads, plus its strategy and seed. */
+export interface TrainConfig extends TrainerHyperParameters {
   readonly nesterov: boolean;
-  /** StepLR period in epochs (0 = constant learning rate). */
-  readonly lrStepEpochs: number;
-  readonly lrGamma: number;
   readonly strategy: Strategy;
   readonly seed: number;
 }
 
-const T = TRAINING_DEFAULTS;
+/** The trainer's configuration from anything holding the table's values (a CellConfig, the defaults). */
+export function trainConfigOf(
+  hyper: TrainerHyperParameters,
+  rest: { readonly strategy: Strategy; readonly seed: number; readonly nesterov?: boolean },
+): TrainConfig {
+  const picked = Object.fromEntries(TRAINER_HYPER_PARAMETERS.map((k) => [k, hyper[k]])) as TrainerHyperParameters;
+  return { ...picked, nesterov: rest.nesterov ?? false, strategy: rest.strategy, seed: rest.seed };
+}
 
-export const DEFAULT_TRAIN_CONFIG: TrainConfig = {
-  epochs: T.epochs,
-  lr: T.lr,
-  momentum: T.momentum,
-  weightDecay: T.weightDecay,
-  nesterov: false,
-  lrStepEpochs: T.lrStepEpochs,
-  lrGamma: T.lrGamma,
+export const DEFAULT_TRAIN_CONFIG: TrainConfig = trainConfigOf(TRAINING_DEFAULTS, {
   strategy: { kind: 'finetune' },
   seed: 0,
-};
+});
 
 export interface TrainerOptions {
   readonly network: Network;
@@ -146,20 +144,37 @@ function validate(config: TrainConfig): void {
     throw new InvalidArgumentError(`train config: ${name} ${why}`);
   };
   // The ranges are the cell specification's (@ferry/common), as a sweep checks them.
-  for (const name of ['epochs', 'lr', 'momentum', 'weightDecay', 'lrStepEpochs', 'lrGamma'] as const) {
+  for (const name of TRAINER_HYPER_PARAMETERS) {
     const problem = hyperParameterProblem(name, config[name]);
     if (problem) bad(name, `${problem}; allowed: ${hyperParameterRange(name)}`);
   }
   if (config.nesterov && config.momentum === 0) bad('nesterov', 'needs a momentum above 0');
 }
 
+/** Every key of a TrainConfig (the Record makes a new one a compile error here), at its place in the hash. */
+const HASH_PLACE: Readonly<Record<keyof TrainConfig, number>> = {
+  epochs: 0,
+  lr: 1,
+  momentum: 2,
+  weightDecay: 3,
+  nesterov: 4,
+  lrStepEpochs: 5,
+  lrGamma: 6,
+  strategy: 7,
+  seed: 8,
+};
+const HASH_ORDER = (Object.keys(HASH_PLACE) as (keyof TrainConfig)[]).sort((a, b) => HASH_PLACE[a] - HASH_PLACE[b]);
+
 export function configHash(arch: string, numClasses: number, config: TrainConfig): string {
   // A strategy whose meaning changed (revision > 1) never resumes a checkpoint of the old meaning.
   const revision = STRATEGIES[config.strategy.kind].revision;
+  // The keys in the order checkpoints have always been hashed with (a TrainConfig's own order may
+  // change; an existing checkpoint's hash must not).
+  const ordered = Object.fromEntries(HASH_ORDER.map((k) => [k, config[k]]));
   const canon = JSON.stringify({
     arch,
     numClasses,
-    ...config,
+    ...ordered,
     strategy: strategyName(config.strategy),
     ...(revision > 1 ? { strategyRevision: revision } : {}),
   });
