@@ -23,6 +23,27 @@ export interface ReportCell {
   readonly epochs: readonly { readonly epoch: number; readonly valAccuracy: number; readonly trainLoss: number }[];
   readonly classes: readonly string[];
   readonly confusion: readonly (readonly number[])[];
+  /** Its other settings (weights, hyper-parameters): what tells apart two cells of one strategy and seed. */
+  readonly settings?: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * Each cell's legend in a row: its strategy and seed, then, for cells that share those, the
+ * settings that differ among them ("freeze seed 0 weights none" beside "freeze seed 0 weights
+ * pretrained"), so no two series read the same.
+ */
+export function legendLabels(cells: readonly ReportCell[]): Map<ReportCell, string> {
+  const base = (c: ReportCell): string => `${c.strategy} seed ${c.seed}`;
+  const groups = new Map<string, ReportCell[]>();
+  for (const c of cells) groups.set(base(c), [...(groups.get(base(c)) ?? []), c]);
+  const out = new Map<ReportCell, string>();
+  for (const [name, group] of groups) {
+    const keys = [...new Set(group.flatMap((c) => Object.keys(c.settings ?? {})))].filter(
+      (k) => new Set(group.map((c) => JSON.stringify(c.settings?.[k]))).size > 1,
+    );
+    for (const c of group) out.set(c, [name, ...keys.map((k) => `${k} ${String(c.settings?.[k] ?? '-')}`)].join(' '));
+  }
+  return out;
 }
 
 export function esc(s: string): string {
@@ -188,7 +209,8 @@ function rowSection(r: Row, cells: readonly ReportCell[], multiModel: boolean): 
   const mine = cells.filter((c) => c.dataset === r.dataset && c.color === r.color && c.model === r.model);
   if (mine.length === 0) return '';
   const title = `${r.dataset} ${r.color}${multiModel ? ` ${r.model}` : ''}`;
-  const label = (c: ReportCell): string => `${c.strategy} seed ${c.seed}`;
+  const legend = legendLabels(mine);
+  const label = (c: ReportCell): string => legend.get(c)!;
   const chart = chartFigure(
     {
       title: `${title}: val accuracy per epoch`,
@@ -243,12 +265,18 @@ ${t.rows.map((r) => rowSection(r, cells, multiModel)).join('')}`;
 
 /** A finished cell's report fields from its spec and result (undefined when it has none). */
 export function reportCell(
-  spec: { dataset: string; color: string; strategy: string; model: string; seed: number },
+  spec: { dataset: string; color: string; strategy: string; model: string; seed: number; weights?: string },
   result: CellResult | undefined,
 ): ReportCell | undefined {
   if (!result) return undefined;
+  const { dataset, color, strategy, model, seed, ...settings } = spec;
   return {
-    ...spec,
+    dataset,
+    color,
+    strategy,
+    model,
+    seed,
+    settings,
     bestEpoch: result.bestEpoch,
     bestValAccuracy: result.bestValAccuracy,
     epochs: result.epochs,

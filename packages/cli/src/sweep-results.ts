@@ -1,4 +1,4 @@
-import { rowAdviceOfWire, summarizeResult, type CellOutcome, type RowAdvice } from '@ferry/common';
+import { parseCellSpec, rowAdviceOfWire, summarizeResult, type CellOutcome, type RowAdvice } from '@ferry/common';
 import type { SweepStatus } from '@ferry/protocol';
 import { reportCell, type ReportCell } from './report.js';
 
@@ -13,10 +13,12 @@ export function outcomes(s: SweepStatus): CellOutcome[] {
     .filter((c) => c.state === 'done' && c.result)
     .map((c) => {
       const r = summarizeResult(c.result!);
-      const { valFraction, ...spec } = c.spec!;
+      // What may tell cells apart in the table (groupBy); the dataset's val split is not one.
+      const settings: Record<string, unknown> = { ...c.spec! };
+      delete settings['valFraction'];
       return {
-        spec: { ...spec, valFraction: valFraction ?? null, color: spec.color as 'rgb' | 'gray' },
-        settings: { ...spec },
+        spec: parseCellSpec(c.spec, `cell ${c.cellId}`),
+        settings,
         cellId: c.cellId,
         bestValAccuracy: r.bestValAccuracy,
         bestEpoch: r.bestEpoch,

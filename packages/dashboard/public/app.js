@@ -193,6 +193,16 @@ const groupText = (group) => {
 const cellName = (c) => `${c.dataset} ${c.color} ${c.strategy} s${c.seed}`;
 
 /**
+ * The selected cells' legends: each cell's name, and its starting weights where two cells' names
+ * would read the same (the pretrained and the random-weights freeze of one seed).
+ * @param {CellDetail[]} cells
+ */
+function legendNames(cells) {
+  const names = cells.map(cellName);
+  return names.map((n, i) => (names.filter((m) => m === n).length > 1 ? `${n} ${cells[i]?.weights ?? ''}` : n));
+}
+
+/**
  * A chart of the selected cells in box `boxId`: kept and fed new data while its cells, the layout
  * and the colour scheme stay the same, drawn anew otherwise.
  * @param {string} boxId
@@ -225,7 +235,12 @@ function plotCells(boxId, cells, spec) {
  * @param {boolean} asPercent
  */
 function drawChart(boxId, title, cells, metric, asPercent) {
-  const series = cells.map((c) => ({ label: cellName(c), values: c.curves.map((p) => p[metric]), best: c.bestEpoch }));
+  const labels = legendNames(cells);
+  const series = cells.map((c, i) => ({
+    label: labels[i] ?? cellName(c),
+    values: c.curves.map((p) => p[metric]),
+    best: c.bestEpoch,
+  }));
   plotCells(boxId, cells, FerryChart.epochChart(title, title, series, asPercent));
 }
 
@@ -239,7 +254,7 @@ function drawStepChart(boxId, cells) {
     boxId,
     cells,
     FerryChart.stepChart(
-      cells.map(cellName),
+      legendNames(cells),
       cells.map((c) => [...(c.steps || [])]),
     ),
   );
