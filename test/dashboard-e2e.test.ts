@@ -715,8 +715,12 @@ test('the sweep page: chosen cells overlaid on one chart, heat maps with a norma
   expect(await page.$$eval('#per-class tr', (l) => l.length)).toBe(3);
   await page.screenshot({ path: path.join(artifacts, 'dashboard-overlay.png'), fullPage: true });
   // Sorting: best val descending, then filtering by words.
+  // Each click re-renders the header: the second waits for the first's (a click on the old header
+  // while it is being replaced would be lost under load).
   await page.click('#cells th[data-key="bestValAccuracy"]');
+  await page.waitForSelector('#cells th[data-key="bestValAccuracy"][aria-sort="ascending"]');
   await page.click('#cells th[data-key="bestValAccuracy"]');
+  await page.waitForSelector('#cells th[data-key="bestValAccuracy"][aria-sort="descending"]');
   const order = async (): Promise<string[]> =>
     page.$$eval('#cells tr.cell:not([hidden])', (l) => l.map((tr) => (tr as HTMLElement).dataset['cell']!));
   expect(await order()).toEqual(['c0', 'c3', 'c1', 'c2']);
