@@ -14,7 +14,7 @@ import { buildModel, getZooEntry } from './models/zoo.js';
 import { ArrayBatchSource, type BatchSource, type ShardSpec } from './train/data.js';
 import { gradientSync, type GradientSync, type RingGroup } from './train/gradient-sync.js';
 import { Network, firstTrainableStage, parseStrategy } from './train/network.js';
-import type { EpochMetrics, TrainProgress, TrainResult } from './train/result.js';
+import type { TrainProgress, TrainResult } from './train/result.js';
 import { Trainer, trainConfigOf, type TrainConfig } from './train/trainer.js';
 import {
   adaptBatchNorm,
@@ -92,28 +92,21 @@ export interface CellRunOptions {
   readonly distributed?: RingGroup;
 }
 
-/** What a run produces: the study's numbers plus how they were obtained. */
-export interface CellResult {
+/**
+ * What a run produces: the trainer's result (the study's numbers; `wallMs` here is the whole
+ * cell's, preparation included) plus how they were obtained.
+ */
+export interface CellResult extends TrainResult {
   readonly config: CellConfig;
   readonly classes: readonly string[];
   readonly trainImages: number;
   readonly valImages: number;
-  readonly epochs: readonly EpochMetrics[];
-  readonly bestValAccuracy: number;
-  readonly bestEpoch: number;
-  readonly confusion: readonly (readonly number[])[];
-  readonly perClassAccuracy: readonly number[];
   /**
-   * At the best epoch: the class predicted for every val image, in val order, with the labels, and
-   * a hash of the val image list (relative paths and labels) that says which cells saw the same
-   * images, so their predictions can be compared image by image (paired tests).
+   * A hash of the val image list (relative paths and labels): which cells saw the same images, so
+   * that their predictions (valPredictions) can be compared image by image (paired tests).
    */
-  readonly valPredictions: readonly number[];
-  readonly valLabels: readonly number[];
   readonly valSetHash: string;
   readonly skipped: readonly SkippedFile[];
-  readonly wallMs: number;
-  readonly imagesPerSec: number;
   readonly featureCache: {
     readonly used: boolean;
     readonly hits: number;
@@ -122,7 +115,6 @@ export interface CellResult {
   };
   readonly backend: string;
   readonly device: string;
-  readonly resumedFromEpoch: number;
   readonly finishedAt: string;
 }
 
@@ -496,25 +488,17 @@ function cellResult(
 ): CellResult {
   const { folder, images, r } = run;
   return {
+    ...r,
+    wallMs: run.wallMs,
     config,
     classes: folder.classes,
     trainImages: images.train.size,
     valImages: images.val.size,
-    epochs: r.epochs,
-    bestValAccuracy: r.bestValAccuracy,
-    bestEpoch: r.bestEpoch,
-    confusion: r.bestConfusion,
-    perClassAccuracy: r.bestPerClassAccuracy,
-    valPredictions: r.bestPredictions,
-    valLabels: r.valLabels,
     valSetHash: valSetHash(config.dataset, folder.val),
     skipped: [...images.train.skipped, ...images.val.skipped],
-    wallMs: run.wallMs,
-    imagesPerSec: r.imagesPerSec,
     featureCache: run.inputs.cacheStats,
     backend: options.backend.name,
     device: options.backend.device,
-    resumedFromEpoch: r.resumedFromEpoch,
     finishedAt: new Date().toISOString(),
   };
 }

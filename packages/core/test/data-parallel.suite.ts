@@ -76,7 +76,7 @@ async function single(
   const state = await net.exportState();
   t.dispose();
   net.dispose();
-  return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.bestPredictions, labels: r.valLabels };
+  return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.valPredictions, labels: r.valLabels };
 }
 
 async function parallel(
@@ -111,7 +111,7 @@ async function parallel(
       const state = await net.exportState();
       t.dispose();
       net.dispose();
-      return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.bestPredictions, labels: r.valLabels };
+      return { state, valAcc: r.epochs.map((e) => e.valAccuracy), predictions: r.valPredictions, labels: r.valLabels };
     }),
   );
 }

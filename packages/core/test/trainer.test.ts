@@ -58,7 +58,7 @@ describe('trainer', () => {
       [0.05, 0.05, 0.05, 0.005, 0.005, 0.005].map((v, i) => (i < 3 ? v : 0.05 * 0.1)),
     );
     // The confusion matrix of the best epoch accounts for every val image.
-    expect(r.bestConfusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
+    expect(r.confusion.flat().reduce((a, b) => a + b, 0)).toBe(32);
     // The network ends with its best weights, as the study keeps them.
     const again = await trainer.evaluate(val);
     const acc = again.confusion.reduce((a, row, i) => a + row[i]!, 0) / 32;
@@ -178,7 +178,7 @@ describe('trainer', () => {
     expect(resumed.bestEpoch).toBe(uninterrupted.bestEpoch);
     // The best epoch's per-image predictions survive the resume (they come from the checkpoint
     // when the best epoch was before the cut).
-    expect(resumed.bestPredictions).toEqual(uninterrupted.bestPredictions);
+    expect(resumed.valPredictions).toEqual(uninterrupted.valPredictions);
     expect(resumed.valLabels).toEqual(uninterrupted.valLabels);
   });
 
@@ -187,15 +187,15 @@ describe('trainer', () => {
     const net = Network.create(buildModel('resnet_tiny', 4), { seed: 4 });
     const trainer = new Trainer({ network: net, config: config({ epochs: 3 }), train, val });
     const r = await trainer.run();
-    expect(r.bestPredictions).toHaveLength(32);
+    expect(r.valPredictions).toHaveLength(32);
     expect(r.valLabels).toHaveLength(32);
     const confusion = Array.from({ length: 4 }, () => new Array<number>(4).fill(0));
-    r.valLabels.forEach((label, i) => confusion[label]![r.bestPredictions[i]!]!++);
-    expect(confusion).toEqual(r.bestConfusion);
-    const correct = r.valLabels.filter((label, i) => r.bestPredictions[i] === label).length;
+    r.valLabels.forEach((label, i) => confusion[label]![r.valPredictions[i]!]!++);
+    expect(confusion).toEqual(r.confusion);
+    const correct = r.valLabels.filter((label, i) => r.valPredictions[i] === label).length;
     expect(correct / 32).toBe(r.bestValAccuracy);
     // Not all one class: the comparison says something.
-    expect(new Set(r.bestPredictions).size).toBeGreaterThan(1);
+    expect(new Set(r.valPredictions).size).toBeGreaterThan(1);
     trainer.dispose();
     net.dispose();
   });

@@ -22,13 +22,14 @@ export interface TrainResult {
   readonly bestValAccuracy: number;
   /** 0-based epoch whose weights are kept. */
   readonly bestEpoch: number;
-  readonly bestConfusion: readonly (readonly number[])[];
-  readonly bestPerClassAccuracy: readonly number[];
+  /** The best epoch's confusion matrix (row = true class) and per-class accuracy. */
+  readonly confusion: readonly (readonly number[])[];
+  readonly perClassAccuracy: readonly number[];
   /**
    * The class predicted for each val image at the best epoch, in the val source's order, and the
    * images' labels: what paired tests compare between cells evaluated on the same images.
    */
-  readonly bestPredictions: readonly number[];
+  readonly valPredictions: readonly number[];
   readonly valLabels: readonly number[];
   readonly wallMs: number;
   /** Training images per second over all epochs (this process). */
