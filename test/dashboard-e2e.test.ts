@@ -114,11 +114,10 @@ async function expectTableShowsApi(page: Page, api: ResultsTable): Promise<void>
 
 /**
  * The values a uPlot chart of the page plots (x, then a series per cell), from the chart object
- * itself: app.js's `charts` registry, a top-level const of a classic script, so in the page's
- * global scope.
+ * itself: app.js's `charts` registry, which the module puts on `window.ferry` for the console.
  */
 async function plotted(page: Page, box: string): Promise<(number | null)[][]> {
-  return page.evaluate(`[...charts.get(${JSON.stringify(box)}).chart.plot.data].map((s) => [...s])`);
+  return page.evaluate(`[...window.ferry.charts.get(${JSON.stringify(box)}).chart.plot.data].map((s) => [...s])`);
 }
 
 beforeAll(async () => {

@@ -72,7 +72,9 @@ export function chartFigure(
 function page(title: string, css: string, body: string): string {
   const assets = chartAssets();
   // A script's text may not hold "</script": no chart file has it, and data lives in attributes.
-  const scripts = [...assets.scripts, 'FerryChart.plotAll();'].map((s) => `<script>${s}</script>`).join('\n');
+  // uPlot is a classic script (its global); the chart module runs inline with the call that draws
+  // every chart of the page (FerryChart is in its scope), once the page is parsed.
+  const scripts = `<script>${assets.uplot}</script>\n<script type="module">${assets.chart}\nFerryChart.plotAll();</script>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(title)}</title>

@@ -1,7 +1,8 @@
 // @ts-check
-// ferry dashboard UI: plain JS, no build step (type-checked from JSDoc: tsconfig.public.json). Data
-// from /api, live changes from /api/events (SSE); charts by chart.js (FerryChart), loaded before.
-'use strict';
+// ferry dashboard UI: an ES module, no build step (type-checked from JSDoc: tsconfig.public.json).
+// Data from /api, live changes from /api/events (SSE); charts by chart.js (FerryChart).
+import { FerryChart } from './chart.js';
+/** @typedef {import('./chart.js').ChartSpec} ChartSpec */
 /** @typedef {{ key: string, dir: 'asc' | 'desc' }} Sort */
 /** @typedef {{ page: 'list' | 'sweep', id: string, cells: string[], sort: Sort | null, q: string, norm: boolean }} Route */
 
@@ -174,6 +175,8 @@ function tableHtml(t, id) {
 
 /** @type {Map<string, { chart: Chart, key: string }>} chart box id -> its chart and what it shows */
 const charts = new Map();
+// The drawn charts, for a look from the browser's console (and the end-to-end tests): window.ferry.charts.
+window.ferry = { charts };
 // Charts take their colours from the page's (light or dark) palette: redrawn when it changes.
 const DARK = matchMedia('(prefers-color-scheme: dark)');
 DARK.addEventListener('change', () => {

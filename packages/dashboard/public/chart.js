@@ -1,8 +1,8 @@
 // @ts-check
-// ferry's one chart code path: the dashboard's charts and results.html's (inlined there with uPlot,
-// so the report stays one file). A chart is a JSON description (ChartSpec), drawn by uPlot with a
+// ferry's one chart code path, an ES module: the dashboard's charts (app.js imports it) and
+// results.html's (inlined there as a module script with uPlot, so the report stays one file). A
+// chart is a JSON description (ChartSpec), drawn by uPlot (its IIFE build, the one global) with a
 // series per cell, a colour and a dash pattern each, and each series' best epoch ringed.
-'use strict';
 
 /**
  * @typedef {object} ChartSpec
@@ -189,7 +189,7 @@ function chartPlotAll() {
 
 /* exported FerryChart */
 /** The chart module's interface (the dashboard's app.js and the CLI's report pages use it). */
-const FerryChart = {
+export const FerryChart = {
   PALETTE: CHART_PALETTE,
   DASHES: CHART_DASHES,
   epochChart: chartEpochs,

@@ -16,12 +16,14 @@ export const UPLOT_FILES = {
 } as const;
 
 /**
- * The chart code as text, to inline in a self-contained page (results.html): uPlot and its CSS, then
- * the dashboard's chart module (public/chart.js: `FerryChart.plot`, `FerryChart.plotAll`, ...).
+ * The chart code as text, to inline in a self-contained page (results.html): uPlot's CSS and its
+ * script (a classic one: its global), and the dashboard's chart module (public/chart.js, an ES
+ * module: `FerryChart.plot`, `FerryChart.plotAll`, ...), to inline as a module script.
  */
-export function chartAssets(): { readonly css: string; readonly scripts: readonly string[] } {
+export function chartAssets(): { readonly css: string; readonly uplot: string; readonly chart: string } {
   return {
     css: readFileSync(UPLOT_FILES.css, 'utf8'),
-    scripts: [readFileSync(UPLOT_FILES.js, 'utf8'), readFileSync(publicFile('chart.js'), 'utf8')],
+    uplot: readFileSync(UPLOT_FILES.js, 'utf8'),
+    chart: readFileSync(publicFile('chart.js'), 'utf8'),
   };
 }

@@ -342,8 +342,12 @@ describe('dashboard routes (fastify inject)', () => {
     const { app } = buildApp({ state: new DashboardState() });
     const html = await app.inject('/');
     expect(html.headers['content-type']).toContain('text/html');
-    expect(html.body).toContain('<script src="/app.js">');
-    expect((await app.inject('/app.js')).body).toContain("new EventSource('/api/events')");
+    // The UI is ES modules: app.js, which imports chart.js; uPlot's build is the one classic script.
+    expect(html.body).toContain('<script type="module" src="/app.js">');
+    const appJs = (await app.inject('/app.js')).body;
+    expect(appJs).toContain("new EventSource('/api/events')");
+    expect(appJs).toContain("import { FerryChart } from './chart.js';");
+    expect((await app.inject('/chart.js')).body).toContain('export const FerryChart');
     expect((await app.inject('/index.html')).body).toBe(html.body);
     // uPlot from its package (cached a day), and nothing else of either folder.
     const uplot = await app.inject('/vendor/uPlot.iife.min.js');
