@@ -183,23 +183,24 @@ export function trainingHyperParameters(from: TrainingHyperParameters): Training
 }
 
 /**
- * External values of every hyper-parameter (a message, a stored row, parsed flags) checked against
- * the table: the values, or the first problem as `<where>: <name> must be ... ; allowed: ...`.
+ * External values of every hyper-parameter (a message, a stored row) checked against the table:
+ * the values, or FERRY_ERR_INVALID_ARGUMENT with the first problem as
+ * `<where>: <name> must be ...; allowed: ...`.
  */
-export function parseHyperParameters(
-  raw: Readonly<Record<string, unknown>>,
-  where: string,
-): { ok: true; value: HyperParameters } | { ok: false; problem: string } {
+export function parseHyperParameters(raw: Readonly<Record<string, unknown>>, where: string): HyperParameters {
   const out: Record<string, number | boolean> = {};
   for (const name of HYPER_PARAMETER_NAMES) {
     const problem = hyperParameterProblem(name, raw[name]);
     if (problem) {
       const range = hyperParameterRange(name);
-      return { ok: false, problem: `${where}: ${name} ${problem}${range ? `; allowed: ${range}` : ''}` };
+      throw new FerryError(
+        'FERRY_ERR_INVALID_ARGUMENT',
+        `${where}: ${name} ${problem}${range ? `; allowed: ${range}` : ''}`,
+      );
     }
     out[name] = raw[name] as number | boolean;
   }
-  return { ok: true, value: out as HyperParameters };
+  return out as HyperParameters;
 }
 
 /** The range a hyper-parameter allows, as text (`>= 1`, `> 0`, `>= 0 and < 1`); '' for a boolean. */
@@ -265,7 +266,6 @@ export function parseCellSpec(raw: unknown, where: string): CellSpec {
     return v;
   };
   const hyper = parseHyperParameters(r, where);
-  if (!hyper.ok) throw new FerryError('FERRY_ERR_INVALID_ARGUMENT', hyper.problem);
   const color = r['color'];
   if (color !== 'rgb' && color !== 'gray') return bad(`color must be rgb or gray (got ${JSON.stringify(color)})`);
   const vf = r['valFraction'] ?? null;
@@ -278,7 +278,7 @@ export function parseCellSpec(raw: unknown, where: string): CellSpec {
   if (!Array.isArray(backends) || !backends.every((b): b is string => typeof b === 'string'))
     return bad('backends must be a list of backend names');
   return {
-    ...hyper.value,
+    ...hyper,
     dataset: text('dataset'),
     path: text('path'),
     valFraction: vf,

@@ -78,6 +78,7 @@ export type WorkerLifecycle = WorkerState['kind'];
 /** What create() reads before the worker starts (its constructor does no I/O). */
 interface WorkerFiles {
   readonly workerId: string;
+  readonly claim: ClaimFile;
   readonly recovered: RunningCell | null;
   readonly peerTls: PeerTls | undefined;
 }
@@ -112,7 +113,7 @@ export class FerryWorker {
   ) {
     this.workerId = files.workerId;
     this.recovered = files.recovered;
-    this.claim = new ClaimFile(path.join(options.workDir, 'attempt.json'));
+    this.claim = files.claim;
     this.name = options.name ?? `${os.hostname()}-${options.gpuIndex ?? process.pid}`;
     const peerHost = options.peerHost ?? '127.0.0.1';
     this.peer = new PeerServer({
@@ -179,10 +180,16 @@ export class FerryWorker {
     const backend = await selectBackend(options.backend ?? 'auto', options.backendOptions);
     await mkdir(options.workDir, { recursive: true });
     const idFile = path.join(options.workDir, 'worker-id');
-    const workerId = (await readFile(idFile, 'utf8').catch(() => '')).trim() || randomUUID();
+    // A first start has no id yet; any other failure to read it is the worker's to report.
+    const saved = await readFile(idFile, 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw e;
+    });
+    const workerId = saved.trim() || randomUUID();
     await writeFile(idFile, `${workerId}\n`);
-    const recovered = new ClaimFile(path.join(options.workDir, 'attempt.json')).read();
-    return new FerryWorker(options, backend, { workerId, recovered, peerTls: await peerTlsOf(options.connection) });
+    const claim = new ClaimFile(path.join(options.workDir, 'attempt.json'));
+    const peerTls = await peerTlsOf(options.connection);
+    return new FerryWorker(options, backend, { workerId, claim, recovered: claim.read(), peerTls });
   }
 
   get status(): WorkerLifecycle {
