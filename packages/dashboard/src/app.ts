@@ -108,7 +108,7 @@ const ID_PARAMS = Type.Object({
 
 const TABLE_QUERY = Type.Object(
   {
-    token: Type.Optional(Type.String({ maxLength: 1024 })),
+    ...TOKEN_QUERY.properties,
     format: Type.Optional(
       Type.Union([Type.Literal('json'), Type.Literal('csv'), Type.Literal('md')], {
         description: 'format must be json, csv or md',
